@@ -1,0 +1,189 @@
+//! Builds the application from settings and runs it until stopped.
+//!
+//! [`Application::build`] opens the store, loads the keys, reads back live calls and pending
+//! notifications, and binds the listener; [`Application::run_until_stopped`] serves until the
+//! cancellation token fires, then stops accepting, lets in-flight requests finish, and stops the
+//! timer and delivery workers (everything they had not done is already in the store).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use crate::auth::{KeyRing, Validator, keys::KEY_FILE};
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::delivery::{Delivery, Signer};
+use crate::domain::call::Rules;
+use crate::engine::Engine;
+use crate::fabric::simulated::SimulatedFabric;
+use crate::http::{self, AppState, PeerAddr};
+
+/// How `serve` was asked to run.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    pub listen: String,
+    pub store: String,
+    pub virtual_clock: bool,
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: Arc<AppState>,
+    engine: Arc<Engine>,
+    delivery: Arc<Delivery>,
+    key_dir: Option<PathBuf>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings, opts: &ServeOptions) -> anyhow::Result<Self> {
+        let opened = crate::store::open(&opts.store, settings.store.durability)?;
+        let keys = match &opened.data_dir {
+            Some(dir) => KeyRing::load_or_create(dir)?,
+            None => KeyRing::ephemeral()?,
+        };
+        let keys = Arc::new(RwLock::new(keys));
+        let clock = if opts.virtual_clock {
+            Clock::virtual_at(chrono::Utc::now())
+        } else {
+            Clock::real()
+        };
+        let snapshot = opened.store.load().await.context("reading the store")?;
+        let http_client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .context("building the HTTP client")?;
+        let signer = Signer::new(keys.clone(), settings.notifications.clone());
+        let delivery = Arc::new(Delivery::new(
+            opened.store.clone(),
+            clock.clone(),
+            signer,
+            http_client.clone(),
+            settings.delivery.clone(),
+        ));
+        delivery.enqueue(snapshot.pending.clone());
+        let rules = Rules {
+            keep_alive_window: chrono::Duration::seconds(settings.calls.keep_alive_timeout_secs as i64),
+            ringing_timeout: chrono::Duration::seconds(settings.calls.ringing_timeout_secs as i64),
+        };
+        let engine = Arc::new(Engine::new(
+            &snapshot,
+            opened.store.clone(),
+            clock,
+            Arc::new(SimulatedFabric::new(&settings.parties)),
+            rules,
+            delivery.clone(),
+        ));
+        let validator = Validator::new(keys.clone(), &settings.trusted_issuers, http_client);
+        validator.load_trusted_keys().await?;
+        let listener = TcpListener::bind(&opts.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", opts.listen))?;
+        let addr = listener.local_addr()?;
+        let public_url = settings
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"));
+        let state = Arc::new(AppState::new(engine.clone(), validator, keys, settings, public_url));
+        Ok(Application {
+            listener,
+            state,
+            engine,
+            delivery,
+            key_dir: opened.data_dir,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until `stop` fires; see the module docs for the order of shutdown.
+    pub async fn run_until_stopped(self, stop: CancellationToken) -> anyhow::Result<()> {
+        let workers = CancellationToken::new();
+        let timers = tokio::spawn(self.engine.clone().run_timers(workers.clone()));
+        let delivery = tokio::spawn(self.delivery.clone().run(workers.clone()));
+        if let Some(dir) = self.key_dir.clone() {
+            tokio::spawn(watch_keys(dir, self.state.keys.clone(), workers.clone()));
+        }
+        let limits = self.state.settings.limits.clone();
+        let router = http::router(self.state.clone());
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(limits.idle_timeout_secs.max(1)))
+            .max_buf_size(limits.max_header_bytes.max(8192))
+            .keep_alive(true);
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = stop.cancelled() => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let svc = router.clone().map_request(move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(PeerAddr(peer));
+                req.map(axum::body::Body::new)
+            });
+            let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!("connection ended: {e}");
+                }
+            });
+        }
+        drop(self.listener);
+        if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await.is_err() {
+            tracing::warn!("some connections were still open after 10 s");
+        }
+        workers.cancel();
+        let _ = timers.await;
+        let _ = delivery.await;
+        Ok(())
+    }
+}
+
+/// Picks up `switchboard keys rotate` run while the server is up.
+async fn watch_keys(dir: PathBuf, keys: Arc<RwLock<KeyRing>>, stop: CancellationToken) {
+    let path = dir.join(KEY_FILE);
+    let modified = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut seen = modified(&path);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+        let now = modified(&path);
+        if now != seen {
+            seen = now;
+            match KeyRing::load_or_create(&dir) {
+                Ok(ring) => {
+                    *keys.write().expect("key ring lock") = ring;
+                    tracing::info!("signing keys reloaded");
+                }
+                Err(e) => tracing::error!("cannot reload signing keys: {e}"),
+            }
+        }
+    }
+}

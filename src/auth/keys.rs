@@ -1,0 +1,283 @@
+//! RSA signing keys: generated on first start into the data folder (file mode 0600), reused
+//! across restarts, rotated with `switchboard keys rotate`. A rotated-out key stays published
+//! until every token it signed has expired. The memory store uses an ephemeral key.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rsa::{KeyPair, KeySize};
+use aws_lc_rs::signature::KeyPair as _;
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use jsonwebtoken::{DecodingKey, EncodingKey};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// The file in the data folder that holds the private keys.
+pub const KEY_FILE: &str = "signing-keys.json";
+
+/// How long a retired key stays published: longer than any token lives (tokens: 1 h,
+/// notification tokens: 65 min by default).
+const RETIRED_KEY_RETENTION_SECS: i64 = 2 * 3600;
+
+pub struct SigningKey {
+    pub kid: String,
+    created_at: i64,
+    retired_at: Option<i64>,
+    pem: String,
+    pub encoding: EncodingKey,
+    pub decoding: DecodingKey,
+    n: String,
+    e: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredKey {
+    kid: String,
+    created_at: i64,
+    retired_at: Option<i64>,
+    private_key_pem: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeyFile {
+    keys: Vec<StoredKey>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot generate a key")]
+    Generate,
+    #[error("the key file {path} is unreadable: {reason}")]
+    Unreadable { path: PathBuf, reason: String },
+    #[error("cannot write the key file {path}: {reason}")]
+    Write { path: PathBuf, reason: String },
+}
+
+fn pem_of(der: &[u8]) -> String {
+    let b64 = STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(chunk).expect("base64 is ascii"));
+        pem.push('\n');
+    }
+    pem.push_str("-----END PRIVATE KEY-----\n");
+    pem
+}
+
+fn der_of(pem: &str) -> Option<Vec<u8>> {
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    STANDARD.decode(body).ok()
+}
+
+impl SigningKey {
+    fn generate(now: i64) -> Result<Self, KeyError> {
+        let pair = KeyPair::generate(KeySize::Rsa2048).map_err(|_| KeyError::Generate)?;
+        let der = pair.as_der().map_err(|_| KeyError::Generate)?;
+        let pem = pem_of(der.as_ref());
+        Self::from_stored(StoredKey {
+            kid: String::new(),
+            created_at: now,
+            retired_at: None,
+            private_key_pem: pem,
+        })
+        .ok_or(KeyError::Generate)
+    }
+
+    fn from_stored(s: StoredKey) -> Option<Self> {
+        let der = der_of(&s.private_key_pem)?;
+        let pair = KeyPair::from_pkcs8(&der).ok()?;
+        let public = pair.public_key();
+        let n = URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero());
+        let e = URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero());
+        let kid = if s.kid.is_empty() {
+            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, n.as_bytes());
+            URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16])
+        } else {
+            s.kid
+        };
+        Some(SigningKey {
+            kid,
+            created_at: s.created_at,
+            retired_at: s.retired_at,
+            encoding: EncodingKey::from_rsa_pem(s.private_key_pem.as_bytes()).ok()?,
+            decoding: DecodingKey::from_rsa_components(&n, &e).ok()?,
+            pem: s.private_key_pem,
+            n,
+            e,
+        })
+    }
+
+    fn stored(&self) -> StoredKey {
+        StoredKey {
+            kid: self.kid.clone(),
+            created_at: self.created_at,
+            retired_at: self.retired_at,
+            private_key_pem: self.pem.clone(),
+        }
+    }
+
+    fn jwk(&self) -> Value {
+        json!({"kty": "RSA", "use": "sig", "alg": "RS256", "kid": self.kid, "n": self.n, "e": self.e})
+    }
+}
+
+/// The keys Switchboard signs with. The newest key that is not retired signs; every key still
+/// within its retention is published.
+pub struct KeyRing {
+    keys: Vec<SigningKey>,
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+impl KeyRing {
+    /// One fresh key that lives only in this process.
+    pub fn ephemeral() -> Result<Self, KeyError> {
+        Ok(KeyRing {
+            keys: vec![SigningKey::generate(now())?],
+        })
+    }
+
+    /// Reads the keys in `dir`, creating the first one if there is none.
+    pub fn load_or_create(dir: &Path) -> Result<Self, KeyError> {
+        let path = dir.join(KEY_FILE);
+        if path.exists() {
+            let ring = Self::read(&path)?;
+            if !ring.keys.is_empty() {
+                return Ok(ring);
+            }
+        }
+        let ring = KeyRing {
+            keys: vec![SigningKey::generate(now())?],
+        };
+        ring.write(dir)?;
+        Ok(ring)
+    }
+
+    fn read(path: &Path) -> Result<Self, KeyError> {
+        let unreadable = |reason: String| KeyError::Unreadable {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| unreadable(e.to_string()))?;
+        let file: KeyFile = serde_json::from_str(&text).map_err(|e| unreadable(e.to_string()))?;
+        let keys = file
+            .keys
+            .into_iter()
+            .map(|k| {
+                let kid = k.kid.clone();
+                SigningKey::from_stored(k).ok_or_else(|| unreadable(format!("key {kid} is invalid")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(KeyRing { keys })
+    }
+
+    /// Writes the key file with mode 0600, atomically (a temporary file, then a rename).
+    fn write(&self, dir: &Path) -> Result<(), KeyError> {
+        let path = dir.join(KEY_FILE);
+        let err = |e: std::io::Error| KeyError::Write {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        std::fs::create_dir_all(dir).map_err(err)?;
+        let file = KeyFile {
+            keys: self.keys.iter().map(SigningKey::stored).collect(),
+        };
+        let text = serde_json::to_string_pretty(&file).expect("key file serializes");
+        let tmp = dir.join(format!("{KEY_FILE}.tmp"));
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(err)?;
+            f.write_all(text.as_bytes()).map_err(err)?;
+            f.sync_all().map_err(err)?;
+        }
+        std::fs::rename(&tmp, &path).map_err(err)
+    }
+
+    /// Adds a new signing key in `dir` and retires the current one, which stays published until
+    /// tokens signed with it have expired. Returns the new key's id.
+    pub fn rotate(dir: &Path) -> Result<String, KeyError> {
+        let mut ring = Self::load_or_create(dir)?;
+        let now = now();
+        for k in &mut ring.keys {
+            k.retired_at.get_or_insert(now);
+        }
+        ring.keys
+            .retain(|k| k.retired_at.is_none_or(|t| now - t < RETIRED_KEY_RETENTION_SECS));
+        let key = SigningKey::generate(now)?;
+        let kid = key.kid.clone();
+        ring.keys.push(key);
+        ring.write(dir)?;
+        Ok(kid)
+    }
+
+    /// The key that signs new tokens.
+    pub fn active(&self) -> &SigningKey {
+        self.keys
+            .iter()
+            .rev()
+            .find(|k| k.retired_at.is_none())
+            .or(self.keys.last())
+            .expect("a key ring is never empty")
+    }
+
+    /// A published key by its id.
+    pub fn find(&self, kid: &str) -> Option<&SigningKey> {
+        let now = now();
+        self.keys.iter().find(|k| {
+            k.kid == kid && k.retired_at.is_none_or(|t| now - t < RETIRED_KEY_RETENTION_SECS)
+        })
+    }
+
+    /// The published keys as a JWKS document.
+    pub fn jwks(&self) -> Value {
+        let now = now();
+        let keys: Vec<Value> = self
+            .keys
+            .iter()
+            .filter(|k| k.retired_at.is_none_or(|t| now - t < RETIRED_KEY_RETENTION_SECS))
+            .map(SigningKey::jwk)
+            .collect();
+        json!({ "keys": keys })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_written_private_and_read_back_the_same() {
+        let dir = std::env::temp_dir().join(format!("sb-keys-{}", uuid::Uuid::new_v4()));
+        let first = KeyRing::load_or_create(&dir).unwrap();
+        let again = KeyRing::load_or_create(&dir).unwrap();
+        assert_eq!(first.active().kid, again.active().kid);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join(KEY_FILE)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "mode {mode:o}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn rotation_signs_with_a_new_key_and_keeps_the_old_one_published() {
+        let dir = std::env::temp_dir().join(format!("sb-keys-{}", uuid::Uuid::new_v4()));
+        let old = KeyRing::load_or_create(&dir).unwrap().active().kid.clone();
+        let new = KeyRing::rotate(&dir).unwrap();
+        let ring = KeyRing::load_or_create(&dir).unwrap();
+        assert_ne!(old, new);
+        assert_eq!(ring.active().kid, new);
+        assert!(ring.find(&old).is_some());
+        assert_eq!(ring.jwks()["keys"].as_array().unwrap().len(), 2);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,0 +1,387 @@
+//! Settings: documented defaults, then the TOML file (`--config`), then `SWITCHBOARD_*`
+//! environment variables. Secrets are redacted when printed.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::fabric::Behavior;
+use crate::store::Durability;
+
+/// A secret string: compared in constant time, never printed.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Constant-time comparison, so timing does not reveal how much of a guess was right.
+    pub fn matches(&self, candidate: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        let (a, b) = (self.0.as_bytes(), candidate.as_bytes());
+        a.len() == b.len() && bool::from(a.ct_eq(b))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Base URL used in `Location` headers, `@odata.context` and metadata documents. Defaults to
+    /// `http://` + the listening address.
+    pub public_url: Option<String>,
+    pub admin: AdminSettings,
+    pub apps: Vec<AppConfig>,
+    pub trusted_issuers: Vec<TrustedIssuerConfig>,
+    pub parties: Vec<PartyConfig>,
+    pub meetings: Vec<MeetingConfig>,
+    pub calls: CallSettings,
+    pub delivery: DeliverySettings,
+    pub notifications: NotificationSettings,
+    pub limits: LimitSettings,
+    pub callbacks: CallbackPolicy,
+    pub store: StoreSettings,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Bearer token for `/_switchboard`; unset: only loopback clients are served.
+    pub token: Option<Secret>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    pub app_id: String,
+    pub tenant_id: String,
+    pub client_secret: Secret,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub incoming_call_uri: Option<String>,
+    #[serde(default = "default_max_concurrent_calls")]
+    pub max_concurrent_calls: usize,
+    /// Optional Graph requests per second this app may make; beyond it, 429 with `Retry-After`.
+    #[serde(default)]
+    pub requests_per_second: Option<f64>,
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
+
+fn default_max_concurrent_calls() -> usize {
+    100
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedIssuerConfig {
+    pub issuer: String,
+    #[serde(default)]
+    pub jwks_file: Option<String>,
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    #[serde(default)]
+    pub audience: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartyConfig {
+    pub id: String,
+    #[serde(default = "default_kind")]
+    pub kind: crate::domain::PartyKind,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub behavior: Behavior,
+    #[serde(default)]
+    pub answer_after_ms: Option<u64>,
+}
+
+fn default_kind() -> crate::domain::PartyKind {
+    crate::domain::PartyKind::User
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeetingConfig {
+    pub join_meeting_id: String,
+    #[serde(default)]
+    pub passcode: Option<String>,
+    #[serde(default)]
+    pub parties: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CallSettings {
+    /// How long an outgoing call rings before it ends with 408/10057.
+    pub ringing_timeout_secs: u64,
+    /// How long a call may go without a successful keepAlive before 408/8537.
+    pub keep_alive_timeout_secs: u64,
+}
+
+impl Default for CallSettings {
+    fn default() -> Self {
+        CallSettings {
+            ringing_timeout_secs: 60,
+            keep_alive_timeout_secs: 45 * 60,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// Attempts before a notification is marked dead.
+    pub max_attempts: u32,
+    /// Age (call clock) after which a notification that keeps failing is marked dead.
+    pub max_age_secs: u64,
+    /// First retry delay; each later one doubles, with jitter.
+    pub initial_backoff_ms: u64,
+    /// Longest delay between attempts, `Retry-After` included.
+    pub max_backoff_secs: u64,
+    /// How long one POST may take (real time).
+    pub timeout_ms: u64,
+    /// Notifications POSTed at the same time, across calls.
+    pub concurrency: usize,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        DeliverySettings {
+            max_attempts: 12,
+            max_age_secs: 24 * 3600,
+            initial_backoff_ms: 1000,
+            max_backoff_secs: 300,
+            timeout_ms: 10_000,
+            concurrency: 64,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotificationSettings {
+    /// `iss` of the JWT on every notification.
+    pub issuer: String,
+    /// Lifetime of that JWT.
+    pub token_lifetime_secs: u64,
+}
+
+impl Default for NotificationSettings {
+    fn default() -> Self {
+        NotificationSettings {
+            issuer: "https://api.botframework.com".into(),
+            token_lifetime_secs: 3900,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Largest request body accepted (413 beyond).
+    pub max_body_bytes: usize,
+    /// Longest a request may take before 408... and the connection is dropped.
+    pub request_timeout_secs: u64,
+    /// How long a connection may sit idle, or take to send its headers.
+    pub idle_timeout_secs: u64,
+    /// Largest request head (request line and headers).
+    pub max_header_bytes: usize,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            max_body_bytes: 1024 * 1024,
+            request_timeout_secs: 30,
+            idle_timeout_secs: 60,
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CallbackPolicy {
+    /// Require `https` callback URLs.
+    pub strict: bool,
+    /// With `strict`, also refuse loopback, private and link-local addresses.
+    pub forbid_private: bool,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSettings {
+    pub durability: Durability,
+}
+
+/// The development app used when no `--config` is given.
+pub const DEV_APP_ID: &str = "5b0d0000-0000-4000-8000-000000000a99";
+pub const DEV_TENANT_ID: &str = "5b0d0000-0000-4000-8000-0000000000e1";
+pub const DEV_SECRET: &str = "switchboard-dev-secret";
+
+pub const ALL_ROLES: [&str; 5] = [
+    "Calls.Initiate.All",
+    "Calls.InitiateGroupCall.All",
+    "Calls.JoinGroupCall.All",
+    "Calls.JoinGroupCallAsGuest.All",
+    "Calls.AccessMedia.All",
+];
+
+impl Settings {
+    /// Reads a TOML file, then applies the environment.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        let mut s: Settings = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        s.apply_env();
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// The documented development setup: one app with every role, one party per behaviour.
+    pub fn development() -> Self {
+        let mut s = Settings {
+            apps: vec![AppConfig {
+                app_id: DEV_APP_ID.into(),
+                tenant_id: DEV_TENANT_ID.into(),
+                client_secret: Secret::new(DEV_SECRET),
+                roles: ALL_ROLES.iter().map(|r| r.to_string()).collect(),
+                incoming_call_uri: None,
+                max_concurrent_calls: default_max_concurrent_calls(),
+                requests_per_second: None,
+                display_name: Some("Switchboard development bot".into()),
+            }],
+            parties: dev_parties(),
+            ..Settings::default()
+        };
+        s.apply_env();
+        s
+    }
+
+    /// `SWITCHBOARD_PUBLIC_URL` and `SWITCHBOARD_ADMIN_TOKEN` override the file.
+    fn apply_env(&mut self) {
+        if let Ok(v) = std::env::var("SWITCHBOARD_PUBLIC_URL") {
+            self.public_url = Some(v);
+        }
+        if let Ok(v) = std::env::var("SWITCHBOARD_ADMIN_TOKEN") {
+            self.admin.token = Some(Secret::new(v));
+        }
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        for t in &self.trusted_issuers {
+            if t.jwks_file.is_none() == t.jwks_uri.is_none() {
+                anyhow::bail!(
+                    "trusted issuer {}: give exactly one of jwks_file and jwks_uri",
+                    t.issuer
+                );
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for a in &self.apps {
+            if !seen.insert(a.app_id.to_ascii_lowercase()) {
+                anyhow::bail!("app {} is configured twice", a.app_id);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One party per behaviour, with ids that are easy to type.
+fn dev_parties() -> Vec<PartyConfig> {
+    use crate::domain::PartyKind::{Phone, User};
+    let p = |id: &str, kind, name: &str, behavior, after| PartyConfig {
+        id: id.into(),
+        kind,
+        display_name: Some(name.into()),
+        behavior,
+        answer_after_ms: after,
+    };
+    vec![
+        p("5b0d0000-0000-4000-8000-00000000a11c", User, "Alice", Behavior::Answer, Some(1000)),
+        p("5b0d0000-0000-4000-8000-000000000b0b", User, "Bob", Behavior::Answer, Some(3000)),
+        p("5b0d0000-0000-4000-8000-00000000ca01", User, "Carol (declines)", Behavior::Reject, Some(2000)),
+        p("5b0d0000-0000-4000-8000-00000000da1e", User, "Dave (busy)", Behavior::Busy, None),
+        p("5b0d0000-0000-4000-8000-00000000e1e0", User, "Erin (never answers)", Behavior::NoAnswer, None),
+        p("5b0d0000-0000-4000-8000-00000000f00d", User, "Frank (unreachable)", Behavior::Unreachable, None),
+        p("+15550100", Phone, "Front desk phone", Behavior::Answer, Some(1000)),
+        p("+15550199", Phone, "Unanswered phone", Behavior::NoAnswer, None),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_contract_example_config_parses() {
+        let text = r#"
+public_url = "http://127.0.0.1:8080"
+[admin]
+token = "secret-admin-token"
+[[apps]]
+app_id = "3f1b0000-0000-4000-8000-000000000001"
+tenant_id = "9a7c0000-0000-4000-8000-000000000001"
+client_secret = "s3cret"
+roles = ["Calls.Initiate.All"]
+incoming_call_uri = "http://127.0.0.1:9000/api/calls"
+max_concurrent_calls = 100
+[[trusted_issuers]]
+issuer = "https://login.example.com/tenant/v2.0"
+jwks_file = "keys.json"
+audience = "https://graph.microsoft.com"
+[[parties]]
+id = "5e9f0000-0000-4000-8000-000000000001"
+kind = "user"
+display_name = "Alice"
+behavior = "answer"
+answer_after_ms = 200
+[[parties]]
+id = "+15550100"
+kind = "phone"
+behavior = "private_calling_disabled"
+[[meetings]]
+join_meeting_id = "1234567890"
+passcode = "abc123"
+parties = ["5e9f0000-0000-4000-8000-000000000001", "+15550100"]
+"#;
+        let s: Settings = toml::from_str(text).unwrap();
+        s.validate().unwrap();
+        assert_eq!(s.apps[0].max_concurrent_calls, 100);
+        assert_eq!(s.parties[1].behavior, Behavior::PrivateCallingDisabled);
+        assert!(s.admin.token.unwrap().matches("secret-admin-token"));
+    }
+
+    #[test]
+    fn secrets_are_redacted_when_printed() {
+        let s = Settings::development();
+        let printed = format!("{s:?}");
+        assert!(!printed.contains(DEV_SECRET), "{printed}");
+    }
+
+    #[test]
+    fn secret_comparison_needs_the_whole_secret() {
+        let s = Secret::new("abc");
+        assert!(s.matches("abc"));
+        assert!(!s.matches("ab"));
+        assert!(!s.matches("abcd"));
+    }
+}

@@ -1,0 +1,308 @@
+//! The delivery worker: POSTs notifications from the durable outbox to each call's callback URL.
+//!
+//! Per call, notifications go out strictly in order: the next waits until the one before it was
+//! delivered or marked dead. Across calls, up to `concurrency` POSTs run at once. A failed attempt
+//! (connection error, timeout, non-2xx) is retried with exponential backoff and jitter on the call
+//! clock, honouring `Retry-After`; after `max_attempts` or `max_age` the notification is marked
+//! dead and stays visible in the deliveries log. Every attempt is committed to the store.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::KeyRing;
+use crate::auth::tokens::sign_notification_token;
+use crate::clock::{Clock, Timestamp};
+use crate::config::{DeliverySettings, NotificationSettings};
+use crate::domain::CallId;
+use crate::store::{Attempt, AttemptOutcome, Change, DeliveryStatus, OutboxItem, Store};
+
+/// Signs the bearer token of each notification, reusing a token per app while it is young.
+pub struct Signer {
+    keys: Arc<RwLock<KeyRing>>,
+    settings: NotificationSettings,
+    cache: Mutex<HashMap<(String, String), (String, i64, String)>>,
+}
+
+impl Signer {
+    pub fn new(keys: Arc<RwLock<KeyRing>>, settings: NotificationSettings) -> Self {
+        Signer {
+            keys,
+            settings,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A token for `app_id` in `tenant_id` with at least half its lifetime left.
+    pub fn token(&self, app_id: &str, tenant_id: &str) -> String {
+        let keys = self.keys.read().expect("key ring lock");
+        let kid = keys.active().kid.clone();
+        let lifetime = self.settings.token_lifetime_secs as i64;
+        let now = chrono::Utc::now().timestamp();
+        let key = (app_id.to_string(), tenant_id.to_string());
+        let mut cache = self.cache.lock().expect("token cache lock");
+        if let Some((t, exp, k)) = cache.get(&key)
+            && *k == kid
+            && exp - now > lifetime / 2
+        {
+            return t.clone();
+        }
+        let (t, exp) =
+            sign_notification_token(&keys, &self.settings.issuer, app_id, tenant_id, lifetime);
+        cache.insert(key, (t.clone(), exp, kid));
+        t
+    }
+}
+
+#[derive(Default)]
+struct Queues {
+    per_call: HashMap<CallId, VecDeque<OutboxItem>>,
+    /// Heads of queues that wait for their time, by (due, seq).
+    ready: BTreeSet<(Timestamp, i64, CallId)>,
+    busy: HashSet<CallId>,
+}
+
+impl Queues {
+    fn push(&mut self, item: OutboxItem) {
+        let q = self.per_call.entry(item.call_id).or_default();
+        q.push_back(item);
+        if q.len() == 1 && !self.busy.contains(&q[0].call_id) {
+            let h = &q[0];
+            self.ready.insert((h.next_attempt_at, h.seq, h.call_id));
+        }
+    }
+}
+
+pub struct Delivery {
+    queues: Mutex<Queues>,
+    wake: Notify,
+    store: Arc<dyn Store>,
+    clock: Clock,
+    signer: Signer,
+    http: reqwest::Client,
+    policy: DeliverySettings,
+}
+
+/// What a POST came back with.
+enum Response {
+    Status(u16, Option<Duration>),
+    Error(String),
+}
+
+impl Delivery {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Clock,
+        signer: Signer,
+        http: reqwest::Client,
+        policy: DeliverySettings,
+    ) -> Self {
+        Delivery {
+            queues: Mutex::new(Queues::default()),
+            wake: Notify::new(),
+            store,
+            clock,
+            signer,
+            http,
+            policy,
+        }
+    }
+
+    /// Queues notifications that are already committed to the store.
+    pub fn enqueue(&self, items: Vec<OutboxItem>) {
+        let mut q = self.queues.lock().expect("queues lock");
+        for item in items {
+            q.push(item);
+        }
+        drop(q);
+        self.wake.notify_one();
+    }
+
+    /// Notifications waiting to be delivered.
+    pub fn pending(&self) -> usize {
+        let q = self.queues.lock().expect("queues lock");
+        q.per_call.values().map(VecDeque::len).sum()
+    }
+
+    /// Takes the heads that are due now, up to `room`, marking their calls busy.
+    fn take_due(&self, room: usize) -> (Vec<OutboxItem>, Option<Timestamp>) {
+        let now = self.clock.now();
+        let mut q = self.queues.lock().expect("queues lock");
+        let mut out = vec![];
+        while out.len() < room {
+            let Some(&(due, seq, call)) = q.ready.first() else { break };
+            if due > now {
+                break;
+            }
+            q.ready.remove(&(due, seq, call));
+            q.busy.insert(call);
+            if let Some(item) = q.per_call.get(&call).and_then(|d| d.front()) {
+                out.push(item.clone());
+            }
+        }
+        let next = q.ready.first().map(|(t, _, _)| *t);
+        (out, next)
+    }
+
+    /// Delivers until `stop` is cancelled, then lets in-flight POSTs finish (up to 5 s).
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let tracker = TaskTracker::new();
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(self.policy.concurrency.max(1)));
+        loop {
+            let room = in_flight.available_permits();
+            let (due, next) = self.take_due(room);
+            for item in due {
+                let permit = in_flight.clone().try_acquire_owned().expect("room was counted");
+                let me = self.clone();
+                tracker.spawn(async move {
+                    me.attempt(item).await;
+                    drop(permit);
+                    me.wake.notify_one();
+                });
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = async {
+                    match next {
+                        Some(t) if in_flight.available_permits() > 0 => self.clock.sleep_until(t).await,
+                        _ => std::future::pending().await,
+                    }
+                } => {}
+            }
+        }
+        tracker.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
+    }
+
+    async fn post(&self, item: &OutboxItem) -> Response {
+        let token = self.signer.token(&item.app_id, &item.tenant_id);
+        let result = self
+            .http
+            .post(&item.callback_uri)
+            .timeout(Duration::from_millis(self.policy.timeout_ms))
+            .bearer_auth(token)
+            .header("Content-Type", "application/json")
+            .header("Accept", "application/json")
+            .header("User-Agent", concat!("Switchboard/", env!("CARGO_PKG_VERSION")))
+            .header("Client-Request-Id", uuid::Uuid::new_v4().to_string())
+            .header("X-Microsoft-Skype-Message-ID", uuid::Uuid::new_v4().to_string())
+            .header("X-Microsoft-Tenant", &item.tenant_id)
+            .header("Switchboard-Notification-Sequence", item.seq.to_string())
+            .body(item.body.clone())
+            .send()
+            .await;
+        match result {
+            Ok(resp) => {
+                let retry_after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|s| s.trim().parse::<f64>().ok())
+                    .filter(|s| s.is_finite() && *s >= 0.0)
+                    .map(Duration::from_secs_f64);
+                Response::Status(resp.status().as_u16(), retry_after)
+            }
+            Err(e) => Response::Error(describe(&e)),
+        }
+    }
+
+    /// One attempt at the head of a call's queue: POST, record, then move the queue on.
+    async fn attempt(&self, item: OutboxItem) {
+        let started = Instant::now();
+        let response = self.post(&item).await;
+        let latency_ms = started.elapsed().as_millis() as u64;
+        let now = self.clock.now();
+        let attempts = item.attempts + 1;
+        let (status_code, error, retry_after) = match response {
+            Response::Status(s, ra) => (Some(s), None, ra),
+            Response::Error(e) => (None, Some(e), None),
+        };
+        let delivered = status_code.is_some_and(|s| (200..300).contains(&s));
+        let (status, next_attempt_at) = if delivered {
+            (DeliveryStatus::Delivered, now)
+        } else if attempts >= self.policy.max_attempts
+            || (now - item.created_at).num_seconds() >= self.policy.max_age_secs as i64
+        {
+            (DeliveryStatus::Dead, now)
+        } else {
+            (DeliveryStatus::Pending, now + self.backoff(attempts, retry_after))
+        };
+        if status == DeliveryStatus::Dead {
+            tracing::warn!(seq = item.seq, call = %item.call_id, "notification marked dead after {attempts} attempts");
+        }
+        let outcome = AttemptOutcome {
+            attempt: Attempt {
+                seq: item.seq,
+                at: now,
+                status: status_code,
+                error,
+                latency_ms,
+            },
+            status,
+            attempts,
+            next_attempt_at,
+        };
+        if let Err(e) = self
+            .store
+            .commit(Change {
+                attempts: vec![outcome],
+                ..Change::default()
+            })
+            .await
+        {
+            tracing::error!(seq = item.seq, "cannot record a delivery attempt: {e}");
+        }
+        let mut q = self.queues.lock().expect("queues lock");
+        q.busy.remove(&item.call_id);
+        let Some(queue) = q.per_call.get_mut(&item.call_id) else { return };
+        if status == DeliveryStatus::Pending {
+            if let Some(head) = queue.front_mut() {
+                head.attempts = attempts;
+                head.next_attempt_at = next_attempt_at;
+            }
+        } else {
+            queue.pop_front();
+        }
+        match queue.front() {
+            Some(h) => {
+                let key = (h.next_attempt_at, h.seq, h.call_id);
+                q.ready.insert(key);
+            }
+            None => {
+                q.per_call.remove(&item.call_id);
+            }
+        }
+    }
+
+    /// The wait before attempt `attempts + 1`: exponential from `initial_backoff`, ±20 % jitter,
+    /// at least `Retry-After`, at most `max_backoff`.
+    fn backoff(&self, attempts: u32, retry_after: Option<Duration>) -> chrono::Duration {
+        let base = self.policy.initial_backoff_ms as f64 * 2f64.powi(attempts.saturating_sub(1).min(30) as i32);
+        let jittered = base * rand::rng().random_range(0.8..1.2);
+        let max_ms = (self.policy.max_backoff_secs * 1000) as f64;
+        let mut ms = jittered.min(max_ms);
+        if let Some(ra) = retry_after {
+            ms = ms.max((ra.as_millis() as f64).min(max_ms));
+        }
+        chrono::Duration::milliseconds(ms as i64)
+    }
+}
+
+/// A short description of why a POST failed, without URLs' secrets or tokens.
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timeout".into()
+    } else if e.is_connect() {
+        "connection failed".into()
+    } else if e.is_request() {
+        "request failed".into()
+    } else {
+        "error".into()
+    }
+}

@@ -1,0 +1,537 @@
+//! The call state machine.
+//!
+//! A call moves `establishing` → `established` → `terminating` → `terminated` (or fails on the way),
+//! one [`Event`] at a time. [`transition`] is the whole table: it takes a state and an event and
+//! gives the next state, the notifications to send and the end reason, or says why the event does
+//! not apply. [`Call::apply`] runs it and keeps the call's timers in step.
+
+use chrono::Duration;
+use serde::{Deserialize, Serialize};
+
+use super::{CallId, EndReason};
+use crate::clock::Timestamp;
+
+/// Graph's `callState`, in declaration order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CallState {
+    Incoming,
+    Establishing,
+    Established,
+    Hold,
+    Transferring,
+    TransferAccepted,
+    Redirecting,
+    Terminating,
+    Terminated,
+}
+
+impl CallState {
+    pub const ALL: [CallState; 9] = [
+        CallState::Incoming,
+        CallState::Establishing,
+        CallState::Established,
+        CallState::Hold,
+        CallState::Transferring,
+        CallState::TransferAccepted,
+        CallState::Redirecting,
+        CallState::Terminating,
+        CallState::Terminated,
+    ];
+
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallState::Incoming => "incoming",
+            CallState::Establishing => "establishing",
+            CallState::Established => "established",
+            CallState::Hold => "hold",
+            CallState::Transferring => "transferring",
+            CallState::TransferAccepted => "transferAccepted",
+            CallState::Redirecting => "redirecting",
+            CallState::Terminating => "terminating",
+            CallState::Terminated => "terminated",
+        }
+    }
+
+    /// A call in this state still exists for the bot.
+    pub fn is_live(self) -> bool {
+        !matches!(self, CallState::Terminating | CallState::Terminated)
+    }
+}
+
+/// Graph's `changeType` for notifications.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ChangeType {
+    Created,
+    Updated,
+    Deleted,
+}
+
+impl ChangeType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeType::Created => "created",
+            ChangeType::Updated => "updated",
+            ChangeType::Deleted => "deleted",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Direction {
+    Incoming,
+    Outgoing,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Incoming => "incoming",
+            Direction::Outgoing => "outgoing",
+        }
+    }
+}
+
+/// What kind of party is on the other end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PartyKind {
+    User,
+    Phone,
+}
+
+/// The other end of a peer-to-peer call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    /// A user object id, or an E.164 number for phones.
+    pub id: String,
+    pub kind: PartyKind,
+}
+
+/// Something that happens to a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The callee picked up.
+    Answered,
+    /// The callee could not be reached, declined or was busy.
+    SetupFailed(EndReason),
+    /// Nobody answered before the ringing timeout.
+    RingingTimedOut,
+    /// The bot hung up (`DELETE`).
+    BotHungUp,
+    /// The other party hung up, with the reason that fits its kind and the call's direction.
+    PeerHungUp(EndReason),
+    /// The bot proved it is alive (`keepAlive`).
+    KeepAlive,
+    /// No keepAlive came within the window.
+    KeepAliveExpired,
+    /// The call failed for a reason from outside (fault injection, media failure).
+    Failed(EndReason),
+}
+
+impl Event {
+    fn name(&self) -> &'static str {
+        match self {
+            Event::Answered => "answer",
+            Event::SetupFailed(_) => "setup failure",
+            Event::RingingTimedOut => "ringing timeout",
+            Event::BotHungUp => "hang-up",
+            Event::PeerHungUp(_) => "remote hang-up",
+            Event::KeepAlive => "keepAlive",
+            Event::KeepAliveExpired => "keep-alive timeout",
+            Event::Failed(_) => "failure",
+        }
+    }
+}
+
+/// One notification a transition asks for: its change type and the state it reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Notice {
+    pub change: ChangeType,
+    pub state: CallState,
+}
+
+/// The outcome of a transition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub next: CallState,
+    pub notices: Vec<Notice>,
+    pub end: Option<EndReason>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    /// The call has ended; for the bot it no longer exists.
+    #[error("the call has ended")]
+    Gone,
+    /// The event makes no sense in this state.
+    #[error("a {event} is not possible while the call is {state}")]
+    NotAllowed {
+        state: &'static str,
+        event: &'static str,
+    },
+}
+
+fn notice(change: ChangeType, state: CallState) -> Notice {
+    Notice { change, state }
+}
+
+fn ended(reason: EndReason, via_terminating: bool) -> Step {
+    let mut notices = Vec::with_capacity(2);
+    if via_terminating {
+        notices.push(notice(ChangeType::Updated, CallState::Terminating));
+    }
+    notices.push(notice(ChangeType::Deleted, CallState::Terminated));
+    Step {
+        next: CallState::Terminated,
+        notices,
+        end: Some(reason),
+    }
+}
+
+/// The whole state table.
+pub fn transition(state: CallState, event: Event) -> Result<Step, TransitionError> {
+    use CallState as S;
+    if !state.is_live() {
+        return Err(TransitionError::Gone);
+    }
+    let not_allowed = Err(TransitionError::NotAllowed {
+        state: state.as_str(),
+        event: event.name(),
+    });
+    match event {
+        Event::Answered => match state {
+            S::Establishing => Ok(Step {
+                next: S::Established,
+                notices: vec![notice(ChangeType::Updated, S::Established)],
+                end: None,
+            }),
+            _ => not_allowed,
+        },
+        Event::SetupFailed(reason) => match state {
+            S::Establishing => Ok(ended(reason, false)),
+            _ => not_allowed,
+        },
+        Event::RingingTimedOut => match state {
+            S::Establishing => Ok(ended(EndReason::NO_ANSWER, false)),
+            _ => not_allowed,
+        },
+        Event::BotHungUp => Ok(ended(EndReason::BOT_HANG_UP, true)),
+        Event::PeerHungUp(reason) => Ok(ended(reason, false)),
+        Event::KeepAlive => Ok(Step {
+            next: state,
+            notices: vec![],
+            end: None,
+        }),
+        Event::KeepAliveExpired => Ok(ended(EndReason::KEEP_ALIVE_TIMEOUT, false)),
+        Event::Failed(reason) => Ok(ended(reason, false)),
+    }
+}
+
+/// The rules the state machine's timers follow.
+#[derive(Clone, Copy, Debug)]
+pub struct Rules {
+    /// How long a call may go without a successful keepAlive (Graph: 45 minutes).
+    pub keep_alive_window: Duration,
+    /// How long an outgoing call rings before it ends with 408/10057 (default 60 s).
+    pub ringing_timeout: Duration,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            keep_alive_window: Duration::minutes(45),
+            ringing_timeout: Duration::seconds(60),
+        }
+    }
+}
+
+/// The call's pending timers. Each one, when due, becomes an [`Event`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Timers {
+    /// The callee picks up.
+    pub answer_at: Option<Timestamp>,
+    /// The callee turns out unreachable, declines or is busy.
+    pub setup_fails_at: Option<(Timestamp, EndReason)>,
+    /// Ringing gives up.
+    pub ringing_deadline: Option<Timestamp>,
+    /// The keep-alive window closes.
+    pub keep_alive_deadline: Option<Timestamp>,
+}
+
+impl Timers {
+    /// When the next timer falls due.
+    pub fn next_due(&self) -> Option<Timestamp> {
+        [
+            self.answer_at,
+            self.setup_fails_at.map(|(t, _)| t),
+            self.ringing_deadline,
+            self.keep_alive_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Takes the earliest timer that is due at `now` and gives its event. On a tie the callee's
+    /// answer or failure comes first, then ringing, then keep-alive.
+    pub fn take_due(&mut self, now: Timestamp) -> Option<Event> {
+        let due = self.next_due().filter(|t| *t <= now)?;
+        if self.answer_at == Some(due) {
+            self.answer_at = None;
+            return Some(Event::Answered);
+        }
+        if let Some((t, reason)) = self.setup_fails_at
+            && t == due
+        {
+            self.setup_fails_at = None;
+            return Some(Event::SetupFailed(reason));
+        }
+        if self.ringing_deadline == Some(due) {
+            self.ringing_deadline = None;
+            return Some(Event::RingingTimedOut);
+        }
+        self.keep_alive_deadline = None;
+        Some(Event::KeepAliveExpired)
+    }
+}
+
+/// A call as the domain sees it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Call {
+    pub id: CallId,
+    /// The app that owns the call; no other app can see it.
+    pub app_id: String,
+    pub tenant_id: String,
+    pub direction: Direction,
+    pub state: CallState,
+    pub result: Option<EndReason>,
+    pub callback_uri: String,
+    pub my_participant_id: String,
+    pub call_chain_id: String,
+    pub peer: Peer,
+    pub created_at: Timestamp,
+    /// Bumped at every change that is notified; rendered as `@odata.etag`.
+    pub version: u64,
+    pub timers: Timers,
+    /// Client-supplied properties echoed back as given (`call` is an open type). The domain does
+    /// not read them.
+    pub wire: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Call {
+    /// The end reason when the other party hangs up, which depends on who it is and who called.
+    pub fn peer_hang_up_reason(&self) -> EndReason {
+        match (self.peer.kind, self.direction) {
+            (PartyKind::User, _) => EndReason::PEER_HANG_UP,
+            (PartyKind::Phone, Direction::Outgoing) => EndReason::PSTN_HANG_UP_OUTGOING,
+            (PartyKind::Phone, Direction::Incoming) => EndReason::PSTN_HANG_UP_INCOMING,
+        }
+    }
+
+    /// Applies `event` at `now`: moves the state, keeps the timers in step and gives the
+    /// notifications to send. On error nothing changes.
+    pub fn apply(
+        &mut self,
+        event: Event,
+        now: Timestamp,
+        rules: &Rules,
+    ) -> Result<Vec<Notice>, TransitionError> {
+        let step = transition(self.state, event)?;
+        self.state = step.next;
+        if let Some(reason) = step.end {
+            self.result = Some(reason);
+        }
+        match event {
+            Event::Answered => {
+                self.timers.answer_at = None;
+                self.timers.ringing_deadline = None;
+            }
+            Event::KeepAlive => self.timers.keep_alive_deadline = Some(now + rules.keep_alive_window),
+            _ => {}
+        }
+        if !self.state.is_live() {
+            self.timers = Timers::default();
+        }
+        if !step.notices.is_empty() {
+            self.version += 1;
+        }
+        Ok(step.notices)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const R: EndReason = EndReason::MEDIA_FAILURE;
+
+    fn all_events() -> Vec<Event> {
+        vec![
+            Event::Answered,
+            Event::SetupFailed(EndReason::BUSY),
+            Event::RingingTimedOut,
+            Event::BotHungUp,
+            Event::PeerHungUp(EndReason::PEER_HANG_UP),
+            Event::KeepAlive,
+            Event::KeepAliveExpired,
+            Event::Failed(R),
+        ]
+    }
+
+    /// The table written out by hand: for each state and event, the next state and the
+    /// (change, state) notices, or `None` where the event is refused.
+    fn expected(state: CallState, event: Event) -> Option<(CallState, Vec<(ChangeType, CallState)>, Option<EndReason>)> {
+        use CallState as S;
+        use ChangeType as C;
+        let live = state.is_live();
+        if !live {
+            return None;
+        }
+        let deleted = |r| Some((S::Terminated, vec![(C::Deleted, S::Terminated)], Some(r)));
+        match (state, event) {
+            (S::Establishing, Event::Answered) => {
+                Some((S::Established, vec![(C::Updated, S::Established)], None))
+            }
+            (_, Event::Answered) => None,
+            (S::Establishing, Event::SetupFailed(r)) => deleted(r),
+            (_, Event::SetupFailed(_)) => None,
+            (S::Establishing, Event::RingingTimedOut) => deleted(EndReason::NO_ANSWER),
+            (_, Event::RingingTimedOut) => None,
+            (_, Event::BotHungUp) => Some((
+                S::Terminated,
+                vec![(C::Updated, S::Terminating), (C::Deleted, S::Terminated)],
+                Some(EndReason::BOT_HANG_UP),
+            )),
+            (_, Event::PeerHungUp(r)) => deleted(r),
+            (s, Event::KeepAlive) => Some((s, vec![], None)),
+            (_, Event::KeepAliveExpired) => deleted(EndReason::KEEP_ALIVE_TIMEOUT),
+            (_, Event::Failed(r)) => deleted(r),
+        }
+    }
+
+    #[test]
+    fn every_state_and_event_follows_the_table() {
+        for state in CallState::ALL {
+            for event in all_events() {
+                let got = transition(state, event);
+                match expected(state, event) {
+                    Some((next, notices, end)) => {
+                        let step = got.unwrap_or_else(|e| panic!("{state:?} + {event:?}: {e}"));
+                        assert_eq!(step.next, next, "{state:?} + {event:?}");
+                        let pairs: Vec<_> =
+                            step.notices.iter().map(|n| (n.change, n.state)).collect();
+                        assert_eq!(pairs, notices, "{state:?} + {event:?}");
+                        assert_eq!(step.end, end, "{state:?} + {event:?}");
+                    }
+                    None => {
+                        let err = got.expect_err(&format!("{state:?} + {event:?} must be refused"));
+                        if state.is_live() {
+                            assert!(matches!(err, TransitionError::NotAllowed { .. }));
+                        } else {
+                            assert_eq!(err, TransitionError::Gone);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn call() -> Call {
+        let now = chrono::Utc::now();
+        Call {
+            id: CallId::new(),
+            app_id: "app".into(),
+            tenant_id: "tenant".into(),
+            direction: Direction::Outgoing,
+            state: CallState::Establishing,
+            result: None,
+            callback_uri: "https://bot.example/api/calls".into(),
+            my_participant_id: "p".into(),
+            call_chain_id: "c".into(),
+            peer: Peer {
+                id: "+15550100".into(),
+                kind: PartyKind::Phone,
+            },
+            created_at: now,
+            version: 1,
+            timers: Timers {
+                answer_at: Some(now + Duration::seconds(1)),
+                setup_fails_at: None,
+                ringing_deadline: Some(now + Duration::seconds(60)),
+                keep_alive_deadline: Some(now + Duration::minutes(45)),
+            },
+            wire: Default::default(),
+        }
+    }
+
+    #[test]
+    fn answering_clears_the_ringing_timer_and_keep_alive_moves_its_deadline() {
+        let mut c = call();
+        let t0 = c.created_at;
+        assert_eq!(c.timers.take_due(t0 + Duration::seconds(1)), Some(Event::Answered));
+        c.apply(Event::Answered, t0, &Rules::default()).unwrap();
+        assert_eq!(c.timers.ringing_deadline, None);
+        c.apply(Event::KeepAlive, t0 + Duration::minutes(30), &Rules::default()).unwrap();
+        assert_eq!(c.timers.next_due(), Some(t0 + Duration::minutes(75)));
+    }
+
+    #[test]
+    fn a_phone_hanging_up_ends_with_the_pstn_reason_for_the_calls_direction() {
+        let mut c = call();
+        assert_eq!(c.peer_hang_up_reason(), EndReason::PSTN_HANG_UP_OUTGOING);
+        c.direction = Direction::Incoming;
+        assert_eq!(c.peer_hang_up_reason(), EndReason::PSTN_HANG_UP_INCOMING);
+        c.peer.kind = PartyKind::User;
+        assert_eq!(c.peer_hang_up_reason(), EndReason::PEER_HANG_UP);
+    }
+
+    #[test]
+    fn a_refused_event_changes_nothing() {
+        let mut c = call();
+        let before = c.clone();
+        assert!(c.apply(Event::KeepAliveExpired, c.created_at, &Rules::default()).is_ok());
+        let mut c2 = before.clone();
+        c2.state = CallState::Established;
+        let snapshot = format!("{c2:?}");
+        assert!(c2.apply(Event::RingingTimedOut, c2.created_at, &Rules::default()).is_err());
+        assert_eq!(format!("{c2:?}"), snapshot);
+    }
+
+    fn event_strategy() -> impl Strategy<Value = Event> {
+        prop::sample::select(all_events())
+    }
+
+    proptest! {
+        #[test]
+        fn any_run_of_events_ends_at_most_once_and_says_nothing_after(events in prop::collection::vec(event_strategy(), 0..20)) {
+            let mut c = call();
+            let mut terminated = 0;
+            let mut notices_after_end = 0;
+            for e in events {
+                let was_live = c.state.is_live();
+                if let Ok(ns) = c.apply(e, c.created_at, &Rules::default()) {
+                    prop_assert!(was_live);
+                    if !was_live { notices_after_end += ns.len(); }
+                    terminated += ns.iter().filter(|n| n.state == CallState::Terminated).count();
+                    if let Some(last) = ns.last() {
+                        prop_assert_eq!(last.state, c.state);
+                    }
+                }
+            }
+            prop_assert!(terminated <= 1);
+            prop_assert_eq!(notices_after_end, 0);
+            prop_assert_eq!(terminated == 1, c.state == CallState::Terminated);
+            if c.state == CallState::Terminated {
+                prop_assert!(c.result.is_some());
+                prop_assert_eq!(c.timers.next_due(), None);
+            }
+        }
+    }
+}

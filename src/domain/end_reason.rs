@@ -1,0 +1,113 @@
+//! The catalogue of end reasons (`resultInfo` code and subcode) that Switchboard emits, with the
+//! English sentence that says what happened. Codes follow the Graph "Delete call" page.
+
+use serde::{Deserialize, Serialize};
+
+/// Why a call (or a call leg) ended: a `resultInfo` code and subcode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EndReason {
+    pub code: i32,
+    pub subcode: i32,
+}
+
+impl EndReason {
+    pub const fn new(code: i32, subcode: i32) -> Self {
+        EndReason { code, subcode }
+    }
+
+    /// The bot hung up (`DELETE` call), P2P or its own leg of a group call.
+    pub const BOT_HANG_UP: Self = Self::new(200, 5001);
+    /// The other user in a P2P call hung up.
+    pub const PEER_HANG_UP: Self = Self::new(200, 4521);
+    /// The phone (PSTN) party hung up a call the bot placed.
+    pub const PSTN_HANG_UP_OUTGOING: Self = Self::new(200, 560000);
+    /// The phone (PSTN) party hung up a call it placed to the bot.
+    pub const PSTN_HANG_UP_INCOMING: Self = Self::new(200, 540000);
+    pub const EVERYONE_LEFT: Self = Self::new(200, 5002);
+    pub const NOBODY_JOINED: Self = Self::new(200, 5013);
+    pub const REMOVED: Self = Self::new(200, 5300);
+    pub const TRANSFERRED: Self = Self::new(200, 7015);
+    pub const KEEP_ALIVE_TIMEOUT: Self = Self::new(408, 8537);
+    pub const NOT_ACKNOWLEDGED: Self = Self::new(408, 1106);
+    pub const NO_ANSWER: Self = Self::new(408, 10057);
+    pub const DECLINED: Self = Self::new(603, 8538);
+    pub const BUSY: Self = Self::new(486, 8539);
+    pub const NOT_FOUND: Self = Self::new(480, 10037);
+    pub const UNREACHABLE: Self = Self::new(480, 10076);
+    pub const UNROUTABLE: Self = Self::new(480, 10134);
+    pub const PRIVATE_CALLING_DISABLED: Self = Self::new(480, 10199);
+    pub const MEDIA_FAILURE: Self = Self::new(410, 301005);
+
+    /// The sentence sent as `resultInfo.message`.
+    pub fn message(&self) -> String {
+        let known = match (self.code, self.subcode) {
+            (200, 5001) => "The conversation has ended.",
+            (200, 4521) => "The other participant ended the peer-to-peer call.",
+            (200, 560000) | (200, 540000) => "The PSTN user ended the call.",
+            (200, 5002) => "The call ended because every other participant left.",
+            (200, 5013) => "The group call ended because nobody else joined it.",
+            (200, 5300) => "The participant was removed from the conversation by another participant.",
+            (200, 7015) => "The call ended because the transfer completed.",
+            (408, 8537) => "Keep Alive timeout, cleaned up inactive call.",
+            (408, 1106) => {
+                "The call was not answered, rejected or redirected within the allowed time."
+            }
+            (408, 10057) => "The call timed out: the callee never answered.",
+            (603, 8538) => "The callee declined the call.",
+            (486, 8539) => "The callee is busy.",
+            (480, 10037) => "No callee endpoints were found.",
+            (480, 10076) => "The callee could not be reached.",
+            (480, 10134) => "The call was rejected: it could not be routed.",
+            (480, 10199) => "The call was rejected: private calling is disabled for the user.",
+            (410, 301005) => "The call ended after a media connectivity failure.",
+            (500, 1005) => "The service hit a connectivity error with the bot's media.",
+            _ => "",
+        };
+        if known.is_empty() {
+            format!("The call ended with code {} and subcode {}.", self.code, self.subcode)
+        } else {
+            known.to_string()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_catalogued_reason_has_its_own_sentence() {
+        let all = [
+            EndReason::BOT_HANG_UP,
+            EndReason::PEER_HANG_UP,
+            EndReason::PSTN_HANG_UP_OUTGOING,
+            EndReason::EVERYONE_LEFT,
+            EndReason::NOBODY_JOINED,
+            EndReason::REMOVED,
+            EndReason::TRANSFERRED,
+            EndReason::KEEP_ALIVE_TIMEOUT,
+            EndReason::NOT_ACKNOWLEDGED,
+            EndReason::NO_ANSWER,
+            EndReason::DECLINED,
+            EndReason::BUSY,
+            EndReason::NOT_FOUND,
+            EndReason::UNREACHABLE,
+            EndReason::UNROUTABLE,
+            EndReason::PRIVATE_CALLING_DISABLED,
+            EndReason::MEDIA_FAILURE,
+        ];
+        for r in all {
+            assert!(!r.message().contains("ended with code"), "{r:?}");
+            assert!(r.message().ends_with('.'));
+        }
+        assert_eq!(EndReason::BOT_HANG_UP.message(), "The conversation has ended.");
+    }
+
+    #[test]
+    fn an_unknown_reason_still_gets_a_sentence_naming_its_codes() {
+        assert_eq!(
+            EndReason::new(500, 7117).message(),
+            "The call ended with code 500 and subcode 7117."
+        );
+    }
+}

@@ -1,0 +1,12 @@
+//! The pure domain: call identity, the call state machine and the end-reason catalogue.
+//!
+//! Nothing here does I/O or reads a clock; time comes in as an argument. The engine applies these
+//! transitions and commits their effects.
+
+pub mod call;
+pub mod end_reason;
+pub mod ids;
+
+pub use call::{Call, CallState, ChangeType, Direction, Event, Notice, PartyKind, Peer, Timers};
+pub use end_reason::EndReason;
+pub use ids::CallId;

@@ -1,0 +1,486 @@
+//! The `call` resource on the wire: reading a create request, writing a call back.
+
+use serde_json::{Map, Value, json};
+
+use super::{is_odata_type, odata_type};
+use crate::domain::{Call, PartyKind, Peer};
+
+/// A create-call request after parsing, before any permission is checked.
+#[derive(Debug)]
+pub struct CreateCall {
+    pub callback_uri: String,
+    pub kind: CallKind,
+    /// `mediaConfig` is app-hosted (needs `Calls.AccessMedia.All`).
+    pub app_hosted_media: bool,
+    /// The `tenantId` the request named, if any.
+    pub tenant_id: Option<String>,
+    /// A `callChainId` the client asked to copy.
+    pub call_chain_id: Option<String>,
+    /// Client-supplied properties, normalized, to echo back (`source` is filled in later).
+    pub wire: Map<String, Value>,
+}
+
+/// What sort of call a create request asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CallKind {
+    PeerToPeer(Peer),
+    /// Several targets and no meeting: a new group call.
+    Group(Vec<Peer>),
+    /// A `meetingInfo` was given: join a meeting.
+    Meeting,
+}
+
+/// A request body that is not a valid call; the message says what is wrong.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct WireError(pub String);
+
+fn bad(msg: impl Into<String>) -> WireError {
+    WireError(msg.into())
+}
+
+/// Properties only the server sets; a client's values for them are dropped.
+const SERVER_OWNED: &[&str] = &[
+    "@odata.context",
+    "@odata.type",
+    "@odata.id",
+    "@odata.etag",
+    "id",
+    "state",
+    "direction",
+    "myParticipantId",
+    "callChainId",
+    "resultInfo",
+    "tenantId",
+    "callbackUri",
+    "mediaState",
+    "toneInfo",
+    "incomingContext",
+    "callRoutes",
+    "transcription",
+    "participants",
+    "operations",
+];
+
+const MODALITIES: &[&str] = &["audio", "video", "videoBasedScreenSharing", "data"];
+
+/// Reads a callback URL: absolute `http`/`https` with a host.
+pub fn parse_callback_uri(v: Option<&Value>) -> Result<String, WireError> {
+    let s = match v {
+        None | Some(Value::Null) => return Err(bad("The callbackUri property is required.")),
+        Some(Value::String(s)) => s.trim(),
+        Some(_) => return Err(bad("The callbackUri property must be a string.")),
+    };
+    let url = url::Url::parse(s)
+        .map_err(|_| bad(format!("The callbackUri '{s}' is not an absolute URL.")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(bad(format!(
+            "The callbackUri '{s}' must be an absolute http or https URL."
+        )));
+    }
+    Ok(s.to_string())
+}
+
+/// Reads `requestedModalities` in any casing into Graph's spelling.
+pub fn parse_modalities(v: Option<&Value>) -> Result<Vec<Value>, WireError> {
+    let list = match v {
+        None | Some(Value::Null) => return Ok(vec![json!("audio")]),
+        Some(Value::Array(list)) => list,
+        Some(_) => return Err(bad("requestedModalities must be an array of modality values.")),
+    };
+    if list.is_empty() {
+        return Err(bad("requestedModalities must name at least one modality."));
+    }
+    list.iter()
+        .map(|m| {
+            let s = m.as_str().unwrap_or_default();
+            MODALITIES
+                .iter()
+                .find(|known| known.eq_ignore_ascii_case(s))
+                .map(|known| json!(known))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "'{}' is not a modality; use audio, video, videoBasedScreenSharing or data.",
+                        if s.is_empty() { m.to_string() } else { s.to_string() }
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// Reads `mediaConfig`, defaulting a missing discriminator (`blob` means app-hosted). Returns the
+/// normalized value and whether it is app-hosted.
+fn parse_media_config(v: Option<&Value>) -> Result<(Value, bool), WireError> {
+    let mut obj = match v {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(o)) => o.clone(),
+        Some(_) => return Err(bad("mediaConfig must be an object.")),
+    };
+    let app_hosted = match obj.get("@odata.type").and_then(Value::as_str) {
+        Some(t) if is_odata_type(t, "appHostedMediaConfig") => true,
+        Some(t) if is_odata_type(t, "serviceHostedMediaConfig") => false,
+        Some(t) => {
+            return Err(bad(format!(
+                "'{t}' is not a media configuration; use #microsoft.graph.serviceHostedMediaConfig or #microsoft.graph.appHostedMediaConfig."
+            )));
+        }
+        None => obj.contains_key("blob"),
+    };
+    let name = if app_hosted {
+        "appHostedMediaConfig"
+    } else {
+        "serviceHostedMediaConfig"
+    };
+    obj.insert("@odata.type".into(), json!(odata_type(name)));
+    Ok((Value::Object(with_type_first(obj)), app_hosted))
+}
+
+/// Moves `@odata.type` to the front of an object, as Graph writes it.
+fn with_type_first(obj: Map<String, Value>) -> Map<String, Value> {
+    let mut out = Map::with_capacity(obj.len());
+    if let Some(t) = obj.get("@odata.type") {
+        out.insert("@odata.type".into(), t.clone());
+    }
+    for (k, v) in obj {
+        if k != "@odata.type" {
+            out.insert(k, v);
+        }
+    }
+    out
+}
+
+/// Adds `@odata.type` where a client left it out.
+fn typed(v: &Value, name: &str) -> Value {
+    match v {
+        Value::Object(o) => {
+            let mut o = o.clone();
+            o.entry("@odata.type").or_insert_with(|| json!(odata_type(name)));
+            Value::Object(with_type_first(o))
+        }
+        other => other.clone(),
+    }
+}
+
+/// Normalizes an identitySet: its own type and that of each identity in it.
+fn typed_identity_set(v: &Value) -> Value {
+    let Value::Object(o) = v else { return v.clone() };
+    let mut out = Map::new();
+    for (k, inner) in o {
+        let inner = if k.starts_with('@') { inner.clone() } else { typed(inner, "identity") };
+        out.insert(k.clone(), inner);
+    }
+    typed(&Value::Object(out), "identitySet")
+}
+
+/// Reads one `invitationParticipantInfo` into the party it names.
+fn parse_target(v: &Value) -> Result<(Peer, Value), WireError> {
+    let Value::Object(o) = v else {
+        return Err(bad("Each target must be an invitationParticipantInfo object."));
+    };
+    let Some(Value::Object(identity)) = o.get("identity") else {
+        return Err(bad("Each target needs an identity."));
+    };
+    let id_of = |key: &str| -> Option<Result<String, WireError>> {
+        let entry = identity.get(key)?;
+        if entry.is_null() {
+            return None;
+        }
+        Some(
+            entry
+                .get("id")
+                .and_then(Value::as_str)
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| s.trim().to_string())
+                .ok_or_else(|| bad(format!("The target's {key} identity needs an id."))),
+        )
+    };
+    let peer = if let Some(id) = id_of("user") {
+        Peer {
+            id: id?,
+            kind: PartyKind::User,
+        }
+    } else if let Some(id) = id_of("phone") {
+        Peer {
+            id: id?,
+            kind: PartyKind::Phone,
+        }
+    } else {
+        return Err(bad(
+            "The target's identity must name a user or a phone; other identity kinds are not supported.",
+        ));
+    };
+    let mut norm = o.clone();
+    norm.insert("identity".into(), typed_identity_set(&Value::Object(identity.clone())));
+    Ok((peer, typed(&Value::Object(norm), "invitationParticipantInfo")))
+}
+
+/// Reads a create-call body.
+pub fn parse_create(body: &Value) -> Result<CreateCall, WireError> {
+    let Value::Object(o) = body else {
+        return Err(bad("The request body must be a JSON object describing the call."));
+    };
+    if let Some(t) = o.get("@odata.type").and_then(Value::as_str)
+        && !is_odata_type(t, "call")
+    {
+        return Err(bad(format!("'{t}' is not #microsoft.graph.call.")));
+    }
+    let callback_uri = parse_callback_uri(o.get("callbackUri"))?;
+    let modalities = parse_modalities(o.get("requestedModalities"))?;
+    let (media, app_hosted_media) = parse_media_config(o.get("mediaConfig"))?;
+    let tenant_id = match o.get("tenantId") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Some(_) => return Err(bad("tenantId must be a non-empty string.")),
+    };
+    let call_chain_id = o
+        .get("callChainId")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let targets = match o.get("targets") {
+        None | Some(Value::Null) => vec![],
+        Some(Value::Array(a)) => a.clone(),
+        Some(_) => return Err(bad("targets must be an array of invitationParticipantInfo.")),
+    };
+    let is_meeting = o.get("meetingInfo").is_some_and(|m| !m.is_null());
+    let mut peers = vec![];
+    let mut norm_targets = vec![];
+    for t in &targets {
+        let (peer, norm) = parse_target(t)?;
+        peers.push(peer);
+        norm_targets.push(norm);
+    }
+    let kind = if is_meeting {
+        CallKind::Meeting
+    } else {
+        match peers.len() {
+            0 => {
+                return Err(bad(
+                    "The call has no target: give one target for a peer-to-peer call, several for a group call, or a meetingInfo to join a meeting.",
+                ));
+            }
+            1 => CallKind::PeerToPeer(peers.remove(0)),
+            _ => CallKind::Group(peers),
+        }
+    };
+    let mut wire = Map::new();
+    for (k, v) in o {
+        if !SERVER_OWNED.contains(&k.as_str()) {
+            wire.insert(k.clone(), v.clone());
+        }
+    }
+    wire.insert("targets".into(), Value::Array(norm_targets));
+    wire.insert("requestedModalities".into(), Value::Array(modalities));
+    wire.insert("mediaConfig".into(), media);
+    if let Some(s) = o.get("source").filter(|s| s.is_object()) {
+        wire.insert("source".into(), s.clone());
+    }
+    Ok(CreateCall {
+        callback_uri,
+        kind,
+        app_hosted_media,
+        tenant_id,
+        call_chain_id,
+        wire,
+    })
+}
+
+/// The `source` of an outgoing call: what the client gave, with the app's identity filled in.
+pub fn fill_source(
+    given: Option<&Value>,
+    app_id: &str,
+    display_name: Option<&str>,
+    participant_id: &str,
+) -> Value {
+    let mut source = match given {
+        Some(Value::Object(o)) => o.clone(),
+        _ => Map::new(),
+    };
+    let mut identity = match source.get("identity") {
+        Some(Value::Object(o)) => o.clone(),
+        _ => Map::new(),
+    };
+    identity.insert(
+        "application".into(),
+        json!({"@odata.type": odata_type("identity"), "displayName": display_name, "id": app_id}),
+    );
+    source.insert("identity".into(), typed_identity_set(&Value::Object(identity)));
+    for k in ["endpointType", "region", "languageId", "countryCode"] {
+        source.entry(k).or_insert(Value::Null);
+    }
+    source.insert("participantId".into(), json!(participant_id));
+    typed(&Value::Object(source), "participantInfo")
+}
+
+/// Where a call is addressed: the versioned base URL and the collection path the client used.
+#[derive(Clone, Debug)]
+pub struct Addressing {
+    /// e.g. `http://127.0.0.1:8080/v1.0`
+    pub base: String,
+    /// `communications/calls` or `app/calls`
+    pub collection: &'static str,
+}
+
+/// The call as Graph writes it in a response body (with `@odata.context`).
+pub fn render(call: &Call, at: &Addressing) -> Value {
+    let mut out = Map::new();
+    out.insert(
+        "@odata.context".into(),
+        json!(format!("{}/$metadata#{}/$entity", at.base, at.collection)),
+    );
+    fill(&mut out, call);
+    Value::Object(out)
+}
+
+/// The call as it appears in a notification's `resourceData`.
+pub fn resource_data(call: &Call) -> Value {
+    let mut out = Map::new();
+    fill(&mut out, call);
+    out.insert("@odata.id".into(), json!(format!("/communications/calls/{}", call.id)));
+    out.insert("@odata.etag".into(), json!(format!("W/\"{}\"", call.version)));
+    Value::Object(out)
+}
+
+fn fill(out: &mut Map<String, Value>, call: &Call) {
+    out.insert("@odata.type".into(), json!(odata_type("call")));
+    for k in [
+        "state",
+        "direction",
+        "subject",
+        "callbackUri",
+        "callChainId",
+        "myParticipantId",
+        "tenantId",
+        "requestedModalities",
+        "mediaConfig",
+        "source",
+        "targets",
+        "chatInfo",
+        "meetingInfo",
+        "callOptions",
+        "callRoutes",
+        "incomingContext",
+        "mediaState",
+        "resultInfo",
+        "toneInfo",
+        "transcription",
+    ] {
+        out.insert(k.into(), Value::Null);
+    }
+    out.insert("callRoutes".into(), json!([]));
+    for (k, v) in &call.wire {
+        out.insert(k.clone(), v.clone());
+    }
+    out.insert("id".into(), json!(call.id.to_string()));
+    out.insert("state".into(), json!(call.state.as_str()));
+    out.insert("direction".into(), json!(call.direction.as_str()));
+    out.insert("callbackUri".into(), json!(call.callback_uri));
+    out.insert("callChainId".into(), json!(call.call_chain_id));
+    out.insert("myParticipantId".into(), json!(call.my_participant_id));
+    out.insert("tenantId".into(), json!(call.tenant_id));
+    let audio = if call.state == crate::domain::CallState::Established {
+        "active"
+    } else {
+        "inactive"
+    };
+    out.insert(
+        "mediaState".into(),
+        json!({"@odata.type": odata_type("callMediaState"), "audio": audio}),
+    );
+    if let Some(r) = call.result {
+        out.insert(
+            "resultInfo".into(),
+            json!({
+                "@odata.type": odata_type("resultInfo"),
+                "code": r.code,
+                "subcode": r.subcode,
+                "message": r.message(),
+            }),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body() -> Value {
+        json!({
+            "@odata.type": "#microsoft.graph.call",
+            "callbackUri": "https://bot.example.com/api/calls",
+            "targets": [{"identity": {"user": {"id": "5e9f0000-0000-4000-8000-000000000001", "displayName": "Alice"}}}],
+            "requestedModalities": ["Audio"],
+            "mediaConfig": {},
+            "tenantId": "tenant-1",
+            "futureThing": {"x": 1}
+        })
+    }
+
+    #[test]
+    fn a_sloppy_p2p_request_is_read_and_normalized() {
+        let c = parse_create(&body()).unwrap();
+        assert_eq!(
+            c.kind,
+            CallKind::PeerToPeer(Peer {
+                id: "5e9f0000-0000-4000-8000-000000000001".into(),
+                kind: PartyKind::User
+            })
+        );
+        assert!(!c.app_hosted_media);
+        assert_eq!(c.tenant_id.as_deref(), Some("tenant-1"));
+        assert_eq!(c.wire["requestedModalities"], json!(["audio"]));
+        assert_eq!(c.wire["mediaConfig"]["@odata.type"], "#microsoft.graph.serviceHostedMediaConfig");
+        assert_eq!(c.wire["targets"][0]["@odata.type"], "#microsoft.graph.invitationParticipantInfo");
+        assert_eq!(c.wire["targets"][0]["identity"]["user"]["@odata.type"], "#microsoft.graph.identity");
+        assert_eq!(c.wire["futureThing"], json!({"x": 1}));
+        assert!(!c.wire.contains_key("tenantId"));
+    }
+
+    #[test]
+    fn a_blob_without_a_type_means_app_hosted_media() {
+        let mut b = body();
+        b["mediaConfig"] = json!({"blob": "<xml/>"});
+        assert!(parse_create(&b).unwrap().app_hosted_media);
+    }
+
+    #[test]
+    fn bad_requests_say_what_is_wrong() {
+        let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+            ("no callback", Box::new(|b| { b.as_object_mut().unwrap().remove("callbackUri"); }), "callbackUri"),
+            ("relative callback", Box::new(|b| b["callbackUri"] = json!("/api/calls")), "absolute"),
+            ("ftp callback", Box::new(|b| b["callbackUri"] = json!("ftp://x.example/")), "http"),
+            ("no targets", Box::new(|b| b["targets"] = json!([])), "no target"),
+            ("bad modality", Box::new(|b| b["requestedModalities"] = json!(["smell"])), "smell"),
+            ("bad media type", Box::new(|b| b["mediaConfig"] = json!({"@odata.type": "#microsoft.graph.x"})), "media"),
+            ("target without identity", Box::new(|b| b["targets"] = json!([{}])), "identity"),
+            ("other odata type", Box::new(|b| b["@odata.type"] = json!("#microsoft.graph.user")), "call"),
+        ];
+        for (label, edit, needle) in cases {
+            let mut b = body();
+            edit(&mut b);
+            let err = parse_create(&b).expect_err(label);
+            assert!(err.0.contains(needle), "{label}: {}", err.0);
+        }
+        assert!(parse_create(&json!([1])).is_err());
+    }
+
+    #[test]
+    fn several_targets_make_a_group_call_and_a_meeting_info_a_join() {
+        let mut b = body();
+        let t = b["targets"][0].clone();
+        b["targets"] = json!([t.clone(), {"identity": {"phone": {"id": "+15550100"}}}]);
+        assert!(matches!(parse_create(&b).unwrap().kind, CallKind::Group(p) if p.len() == 2));
+        b["targets"] = json!([]);
+        b["meetingInfo"] = json!({"joinMeetingId": "123", "passcode": "x"});
+        assert_eq!(parse_create(&b).unwrap().kind, CallKind::Meeting);
+    }
+
+    #[test]
+    fn the_source_keeps_what_the_client_gave_and_adds_the_app() {
+        let given = json!({"identity": {"applicationInstance": {"id": "inst"}}});
+        let s = fill_source(Some(&given), "app-1", Some("Bot"), "p-1");
+        assert_eq!(s["identity"]["application"]["id"], "app-1");
+        assert_eq!(s["identity"]["applicationInstance"]["id"], "inst");
+        assert_eq!(s["@odata.type"], "#microsoft.graph.participantInfo");
+        assert_eq!(s["participantId"], "p-1");
+    }
+}

@@ -1,0 +1,65 @@
+//! `commsNotifications`: the envelope Graph POSTs to a bot's callback URL.
+
+use serde_json::{Value, json};
+
+use super::odata_type;
+use crate::domain::{ChangeType, CallId};
+
+/// One `commsNotification` inside an envelope.
+pub struct Notification {
+    pub change: ChangeType,
+    /// Path below `/communications`, e.g. `calls/{id}` or `calls/{id}/operations/{opId}`.
+    pub resource: String,
+    pub callback_uri: String,
+    pub data: Value,
+}
+
+impl Notification {
+    /// A notification about the call itself.
+    pub fn for_call(change: ChangeType, id: CallId, callback_uri: &str, data: Value) -> Self {
+        Notification {
+            change,
+            resource: format!("calls/{id}"),
+            callback_uri: callback_uri.to_string(),
+            data,
+        }
+    }
+
+    /// `/communications/...`, as `resourceUrl` carries it.
+    pub fn resource_url(&self) -> String {
+        format!("/communications/{}", self.resource)
+    }
+
+    /// The envelope, exactly as POSTed: both `resourceUrl` and the legacy `resource`.
+    pub fn envelope(&self) -> Value {
+        json!({
+            "@odata.type": odata_type("commsNotifications"),
+            "value": [{
+                "@odata.type": odata_type("commsNotification"),
+                "changeType": self.change.as_str(),
+                "resource": format!("/app/{}", self.resource),
+                "resourceUrl": self.resource_url(),
+                "callbackUri": self.callback_uri,
+                "resourceData": self.data,
+            }]
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_envelope_carries_both_resource_forms() {
+        let id = CallId::parse("57dab8b1-894c-409a-b240-bd8beae78896").unwrap();
+        let n = Notification::for_call(ChangeType::Deleted, id, "https://bot/cb", json!({"state": "terminated"}));
+        let e = n.envelope();
+        assert_eq!(e["@odata.type"], "#microsoft.graph.commsNotifications");
+        let v = &e["value"][0];
+        assert_eq!(v["changeType"], "deleted");
+        assert_eq!(v["resourceUrl"], "/communications/calls/57dab8b1-894c-409a-b240-bd8beae78896");
+        assert_eq!(v["resource"], "/app/calls/57dab8b1-894c-409a-b240-bd8beae78896");
+        assert_eq!(v["resourceData"]["state"], "terminated");
+    }
+}

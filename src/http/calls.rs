@@ -1,0 +1,198 @@
+//! The call handlers: create, get, hang up, keepAlive.
+
+use std::net::IpAddr;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use super::AppState;
+use super::error::ApiError;
+use super::graph::Target;
+use crate::auth::Principal;
+use crate::config::CallbackPolicy;
+use crate::domain::{Call, CallId};
+use crate::engine::AppRef;
+use crate::graph::call::{CallKind, parse_create, render};
+
+/// The content type Graph answers JSON with.
+const GRAPH_JSON: &str = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8";
+
+pub fn json_response(status: StatusCode, value: &Value) -> Response {
+    let mut resp = (status, value.to_string()).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(GRAPH_JSON));
+    resp
+}
+
+/// Reads a JSON request body: the content type must be JSON when one is given, the size within
+/// the limit, the text valid JSON.
+pub async fn json_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
+    let bytes = super::read_body(body, state.settings.limits.max_body_bytes).await?;
+    if let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+        let mime = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        if !bytes.is_empty() && mime != "application/json" && !mime.ends_with("+json") {
+            return Err(ApiError::bad_request(format!(
+                "The Content-Type '{ct}' is not supported; send application/json."
+            )));
+        }
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request("The request body is empty; a JSON object is required."));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(format!(
+            "Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of valid JSON format. ({e})"
+        ))
+    })
+}
+
+/// The callback URL policy: always absolute http(s) (checked when parsing); with `strict`,
+/// https only, and with `forbid_private` no loopback, private or link-local hosts.
+pub fn check_callback_policy(policy: &CallbackPolicy, uri: &str) -> Result<(), ApiError> {
+    if !policy.strict {
+        return Ok(());
+    }
+    let url = url::Url::parse(uri).map_err(|_| ApiError::bad_request("The callbackUri is not a URL."))?;
+    if url.scheme() != "https" {
+        return Err(ApiError::bad_request("The callbackUri must be an https URL."));
+    }
+    if policy.forbid_private {
+        let private = match url.host() {
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost"),
+            Some(url::Host::Ipv4(ip)) => is_private(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => is_private(IpAddr::V6(ip)),
+            None => true,
+        };
+        if private {
+            return Err(ApiError::bad_request(
+                "The callbackUri points at a loopback, private or link-local address, which this server does not call.",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast()
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6.to_ipv4_mapped().is_some_and(|v4| is_private(IpAddr::V4(v4)))
+        }
+    }
+}
+
+/// The roles a create request needs, as (what it is, roles of which one is enough).
+fn required_roles(kind: &CallKind) -> (&'static str, &'static [&'static str]) {
+    match kind {
+        CallKind::PeerToPeer(_) => ("create a peer-to-peer call", &["Calls.Initiate.All"]),
+        CallKind::Group(_) => ("create a group call", &["Calls.InitiateGroupCall.All"]),
+        CallKind::Meeting => (
+            "join a meeting",
+            &["Calls.JoinGroupCall.All", "Calls.JoinGroupCallAsGuest.All"],
+        ),
+    }
+}
+
+fn insufficient(what: &str, roles: &[&str]) -> ApiError {
+    ApiError::forbidden(
+        "7504",
+        format!(
+            "Insufficient enterprise tenant permissions, cannot access this API. To {what} the application needs the {} application permission.",
+            roles.join(" or ")
+        ),
+    )
+}
+
+pub async fn create_call(
+    state: &AppState,
+    target: &Target,
+    principal: &Principal,
+    app: &AppRef,
+    body: Value,
+) -> Result<Response, ApiError> {
+    let req = parse_create(&body).map_err(|e| ApiError::bad_request(e.0))?;
+    check_callback_policy(&state.settings.callbacks, &req.callback_uri)?;
+    if let Some(t) = &req.tenant_id
+        && !t.eq_ignore_ascii_case(&principal.tenant_id)
+    {
+        return Err(ApiError::forbidden("7505", "Request authorization tenant mismatch."));
+    }
+    let (what, roles) = required_roles(&req.kind);
+    if !roles.iter().any(|r| principal.has_role(r)) {
+        return Err(insufficient(what, roles));
+    }
+    if req.app_hosted_media && !principal.has_role("Calls.AccessMedia.All") {
+        return Err(insufficient("use app-hosted media", &["Calls.AccessMedia.All"]));
+    }
+    let peer = match &req.kind {
+        CallKind::PeerToPeer(p) => p.clone(),
+        CallKind::Group(_) => {
+            return Err(ApiError::bad_request(
+                "Group calls (more than one target) are not supported yet by this version of Switchboard; create a peer-to-peer call with one target.",
+            ));
+        }
+        CallKind::Meeting => {
+            return Err(ApiError::bad_request(
+                "Joining meetings is not supported yet by this version of Switchboard.",
+            ));
+        }
+    };
+    let call = state.engine.create_call(app, req, peer).await?;
+    let at = target.addressing(&state.public_url);
+    let mut resp = json_response(StatusCode::CREATED, &render(&call, &at));
+    let location = format!("{}/{}/{}", at.base, at.collection, call.id);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
+/// Parses a call id from the path; an id that is not a GUID names no call.
+fn call_id(id: &str) -> Result<CallId, ApiError> {
+    CallId::parse(id).ok_or_else(ApiError::call_not_found)
+}
+
+/// The call, if this app owns it and it is live.
+pub async fn owned_call(state: &AppState, app: &AppRef, id: &str) -> Result<Call, ApiError> {
+    Ok(state.engine.get_call(&app.app_id, call_id(id)?).await?)
+}
+
+pub async fn get_call(state: &AppState, target: &Target, app: &AppRef, id: &str) -> Result<Response, ApiError> {
+    let call = owned_call(state, app, id).await?;
+    Ok(json_response(StatusCode::OK, &render(&call, &target.addressing(&state.public_url))))
+}
+
+pub async fn delete_call(state: &AppState, app: &AppRef, id: &str) -> Result<Response, ApiError> {
+    state.engine.hang_up(&app.app_id, call_id(id)?).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn keep_alive(state: &AppState, app: &AppRef, id: &str) -> Result<Response, ApiError> {
+    state.engine.keep_alive(&app.app_id, call_id(id)?).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_strict_policy_wants_https_to_public_hosts() {
+        let lax = CallbackPolicy::default();
+        assert!(check_callback_policy(&lax, "http://127.0.0.1:9/cb").is_ok());
+        let strict = CallbackPolicy { strict: true, forbid_private: true };
+        assert!(check_callback_policy(&strict, "http://bot.example.com/cb").is_err());
+        for private in ["https://127.0.0.1/cb", "https://10.1.2.3/cb", "https://localhost/cb", "https://[::1]/cb", "https://169.254.169.254/"] {
+            assert!(check_callback_policy(&strict, private).is_err(), "{private}");
+        }
+        assert!(check_callback_policy(&strict, "https://bot.example.com/cb").is_ok());
+    }
+}

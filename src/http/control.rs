@@ -1,0 +1,216 @@
+//! The control API (`/_switchboard/v1`): drive simulated parties, inject failures, read the
+//! deliveries log, move the virtual clock. It needs the configured admin token; with none
+//! configured, only loopback clients are served. App tokens are never accepted.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use super::calls::json_response;
+use super::error::ApiError;
+use super::{AppState, PeerAddr};
+use crate::domain::{CallId, EndReason};
+use crate::fabric::PartyInfo;
+use crate::store::DeliveryRecord;
+
+async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split_once(' ').map_or(v, |(_, t)| t).trim().to_string());
+    let allowed = match (&state.settings.admin.token, presented) {
+        (Some(admin), Some(p)) => admin.matches(&p),
+        (Some(_), None) => false,
+        // No admin token: loopback only, and never with an app token.
+        (None, Some(_)) => {
+            return ApiError::forbidden(
+                "accessDenied",
+                "App tokens are not accepted on the control API.",
+            )
+            .into_response();
+        }
+        (None, None) => req
+            .extensions()
+            .get::<PeerAddr>()
+            .is_some_and(|a| a.0.ip().is_loopback()),
+    };
+    if !allowed {
+        let e = if state.settings.admin.token.is_some() {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "InvalidAuthenticationToken",
+                "The control API needs the admin token as a bearer token.",
+            )
+            .with_header(header::WWW_AUTHENTICATE, "Bearer realm=\"switchboard-control\"")
+        } else {
+            ApiError::forbidden(
+                "accessDenied",
+                "Without an admin token configured, the control API serves loopback clients only.",
+            )
+        };
+        return e.into_response();
+    }
+    next.run(req).await
+}
+
+fn party_json(p: &PartyInfo) -> Value {
+    json!({
+        "id": p.id,
+        "kind": p.kind,
+        "displayName": p.display_name,
+        "behavior": p.behavior,
+    })
+}
+
+async fn list_parties(State(state): State<Arc<AppState>>) -> Response {
+    let parties: Vec<Value> = state.engine.fabric().parties().iter().map(party_json).collect();
+    json_response(StatusCode::OK, &json!({"value": parties}))
+}
+
+async fn get_party(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let party = state.engine.fabric().party(&id);
+    let legs = state.engine.party_legs(&id).await;
+    if party.is_none() && legs.is_empty() {
+        return Err(ApiError::not_found(format!("No party '{id}' is configured.")));
+    }
+    let calls: Vec<Value> = legs
+        .iter()
+        .map(|l| {
+            json!({
+                "callId": l.call_id.to_string(),
+                "state": l.state.as_str(),
+                "resultInfo": l.result.map(result_info),
+                "tonesReceived": "",
+            })
+        })
+        .collect();
+    let mut body = party.as_ref().map(party_json).unwrap_or_else(|| json!({"id": id}));
+    body["calls"] = Value::Array(calls);
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+fn result_info(r: EndReason) -> Value {
+    json!({"code": r.code, "subcode": r.subcode, "message": r.message()})
+}
+
+async fn hang_up_party(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    if state.engine.fabric().party(&id).is_none() && state.engine.party_legs(&id).await.is_empty() {
+        return Err(ApiError::not_found(format!("No party '{id}' is configured.")));
+    }
+    let ended = state.engine.party_hang_up(&id).await?;
+    let ids: Vec<String> = ended.iter().map(CallId::to_string).collect();
+    Ok(json_response(StatusCode::OK, &json!({"partyId": id, "callsEnded": ids})))
+}
+
+async fn read_json(state: &AppState, req: Request) -> Result<Value, ApiError> {
+    let (parts, body) = req.into_parts();
+    super::calls::json_body(state, &parts.headers, body).await
+}
+
+fn int_field(v: &Value, name: &str) -> Result<i32, ApiError> {
+    let f = &v[name];
+    f.as_i64()
+        .or_else(|| f.as_str().and_then(|s| s.trim().parse().ok()))
+        .and_then(|n| i32::try_from(n).ok())
+        .ok_or_else(|| ApiError::bad_request(format!("'{name}' must be an integer.")))
+}
+
+async fn fail_call(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let body = read_json(&state, req).await?;
+    let reason = EndReason::new(int_field(&body, "code")?, int_field(&body, "subcode")?);
+    let id = CallId::parse(&id).ok_or_else(ApiError::call_not_found)?;
+    let call = state.engine.fail_call(id, reason).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"callId": call.id.to_string(), "resultInfo": result_info(reason)}),
+    ))
+}
+
+fn delivery_json(r: &DeliveryRecord) -> Value {
+    json!({
+        "sequence": r.item.seq,
+        "changeType": r.item.change_type,
+        "resourceUrl": r.item.resource_url,
+        "callbackUri": r.item.callback_uri,
+        "createdAt": r.item.created_at,
+        "status": r.item.status,
+        "attemptCount": r.item.attempts,
+        "nextAttemptAt": if r.item.status == crate::store::DeliveryStatus::Pending { json!(r.item.next_attempt_at) } else { Value::Null },
+        "body": serde_json::from_str::<Value>(&r.item.body).unwrap_or(Value::Null),
+        "attempts": r.attempts,
+    })
+}
+
+async fn deliveries(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = CallId::parse(&id).ok_or_else(ApiError::call_not_found)?;
+    let records = state.engine.deliveries(id).await?;
+    if records.is_empty() {
+        return Err(ApiError::call_not_found());
+    }
+    let list: Vec<Value> = records.iter().map(delivery_json).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"callId": id.to_string(), "notifications": list}),
+    ))
+}
+
+async fn get_clock(State(state): State<Arc<AppState>>) -> Response {
+    let clock = state.engine.clock();
+    json_response(
+        StatusCode::OK,
+        &json!({"now": clock.now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "virtual": clock.is_virtual()}),
+    )
+}
+
+async fn advance_clock(State(state): State<Arc<AppState>>, req: Request) -> Result<Response, ApiError> {
+    let body = read_json(&state, req).await?;
+    let secs = body["seconds"]
+        .as_f64()
+        .filter(|s| s.is_finite() && *s >= 0.0 && *s <= 10.0 * 365.0 * 86400.0)
+        .ok_or_else(|| ApiError::bad_request("'seconds' must be a number of seconds, zero or more."))?;
+    if !state.engine.clock().is_virtual() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "clockIsReal",
+            "The clock is real; start the server with --clock virtual to move it.",
+        ));
+    }
+    let by = chrono::Duration::milliseconds((secs * 1000.0).round() as i64);
+    let now = state.engine.advance(by).await.map_err(ApiError::internal)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"now": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "virtual": true}),
+    ))
+}
+
+async fn unbuilt(req: Request<Body>) -> ApiError {
+    ApiError::not_implemented(&format!("{} {}", req.method(), req.uri().path()))
+}
+
+pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/parties", get(list_parties))
+        .route("/parties/{id}", get(get_party))
+        .route("/parties/{id}/hangup", post(hang_up_party))
+        .route("/parties/{id}/dial", post(unbuilt))
+        .route("/parties/{id}/tones", post(unbuilt))
+        .route("/meetings/{id}", get(unbuilt))
+        .route("/calls/{id}/fail", post(fail_call))
+        .route("/calls/{id}/deliveries", get(deliveries))
+        .route("/clock", get(get_clock))
+        .route("/clock/advance", post(advance_clock))
+        .fallback(|| async { ApiError::not_found("No such control API route.") })
+        .layer(middleware::from_fn_with_state(state, guard))
+}

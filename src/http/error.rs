@@ -1,0 +1,156 @@
+//! One error type for every Graph and control route. It renders Graph's error body
+//! (`{"error":{"code","message","innerError":{...}}}`); the request-context middleware fills in
+//! `innerError` with the date and request ids, since only it knows them. Internal causes are
+//! logged, never sent.
+
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value};
+
+use crate::auth::AuthError;
+use crate::engine::EngineError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: String,
+    pub message: String,
+    headers: Vec<(HeaderName, String)>,
+    /// Extra members of `innerError` (the throttling body carries some).
+    inner: Map<String, Value>,
+}
+
+/// Carried from [`ApiError::into_response`] to the middleware that writes the body.
+#[derive(Clone, Debug)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+    pub inner: Map<String, Value>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code: code.into(),
+            message: message.into(),
+            headers: vec![],
+            inner: Map::new(),
+        }
+    }
+
+    pub fn with_header(mut self, name: HeaderName, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "BadRequest", message)
+    }
+
+    /// An unknown call, an ended call and another app's call all answer the same.
+    pub fn call_not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "8522", "Call not found.")
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "itemNotFound", message)
+    }
+
+    pub fn method_not_allowed(allowed: &str) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!("The HTTP method is not allowed on this resource; use {allowed}."),
+        )
+        .with_header(axum::http::header::ALLOW, allowed)
+    }
+
+    pub fn forbidden(code: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, code, message)
+    }
+
+    pub fn unauthorized(e: &AuthError) -> Self {
+        if *e == AuthError::Delegated {
+            return Self::forbidden("accessDenied", e.to_string());
+        }
+        Self::new(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", e.to_string()).with_header(
+            axum::http::header::WWW_AUTHENTICATE,
+            "Bearer realm=\"\", authorization_uri=\"https://login.microsoftonline.com/common/oauth2/authorize\", client_id=\"00000003-0000-0000-c000-000000000000\"",
+        )
+    }
+
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            format!("The request body is larger than the limit of {limit} bytes."),
+        )
+    }
+
+    /// Graph's throttling answer.
+    pub fn throttled(retry_after_secs: f64, why: &str) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            format!("Please retry again later. {why}"),
+        )
+        .with_header(
+            HeaderName::from_static("retry-after"),
+            format!("{}", (retry_after_secs.max(0.001) * 1000.0).ceil() / 1000.0),
+        );
+        e.inner.insert("code".into(), Value::from("429"));
+        e.inner.insert("message".into(), Value::from("Please retry after"));
+        e.inner.insert("status".into(), Value::from("429"));
+        e
+    }
+
+    pub fn not_implemented(what: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "NotImplemented",
+            format!("{what} is not implemented in this version of Switchboard."),
+        )
+    }
+
+    /// A failure of ours: logged with its cause, answered without it.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!("internal error: {cause}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "generalException",
+            "An internal error occurred; the request can be retried.",
+        )
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::NotFound => ApiError::call_not_found(),
+            EngineError::NotAllowed(m) => ApiError::bad_request(m),
+            EngineError::TooManyCalls(n) => ApiError::throttled(
+                1.0,
+                &format!("The application has reached its limit of {n} concurrent calls."),
+            ),
+            EngineError::Store(e) => ApiError::internal(e),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = self.status.into_response();
+        for (name, value) in self.headers {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                resp.headers_mut().insert(name, v);
+            }
+        }
+        resp.extensions_mut().insert(ErrorBody {
+            code: self.code,
+            message: self.message,
+            inner: self.inner,
+        });
+        resp
+    }
+}

@@ -1,0 +1,211 @@
+//! Graph routes under `/v1.0` and `/beta`, for `/communications/calls` and the legacy
+//! `/app/calls`. Segments and action names are case-insensitive and actions may be
+//! namespace-qualified (`microsoft.graph.keepAlive`), so paths are parsed here by hand rather
+//! than by the router.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::Method;
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::calls;
+use super::error::ApiError;
+use crate::graph::call::Addressing;
+
+/// A call action from the Graph surface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    KeepAlive,
+    /// Known to Graph but not built yet; carries its Graph name.
+    Unbuilt(&'static str),
+}
+
+/// Actions Graph defines on a call that this version does not implement yet.
+const UNBUILT_ACTIONS: &[&str] = &[
+    "answer",
+    "reject",
+    "redirect",
+    "transfer",
+    "playPrompt",
+    "recordResponse",
+    "record",
+    "cancelMediaProcessing",
+    "subscribeToTone",
+    "sendDtmfTones",
+    "mute",
+    "unmute",
+    "updateRecordingStatus",
+    "changeScreenSharingRole",
+    "addLargeGalleryView",
+];
+
+/// A parsed Graph path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    Calls,
+    Call(String),
+    CallAction(String, Action),
+    /// A call's sub-resource that is not built yet (participants, operations, ...).
+    Unbuilt(String, &'static str),
+}
+
+/// A Graph path with the addressing it was reached by.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub route: Route,
+    pub version: &'static str,
+    pub collection: &'static str,
+}
+
+impl Target {
+    pub fn addressing(&self, public_url: &str) -> Addressing {
+        Addressing {
+            base: format!("{public_url}/{}", self.version),
+            collection: self.collection,
+        }
+    }
+}
+
+fn action_name(segment: &str) -> &str {
+    let lower = segment.to_ascii_lowercase();
+    if lower.starts_with("microsoft.graph.") {
+        &segment["microsoft.graph.".len()..]
+    } else {
+        segment
+    }
+}
+
+/// Parses a path; `Err` carries the first segment that names nothing.
+pub fn parse(path: &str) -> Result<Target, String> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let version = match segs.first().map(|s| s.to_ascii_lowercase()).as_deref() {
+        Some("v1.0") => "v1.0",
+        Some("beta") => "beta",
+        _ => return Err(segs.first().copied().unwrap_or_default().to_string()),
+    };
+    let (collection, rest) = match segs.get(1..3) {
+        Some([a, b]) if a.eq_ignore_ascii_case("communications") && b.eq_ignore_ascii_case("calls") => {
+            ("communications/calls", &segs[3..])
+        }
+        Some([a, b]) if a.eq_ignore_ascii_case("app") && b.eq_ignore_ascii_case("calls") => {
+            ("app/calls", &segs[3..])
+        }
+        _ => {
+            let bad = segs.get(1).copied().unwrap_or_default();
+            let bad = if bad.eq_ignore_ascii_case("communications") || bad.eq_ignore_ascii_case("app") {
+                segs.get(2).copied().unwrap_or(bad)
+            } else {
+                bad
+            };
+            return Err(bad.to_string());
+        }
+    };
+    let route = match rest {
+        [] | [""] => Route::Calls,
+        [id] => Route::Call(id.to_string()),
+        [id, action] => {
+            let name = action_name(action);
+            if name.eq_ignore_ascii_case("keepAlive") {
+                Route::CallAction(id.to_string(), Action::KeepAlive)
+            } else if let Some(known) = UNBUILT_ACTIONS.iter().find(|a| a.eq_ignore_ascii_case(name)) {
+                Route::CallAction(id.to_string(), Action::Unbuilt(known))
+            } else if name.eq_ignore_ascii_case("participants") {
+                Route::Unbuilt(id.to_string(), "The participants API")
+            } else if name.eq_ignore_ascii_case("operations") {
+                Route::Unbuilt(id.to_string(), "Reading operations")
+            } else {
+                return Err(action.to_string());
+            }
+        }
+        [id, sub, ..] if sub.eq_ignore_ascii_case("participants") => {
+            Route::Unbuilt(id.to_string(), "The participants API")
+        }
+        [id, sub, ..] if sub.eq_ignore_ascii_case("operations") => {
+            Route::Unbuilt(id.to_string(), "Reading operations")
+        }
+        [_, _, extra, ..] => return Err(extra.to_string()),
+    };
+    Ok(Target {
+        route,
+        version,
+        collection,
+    })
+}
+
+/// The fallback handler: every request that no other route took.
+pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    match route(state, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn route(state: Arc<AppState>, req: Request) -> Result<Response, ApiError> {
+    let (parts, body): (_, Body) = req.into_parts();
+    let target = parse(parts.uri.path()).map_err(|seg| {
+        if parts.uri.path().trim_matches('/').is_empty() {
+            ApiError::not_found("Nothing is served at /; the calls API is at /v1.0/communications/calls.")
+        } else {
+            ApiError::bad_request(format!("Resource not found for the segment '{seg}'."))
+        }
+    })?;
+    let (principal, app) = state.authenticate(&parts.headers).await?;
+    let m = &parts.method;
+    match &target.route {
+        Route::Calls => match *m {
+            Method::POST => {
+                let body = calls::json_body(&state, &parts.headers, body).await?;
+                calls::create_call(&state, &target, &principal, &app, body).await
+            }
+            _ => Err(ApiError::method_not_allowed("POST")),
+        },
+        Route::Call(id) => match *m {
+            Method::GET => calls::get_call(&state, &target, &app, id).await,
+            Method::DELETE => calls::delete_call(&state, &app, id).await,
+            _ => Err(ApiError::method_not_allowed("GET, DELETE")),
+        },
+        Route::CallAction(id, action) => {
+            if *m != Method::POST {
+                return Err(ApiError::method_not_allowed("POST"));
+            }
+            match action {
+                Action::KeepAlive => calls::keep_alive(&state, &app, id).await,
+                Action::Unbuilt(name) => {
+                    calls::owned_call(&state, &app, id).await?;
+                    Err(ApiError::not_implemented(&format!("The {name} action")))
+                }
+            }
+        }
+        Route::Unbuilt(id, what) => {
+            calls::owned_call(&state, &app, id).await?;
+            Err(ApiError::not_implemented(what))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_parse_in_any_case_on_both_prefixes_and_versions() {
+        let t = parse("/V1.0/Communications/Calls").unwrap();
+        assert_eq!((t.route, t.version, t.collection), (Route::Calls, "v1.0", "communications/calls"));
+        let t = parse("/beta/app/calls/ABC/microsoft.graph.KeepAlive").unwrap();
+        assert_eq!(t.route, Route::CallAction("ABC".into(), Action::KeepAlive));
+        assert_eq!((t.version, t.collection), ("beta", "app/calls"));
+        let t = parse("/v1.0/communications/calls/x/playprompt").unwrap();
+        assert_eq!(t.route, Route::CallAction("x".into(), Action::Unbuilt("playPrompt")));
+    }
+
+    #[test]
+    fn unknown_segments_are_named() {
+        assert_eq!(parse("/v2.0/communications/calls").unwrap_err(), "v2.0");
+        assert_eq!(parse("/v1.0/communications/meetings").unwrap_err(), "meetings");
+        assert_eq!(parse("/v1.0/communications/calls/x/dance").unwrap_err(), "dance");
+        assert_eq!(parse("/v1.0/me").unwrap_err(), "me");
+    }
+}

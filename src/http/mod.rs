@@ -1,0 +1,231 @@
+//! The HTTP layer: one listener answers for the three hosts a bot talks to (Graph, the token
+//! authority, the notification-signing metadata) and for the control API.
+//!
+//! - [`graph`]: `/v1.0` and `/beta` routes, parsed case-insensitively and dispatched by hand;
+//! - [`calls`]: the call handlers;
+//! - [`identity`]: the token endpoint and the metadata documents;
+//! - [`control`]: `/_switchboard/v1`, the emulator's control API;
+//! - [`error`]: the one error type, rendered as Graph's error body.
+
+pub mod calls;
+pub mod control;
+pub mod error;
+pub mod graph;
+pub mod identity;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http_body_util::BodyExt;
+use serde_json::json;
+
+use crate::auth::{KeyRing, Principal, Validator};
+use crate::config::{AppConfig, Settings};
+use crate::engine::{AppRef, Engine};
+use error::{ApiError, ErrorBody};
+
+/// Everything a handler may need.
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub validator: Validator,
+    pub keys: Arc<RwLock<KeyRing>>,
+    pub settings: Settings,
+    /// Base URL for Location headers, contexts and metadata, without a trailing slash.
+    pub public_url: String,
+    apps: HashMap<String, AppConfig>,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+/// The peer address of a connection, put into every request by the server loop.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub SocketAddr);
+
+impl AppState {
+    pub fn new(
+        engine: Arc<Engine>,
+        validator: Validator,
+        keys: Arc<RwLock<KeyRing>>,
+        settings: Settings,
+        public_url: String,
+    ) -> Self {
+        let apps = settings
+            .apps
+            .iter()
+            .map(|a| (a.app_id.to_ascii_lowercase(), a.clone()))
+            .collect();
+        AppState {
+            engine,
+            validator,
+            keys,
+            settings,
+            public_url: public_url.trim_end_matches('/').to_string(),
+            apps,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn app(&self, app_id: &str) -> Option<&AppConfig> {
+        self.apps.get(&app_id.to_ascii_lowercase())
+    }
+
+    /// Checks the bearer token of a Graph request, that its app is registered here, and the
+    /// app's request rate.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<(Principal, AppRef), ApiError> {
+        let raw = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let token = match raw.split_once(' ') {
+            Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => t,
+            _ if raw.is_empty() => "",
+            _ => "\u{0}",
+        };
+        let principal = self
+            .validator
+            .validate(token)
+            .await
+            .map_err(|e| ApiError::unauthorized(&e))?;
+        let Some(app) = self.app(&principal.app_id) else {
+            return Err(ApiError::forbidden(
+                "7503",
+                "Application is not registered in our store.",
+            ));
+        };
+        if let Some(rate) = app.requests_per_second {
+            self.take_request_token(&app.app_id, rate)?;
+        }
+        let app_ref = AppRef {
+            app_id: app.app_id.clone(),
+            tenant_id: principal.tenant_id.clone(),
+            display_name: app.display_name.clone(),
+            max_concurrent_calls: app.max_concurrent_calls,
+        };
+        Ok((principal, app_ref))
+    }
+
+    /// A token bucket per app, one second deep.
+    fn take_request_token(&self, app_id: &str, rate: f64) -> Result<(), ApiError> {
+        let mut buckets = self.buckets.lock().expect("buckets lock");
+        let now = Instant::now();
+        let (tokens, at) = buckets.entry(app_id.to_string()).or_insert((rate.max(1.0), now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(rate.max(1.0));
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(ApiError::throttled(
+                (1.0 - *tokens) / rate,
+                &format!("The application is limited to {rate} requests per second."),
+            ))
+        }
+    }
+}
+
+/// Reads a request body up to `limit` bytes. A larger body is drained (so the client can read
+/// the answer) and refused with 413.
+pub async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    let mut total = 0usize;
+    let drain_cap = limit.saturating_mul(64).max(64 * 1024 * 1024);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| ApiError::bad_request("The request body could not be read."))?;
+        if let Ok(data) = frame.into_data() {
+            total += data.len();
+            if total <= limit {
+                buf.extend_from_slice(&data);
+            } else if total > drain_cap {
+                break;
+            }
+        }
+    }
+    if total > limit {
+        return Err(ApiError::payload_too_large(limit));
+    }
+    Ok(buf.freeze())
+}
+
+/// Request ids on every response, the Graph error body where a handler failed, and the request
+/// timeout.
+async fn request_context(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let client_request_id = req
+        .headers()
+        .get("client-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty() && s.len() <= 200)
+        .map(str::to_string)
+        .unwrap_or_else(|| request_id.clone());
+    let timeout = Duration::from_secs(state.settings.limits.request_timeout_secs.max(1));
+    let mut resp = match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::new(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            "requestTimeout",
+            "The request took too long and was abandoned.",
+        )
+        .into_response(),
+    };
+    if let Some(err) = resp.extensions_mut().remove::<ErrorBody>() {
+        let mut inner = serde_json::Map::new();
+        inner.insert(
+            "date".into(),
+            json!(chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S").to_string()),
+        );
+        inner.insert("request-id".into(), json!(request_id));
+        inner.insert("client-request-id".into(), json!(client_request_id));
+        for (k, v) in err.inner {
+            inner.insert(k, v);
+        }
+        let body = json!({"error": {"code": err.code, "message": err.message, "innerError": inner}});
+        let (mut parts, _) = resp.into_parts();
+        parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        parts.headers.remove(header::CONTENT_LENGTH);
+        resp = Response::from_parts(parts, Body::from(body.to_string()));
+    }
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        h.insert("request-id", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&client_request_id) {
+        h.insert("client-request-id", v);
+    }
+    h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("private"));
+    resp
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(json!({"status": "ok"}))
+}
+
+/// The whole router.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/{tenant}/oauth2/v2.0/token", post(identity::token))
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            get(identity::openid_configuration),
+        )
+        .route("/{tenant}/discovery/v2.0/keys", get(identity::keys))
+        .route("/{tenant}/discovery/keys", get(identity::keys))
+        .route(
+            "/v1/.well-known/OpenIdConfiguration",
+            get(identity::notification_metadata),
+        )
+        .route("/v1/keys", get(identity::keys))
+        .nest("/_switchboard/v1", control::router(state.clone()))
+        .fallback(graph::dispatch)
+        .layer(middleware::from_fn_with_state(state.clone(), request_context))
+        .with_state(state)
+}

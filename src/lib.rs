@@ -1,0 +1,25 @@
+//! Switchboard: a self-hosted call-control server that speaks the Microsoft Graph calls API.
+//!
+//! The crate is laid out by layer (see `ARCHITECTURE.md`):
+//! - [`domain`]: the pure call state machine and the end-reason catalogue (no I/O);
+//! - [`graph`]: Graph wire types: parsing requests leniently, rendering calls and notifications
+//!   exactly;
+//! - [`store`]: storage behind one trait, with the memory and SQLite backends;
+//! - [`fabric`]: the telephony fabric behind one trait (simulated parties today);
+//! - [`engine`]: applies domain transitions, commits them with their notifications, runs timers;
+//! - [`delivery`]: the worker that POSTs notifications from the durable outbox;
+//! - [`auth`]: signing keys, app tokens, token validation;
+//! - [`http`]: the HTTP layer (Graph routes, token endpoint, control API);
+//! - [`app`]: builds everything from [`config::Settings`] and runs it until stopped.
+
+pub mod app;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod delivery;
+pub mod domain;
+pub mod engine;
+pub mod fabric;
+pub mod graph;
+pub mod http;
+pub mod store;

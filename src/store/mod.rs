@@ -1,0 +1,188 @@
+//! Storage behind one trait.
+//!
+//! The engine keeps live calls in memory and writes every change through a [`Store`] before it
+//! answers: a [`Change`] holds the calls it touched, the notifications it caused and the delivery
+//! attempts it recorded, and a backend commits it atomically. At start the engine reads back a
+//! [`Snapshot`]. Backends: [`memory`] (keeps nothing) and [`sqlite`] (the default). PostgreSQL
+//! will be a third module implementing the same trait.
+
+pub mod memory;
+pub mod sqlite;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::clock::Timestamp;
+use crate::domain::{Call, CallId};
+
+/// Where a notification stands. Stored as a small integer, written on the wire as a word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DeliveryStatus {
+    Pending,
+    Delivered,
+    Dead,
+}
+
+impl DeliveryStatus {
+    pub fn to_i64(self) -> i64 {
+        match self {
+            DeliveryStatus::Pending => 0,
+            DeliveryStatus::Delivered => 1,
+            DeliveryStatus::Dead => 2,
+        }
+    }
+
+    pub fn from_i64(v: i64) -> Self {
+        match v {
+            1 => DeliveryStatus::Delivered,
+            2 => DeliveryStatus::Dead,
+            _ => DeliveryStatus::Pending,
+        }
+    }
+}
+
+/// One notification in the outbox.
+#[derive(Clone, Debug)]
+pub struct OutboxItem {
+    /// Global sequence number; per call, notifications go out in this order.
+    pub seq: i64,
+    pub call_id: CallId,
+    pub app_id: String,
+    pub tenant_id: String,
+    pub callback_uri: String,
+    pub change_type: String,
+    pub resource_url: String,
+    /// The `commsNotifications` JSON, exactly as it is POSTed.
+    pub body: String,
+    pub created_at: Timestamp,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    pub next_attempt_at: Timestamp,
+}
+
+/// One POST of a notification and how it went.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    #[serde(skip)]
+    pub seq: i64,
+    pub at: Timestamp,
+    /// The receiver's HTTP status, when it answered.
+    pub status: Option<u16>,
+    /// What went wrong, when it did not answer (connection refused, timeout, ...).
+    pub error: Option<String>,
+    pub latency_ms: u64,
+}
+
+/// An attempt and what it leaves the notification as.
+#[derive(Clone, Debug)]
+pub struct AttemptOutcome {
+    pub attempt: Attempt,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    pub next_attempt_at: Timestamp,
+}
+
+/// Everything one step changed, committed atomically.
+#[derive(Clone, Debug, Default)]
+pub struct Change {
+    pub put_calls: Vec<Call>,
+    pub remove_calls: Vec<CallId>,
+    pub enqueue: Vec<OutboxItem>,
+    pub attempts: Vec<AttemptOutcome>,
+}
+
+impl Change {
+    pub fn is_empty(&self) -> bool {
+        self.put_calls.is_empty()
+            && self.remove_calls.is_empty()
+            && self.enqueue.is_empty()
+            && self.attempts.is_empty()
+    }
+}
+
+/// What the engine and the delivery worker need at start.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Calls that have not ended.
+    pub calls: Vec<Call>,
+    /// Notifications not yet delivered nor dead, in sequence order.
+    pub pending: Vec<OutboxItem>,
+    /// The next free notification sequence number.
+    pub next_seq: i64,
+}
+
+/// A notification with every attempt made to deliver it.
+#[derive(Clone, Debug)]
+pub struct DeliveryRecord {
+    pub item: OutboxItem,
+    pub attempts: Vec<Attempt>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage failed: {0}")]
+    Backend(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Reads back the live state.
+    async fn load(&self) -> Result<Snapshot, StoreError>;
+    /// Commits a change atomically: all of it or none of it.
+    async fn commit(&self, change: Change) -> Result<(), StoreError>;
+    /// Every notification of a call, in order, with its attempts.
+    async fn deliveries(&self, call_id: CallId) -> Result<Vec<DeliveryRecord>, StoreError>;
+}
+
+/// An opened store and the folder beside it where keys live (none for `memory`).
+pub struct Opened {
+    pub store: Arc<dyn Store>,
+    pub data_dir: Option<PathBuf>,
+}
+
+/// How hard SQLite works to survive a power cut (a process crash loses nothing either way).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// `synchronous = NORMAL` in WAL mode: safe against a crash of the process.
+    #[default]
+    Normal,
+    /// `synchronous = FULL`: also safe against a power cut, slower.
+    Full,
+}
+
+/// Opens the store a `--store` URL names: `memory`, `sqlite://PATH` or (later) `postgres://...`.
+pub fn open(url: &str, durability: Durability) -> Result<Opened, StoreError> {
+    if url == "memory" {
+        return Ok(Opened {
+            store: Arc::new(memory::MemoryStore::default()),
+            data_dir: None,
+        });
+    }
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let path = PathBuf::from(path);
+        let store = sqlite::SqliteStore::open(&path, durability)?;
+        let dir = path
+            .parent()
+            .map(|p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() });
+        return Ok(Opened {
+            store: Arc::new(store),
+            data_dir: dir,
+        });
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Err(StoreError::Backend(
+            "the PostgreSQL store is not built yet; use sqlite://PATH or memory".into(),
+        ));
+    }
+    Err(StoreError::Backend(format!(
+        "unknown store {url:?}: use memory or sqlite://PATH"
+    )))
+}
