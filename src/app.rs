@@ -58,6 +58,7 @@ impl Application {
         let snapshot = opened.store.load().await.context("reading the store")?;
         let http_client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .http1_title_case_headers()
             .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
