@@ -73,7 +73,9 @@ impl Application {
         ));
         delivery.enqueue(snapshot.pending.clone());
         let rules = Rules {
-            keep_alive_window: chrono::Duration::seconds(settings.calls.keep_alive_timeout_secs as i64),
+            keep_alive_window: chrono::Duration::seconds(
+                settings.calls.keep_alive_timeout_secs as i64,
+            ),
             ringing_timeout: chrono::Duration::seconds(settings.calls.ringing_timeout_secs as i64),
         };
         let engine = Arc::new(Engine::new(
@@ -94,7 +96,13 @@ impl Application {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{addr}"));
-        let state = Arc::new(AppState::new(engine.clone(), validator, keys, settings, public_url));
+        let state = Arc::new(AppState::new(
+            engine.clone(),
+            validator,
+            keys,
+            settings,
+            public_url,
+        ));
         Ok(Application {
             listener,
             state,
@@ -105,7 +113,9 @@ impl Application {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     pub fn state(&self) -> Arc<AppState> {
@@ -142,11 +152,14 @@ impl Application {
                 },
             };
             let _ = stream.set_nodelay(true);
-            let svc = router.clone().map_request(move |mut req: axum::extract::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(PeerAddr(peer));
-                req.map(axum::body::Body::new)
-            });
-            let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+            let svc = router.clone().map_request(
+                move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(PeerAddr(peer));
+                    req.map(axum::body::Body::new)
+                },
+            );
+            let conn =
+                builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
             let conn = graceful.watch(conn);
             tokio::spawn(async move {
                 if let Err(e) = conn.await {
@@ -155,7 +168,10 @@ impl Application {
             });
         }
         drop(self.listener);
-        if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
+            .await
+            .is_err()
+        {
             tracing::warn!("some connections were still open after 10 s");
         }
         workers.cancel();

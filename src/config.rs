@@ -249,8 +249,12 @@ impl Settings {
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-        let mut s: Settings = toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Self::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// Reads settings from TOML text, then applies the environment.
+    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        let mut s: Settings = toml::from_str(text)?;
         s.apply_env();
         s.validate()?;
         Ok(s)
@@ -316,14 +320,62 @@ fn dev_parties() -> Vec<PartyConfig> {
         answer_after_ms: after,
     };
     vec![
-        p("5b0d0000-0000-4000-8000-00000000a11c", User, "Alice", Behavior::Answer, Some(1000)),
-        p("5b0d0000-0000-4000-8000-000000000b0b", User, "Bob", Behavior::Answer, Some(3000)),
-        p("5b0d0000-0000-4000-8000-00000000ca01", User, "Carol (declines)", Behavior::Reject, Some(2000)),
-        p("5b0d0000-0000-4000-8000-00000000da1e", User, "Dave (busy)", Behavior::Busy, None),
-        p("5b0d0000-0000-4000-8000-00000000e1e0", User, "Erin (never answers)", Behavior::NoAnswer, None),
-        p("5b0d0000-0000-4000-8000-00000000f00d", User, "Frank (unreachable)", Behavior::Unreachable, None),
-        p("+15550100", Phone, "Front desk phone", Behavior::Answer, Some(1000)),
-        p("+15550199", Phone, "Unanswered phone", Behavior::NoAnswer, None),
+        p(
+            "5b0d0000-0000-4000-8000-00000000a11c",
+            User,
+            "Alice",
+            Behavior::Answer,
+            Some(1000),
+        ),
+        p(
+            "5b0d0000-0000-4000-8000-000000000b0b",
+            User,
+            "Bob",
+            Behavior::Answer,
+            Some(3000),
+        ),
+        p(
+            "5b0d0000-0000-4000-8000-00000000ca01",
+            User,
+            "Carol (declines)",
+            Behavior::Reject,
+            Some(2000),
+        ),
+        p(
+            "5b0d0000-0000-4000-8000-00000000da1e",
+            User,
+            "Dave (busy)",
+            Behavior::Busy,
+            None,
+        ),
+        p(
+            "5b0d0000-0000-4000-8000-00000000e1e0",
+            User,
+            "Erin (never answers)",
+            Behavior::NoAnswer,
+            None,
+        ),
+        p(
+            "5b0d0000-0000-4000-8000-00000000f00d",
+            User,
+            "Frank (unreachable)",
+            Behavior::Unreachable,
+            None,
+        ),
+        p(
+            "+15550100",
+            Phone,
+            "Front desk phone",
+            Behavior::Answer,
+            Some(1000),
+        ),
+        p(
+            "+15550199",
+            Phone,
+            "Unanswered phone",
+            Behavior::NoAnswer,
+            None,
+        ),
     ]
 }
 

@@ -22,11 +22,14 @@ use crate::config::{DeliverySettings, NotificationSettings};
 use crate::domain::CallId;
 use crate::store::{Attempt, AttemptOutcome, Change, DeliveryStatus, OutboxItem, Store};
 
+type CachedToken = (String, i64, String);
+
 /// Signs the bearer token of each notification, reusing a token per app while it is young.
 pub struct Signer {
     keys: Arc<RwLock<KeyRing>>,
     settings: NotificationSettings,
-    cache: Mutex<HashMap<(String, String), (String, i64, String)>>,
+    /// (app, tenant) → (token, expiry, signing key id).
+    cache: Mutex<HashMap<(String, String), CachedToken>>,
 }
 
 impl Signer {
@@ -135,7 +138,9 @@ impl Delivery {
         let mut q = self.queues.lock().expect("queues lock");
         let mut out = vec![];
         while out.len() < room {
-            let Some(&(due, seq, call)) = q.ready.first() else { break };
+            let Some(&(due, seq, call)) = q.ready.first() else {
+                break;
+            };
             if due > now {
                 break;
             }
@@ -157,7 +162,10 @@ impl Delivery {
             let room = in_flight.available_permits();
             let (due, next) = self.take_due(room);
             for item in due {
-                let permit = in_flight.clone().try_acquire_owned().expect("room was counted");
+                let permit = in_flight
+                    .clone()
+                    .try_acquire_owned()
+                    .expect("room was counted");
                 let me = self.clone();
                 tracker.spawn(async move {
                     me.attempt(item).await;
@@ -189,9 +197,15 @@ impl Delivery {
             .bearer_auth(token)
             .header("Content-Type", "application/json")
             .header("Accept", "application/json")
-            .header("User-Agent", concat!("Switchboard/", env!("CARGO_PKG_VERSION")))
+            .header(
+                "User-Agent",
+                concat!("Switchboard/", env!("CARGO_PKG_VERSION")),
+            )
             .header("Client-Request-Id", uuid::Uuid::new_v4().to_string())
-            .header("X-Microsoft-Skype-Message-ID", uuid::Uuid::new_v4().to_string())
+            .header(
+                "X-Microsoft-Skype-Message-ID",
+                uuid::Uuid::new_v4().to_string(),
+            )
             .header("X-Microsoft-Tenant", &item.tenant_id)
             .header("Switchboard-Notification-Sequence", item.seq.to_string())
             .body(item.body.clone())
@@ -231,7 +245,10 @@ impl Delivery {
         {
             (DeliveryStatus::Dead, now)
         } else {
-            (DeliveryStatus::Pending, now + self.backoff(attempts, retry_after))
+            (
+                DeliveryStatus::Pending,
+                now + self.backoff(attempts, retry_after),
+            )
         };
         if status == DeliveryStatus::Dead {
             tracing::warn!(seq = item.seq, call = %item.call_id, "notification marked dead after {attempts} attempts");
@@ -260,7 +277,9 @@ impl Delivery {
         }
         let mut q = self.queues.lock().expect("queues lock");
         q.busy.remove(&item.call_id);
-        let Some(queue) = q.per_call.get_mut(&item.call_id) else { return };
+        let Some(queue) = q.per_call.get_mut(&item.call_id) else {
+            return;
+        };
         if status == DeliveryStatus::Pending {
             if let Some(head) = queue.front_mut() {
                 head.attempts = attempts;
@@ -283,7 +302,8 @@ impl Delivery {
     /// The wait before attempt `attempts + 1`: exponential from `initial_backoff`, ±20 % jitter,
     /// at least `Retry-After`, at most `max_backoff`.
     fn backoff(&self, attempts: u32, retry_after: Option<Duration>) -> chrono::Duration {
-        let base = self.policy.initial_backoff_ms as f64 * 2f64.powi(attempts.saturating_sub(1).min(30) as i32);
+        let base = self.policy.initial_backoff_ms as f64
+            * 2f64.powi(attempts.saturating_sub(1).min(30) as i32);
         let jittered = base * rand::rng().random_range(0.8..1.2);
         let max_ms = (self.policy.max_backoff_secs * 1000) as f64;
         let mut ms = jittered.min(max_ms);

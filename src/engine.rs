@@ -19,7 +19,9 @@ use crate::domain::{Call, CallId, CallState, Direction, EndReason, Event, Notice
 use crate::fabric::{DialPlan, Fabric, simulated::party_key};
 use crate::graph::call::{CreateCall, fill_source, resource_data};
 use crate::graph::notification::Notification;
-use crate::store::{Change, DeliveryRecord, DeliveryStatus, OutboxItem, Snapshot, Store, StoreError};
+use crate::store::{
+    Change, DeliveryRecord, DeliveryStatus, OutboxItem, Snapshot, Store, StoreError,
+};
 
 /// How many ended calls are remembered for `GET /_switchboard/v1/parties/{id}`.
 const ENDED_MEMORY: usize = 10_000;
@@ -147,7 +149,8 @@ impl Engine {
             keep_alive_deadline: Some(now + self.rules.keep_alive_window),
             ..Timers::default()
         };
-        let after = |d: std::time::Duration| now + chrono::Duration::from_std(d).unwrap_or_default();
+        let after =
+            |d: std::time::Duration| now + chrono::Duration::from_std(d).unwrap_or_default();
         match self.fabric.dial(&peer) {
             DialPlan::Answer { after: d } => {
                 timers.answer_at = Some(after(d));
@@ -231,7 +234,10 @@ impl Engine {
         };
         let mut ended = vec![];
         for id in ids {
-            match self.apply(None, id, |c| Event::PeerHungUp(c.peer_hang_up_reason())).await {
+            match self
+                .apply(None, id, |c| Event::PeerHungUp(c.peer_hang_up_reason()))
+                .await
+            {
                 Ok(_) => ended.push(id),
                 Err(EngineError::NotFound) => {}
                 Err(e) => return Err(e),
@@ -294,7 +300,10 @@ impl Engine {
         let notices = call
             .apply(event, now, &self.rules)
             .map_err(transition_error)?;
-        let items: Vec<OutboxItem> = notices.iter().map(|n| st.outbox_item(&call, *n, now)).collect();
+        let items: Vec<OutboxItem> = notices
+            .iter()
+            .map(|n| st.outbox_item(&call, *n, now))
+            .collect();
         self.commit(&mut st, vec![call.clone()], items).await?;
         Ok(call)
     }

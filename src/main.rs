@@ -12,7 +12,11 @@ use tokio_util::sync::CancellationToken;
 const DEFAULT_STORE: &str = "sqlite://switchboard-data/switchboard.db";
 
 #[derive(Parser)]
-#[command(name = "switchboard", version, about = "A self-hosted server for the Microsoft Graph calls API")]
+#[command(
+    name = "switchboard",
+    version,
+    about = "A self-hosted server for the Microsoft Graph calls API"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -99,7 +103,12 @@ fn print_development_setup(s: &Settings) {
     }
 }
 
-async fn serve(listen: String, store: String, config: Option<PathBuf>, clock: ClockKind) -> anyhow::Result<()> {
+async fn serve(
+    listen: String,
+    store: String,
+    config: Option<PathBuf>,
+    clock: ClockKind,
+) -> anyhow::Result<()> {
     let s = settings(config.as_ref())?;
     if config.is_none() {
         print_development_setup(&s);
@@ -144,11 +153,20 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { listen, store, config, clock } => tokio::runtime::Builder::new_multi_thread()
+        Command::Serve {
+            listen,
+            store,
+            config,
+            clock,
+        } => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
             .block_on(serve(listen, store, config, clock)),
-        Command::Token { app_id, store, config } => {
+        Command::Token {
+            app_id,
+            store,
+            config,
+        } => {
             let s = settings(config.as_ref())?;
             let app = s
                 .apps
@@ -159,7 +177,9 @@ fn main() -> anyhow::Result<()> {
             println!("{}", switchboard::auth::tokens::issue_app_token(&keys, app));
             Ok(())
         }
-        Command::Keys { action: KeysAction::Rotate { store } } => {
+        Command::Keys {
+            action: KeysAction::Rotate { store },
+        } => {
             let kid = switchboard::auth::KeyRing::rotate(&data_dir(&store)?)?;
             println!("new signing key {kid}; the previous key stays published for two hours");
             Ok(())

@@ -170,7 +170,8 @@ impl KeyRing {
             .into_iter()
             .map(|k| {
                 let kid = k.kid.clone();
-                SigningKey::from_stored(k).ok_or_else(|| unreadable(format!("key {kid} is invalid")))
+                SigningKey::from_stored(k)
+                    .ok_or_else(|| unreadable(format!("key {kid} is invalid")))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(KeyRing { keys })
@@ -212,8 +213,10 @@ impl KeyRing {
         for k in &mut ring.keys {
             k.retired_at.get_or_insert(now);
         }
-        ring.keys
-            .retain(|k| k.retired_at.is_none_or(|t| now - t < RETIRED_KEY_RETENTION_SECS));
+        ring.keys.retain(|k| {
+            k.retired_at
+                .is_none_or(|t| now - t < RETIRED_KEY_RETENTION_SECS)
+        });
         let key = SigningKey::generate(now)?;
         let kid = key.kid.clone();
         ring.keys.push(key);
@@ -235,7 +238,9 @@ impl KeyRing {
     pub fn find(&self, kid: &str) -> Option<&SigningKey> {
         let now = now();
         self.keys.iter().find(|k| {
-            k.kid == kid && k.retired_at.is_none_or(|t| now - t < RETIRED_KEY_RETENTION_SECS)
+            k.kid == kid
+                && k.retired_at
+                    .is_none_or(|t| now - t < RETIRED_KEY_RETENTION_SECS)
         })
     }
 
@@ -245,7 +250,10 @@ impl KeyRing {
         let keys: Vec<Value> = self
             .keys
             .iter()
-            .filter(|k| k.retired_at.is_none_or(|t| now - t < RETIRED_KEY_RETENTION_SECS))
+            .filter(|k| {
+                k.retired_at
+                    .is_none_or(|t| now - t < RETIRED_KEY_RETENTION_SECS)
+            })
             .map(SigningKey::jwk)
             .collect();
         json!({ "keys": keys })
@@ -263,7 +271,10 @@ mod tests {
         let again = KeyRing::load_or_create(&dir).unwrap();
         assert_eq!(first.active().kid, again.active().kid);
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.join(KEY_FILE)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o077, 0, "mode {mode:o}");
         std::fs::remove_dir_all(&dir).ok();
     }

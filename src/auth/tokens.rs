@@ -175,7 +175,12 @@ pub struct Validator {
 /// Reads the RSA keys of a JWKS document by `kid`.
 pub fn parse_jwks(doc: &Value) -> HashMap<String, DecodingKey> {
     let mut out = HashMap::new();
-    for k in doc.get("keys").and_then(Value::as_array).into_iter().flatten() {
+    for k in doc
+        .get("keys")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let (Some(kid), Some(n), Some(e)) = (
             k.get("kid").and_then(Value::as_str),
             k.get("n").and_then(Value::as_str),
@@ -210,12 +215,19 @@ struct ValidatedClaims {
 }
 
 impl Validator {
-    pub fn new(own: Arc<RwLock<KeyRing>>, trusted: &[TrustedIssuerConfig], http: reqwest::Client) -> Self {
+    pub fn new(
+        own: Arc<RwLock<KeyRing>>,
+        trusted: &[TrustedIssuerConfig],
+        http: reqwest::Client,
+    ) -> Self {
         let trusted = trusted
             .iter()
             .map(|t| TrustedIssuer {
                 issuer: t.issuer.clone(),
-                audience: t.audience.clone().unwrap_or_else(|| GRAPH_AUDIENCES[0].into()),
+                audience: t
+                    .audience
+                    .clone()
+                    .unwrap_or_else(|| GRAPH_AUDIENCES[0].into()),
                 source: match (&t.jwks_file, &t.jwks_uri) {
                     (Some(f), _) => JwksSource::File(f.clone()),
                     (None, Some(u)) => JwksSource::Uri(u.clone()),
@@ -291,21 +303,30 @@ impl Validator {
         let tid = peek.get("tid").and_then(Value::as_str).unwrap_or_default();
         let kid = header.kid.clone().unwrap_or_default();
 
-        let (key, audiences): (DecodingKey, Vec<String>) =
-            if !tid.is_empty() && (iss == sts_issuer(tid) || iss == format!("https://login.microsoftonline.com/{tid}/v2.0")) && self.trusted.iter().all(|t| t.issuer != iss) {
-                let ring = self.own.read().expect("key ring lock");
-                let key = ring.find(&kid).ok_or(AuthError::UnknownKey)?;
-                (key.decoding.clone(), GRAPH_AUDIENCES.iter().map(|s| s.to_string()).collect())
-            } else if let Some(t) = self.trusted.iter().find(|t| t.issuer == iss) {
-                let mut found = t.keys.read().expect("keys lock").get(&kid).cloned();
-                if found.is_none() && matches!(t.source, JwksSource::Uri(_)) {
-                    let _ = self.refresh(t).await;
-                    found = t.keys.read().expect("keys lock").get(&kid).cloned();
-                }
-                (found.ok_or(AuthError::UnknownKey)?, vec![t.audience.clone()])
-            } else {
-                return Err(AuthError::UntrustedIssuer);
-            };
+        let (key, audiences): (DecodingKey, Vec<String>) = if !tid.is_empty()
+            && (iss == sts_issuer(tid)
+                || iss == format!("https://login.microsoftonline.com/{tid}/v2.0"))
+            && self.trusted.iter().all(|t| t.issuer != iss)
+        {
+            let ring = self.own.read().expect("key ring lock");
+            let key = ring.find(&kid).ok_or(AuthError::UnknownKey)?;
+            (
+                key.decoding.clone(),
+                GRAPH_AUDIENCES.iter().map(|s| s.to_string()).collect(),
+            )
+        } else if let Some(t) = self.trusted.iter().find(|t| t.issuer == iss) {
+            let mut found = t.keys.read().expect("keys lock").get(&kid).cloned();
+            if found.is_none() && matches!(t.source, JwksSource::Uri(_)) {
+                let _ = self.refresh(t).await;
+                found = t.keys.read().expect("keys lock").get(&kid).cloned();
+            }
+            (
+                found.ok_or(AuthError::UnknownKey)?,
+                vec![t.audience.clone()],
+            )
+        } else {
+            return Err(AuthError::UntrustedIssuer);
+        };
 
         let mut v = Validation::new(Algorithm::RS256);
         v.leeway = LEEWAY_SECS;
@@ -385,7 +406,10 @@ mod tests {
         let mut claims = peek_claims(&t).unwrap();
         claims["roles"] = serde_json::json!(["Everything"]);
         parts[1] = URL_SAFE_NO_PAD.encode(claims.to_string());
-        assert_eq!(v.validate(&parts.join(".")).await, Err(AuthError::BadSignature));
+        assert_eq!(
+            v.validate(&parts.join(".")).await,
+            Err(AuthError::BadSignature)
+        );
     }
 
     #[tokio::test]
@@ -399,7 +423,13 @@ mod tests {
     #[test]
     fn notification_tokens_name_the_app_as_audience() {
         let ring = KeyRing::ephemeral().unwrap();
-        let (t, exp) = sign_notification_token(&ring, "https://api.botframework.com", "app-1", "tenant-1", 3900);
+        let (t, exp) = sign_notification_token(
+            &ring,
+            "https://api.botframework.com",
+            "app-1",
+            "tenant-1",
+            3900,
+        );
         let c = peek_claims(&t).unwrap();
         assert_eq!(c["aud"], "app-1");
         assert_eq!(c["tid"], "tenant-1");

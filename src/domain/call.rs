@@ -352,7 +352,9 @@ impl Call {
                 self.timers.answer_at = None;
                 self.timers.ringing_deadline = None;
             }
-            Event::KeepAlive => self.timers.keep_alive_deadline = Some(now + rules.keep_alive_window),
+            Event::KeepAlive => {
+                self.timers.keep_alive_deadline = Some(now + rules.keep_alive_window)
+            }
             _ => {}
         }
         if !self.state.is_live() {
@@ -387,7 +389,9 @@ mod tests {
 
     /// The table written out by hand: for each state and event, the next state and the
     /// (change, state) notices, or `None` where the event is refused.
-    fn expected(state: CallState, event: Event) -> Option<(CallState, Vec<(ChangeType, CallState)>, Option<EndReason>)> {
+    type Expected = (CallState, Vec<(ChangeType, CallState)>, Option<EndReason>);
+
+    fn expected(state: CallState, event: Event) -> Option<Expected> {
         use CallState as S;
         use ChangeType as C;
         let live = state.is_live();
@@ -475,10 +479,18 @@ mod tests {
     fn answering_clears_the_ringing_timer_and_keep_alive_moves_its_deadline() {
         let mut c = call();
         let t0 = c.created_at;
-        assert_eq!(c.timers.take_due(t0 + Duration::seconds(1)), Some(Event::Answered));
+        assert_eq!(
+            c.timers.take_due(t0 + Duration::seconds(1)),
+            Some(Event::Answered)
+        );
         c.apply(Event::Answered, t0, &Rules::default()).unwrap();
         assert_eq!(c.timers.ringing_deadline, None);
-        c.apply(Event::KeepAlive, t0 + Duration::minutes(30), &Rules::default()).unwrap();
+        c.apply(
+            Event::KeepAlive,
+            t0 + Duration::minutes(30),
+            &Rules::default(),
+        )
+        .unwrap();
         assert_eq!(c.timers.next_due(), Some(t0 + Duration::minutes(75)));
     }
 
@@ -496,11 +508,17 @@ mod tests {
     fn a_refused_event_changes_nothing() {
         let mut c = call();
         let before = c.clone();
-        assert!(c.apply(Event::KeepAliveExpired, c.created_at, &Rules::default()).is_ok());
+        assert!(
+            c.apply(Event::KeepAliveExpired, c.created_at, &Rules::default())
+                .is_ok()
+        );
         let mut c2 = before.clone();
         c2.state = CallState::Established;
         let snapshot = format!("{c2:?}");
-        assert!(c2.apply(Event::RingingTimedOut, c2.created_at, &Rules::default()).is_err());
+        assert!(
+            c2.apply(Event::RingingTimedOut, c2.created_at, &Rules::default())
+                .is_err()
+        );
         assert_eq!(format!("{c2:?}"), snapshot);
     }
 

@@ -46,7 +46,9 @@ impl EndReason {
             (200, 560000) | (200, 540000) => "The PSTN user ended the call.",
             (200, 5002) => "The call ended because every other participant left.",
             (200, 5013) => "The group call ended because nobody else joined it.",
-            (200, 5300) => "The participant was removed from the conversation by another participant.",
+            (200, 5300) => {
+                "The participant was removed from the conversation by another participant."
+            }
             (200, 7015) => "The call ended because the transfer completed.",
             (408, 8537) => "Keep Alive timeout, cleaned up inactive call.",
             (408, 1106) => {
@@ -64,7 +66,10 @@ impl EndReason {
             _ => "",
         };
         if known.is_empty() {
-            format!("The call ended with code {} and subcode {}.", self.code, self.subcode)
+            format!(
+                "The call ended with code {} and subcode {}.",
+                self.code, self.subcode
+            )
         } else {
             known.to_string()
         }
@@ -100,7 +105,10 @@ mod tests {
             assert!(!r.message().contains("ended with code"), "{r:?}");
             assert!(r.message().ends_with('.'));
         }
-        assert_eq!(EndReason::BOT_HANG_UP.message(), "The conversation has ended.");
+        assert_eq!(
+            EndReason::BOT_HANG_UP.message(),
+            "The conversation has ended."
+        );
     }
 
     #[test]

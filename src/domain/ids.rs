@@ -73,7 +73,12 @@ mod tests {
 
     #[test]
     fn things_that_are_not_guids_are_not_call_ids() {
-        for s in ["", "abc", "57dab8b1-894c-409a-b240", "{57dab8b1-894c-409a-b240-bd8beae78896}"] {
+        for s in [
+            "",
+            "abc",
+            "57dab8b1-894c-409a-b240",
+            "{57dab8b1-894c-409a-b240-bd8beae78896}",
+        ] {
             assert_eq!(CallId::parse(s), None, "{s}");
         }
     }

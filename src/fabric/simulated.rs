@@ -109,16 +109,54 @@ mod tests {
     #[test]
     fn each_behaviour_dials_as_the_contract_says() {
         let cases = [
-            (Behavior::Answer, DialPlan::Answer { after: Duration::from_millis(200) }),
+            (
+                Behavior::Answer,
+                DialPlan::Answer {
+                    after: Duration::from_millis(200),
+                },
+            ),
             (Behavior::NoAnswer, DialPlan::Ring),
-            (Behavior::Reject, DialPlan::Fail { after: Duration::from_millis(200), reason: EndReason::DECLINED }),
-            (Behavior::Busy, DialPlan::Fail { after: Duration::from_millis(200), reason: EndReason::BUSY }),
-            (Behavior::NotFound, DialPlan::Fail { after: Duration::ZERO, reason: EndReason::NOT_FOUND }),
-            (Behavior::Unreachable, DialPlan::Fail { after: Duration::ZERO, reason: EndReason::UNREACHABLE }),
-            (Behavior::Unroutable, DialPlan::Fail { after: Duration::ZERO, reason: EndReason::UNROUTABLE }),
+            (
+                Behavior::Reject,
+                DialPlan::Fail {
+                    after: Duration::from_millis(200),
+                    reason: EndReason::DECLINED,
+                },
+            ),
+            (
+                Behavior::Busy,
+                DialPlan::Fail {
+                    after: Duration::from_millis(200),
+                    reason: EndReason::BUSY,
+                },
+            ),
+            (
+                Behavior::NotFound,
+                DialPlan::Fail {
+                    after: Duration::ZERO,
+                    reason: EndReason::NOT_FOUND,
+                },
+            ),
+            (
+                Behavior::Unreachable,
+                DialPlan::Fail {
+                    after: Duration::ZERO,
+                    reason: EndReason::UNREACHABLE,
+                },
+            ),
+            (
+                Behavior::Unroutable,
+                DialPlan::Fail {
+                    after: Duration::ZERO,
+                    reason: EndReason::UNROUTABLE,
+                },
+            ),
             (
                 Behavior::PrivateCallingDisabled,
-                DialPlan::Fail { after: Duration::ZERO, reason: EndReason::PRIVATE_CALLING_DISABLED },
+                DialPlan::Fail {
+                    after: Duration::ZERO,
+                    reason: EndReason::PRIVATE_CALLING_DISABLED,
+                },
             ),
         ];
         for (behavior, want) in cases {
@@ -132,13 +170,21 @@ mod tests {
         let f = SimulatedFabric::new(&[]);
         assert_eq!(
             f.dial(&peer("nobody")),
-            DialPlan::Fail { after: Duration::ZERO, reason: EndReason::NOT_FOUND }
+            DialPlan::Fail {
+                after: Duration::ZERO,
+                reason: EndReason::NOT_FOUND
+            }
         );
     }
 
     #[test]
     fn phone_numbers_match_in_any_common_spelling() {
-        let f = SimulatedFabric::new(&[party("+1 555 0100", PartyKind::Phone, Behavior::Answer, None)]);
+        let f = SimulatedFabric::new(&[party(
+            "+1 555 0100",
+            PartyKind::Phone,
+            Behavior::Answer,
+            None,
+        )]);
         assert!(f.party("+15550100").is_some());
         assert!(f.party("tel:+1-555-0100").is_some());
         assert!(f.party("+15550101").is_none());

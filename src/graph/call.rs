@@ -86,7 +86,11 @@ pub fn parse_modalities(v: Option<&Value>) -> Result<Vec<Value>, WireError> {
     let list = match v {
         None | Some(Value::Null) => return Ok(vec![json!("audio")]),
         Some(Value::Array(list)) => list,
-        Some(_) => return Err(bad("requestedModalities must be an array of modality values.")),
+        Some(_) => {
+            return Err(bad(
+                "requestedModalities must be an array of modality values.",
+            ));
+        }
     };
     if list.is_empty() {
         return Err(bad("requestedModalities must name at least one modality."));
@@ -154,7 +158,8 @@ fn typed(v: &Value, name: &str) -> Value {
     match v {
         Value::Object(o) => {
             let mut o = o.clone();
-            o.entry("@odata.type").or_insert_with(|| json!(odata_type(name)));
+            o.entry("@odata.type")
+                .or_insert_with(|| json!(odata_type(name)));
             Value::Object(with_type_first(o))
         }
         other => other.clone(),
@@ -163,10 +168,16 @@ fn typed(v: &Value, name: &str) -> Value {
 
 /// Normalizes an identitySet: its own type and that of each identity in it.
 fn typed_identity_set(v: &Value) -> Value {
-    let Value::Object(o) = v else { return v.clone() };
+    let Value::Object(o) = v else {
+        return v.clone();
+    };
     let mut out = Map::new();
     for (k, inner) in o {
-        let inner = if k.starts_with('@') { inner.clone() } else { typed(inner, "identity") };
+        let inner = if k.starts_with('@') {
+            inner.clone()
+        } else {
+            typed(inner, "identity")
+        };
         out.insert(k.clone(), inner);
     }
     typed(&Value::Object(out), "identitySet")
@@ -175,7 +186,9 @@ fn typed_identity_set(v: &Value) -> Value {
 /// Reads one `invitationParticipantInfo` into the party it names.
 fn parse_target(v: &Value) -> Result<(Peer, Value), WireError> {
     let Value::Object(o) = v else {
-        return Err(bad("Each target must be an invitationParticipantInfo object."));
+        return Err(bad(
+            "Each target must be an invitationParticipantInfo object.",
+        ));
     };
     let Some(Value::Object(identity)) = o.get("identity") else {
         return Err(bad("Each target needs an identity."));
@@ -210,14 +223,22 @@ fn parse_target(v: &Value) -> Result<(Peer, Value), WireError> {
         ));
     };
     let mut norm = o.clone();
-    norm.insert("identity".into(), typed_identity_set(&Value::Object(identity.clone())));
-    Ok((peer, typed(&Value::Object(norm), "invitationParticipantInfo")))
+    norm.insert(
+        "identity".into(),
+        typed_identity_set(&Value::Object(identity.clone())),
+    );
+    Ok((
+        peer,
+        typed(&Value::Object(norm), "invitationParticipantInfo"),
+    ))
 }
 
 /// Reads a create-call body.
 pub fn parse_create(body: &Value) -> Result<CreateCall, WireError> {
     let Value::Object(o) = body else {
-        return Err(bad("The request body must be a JSON object describing the call."));
+        return Err(bad(
+            "The request body must be a JSON object describing the call.",
+        ));
     };
     if let Some(t) = o.get("@odata.type").and_then(Value::as_str)
         && !is_odata_type(t, "call")
@@ -239,7 +260,11 @@ pub fn parse_create(body: &Value) -> Result<CreateCall, WireError> {
     let targets = match o.get("targets") {
         None | Some(Value::Null) => vec![],
         Some(Value::Array(a)) => a.clone(),
-        Some(_) => return Err(bad("targets must be an array of invitationParticipantInfo.")),
+        Some(_) => {
+            return Err(bad(
+                "targets must be an array of invitationParticipantInfo.",
+            ));
+        }
     };
     let is_meeting = o.get("meetingInfo").is_some_and(|m| !m.is_null());
     let mut peers = vec![];
@@ -303,7 +328,10 @@ pub fn fill_source(
         "application".into(),
         json!({"@odata.type": odata_type("identity"), "displayName": display_name, "id": app_id}),
     );
-    source.insert("identity".into(), typed_identity_set(&Value::Object(identity)));
+    source.insert(
+        "identity".into(),
+        typed_identity_set(&Value::Object(identity)),
+    );
     for k in ["endpointType", "region", "languageId", "countryCode"] {
         source.entry(k).or_insert(Value::Null);
     }
@@ -335,8 +363,14 @@ pub fn render(call: &Call, at: &Addressing) -> Value {
 pub fn resource_data(call: &Call) -> Value {
     let mut out = Map::new();
     fill(&mut out, call);
-    out.insert("@odata.id".into(), json!(format!("/communications/calls/{}", call.id)));
-    out.insert("@odata.etag".into(), json!(format!("W/\"{}\"", call.version)));
+    out.insert(
+        "@odata.id".into(),
+        json!(format!("/communications/calls/{}", call.id)),
+    );
+    out.insert(
+        "@odata.etag".into(),
+        json!(format!("W/\"{}\"", call.version)),
+    );
     Value::Object(out)
 }
 
@@ -428,9 +462,18 @@ mod tests {
         assert!(!c.app_hosted_media);
         assert_eq!(c.tenant_id.as_deref(), Some("tenant-1"));
         assert_eq!(c.wire["requestedModalities"], json!(["audio"]));
-        assert_eq!(c.wire["mediaConfig"]["@odata.type"], "#microsoft.graph.serviceHostedMediaConfig");
-        assert_eq!(c.wire["targets"][0]["@odata.type"], "#microsoft.graph.invitationParticipantInfo");
-        assert_eq!(c.wire["targets"][0]["identity"]["user"]["@odata.type"], "#microsoft.graph.identity");
+        assert_eq!(
+            c.wire["mediaConfig"]["@odata.type"],
+            "#microsoft.graph.serviceHostedMediaConfig"
+        );
+        assert_eq!(
+            c.wire["targets"][0]["@odata.type"],
+            "#microsoft.graph.invitationParticipantInfo"
+        );
+        assert_eq!(
+            c.wire["targets"][0]["identity"]["user"]["@odata.type"],
+            "#microsoft.graph.identity"
+        );
         assert_eq!(c.wire["futureThing"], json!({"x": 1}));
         assert!(!c.wire.contains_key("tenantId"));
     }
@@ -444,15 +487,50 @@ mod tests {
 
     #[test]
     fn bad_requests_say_what_is_wrong() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
-            ("no callback", Box::new(|b| { b.as_object_mut().unwrap().remove("callbackUri"); }), "callbackUri"),
-            ("relative callback", Box::new(|b| b["callbackUri"] = json!("/api/calls")), "absolute"),
-            ("ftp callback", Box::new(|b| b["callbackUri"] = json!("ftp://x.example/")), "http"),
-            ("no targets", Box::new(|b| b["targets"] = json!([])), "no target"),
-            ("bad modality", Box::new(|b| b["requestedModalities"] = json!(["smell"])), "smell"),
-            ("bad media type", Box::new(|b| b["mediaConfig"] = json!({"@odata.type": "#microsoft.graph.x"})), "media"),
-            ("target without identity", Box::new(|b| b["targets"] = json!([{}])), "identity"),
-            ("other odata type", Box::new(|b| b["@odata.type"] = json!("#microsoft.graph.user")), "call"),
+        type Edit = Box<dyn Fn(&mut Value)>;
+        let cases: Vec<(&str, Edit, &str)> = vec![
+            (
+                "no callback",
+                Box::new(|b| {
+                    b.as_object_mut().unwrap().remove("callbackUri");
+                }),
+                "callbackUri",
+            ),
+            (
+                "relative callback",
+                Box::new(|b| b["callbackUri"] = json!("/api/calls")),
+                "absolute",
+            ),
+            (
+                "ftp callback",
+                Box::new(|b| b["callbackUri"] = json!("ftp://x.example/")),
+                "http",
+            ),
+            (
+                "no targets",
+                Box::new(|b| b["targets"] = json!([])),
+                "no target",
+            ),
+            (
+                "bad modality",
+                Box::new(|b| b["requestedModalities"] = json!(["smell"])),
+                "smell",
+            ),
+            (
+                "bad media type",
+                Box::new(|b| b["mediaConfig"] = json!({"@odata.type": "#microsoft.graph.x"})),
+                "media",
+            ),
+            (
+                "target without identity",
+                Box::new(|b| b["targets"] = json!([{}])),
+                "identity",
+            ),
+            (
+                "other odata type",
+                Box::new(|b| b["@odata.type"] = json!("#microsoft.graph.user")),
+                "call",
+            ),
         ];
         for (label, edit, needle) in cases {
             let mut b = body();

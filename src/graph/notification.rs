@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use super::odata_type;
-use crate::domain::{ChangeType, CallId};
+use crate::domain::{CallId, ChangeType};
 
 /// One `commsNotification` inside an envelope.
 pub struct Notification {
@@ -53,13 +53,24 @@ mod tests {
     #[test]
     fn the_envelope_carries_both_resource_forms() {
         let id = CallId::parse("57dab8b1-894c-409a-b240-bd8beae78896").unwrap();
-        let n = Notification::for_call(ChangeType::Deleted, id, "https://bot/cb", json!({"state": "terminated"}));
+        let n = Notification::for_call(
+            ChangeType::Deleted,
+            id,
+            "https://bot/cb",
+            json!({"state": "terminated"}),
+        );
         let e = n.envelope();
         assert_eq!(e["@odata.type"], "#microsoft.graph.commsNotifications");
         let v = &e["value"][0];
         assert_eq!(v["changeType"], "deleted");
-        assert_eq!(v["resourceUrl"], "/communications/calls/57dab8b1-894c-409a-b240-bd8beae78896");
-        assert_eq!(v["resource"], "/app/calls/57dab8b1-894c-409a-b240-bd8beae78896");
+        assert_eq!(
+            v["resourceUrl"],
+            "/communications/calls/57dab8b1-894c-409a-b240-bd8beae78896"
+        );
+        assert_eq!(
+            v["resource"],
+            "/app/calls/57dab8b1-894c-409a-b240-bd8beae78896"
+        );
         assert_eq!(v["resourceData"]["state"], "terminated");
     }
 }

@@ -28,10 +28,22 @@ pub fn json_response(status: StatusCode, value: &Value) -> Response {
 
 /// Reads a JSON request body: the content type must be JSON when one is given, the size within
 /// the limit, the text valid JSON.
-pub async fn json_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
+pub async fn json_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Value, ApiError> {
     let bytes = super::read_body(body, state.settings.limits.max_body_bytes).await?;
-    if let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
-        let mime = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    if let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    {
+        let mime = ct
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
         if !bytes.is_empty() && mime != "application/json" && !mime.ends_with("+json") {
             return Err(ApiError::bad_request(format!(
                 "The Content-Type '{ct}' is not supported; send application/json."
@@ -39,7 +51,9 @@ pub async fn json_body(state: &AppState, headers: &HeaderMap, body: Body) -> Res
         }
     }
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request("The request body is empty; a JSON object is required."));
+        return Err(ApiError::bad_request(
+            "The request body is empty; a JSON object is required.",
+        ));
     }
     serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad_request(format!(
@@ -54,13 +68,18 @@ pub fn check_callback_policy(policy: &CallbackPolicy, uri: &str) -> Result<(), A
     if !policy.strict {
         return Ok(());
     }
-    let url = url::Url::parse(uri).map_err(|_| ApiError::bad_request("The callbackUri is not a URL."))?;
+    let url =
+        url::Url::parse(uri).map_err(|_| ApiError::bad_request("The callbackUri is not a URL."))?;
     if url.scheme() != "https" {
-        return Err(ApiError::bad_request("The callbackUri must be an https URL."));
+        return Err(ApiError::bad_request(
+            "The callbackUri must be an https URL.",
+        ));
     }
     if policy.forbid_private {
         let private = match url.host() {
-            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost"),
+            Some(url::Host::Domain(d)) => {
+                d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost")
+            }
             Some(url::Host::Ipv4(ip)) => is_private(IpAddr::V4(ip)),
             Some(url::Host::Ipv6(ip)) => is_private(IpAddr::V6(ip)),
             None => true,
@@ -77,14 +96,20 @@ pub fn check_callback_policy(policy: &CallbackPolicy, uri: &str) -> Result<(), A
 fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast()
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
         }
         IpAddr::V6(v6) => {
             v6.is_loopback()
                 || v6.is_unspecified()
                 || (v6.segments()[0] & 0xfe00) == 0xfc00
                 || (v6.segments()[0] & 0xffc0) == 0xfe80
-                || v6.to_ipv4_mapped().is_some_and(|v4| is_private(IpAddr::V4(v4)))
+                || v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| is_private(IpAddr::V4(v4)))
         }
     }
 }
@@ -123,14 +148,20 @@ pub async fn create_call(
     if let Some(t) = &req.tenant_id
         && !t.eq_ignore_ascii_case(&principal.tenant_id)
     {
-        return Err(ApiError::forbidden("7505", "Request authorization tenant mismatch."));
+        return Err(ApiError::forbidden(
+            "7505",
+            "Request authorization tenant mismatch.",
+        ));
     }
     let (what, roles) = required_roles(&req.kind);
     if !roles.iter().any(|r| principal.has_role(r)) {
         return Err(insufficient(what, roles));
     }
     if req.app_hosted_media && !principal.has_role("Calls.AccessMedia.All") {
-        return Err(insufficient("use app-hosted media", &["Calls.AccessMedia.All"]));
+        return Err(insufficient(
+            "use app-hosted media",
+            &["Calls.AccessMedia.All"],
+        ));
     }
     let peer = match &req.kind {
         CallKind::PeerToPeer(p) => p.clone(),
@@ -165,9 +196,17 @@ pub async fn owned_call(state: &AppState, app: &AppRef, id: &str) -> Result<Call
     Ok(state.engine.get_call(&app.app_id, call_id(id)?).await?)
 }
 
-pub async fn get_call(state: &AppState, target: &Target, app: &AppRef, id: &str) -> Result<Response, ApiError> {
+pub async fn get_call(
+    state: &AppState,
+    target: &Target,
+    app: &AppRef,
+    id: &str,
+) -> Result<Response, ApiError> {
     let call = owned_call(state, app, id).await?;
-    Ok(json_response(StatusCode::OK, &render(&call, &target.addressing(&state.public_url))))
+    Ok(json_response(
+        StatusCode::OK,
+        &render(&call, &target.addressing(&state.public_url)),
+    ))
 }
 
 pub async fn delete_call(state: &AppState, app: &AppRef, id: &str) -> Result<Response, ApiError> {
@@ -188,10 +227,22 @@ mod tests {
     fn the_strict_policy_wants_https_to_public_hosts() {
         let lax = CallbackPolicy::default();
         assert!(check_callback_policy(&lax, "http://127.0.0.1:9/cb").is_ok());
-        let strict = CallbackPolicy { strict: true, forbid_private: true };
+        let strict = CallbackPolicy {
+            strict: true,
+            forbid_private: true,
+        };
         assert!(check_callback_policy(&strict, "http://bot.example.com/cb").is_err());
-        for private in ["https://127.0.0.1/cb", "https://10.1.2.3/cb", "https://localhost/cb", "https://[::1]/cb", "https://169.254.169.254/"] {
-            assert!(check_callback_policy(&strict, private).is_err(), "{private}");
+        for private in [
+            "https://127.0.0.1/cb",
+            "https://10.1.2.3/cb",
+            "https://localhost/cb",
+            "https://[::1]/cb",
+            "https://169.254.169.254/",
+        ] {
+            assert!(
+                check_callback_policy(&strict, private).is_err(),
+                "{private}"
+            );
         }
         assert!(check_callback_policy(&strict, "https://bot.example.com/cb").is_ok());
     }

@@ -49,7 +49,10 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
                 "InvalidAuthenticationToken",
                 "The control API needs the admin token as a bearer token.",
             )
-            .with_header(header::WWW_AUTHENTICATE, "Bearer realm=\"switchboard-control\"")
+            .with_header(
+                header::WWW_AUTHENTICATE,
+                "Bearer realm=\"switchboard-control\"",
+            )
         } else {
             ApiError::forbidden(
                 "accessDenied",
@@ -71,15 +74,26 @@ fn party_json(p: &PartyInfo) -> Value {
 }
 
 async fn list_parties(State(state): State<Arc<AppState>>) -> Response {
-    let parties: Vec<Value> = state.engine.fabric().parties().iter().map(party_json).collect();
+    let parties: Vec<Value> = state
+        .engine
+        .fabric()
+        .parties()
+        .iter()
+        .map(party_json)
+        .collect();
     json_response(StatusCode::OK, &json!({"value": parties}))
 }
 
-async fn get_party(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn get_party(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let party = state.engine.fabric().party(&id);
     let legs = state.engine.party_legs(&id).await;
     if party.is_none() && legs.is_empty() {
-        return Err(ApiError::not_found(format!("No party '{id}' is configured.")));
+        return Err(ApiError::not_found(format!(
+            "No party '{id}' is configured."
+        )));
     }
     let calls: Vec<Value> = legs
         .iter()
@@ -92,7 +106,10 @@ async fn get_party(State(state): State<Arc<AppState>>, Path(id): Path<String>) -
             })
         })
         .collect();
-    let mut body = party.as_ref().map(party_json).unwrap_or_else(|| json!({"id": id}));
+    let mut body = party
+        .as_ref()
+        .map(party_json)
+        .unwrap_or_else(|| json!({"id": id}));
     body["calls"] = Value::Array(calls);
     Ok(json_response(StatusCode::OK, &body))
 }
@@ -101,13 +118,21 @@ fn result_info(r: EndReason) -> Value {
     json!({"code": r.code, "subcode": r.subcode, "message": r.message()})
 }
 
-async fn hang_up_party(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn hang_up_party(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     if state.engine.fabric().party(&id).is_none() && state.engine.party_legs(&id).await.is_empty() {
-        return Err(ApiError::not_found(format!("No party '{id}' is configured.")));
+        return Err(ApiError::not_found(format!(
+            "No party '{id}' is configured."
+        )));
     }
     let ended = state.engine.party_hang_up(&id).await?;
     let ids: Vec<String> = ended.iter().map(CallId::to_string).collect();
-    Ok(json_response(StatusCode::OK, &json!({"partyId": id, "callsEnded": ids})))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"partyId": id, "callsEnded": ids}),
+    ))
 }
 
 async fn read_json(state: &AppState, req: Request) -> Result<Value, ApiError> {
@@ -153,7 +178,10 @@ fn delivery_json(r: &DeliveryRecord) -> Value {
     })
 }
 
-async fn deliveries(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn deliveries(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = CallId::parse(&id).ok_or_else(ApiError::call_not_found)?;
     let records = state.engine.deliveries(id).await?;
     if records.is_empty() {
@@ -174,12 +202,17 @@ async fn get_clock(State(state): State<Arc<AppState>>) -> Response {
     )
 }
 
-async fn advance_clock(State(state): State<Arc<AppState>>, req: Request) -> Result<Response, ApiError> {
+async fn advance_clock(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+) -> Result<Response, ApiError> {
     let body = read_json(&state, req).await?;
     let secs = body["seconds"]
         .as_f64()
         .filter(|s| s.is_finite() && *s >= 0.0 && *s <= 10.0 * 365.0 * 86400.0)
-        .ok_or_else(|| ApiError::bad_request("'seconds' must be a number of seconds, zero or more."))?;
+        .ok_or_else(|| {
+            ApiError::bad_request("'seconds' must be a number of seconds, zero or more.")
+        })?;
     if !state.engine.clock().is_virtual() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

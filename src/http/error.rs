@@ -11,10 +11,13 @@ use crate::auth::AuthError;
 use crate::engine::EngineError;
 
 #[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub code: String,
-    pub message: String,
+pub struct ApiError(Box<Details>);
+
+#[derive(Debug)]
+struct Details {
+    status: StatusCode,
+    code: String,
+    message: String,
     headers: Vec<(HeaderName, String)>,
     /// Extra members of `innerError` (the throttling body carries some).
     inner: Map<String, Value>,
@@ -30,17 +33,21 @@ pub struct ErrorBody {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        ApiError {
+        ApiError(Box::new(Details {
             status,
             code: code.into(),
             message: message.into(),
             headers: vec![],
             inner: Map::new(),
-        }
+        }))
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.0.status
     }
 
     pub fn with_header(mut self, name: HeaderName, value: impl Into<String>) -> Self {
-        self.headers.push((name, value.into()));
+        self.0.headers.push((name, value.into()));
         self
     }
 
@@ -99,9 +106,10 @@ impl ApiError {
             HeaderName::from_static("retry-after"),
             format!("{}", (retry_after_secs.max(0.001) * 1000.0).ceil() / 1000.0),
         );
-        e.inner.insert("code".into(), Value::from("429"));
-        e.inner.insert("message".into(), Value::from("Please retry after"));
-        e.inner.insert("status".into(), Value::from("429"));
+        let inner = &mut e.0.inner;
+        inner.insert("code".into(), Value::from("429"));
+        inner.insert("message".into(), Value::from("Please retry after"));
+        inner.insert("status".into(), Value::from("429"));
         e
     }
 
@@ -140,16 +148,17 @@ impl From<EngineError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut resp = self.status.into_response();
-        for (name, value) in self.headers {
+        let d = *self.0;
+        let mut resp = d.status.into_response();
+        for (name, value) in d.headers {
             if let Ok(v) = HeaderValue::from_str(&value) {
                 resp.headers_mut().insert(name, v);
             }
         }
         resp.extensions_mut().insert(ErrorBody {
-            code: self.code,
-            message: self.message,
-            inner: self.inner,
+            code: d.code,
+            message: d.message,
+            inner: d.inner,
         });
         resp
     }

@@ -87,7 +87,9 @@ pub fn parse(path: &str) -> Result<Target, String> {
         _ => return Err(segs.first().copied().unwrap_or_default().to_string()),
     };
     let (collection, rest) = match segs.get(1..3) {
-        Some([a, b]) if a.eq_ignore_ascii_case("communications") && b.eq_ignore_ascii_case("calls") => {
+        Some([a, b])
+            if a.eq_ignore_ascii_case("communications") && b.eq_ignore_ascii_case("calls") =>
+        {
             ("communications/calls", &segs[3..])
         }
         Some([a, b]) if a.eq_ignore_ascii_case("app") && b.eq_ignore_ascii_case("calls") => {
@@ -95,11 +97,12 @@ pub fn parse(path: &str) -> Result<Target, String> {
         }
         _ => {
             let bad = segs.get(1).copied().unwrap_or_default();
-            let bad = if bad.eq_ignore_ascii_case("communications") || bad.eq_ignore_ascii_case("app") {
-                segs.get(2).copied().unwrap_or(bad)
-            } else {
-                bad
-            };
+            let bad =
+                if bad.eq_ignore_ascii_case("communications") || bad.eq_ignore_ascii_case("app") {
+                    segs.get(2).copied().unwrap_or(bad)
+                } else {
+                    bad
+                };
             return Err(bad.to_string());
         }
     };
@@ -110,7 +113,10 @@ pub fn parse(path: &str) -> Result<Target, String> {
             let name = action_name(action);
             if name.eq_ignore_ascii_case("keepAlive") {
                 Route::CallAction(id.to_string(), Action::KeepAlive)
-            } else if let Some(known) = UNBUILT_ACTIONS.iter().find(|a| a.eq_ignore_ascii_case(name)) {
+            } else if let Some(known) = UNBUILT_ACTIONS
+                .iter()
+                .find(|a| a.eq_ignore_ascii_case(name))
+            {
                 Route::CallAction(id.to_string(), Action::Unbuilt(known))
             } else if name.eq_ignore_ascii_case("participants") {
                 Route::Unbuilt(id.to_string(), "The participants API")
@@ -147,7 +153,9 @@ async fn route(state: Arc<AppState>, req: Request) -> Result<Response, ApiError>
     let (parts, body): (_, Body) = req.into_parts();
     let target = parse(parts.uri.path()).map_err(|seg| {
         if parts.uri.path().trim_matches('/').is_empty() {
-            ApiError::not_found("Nothing is served at /; the calls API is at /v1.0/communications/calls.")
+            ApiError::not_found(
+                "Nothing is served at /; the calls API is at /v1.0/communications/calls.",
+            )
         } else {
             ApiError::bad_request(format!("Resource not found for the segment '{seg}'."))
         }
@@ -193,19 +201,31 @@ mod tests {
     #[test]
     fn paths_parse_in_any_case_on_both_prefixes_and_versions() {
         let t = parse("/V1.0/Communications/Calls").unwrap();
-        assert_eq!((t.route, t.version, t.collection), (Route::Calls, "v1.0", "communications/calls"));
+        assert_eq!(
+            (t.route, t.version, t.collection),
+            (Route::Calls, "v1.0", "communications/calls")
+        );
         let t = parse("/beta/app/calls/ABC/microsoft.graph.KeepAlive").unwrap();
         assert_eq!(t.route, Route::CallAction("ABC".into(), Action::KeepAlive));
         assert_eq!((t.version, t.collection), ("beta", "app/calls"));
         let t = parse("/v1.0/communications/calls/x/playprompt").unwrap();
-        assert_eq!(t.route, Route::CallAction("x".into(), Action::Unbuilt("playPrompt")));
+        assert_eq!(
+            t.route,
+            Route::CallAction("x".into(), Action::Unbuilt("playPrompt"))
+        );
     }
 
     #[test]
     fn unknown_segments_are_named() {
         assert_eq!(parse("/v2.0/communications/calls").unwrap_err(), "v2.0");
-        assert_eq!(parse("/v1.0/communications/meetings").unwrap_err(), "meetings");
-        assert_eq!(parse("/v1.0/communications/calls/x/dance").unwrap_err(), "dance");
+        assert_eq!(
+            parse("/v1.0/communications/meetings").unwrap_err(),
+            "meetings"
+        );
+        assert_eq!(
+            parse("/v1.0/communications/calls/x/dance").unwrap_err(),
+            "dance"
+        );
         assert_eq!(parse("/v1.0/me").unwrap_err(), "me");
     }
 }

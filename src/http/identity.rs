@@ -42,8 +42,14 @@ fn entra_error(status: StatusCode, error: &str, code: u32, description: &str) ->
 fn no_store(status: StatusCode, body: &Value) -> Response {
     let mut resp = (status, body.to_string()).into_response();
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store, no-cache"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store, no-cache"),
+    );
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     resp
 }
@@ -55,7 +61,9 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (id, secret) = text.split_once(':')?;
     let dec = |s: &str| {
@@ -75,7 +83,11 @@ pub async fn token(
 ) -> Response {
     let bad = |error, code, desc: &str| entra_error(StatusCode::BAD_REQUEST, error, code, desc);
     let Ok(bytes) = super::read_body(body, 64 * 1024).await else {
-        return bad("invalid_request", 900144, "The request body is too large or unreadable.");
+        return bad(
+            "invalid_request",
+            900144,
+            "The request body is too large or unreadable.",
+        );
     };
     let form: std::collections::HashMap<String, String> =
         url::form_urlencoded::parse(&bytes).into_owned().collect();
@@ -90,7 +102,9 @@ pub async fn token(
         return bad(
             "unsupported_grant_type",
             70003,
-            &format!("The app requested an unsupported grant type '{grant}'; only client_credentials is supported."),
+            &format!(
+                "The app requested an unsupported grant type '{grant}'; only client_credentials is supported."
+            ),
         );
     }
     let tenant_known = state
@@ -102,7 +116,9 @@ pub async fn token(
         return bad(
             "invalid_request",
             90002,
-            &format!("Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."),
+            &format!(
+                "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."
+            ),
         );
     }
     let (client_id, secret) = match (form.get("client_id"), form.get("client_secret")) {
@@ -118,17 +134,26 @@ pub async fn token(
             }
         },
     };
-    let unauthorized = |code, desc: &str| entra_error(StatusCode::UNAUTHORIZED, "invalid_client", code, desc);
-    let Some(app) = state.app(&client_id).filter(|a| a.tenant_id.eq_ignore_ascii_case(&tenant)) else {
+    let unauthorized =
+        |code, desc: &str| entra_error(StatusCode::UNAUTHORIZED, "invalid_client", code, desc);
+    let Some(app) = state
+        .app(&client_id)
+        .filter(|a| a.tenant_id.eq_ignore_ascii_case(&tenant))
+    else {
         return unauthorized(
             700016,
-            &format!("Application with identifier '{client_id}' was not found in the directory '{tenant}'."),
+            &format!(
+                "Application with identifier '{client_id}' was not found in the directory '{tenant}'."
+            ),
         );
     };
     if !app.client_secret.matches(&secret) {
         return unauthorized(
             7000215,
-            &format!("Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{}'.", app.app_id),
+            &format!(
+                "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{}'.",
+                app.app_id
+            ),
         );
     }
     let scope = form.get("scope").map(|s| s.trim()).unwrap_or_default();
@@ -136,7 +161,9 @@ pub async fn token(
         return bad(
             "invalid_scope",
             1002012,
-            &format!("The provided value for scope '{scope}' is not valid. This authority issues tokens for Microsoft Graph only: use scope=https://graph.microsoft.com/.default."),
+            &format!(
+                "The provided value for scope '{scope}' is not valid. This authority issues tokens for Microsoft Graph only: use scope=https://graph.microsoft.com/.default."
+            ),
         );
     }
     let token = issue_app_token(&state.keys.read().expect("key ring lock"), app);
@@ -151,7 +178,10 @@ pub async fn token(
     )
 }
 
-pub async fn openid_configuration(State(state): State<Arc<AppState>>, Path(tenant): Path<String>) -> Response {
+pub async fn openid_configuration(
+    State(state): State<Arc<AppState>>,
+    Path(tenant): Path<String>,
+) -> Response {
     let base = &state.public_url;
     let body = json!({
         "token_endpoint": format!("{base}/{tenant}/oauth2/v2.0/token"),

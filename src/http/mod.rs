@@ -116,7 +116,9 @@ impl AppState {
     fn take_request_token(&self, app_id: &str, rate: f64) -> Result<(), ApiError> {
         let mut buckets = self.buckets.lock().expect("buckets lock");
         let now = Instant::now();
-        let (tokens, at) = buckets.entry(app_id.to_string()).or_insert((rate.max(1.0), now));
+        let (tokens, at) = buckets
+            .entry(app_id.to_string())
+            .or_insert((rate.max(1.0), now));
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(rate.max(1.0));
         *at = now;
         if *tokens >= 1.0 {
@@ -139,7 +141,8 @@ pub async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiErro
     let mut total = 0usize;
     let drain_cap = limit.saturating_mul(64).max(64 * 1024 * 1024);
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| ApiError::bad_request("The request body could not be read."))?;
+        let frame =
+            frame.map_err(|_| ApiError::bad_request("The request body could not be read."))?;
         if let Ok(data) = frame.into_data() {
             total += data.len();
             if total <= limit {
@@ -187,9 +190,13 @@ async fn request_context(State(state): State<Arc<AppState>>, req: Request, next:
         for (k, v) in err.inner {
             inner.insert(k, v);
         }
-        let body = json!({"error": {"code": err.code, "message": err.message, "innerError": inner}});
+        let body =
+            json!({"error": {"code": err.code, "message": err.message, "innerError": inner}});
         let (mut parts, _) = resp.into_parts();
-        parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         parts.headers.remove(header::CONTENT_LENGTH);
         resp = Response::from_parts(parts, Body::from(body.to_string()));
     }
@@ -200,7 +207,8 @@ async fn request_context(State(state): State<Arc<AppState>>, req: Request, next:
     if let Ok(v) = HeaderValue::from_str(&client_request_id) {
         h.insert("client-request-id", v);
     }
-    h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("private"));
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("private"));
     resp
 }
 
@@ -226,6 +234,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/keys", get(identity::keys))
         .nest("/_switchboard/v1", control::router(state.clone()))
         .fallback(graph::dispatch)
-        .layer(middleware::from_fn_with_state(state.clone(), request_context))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_context,
+        ))
         .with_state(state)
 }

@@ -46,7 +46,11 @@ impl Store for MemoryStore {
             inner.calls.remove(&id);
         }
         for item in change.enqueue {
-            inner.by_call.entry(item.call_id).or_default().push(item.seq);
+            inner
+                .by_call
+                .entry(item.call_id)
+                .or_default()
+                .push(item.seq);
             inner.notifications.insert(
                 item.seq,
                 DeliveryRecord {

@@ -169,9 +169,13 @@ pub fn open(url: &str, durability: Durability) -> Result<Opened, StoreError> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         let path = PathBuf::from(path);
         let store = sqlite::SqliteStore::open(&path, durability)?;
-        let dir = path
-            .parent()
-            .map(|p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() });
+        let dir = path.parent().map(|p| {
+            if p.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                p.to_path_buf()
+            }
+        });
         return Ok(Opened {
             store: Arc::new(store),
             data_dir: dir,

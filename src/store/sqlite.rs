@@ -18,8 +18,7 @@ use crate::clock::Timestamp;
 use crate::domain::{Call, CallId};
 
 /// Each entry moves the schema one version up.
-const MIGRATIONS: &[&str] = &[
-    "CREATE TABLE calls (
+const MIGRATIONS: &[&str] = &["CREATE TABLE calls (
          id TEXT PRIMARY KEY,
          app_id TEXT NOT NULL,
          body TEXT NOT NULL
@@ -47,8 +46,7 @@ const MIGRATIONS: &[&str] = &[
          error TEXT,
          latency_ms INTEGER NOT NULL
      );
-     CREATE INDEX attempts_by_seq ON attempts (seq);",
-];
+     CREATE INDEX attempts_by_seq ON attempts (seq);"];
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -96,7 +94,9 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().map_err(|_| backend("connection lock poisoned"))?;
+            let mut conn = conn
+                .lock()
+                .map_err(|_| backend("connection lock poisoned"))?;
             f(&mut conn)
         })
         .await
@@ -194,7 +194,9 @@ impl Store for SqliteStore {
             let tx = conn.transaction().map_err(backend)?;
             {
                 let mut put = tx
-                    .prepare_cached("INSERT OR REPLACE INTO calls (id, app_id, body) VALUES (?1, ?2, ?3)")
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO calls (id, app_id, body) VALUES (?1, ?2, ?3)",
+                    )
                     .map_err(backend)?;
                 for call in &change.put_calls {
                     let body = serde_json::to_string(call).map_err(backend)?;

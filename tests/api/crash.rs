@@ -1,0 +1,267 @@
+//! The real binary: killed with SIGKILL while notifications are queued, restarted on the same
+//! store; and its logs, read for secrets.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+struct Server {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Server {
+    fn start(dir: &std::path::Path, listen: &str, log: &str) -> Server {
+        let cfg = dir.join("switchboard.toml");
+        std::fs::write(&cfg, config_toml("")).unwrap();
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(log))
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args([
+                "serve", "--listen", listen, "--clock", "virtual", "--config",
+            ])
+            .arg(&cfg)
+            .arg("--store")
+            .arg(format!("sqlite://{}/sb.db", dir.display()))
+            .env("SWITCHBOARD_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let base = loop {
+            let line = lines
+                .next()
+                .expect("the server printed its listening line")
+                .unwrap();
+            if let Some(url) = line.strip_prefix("switchboard listening on ") {
+                break url.trim().to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn send(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> Resp {
+        let mut rb = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        into_resp(rb.send().await.unwrap()).await
+    }
+
+    async fn token(&self) -> String {
+        let r = self
+            .http
+            .post(format!("{}/{TENANT}/oauth2/v2.0/token", self.base))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", APP_A),
+                ("client_secret", "secret-a"),
+                ("scope", "https://graph.microsoft.com/.default"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        r.json::<Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    async fn advance(&self, seconds: f64) {
+        let r = self
+            .send(
+                "POST",
+                "/_switchboard/v1/clock/advance",
+                ADMIN,
+                Some(json!({"seconds": seconds})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+
+    fn port(&self) -> u16 {
+        self.base.rsplit(':').next().unwrap().parse().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn p2p(callback: &str) -> Value {
+    json!({
+        "callbackUri": callback,
+        "targets": [{"identity": {"user": {"id": ALICE}}}],
+        "requestedModalities": ["audio"],
+        "mediaConfig": {},
+        "tenantId": TENANT,
+    })
+}
+
+#[tokio::test]
+async fn nothing_is_lost_when_the_server_is_killed_with_notifications_queued() {
+    let dir = TempDir::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let callback = format!("http://127.0.0.1:{port}/api/calls");
+    let srv = Server::start(&dir.0, "127.0.0.1:0", "server.log");
+    let token = srv.token().await;
+    let mut ids = vec![];
+    for _ in 0..5 {
+        let r = srv
+            .send(
+                "POST",
+                "/v1.0/communications/calls",
+                &token,
+                Some(p2p(&callback)),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        ids.push(r.body["id"].as_str().unwrap().to_string());
+    }
+    srv.advance(1.0).await;
+    for id in &ids[..3] {
+        assert_eq!(
+            srv.send(
+                "DELETE",
+                &format!("/v1.0/communications/calls/{id}"),
+                &token,
+                None
+            )
+            .await
+            .status,
+            204
+        );
+    }
+    srv.advance(1.0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let srv_port = srv.port();
+    drop(srv); // SIGKILL
+
+    let receiver = Receiver::start_on(&format!("127.0.0.1:{port}")).await;
+    let srv = Server::start(&dir.0, &format!("127.0.0.1:{srv_port}"), "server.log");
+    let want_live = ["establishing", "established"];
+    let want_ended = ["establishing", "established", "terminating", "terminated"];
+    let delivered = |i: usize, id: &str| {
+        let mut s: Vec<String> = receiver.states(id).into_iter().map(|(_, s)| s).collect();
+        s.dedup();
+        s == if i < 3 {
+            &want_ended[..]
+        } else {
+            &want_live[..]
+        }
+    };
+    for _ in 0..40 {
+        if ids.iter().enumerate().all(|(i, id)| delivered(i, id)) {
+            break;
+        }
+        srv.advance(60.0).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (i, id) in ids.iter().enumerate() {
+        assert!(delivered(i, id), "call {i}: {:?}", receiver.states(id));
+    }
+    let token = srv.token().await;
+    let g = srv
+        .send(
+            "GET",
+            &format!("/v1.0/communications/calls/{}", ids[4]),
+            &token,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (g.status, g.body["state"].as_str()),
+        (200, Some("established"))
+    );
+}
+
+#[tokio::test]
+async fn the_logs_hold_no_secret_token_or_key() {
+    let dir = TempDir::new();
+    let srv = Server::start(&dir.0, "127.0.0.1:0", "server.log");
+    let token = srv.token().await;
+    let receiver = Receiver::start().await;
+    let r = srv
+        .send(
+            "POST",
+            "/v1.0/communications/calls",
+            &token,
+            Some(p2p(&receiver.url())),
+        )
+        .await;
+    let id = r.body["id"].as_str().unwrap().to_string();
+    srv.advance(1.0).await;
+    srv.send(
+        "DELETE",
+        &format!("/v1.0/communications/calls/{id}"),
+        &token,
+        None,
+    )
+    .await;
+    srv.send(
+        "GET",
+        "/v1.0/communications/calls/x",
+        "garbage-token-value",
+        None,
+    )
+    .await;
+    let bad = srv
+        .http
+        .post(format!("{}/{TENANT}/oauth2/v2.0/token", srv.base))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", APP_A),
+            ("client_secret", "guessed-secret-value"),
+            ("scope", "https://graph.microsoft.com/.default"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 401);
+    receiver
+        .wait_for(&id, |s| has(s, "deleted", "terminated"))
+        .await;
+    let jwt = receiver.received()[0].headers["authorization"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    drop(srv);
+    let log = std::fs::read_to_string(dir.0.join("server.log")).unwrap();
+    assert!(log.len() > 100, "debug logging produced lines: {log}");
+    for secret in [
+        "secret-a",
+        ADMIN,
+        "guessed-secret-value",
+        "garbage-token-value",
+        &token[token.len() - 40..],
+        &jwt[jwt.len() - 40..],
+        "PRIVATE KEY",
+    ] {
+        assert!(!log.contains(secret), "the log contains {secret}");
+    }
+}

@@ -1,0 +1,101 @@
+//! Retries, Retry-After, dead notifications and the deliveries log.
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn a_failing_receiver_gets_retries_in_order_and_the_log_shows_every_attempt() {
+    for backend in BACKENDS {
+        let app = spawn_app(backend).await;
+        let token = app.token().await;
+        app.receiver.fail_next(&[(503, None), (500, None)]);
+        let id = app.create(&token, ALICE).await;
+        let mut states = vec![];
+        for _ in 0..20 {
+            states = app.receiver.states(&id);
+            if states.len() >= 2 {
+                break;
+            }
+            app.advance(5.0).await;
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            states,
+            vec![
+                ("updated".into(), "establishing".into()),
+                ("updated".into(), "established".into())
+            ],
+            "{backend:?}"
+        );
+        let log = app
+            .admin("GET", &format!("/calls/{id}/deliveries"), None)
+            .await;
+        assert_eq!(log.status, 200);
+        let first = &log.body["notifications"][0];
+        assert_eq!(first["status"], "delivered");
+        let codes: Vec<i64> = first["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["status"].as_i64().unwrap())
+            .collect();
+        assert_eq!(codes, vec![503, 500, 202], "{backend:?}");
+        assert!(first["attempts"][0]["latencyMs"].is_u64());
+        assert_eq!(
+            first["body"]["value"][0]["resourceData"]["state"],
+            "establishing"
+        );
+    }
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_on_the_call_clock() {
+    let app = spawn_app(Backend::Memory).await;
+    let token = app.token().await;
+    app.receiver.fail_next(&[(429, Some("120"))]);
+    let id = app.create(&token, ALICE).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    app.advance(100.0).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        app.receiver.states(&id).is_empty(),
+        "retried before Retry-After"
+    );
+    app.advance(25.0).await;
+    let s = app.receiver.wait_for(&id, |s| s.len() >= 2).await;
+    assert_eq!(s.len(), 2);
+}
+
+#[tokio::test]
+async fn a_notification_that_keeps_failing_is_marked_dead_and_the_next_one_goes_out() {
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        "[delivery]\nmax_attempts = 2\ninitial_backoff_ms = 1000\n",
+    )
+    .await;
+    let token = app.token().await;
+    app.receiver.fail_next(&[(500, None), (500, None)]);
+    let id = app.create(&token, ALICE).await;
+    for _ in 0..10 {
+        if app.receiver.states(&id).len() == 1 {
+            break;
+        }
+        app.advance(5.0).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        app.receiver.states(&id),
+        vec![("updated".to_string(), "established".to_string())]
+    );
+    let log = app
+        .admin("GET", &format!("/calls/{id}/deliveries"), None)
+        .await;
+    assert_eq!(log.body["notifications"][0]["status"], "dead");
+    assert_eq!(
+        log.body["notifications"][0]["attempts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(log.body["notifications"][1]["status"], "delivered");
+}

@@ -1,0 +1,405 @@
+//! `spawn_app()` and the callback receiver.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+use switchboard::app::{Application, ServeOptions};
+use switchboard::config::Settings;
+use tokio_util::sync::CancellationToken;
+
+pub const TENANT: &str = "8e4c2a5b-6f0d-4c1e-9a3b-2d7f1e0c9b11";
+pub const APP_A: &str = "1a2b3c4d-0000-4000-8000-00000000000a";
+pub const APP_B: &str = "1a2b3c4d-0000-4000-8000-00000000000b";
+pub const APP_NOROLE: &str = "1a2b3c4d-0000-4000-8000-00000000000c";
+pub const ADMIN: &str = "test-admin-token";
+pub const ALICE: &str = "5e9f0000-0000-4000-8000-000000000001";
+pub const PHONE: &str = "+15550100";
+
+/// The store a test runs on.
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Memory,
+    Sqlite,
+}
+
+pub const BACKENDS: [Backend; 2] = [Backend::Memory, Backend::Sqlite];
+
+/// Parties of every behaviour: (id, kind, behaviour).
+pub const PARTIES: &[(&str, &str, &str)] = &[
+    (ALICE, "user", "answer"),
+    ("5e9f0000-0000-4000-8000-000000000002", "user", "answer"),
+    ("5e9f0000-0000-4000-8000-000000000005", "user", "not_found"),
+    (
+        "5e9f0000-0000-4000-8000-000000000006",
+        "user",
+        "unreachable",
+    ),
+    ("5e9f0000-0000-4000-8000-000000000007", "user", "unroutable"),
+    (
+        "5e9f0000-0000-4000-8000-000000000008",
+        "user",
+        "private_calling_disabled",
+    ),
+    ("5e9f0000-0000-4000-8000-000000000009", "user", "reject"),
+    ("5e9f0000-0000-4000-8000-000000000010", "user", "busy"),
+    ("5e9f0000-0000-4000-8000-000000000011", "user", "no_answer"),
+    (PHONE, "phone", "answer"),
+];
+
+pub fn config_toml(extra: &str) -> String {
+    let mut s = format!("[admin]\ntoken = \"{ADMIN}\"\n\n");
+    for (app, roles) in [
+        (
+            APP_A,
+            "\"Calls.Initiate.All\", \"Calls.InitiateGroupCall.All\", \"Calls.JoinGroupCall.All\", \"Calls.JoinGroupCallAsGuest.All\", \"Calls.AccessMedia.All\"",
+        ),
+        (APP_B, "\"Calls.Initiate.All\""),
+        (APP_NOROLE, ""),
+    ] {
+        s += &format!(
+            "[[apps]]\napp_id = \"{app}\"\ntenant_id = \"{TENANT}\"\nclient_secret = \"secret-{}\"\nroles = [{roles}]\n\n",
+            &app[app.len() - 1..]
+        );
+    }
+    for (id, kind, behavior) in PARTIES {
+        s += &format!(
+            "[[parties]]\nid = \"{id}\"\nkind = \"{kind}\"\nbehavior = \"{behavior}\"\n\n"
+        );
+    }
+    s + extra
+}
+
+/// A callback receiver: records every POST and answers with the statuses it is told to, then
+/// 202.
+#[derive(Clone, Default)]
+pub struct Receiver {
+    pub addr: Option<SocketAddr>,
+    inner: Arc<Mutex<ReceiverState>>,
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    received: Vec<Received>,
+    plan: VecDeque<(u16, Option<&'static str>)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub status: u16,
+}
+
+impl Received {
+    /// The notifications in this POST.
+    pub fn notes(&self) -> Vec<Value> {
+        self.body["value"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: String) -> impl IntoResponse {
+    let mut st = r.inner.lock().unwrap();
+    let (status, retry_after) = st.plan.pop_front().unwrap_or((202, None));
+    st.received.push(Received {
+        headers,
+        body: serde_json::from_str(&body).unwrap_or(Value::Null),
+        status,
+    });
+    let mut resp = StatusCode::from_u16(status).unwrap().into_response();
+    if let Some(ra) = retry_after {
+        resp.headers_mut()
+            .insert("retry-after", ra.parse().unwrap());
+    }
+    resp
+}
+
+impl Receiver {
+    pub async fn start() -> Self {
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    pub async fn start_on(addr: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let r = Receiver {
+            addr: Some(listener.local_addr().unwrap()),
+            ..Receiver::default()
+        };
+        let app = axum::Router::new()
+            .route("/api/calls", axum::routing::post(receive))
+            .with_state(r.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/api/calls", self.addr.unwrap())
+    }
+
+    /// Answers the next POSTs with these statuses (and `Retry-After` values).
+    pub fn fail_next(&self, plan: &[(u16, Option<&'static str>)]) {
+        self.inner.lock().unwrap().plan.extend(plan.iter().copied());
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.inner.lock().unwrap().received.clone()
+    }
+
+    /// (changeType, state) of the call notifications about `call_id` that were accepted.
+    pub fn states(&self, call_id: &str) -> Vec<(String, String)> {
+        self.received()
+            .iter()
+            .filter(|r| (200..300).contains(&r.status))
+            .flat_map(|r| r.notes())
+            .filter(|n| n["resourceUrl"] == format!("/communications/calls/{call_id}"))
+            .map(|n| {
+                (
+                    n["changeType"].as_str().unwrap_or_default().to_string(),
+                    n["resourceData"]["state"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// The `resultInfo` of the terminated notification about `call_id`.
+    pub fn end_reason(&self, call_id: &str) -> Option<(i64, i64)> {
+        self.received()
+            .iter()
+            .filter(|r| (200..300).contains(&r.status))
+            .flat_map(|r| r.notes())
+            .filter(|n| n["resourceUrl"] == format!("/communications/calls/{call_id}"))
+            .find(|n| n["resourceData"]["state"] == "terminated")
+            .map(|n| {
+                let ri = &n["resourceData"]["resultInfo"];
+                (
+                    ri["code"].as_i64().unwrap(),
+                    ri["subcode"].as_i64().unwrap(),
+                )
+            })
+    }
+
+    /// Waits until `pred` holds for `call_id`'s states (or 5 s pass) and returns them.
+    pub async fn wait_for(
+        &self,
+        call_id: &str,
+        pred: impl Fn(&[(String, String)]) -> bool,
+    ) -> Vec<(String, String)> {
+        for _ in 0..250 {
+            let s = self.states(call_id);
+            if pred(&s) {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.states(call_id)
+    }
+}
+
+pub fn has(states: &[(String, String)], change: &str, state: &str) -> bool {
+    states.iter().any(|(c, s)| c == change && s == state)
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub receiver: Receiver,
+    pub state: Arc<switchboard::http::AppState>,
+    stop: CancellationToken,
+    _dir: Option<TempDir>,
+}
+
+/// A folder removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let p = std::env::temp_dir().join(format!("sb-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.0).ok();
+    }
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, "").await
+}
+
+pub async fn spawn_app_with(backend: Backend, extra_config: &str) -> TestApp {
+    let settings = Settings::from_toml(&config_toml(extra_config)).unwrap();
+    let dir = matches!(backend, Backend::Sqlite).then(TempDir::new);
+    let store = match &dir {
+        Some(d) => format!("sqlite://{}/sb.db", d.0.display()),
+        None => "memory".into(),
+    };
+    let opts = ServeOptions {
+        listen: "127.0.0.1:0".into(),
+        store,
+        virtual_clock: true,
+    };
+    let app = Application::build(settings, &opts).await.unwrap();
+    let base = format!("http://{}", app.local_addr());
+    let state = app.state();
+    let stop = CancellationToken::new();
+    tokio::spawn(app.run_until_stopped(stop.clone()));
+    TestApp {
+        base,
+        http: reqwest::Client::new(),
+        receiver: Receiver::start().await,
+        state,
+        stop,
+        _dir: dir,
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Resp {
+    /// The Graph error code, when the body is a well-formed Graph error.
+    pub fn graph_error(&self) -> Option<String> {
+        let e = &self.body["error"];
+        let inner = &e["innerError"];
+        (e["message"].is_string() && inner["request-id"].is_string() && inner["date"].is_string())
+            .then(|| e["code"].as_str().unwrap_or_default().to_string())
+    }
+}
+
+impl TestApp {
+    pub async fn token_for(&self, app: &str) -> String {
+        let secret = format!("secret-{}", &app[app.len() - 1..]);
+        let r = self
+            .http
+            .post(format!("{}/{TENANT}/oauth2/v2.0/token", self.base))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", app),
+                ("client_secret", &secret),
+                ("scope", "https://graph.microsoft.com/.default"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    pub async fn token(&self) -> String {
+        self.token_for(APP_A).await
+    }
+
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
+        let mut rb = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.base));
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        into_resp(rb.send().await.unwrap()).await
+    }
+
+    pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
+        self.send(
+            method,
+            &format!("/_switchboard/v1{path}"),
+            Some(ADMIN),
+            body,
+        )
+        .await
+    }
+
+    pub async fn advance(&self, seconds: f64) {
+        let r = self
+            .admin("POST", "/clock/advance", Some(json!({"seconds": seconds})))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+
+    /// A P2P create body for `target` (a user id, or a phone number starting with `+`).
+    pub fn p2p(&self, target: &str) -> Value {
+        let identity = if target.starts_with('+') {
+            json!({"phone": {"id": target}})
+        } else {
+            json!({"user": {"id": target, "displayName": "Target"}})
+        };
+        json!({
+            "@odata.type": "#microsoft.graph.call",
+            "callbackUri": self.receiver.url(),
+            "targets": [{"@odata.type": "#microsoft.graph.invitationParticipantInfo", "identity": identity}],
+            "requestedModalities": ["audio"],
+            "mediaConfig": {"@odata.type": "#microsoft.graph.serviceHostedMediaConfig"},
+            "tenantId": TENANT,
+        })
+    }
+
+    /// Creates a call to `target` and returns its id.
+    pub async fn create(&self, token: &str, target: &str) -> String {
+        let r = self
+            .send(
+                "POST",
+                "/v1.0/communications/calls",
+                Some(token),
+                Some(self.p2p(target)),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        r.body["id"].as_str().unwrap().to_string()
+    }
+
+    /// Creates a call to Alice and waits until it is established.
+    pub async fn established(&self, token: &str) -> String {
+        let id = self.create(token, ALICE).await;
+        let states = self
+            .receiver
+            .wait_for(&id, |s| has(s, "updated", "established"))
+            .await;
+        assert!(has(&states, "updated", "established"), "{states:?}");
+        id
+    }
+}
+
+pub async fn into_resp(r: reqwest::Response) -> Resp {
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().await.unwrap();
+    Resp {
+        status,
+        headers,
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+    }
+}

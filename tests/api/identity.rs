@@ -1,0 +1,453 @@
+//! Tokens, validation, roles, isolation, signed notifications and the control API's guard.
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const CALLS: &str = "/v1.0/communications/calls";
+
+async fn token_request(app: &TestApp, tenant: &str, form: &[(&str, &str)]) -> Resp {
+    into_resp(
+        app.http
+            .post(format!("{}/{tenant}/oauth2/v2.0/token", app.base))
+            .form(form)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_token_endpoint_answers_as_entra_does() {
+    let app = spawn_app(Backend::Memory).await;
+    let ok = [
+        ("grant_type", "client_credentials"),
+        ("client_id", APP_A),
+        ("client_secret", "secret-a"),
+        ("scope", "https://graph.microsoft.com/.default"),
+    ];
+    let r = token_request(&app, TENANT, &ok).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        (r.body["token_type"].as_str(), r.body["expires_in"].as_i64()),
+        (Some("Bearer"), Some(3599))
+    );
+    let header = jsonwebtoken::decode_header(r.body["access_token"].as_str().unwrap()).unwrap();
+    assert_eq!(header.alg, Algorithm::RS256);
+    assert!(header.kid.is_some());
+
+    let with = |k: &'static str, v: &'static str| -> Vec<(&'static str, &'static str)> {
+        ok.iter()
+            .map(|(a, b)| if *a == k { (*a, v) } else { (*a, *b) })
+            .collect()
+    };
+    for (label, tenant, form, status, error) in [
+        (
+            "wrong secret",
+            TENANT,
+            with("client_secret", "nope"),
+            401,
+            "invalid_client",
+        ),
+        (
+            "unknown client",
+            TENANT,
+            with("client_id", "00000000-0000-0000-0000-000000000000"),
+            401,
+            "invalid_client",
+        ),
+        (
+            "other scope",
+            TENANT,
+            with("scope", "https://vault.azure.net/.default"),
+            400,
+            "invalid_scope",
+        ),
+        (
+            "other grant",
+            TENANT,
+            with("grant_type", "password"),
+            400,
+            "unsupported_grant_type",
+        ),
+        (
+            "unknown tenant",
+            "11111111-1111-1111-1111-111111111111",
+            ok.to_vec(),
+            400,
+            "invalid_request",
+        ),
+    ] {
+        let r = token_request(&app, tenant, &form).await;
+        assert_eq!(r.status, status, "{label}: {}", r.text);
+        assert_eq!(r.body["error"], error, "{label}");
+        for field in [
+            "error_description",
+            "error_codes",
+            "timestamp",
+            "trace_id",
+            "correlation_id",
+        ] {
+            assert!(!r.body[field].is_null(), "{label}: {field}");
+        }
+        assert!(!r.text.contains("secret-a"), "{label} leaks the secret");
+    }
+    // HTTP Basic works as well as the form.
+    let r = into_resp(
+        app.http
+            .post(format!("{}/{TENANT}/oauth2/v2.0/token", app.base))
+            .basic_auth(APP_A, Some("secret-a"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("scope", "https://graph.microsoft.com/.default"),
+            ])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
+/// A token signed with the server's own key and arbitrary claims.
+fn forge(app: &TestApp, claims: Value) -> String {
+    let keys = app.state.keys.read().unwrap();
+    let key = keys.active();
+    let mut h = Header::new(Algorithm::RS256);
+    h.kid = Some(key.kid.clone());
+    jsonwebtoken::encode(&h, &claims, &key.encoding).unwrap()
+}
+
+fn claims(roles: Option<Vec<&str>>) -> Value {
+    let now = chrono::Utc::now().timestamp();
+    let mut c = json!({
+        "aud": "https://graph.microsoft.com", "iss": format!("https://sts.windows.net/{TENANT}/"),
+        "tid": TENANT, "appid": APP_A, "iat": now, "nbf": now, "exp": now + 600,
+    });
+    if let Some(r) = roles {
+        c["roles"] = json!(r);
+    }
+    c
+}
+
+#[tokio::test]
+async fn graph_routes_refuse_bad_tokens_with_401_and_delegated_tokens_with_403() {
+    let app = spawn_app(Backend::Memory).await;
+    let body = app.p2p(ALICE);
+    let now = chrono::Utc::now().timestamp();
+    let stranger = {
+        let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        use aws_lc_rs::encoding::AsDer;
+        let der = pair.as_der().unwrap();
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = Some(app.state.keys.read().unwrap().active().kid.clone());
+        let pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, der.as_ref())
+        );
+        jsonwebtoken::encode(
+            &h,
+            &claims(Some(vec!["Calls.Initiate.All"])),
+            &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    };
+    let mut expired = claims(Some(vec!["Calls.Initiate.All"]));
+    expired["exp"] = json!(now - 600);
+    let mut wrong_aud = claims(Some(vec!["Calls.Initiate.All"]));
+    wrong_aud["aud"] = json!("https://management.azure.com");
+    let cases = [
+        ("no token", None),
+        ("garbage", Some("not.a.token".to_string())),
+        ("signed by a stranger", Some(stranger)),
+        ("expired", Some(forge(&app, expired))),
+        ("wrong audience", Some(forge(&app, wrong_aud))),
+    ];
+    for (label, token) in cases {
+        let r = app
+            .send("POST", CALLS, token.as_deref(), Some(body.clone()))
+            .await;
+        assert_eq!(r.status, 401, "{label}: {}", r.text);
+        assert_eq!(
+            r.graph_error().as_deref(),
+            Some("InvalidAuthenticationToken"),
+            "{label}"
+        );
+        assert!(
+            r.headers["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer"),
+            "{label}"
+        );
+    }
+    let mut delegated = claims(None);
+    delegated["scp"] = json!("Calls.Read");
+    let r = app
+        .send(
+            "POST",
+            CALLS,
+            Some(&forge(&app, delegated)),
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert!(app.receiver.received().is_empty(), "no call was placed");
+}
+
+#[tokio::test]
+async fn each_kind_of_call_needs_its_role_at_creation_only() {
+    let app = spawn_app(Backend::Memory).await;
+    let p2p = app.p2p(ALICE);
+    let mut app_hosted = p2p.clone();
+    app_hosted["mediaConfig"] =
+        json!({"@odata.type": "#microsoft.graph.appHostedMediaConfig", "blob": "<x/>"});
+    let mut group = p2p.clone();
+    group["targets"] = json!([p2p["targets"][0], app.p2p(PHONE)["targets"][0]]);
+    let mut meeting = p2p.clone();
+    meeting["targets"] = json!([]);
+    meeting["meetingInfo"] = json!({"@odata.type": "#microsoft.graph.joinMeetingIdMeetingInfo", "joinMeetingId": "1", "passcode": "x"});
+    for (label, roles, body, missing) in [
+        (
+            "p2p",
+            vec!["Calls.JoinGroupCall.All"],
+            &p2p,
+            "Calls.Initiate.All",
+        ),
+        (
+            "app-hosted",
+            vec!["Calls.Initiate.All"],
+            &app_hosted,
+            "Calls.AccessMedia.All",
+        ),
+        (
+            "group",
+            vec!["Calls.Initiate.All"],
+            &group,
+            "Calls.InitiateGroupCall.All",
+        ),
+        (
+            "meeting",
+            vec!["Calls.Initiate.All"],
+            &meeting,
+            "Calls.JoinGroupCall.All",
+        ),
+    ] {
+        let r = app
+            .send(
+                "POST",
+                CALLS,
+                Some(&forge(&app, claims(Some(roles)))),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(r.status, 403, "{label}: {}", r.text);
+        assert!(
+            r.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(missing),
+            "{label}: {}",
+            r.text
+        );
+    }
+    let no_role = app.token_for(APP_NOROLE).await;
+    assert_eq!(
+        app.send("POST", CALLS, Some(&no_role), Some(p2p.clone()))
+            .await
+            .status,
+        403
+    );
+    // Hanging up and keepAlive need no role once the call exists.
+    let token = app.token().await;
+    let id = app.established(&token).await;
+    let bare = forge(&app, claims(Some(vec![])));
+    assert_eq!(
+        app.send(
+            "POST",
+            &format!("{CALLS}/{id}/keepAlive"),
+            Some(&bare),
+            None
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        app.send("DELETE", &format!("{CALLS}/{id}"), Some(&bare), None)
+            .await
+            .status,
+        204
+    );
+}
+
+#[tokio::test]
+async fn another_apps_call_looks_exactly_like_no_call_and_stays_untouched() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let a = app.token().await;
+    let b = app.token_for(APP_B).await;
+    let id = app.established(&a).await;
+    let unknown = app
+        .send(
+            "GET",
+            &format!("{CALLS}/00000000-0000-4000-8000-000000000000"),
+            Some(&b),
+            None,
+        )
+        .await;
+    for (method, path) in [
+        ("GET", format!("{CALLS}/{id}")),
+        ("DELETE", format!("{CALLS}/{id}")),
+        ("POST", format!("{CALLS}/{id}/keepAlive")),
+    ] {
+        let r = app.send(method, &path, Some(&b), None).await;
+        assert_eq!(
+            (r.status, r.graph_error()),
+            (404, unknown.graph_error()),
+            "{method}"
+        );
+        assert_eq!(r.body["error"]["message"], unknown.body["error"]["message"]);
+    }
+    let g = app
+        .send("GET", &format!("{CALLS}/{id}"), Some(&a), None)
+        .await;
+    assert_eq!(g.body["state"], "established");
+    assert_eq!(app.receiver.states(&id).len(), 2);
+}
+
+#[tokio::test]
+async fn a_request_for_another_tenant_is_refused_with_7505() {
+    let app = spawn_app(Backend::Memory).await;
+    let token = app.token().await;
+    let mut body = app.p2p(ALICE);
+    body["tenantId"] = json!("00000000-0000-4000-8000-0000000000ff");
+    let r = app.send("POST", CALLS, Some(&token), Some(body)).await;
+    assert_eq!(
+        (r.status, r.graph_error().as_deref()),
+        (403, Some("7505")),
+        "{}",
+        r.text
+    );
+}
+
+#[tokio::test]
+async fn limits_on_concurrent_calls_and_request_rate_answer_429_with_retry_after() {
+    let app = spawn_app_with(Backend::Memory, "").await;
+    drop(app);
+    let extra = "[[apps]]\napp_id = \"1a2b3c4d-0000-4000-8000-00000000000d\"\ntenant_id = \"8e4c2a5b-6f0d-4c1e-9a3b-2d7f1e0c9b11\"\nclient_secret = \"secret-d\"\nroles = [\"Calls.Initiate.All\"]\nmax_concurrent_calls = 2\n\n[[apps]]\napp_id = \"1a2b3c4d-0000-4000-8000-00000000000e\"\ntenant_id = \"8e4c2a5b-6f0d-4c1e-9a3b-2d7f1e0c9b11\"\nclient_secret = \"secret-e\"\nroles = [\"Calls.Initiate.All\"]\nrequests_per_second = 2\n";
+    let app = spawn_app_with(Backend::Memory, extra).await;
+    let d = app.token_for("1a2b3c4d-0000-4000-8000-00000000000d").await;
+    let first = app.create(&d, ALICE).await;
+    app.create(&d, ALICE).await;
+    let r = app
+        .send("POST", CALLS, Some(&d), Some(app.p2p(ALICE)))
+        .await;
+    assert_eq!(
+        (r.status, r.graph_error().as_deref()),
+        (429, Some("TooManyRequests")),
+        "{}",
+        r.text
+    );
+    assert!(r.headers.contains_key("retry-after"));
+    assert_eq!(r.body["error"]["innerError"]["status"], "429");
+    app.send("DELETE", &format!("{CALLS}/{first}"), Some(&d), None)
+        .await;
+    assert_eq!(
+        app.send("POST", CALLS, Some(&d), Some(app.p2p(ALICE)))
+            .await
+            .status,
+        201
+    );
+
+    let e = app.token_for("1a2b3c4d-0000-4000-8000-00000000000e").await;
+    let mut statuses = vec![];
+    for _ in 0..5 {
+        statuses.push(
+            app.send(
+                "GET",
+                &format!("{CALLS}/00000000-0000-4000-8000-000000000000"),
+                Some(&e),
+                None,
+            )
+            .await
+            .status,
+        );
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn notifications_carry_a_jwt_that_validates_against_the_published_metadata() {
+    let app = spawn_app(Backend::Memory).await;
+    let token = app.token().await;
+    let id = app.established(&token).await;
+    let md = app
+        .send("GET", "/v1/.well-known/OpenIdConfiguration", None, None)
+        .await;
+    assert_eq!(md.body["issuer"], "https://api.botframework.com");
+    let jwks_uri = md.body["jwks_uri"].as_str().unwrap();
+    let jwks: Value = app
+        .http
+        .get(jwks_uri)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let received = app.receiver.received();
+    assert!(received.len() >= 2);
+    for r in received {
+        let auth = r.headers["authorization"].to_str().unwrap();
+        let jwt = auth.strip_prefix("Bearer ").unwrap();
+        let kid = jsonwebtoken::decode_header(jwt).unwrap().kid.unwrap();
+        let k = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kid"] == kid.as_str())
+            .unwrap();
+        let key =
+            DecodingKey::from_rsa_components(k["n"].as_str().unwrap(), k["e"].as_str().unwrap())
+                .unwrap();
+        let mut v = Validation::new(Algorithm::RS256);
+        v.set_audience(&[APP_A]);
+        v.set_issuer(&["https://api.botframework.com"]);
+        let c = jsonwebtoken::decode::<Value>(jwt, &key, &v).unwrap().claims;
+        assert_eq!(c["tid"], TENANT);
+        assert!(c["exp"].as_i64().unwrap() > chrono::Utc::now().timestamp());
+    }
+    let _ = id;
+}
+
+#[tokio::test]
+async fn the_control_api_wants_the_admin_token_and_never_an_app_token() {
+    let app = spawn_app(Backend::Memory).await;
+    let token = app.token().await;
+    assert_eq!(
+        app.send("GET", "/_switchboard/v1/clock", Some(&token), None)
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        app.send("GET", "/_switchboard/v1/clock", None, None)
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        app.send(
+            "GET",
+            "/_switchboard/v1/clock",
+            Some("test-admin-tokenX"),
+            None
+        )
+        .await
+        .status,
+        401
+    );
+    assert_eq!(app.admin("GET", "/clock", None).await.status, 200);
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the real server on port 0, real HTTP, a real callback receiver that can be
+//! told to fail. Scenarios that do not depend on storage run once per backend.
+
+mod helpers;
+
+mod calls;
+mod crash;
+mod delivery;
+mod identity;
