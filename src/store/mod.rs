@@ -190,3 +190,151 @@ pub fn open(url: &str, durability: Durability) -> Result<Opened, StoreError> {
         "unknown store {url:?}: use memory or sqlite://PATH"
     )))
 }
+
+#[cfg(test)]
+mod contract_tests {
+    //! The same checks against every backend.
+
+    use super::*;
+    use crate::domain::call::Timers;
+    use crate::domain::{CallState, Direction, PartyKind, Peer};
+
+    fn call(id: CallId) -> Call {
+        Call {
+            id,
+            app_id: "app".into(),
+            tenant_id: "tenant".into(),
+            direction: Direction::Outgoing,
+            state: CallState::Establishing,
+            result: None,
+            callback_uri: "http://127.0.0.1:9/cb".into(),
+            my_participant_id: "p".into(),
+            call_chain_id: "c".into(),
+            peer: Peer {
+                id: "+15550100".into(),
+                kind: PartyKind::Phone,
+            },
+            created_at: chrono::Utc::now(),
+            version: 1,
+            timers: Timers::default(),
+            wire: serde_json::Map::new(),
+        }
+    }
+
+    fn item(seq: i64, call_id: CallId) -> OutboxItem {
+        let now = chrono::Utc::now();
+        OutboxItem {
+            seq,
+            call_id,
+            app_id: "app".into(),
+            tenant_id: "tenant".into(),
+            callback_uri: "http://127.0.0.1:9/cb".into(),
+            change_type: "updated".into(),
+            resource_url: format!("/communications/calls/{call_id}"),
+            body: format!("{{\"seq\":{seq}}}"),
+            created_at: now,
+            status: DeliveryStatus::Pending,
+            attempts: 0,
+            next_attempt_at: now,
+        }
+    }
+
+    async fn exercise(store: &dyn Store) {
+        let (a, b) = (CallId::new(), CallId::new());
+        store
+            .commit(Change {
+                put_calls: vec![call(a), call(b)],
+                enqueue: vec![item(1, a), item(2, b), item(3, a)],
+                ..Change::default()
+            })
+            .await
+            .unwrap();
+        let now = chrono::Utc::now();
+        store
+            .commit(Change {
+                remove_calls: vec![b],
+                attempts: vec![
+                    AttemptOutcome {
+                        attempt: Attempt {
+                            seq: 1,
+                            at: now,
+                            status: Some(503),
+                            error: None,
+                            latency_ms: 3,
+                        },
+                        status: DeliveryStatus::Pending,
+                        attempts: 1,
+                        next_attempt_at: now,
+                    },
+                    AttemptOutcome {
+                        attempt: Attempt {
+                            seq: 2,
+                            at: now,
+                            status: Some(202),
+                            error: None,
+                            latency_ms: 1,
+                        },
+                        status: DeliveryStatus::Delivered,
+                        attempts: 1,
+                        next_attempt_at: now,
+                    },
+                ],
+                ..Change::default()
+            })
+            .await
+            .unwrap();
+        let snap = store.load().await.unwrap();
+        assert_eq!(snap.calls.iter().map(|c| c.id).collect::<Vec<_>>(), vec![a]);
+        assert_eq!(
+            snap.pending.iter().map(|i| i.seq).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
+        assert_eq!(snap.pending[0].attempts, 1);
+        assert_eq!(snap.next_seq, 4);
+        let log = store.deliveries(a).await.unwrap();
+        assert_eq!(
+            log.iter().map(|r| r.item.seq).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
+        assert_eq!(log[0].attempts.len(), 1);
+        assert_eq!(log[0].attempts[0].status, Some(503));
+        let log_b = store.deliveries(b).await.unwrap();
+        assert_eq!(
+            log_b[0].item.status,
+            DeliveryStatus::Delivered,
+            "the log outlives the call"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_memory_store_keeps_what_was_committed() {
+        exercise(&memory::MemoryStore::default()).await;
+    }
+
+    #[tokio::test]
+    async fn the_sqlite_store_keeps_what_was_committed_across_reopening() {
+        let dir = std::env::temp_dir().join(format!("sb-store-{}", uuid::Uuid::new_v4()));
+        let path = dir.join("nested").join("sb.db");
+        {
+            let store = sqlite::SqliteStore::open(&path, Durability::Normal).unwrap();
+            exercise(&store).await;
+        }
+        let again = sqlite::SqliteStore::open(&path, Durability::Full).unwrap();
+        let snap = again.load().await.unwrap();
+        assert_eq!(snap.pending.len(), 2);
+        assert_eq!(snap.next_seq, 4);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn store_urls_name_their_backend() {
+        assert!(
+            open("memory", Durability::Normal)
+                .unwrap()
+                .data_dir
+                .is_none()
+        );
+        assert!(open("postgres://localhost/x", Durability::Normal).is_err());
+        assert!(open("redis://x", Durability::Normal).is_err());
+    }
+}
