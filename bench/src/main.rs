@@ -1,0 +1,376 @@
+//! `bench`: Switchboard's load generator and its baselines (see `docs/BENCHMARKS.md`).
+//!
+//! It starts Switchboard's release binary (or targets a running one with `--url`) and runs the
+//! phases chosen with `--phases`, then prints a Markdown report:
+//! - `sqlite`: SQLite's own commit rate with Switchboard's settings;
+//! - `bare`: a bare HTTP server answering the same request mix (and a GET-only run);
+//! - `lifecycle`: bots looping full P2P lifecycles as fast as they can;
+//! - `get`: bots reading one established call each, again and again;
+//! - `rate`: full lifecycles at a fixed total rate (`--rate`), for notification latency;
+//! - `memory`: RSS with many established calls held open, on a virtual clock.
+//!
+//! `--smoke` is a few seconds of each, and exits non-zero if a request failed or a notification
+//! was lost (as does a full run).
+
+mod bare;
+mod bots;
+mod memory;
+mod report;
+mod server;
+mod sqlite;
+mod stats;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio::time::Instant;
+
+use bots::{Bot, Gate, Tally, Target, Workload};
+use server::Server;
+
+#[derive(Parser)]
+#[command(name = "bench", about = "Load generator and baselines for Switchboard")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    opts: Opts,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the bare baseline HTTP server (used by the `bare` phase).
+    BareServer,
+    /// Prints the Switchboard configuration the bench uses (for a server run by hand, `--url`).
+    PrintConfig,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Phase {
+    Sqlite,
+    Bare,
+    Lifecycle,
+    Get,
+    Rate,
+    Memory,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum StoreKind {
+    Sqlite,
+    Memory,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+struct Opts {
+    /// A short run for CI: few bots, a couple of seconds per phase, a small memory phase.
+    #[arg(long)]
+    smoke: bool,
+    /// Phases to run, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "sqlite,bare,lifecycle,get,rate,memory"
+    )]
+    phases: Vec<Phase>,
+    /// Target a running Switchboard (started with `bench print-config`) instead of starting
+    /// one; the memory phase is skipped.
+    #[arg(long)]
+    url: Option<String>,
+    /// With `--url`: the server's pid, to report its CPU and memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Switchboard binary to start (default: the workspace's release build, built if missing).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Store the started servers use.
+    #[arg(long, value_enum, default_value = "sqlite")]
+    store: StoreKind,
+    /// Concurrent bots.
+    #[arg(long, default_value_t = 64)]
+    bots: usize,
+    /// Seconds each throughput phase runs.
+    #[arg(long, default_value_t = 15.0)]
+    duration: f64,
+    /// Lifecycles the `lifecycle` phase runs (instead of running for `--duration`).
+    #[arg(long)]
+    calls: Option<u64>,
+    /// Lifecycles per second in the `rate` phase.
+    #[arg(long, default_value_t = 500.0)]
+    rate: f64,
+    /// Established calls at which the memory phase reads RSS, comma-separated, ascending.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+    memory_calls: Vec<u64>,
+    /// Folder for databases, configs and server logs (default: a new one in the temp folder,
+    /// removed at the end).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+}
+
+impl Opts {
+    /// `--smoke` scales everything down.
+    fn for_smoke(mut self) -> Self {
+        self.bots = self.bots.min(8);
+        self.duration = self.duration.min(2.0);
+        self.calls = None;
+        self.rate = self.rate.min(100.0);
+        self.memory_calls = vec![1000];
+        self
+    }
+
+    fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.duration)
+    }
+
+    fn store(&self) -> &'static str {
+        match self.store {
+            StoreKind::Sqlite => "sqlite",
+            StoreKind::Memory => "memory",
+        }
+    }
+}
+
+/// What one bot phase measured.
+pub struct PhaseRun {
+    pub bots: usize,
+    pub tally: Tally,
+    pub elapsed: Duration,
+    pub server_cpu: Option<f64>,
+    pub bench_cpu: Option<f64>,
+    pub peak_rss: Option<u64>,
+}
+
+impl PhaseRun {
+    /// Completed iterations per second.
+    pub fn rate(&self) -> f64 {
+        self.tally.iterations as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Everything the run measured.
+#[derive(Default)]
+pub struct Results {
+    pub sqlite: Option<sqlite::CommitRates>,
+    pub bare_mix: Option<PhaseRun>,
+    pub bare_get: Option<PhaseRun>,
+    pub lifecycle: Option<PhaseRun>,
+    pub get: Option<PhaseRun>,
+    pub rate: Option<PhaseRun>,
+    pub memory: Option<memory::MemoryResult>,
+}
+
+/// Sets up `bots` bots against `server`, then runs `workload` through a gate and tallies.
+async fn run_phase(
+    server: &Server,
+    bots: usize,
+    workload: Workload,
+    duration: Option<Duration>,
+    count: Option<u64>,
+    rate: Option<f64>,
+) -> anyhow::Result<PhaseRun> {
+    let target = Target::new(&server.url)?;
+    let switchboard = !matches!(
+        workload,
+        Workload::BareMix | Workload::Gets { switchboard: false }
+    );
+    let mut setups = vec![];
+    for _ in 0..bots {
+        let target = target.clone();
+        setups.push(tokio::spawn(async move {
+            let mut bot = Bot::new(target, switchboard).await?;
+            if let Workload::Gets { switchboard } = workload {
+                bot.open_call(switchboard).await?;
+            }
+            anyhow::Ok(bot)
+        }));
+    }
+    let mut ready = vec![];
+    for s in setups {
+        ready.push(s.await?.context("setting up a bot")?);
+    }
+    let cpu0 = server.cpu_seconds();
+    let me0 = stats::cpu_seconds(None);
+    let start = Instant::now();
+    let gate = Gate::new(duration, count, rate);
+    let runs: Vec<_> = ready
+        .into_iter()
+        .map(|bot| tokio::spawn(bot.run(workload, gate.clone())))
+        .collect();
+    let mut tally = Tally::default();
+    let mut last_stop = start;
+    for r in runs {
+        let (t, stopped) = r.await?;
+        tally.merge(t);
+        last_stop = last_stop.max(stopped);
+    }
+    let diff = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
+    Ok(PhaseRun {
+        bots,
+        tally,
+        elapsed: last_stop - start,
+        server_cpu: diff(cpu0, server.cpu_seconds()),
+        bench_cpu: diff(me0, stats::cpu_seconds(None)),
+        peak_rss: server.vm_bytes("VmHWM"),
+    })
+}
+
+/// Starts a Switchboard for one phase (or uses the one at `--url`).
+async fn switchboard(opts: &Opts, dir: &std::path::Path) -> anyhow::Result<Server> {
+    match &opts.url {
+        Some(url) => Ok(Server::external(url, opts.server_pid)),
+        None => {
+            let binary = server::switchboard_binary(opts.server_bin.as_deref())?;
+            Server::switchboard(&binary, dir, opts.store(), false).await
+        }
+    }
+}
+
+fn describe(name: &str, run: &PhaseRun) {
+    let t = &run.tally;
+    eprintln!(
+        "{name}: {:.0}/s over {:.1} s ({} done, {} requests, {} failed, {} of {} notifications lost)",
+        run.rate(),
+        run.elapsed.as_secs_f64(),
+        t.iterations,
+        t.requests,
+        t.failed_requests,
+        t.lost_notes,
+        t.expected_notes
+    );
+    if let Some(f) = &t.first_failure {
+        eprintln!("{name}: first failure: {f}");
+    }
+}
+
+async fn run(opts: Opts) -> anyhow::Result<Results> {
+    let has = |p| opts.phases.contains(&p);
+    let dir = opts.work_dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("switchboard-bench-{}", std::process::id()))
+    });
+    std::fs::create_dir_all(&dir)?;
+    let d = Some(opts.duration());
+    let mut r = Results::default();
+
+    if has(Phase::Sqlite) {
+        let secs = opts.duration().min(Duration::from_secs(5));
+        eprintln!("sqlite: measuring commit rates ({secs:?} each) ...");
+        let rates = sqlite::commit_rates(&dir.join("sqlite"), secs).await?;
+        eprintln!(
+            "sqlite: {:.0} commits/s raw, {:.0} via spawn_blocking",
+            rates.raw, rates.via_spawn_blocking
+        );
+        r.sqlite = Some(rates);
+    }
+    if has(Phase::Bare) {
+        let server = Server::bare(&dir.join("bare")).await?;
+        let mix = run_phase(&server, opts.bots, Workload::BareMix, d, None, None).await?;
+        describe("bare POST+GET+DELETE", &mix);
+        let get = run_phase(
+            &server,
+            opts.bots,
+            Workload::Gets { switchboard: false },
+            d,
+            None,
+            None,
+        )
+        .await?;
+        describe("bare GET", &get);
+        server.stop().await;
+        (r.bare_mix, r.bare_get) = (Some(mix), Some(get));
+    }
+    if has(Phase::Lifecycle) {
+        let server = switchboard(&opts, &dir.join("lifecycle")).await?;
+        let duration = if opts.calls.is_some() { None } else { d };
+        let run = run_phase(
+            &server,
+            opts.bots,
+            Workload::Lifecycle,
+            duration,
+            opts.calls,
+            None,
+        )
+        .await?;
+        describe("lifecycles", &run);
+        server.stop().await;
+        r.lifecycle = Some(run);
+    }
+    if has(Phase::Get) {
+        let server = switchboard(&opts, &dir.join("get")).await?;
+        let run = run_phase(
+            &server,
+            opts.bots,
+            Workload::Gets { switchboard: true },
+            d,
+            None,
+            None,
+        )
+        .await?;
+        describe("GET", &run);
+        server.stop().await;
+        r.get = Some(run);
+    }
+    if has(Phase::Rate) {
+        let server = switchboard(&opts, &dir.join("rate")).await?;
+        let run = run_phase(
+            &server,
+            opts.bots,
+            Workload::Lifecycle,
+            d,
+            None,
+            Some(opts.rate),
+        )
+        .await?;
+        describe(&format!("lifecycles at {}/s", opts.rate), &run);
+        server.stop().await;
+        r.rate = Some(run);
+    }
+    if has(Phase::Memory) {
+        if opts.url.is_some() {
+            eprintln!("memory: skipped (it needs a server of its own on a virtual clock)");
+        } else {
+            let binary = server::switchboard_binary(opts.server_bin.as_deref())?;
+            let server = memory::start_server(&binary, &dir.join("memory"), opts.store()).await?;
+            let result = memory::run(&server, &opts.memory_calls, 64).await;
+            server.stop().await;
+            r.memory = Some(result?);
+        }
+    }
+    if opts.work_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(r)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Some(Command::BareServer) => rt.block_on(bare::serve()),
+        Some(Command::PrintConfig) => {
+            print!("{}", server::config_toml());
+            Ok(())
+        }
+        None => {
+            let opts = if cli.opts.smoke {
+                cli.opts.for_smoke()
+            } else {
+                cli.opts
+            };
+            let results = rt.block_on(run(opts.clone()))?;
+            print!("{}", report::render(&opts, &results));
+            let problems = report::problems(&results);
+            if !problems.is_empty() {
+                for p in &problems {
+                    eprintln!("FAILED: {p}");
+                }
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+    }
+}
