@@ -45,6 +45,16 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings, opts: &ServeOptions) -> anyhow::Result<Self> {
         let opened = crate::store::open(&opts.store, settings.store.durability)?;
+        let listener = TcpListener::bind(&opts.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", opts.listen))?;
+        let addr = listener.local_addr()?;
+        let public_url = settings
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"))
+            .trim_end_matches('/')
+            .to_string();
         let keys = match &opened.data_dir {
             Some(dir) => KeyRing::load_or_create(dir)?,
             None => KeyRing::ephemeral()?,
@@ -85,23 +95,18 @@ impl Application {
             Arc::new(SimulatedFabric::new(&settings.parties)),
             rules,
             delivery.clone(),
+            public_url.clone(),
         ));
-        let validator = Validator::new(keys.clone(), &settings.trusted_issuers, http_client);
+        let validator =
+            Validator::new(keys.clone(), &settings.trusted_issuers, http_client.clone());
         validator.load_trusted_keys().await?;
-        let listener = TcpListener::bind(&opts.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", opts.listen))?;
-        let addr = listener.local_addr()?;
-        let public_url = settings
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{addr}"));
         let state = Arc::new(AppState::new(
             engine.clone(),
             validator,
             keys,
             settings,
             public_url,
+            http_client,
         ));
         Ok(Application {
             listener,

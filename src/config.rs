@@ -54,6 +54,22 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub callbacks: CallbackPolicy,
     pub store: StoreSettings,
+    pub media: MediaSettings,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaSettings {
+    /// How long a prompt plays when its WAV file cannot be fetched or read.
+    pub default_prompt_secs: f64,
+}
+
+impl Default for MediaSettings {
+    fn default() -> Self {
+        MediaSettings {
+            default_prompt_secs: 5.0,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -110,6 +126,9 @@ pub struct PartyConfig {
     pub behavior: Behavior,
     #[serde(default)]
     pub answer_after_ms: Option<u64>,
+    /// How long the party speaks when the bot records it (generated voice-like tones).
+    #[serde(default)]
+    pub record_seconds: Option<f64>,
 }
 
 fn default_kind() -> crate::domain::PartyKind {
@@ -318,6 +337,7 @@ fn dev_parties() -> Vec<PartyConfig> {
         display_name: Some(name.into()),
         behavior,
         answer_after_ms: after,
+        record_seconds: None,
     };
     vec![
         p(

@@ -13,17 +13,21 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, Timestamp};
 use crate::delivery::Delivery;
-use crate::domain::call::{Rules, Timers, TransitionError};
+use crate::domain::call::{PendingDial, Rules, Timers, TransitionError};
 use crate::domain::ids::new_guid;
-use crate::domain::{Call, CallId, CallState, Direction, EndReason, Event, Notice, Peer};
+use crate::domain::operation::{OpKind, Operation, RecordPlan, Recording};
+use crate::domain::{
+    Call, CallId, CallState, ChangeType, Direction, EndReason, Event, Notice, Peer,
+};
 use crate::fabric::{DialPlan, Fabric, simulated::party_key};
 use crate::graph::call::{CreateCall, fill_source, resource_data};
 use crate::graph::notification::Notification;
+use crate::graph::odata_type;
 use crate::store::{
     Change, DeliveryRecord, DeliveryStatus, OutboxItem, Snapshot, Store, StoreError,
 };
 
-/// How many ended calls are remembered for `GET /_switchboard/v1/parties/{id}`.
+/// How many ended call legs are remembered for `GET /_switchboard/v1/parties/{id}`.
 const ENDED_MEMORY: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
@@ -54,14 +58,35 @@ pub struct PartyLeg {
     pub call_id: CallId,
     pub state: CallState,
     pub result: Option<EndReason>,
+    pub tones_received: String,
+}
+
+/// Something a change asks to notify.
+#[derive(Clone, Debug)]
+pub enum Emit {
+    /// A change of the call's state.
+    State(Notice),
+    /// An operation finished (`deleted` on its URL).
+    Operation(Operation),
+    /// The party pressed a key and the bot subscribed: (tone, sequence id).
+    Tone(&'static str, i64),
+}
+
+/// Two parties left talking after a transfer or redirect took the bot out of the call.
+#[derive(Clone, Debug)]
+struct Detached {
+    conversation: CallId,
+    parties: [Peer; 2],
 }
 
 struct State {
     calls: HashMap<CallId, Call>,
-    /// (due time, call) for every call with a pending timer.
+    /// (due time, call) for every call with a pending timer, dial or operation.
     timers: BTreeSet<(Timestamp, CallId)>,
     live_per_app: HashMap<String, usize>,
     ended: VecDeque<(String, PartyLeg)>,
+    detached: Vec<Detached>,
+    recordings: HashMap<String, Recording>,
     next_seq: i64,
 }
 
@@ -72,6 +97,7 @@ pub struct Engine {
     fabric: Arc<dyn Fabric>,
     rules: Rules,
     delivery: Arc<Delivery>,
+    public_url: String,
     timers_changed: Notify,
 }
 
@@ -80,6 +106,47 @@ fn transition_error(e: TransitionError) -> EngineError {
         TransitionError::Gone => EngineError::NotFound,
         e @ TransitionError::NotAllowed { .. } => EngineError::NotAllowed(e.to_string()),
     }
+}
+
+/// Applies a state event and turns its notices into emits.
+fn step(
+    call: &mut Call,
+    event: Event,
+    now: Timestamp,
+    rules: &Rules,
+) -> Result<Vec<Emit>, EngineError> {
+    Ok(call
+        .apply(event, now, rules)
+        .map_err(transition_error)?
+        .into_iter()
+        .map(Emit::State)
+        .collect())
+}
+
+fn not_allowed(msg: impl Into<String>) -> EngineError {
+    EngineError::NotAllowed(msg.into())
+}
+
+/// Operations need a call that is up; media ones also need service-hosted media.
+fn check_can_operate(call: &Call, kind: OpKind) -> Result<(), EngineError> {
+    if !matches!(call.state, CallState::Established | CallState::Hold) {
+        return Err(not_allowed(format!(
+            "The {} cannot run while the call is {}.",
+            kind.type_name(),
+            call.state.as_str()
+        )));
+    }
+    let media = kind.is_media()
+        || matches!(
+            kind,
+            OpKind::SubscribeToTone | OpKind::SendDtmfTones | OpKind::CancelMediaProcessing
+        );
+    if media && call.app_hosted_media {
+        return Err(not_allowed(
+            "This action is supported only for calls with service-hosted media (serviceHostedMediaConfig); the call uses app-hosted media.",
+        ));
+    }
+    Ok(())
 }
 
 impl Engine {
@@ -91,12 +158,15 @@ impl Engine {
         fabric: Arc<dyn Fabric>,
         rules: Rules,
         delivery: Arc<Delivery>,
+        public_url: String,
     ) -> Self {
         let mut state = State {
             calls: HashMap::new(),
             timers: BTreeSet::new(),
             live_per_app: HashMap::new(),
             ended: VecDeque::new(),
+            detached: vec![],
+            recordings: HashMap::new(),
             next_seq: snapshot.next_seq,
         };
         for call in &snapshot.calls {
@@ -111,6 +181,7 @@ impl Engine {
             fabric,
             rules,
             delivery,
+            public_url,
             timers_changed: Notify::new(),
         }
     }
@@ -123,6 +194,67 @@ impl Engine {
         self.fabric.as_ref()
     }
 
+    /// Where a finished recording is served.
+    pub fn recording_url(&self, op_id: &str) -> String {
+        format!("{}/recordings/{op_id}.wav", self.public_url)
+    }
+
+    /// Adds a new call and its first notification.
+    async fn insert(&self, app: &AppRef, call: Call, first: Notice) -> Result<Call, EngineError> {
+        let mut st = self.state.lock().await;
+        let live = st.live_per_app.get(&app.app_id).copied().unwrap_or(0);
+        if live >= app.max_concurrent_calls {
+            return Err(EngineError::TooManyCalls(app.max_concurrent_calls));
+        }
+        *st.live_per_app.entry(app.app_id.clone()).or_default() += 1;
+        let result = self
+            .commit(&mut st, vec![(call.clone(), vec![Emit::State(first)])])
+            .await;
+        if result.is_err()
+            && let Some(n) = st.live_per_app.get_mut(&app.app_id)
+        {
+            *n -= 1;
+        }
+        result.map(|_| call)
+    }
+
+    fn new_call(
+        &self,
+        app: &AppRef,
+        direction: Direction,
+        state: CallState,
+        peer: Peer,
+        callback_uri: String,
+        now: Timestamp,
+    ) -> Call {
+        Call {
+            id: CallId::new(),
+            app_id: app.app_id.clone(),
+            tenant_id: app.tenant_id.clone(),
+            direction,
+            state,
+            result: None,
+            callback_uri,
+            my_participant_id: new_guid(),
+            call_chain_id: new_guid(),
+            peer,
+            created_at: now,
+            version: 1,
+            timers: Timers {
+                keep_alive_deadline: Some(now + self.rules.keep_alive_window),
+                ..Timers::default()
+            },
+            wire: serde_json::Map::new(),
+            app_hosted_media: false,
+            peer_leg: Default::default(),
+            pending_dial: None,
+            operations: vec![],
+            tone_subscribed: false,
+            tone_sequence: 0,
+            muted: false,
+        }
+    }
+
     /// Places an outgoing peer-to-peer call.
     pub async fn create_call(
         &self,
@@ -130,70 +262,106 @@ impl Engine {
         req: CreateCall,
         peer: Peer,
     ) -> Result<Call, EngineError> {
-        let mut st = self.state.lock().await;
-        let live = st.live_per_app.get(&app.app_id).copied().unwrap_or(0);
-        if live >= app.max_concurrent_calls {
-            return Err(EngineError::TooManyCalls(app.max_concurrent_calls));
-        }
         let now = self.clock.now();
-        let my_participant_id = new_guid();
-        let mut wire = req.wire;
+        let mut call = self.new_call(
+            app,
+            Direction::Outgoing,
+            CallState::Establishing,
+            peer.clone(),
+            req.callback_uri,
+            now,
+        );
+        if let Some(chain) = req.call_chain_id {
+            call.call_chain_id = chain;
+        }
+        call.app_hosted_media = req.app_hosted_media;
+        call.wire = req.wire;
         let source = fill_source(
-            wire.get("source"),
+            call.wire.get("source"),
             &app.app_id,
             app.display_name.as_deref(),
-            &my_participant_id,
+            &call.my_participant_id,
         );
-        wire.insert("source".into(), source);
-        let mut timers = Timers {
-            keep_alive_deadline: Some(now + self.rules.keep_alive_window),
-            ..Timers::default()
-        };
-        let after =
-            |d: std::time::Duration| now + chrono::Duration::from_std(d).unwrap_or_default();
+        call.wire.insert("source".into(), source);
+        call.peer_leg.state = Some(CallState::Establishing);
+        let at = |d: std::time::Duration| now + chrono::Duration::from_std(d).unwrap_or_default();
         match self.fabric.dial(&peer) {
-            DialPlan::Answer { after: d } => {
-                timers.answer_at = Some(after(d));
-                timers.ringing_deadline = Some(now + self.rules.ringing_timeout);
+            DialPlan::Answer { after } => {
+                call.timers.answer_at = Some(at(after));
+                call.timers.ringing_deadline = Some(now + self.rules.ringing_timeout);
             }
-            DialPlan::Fail { after: d, reason } => timers.setup_fails_at = Some((after(d), reason)),
-            DialPlan::Ring => timers.ringing_deadline = Some(now + self.rules.ringing_timeout),
+            DialPlan::Fail { after, reason } => {
+                call.timers.setup_fails_at = Some((at(after), reason))
+            }
+            DialPlan::Ring => call.timers.ringing_deadline = Some(now + self.rules.ringing_timeout),
         }
-        let call = Call {
-            id: CallId::new(),
-            app_id: app.app_id.clone(),
-            tenant_id: app.tenant_id.clone(),
-            direction: Direction::Outgoing,
-            state: CallState::Establishing,
-            result: None,
-            callback_uri: req.callback_uri,
-            my_participant_id,
-            call_chain_id: req.call_chain_id.unwrap_or_else(new_guid),
-            peer,
-            created_at: now,
-            version: 1,
-            timers,
-            wire,
-        };
-        let notice = Notice {
-            change: crate::domain::ChangeType::Updated,
+        let first = Notice {
+            change: ChangeType::Updated,
             state: CallState::Establishing,
         };
-        let item = st.outbox_item(&call, notice, now);
-        self.store
-            .commit(Change {
-                put_calls: vec![call.clone()],
-                enqueue: vec![item.clone()],
-                ..Change::default()
-            })
-            .await?;
-        *st.live_per_app.entry(app.app_id.clone()).or_default() += 1;
-        st.index(&call);
-        st.calls.insert(call.id, call.clone());
-        self.delivery.enqueue(vec![item]);
-        drop(st);
-        self.timers_changed.notify_one();
-        Ok(call)
+        self.insert(app, call, first).await
+    }
+
+    /// A simulated party calls the app: a call in state `incoming`, notified to `callback_uri`.
+    pub async fn dial_in(
+        &self,
+        app: &AppRef,
+        party: Peer,
+        display_name: Option<&str>,
+        callback_uri: String,
+    ) -> Result<Call, EngineError> {
+        let now = self.clock.now();
+        let mut call = self.new_call(
+            app,
+            Direction::Incoming,
+            CallState::Incoming,
+            party.clone(),
+            callback_uri,
+            now,
+        );
+        call.timers.acknowledge_deadline = Some(now + chrono::Duration::seconds(15));
+        call.peer_leg.state = Some(CallState::Establishing);
+        let caller_pid = new_guid();
+        let kind = match party.kind {
+            crate::domain::PartyKind::User => "user",
+            crate::domain::PartyKind::Phone => "phone",
+        };
+        let caller = json!({
+            "@odata.type": odata_type("participantInfo"),
+            "identity": {
+                "@odata.type": odata_type("identitySet"),
+                kind: {"@odata.type": odata_type("identity"), "id": party.id, "displayName": display_name},
+            },
+            "endpointType": "default", "region": null, "languageId": null, "countryCode": null,
+            "participantId": caller_pid,
+        });
+        let me = json!({
+            "@odata.type": odata_type("invitationParticipantInfo"),
+            "identity": {
+                "@odata.type": odata_type("identitySet"),
+                "application": {"@odata.type": odata_type("identity"), "id": app.app_id, "displayName": app.display_name},
+            },
+            "endpointType": null, "replacesCallId": null, "hidden": null, "participantId": call.my_participant_id,
+        });
+        call.wire.insert("source".into(), caller);
+        call.wire.insert("targets".into(), json!([me]));
+        call.wire
+            .insert("requestedModalities".into(), json!(["audio"]));
+        call.wire.insert(
+            "incomingContext".into(),
+            json!({
+                "@odata.type": odata_type("incomingContext"),
+                "sourceParticipantId": caller_pid,
+                "observedParticipantId": caller_pid,
+                "onBehalfOf": null,
+                "transferor": null,
+            }),
+        );
+        let first = Notice {
+            change: ChangeType::Created,
+            state: CallState::Incoming,
+        };
+        self.insert(app, call, first).await
     }
 
     /// The call, if it is live and `app_id` owns it.
@@ -206,26 +374,354 @@ impl Engine {
             .ok_or(EngineError::NotFound)
     }
 
+    /// An operation of a live call the app owns.
+    pub async fn get_operation(
+        &self,
+        app_id: &str,
+        id: CallId,
+        op_id: &str,
+    ) -> Result<Operation, EngineError> {
+        let call = self.get_call(app_id, id).await?;
+        call.operations
+            .into_iter()
+            .find(|o| o.id.eq_ignore_ascii_case(op_id))
+            .ok_or(EngineError::NotFound)
+    }
+
     /// The bot hangs up (`DELETE`).
     pub async fn hang_up(&self, app_id: &str, id: CallId) -> Result<Call, EngineError> {
-        self.apply(Some(app_id), id, |_| Event::BotHungUp).await
+        self.update(Some(app_id), id, |c, now, r| {
+            Ok(((), step(c, Event::BotHungUp, now, r)?))
+        })
+        .await
+        .map(|(c, _)| c)
     }
 
     /// The bot proves it is alive.
     pub async fn keep_alive(&self, app_id: &str, id: CallId) -> Result<Call, EngineError> {
-        self.apply(Some(app_id), id, |_| Event::KeepAlive).await
+        self.update(Some(app_id), id, |c, now, r| {
+            Ok(((), step(c, Event::KeepAlive, now, r)?))
+        })
+        .await
+        .map(|(c, _)| c)
     }
 
     /// Ends a call now with `reason` (fault injection), whoever owns it.
     pub async fn fail_call(&self, id: CallId, reason: EndReason) -> Result<Call, EngineError> {
-        self.apply(None, id, |_| Event::Failed(reason)).await
+        self.update(None, id, |c, now, r| {
+            Ok(((), step(c, Event::Failed(reason), now, r)?))
+        })
+        .await
+        .map(|(c, _)| c)
+    }
+
+    /// The bot answers an incoming call.
+    pub async fn answer(
+        &self,
+        app_id: &str,
+        id: CallId,
+        callback_uri: Option<String>,
+        media_config: Value,
+        app_hosted: bool,
+    ) -> Result<Call, EngineError> {
+        self.update(Some(app_id), id, move |c, now, r| {
+            if c.direction != Direction::Incoming {
+                return Err(not_allowed("Only incoming calls can be answered."));
+            }
+            if let Some(cb) = callback_uri {
+                c.callback_uri = cb;
+            }
+            c.wire.insert("mediaConfig".into(), media_config);
+            c.app_hosted_media = app_hosted;
+            Ok(((), step(c, Event::BotAnswered, now, r)?))
+        })
+        .await
+        .map(|(c, _)| c)
+    }
+
+    /// The bot rejects an incoming call.
+    pub async fn reject(
+        &self,
+        app_id: &str,
+        id: CallId,
+        reason: EndReason,
+        callback_uri: Option<String>,
+    ) -> Result<Call, EngineError> {
+        self.update(Some(app_id), id, move |c, now, r| {
+            if c.direction != Direction::Incoming {
+                return Err(not_allowed(
+                    "Only incoming calls can be rejected; hang up with DELETE.",
+                ));
+            }
+            if let Some(cb) = callback_uri {
+                c.callback_uri = cb;
+            }
+            Ok(((), step(c, Event::BotRejected(reason), now, r)?))
+        })
+        .await
+        .map(|(c, _)| c)
+    }
+
+    /// Rings `targets` at once; the first that answers wins.
+    fn ring(&self, targets: &[Peer], now: Timestamp, timeout: chrono::Duration) -> PendingDial {
+        let at = |d: std::time::Duration| now + chrono::Duration::from_std(d).unwrap_or_default();
+        let mut answer: Option<(Timestamp, &Peer)> = None;
+        let mut last_fail: Option<(Timestamp, EndReason)> = None;
+        let mut rings = false;
+        for t in targets {
+            match self.fabric.dial(t) {
+                DialPlan::Answer { after } => {
+                    if answer.is_none_or(|(a, _)| at(after) < a) {
+                        answer = Some((at(after), t));
+                    }
+                }
+                DialPlan::Fail { after, reason } => {
+                    if last_fail.is_none_or(|(f, _)| at(after) >= f) {
+                        last_fail = Some((at(after), reason));
+                    }
+                }
+                DialPlan::Ring => rings = true,
+            }
+        }
+        PendingDial {
+            target: answer.map_or_else(|| targets[0].clone(), |(_, p)| p.clone()),
+            answer_at: answer.map(|(t, _)| t),
+            fails_at: if answer.is_none() && !rings {
+                last_fail
+            } else {
+                None
+            },
+            deadline: now + timeout,
+        }
+    }
+
+    /// The bot redirects an incoming call to `targets`.
+    pub async fn redirect(
+        &self,
+        app_id: &str,
+        id: CallId,
+        targets: Vec<Peer>,
+        timeout: chrono::Duration,
+        callback_uri: Option<String>,
+    ) -> Result<Call, EngineError> {
+        self.update(Some(app_id), id, move |c, now, r| {
+            if c.direction != Direction::Incoming {
+                return Err(not_allowed("Only incoming calls can be redirected."));
+            }
+            if let Some(cb) = callback_uri {
+                c.callback_uri = cb;
+            }
+            c.pending_dial = Some(self.ring(&targets, now, timeout));
+            Ok(((), step(c, Event::RedirectRequested, now, r)?))
+        })
+        .await
+        .map(|(c, _)| c)
+    }
+
+    /// The bot transfers the other party to `target`.
+    pub async fn transfer(
+        &self,
+        app_id: &str,
+        id: CallId,
+        target: Peer,
+    ) -> Result<Call, EngineError> {
+        self.update(Some(app_id), id, move |c, now, r| {
+            c.pending_dial = Some(self.ring(std::slice::from_ref(&target), now, r.ringing_timeout));
+            Ok(((), step(c, Event::TransferRequested, now, r)?))
+        })
+        .await
+        .map(|(c, _)| c)
+    }
+
+    /// Starts an operation on a call that is up. `start` fills it in and gives the
+    /// notifications it causes at once.
+    pub async fn operate(
+        &self,
+        app_id: &str,
+        id: CallId,
+        kind: OpKind,
+        client_context: Option<String>,
+        start: impl FnOnce(
+            &mut Call,
+            Operation,
+            Timestamp,
+        ) -> Result<(Operation, Vec<Emit>), EngineError>,
+    ) -> Result<Operation, EngineError> {
+        self.update(Some(app_id), id, move |c, now, _| {
+            check_can_operate(c, kind)?;
+            start(c, Operation::new(new_guid(), kind, client_context), now)
+        })
+        .await
+        .map(|(_, op)| op)
+    }
+
+    /// Queues prompts lasting `duration_ms`.
+    pub async fn play_prompt(
+        &self,
+        app_id: &str,
+        id: CallId,
+        ctx: Option<String>,
+        duration_ms: u64,
+    ) -> Result<Operation, EngineError> {
+        self.operate(app_id, id, OpKind::PlayPrompt, ctx, |c, op, now| {
+            Ok((c.play_prompt(op, duration_ms, now), vec![]))
+        })
+        .await
+    }
+
+    /// Records the party's answer. `plan` is completed with the party's speech.
+    pub async fn record(
+        &self,
+        app_id: &str,
+        id: CallId,
+        ctx: Option<String>,
+        plan: RecordPlan,
+    ) -> Result<Operation, EngineError> {
+        self.operate(app_id, id, OpKind::RecordResponse, ctx, |c, op, now| {
+            let (op, cancelled) = c.record(op, plan, now);
+            Ok((op, cancelled.into_iter().map(Emit::Operation).collect()))
+        })
+        .await
+    }
+
+    /// Cancels running and queued prompts and recordings.
+    pub async fn cancel_media(
+        &self,
+        app_id: &str,
+        id: CallId,
+        ctx: Option<String>,
+    ) -> Result<Operation, EngineError> {
+        self.operate(
+            app_id,
+            id,
+            OpKind::CancelMediaProcessing,
+            ctx,
+            |c, op, _| {
+                Ok((
+                    op,
+                    c.cancel_media().into_iter().map(Emit::Operation).collect(),
+                ))
+            },
+        )
+        .await
+    }
+
+    /// Sends DTMF keys to the party.
+    pub async fn send_dtmf(
+        &self,
+        app_id: &str,
+        id: CallId,
+        ctx: Option<String>,
+        keys: String,
+        delay_ms: u64,
+    ) -> Result<Operation, EngineError> {
+        self.operate(app_id, id, OpKind::SendDtmfTones, ctx, |c, op, now| {
+            Ok((c.send_dtmf(op, keys, delay_ms, now), vec![]))
+        })
+        .await
+    }
+
+    /// Operations that complete at once and change a flag of the call.
+    pub async fn instant(
+        &self,
+        app_id: &str,
+        id: CallId,
+        kind: OpKind,
+        ctx: Option<String>,
+        change: impl FnOnce(&mut Call) + Send,
+    ) -> Result<Operation, EngineError> {
+        self.operate(app_id, id, kind, ctx, |c, mut op, _| {
+            change(c);
+            op.result = Some(crate::domain::operation::results::COMPLETED);
+            Ok((op, vec![]))
+        })
+        .await
+    }
+
+    /// Changes something about a call that is up without an operation or a notification.
+    pub async fn modify(
+        &self,
+        app_id: &str,
+        id: CallId,
+        change: impl FnOnce(&mut Call) + Send,
+    ) -> Result<Call, EngineError> {
+        self.update(Some(app_id), id, |c, _, _| {
+            if !matches!(c.state, CallState::Established | CallState::Hold) {
+                return Err(not_allowed(format!(
+                    "The call is {}; it must be established.",
+                    c.state.as_str()
+                )));
+            }
+            change(c);
+            Ok(((), vec![]))
+        })
+        .await
+        .map(|(c, _)| c)
+    }
+
+    /// A party presses keys in its current call(s). Returns the calls that heard them.
+    pub async fn party_tones(
+        &self,
+        party_id: &str,
+        keys: &str,
+    ) -> Result<Vec<CallId>, EngineError> {
+        let key = party_key(party_id);
+        let ids: Vec<CallId> = {
+            let st = self.state.lock().await;
+            st.calls
+                .values()
+                .filter(|c| party_key(&c.peer.id) == key && c.state == CallState::Established)
+                .map(|c| c.id)
+                .collect()
+        };
+        let mut heard = vec![];
+        for id in ids {
+            let keys = keys.to_string();
+            let r = self
+                .update(None, id, move |c, now, _| {
+                    let mut emits = vec![];
+                    for k in keys.chars() {
+                        let (tone, stopped) = c.press(k, now);
+                        emits.extend(tone.map(|(t, seq)| Emit::Tone(t, seq)));
+                        emits.extend(stopped.into_iter().map(Emit::Operation));
+                    }
+                    Ok(((), emits))
+                })
+                .await;
+            match r {
+                Ok(_) => heard.push(id),
+                Err(EngineError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(heard)
     }
 
     /// A party hangs up every call leg it is in. Returns the calls that ended.
     pub async fn party_hang_up(&self, party_id: &str) -> Result<Vec<CallId>, EngineError> {
         let key = party_key(party_id);
         let ids: Vec<CallId> = {
-            let st = self.state.lock().await;
+            let mut st = self.state.lock().await;
+            let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut st.detached)
+                .into_iter()
+                .partition(|d| d.parties.iter().any(|p| party_key(&p.id) == key));
+            st.detached = kept;
+            for d in gone {
+                for p in &d.parties {
+                    let result = if party_key(&p.id) == key {
+                        EndReason::BOT_HANG_UP
+                    } else {
+                        EndReason::PEER_HANG_UP
+                    };
+                    let leg = PartyLeg {
+                        call_id: d.conversation,
+                        state: CallState::Terminated,
+                        result: Some(result),
+                        tones_received: String::new(),
+                    };
+                    st.remember(party_key(&p.id), leg);
+                }
+            }
             st.calls
                 .values()
                 .filter(|c| party_key(&c.peer.id) == key)
@@ -235,7 +731,10 @@ impl Engine {
         let mut ended = vec![];
         for id in ids {
             match self
-                .apply(None, id, |c| Event::PeerHungUp(c.peer_hang_up_reason()))
+                .update(None, id, |c, now, r| {
+                    let reason = c.peer_hang_up_reason();
+                    Ok(((), step(c, Event::PeerHungUp(reason), now, r)?))
+                })
                 .await
             {
                 Ok(_) => ended.push(id),
@@ -246,34 +745,57 @@ impl Engine {
         Ok(ended)
     }
 
-    /// The calls a party is or was in (live ones, then recently ended ones).
+    /// The calls a party is or was in: ended ones first, then live ones.
     pub async fn party_legs(&self, party_id: &str) -> Vec<PartyLeg> {
         let key = party_key(party_id);
         let st = self.state.lock().await;
-        let mut legs: Vec<(Timestamp, PartyLeg)> = st
-            .calls
-            .values()
-            .filter(|c| party_key(&c.peer.id) == key)
-            .map(|c| {
-                (
-                    c.created_at,
-                    PartyLeg {
-                        call_id: c.id,
-                        state: c.state,
-                        result: c.result,
-                    },
-                )
-            })
-            .collect();
-        legs.sort_by_key(|(t, _)| *t);
         let mut out: Vec<PartyLeg> = st
             .ended
             .iter()
             .filter(|(k, _)| *k == key)
             .map(|(_, l)| l.clone())
             .collect();
-        out.extend(legs.into_iter().map(|(_, l)| l));
+        for d in &st.detached {
+            if d.parties.iter().any(|p| party_key(&p.id) == key) {
+                out.push(PartyLeg {
+                    call_id: d.conversation,
+                    state: CallState::Established,
+                    result: None,
+                    tones_received: String::new(),
+                });
+            }
+        }
+        let mut live: Vec<(Timestamp, PartyLeg)> = vec![];
+        for c in st.calls.values() {
+            if party_key(&c.peer.id) == key {
+                let leg = PartyLeg {
+                    call_id: c.id,
+                    state: c.peer_leg.state.unwrap_or(c.state),
+                    result: c.peer_leg.result,
+                    tones_received: c.peer_leg.tones_received.clone(),
+                };
+                live.push((c.created_at, leg));
+            }
+            if let Some(d) = &c.pending_dial
+                && party_key(&d.target.id) == key
+            {
+                let leg = PartyLeg {
+                    call_id: c.id,
+                    state: CallState::Establishing,
+                    result: None,
+                    tones_received: String::new(),
+                };
+                live.push((c.created_at, leg));
+            }
+        }
+        live.sort_by_key(|(t, _)| *t);
+        out.extend(live.into_iter().map(|(_, l)| l));
         out
+    }
+
+    /// A finished recording, by its operation id.
+    pub async fn recording(&self, op_id: &str) -> Option<Recording> {
+        self.state.lock().await.recordings.get(op_id).cloned()
     }
 
     /// Every notification of a call with its delivery attempts, ended calls included.
@@ -281,13 +803,13 @@ impl Engine {
         Ok(self.store.deliveries(id).await?)
     }
 
-    /// Applies one event to one call and commits it with its notifications.
-    async fn apply(
+    /// Changes one call and commits it with what it notifies. On error nothing changes.
+    async fn update<T>(
         &self,
         owner: Option<&str>,
         id: CallId,
-        event: impl FnOnce(&Call) -> Event,
-    ) -> Result<Call, EngineError> {
+        f: impl FnOnce(&mut Call, Timestamp, &Rules) -> Result<(T, Vec<Emit>), EngineError>,
+    ) -> Result<(Call, T), EngineError> {
         let mut st = self.state.lock().await;
         let mut call = st
             .calls
@@ -295,39 +817,48 @@ impl Engine {
             .filter(|c| owner.is_none_or(|o| c.app_id == o))
             .cloned()
             .ok_or(EngineError::NotFound)?;
-        let now = self.clock.now();
-        let event = event(&call);
-        let notices = call
-            .apply(event, now, &self.rules)
-            .map_err(transition_error)?;
-        let items: Vec<OutboxItem> = notices
-            .iter()
-            .map(|n| st.outbox_item(&call, *n, now))
-            .collect();
-        self.commit(&mut st, vec![call.clone()], items).await?;
-        Ok(call)
+        if !call.state.is_live() {
+            return Err(EngineError::NotFound);
+        }
+        let (out, emits) = f(&mut call, self.clock.now(), &self.rules)?;
+        self.commit(&mut st, vec![(call.clone(), emits)]).await?;
+        Ok((call, out))
     }
 
-    /// Commits changed calls and their notifications, then updates memory and the outbox.
+    /// Commits changed calls and what they notify, then updates memory and the outbox.
     async fn commit(
         &self,
         st: &mut State,
-        calls: Vec<Call>,
-        items: Vec<OutboxItem>,
+        changed: Vec<(Call, Vec<Emit>)>,
     ) -> Result<(), EngineError> {
-        let mut change = Change {
-            enqueue: items.clone(),
-            ..Change::default()
-        };
-        for call in &calls {
+        let now = self.clock.now();
+        let mut change = Change::default();
+        for (call, emits) in &changed {
+            for e in emits {
+                let item = st.outbox_item(call, e, now, self);
+                change.enqueue.push(item);
+            }
             if call.state.is_live() {
                 change.put_calls.push(call.clone());
             } else {
                 change.remove_calls.push(call.id);
             }
         }
-        self.store.commit(change).await?;
-        for call in calls {
+        if let Err(e) = self.store.commit(change.clone()).await {
+            // Nothing was stored: give back the sequence numbers.
+            st.next_seq -= change.enqueue.len() as i64;
+            return Err(e.into());
+        }
+        for (call, emits) in changed {
+            for e in &emits {
+                if let Emit::Operation(op) = e
+                    && let Some(rec) = &op.recording
+                    && !rec.access_token.is_empty()
+                    && op.completes_at.is_none()
+                {
+                    st.recordings.insert(op.id.clone(), rec.clone());
+                }
+            }
             st.unindex(call.id);
             if call.state.is_live() {
                 st.index(&call);
@@ -337,17 +868,18 @@ impl Engine {
                 if let Some(n) = st.live_per_app.get_mut(&call.app_id) {
                     *n = n.saturating_sub(1);
                 }
-                st.remember_ended(&call);
+                st.end(&call);
             }
         }
-        if !items.is_empty() {
-            self.delivery.enqueue(items);
+        if !change.enqueue.is_empty() {
+            self.delivery.enqueue(change.enqueue);
         }
         self.timers_changed.notify_one();
         Ok(())
     }
 
-    /// Runs every timer due at the clock's current time. Returns how many fired.
+    /// Runs every timer, dial and operation due at the clock's current time. Returns how many
+    /// fired.
     pub async fn run_due_timers(&self) -> Result<usize, EngineError> {
         let mut st = self.state.lock().await;
         let now = self.clock.now();
@@ -360,28 +892,45 @@ impl Engine {
         if due.is_empty() {
             return Ok(0);
         }
-        let mut calls = vec![];
-        let mut items = vec![];
+        let mut changed = vec![];
         let mut fired = 0;
         for id in due {
             let Some(mut call) = st.calls.get(&id).cloned() else {
                 continue;
             };
-            while let Some(event) = call.timers.take_due(now) {
+            let mut emits = vec![];
+            loop {
+                let done = call.complete_due_operations(now);
+                fired += done.len();
+                emits.extend(done.into_iter().map(Emit::Operation));
+                let Some(event) = call.take_due_event(now) else {
+                    break;
+                };
                 fired += 1;
+                let target = call.pending_dial.as_ref().map(|d| d.target.clone());
                 match call.apply(event, now, &self.rules) {
-                    Ok(notices) => {
-                        for n in notices {
-                            let item = st.outbox_item(&call, n, now);
-                            items.push(item);
-                        }
+                    Ok(notices) => emits.extend(notices.into_iter().map(Emit::State)),
+                    Err(e) => {
+                        tracing::debug!(call = %id, "timer event {event:?} ignored: {e}");
+                        call.pending_dial = None;
                     }
-                    Err(e) => tracing::debug!(call = %id, "timer event {event:?} ignored: {e}"),
+                }
+                if let (Event::DialFailed(reason), Some(t)) = (event, target) {
+                    let leg = PartyLeg {
+                        call_id: id,
+                        state: CallState::Terminated,
+                        result: Some(reason),
+                        tones_received: String::new(),
+                    };
+                    st.remember(party_key(&t.id), leg);
+                }
+                if !call.state.is_live() {
+                    break;
                 }
             }
-            calls.push(call);
+            changed.push((call, emits));
         }
-        self.commit(&mut st, calls, items).await?;
+        self.commit(&mut st, changed).await?;
         Ok(fired)
     }
 
@@ -415,50 +964,92 @@ impl Engine {
 
 impl State {
     fn index(&mut self, call: &Call) {
-        if let Some(t) = call.timers.next_due() {
+        if let Some(t) = call.next_due() {
             self.timers.insert((t, call.id));
         }
     }
 
     fn unindex(&mut self, id: CallId) {
         if let Some(call) = self.calls.get(&id)
-            && let Some(t) = call.timers.next_due()
+            && let Some(t) = call.next_due()
         {
             self.timers.remove(&(t, id));
         }
     }
 
-    fn remember_ended(&mut self, call: &Call) {
+    fn remember(&mut self, party: String, leg: PartyLeg) {
         if self.ended.len() >= ENDED_MEMORY {
             self.ended.pop_front();
         }
-        self.ended.push_back((
-            party_key(&call.peer.id),
-            PartyLeg {
-                call_id: call.id,
-                state: call.state,
-                result: call.result,
-            },
-        ));
+        self.ended.push_back((party, leg));
     }
 
-    /// Builds the outbox entry for one notice about `call`, taking the next sequence number.
-    fn outbox_item(&mut self, call: &Call, notice: Notice, now: Timestamp) -> OutboxItem {
+    /// A call ended: its party's leg ends too, unless a transfer or redirect left the party
+    /// talking to someone else.
+    fn end(&mut self, call: &Call) {
+        match (&call.peer_leg.connected_to, call.peer_leg.state) {
+            (Some(target), Some(CallState::Established)) => self.detached.push(Detached {
+                conversation: call.id,
+                parties: [call.peer.clone(), target.clone()],
+            }),
+            _ => {
+                let leg = PartyLeg {
+                    call_id: call.id,
+                    state: CallState::Terminated,
+                    result: call.result,
+                    tones_received: call.peer_leg.tones_received.clone(),
+                };
+                self.remember(party_key(&call.peer.id), leg);
+            }
+        }
+    }
+
+    /// Builds the outbox entry for one emit about `call`, taking the next sequence number.
+    fn outbox_item(
+        &mut self,
+        call: &Call,
+        emit: &Emit,
+        now: Timestamp,
+        engine: &Engine,
+    ) -> OutboxItem {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let mut data = resource_data(call);
-        data["state"] = json!(notice.state.as_str());
-        if notice.state != CallState::Terminated {
-            data["resultInfo"] = Value::Null;
-        }
-        let n = Notification::for_call(notice.change, call.id, &call.callback_uri, data);
+        let n = match emit {
+            Emit::State(notice) => {
+                let mut data = resource_data(call);
+                data["state"] = json!(notice.state.as_str());
+                if notice.state == CallState::Terminating {
+                    data["resultInfo"] = Value::Null;
+                }
+                Notification::for_call(notice.change, call.id, &call.callback_uri, data)
+            }
+            Emit::Tone(tone, seq) => {
+                let mut data = resource_data(call);
+                data["toneInfo"] =
+                    json!({"@odata.type": odata_type("toneInfo"), "sequenceId": seq, "tone": tone});
+                Notification::for_call(ChangeType::Updated, call.id, &call.callback_uri, data)
+            }
+            Emit::Operation(op) => {
+                let resource = crate::graph::operation::resource(call.id, &op.id);
+                let mut data =
+                    crate::graph::operation::render(op, Some(&engine.recording_url(&op.id)));
+                data["@odata.id"] = json!(format!("/communications/{resource}"));
+                Notification {
+                    change: ChangeType::Deleted,
+                    resource,
+                    callback_uri: call.callback_uri.clone(),
+                    data,
+                }
+            }
+        };
+        let change_type = n.change.as_str().to_string();
         OutboxItem {
             seq,
             call_id: call.id,
             app_id: call.app_id.clone(),
             tenant_id: call.tenant_id.clone(),
             callback_uri: call.callback_uri.clone(),
-            change_type: notice.change.as_str().into(),
+            change_type,
             resource_url: n.resource_url(),
             body: n.envelope().to_string(),
             created_at: now,

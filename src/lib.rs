@@ -22,4 +22,5 @@ pub mod engine;
 pub mod fabric;
 pub mod graph;
 pub mod http;
+pub mod media;
 pub mod store;

@@ -130,6 +130,20 @@ pub enum Event {
     KeepAliveExpired,
     /// The call failed for a reason from outside (fault injection, media failure).
     Failed(EndReason),
+    /// The bot answered an incoming call.
+    BotAnswered,
+    /// The bot rejected an incoming call.
+    BotRejected(EndReason),
+    /// The bot asked for an incoming call to be redirected ([`Call::pending_dial`] is set).
+    RedirectRequested,
+    /// The bot let the answer window of an incoming call pass.
+    NotAcknowledged,
+    /// The bot asked for the call to be transferred ([`Call::pending_dial`] is set).
+    TransferRequested,
+    /// The transfer or redirect target answered.
+    DialAnswered,
+    /// The transfer or redirect target did not answer or could not be reached.
+    DialFailed(EndReason),
 }
 
 impl Event {
@@ -143,6 +157,13 @@ impl Event {
             Event::KeepAlive => "keepAlive",
             Event::KeepAliveExpired => "keep-alive timeout",
             Event::Failed(_) => "failure",
+            Event::BotAnswered => "answer",
+            Event::BotRejected(_) => "reject",
+            Event::RedirectRequested => "redirect",
+            Event::NotAcknowledged => "answer timeout",
+            Event::TransferRequested => "transfer",
+            Event::DialAnswered => "target answer",
+            Event::DialFailed(_) => "target failure",
         }
     }
 }
@@ -228,6 +249,59 @@ pub fn transition(state: CallState, event: Event) -> Result<Step, TransitionErro
         }),
         Event::KeepAliveExpired => Ok(ended(EndReason::KEEP_ALIVE_TIMEOUT, false)),
         Event::Failed(reason) => Ok(ended(reason, false)),
+        Event::BotAnswered => match state {
+            S::Incoming => Ok(Step {
+                next: S::Establishing,
+                notices: vec![notice(ChangeType::Updated, S::Establishing)],
+                end: None,
+            }),
+            _ => not_allowed,
+        },
+        Event::BotRejected(reason) => match state {
+            S::Incoming => Ok(ended(reason, false)),
+            _ => not_allowed,
+        },
+        Event::RedirectRequested => match state {
+            S::Incoming => Ok(Step {
+                next: S::Redirecting,
+                notices: vec![notice(ChangeType::Updated, S::Redirecting)],
+                end: None,
+            }),
+            _ => not_allowed,
+        },
+        Event::NotAcknowledged => match state {
+            S::Incoming => Ok(ended(EndReason::NOT_ACKNOWLEDGED, false)),
+            _ => not_allowed,
+        },
+        Event::TransferRequested => match state {
+            S::Established => Ok(Step {
+                next: S::Transferring,
+                notices: vec![notice(ChangeType::Updated, S::Transferring)],
+                end: None,
+            }),
+            _ => not_allowed,
+        },
+        Event::DialAnswered => match state {
+            S::Transferring => Ok(Step {
+                next: S::Terminated,
+                notices: vec![
+                    notice(ChangeType::Updated, S::TransferAccepted),
+                    notice(ChangeType::Deleted, S::Terminated),
+                ],
+                end: Some(EndReason::TRANSFERRED),
+            }),
+            S::Redirecting => Ok(ended(EndReason::REDIRECTED, false)),
+            _ => not_allowed,
+        },
+        Event::DialFailed(reason) => match state {
+            S::Transferring => Ok(Step {
+                next: S::Established,
+                notices: vec![notice(ChangeType::Updated, S::Established)],
+                end: None,
+            }),
+            S::Redirecting => Ok(ended(reason, false)),
+            _ => not_allowed,
+        },
     }
 }
 
@@ -261,6 +335,9 @@ pub struct Timers {
     pub ringing_deadline: Option<Timestamp>,
     /// The keep-alive window closes.
     pub keep_alive_deadline: Option<Timestamp>,
+    /// An incoming call must be answered, rejected or redirected by then.
+    #[serde(default)]
+    pub acknowledge_deadline: Option<Timestamp>,
 }
 
 impl Timers {
@@ -271,6 +348,7 @@ impl Timers {
             self.setup_fails_at.map(|(t, _)| t),
             self.ringing_deadline,
             self.keep_alive_deadline,
+            self.acknowledge_deadline,
         ]
         .into_iter()
         .flatten()
@@ -295,9 +373,69 @@ impl Timers {
             self.ringing_deadline = None;
             return Some(Event::RingingTimedOut);
         }
+        if self.acknowledge_deadline == Some(due) {
+            self.acknowledge_deadline = None;
+            return Some(Event::NotAcknowledged);
+        }
         self.keep_alive_deadline = None;
         Some(Event::KeepAliveExpired)
     }
+}
+
+/// A transfer or redirect target being rung, with how it will respond.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingDial {
+    pub target: Peer,
+    pub answer_at: Option<Timestamp>,
+    pub fails_at: Option<(Timestamp, EndReason)>,
+    /// Ringing gives up (the redirect timeout, or the ringing timeout for a transfer).
+    pub deadline: Timestamp,
+}
+
+impl PendingDial {
+    fn next_due(&self) -> Timestamp {
+        [
+            self.answer_at,
+            self.fails_at.map(|(t, _)| t),
+            Some(self.deadline),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(self.deadline)
+    }
+
+    /// The event this dial gives at `now`, if one is due.
+    fn due_event(&self, now: Timestamp) -> Option<Event> {
+        let due = self.next_due();
+        if due > now {
+            return None;
+        }
+        if self.answer_at == Some(due) {
+            return Some(Event::DialAnswered);
+        }
+        if let Some((t, reason)) = self.fails_at
+            && t == due
+        {
+            return Some(Event::DialFailed(reason));
+        }
+        Some(Event::DialFailed(EndReason::NO_ANSWER))
+    }
+}
+
+/// The other party's side of the call, as that party sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerLeg {
+    /// `establishing` while ringing, `established`, `terminated`.
+    pub state: Option<CallState>,
+    pub result: Option<EndReason>,
+    /// DTMF keys the bot sent to the party.
+    pub tones_received: String,
+    /// After a transfer or redirect: the party now on the other end instead of the bot.
+    #[serde(default)]
+    pub connected_to: Option<Peer>,
 }
 
 /// A call as the domain sees it.
@@ -322,6 +460,26 @@ pub struct Call {
     /// Client-supplied properties echoed back as given (`call` is an open type). The domain does
     /// not read them.
     pub wire: serde_json::Map<String, serde_json::Value>,
+    /// The bot hosts the media itself (`appHostedMediaConfig`): no service media operations.
+    #[serde(default)]
+    pub app_hosted_media: bool,
+    #[serde(default)]
+    pub peer_leg: PeerLeg,
+    /// A transfer or redirect in progress.
+    #[serde(default)]
+    pub pending_dial: Option<PendingDial>,
+    /// Operations not yet finished (prompts, recordings, DTMF), in the order they were asked.
+    #[serde(default)]
+    pub operations: Vec<super::operation::Operation>,
+    /// The bot subscribed to the party's DTMF tones.
+    #[serde(default)]
+    pub tone_subscribed: bool,
+    /// The last `toneInfo.sequenceId` sent.
+    #[serde(default)]
+    pub tone_sequence: i64,
+    /// The bot muted itself.
+    #[serde(default)]
+    pub muted: bool,
 }
 
 impl Call {
@@ -331,6 +489,35 @@ impl Call {
             (PartyKind::User, _) => EndReason::PEER_HANG_UP,
             (PartyKind::Phone, Direction::Outgoing) => EndReason::PSTN_HANG_UP_OUTGOING,
             (PartyKind::Phone, Direction::Incoming) => EndReason::PSTN_HANG_UP_INCOMING,
+        }
+    }
+
+    /// When the next timer, dial or operation of this call falls due.
+    pub fn next_due(&self) -> Option<Timestamp> {
+        let dial = self.pending_dial.as_ref().map(PendingDial::next_due);
+        let ops = self.operations.iter().filter_map(|o| o.completes_at).min();
+        [self.timers.next_due(), dial, ops]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Takes the earliest state event due at `now` (operations are completed separately, by
+    /// [`Call::complete_due_operations`]).
+    pub fn take_due_event(&mut self, now: Timestamp) -> Option<Event> {
+        let timer = self.timers.next_due().filter(|t| *t <= now);
+        let dial = self
+            .pending_dial
+            .as_ref()
+            .map(PendingDial::next_due)
+            .filter(|t| *t <= now);
+        match (timer, dial) {
+            (Some(t), Some(d)) if d < t => {
+                self.pending_dial.as_ref().and_then(|p| p.due_event(now))
+            }
+            (Some(_), _) => self.timers.take_due(now),
+            (None, Some(_)) => self.pending_dial.as_ref().and_then(|p| p.due_event(now)),
+            (None, None) => None,
         }
     }
 
@@ -351,14 +538,38 @@ impl Call {
             Event::Answered => {
                 self.timers.answer_at = None;
                 self.timers.ringing_deadline = None;
+                self.peer_leg.state = Some(CallState::Established);
             }
+            Event::BotAnswered => {
+                self.timers.acknowledge_deadline = None;
+                // Service-hosted media connects at once.
+                self.timers.answer_at = Some(now);
+            }
+            Event::RedirectRequested => self.timers.acknowledge_deadline = None,
             Event::KeepAlive => {
                 self.timers.keep_alive_deadline = Some(now + rules.keep_alive_window)
+            }
+            Event::DialAnswered => {
+                self.peer_leg.connected_to = self.pending_dial.take().map(|d| d.target);
+                self.peer_leg.state = Some(CallState::Established);
+            }
+            Event::DialFailed(_) => {
+                self.pending_dial = None;
+                if self.state.is_live() {
+                    self.result = Some(EndReason::TRANSFER_FAILED);
+                }
             }
             _ => {}
         }
         if !self.state.is_live() {
             self.timers = Timers::default();
+            self.operations.clear();
+            self.pending_dial = None;
+            // After a transfer or redirect the party's leg goes on with the target.
+            if event != Event::DialAnswered {
+                self.peer_leg.state = Some(CallState::Terminated);
+                self.peer_leg.result = self.result;
+            }
         }
         if !step.notices.is_empty() {
             self.version += 1;
@@ -384,6 +595,13 @@ mod tests {
             Event::KeepAlive,
             Event::KeepAliveExpired,
             Event::Failed(R),
+            Event::BotAnswered,
+            Event::BotRejected(EndReason::DECLINED),
+            Event::RedirectRequested,
+            Event::NotAcknowledged,
+            Event::TransferRequested,
+            Event::DialAnswered,
+            Event::DialFailed(EndReason::NO_ANSWER),
         ]
     }
 
@@ -417,6 +635,40 @@ mod tests {
             (s, Event::KeepAlive) => Some((s, vec![], None)),
             (_, Event::KeepAliveExpired) => deleted(EndReason::KEEP_ALIVE_TIMEOUT),
             (_, Event::Failed(r)) => deleted(r),
+            (S::Incoming, Event::BotAnswered) => {
+                Some((S::Establishing, vec![(C::Updated, S::Establishing)], None))
+            }
+            (S::Incoming, Event::BotRejected(r)) => deleted(r),
+            (S::Incoming, Event::RedirectRequested) => {
+                Some((S::Redirecting, vec![(C::Updated, S::Redirecting)], None))
+            }
+            (S::Incoming, Event::NotAcknowledged) => deleted(EndReason::NOT_ACKNOWLEDGED),
+            (
+                _,
+                Event::BotAnswered
+                | Event::BotRejected(_)
+                | Event::RedirectRequested
+                | Event::NotAcknowledged,
+            ) => None,
+            (S::Established, Event::TransferRequested) => {
+                Some((S::Transferring, vec![(C::Updated, S::Transferring)], None))
+            }
+            (_, Event::TransferRequested) => None,
+            (S::Transferring, Event::DialAnswered) => Some((
+                S::Terminated,
+                vec![
+                    (C::Updated, S::TransferAccepted),
+                    (C::Deleted, S::Terminated),
+                ],
+                Some(EndReason::TRANSFERRED),
+            )),
+            (S::Redirecting, Event::DialAnswered) => deleted(EndReason::REDIRECTED),
+            (_, Event::DialAnswered) => None,
+            (S::Transferring, Event::DialFailed(_)) => {
+                Some((S::Established, vec![(C::Updated, S::Established)], None))
+            }
+            (S::Redirecting, Event::DialFailed(r)) => deleted(r),
+            (_, Event::DialFailed(_)) => None,
         }
     }
 
@@ -470,8 +722,16 @@ mod tests {
                 setup_fails_at: None,
                 ringing_deadline: Some(now + Duration::seconds(60)),
                 keep_alive_deadline: Some(now + Duration::minutes(45)),
+                acknowledge_deadline: None,
             },
             wire: Default::default(),
+            app_hosted_media: false,
+            peer_leg: Default::default(),
+            pending_dial: None,
+            operations: vec![],
+            tone_subscribed: false,
+            tone_sequence: 0,
+            muted: false,
         }
     }
 

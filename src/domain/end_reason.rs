@@ -27,6 +27,12 @@ impl EndReason {
     pub const NOBODY_JOINED: Self = Self::new(200, 5013);
     pub const REMOVED: Self = Self::new(200, 5300);
     pub const TRANSFERRED: Self = Self::new(200, 7015);
+    /// The bot's incoming call was redirected and a target answered (the docs give no code).
+    pub const REDIRECTED: Self = Self::new(200, 5001);
+    /// A transfer whose target did not answer; the call goes on.
+    pub const TRANSFER_FAILED: Self = Self::new(500, 7000);
+    /// The bot rejected an incoming call with reason `forbidden` (the docs give no code).
+    pub const REJECTED_FORBIDDEN: Self = Self::new(403, 8540);
     pub const KEEP_ALIVE_TIMEOUT: Self = Self::new(408, 8537);
     pub const NOT_ACKNOWLEDGED: Self = Self::new(408, 1106);
     pub const NO_ANSWER: Self = Self::new(408, 10057);
@@ -50,6 +56,8 @@ impl EndReason {
                 "The participant was removed from the conversation by another participant."
             }
             (200, 7015) => "The call ended because the transfer completed.",
+            (500, 7000) => "The transfer failed: the transfer target did not answer.",
+            (403, 8540) => "The call was rejected: forbidden.",
             (408, 8537) => "Keep Alive timeout, cleaned up inactive call.",
             (408, 1106) => {
                 "The call was not answered, rejected or redirected within the allowed time."

@@ -6,6 +6,7 @@
 pub mod call;
 pub mod end_reason;
 pub mod ids;
+pub mod operation;
 
 pub use call::{Call, CallState, ChangeType, Direction, Event, Notice, PartyKind, Peer, Timers};
 pub use end_reason::EndReason;

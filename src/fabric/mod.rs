@@ -46,6 +46,8 @@ pub struct PartyInfo {
     pub kind: PartyKind,
     pub display_name: Option<String>,
     pub behavior: Behavior,
+    /// How long the party speaks when recorded.
+    pub speech_ms: u64,
 }
 
 pub trait Fabric: Send + Sync + 'static {

@@ -114,7 +114,7 @@ pub fn parse_modalities(v: Option<&Value>) -> Result<Vec<Value>, WireError> {
 
 /// Reads `mediaConfig`, defaulting a missing discriminator (`blob` means app-hosted). Returns the
 /// normalized value and whether it is app-hosted.
-fn parse_media_config(v: Option<&Value>) -> Result<(Value, bool), WireError> {
+pub fn parse_media_config(v: Option<&Value>) -> Result<(Value, bool), WireError> {
     let mut obj = match v {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(o)) => o.clone(),
@@ -184,7 +184,7 @@ fn typed_identity_set(v: &Value) -> Value {
 }
 
 /// Reads one `invitationParticipantInfo` into the party it names.
-fn parse_target(v: &Value) -> Result<(Peer, Value), WireError> {
+pub fn parse_target(v: &Value) -> Result<(Peer, Value), WireError> {
     let Value::Object(o) = v else {
         return Err(bad(
             "Each target must be an invitationParticipantInfo object.",

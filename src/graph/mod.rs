@@ -6,6 +6,7 @@
 
 pub mod call;
 pub mod notification;
+pub mod operation;
 
 /// Case-insensitive match of an `@odata.type` value against a Graph type name, with or without
 /// the leading `#` and the namespace.

@@ -26,6 +26,19 @@ pub fn json_response(status: StatusCode, value: &Value) -> Response {
     resp
 }
 
+/// Reads an action's body: like [`json_body`], but an empty body is an empty object.
+pub async fn optional_json_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Value, ApiError> {
+    let bytes = super::read_body(body, state.settings.limits.max_body_bytes).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Object(Default::default()));
+    }
+    parse_json(headers, &bytes)
+}
+
 /// Reads a JSON request body: the content type must be JSON when one is given, the size within
 /// the limit, the text valid JSON.
 pub async fn json_body(
@@ -34,6 +47,16 @@ pub async fn json_body(
     body: Body,
 ) -> Result<Value, ApiError> {
     let bytes = super::read_body(body, state.settings.limits.max_body_bytes).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "The request body is empty; a JSON object is required.",
+        ));
+    }
+    parse_json(headers, &bytes)
+}
+
+/// Parses a non-empty body; a content type, when given, must be JSON.
+fn parse_json(headers: &HeaderMap, bytes: &[u8]) -> Result<Value, ApiError> {
     if let Some(ct) = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -44,18 +67,13 @@ pub async fn json_body(
             .unwrap_or_default()
             .trim()
             .to_ascii_lowercase();
-        if !bytes.is_empty() && mime != "application/json" && !mime.ends_with("+json") {
+        if mime != "application/json" && !mime.ends_with("+json") {
             return Err(ApiError::bad_request(format!(
                 "The Content-Type '{ct}' is not supported; send application/json."
             )));
         }
     }
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request(
-            "The request body is empty; a JSON object is required.",
-        ));
-    }
-    serde_json::from_slice(&bytes).map_err(|e| {
+    serde_json::from_slice(bytes).map_err(|e| {
         ApiError::bad_request(format!(
             "Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of valid JSON format. ({e})"
         ))
@@ -187,7 +205,7 @@ pub async fn create_call(
 }
 
 /// Parses a call id from the path; an id that is not a GUID names no call.
-fn call_id(id: &str) -> Result<CallId, ApiError> {
+pub fn call_id(id: &str) -> Result<CallId, ApiError> {
     CallId::parse(id).ok_or_else(ApiError::call_not_found)
 }
 
@@ -212,11 +230,6 @@ pub async fn get_call(
 pub async fn delete_call(state: &AppState, app: &AppRef, id: &str) -> Result<Response, ApiError> {
     state.engine.hang_up(&app.app_id, call_id(id)?).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-pub async fn keep_alive(state: &AppState, app: &AppRef, id: &str) -> Result<Response, ApiError> {
-    state.engine.keep_alive(&app.app_id, call_id(id)?).await?;
-    Ok(StatusCode::OK.into_response())
 }
 
 #[cfg(test)]

@@ -102,7 +102,7 @@ async fn get_party(
                 "callId": l.call_id.to_string(),
                 "state": l.state.as_str(),
                 "resultInfo": l.result.map(result_info),
-                "tonesReceived": "",
+                "tonesReceived": l.tones_received,
             })
         })
         .collect();
@@ -228,6 +228,79 @@ async fn advance_clock(
     ))
 }
 
+/// `POST /parties/{id}/dial {"appId"}`: the party calls the app.
+async fn dial(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let body = read_json(&state, req).await?;
+    let party = state
+        .engine
+        .fabric()
+        .party(&id)
+        .ok_or_else(|| ApiError::not_found(format!("No party '{id}' is configured.")))?;
+    let app_id = body["appId"]
+        .as_str()
+        .ok_or_else(|| ApiError::bad_request("appId is required."))?;
+    let app = state
+        .app(app_id)
+        .ok_or_else(|| ApiError::not_found(format!("No app '{app_id}' is configured.")))?;
+    let uri = app.incoming_call_uri.clone().ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "The app '{app_id}' has no incoming_call_uri to notify."
+        ))
+    })?;
+    let app_ref = crate::engine::AppRef {
+        app_id: app.app_id.clone(),
+        tenant_id: app.tenant_id.clone(),
+        display_name: app.display_name.clone(),
+        max_concurrent_calls: app.max_concurrent_calls,
+    };
+    let peer = crate::domain::Peer {
+        id: party.id.clone(),
+        kind: party.kind,
+    };
+    let call = state
+        .engine
+        .dial_in(&app_ref, peer, party.display_name.as_deref(), uri)
+        .await?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"callId": call.id.to_string()}),
+    ))
+}
+
+/// `POST /parties/{id}/tones {"tones": "12#"}`: the party presses keys.
+async fn tones(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let body = read_json(&state, req).await?;
+    let keys = body["tones"]
+        .as_str()
+        .filter(|k| {
+            !k.is_empty()
+                && k.chars()
+                    .all(|c| crate::domain::operation::tone_name(c).is_some())
+        })
+        .ok_or_else(|| ApiError::bad_request("tones must be a string of keys: 0-9, *, #, A-D."))?;
+    let heard = state.engine.party_tones(&id, keys).await?;
+    if heard.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "notInCall",
+            format!("The party '{id}' is in no established call."),
+        ));
+    }
+    let ids: Vec<String> = heard.iter().map(CallId::to_string).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"partyId": id, "callIds": ids}),
+    ))
+}
+
 async fn unbuilt(req: Request<Body>) -> ApiError {
     ApiError::not_implemented(&format!("{} {}", req.method(), req.uri().path()))
 }
@@ -237,8 +310,8 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/parties", get(list_parties))
         .route("/parties/{id}", get(get_party))
         .route("/parties/{id}/hangup", post(hang_up_party))
-        .route("/parties/{id}/dial", post(unbuilt))
-        .route("/parties/{id}/tones", post(unbuilt))
+        .route("/parties/{id}/dial", post(dial))
+        .route("/parties/{id}/tones", post(tones))
         .route("/meetings/{id}", get(unbuilt))
         .route("/calls/{id}/fail", post(fail_call))
         .route("/calls/{id}/deliveries", get(deliveries))

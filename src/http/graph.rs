@@ -11,36 +11,10 @@ use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use super::actions::{self, Action};
 use super::calls;
 use super::error::ApiError;
 use crate::graph::call::Addressing;
-
-/// A call action from the Graph surface.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    KeepAlive,
-    /// Known to Graph but not built yet; carries its Graph name.
-    Unbuilt(&'static str),
-}
-
-/// Actions Graph defines on a call that this version does not implement yet.
-const UNBUILT_ACTIONS: &[&str] = &[
-    "answer",
-    "reject",
-    "redirect",
-    "transfer",
-    "playPrompt",
-    "recordResponse",
-    "record",
-    "cancelMediaProcessing",
-    "subscribeToTone",
-    "sendDtmfTones",
-    "mute",
-    "unmute",
-    "updateRecordingStatus",
-    "changeScreenSharingRole",
-    "addLargeGalleryView",
-];
 
 /// A parsed Graph path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +22,7 @@ pub enum Route {
     Calls,
     Call(String),
     CallAction(String, Action),
+    Operation(String, String),
     /// A call's sub-resource that is not built yet (participants, operations, ...).
     Unbuilt(String, &'static str),
 }
@@ -66,15 +41,6 @@ impl Target {
             base: format!("{public_url}/{}", self.version),
             collection: self.collection,
         }
-    }
-}
-
-fn action_name(segment: &str) -> &str {
-    let lower = segment.to_ascii_lowercase();
-    if lower.starts_with("microsoft.graph.") {
-        &segment["microsoft.graph.".len()..]
-    } else {
-        segment
     }
 }
 
@@ -110,27 +76,21 @@ pub fn parse(path: &str) -> Result<Target, String> {
         [] | [""] => Route::Calls,
         [id] => Route::Call(id.to_string()),
         [id, action] => {
-            let name = action_name(action);
-            if name.eq_ignore_ascii_case("keepAlive") {
-                Route::CallAction(id.to_string(), Action::KeepAlive)
-            } else if let Some(known) = UNBUILT_ACTIONS
-                .iter()
-                .find(|a| a.eq_ignore_ascii_case(name))
-            {
-                Route::CallAction(id.to_string(), Action::Unbuilt(known))
-            } else if name.eq_ignore_ascii_case("participants") {
+            if let Some(a) = Action::parse(action) {
+                Route::CallAction(id.to_string(), a)
+            } else if action.eq_ignore_ascii_case("participants") {
                 Route::Unbuilt(id.to_string(), "The participants API")
-            } else if name.eq_ignore_ascii_case("operations") {
-                Route::Unbuilt(id.to_string(), "Reading operations")
+            } else if action.eq_ignore_ascii_case("operations") {
+                Route::Unbuilt(id.to_string(), "Listing operations")
             } else {
                 return Err(action.to_string());
             }
         }
+        [id, sub, op] if sub.eq_ignore_ascii_case("operations") => {
+            Route::Operation(id.to_string(), op.to_string())
+        }
         [id, sub, ..] if sub.eq_ignore_ascii_case("participants") => {
             Route::Unbuilt(id.to_string(), "The participants API")
-        }
-        [id, sub, ..] if sub.eq_ignore_ascii_case("operations") => {
-            Route::Unbuilt(id.to_string(), "Reading operations")
         }
         [_, _, extra, ..] => return Err(extra.to_string()),
     };
@@ -179,14 +139,13 @@ async fn route(state: Arc<AppState>, req: Request) -> Result<Response, ApiError>
             if *m != Method::POST {
                 return Err(ApiError::method_not_allowed("POST"));
             }
-            match action {
-                Action::KeepAlive => calls::keep_alive(&state, &app, id).await,
-                Action::Unbuilt(name) => {
-                    calls::owned_call(&state, &app, id).await?;
-                    Err(ApiError::not_implemented(&format!("The {name} action")))
-                }
-            }
+            let body = calls::optional_json_body(&state, &parts.headers, body).await?;
+            actions::run(&state, &target, &principal, &app, id, *action, body).await
         }
+        Route::Operation(id, op) => match *m {
+            Method::GET => actions::get_operation(&state, &target, &app, id, op).await,
+            _ => Err(ApiError::method_not_allowed("GET")),
+        },
         Route::Unbuilt(id, what) => {
             calls::owned_call(&state, &app, id).await?;
             Err(ApiError::not_implemented(what))
@@ -209,10 +168,7 @@ mod tests {
         assert_eq!(t.route, Route::CallAction("ABC".into(), Action::KeepAlive));
         assert_eq!((t.version, t.collection), ("beta", "app/calls"));
         let t = parse("/v1.0/communications/calls/x/playprompt").unwrap();
-        assert_eq!(
-            t.route,
-            Route::CallAction("x".into(), Action::Unbuilt("playPrompt"))
-        );
+        assert_eq!(t.route, Route::CallAction("x".into(), Action::PlayPrompt));
     }
 
     #[test]

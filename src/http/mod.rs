@@ -7,6 +7,7 @@
 //! - [`control`]: `/_switchboard/v1`, the emulator's control API;
 //! - [`error`]: the one error type, rendered as Graph's error body.
 
+pub mod actions;
 pub mod calls;
 pub mod control;
 pub mod error;
@@ -41,6 +42,9 @@ pub struct AppState {
     pub settings: Settings,
     /// Base URL for Location headers, contexts and metadata, without a trailing slash.
     pub public_url: String,
+    /// The client for fetching prompt files.
+    pub http: reqwest::Client,
+    pub prompts: actions::PromptCache,
     apps: HashMap<String, AppConfig>,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
 }
@@ -56,6 +60,7 @@ impl AppState {
         keys: Arc<RwLock<KeyRing>>,
         settings: Settings,
         public_url: String,
+        http: reqwest::Client,
     ) -> Self {
         let apps = settings
             .apps
@@ -68,6 +73,8 @@ impl AppState {
             keys,
             settings,
             public_url: public_url.trim_end_matches('/').to_string(),
+            http,
+            prompts: actions::PromptCache::default(),
             apps,
             buckets: Mutex::new(HashMap::new()),
         }
@@ -212,6 +219,42 @@ async fn request_context(State(state): State<Arc<AppState>>, req: Request, next:
     resp
 }
 
+/// `GET /recordings/{opId}.wav` with the operation's `recordingAccessToken` as bearer.
+async fn recording(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Path(file): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let op_id = file.strip_suffix(".wav").unwrap_or(&file);
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim().to_string());
+    let Some(rec) = state.engine.recording(op_id).await else {
+        return Err(ApiError::not_found(
+            "No such recording; recordings are kept while the server runs.",
+        ));
+    };
+    let token = crate::config::Secret::new(rec.access_token.clone());
+    if !presented.is_some_and(|p| token.matches(&p)) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            "A recording is fetched with its recordingAccessToken as bearer token.",
+        )
+        .with_header(header::WWW_AUTHENTICATE, "Bearer"));
+    }
+    let wav = crate::media::recording_wav(rec.length_ms, rec.speech_ms, rec.beep);
+    let mut resp = (axum::http::StatusCode::OK, wav).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Ok(resp)
+}
+
 async fn healthz() -> impl IntoResponse {
     axum::Json(json!({"status": "ok"}))
 }
@@ -232,6 +275,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(identity::notification_metadata),
         )
         .route("/v1/keys", get(identity::keys))
+        .route("/recordings/{file}", get(recording))
         .nest("/_switchboard/v1", control::router(state.clone()))
         .fallback(graph::dispatch)
         .layer(middleware::from_fn_with_state(

@@ -218,6 +218,13 @@ mod contract_tests {
             version: 1,
             timers: Timers::default(),
             wire: serde_json::Map::new(),
+            app_hosted_media: false,
+            peer_leg: Default::default(),
+            pending_dial: None,
+            operations: vec![],
+            tone_subscribed: false,
+            tone_sequence: 0,
+            muted: false,
         }
     }
 

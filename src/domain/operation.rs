@@ -1,0 +1,382 @@
+//! Operations on a call (`commsOperation` and its subtypes): prompts, recordings, DTMF, mute.
+//!
+//! Media operations (prompts and recordings) queue: each starts when the one before it ends.
+//! An operation that does not finish at once carries the time it will (`completes_at`) and is
+//! completed by the call's timers.
+
+use serde::{Deserialize, Serialize};
+
+use super::EndReason;
+use crate::clock::Timestamp;
+
+/// Which operation, and its Graph type name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum OpKind {
+    PlayPrompt,
+    RecordResponse,
+    CancelMediaProcessing,
+    SubscribeToTone,
+    SendDtmfTones,
+    Mute,
+    Unmute,
+    UpdateRecordingStatus,
+}
+
+impl OpKind {
+    /// The `@odata.type` name of the operation.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            OpKind::PlayPrompt => "playPromptOperation",
+            OpKind::RecordResponse => "recordOperation",
+            OpKind::CancelMediaProcessing => "cancelMediaProcessingOperation",
+            OpKind::SubscribeToTone => "subscribeToToneOperation",
+            OpKind::SendDtmfTones => "sendDtmfTonesOperation",
+            OpKind::Mute => "muteParticipantOperation",
+            OpKind::Unmute => "unmuteParticipantOperation",
+            OpKind::UpdateRecordingStatus => "updateRecordingStatusOperation",
+        }
+    }
+
+    /// Prompts and recordings queue behind each other and can be cancelled.
+    pub fn is_media(self) -> bool {
+        matches!(self, OpKind::PlayPrompt | OpKind::RecordResponse)
+    }
+}
+
+/// `operationStatus`, spelled as the schema spells it (PascalCase).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpStatus {
+    NotStarted,
+    Running,
+    Completed,
+    Failed,
+}
+
+impl OpStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpStatus::NotStarted => "NotStarted",
+            OpStatus::Running => "Running",
+            OpStatus::Completed => "Completed",
+            OpStatus::Failed => "Failed",
+        }
+    }
+}
+
+/// What a finished recording holds, enough to serve it as a WAV file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Recording {
+    /// The bearer token that fetches it.
+    pub access_token: String,
+    /// Length of the recording.
+    pub length_ms: u64,
+    /// How much of it is the party speaking (the rest is silence).
+    pub speech_ms: u64,
+    /// Whether the recording begins with a beep.
+    pub beep: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Operation {
+    pub id: String,
+    pub kind: OpKind,
+    pub status: OpStatus,
+    pub client_context: Option<String>,
+    pub result: Option<EndReason>,
+    /// When it finishes, for one that runs.
+    pub completes_at: Option<Timestamp>,
+    /// For a media operation: when it starts playing or recording.
+    pub starts_at: Option<Timestamp>,
+    /// What the finished recording is (set when the operation is created, revealed when done).
+    pub recording: Option<Recording>,
+    /// For a recording: the keys that stop it early.
+    #[serde(default)]
+    pub stop_tones: Vec<String>,
+    /// For `sendDtmfTones`: the keys the party receives when it completes.
+    pub tones: Option<String>,
+    /// For `sendDtmfTones`: `completedSuccessfully` or `mediaOperationCanceled`.
+    pub completion_reason: Option<String>,
+}
+
+impl Operation {
+    pub fn new(id: String, kind: OpKind, client_context: Option<String>) -> Self {
+        Operation {
+            id,
+            kind,
+            status: OpStatus::Completed,
+            client_context,
+            result: None,
+            completes_at: None,
+            starts_at: None,
+            recording: None,
+            stop_tones: vec![],
+            tones: None,
+            completion_reason: None,
+        }
+    }
+
+    /// Marks a running operation as finished with `status` and `result`.
+    pub fn finish(&mut self, status: OpStatus, result: EndReason) {
+        self.status = status;
+        self.result = Some(result);
+        self.completes_at = None;
+    }
+}
+
+/// Result codes of finished operations.
+pub mod results {
+    use super::EndReason;
+    pub const COMPLETED: EndReason = EndReason::new(200, 0);
+    pub const MAX_RECORD_DURATION: EndReason = EndReason::new(200, 8515);
+    pub const CANCELLED: EndReason = EndReason::new(400, 8508);
+}
+
+/// A DTMF key in Graph's `tone` spelling, from a key character (`0`-`9`, `*`, `#`, `A`-`D`).
+pub fn tone_name(key: char) -> Option<&'static str> {
+    Some(match key.to_ascii_uppercase() {
+        '0' => "tone0",
+        '1' => "tone1",
+        '2' => "tone2",
+        '3' => "tone3",
+        '4' => "tone4",
+        '5' => "tone5",
+        '6' => "tone6",
+        '7' => "tone7",
+        '8' => "tone8",
+        '9' => "tone9",
+        '*' => "star",
+        '#' => "pound",
+        'A' => "a",
+        'B' => "b",
+        'C' => "c",
+        'D' => "d",
+        _ => return None,
+    })
+}
+
+/// The key character of a Graph `tone` value, in any casing.
+pub fn tone_key(name: &str) -> Option<char> {
+    let n = name.to_ascii_lowercase();
+    if let Some(d) = n.strip_prefix("tone") {
+        return (d.len() == 1 && d.as_bytes()[0].is_ascii_digit()).then(|| d.as_bytes()[0] as char);
+    }
+    Some(match n.as_str() {
+        "star" => '*',
+        "pound" => '#',
+        "a" => 'A',
+        "b" => 'B',
+        "c" => 'C',
+        "d" => 'D',
+        "flash" => '!',
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_tone_names_map_both_ways() {
+        for key in "0123456789*#ABCD".chars() {
+            let name = tone_name(key).unwrap();
+            assert_eq!(tone_key(name), Some(key));
+            assert_eq!(tone_key(&name.to_uppercase()), Some(key));
+        }
+        assert_eq!(tone_name('x'), None);
+        assert_eq!(tone_key("tone12"), None);
+    }
+
+    #[test]
+    fn operation_status_is_written_in_pascal_case() {
+        assert_eq!(OpStatus::Running.as_str(), "Running");
+        assert_eq!(
+            serde_json::to_string(&OpStatus::NotStarted).unwrap(),
+            "\"NotStarted\""
+        );
+    }
+}
+
+/// How a recording will go, decided when it is asked for.
+#[derive(Clone, Debug)]
+pub struct RecordPlan {
+    /// Prompts played before recording starts.
+    pub prompt_ms: u64,
+    pub max_record_ms: u64,
+    pub max_silence_ms: u64,
+    pub initial_silence_ms: u64,
+    pub play_beep: bool,
+    pub stop_tones: Vec<String>,
+    pub barge_in: bool,
+    /// How long the party speaks when recorded.
+    pub speech_ms: u64,
+    pub access_token: String,
+}
+
+fn after(t: Timestamp, ms: u64) -> Timestamp {
+    t + chrono::Duration::milliseconds(ms as i64)
+}
+
+impl super::Call {
+    /// When the media queue is free: now, or when the last queued prompt or recording ends.
+    fn media_free_at(&self, now: Timestamp) -> Timestamp {
+        self.operations
+            .iter()
+            .filter(|o| o.kind.is_media())
+            .filter_map(|o| o.completes_at)
+            .max()
+            .map_or(now, |t| t.max(now))
+    }
+
+    /// Queues prompts that play for `duration_ms` in all.
+    pub fn play_prompt(
+        &mut self,
+        mut op: Operation,
+        duration_ms: u64,
+        now: Timestamp,
+    ) -> Operation {
+        let start = self.media_free_at(now);
+        op.status = OpStatus::Running;
+        op.starts_at = Some(start);
+        op.completes_at = Some(after(start, duration_ms.max(1)));
+        self.operations.push(op.clone());
+        op
+    }
+
+    /// Queues a recording (or, with barge-in, cancels what plays and records now). Returns the
+    /// operation and those it cancelled.
+    pub fn record(
+        &mut self,
+        mut op: Operation,
+        plan: RecordPlan,
+        now: Timestamp,
+    ) -> (Operation, Vec<Operation>) {
+        let cancelled = if plan.barge_in {
+            self.cancel_media()
+        } else {
+            vec![]
+        };
+        let start = after(self.media_free_at(now), plan.prompt_ms);
+        let heard = if plan.speech_ms == 0 {
+            plan.initial_silence_ms
+        } else {
+            plan.speech_ms + plan.max_silence_ms
+        };
+        let beep_ms = if plan.play_beep { 200 } else { 0 };
+        let (length_ms, result) = if heard >= plan.max_record_ms {
+            (plan.max_record_ms, results::MAX_RECORD_DURATION)
+        } else {
+            (heard, results::COMPLETED)
+        };
+        op.status = OpStatus::Running;
+        op.starts_at = Some(start);
+        op.completes_at = Some(after(start, length_ms.max(1)));
+        op.result = Some(result);
+        op.stop_tones = plan.stop_tones.clone();
+        op.recording = Some(Recording {
+            access_token: plan.access_token,
+            length_ms: length_ms + beep_ms,
+            speech_ms: plan.speech_ms.min(length_ms),
+            beep: plan.play_beep,
+        });
+        self.operations.push(op.clone());
+        (op, cancelled)
+    }
+
+    /// Cancels every running or queued prompt and recording: they finish failed, 400/8508.
+    pub fn cancel_media(&mut self) -> Vec<Operation> {
+        let (media, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.operations)
+            .into_iter()
+            .partition(|o| o.kind.is_media());
+        self.operations = rest;
+        media
+            .into_iter()
+            .map(|mut o| {
+                o.finish(OpStatus::Failed, results::CANCELLED);
+                if let Some(r) = &mut o.recording {
+                    r.access_token.clear();
+                }
+                o
+            })
+            .collect()
+    }
+
+    /// Sends DTMF keys to the party, one every `delay_ms`.
+    pub fn send_dtmf(
+        &mut self,
+        mut op: Operation,
+        keys: String,
+        delay_ms: u64,
+        now: Timestamp,
+    ) -> Operation {
+        op.status = OpStatus::Running;
+        op.completes_at = Some(after(now, (delay_ms * keys.len() as u64).max(1)));
+        op.tones = Some(keys);
+        self.operations.push(op.clone());
+        op
+    }
+
+    /// Finishes every operation due at `now` and returns them.
+    pub fn complete_due_operations(&mut self, now: Timestamp) -> Vec<Operation> {
+        let (mut due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.operations)
+            .into_iter()
+            .partition(|o| o.completes_at.is_some_and(|t| t <= now));
+        self.operations = rest;
+        due.sort_by_key(|o| o.completes_at);
+        due.into_iter()
+            .map(|mut o| {
+                let result = o.result.unwrap_or(results::COMPLETED);
+                if o.kind == OpKind::SendDtmfTones {
+                    self.peer_leg
+                        .tones_received
+                        .push_str(o.tones.as_deref().unwrap_or_default());
+                    o.completion_reason = Some("completedSuccessfully".into());
+                }
+                o.finish(OpStatus::Completed, result);
+                o
+            })
+            .collect()
+    }
+
+    /// The party pressed `key`: the tone to report (if the bot subscribed, with its sequence
+    /// id), and recordings it stops.
+    pub fn press(
+        &mut self,
+        key: char,
+        now: Timestamp,
+    ) -> (Option<(&'static str, i64)>, Vec<Operation>) {
+        let Some(name) = tone_name(key) else {
+            return (None, vec![]);
+        };
+        let tone = if self.tone_subscribed {
+            self.tone_sequence += 1;
+            Some((name, self.tone_sequence))
+        } else {
+            None
+        };
+        let key_str = key.to_string();
+        let mut stopped = vec![];
+        for o in &mut self.operations {
+            let recording =
+                o.kind == OpKind::RecordResponse && o.starts_at.is_some_and(|s| s <= now);
+            if recording
+                && o.stop_tones
+                    .iter()
+                    .any(|t| t == &key_str || tone_key(t) == Some(key))
+            {
+                let elapsed = (now - o.starts_at.unwrap_or(now)).num_milliseconds().max(0) as u64;
+                if let Some(r) = &mut o.recording {
+                    r.length_ms = elapsed.min(r.length_ms);
+                    r.speech_ms = r.speech_ms.min(r.length_ms);
+                }
+                o.finish(OpStatus::Completed, results::COMPLETED);
+                stopped.push(o.clone());
+            }
+        }
+        self.operations.retain(|o| o.completes_at.is_some());
+        (tone, stopped)
+    }
+}

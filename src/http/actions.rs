@@ -1,0 +1,433 @@
+//! Actions on a call: answer, reject, redirect, transfer, and the operations (prompts,
+//! recordings, tones, mute, recording status, screen sharing).
+//!
+//! Each handler first finds the call (so an ended call answers 404 whatever the body), then reads
+//! the body leniently, then asks the engine.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::calls::{call_id, check_callback_policy, json_response, owned_call};
+use super::error::ApiError;
+use super::graph::Target;
+use crate::auth::Principal;
+use crate::domain::operation::{OpKind, Operation, RecordPlan, tone_key};
+use crate::domain::{CallId, EndReason, Peer};
+use crate::engine::AppRef;
+use crate::graph::call::{parse_callback_uri, parse_media_config, parse_modalities, parse_target};
+use crate::graph::operation::render;
+
+/// The actions of the Graph surface on a call, with their Graph names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    KeepAlive,
+    Answer,
+    Reject,
+    Redirect,
+    Transfer,
+    PlayPrompt,
+    RecordResponse,
+    CancelMediaProcessing,
+    SubscribeToTone,
+    SendDtmfTones,
+    Mute,
+    Unmute,
+    UpdateRecordingStatus,
+    ChangeScreenSharingRole,
+    /// Known to Graph, not built yet.
+    AddLargeGalleryView,
+}
+
+impl Action {
+    /// Reads an action name in any case, namespace-qualified or not.
+    pub fn parse(segment: &str) -> Option<Action> {
+        let lower = segment.to_ascii_lowercase();
+        let name = lower.strip_prefix("microsoft.graph.").unwrap_or(&lower);
+        Some(match name {
+            "keepalive" => Action::KeepAlive,
+            "answer" => Action::Answer,
+            "reject" => Action::Reject,
+            "redirect" => Action::Redirect,
+            "transfer" => Action::Transfer,
+            "playprompt" => Action::PlayPrompt,
+            "recordresponse" | "record" => Action::RecordResponse,
+            "cancelmediaprocessing" => Action::CancelMediaProcessing,
+            "subscribetotone" => Action::SubscribeToTone,
+            "senddtmftones" => Action::SendDtmfTones,
+            "mute" => Action::Mute,
+            "unmute" => Action::Unmute,
+            "updaterecordingstatus" => Action::UpdateRecordingStatus,
+            "changescreensharingrole" => Action::ChangeScreenSharingRole,
+            "addlargegalleryview" => Action::AddLargeGalleryView,
+            _ => return None,
+        })
+    }
+}
+
+/// Prompt durations already read, by URI.
+#[derive(Default)]
+pub struct PromptCache(Mutex<HashMap<String, u64>>);
+
+fn client_context(body: &Value) -> Result<Option<String>, ApiError> {
+    match &body["clientContext"] {
+        Value::Null => Ok(None),
+        Value::String(s) if s.chars().count() <= 256 => Ok(Some(s.clone())),
+        Value::String(_) => Err(ApiError::bad_request(
+            "clientContext must be at most 256 characters.",
+        )),
+        _ => Err(ApiError::bad_request("clientContext must be a string.")),
+    }
+}
+
+fn optional_callback(state: &AppState, body: &Value) -> Result<Option<String>, ApiError> {
+    match body.get("callbackUri") {
+        None | Some(Value::Null) => Ok(None),
+        v => {
+            let uri = parse_callback_uri(v).map_err(|e| ApiError::bad_request(e.0))?;
+            check_callback_policy(&state.settings.callbacks, &uri)?;
+            Ok(Some(uri))
+        }
+    }
+}
+
+fn int_in(body: &Value, name: &str, default: i64, min: i64, max: i64) -> Result<i64, ApiError> {
+    match &body[name] {
+        Value::Null => Ok(default),
+        v => v
+            .as_i64()
+            .filter(|n| (min..=max).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("{name} must be an integer from {min} to {max}."))
+            }),
+    }
+}
+
+fn bool_or(body: &Value, name: &str, default: bool) -> Result<bool, ApiError> {
+    match &body[name] {
+        Value::Null => Ok(default),
+        Value::Bool(b) => Ok(*b),
+        _ => Err(ApiError::bad_request(format!(
+            "{name} must be true or false."
+        ))),
+    }
+}
+
+fn enum_value<'a>(
+    body: &Value,
+    name: &str,
+    allowed: &[&'a str],
+) -> Result<Option<&'a str>, ApiError> {
+    match &body[name] {
+        Value::Null => Ok(None),
+        Value::String(s) => allowed
+            .iter()
+            .find(|a| a.eq_ignore_ascii_case(s))
+            .map(|a| Some(*a))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "'{s}' is not a valid {name}; use one of {}.",
+                    allowed.join(", ")
+                ))
+            }),
+        _ => Err(ApiError::bad_request(format!("{name} must be a string."))),
+    }
+}
+
+/// `200` with the operation and a `Location` to it.
+fn operation_response(state: &AppState, target: &Target, call: CallId, op: &Operation) -> Response {
+    let at = target.addressing(&state.public_url);
+    let mut body = render(op, Some(&state.engine.recording_url(&op.id)));
+    body["@odata.context"] = json!(format!("{}/$metadata#{}", at.base, op.kind.type_name()));
+    let mut resp = json_response(StatusCode::OK, &body);
+    let location = format!("{}/{}/{call}/operations/{}", at.base, at.collection, op.id);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+/// How long one prompt plays: its WAV file's duration, or the configured default.
+async fn prompt_ms(state: &AppState, prompt: &Value) -> Result<u64, ApiError> {
+    let uri = prompt["mediaInfo"]["uri"]
+        .as_str()
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| ApiError::bad_request("Each prompt needs a mediaInfo with a uri."))?;
+    let default = (state.settings.media.default_prompt_secs.max(0.0) * 1000.0) as u64;
+    if let Some(ms) = state.prompts.0.lock().expect("prompt cache lock").get(uri) {
+        return Ok(*ms);
+    }
+    let bytes = if let Some(path) = uri.strip_prefix("file://") {
+        tokio::fs::read(path).await.ok()
+    } else if uri.starts_with("http://") || uri.starts_with("https://") {
+        let resp = state
+            .http
+            .get(uri)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        match resp {
+            Ok(r) if r.status().is_success() => r.bytes().await.ok().map(|b| b.to_vec()),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    let ms = bytes.as_deref().and_then(crate::media::wav_duration_ms);
+    if let Some(ms) = ms {
+        state
+            .prompts
+            .0
+            .lock()
+            .expect("prompt cache lock")
+            .insert(uri.to_string(), ms);
+    }
+    Ok(ms.unwrap_or(default))
+}
+
+async fn prompts_ms(
+    state: &AppState,
+    body: &Value,
+    max: usize,
+    required: bool,
+) -> Result<u64, ApiError> {
+    let list = match &body["prompts"] {
+        Value::Null if !required => return Ok(0),
+        Value::Array(a) => a,
+        _ => {
+            return Err(ApiError::bad_request(
+                "prompts must be an array of mediaPrompt.",
+            ));
+        }
+    };
+    if required && list.is_empty() {
+        return Err(ApiError::bad_request(
+            "prompts must hold at least one mediaPrompt.",
+        ));
+    }
+    if list.len() > max {
+        return Err(ApiError::bad_request(format!(
+            "At most {max} prompts may be given."
+        )));
+    }
+    let mut total = 0;
+    for p in list {
+        total += prompt_ms(state, p).await?;
+    }
+    Ok(total)
+}
+
+fn targets(body: &Value, name: &str) -> Result<Vec<Peer>, ApiError> {
+    let list = match &body[name] {
+        Value::Array(a) if !a.is_empty() => a.clone(),
+        Value::Object(_) => vec![body[name].clone()],
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "{name} must name at least one invitationParticipantInfo."
+            )));
+        }
+    };
+    list.iter()
+        .map(|t| {
+            parse_target(t)
+                .map(|(p, _)| p)
+                .map_err(|e| ApiError::bad_request(e.0))
+        })
+        .collect()
+}
+
+pub async fn run(
+    state: &AppState,
+    target: &Target,
+    principal: &Principal,
+    app: &AppRef,
+    id: &str,
+    action: Action,
+    body: Value,
+) -> Result<Response, ApiError> {
+    let call = owned_call(state, app, id).await?;
+    let cid = call.id;
+    let e = &state.engine;
+    let me = app.app_id.as_str();
+    let accepted = || Ok(StatusCode::ACCEPTED.into_response());
+    let op = |op: Operation| Ok(operation_response(state, target, cid, &op));
+    match action {
+        Action::KeepAlive => {
+            e.keep_alive(me, cid).await?;
+            Ok(StatusCode::OK.into_response())
+        }
+        Action::Answer => {
+            let callback = optional_callback(state, &body)?;
+            if !body["acceptedModalities"].is_null() {
+                parse_modalities(body.get("acceptedModalities"))
+                    .map_err(|e| ApiError::bad_request(e.0))?;
+            }
+            let (media, app_hosted) = parse_media_config(body.get("mediaConfig"))
+                .map_err(|e| ApiError::bad_request(e.0))?;
+            if app_hosted && !principal.has_role("Calls.AccessMedia.All") {
+                return Err(ApiError::forbidden(
+                    "7504",
+                    "Insufficient enterprise tenant permissions, cannot access this API. To answer with app-hosted media the application needs the Calls.AccessMedia.All application permission.",
+                ));
+            }
+            e.answer(me, cid, callback, media, app_hosted).await?;
+            accepted()
+        }
+        Action::Reject => {
+            let reason = match enum_value(&body, "reason", &["none", "busy", "forbidden"])? {
+                Some("busy") => EndReason::BUSY,
+                Some("forbidden") => EndReason::REJECTED_FORBIDDEN,
+                _ => EndReason::DECLINED,
+            };
+            let callback = optional_callback(state, &body)?;
+            e.reject(me, cid, reason, callback).await?;
+            accepted()
+        }
+        Action::Redirect => {
+            let to = targets(&body, "targets")?;
+            if to.len() > 25 {
+                return Err(ApiError::bad_request(
+                    "At most 25 redirect targets may be given.",
+                ));
+            }
+            let default = if to.len() == 1 { 55 } else { 60 };
+            let timeout = int_in(&body, "timeout", default, 15, 90)?;
+            let callback = optional_callback(state, &body)?;
+            e.redirect(me, cid, to, chrono::Duration::seconds(timeout), callback)
+                .await?;
+            accepted()
+        }
+        Action::Transfer => {
+            let to = targets(&body, "transferTarget")?;
+            e.transfer(me, cid, to[0].clone()).await?;
+            accepted()
+        }
+        Action::PlayPrompt => {
+            let ctx = client_context(&body)?;
+            let ms = prompts_ms(state, &body, 20, true).await?;
+            op(e.play_prompt(me, cid, ctx, ms).await?)
+        }
+        Action::RecordResponse => {
+            let ctx = client_context(&body)?;
+            let prompt_ms = prompts_ms(state, &body, 1, false).await?;
+            let stop_tones = match &body["stopTones"] {
+                Value::Null => vec![],
+                Value::Array(a) => a
+                    .iter()
+                    .filter_map(|t| t.as_str().map(str::to_string))
+                    .collect(),
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "stopTones must be an array of strings.",
+                    ));
+                }
+            };
+            let speech_ms = state
+                .engine
+                .fabric()
+                .party(&call.peer.id)
+                .map_or(3000, |p| p.speech_ms);
+            let plan = RecordPlan {
+                prompt_ms,
+                max_record_ms: int_in(&body, "maxRecordDurationInSeconds", 5, 1, 120)? as u64
+                    * 1000,
+                max_silence_ms: int_in(&body, "maxSilenceTimeoutInSeconds", 5, 1, 120)? as u64
+                    * 1000,
+                initial_silence_ms: int_in(&body, "initialSilenceTimeoutInSeconds", 5, 1, 120)?
+                    as u64
+                    * 1000,
+                play_beep: bool_or(&body, "playBeep", true)?,
+                stop_tones,
+                barge_in: bool_or(&body, "bargeInAllowed", false)?,
+                speech_ms,
+                access_token: crate::domain::ids::new_guid().replace('-', "")
+                    + &crate::domain::ids::new_guid().replace('-', ""),
+            };
+            op(e.record(me, cid, ctx, plan).await?)
+        }
+        Action::CancelMediaProcessing => {
+            op(e.cancel_media(me, cid, client_context(&body)?).await?)
+        }
+        Action::SubscribeToTone => {
+            let ctx = client_context(&body)?;
+            op(e.instant(me, cid, OpKind::SubscribeToTone, ctx, |c| {
+                c.tone_subscribed = true
+            })
+            .await?)
+        }
+        Action::SendDtmfTones => {
+            let ctx = client_context(&body)?;
+            let keys: String = match &body["tones"] {
+                Value::Array(a) if !a.is_empty() => a
+                    .iter()
+                    .map(|t| t.as_str().and_then(tone_key).filter(|k| *k != '!'))
+                    .collect::<Option<String>>()
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "tones must be tone values such as tone1, star or pound.",
+                        )
+                    })?,
+                _ => return Err(ApiError::bad_request("tones must name at least one tone.")),
+            };
+            let delay = int_in(&body, "delayBetweenTonesMs", 200, 0, 10_000)? as u64;
+            op(e.send_dtmf(me, cid, ctx, keys, delay).await?)
+        }
+        Action::Mute | Action::Unmute => {
+            let ctx = client_context(&body)?;
+            let (kind, muted) = if action == Action::Mute {
+                (OpKind::Mute, true)
+            } else {
+                (OpKind::Unmute, false)
+            };
+            op(e.instant(me, cid, kind, ctx, move |c| c.muted = muted)
+                .await?)
+        }
+        Action::UpdateRecordingStatus => {
+            let ctx = client_context(&body)?;
+            let status = enum_value(&body, "status", &["notRecording", "recording", "failed"])?
+                .ok_or_else(|| {
+                    ApiError::bad_request("status is required: notRecording, recording or failed.")
+                })?;
+            op(
+                e.instant(me, cid, OpKind::UpdateRecordingStatus, ctx, move |c| {
+                    c.wire.insert("recordingStatus".into(), json!(status));
+                })
+                .await?,
+            )
+        }
+        Action::ChangeScreenSharingRole => {
+            let role = enum_value(&body, "role", &["viewer", "sharer"])?
+                .ok_or_else(|| ApiError::bad_request("role is required: viewer or sharer."))?;
+            e.modify(me, cid, move |c| {
+                c.wire.insert("screenSharingRole".into(), json!(role));
+            })
+            .await?;
+            accepted()
+        }
+        Action::AddLargeGalleryView => {
+            Err(ApiError::not_implemented("The addLargeGalleryView action"))
+        }
+    }
+}
+
+/// `GET .../calls/{id}/operations/{opId}`: an operation still running.
+pub async fn get_operation(
+    state: &AppState,
+    target: &Target,
+    app: &AppRef,
+    id: &str,
+    op_id: &str,
+) -> Result<Response, ApiError> {
+    let cid = call_id(id)?;
+    let op = state
+        .engine
+        .get_operation(&app.app_id, cid, op_id)
+        .await
+        .map_err(|_| ApiError::not_found("Operation not found; it finished or never existed."))?;
+    Ok(operation_response(state, target, cid, &op))
+}
