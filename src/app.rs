@@ -22,9 +22,10 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::delivery::{Delivery, Signer};
 use crate::domain::call::Rules;
-use crate::engine::Engine;
+use crate::engine::{Engine, Parts};
 use crate::fabric::simulated::SimulatedFabric;
 use crate::http::{self, AppState, PeerAddr};
+use crate::store::committer::Committer;
 
 /// How `serve` was asked to run.
 #[derive(Clone, Debug)]
@@ -74,8 +75,9 @@ impl Application {
             .build()
             .context("building the HTTP client")?;
         let signer = Signer::new(keys.clone(), settings.notifications.clone());
+        let committer = Committer::start(opened.store.clone());
         let delivery = Arc::new(Delivery::new(
-            opened.store.clone(),
+            committer.clone(),
             clock.clone(),
             signer,
             http_client.clone(),
@@ -90,12 +92,15 @@ impl Application {
         };
         let engine = Arc::new(Engine::new(
             &snapshot,
-            opened.store.clone(),
-            clock,
-            Arc::new(SimulatedFabric::new(&settings.parties)),
-            rules,
-            delivery.clone(),
-            public_url.clone(),
+            Parts {
+                store: opened.store.clone(),
+                committer,
+                clock,
+                fabric: Arc::new(SimulatedFabric::new(&settings.parties)),
+                rules,
+                delivery: delivery.clone(),
+                public_url: public_url.clone(),
+            },
         ));
         let validator =
             Validator::new(keys.clone(), &settings.trusted_issuers, http_client.clone());

@@ -20,7 +20,8 @@ use crate::auth::tokens::sign_notification_token;
 use crate::clock::{Clock, Timestamp};
 use crate::config::{DeliverySettings, NotificationSettings};
 use crate::domain::CallId;
-use crate::store::{Attempt, AttemptOutcome, Change, DeliveryStatus, OutboxItem, Store};
+use crate::store::committer::Committer;
+use crate::store::{Attempt, AttemptOutcome, Change, DeliveryStatus, OutboxItem};
 
 type CachedToken = (String, i64, String);
 
@@ -84,7 +85,7 @@ impl Queues {
 pub struct Delivery {
     queues: Mutex<Queues>,
     wake: Notify,
-    store: Arc<dyn Store>,
+    committer: Committer,
     clock: Clock,
     signer: Signer,
     http: reqwest::Client,
@@ -99,7 +100,7 @@ enum Response {
 
 impl Delivery {
     pub fn new(
-        store: Arc<dyn Store>,
+        committer: Committer,
         clock: Clock,
         signer: Signer,
         http: reqwest::Client,
@@ -108,7 +109,7 @@ impl Delivery {
         Delivery {
             queues: Mutex::new(Queues::default()),
             wake: Notify::new(),
-            store,
+            committer,
             clock,
             signer,
             http,
@@ -265,14 +266,14 @@ impl Delivery {
             attempts,
             next_attempt_at,
         };
-        if let Err(e) = self
-            .store
-            .commit(Change {
+        let recorded = self.committer.submit(
+            Change {
                 attempts: vec![outcome],
                 ..Change::default()
-            })
-            .await
-        {
+            },
+            None,
+        );
+        if let Err(e) = crate::store::committer::wait(recorded).await {
             tracing::error!(seq = item.seq, "cannot record a delivery attempt: {e}");
         }
         let mut q = self.queues.lock().expect("queues lock");

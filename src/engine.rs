@@ -23,6 +23,7 @@ use crate::fabric::{DialPlan, Fabric, simulated::party_key};
 use crate::graph::call::{CreateCall, fill_source, resource_data};
 use crate::graph::notification::Notification;
 use crate::graph::odata_type;
+use crate::store::committer::{self, Committer};
 use crate::store::{
     Change, DeliveryRecord, DeliveryStatus, OutboxItem, Snapshot, Store, StoreError,
 };
@@ -93,6 +94,7 @@ struct State {
 pub struct Engine {
     state: Mutex<State>,
     store: Arc<dyn Store>,
+    committer: Committer,
     clock: Clock,
     fabric: Arc<dyn Fabric>,
     rules: Rules,
@@ -149,17 +151,30 @@ fn check_can_operate(call: &Call, kind: OpKind) -> Result<(), EngineError> {
     Ok(())
 }
 
+/// What the engine is built from, besides the snapshot.
+pub struct Parts {
+    pub store: Arc<dyn Store>,
+    pub committer: Committer,
+    pub clock: Clock,
+    pub fabric: Arc<dyn Fabric>,
+    pub rules: Rules,
+    pub delivery: Arc<Delivery>,
+    /// Base URL of recordings.
+    pub public_url: String,
+}
+
 impl Engine {
     /// Builds the engine from what the store held at start.
-    pub fn new(
-        snapshot: &Snapshot,
-        store: Arc<dyn Store>,
-        clock: Clock,
-        fabric: Arc<dyn Fabric>,
-        rules: Rules,
-        delivery: Arc<Delivery>,
-        public_url: String,
-    ) -> Self {
+    pub fn new(snapshot: &Snapshot, parts: Parts) -> Self {
+        let Parts {
+            store,
+            committer,
+            clock,
+            fabric,
+            rules,
+            delivery,
+            public_url,
+        } = parts;
         let mut state = State {
             calls: HashMap::new(),
             timers: BTreeSet::new(),
@@ -177,6 +192,7 @@ impl Engine {
         Engine {
             state: Mutex::new(state),
             store,
+            committer,
             clock,
             fabric,
             rules,
@@ -207,15 +223,10 @@ impl Engine {
             return Err(EngineError::TooManyCalls(app.max_concurrent_calls));
         }
         *st.live_per_app.entry(app.app_id.clone()).or_default() += 1;
-        let result = self
-            .commit(&mut st, vec![(call.clone(), vec![Emit::State(first)])])
-            .await;
-        if result.is_err()
-            && let Some(n) = st.live_per_app.get_mut(&app.app_id)
-        {
-            *n -= 1;
-        }
-        result.map(|_| call)
+        let done = self.stage(&mut st, vec![(call.clone(), vec![Emit::State(first)])]);
+        drop(st);
+        committer::wait(done).await?;
+        Ok(call)
     }
 
     fn new_call(
@@ -821,16 +832,20 @@ impl Engine {
             return Err(EngineError::NotFound);
         }
         let (out, emits) = f(&mut call, self.clock.now(), &self.rules)?;
-        self.commit(&mut st, vec![(call.clone(), emits)]).await?;
+        let done = self.stage(&mut st, vec![(call.clone(), emits)]);
+        drop(st);
+        committer::wait(done).await?;
         Ok((call, out))
     }
 
-    /// Commits changed calls and what they notify, then updates memory and the outbox.
-    async fn commit(
+    /// Applies changed calls to memory and submits them, with what they notify, for commit.
+    /// The receiver answers once they are durable; their notifications go to the delivery
+    /// worker then, in commit order.
+    fn stage(
         &self,
         st: &mut State,
         changed: Vec<(Call, Vec<Emit>)>,
-    ) -> Result<(), EngineError> {
+    ) -> tokio::sync::oneshot::Receiver<Result<(), StoreError>> {
         let now = self.clock.now();
         let mut change = Change::default();
         for (call, emits) in &changed {
@@ -843,11 +858,6 @@ impl Engine {
             } else {
                 change.remove_calls.push(call.id);
             }
-        }
-        if let Err(e) = self.store.commit(change.clone()).await {
-            // Nothing was stored: give back the sequence numbers.
-            st.next_seq -= change.enqueue.len() as i64;
-            return Err(e.into());
         }
         for (call, emits) in changed {
             for e in &emits {
@@ -871,11 +881,15 @@ impl Engine {
                 st.end(&call);
             }
         }
-        if !change.enqueue.is_empty() {
-            self.delivery.enqueue(change.enqueue);
-        }
+        let after: Option<committer::AfterCommit> = if change.enqueue.is_empty() {
+            None
+        } else {
+            let items = change.enqueue.clone();
+            let delivery = self.delivery.clone();
+            Some(Box::new(move || delivery.enqueue(items)))
+        };
         self.timers_changed.notify_one();
-        Ok(())
+        self.committer.submit(change, after)
     }
 
     /// Runs every timer, dial and operation due at the clock's current time. Returns how many
@@ -930,7 +944,9 @@ impl Engine {
             }
             changed.push((call, emits));
         }
-        self.commit(&mut st, changed).await?;
+        let done = self.stage(&mut st, changed);
+        drop(st);
+        committer::wait(done).await?;
         Ok(fired)
     }
 

@@ -6,6 +6,7 @@
 //! [`Snapshot`]. Backends: [`memory`] (keeps nothing) and [`sqlite`] (the default). PostgreSQL
 //! will be a third module implementing the same trait.
 
+pub mod committer;
 pub mod memory;
 pub mod sqlite;
 
