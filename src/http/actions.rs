@@ -162,9 +162,17 @@ async fn prompt_ms(state: &AppState, prompt: &Value) -> Result<u64, ApiError> {
     if let Some(ms) = state.prompts.0.lock().expect("prompt cache lock").get(uri) {
         return Ok(*ms);
     }
+    // The strict callback policy also keeps prompts from reading local files or private hosts.
+    let strict = state.settings.callbacks.strict;
     let bytes = if let Some(path) = uri.strip_prefix("file://") {
-        tokio::fs::read(path).await.ok()
-    } else if uri.starts_with("http://") || uri.starts_with("https://") {
+        if strict {
+            None
+        } else {
+            tokio::fs::read(path).await.ok()
+        }
+    } else if (uri.starts_with("http://") || uri.starts_with("https://"))
+        && check_callback_policy(&state.settings.callbacks, uri).is_ok()
+    {
         let resp = state
             .http
             .get(uri)
