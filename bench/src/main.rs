@@ -140,6 +140,8 @@ pub struct PhaseRun {
     pub elapsed: Duration,
     pub server_cpu: Option<f64>,
     pub bench_cpu: Option<f64>,
+    /// CPU seconds every other process on the machine used meanwhile.
+    pub others_cpu: Option<f64>,
     pub peak_rss: Option<u64>,
 }
 
@@ -153,6 +155,8 @@ impl PhaseRun {
 /// Everything the run measured.
 #[derive(Default)]
 pub struct Results {
+    /// `/proc/loadavg` when the run started.
+    pub load_at_start: String,
     pub sqlite: Option<sqlite::CommitRates>,
     pub bare_mix: Option<PhaseRun>,
     pub bare_get: Option<PhaseRun>,
@@ -193,6 +197,7 @@ async fn run_phase(
     }
     let cpu0 = server.cpu_seconds();
     let me0 = stats::cpu_seconds(None);
+    let all0 = stats::machine_busy_seconds();
     let start = Instant::now();
     let gate = Gate::new(duration, count, rate);
     let runs: Vec<_> = ready
@@ -207,12 +212,17 @@ async fn run_phase(
         last_stop = last_stop.max(stopped);
     }
     let diff = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
+    let server_cpu = diff(cpu0, server.cpu_seconds());
+    let bench_cpu = diff(me0, stats::cpu_seconds(None));
+    let machine_cpu = diff(all0, stats::machine_busy_seconds());
     Ok(PhaseRun {
         bots,
         tally,
         elapsed: last_stop - start,
-        server_cpu: diff(cpu0, server.cpu_seconds()),
-        bench_cpu: diff(me0, stats::cpu_seconds(None)),
+        server_cpu,
+        bench_cpu,
+        others_cpu: machine_cpu
+            .map(|m| (m - server_cpu.unwrap_or(0.0) - bench_cpu.unwrap_or(0.0)).max(0.0)),
         peak_rss: server.vm_bytes("VmHWM"),
     })
 }
@@ -252,7 +262,10 @@ async fn run(opts: Opts) -> anyhow::Result<Results> {
     });
     std::fs::create_dir_all(&dir)?;
     let d = Some(opts.duration());
-    let mut r = Results::default();
+    let mut r = Results {
+        load_at_start: std::fs::read_to_string("/proc/loadavg").unwrap_or_default(),
+        ..Results::default()
+    };
 
     if has(Phase::Sqlite) {
         let secs = opts.duration().min(Duration::from_secs(5));

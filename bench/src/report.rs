@@ -89,13 +89,36 @@ pub fn render(opts: &Opts, r: &Results) -> String {
     );
     let _ = writeln!(
         o,
-        "Run: {} bots, {} s per phase, store {}, rate phase {}/s{}.\n",
+        "Run: {} bots, {} s per phase, store {}, rate phase {}/s{}.",
         opts.bots,
         opts.duration,
         opts.store(),
         opts.rate,
         if opts.smoke { " (smoke)" } else { "" }
     );
+    let _ = writeln!(
+        o,
+        "Load average at start: {}.",
+        r.load_at_start
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let busiest_others = [&r.lifecycle, &r.get, &r.rate, &r.bare_mix, &r.bare_get]
+        .into_iter()
+        .flatten()
+        .filter_map(|x| Some(x.others_cpu? / x.elapsed.as_secs_f64()))
+        .fold(0.0, f64::max);
+    if busiest_others > 0.2 {
+        let _ = writeln!(
+            o,
+            "**Other processes used up to {:.0} % of a core during a phase (see Resources): the \
+             figures of that phase understate what this machine can do.**",
+            100.0 * busiest_others
+        );
+    }
+    let _ = writeln!(o);
 
     let _ = writeln!(o, "### Throughput\n");
     let _ = writeln!(o, "| Measure | Switchboard | Baseline | Ratio |");
@@ -229,9 +252,9 @@ pub fn render(opts: &Opts, r: &Results) -> String {
     let _ = writeln!(o, "\n### Resources\n");
     let _ = writeln!(
         o,
-        "| Phase | Server CPU | Bench CPU | Server peak RSS | Failed requests |"
+        "| Phase | Server CPU | Bench CPU | Other processes' CPU | Server peak RSS | Failed requests |"
     );
-    let _ = writeln!(o, "|---|---|---|---|---|");
+    let _ = writeln!(o, "|---|---|---|---|---|---|");
     for (name, run) in [
         ("lifecycles", &r.lifecycle),
         ("GET", &r.get),
@@ -242,9 +265,13 @@ pub fn render(opts: &Opts, r: &Results) -> String {
         if let Some(x) = run {
             let _ = writeln!(
                 o,
-                "| {name} | {} | {} | {} | {} |",
+                "| {name} | {} | {} | {} | {} | {} |",
                 cpu(x, x.server_cpu),
                 cpu(x, x.bench_cpu),
+                x.others_cpu.map_or("–".into(), |c| format!(
+                    "{c:.1} s ({:.0} % of a core)",
+                    100.0 * c / x.elapsed.as_secs_f64()
+                )),
                 x.peak_rss.map_or("–".into(), mib),
                 x.tally.failed_requests
             );
@@ -306,6 +333,13 @@ pub fn render(opts: &Opts, r: &Results) -> String {
             x.rate(),
             met(p99 <= TARGET_NOTE_P99_MS && x.rate() >= 0.95 * opts.rate)
         );
+        if x.rate() < 0.95 * opts.rate {
+            let _ = writeln!(
+                o,
+                "  (the server did not sustain {}/s, so this latency is that of a saturated server)",
+                opts.rate
+            );
+        }
     }
     if let Some(m) = &r.memory
         && let Some(last) = m.steps.last()

@@ -86,6 +86,28 @@ pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
     Some((utime + stime) / ticks_per_second())
 }
 
+/// CPU seconds the whole machine has been busy (every core, every process, the kernel), from
+/// the first line of `/proc/stat`.
+pub fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<f64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    // user nice system idle iowait irq softirq steal ...: everything but idle and iowait.
+    let busy: f64 = fields
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    Some(busy / ticks_per_second())
+}
+
 /// A `VmXXX` line of `/proc/PID/status` (e.g. `VmRSS`, `VmHWM`), in bytes.
 pub fn vm_bytes(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -116,6 +138,7 @@ mod tests {
     #[test]
     fn reads_this_process() {
         assert!(cpu_seconds(None).is_some());
+        assert!(machine_busy_seconds().is_some());
         assert!(vm_bytes(std::process::id(), "VmRSS").unwrap() > 0);
     }
 }
