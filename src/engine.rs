@@ -88,8 +88,13 @@ struct State {
     ended: VecDeque<(String, PartyLeg)>,
     detached: Vec<Detached>,
     recordings: HashMap<String, Recording>,
+    /// Recording ids, oldest first, so that the oldest are dropped past [`RECORDINGS_KEPT`].
+    recording_order: VecDeque<String>,
     next_seq: i64,
 }
+
+/// How many finished recordings are kept for download.
+const RECORDINGS_KEPT: usize = 10_000;
 
 pub struct Engine {
     state: Mutex<State>,
@@ -182,6 +187,7 @@ impl Engine {
             ended: VecDeque::new(),
             detached: vec![],
             recordings: HashMap::new(),
+            recording_order: VecDeque::new(),
             next_seq: snapshot.next_seq,
         };
         for call in &snapshot.calls {
@@ -866,6 +872,12 @@ impl Engine {
                     && !rec.access_token.is_empty()
                     && op.completes_at.is_none()
                 {
+                    if st.recording_order.len() >= RECORDINGS_KEPT
+                        && let Some(oldest) = st.recording_order.pop_front()
+                    {
+                        st.recordings.remove(&oldest);
+                    }
+                    st.recording_order.push_back(op.id.clone());
                     st.recordings.insert(op.id.clone(), rec.clone());
                 }
             }

@@ -170,7 +170,13 @@ pub struct Validator {
     own: Arc<RwLock<KeyRing>>,
     trusted: Vec<TrustedIssuer>,
     http: reqwest::Client,
+    /// Tokens already validated, with their expiry: a bot sends the same token for an hour, and
+    /// checking an RS256 signature is the costliest part of a request.
+    seen: std::sync::Mutex<HashMap<String, (Principal, i64)>>,
 }
+
+/// How many validated tokens are remembered (the cache is emptied when full).
+const SEEN_TOKENS: usize = 4096;
 
 /// Reads the RSA keys of a JWKS document by `kid`.
 pub fn parse_jwks(doc: &Value) -> HashMap<String, DecodingKey> {
@@ -207,6 +213,7 @@ fn peek_claims(token: &str) -> Option<Value> {
 
 #[derive(Deserialize)]
 struct ValidatedClaims {
+    exp: i64,
     tid: Option<String>,
     appid: Option<String>,
     azp: Option<String>,
@@ -237,7 +244,12 @@ impl Validator {
                 last_fetch: std::sync::Mutex::new(None),
             })
             .collect();
-        Validator { own, trusted, http }
+        Validator {
+            own,
+            trusted,
+            http,
+            seen: std::sync::Mutex::new(HashMap::new()),
+        }
     }
 
     /// Loads every trusted issuer's keys. A file that cannot be read is an error; a URI that
@@ -294,6 +306,23 @@ impl Validator {
         if token.is_empty() {
             return Err(AuthError::Missing);
         }
+        let now = chrono::Utc::now().timestamp();
+        if let Some((p, exp)) = self.seen.lock().expect("token cache lock").get(token)
+            && now < exp + LEEWAY_SECS as i64
+        {
+            return Ok(p.clone());
+        }
+        let (principal, exp) = self.check(token).await?;
+        let mut seen = self.seen.lock().expect("token cache lock");
+        if seen.len() >= SEEN_TOKENS {
+            seen.clear();
+        }
+        seen.insert(token.to_string(), (principal.clone(), exp));
+        Ok(principal)
+    }
+
+    /// Validates a token that is not in the cache; gives whose it is and when it expires.
+    async fn check(&self, token: &str) -> Result<(Principal, i64), AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
         if header.alg != Algorithm::RS256 {
             return Err(AuthError::Algorithm);
@@ -352,11 +381,14 @@ impl Validator {
         let app_id = c.appid.or(c.azp).filter(|s| !s.is_empty());
         let tenant_id = c.tid.filter(|s| !s.is_empty());
         match (app_id, tenant_id) {
-            (Some(app_id), Some(tenant_id)) => Ok(Principal {
-                app_id,
-                tenant_id,
-                roles: c.roles.unwrap_or_default(),
-            }),
+            (Some(app_id), Some(tenant_id)) => Ok((
+                Principal {
+                    app_id,
+                    tenant_id,
+                    roles: c.roles.unwrap_or_default(),
+                },
+                c.exp,
+            )),
             _ => Err(AuthError::MissingClaims),
         }
     }
