@@ -334,8 +334,6 @@ async fn a_request_for_another_tenant_is_refused_with_7505() {
 
 #[tokio::test]
 async fn limits_on_concurrent_calls_and_request_rate_answer_429_with_retry_after() {
-    let app = spawn_app_with(Backend::Memory, "").await;
-    drop(app);
     let extra = "[[apps]]\napp_id = \"1a2b3c4d-0000-4000-8000-00000000000d\"\ntenant_id = \"8e4c2a5b-6f0d-4c1e-9a3b-2d7f1e0c9b11\"\nclient_secret = \"secret-d\"\nroles = [\"Calls.Initiate.All\"]\nmax_concurrent_calls = 2\n\n[[apps]]\napp_id = \"1a2b3c4d-0000-4000-8000-00000000000e\"\ntenant_id = \"8e4c2a5b-6f0d-4c1e-9a3b-2d7f1e0c9b11\"\nclient_secret = \"secret-e\"\nroles = [\"Calls.Initiate.All\"]\nrequests_per_second = 2\n";
     let app = spawn_app_with(Backend::Memory, extra).await;
     let d = app.token_for("1a2b3c4d-0000-4000-8000-00000000000d").await;
@@ -450,4 +448,88 @@ async fn the_control_api_wants_the_admin_token_and_never_an_app_token() {
         401
     );
     assert_eq!(app.admin("GET", "/clock", None).await.status, 200);
+}
+
+/// A JWKS server for a trusted issuer of the test's own, and a token signer for it.
+async fn outside_issuer() -> (String, EncodingKey) {
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::signature::KeyPair as _;
+    use base64::Engine as _;
+    let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let jwks = json!({"keys": [{
+        "kty": "RSA", "kid": "outside-1", "use": "sig", "alg": "RS256",
+        "n": b64.encode(pair.public_key().modulus().big_endian_without_leading_zero()),
+        "e": b64.encode(pair.public_key().exponent().big_endian_without_leading_zero()),
+    }]});
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/keys", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/keys",
+        axum::routing::get(move || async move { axum::Json(jwks) }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let pem = format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        base64::engine::general_purpose::STANDARD.encode(pair.as_der().unwrap().as_ref())
+    );
+    (url, EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap())
+}
+
+#[tokio::test]
+async fn a_trusted_issuer_with_a_jwks_uri_fronts_the_server() {
+    let (jwks_uri, key) = outside_issuer().await;
+    let issuer = "https://login.example.test/tenant/v2.0";
+    let app = spawn_app_with(
+        Backend::Memory,
+        &format!("[[trusted_issuers]]\nissuer = \"{issuer}\"\njwks_uri = \"{jwks_uri}\"\n"),
+    )
+    .await;
+    let mut c = claims(Some(vec!["Calls.Initiate.All"]));
+    c["iss"] = json!(issuer);
+    let mut h = Header::new(Algorithm::RS256);
+    h.kid = Some("outside-1".into());
+    let token = jsonwebtoken::encode(&h, &c, &key).unwrap();
+    let r = app
+        .send("POST", CALLS, Some(&token), Some(app.p2p(ALICE)))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    // The same claims signed by Switchboard's own key but naming the outside issuer are refused.
+    let forged = forge(&app, c.clone());
+    let r = app
+        .send("POST", CALLS, Some(&forged), Some(app.p2p(ALICE)))
+        .await;
+    assert_eq!(r.status, 401, "{}", r.text);
+}
+
+#[tokio::test]
+async fn without_an_admin_token_the_control_api_serves_loopback_clients_without_credentials() {
+    let toml = config_toml("").replace(&format!("[admin]\ntoken = \"{ADMIN}\"\n"), "");
+    let settings = switchboard::config::Settings::from_toml(&toml).unwrap();
+    let opts = switchboard::app::ServeOptions {
+        listen: "127.0.0.1:0".into(),
+        store: "memory".into(),
+        virtual_clock: true,
+    };
+    let server = switchboard::app::Application::build(settings, &opts)
+        .await
+        .unwrap();
+    let base = format!("http://{}", server.local_addr());
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(server.run_until_stopped(stop.clone()));
+    let http = reqwest::Client::new();
+    let open = http
+        .get(format!("{base}/_switchboard/v1/clock"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(open.status(), 200);
+    let with_app_token = http
+        .get(format!("{base}/_switchboard/v1/clock"))
+        .bearer_auth("eyJhbGciOiJSUzI1NiJ9.e30.x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_app_token.status(), 403);
+    stop.cancel();
 }
