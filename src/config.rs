@@ -129,6 +129,9 @@ pub struct PartyConfig {
     /// How long the party speaks when the bot records it (generated voice-like tones).
     #[serde(default)]
     pub record_seconds: Option<f64>,
+    /// A WAV file the party speaks when the bot records it (instead of generated tones).
+    #[serde(default)]
+    pub record_wav: Option<String>,
 }
 
 fn default_kind() -> crate::domain::PartyKind {
@@ -338,6 +341,7 @@ fn dev_parties() -> Vec<PartyConfig> {
         behavior,
         answer_after_ms: after,
         record_seconds: None,
+        record_wav: None,
     };
     vec![
         p(

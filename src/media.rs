@@ -91,3 +91,73 @@ mod tests {
         assert_eq!(wav_duration_ms(b""), None);
     }
 }
+
+/// The `fmt ` chunk body and the PCM data of a WAV file.
+fn wav_parts(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    if bytes.len() < 12 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
+        return None;
+    }
+    let mut pos = 12;
+    let mut fmt: Option<&[u8]> = None;
+    while pos + 8 <= bytes.len() {
+        let id = &bytes[pos..pos + 4];
+        let size = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().ok()?) as usize;
+        let body = pos + 8;
+        let end = (body + size).min(bytes.len());
+        if id == b"fmt " {
+            fmt = Some(&bytes[body..end]);
+        }
+        if id == b"data" {
+            return Some((fmt?, &bytes[body..end]));
+        }
+        pos = body + size + (size & 1);
+    }
+    None
+}
+
+/// A recording made of a party's WAV file: its audio, cut or padded with silence to
+/// `length_ms`, in the file's own format.
+pub fn recording_from_wav(source: &[u8], length_ms: u64) -> Option<Vec<u8>> {
+    let (fmt, data) = wav_parts(source)?;
+    if fmt.len() < 16 {
+        return None;
+    }
+    let byte_rate = u32::from_le_bytes(fmt[8..12].try_into().ok()?) as u64;
+    let block = u16::from_le_bytes(fmt[12..14].try_into().ok()?).max(1) as u64;
+    let want = (length_ms * byte_rate / 1000) / block * block;
+    let mut pcm = data[..(want as usize).min(data.len())].to_vec();
+    pcm.resize(want as usize, 0);
+    let mut out = Vec::with_capacity(28 + fmt.len() + pcm.len());
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&((20 + fmt.len() + pcm.len()) as u32).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&(fmt.len() as u32).to_le_bytes());
+    out.extend_from_slice(fmt);
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&(pcm.len() as u32).to_le_bytes());
+    out.extend_from_slice(&pcm);
+    Some(out)
+}
+
+#[cfg(test)]
+mod wav_source_tests {
+    use super::*;
+
+    #[test]
+    fn a_party_wav_is_cut_or_padded_to_the_recording_length() {
+        let source = recording_wav(3000, 3000, false);
+        let cut = recording_from_wav(&source, 1000).unwrap();
+        assert_eq!(wav_duration_ms(&cut), Some(1000));
+        let padded = recording_from_wav(&source, 5000).unwrap();
+        assert_eq!(wav_duration_ms(&padded), Some(5000));
+        assert_eq!(
+            &padded[44..44 + 100],
+            &source[44..44 + 100],
+            "the party's audio comes first"
+        );
+        assert!(
+            padded[44 + 96_000..].iter().all(|b| *b == 0),
+            "then silence"
+        );
+    }
+}

@@ -76,6 +76,9 @@ pub struct Recording {
     pub speech_ms: u64,
     /// Whether the recording begins with a beep.
     pub beep: bool,
+    /// The party's WAV file the recording is cut from, when it has one.
+    #[serde(default)]
+    pub source_wav: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,6 +216,8 @@ pub struct RecordPlan {
     pub barge_in: bool,
     /// How long the party speaks when recorded.
     pub speech_ms: u64,
+    /// The party's WAV file, when it speaks from one.
+    pub source_wav: Option<String>,
     pub access_token: String,
 }
 
@@ -281,6 +286,7 @@ impl super::Call {
             length_ms: length_ms + beep_ms,
             speech_ms: plan.speech_ms.min(length_ms),
             beep: plan.play_beep,
+            source_wav: plan.source_wav,
         });
         self.operations.push(op.clone());
         (op, cancelled)

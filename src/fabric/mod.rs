@@ -48,6 +48,8 @@ pub struct PartyInfo {
     pub behavior: Behavior,
     /// How long the party speaks when recorded.
     pub speech_ms: u64,
+    /// The WAV file the party speaks from, when it has one (its length is the speech).
+    pub record_wav: Option<String>,
 }
 
 pub trait Fabric: Send + Sync + 'static {

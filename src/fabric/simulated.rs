@@ -37,6 +37,7 @@ impl SimulatedFabric {
                 display_name: p.display_name.clone(),
                 behavior: p.behavior,
                 speech_ms: (p.record_seconds.unwrap_or(3.0).clamp(0.0, 600.0) * 1000.0) as u64,
+                record_wav: p.record_wav.clone(),
             };
             let after = Duration::from_millis(p.answer_after_ms.unwrap_or(0));
             if map.insert(key.clone(), (info, after)).is_none() {
@@ -98,6 +99,7 @@ mod tests {
             behavior,
             answer_after_ms: after,
             record_seconds: None,
+            record_wav: None,
         }
     }
 

@@ -335,11 +335,16 @@ pub async fn run(
                     ));
                 }
             };
-            let speech_ms = state
-                .engine
-                .fabric()
-                .party(&call.peer.id)
-                .map_or(3000, |p| p.speech_ms);
+            let party = state.engine.fabric().party(&call.peer.id);
+            let source_wav = party.as_ref().and_then(|p| p.record_wav.clone());
+            let speech_ms = match &source_wav {
+                Some(path) => tokio::fs::read(path)
+                    .await
+                    .ok()
+                    .and_then(|b| crate::media::wav_duration_ms(&b))
+                    .unwrap_or(0),
+                None => party.map_or(3000, |p| p.speech_ms),
+            };
             let plan = RecordPlan {
                 prompt_ms,
                 max_record_ms: int_in(&body, "maxRecordDurationInSeconds", 5, 1, 120)? as u64
@@ -353,6 +358,7 @@ pub async fn run(
                 stop_tones,
                 barge_in: bool_or(&body, "bargeInAllowed", false)?,
                 speech_ms,
+                source_wav,
                 access_token: crate::domain::ids::new_guid().replace('-', "")
                     + &crate::domain::ids::new_guid().replace('-', ""),
             };

@@ -246,7 +246,15 @@ async fn recording(
         )
         .with_header(header::WWW_AUTHENTICATE, "Bearer"));
     }
-    let wav = crate::media::recording_wav(rec.length_ms, rec.speech_ms, rec.beep);
+    let from_file = match &rec.source_wav {
+        Some(path) => tokio::fs::read(path)
+            .await
+            .ok()
+            .and_then(|b| crate::media::recording_from_wav(&b, rec.length_ms)),
+        None => None,
+    };
+    let wav = from_file
+        .unwrap_or_else(|| crate::media::recording_wav(rec.length_ms, rec.speech_ms, rec.beep));
     let mut resp = (axum::http::StatusCode::OK, wav).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
