@@ -68,9 +68,15 @@ pub enum Emit {
     /// A change of the call's state.
     State(Notice),
     /// An operation finished (`deleted` on its URL).
-    Operation(Operation),
+    Operation(Box<Operation>),
     /// The party pressed a key and the bot subscribed: (tone, sequence id).
     Tone(&'static str, i64),
+}
+
+impl Emit {
+    fn operation(op: Operation) -> Self {
+        Emit::Operation(Box::new(op))
+    }
 }
 
 /// Two parties left talking after a transfer or redirect took the bot out of the call.
@@ -596,7 +602,7 @@ impl Engine {
     ) -> Result<Operation, EngineError> {
         self.operate(app_id, id, OpKind::RecordResponse, ctx, |c, op, now| {
             let (op, cancelled) = c.record(op, plan, now);
-            Ok((op, cancelled.into_iter().map(Emit::Operation).collect()))
+            Ok((op, cancelled.into_iter().map(Emit::operation).collect()))
         })
         .await
     }
@@ -616,7 +622,7 @@ impl Engine {
             |c, op, _| {
                 Ok((
                     op,
-                    c.cancel_media().into_iter().map(Emit::Operation).collect(),
+                    c.cancel_media().into_iter().map(Emit::operation).collect(),
                 ))
             },
         )
@@ -700,7 +706,7 @@ impl Engine {
                     for k in keys.chars() {
                         let (tone, stopped) = c.press(k, now);
                         emits.extend(tone.map(|(t, seq)| Emit::Tone(t, seq)));
-                        emits.extend(stopped.into_iter().map(Emit::Operation));
+                        emits.extend(stopped.into_iter().map(Emit::operation));
                     }
                     Ok(((), emits))
                 })
@@ -928,7 +934,7 @@ impl Engine {
             loop {
                 let done = call.complete_due_operations(now);
                 fired += done.len();
-                emits.extend(done.into_iter().map(Emit::Operation));
+                emits.extend(done.into_iter().map(Emit::operation));
                 let Some(event) = call.take_due_event(now) else {
                     break;
                 };
