@@ -19,6 +19,10 @@ pub const APP_B: &str = "1a2b3c4d-0000-4000-8000-00000000000b";
 pub const APP_NOROLE: &str = "1a2b3c4d-0000-4000-8000-00000000000c";
 pub const ADMIN: &str = "test-admin-token";
 pub const ALICE: &str = "5e9f0000-0000-4000-8000-000000000001";
+/// A second user who answers at once.
+pub const BOB: &str = "5e9f0000-0000-4000-8000-000000000002";
+/// A user who never answers.
+pub const SILENT: &str = "5e9f0000-0000-4000-8000-000000000011";
 pub const PHONE: &str = "+15550100";
 
 /// The store a test runs on.
@@ -53,6 +57,11 @@ pub const PARTIES: &[(&str, &str, &str)] = &[
 ];
 
 pub fn config_toml(extra: &str) -> String {
+    config_toml_with(extra, None)
+}
+
+/// The test config; with `incoming`, apps A and B get that `incoming_call_uri`.
+pub fn config_toml_with(extra: &str, incoming: Option<&str>) -> String {
     let mut s = format!("[admin]\ntoken = \"{ADMIN}\"\n\n");
     for (app, roles) in [
         (
@@ -66,6 +75,9 @@ pub fn config_toml(extra: &str) -> String {
             "[[apps]]\napp_id = \"{app}\"\ntenant_id = \"{TENANT}\"\nclient_secret = \"secret-{}\"\nroles = [{roles}]\n\n",
             &app[app.len() - 1..]
         );
+        if let Some(uri) = incoming.filter(|_| app != APP_NOROLE) {
+            s += &format!("incoming_call_uri = \"{uri}\"\n\n");
+        }
     }
     for (id, kind, behavior) in PARTIES {
         s += &format!(
@@ -75,8 +87,8 @@ pub fn config_toml(extra: &str) -> String {
     s + extra
 }
 
-/// A callback receiver: records every POST and answers with the statuses it is told to, then
-/// 202.
+/// A callback receiver: records every POST (on any path, with the path) and answers with the
+/// statuses it is told to, then 202. It also serves files for prompts fetched over http.
 #[derive(Clone, Default)]
 pub struct Receiver {
     pub addr: Option<SocketAddr>,
@@ -87,6 +99,8 @@ pub struct Receiver {
 struct ReceiverState {
     received: Vec<Received>,
     plan: VecDeque<(u16, Option<&'static str>)>,
+    /// Files served on `GET /files/{name}` (prompts fetched over http).
+    files: std::collections::HashMap<String, Vec<u8>>,
 }
 
 #[derive(Clone, Debug)]
@@ -94,6 +108,8 @@ pub struct Received {
     pub headers: HeaderMap,
     pub body: Value,
     pub status: u16,
+    /// The path the POST went to (`/api/calls`, `/incoming`, ...).
+    pub path: String,
 }
 
 impl Received {
@@ -103,13 +119,19 @@ impl Received {
     }
 }
 
-async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: String) -> impl IntoResponse {
+async fn receive(
+    State(r): State<Receiver>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: String,
+) -> impl IntoResponse {
     let mut st = r.inner.lock().unwrap();
     let (status, retry_after) = st.plan.pop_front().unwrap_or((202, None));
     st.received.push(Received {
         headers,
         body: serde_json::from_str(&body).unwrap_or(Value::Null),
         status,
+        path: uri.path().to_string(),
     });
     let mut resp = StatusCode::from_u16(status).unwrap().into_response();
     if let Some(ra) = retry_after {
@@ -131,14 +153,63 @@ impl Receiver {
             ..Receiver::default()
         };
         let app = axum::Router::new()
-            .route("/api/calls", axum::routing::post(receive))
+            .route("/files/{name}", axum::routing::get(serve_file))
+            .fallback(axum::routing::post(receive))
             .with_state(r.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         r
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}/api/calls", self.addr.unwrap())
+        self.url_for("/api/calls")
+    }
+
+    /// A URL on this receiver; notifications POSTed to any path are recorded with it.
+    pub fn url_for(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr.unwrap())
+    }
+
+    /// Serves `bytes` on `GET /files/{name}` and returns the URL.
+    pub fn serve(&self, name: &str, bytes: Vec<u8>) -> String {
+        self.inner
+            .lock()
+            .unwrap()
+            .files
+            .insert(name.to_string(), bytes);
+        self.url_for(&format!("/files/{name}"))
+    }
+
+    /// (path, notification) of every accepted notification about `call_id` or one of its
+    /// sub-resources, in the order received.
+    pub fn notes(&self, call_id: &str) -> Vec<(String, Value)> {
+        let own = format!("/communications/calls/{call_id}");
+        let sub = format!("{own}/");
+        self.received()
+            .iter()
+            .filter(|r| (200..300).contains(&r.status))
+            .flat_map(|r| r.notes().into_iter().map(|n| (r.path.clone(), n)))
+            .filter(|(_, n)| {
+                n["resourceUrl"]
+                    .as_str()
+                    .is_some_and(|u| u == own || u.starts_with(&sub))
+            })
+            .collect()
+    }
+
+    /// Waits until `pred` holds for `call_id`'s notifications (or 5 s pass) and returns them.
+    pub async fn wait_notes(
+        &self,
+        call_id: &str,
+        pred: impl Fn(&[(String, Value)]) -> bool,
+    ) -> Vec<(String, Value)> {
+        for _ in 0..250 {
+            let n = self.notes(call_id);
+            if pred(&n) {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.notes(call_id)
     }
 
     /// Answers the next POSTs with these statuses (and `Retry-After` values).
@@ -203,6 +274,16 @@ impl Receiver {
     }
 }
 
+async fn serve_file(
+    State(r): State<Receiver>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> axum::response::Response {
+    match r.inner.lock().unwrap().files.get(&name) {
+        Some(b) => (StatusCode::OK, b.clone()).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
 pub fn has(states: &[(String, String)], change: &str, state: &str) -> bool {
     states.iter().any(|(c, s)| c == change && s == state)
 }
@@ -238,7 +319,10 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 }
 
 pub async fn spawn_app_with(backend: Backend, extra_config: &str) -> TestApp {
-    let settings = Settings::from_toml(&config_toml(extra_config)).unwrap();
+    // The receiver starts first so the apps' incoming_call_uri can point at it.
+    let receiver = Receiver::start().await;
+    let incoming = receiver.url_for("/incoming");
+    let settings = Settings::from_toml(&config_toml_with(extra_config, Some(&incoming))).unwrap();
     let dir = matches!(backend, Backend::Sqlite).then(TempDir::new);
     let store = match &dir {
         Some(d) => format!("sqlite://{}/sb.db", d.0.display()),
@@ -257,7 +341,7 @@ pub async fn spawn_app_with(backend: Backend, extra_config: &str) -> TestApp {
     TestApp {
         base,
         http: reqwest::Client::new(),
-        receiver: Receiver::start().await,
+        receiver,
         state,
         stop,
         _dir: dir,
@@ -390,6 +474,113 @@ impl TestApp {
         assert!(has(&states, "updated", "established"), "{states:?}");
         id
     }
+}
+
+/// Incoming calls: a party dials the app, the bot answers.
+impl TestApp {
+    /// `POST /parties/{party}/dial` to app A; returns the call id.
+    pub async fn dial(&self, party: &str) -> String {
+        let r = self
+            .admin(
+                "POST",
+                &format!("/parties/{party}/dial"),
+                Some(json!({"appId": APP_A})),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        r.body["callId"].as_str().unwrap().to_string()
+    }
+
+    /// Dials the app from `party` and waits for the incoming-call notification; returns the
+    /// call id and that notification.
+    pub async fn incoming(&self, party: &str) -> (String, Value) {
+        let id = self.dial(party).await;
+        let notes = self
+            .receiver
+            .wait_notes(&id, |n| n.iter().any(|(_, n)| n["changeType"] == "created"))
+            .await;
+        let created = notes
+            .iter()
+            .find(|(_, n)| n["changeType"] == "created")
+            .unwrap_or_else(|| panic!("no incoming-call notification for {id}: {notes:?}"))
+            .1
+            .clone();
+        (id, created)
+    }
+
+    /// An answer body with service-hosted media and `callback` as callbackUri.
+    pub fn answer_body(&self, callback: &str) -> Value {
+        json!({
+            "callbackUri": callback,
+            "acceptedModalities": ["audio"],
+            "mediaConfig": {"@odata.type": "#microsoft.graph.serviceHostedMediaConfig"},
+        })
+    }
+
+    /// `party` calls the app and the bot answers (callbacks to the receiver's `/api/calls`);
+    /// returns the call id once it is established.
+    pub async fn answered(&self, token: &str, party: &str) -> String {
+        let (id, _) = self.incoming(party).await;
+        let r = self
+            .send(
+                "POST",
+                &format!("/v1.0/communications/calls/{id}/answer"),
+                Some(token),
+                Some(self.answer_body(&self.receiver.url())),
+            )
+            .await;
+        assert_eq!(r.status, 202, "{}", r.text);
+        let states = self
+            .receiver
+            .wait_for(&id, |s| has(s, "updated", "established"))
+            .await;
+        assert!(has(&states, "updated", "established"), "{states:?}");
+        id
+    }
+
+    /// The notifications queued for a call so far (from the deliveries log), delivered or not.
+    pub async fn queued(&self, call_id: &str) -> Vec<Value> {
+        let r = self
+            .admin("GET", &format!("/calls/{call_id}/deliveries"), None)
+            .await;
+        if r.status == 404 {
+            return vec![];
+        }
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.body["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|d| d["body"]["value"].as_array().cloned().unwrap_or_default())
+            .collect()
+    }
+
+    /// The party's view of its calls (`GET /parties/{id}`).
+    pub async fn party(&self, party: &str) -> Value {
+        let r = self.admin("GET", &format!("/parties/{party}"), None).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.body
+    }
+}
+
+/// A silent WAV file (16 kHz, mono, 16-bit PCM) lasting `seconds`.
+pub fn wav_bytes(seconds: f64) -> Vec<u8> {
+    let data_len = (seconds * 16_000.0) as u32 * 2;
+    let mut out = Vec::with_capacity(44 + data_len as usize);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data_len).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&16_000u32.to_le_bytes());
+    out.extend_from_slice(&32_000u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data_len.to_le_bytes());
+    out.resize(44 + data_len as usize, 0);
+    out
 }
 
 pub async fn into_resp(r: reqwest::Response) -> Resp {

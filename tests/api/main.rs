@@ -7,3 +7,4 @@ mod calls;
 mod crash;
 mod delivery;
 mod identity;
+mod incoming;
