@@ -365,6 +365,8 @@ impl super::Call {
         };
         let key_str = key.to_string();
         let mut stopped = vec![];
+        // (planned end, actual end) of each recording the key stops early.
+        let mut freed: Vec<(Timestamp, Timestamp)> = vec![];
         for o in &mut self.operations {
             let recording =
                 o.kind == OpKind::RecordResponse && o.starts_at.is_some_and(|s| s <= now);
@@ -378,8 +380,23 @@ impl super::Call {
                     r.length_ms = elapsed.min(r.length_ms);
                     r.speech_ms = r.speech_ms.min(r.length_ms);
                 }
+                if let Some(end) = o.completes_at {
+                    freed.push((end, now));
+                }
                 o.finish(OpStatus::Completed, results::COMPLETED);
                 stopped.push(o.clone());
+            }
+        }
+        // Media queued behind a recording that ended early moves up by the time it freed.
+        for (planned, actual) in freed {
+            let gain = planned - actual;
+            for o in self.operations.iter_mut().filter(|o| o.kind.is_media()) {
+                if let (Some(start), Some(end)) = (o.starts_at, o.completes_at)
+                    && start >= planned
+                {
+                    o.starts_at = Some(start - gain);
+                    o.completes_at = Some(end - gain);
+                }
             }
         }
         self.operations.retain(|o| o.completes_at.is_some());
