@@ -76,8 +76,8 @@ struct Opts {
         default_value = "sqlite,bare,lifecycle,get,rate,memory"
     )]
     phases: Vec<Phase>,
-    /// Target a running Switchboard (started with `bench print-config`) instead of starting
-    /// one; the memory phase is skipped.
+    /// Target a running Switchboard (configured with `bench print-config`) instead of starting
+    /// one; the memory phase then needs `--server-pid` (and the server a virtual clock).
     #[arg(long)]
     url: Option<String>,
     /// With `--url`: the server's pid, to report its CPU and memory.
@@ -341,11 +341,17 @@ async fn run(opts: Opts) -> anyhow::Result<Results> {
         r.rate = Some(run);
     }
     if has(Phase::Memory) {
-        if opts.url.is_some() {
-            eprintln!("memory: skipped (it needs a server of its own on a virtual clock)");
+        if opts.url.is_some() && opts.server_pid.is_none() {
+            eprintln!("memory: skipped (with --url it needs --server-pid to read RSS)");
         } else {
-            let binary = server::switchboard_binary(opts.server_bin.as_deref())?;
-            let server = memory::start_server(&binary, &dir.join("memory"), opts.store()).await?;
+            let server = match &opts.url {
+                // Best started with --clock virtual, as the bench does itself.
+                Some(url) => Server::external(url, opts.server_pid),
+                None => {
+                    let binary = server::switchboard_binary(opts.server_bin.as_deref())?;
+                    memory::start_server(&binary, &dir.join("memory"), opts.store()).await?
+                }
+            };
             let result = memory::run(&server, &opts.memory_calls, 64).await;
             server.stop().await;
             r.memory = Some(result?);
