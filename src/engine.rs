@@ -87,7 +87,8 @@ struct Detached {
 }
 
 struct State {
-    calls: HashMap<CallId, Call>,
+    /// Boxed: a call is a few hundred bytes, and a map of boxes wastes less on empty slots.
+    calls: HashMap<CallId, Box<Call>>,
     /// (due time, call) for every call with a pending timer, dial or operation.
     timers: BTreeSet<(Timestamp, CallId)>,
     live_per_app: HashMap<String, usize>,
@@ -199,7 +200,7 @@ impl Engine {
         for call in &snapshot.calls {
             state.index(call);
             *state.live_per_app.entry(call.app_id.clone()).or_default() += 1;
-            state.calls.insert(call.id, call.clone());
+            state.calls.insert(call.id, Box::new(call.clone()));
         }
         Engine {
             state: Mutex::new(state),
@@ -267,7 +268,7 @@ impl Engine {
                 keep_alive_deadline: Some(now + self.rules.keep_alive_window),
                 ..Timers::default()
             },
-            wire: serde_json::Map::new(),
+            wire: Default::default(),
             app_hosted_media: false,
             peer_leg: Default::default(),
             pending_dial: None,
@@ -298,14 +299,15 @@ impl Engine {
             call.call_chain_id = chain;
         }
         call.app_hosted_media = req.app_hosted_media;
-        call.wire = req.wire;
+        let mut wire = req.wire;
         let source = fill_source(
-            call.wire.get("source"),
+            wire.get("source"),
             &app.app_id,
             app.display_name.as_deref(),
             &call.my_participant_id,
         );
-        call.wire.insert("source".into(), source);
+        wire.insert("source".into(), source);
+        call.wire = crate::domain::call::Wire::from_map(wire);
         call.peer_leg.state = Some(CallState::Establishing);
         let at = |d: std::time::Duration| now + chrono::Duration::from_std(d).unwrap_or_default();
         match self.fabric.dial(&peer) {
@@ -366,11 +368,11 @@ impl Engine {
             },
             "endpointType": null, "replacesCallId": null, "hidden": null, "participantId": call.my_participant_id,
         });
-        call.wire.insert("source".into(), caller);
-        call.wire.insert("targets".into(), json!([me]));
-        call.wire
-            .insert("requestedModalities".into(), json!(["audio"]));
-        call.wire.insert(
+        let mut wire = serde_json::Map::new();
+        wire.insert("source".into(), caller);
+        wire.insert("targets".into(), json!([me]));
+        wire.insert("requestedModalities".into(), json!(["audio"]));
+        wire.insert(
             "incomingContext".into(),
             json!({
                 "@odata.type": odata_type("incomingContext"),
@@ -380,6 +382,7 @@ impl Engine {
                 "transferor": null,
             }),
         );
+        call.wire = crate::domain::call::Wire::from_map(wire);
         let first = Notice {
             change: ChangeType::Created,
             state: CallState::Incoming,
@@ -393,7 +396,7 @@ impl Engine {
         st.calls
             .get(&id)
             .filter(|c| c.app_id == app_id)
-            .cloned()
+            .map(|c| Call::clone(c))
             .ok_or(EngineError::NotFound)
     }
 
@@ -454,7 +457,7 @@ impl Engine {
             if let Some(cb) = callback_uri {
                 c.callback_uri = cb;
             }
-            c.wire.insert("mediaConfig".into(), media_config);
+            c.wire.insert("mediaConfig", media_config);
             c.app_hosted_media = app_hosted;
             Ok(((), step(c, Event::BotAnswered, now, r)?))
         })
@@ -838,7 +841,7 @@ impl Engine {
             .calls
             .get(&id)
             .filter(|c| owner.is_none_or(|o| c.app_id == o))
-            .cloned()
+            .map(|c| Call::clone(c))
             .ok_or(EngineError::NotFound)?;
         if !call.state.is_live() {
             return Err(EngineError::NotFound);
@@ -890,7 +893,7 @@ impl Engine {
             st.unindex(call.id);
             if call.state.is_live() {
                 st.index(&call);
-                st.calls.insert(call.id, call);
+                st.calls.insert(call.id, Box::new(call));
             } else {
                 st.calls.remove(&call.id);
                 if let Some(n) = st.live_per_app.get_mut(&call.app_id) {
@@ -927,7 +930,7 @@ impl Engine {
         let mut changed = vec![];
         let mut fired = 0;
         for id in due {
-            let Some(mut call) = st.calls.get(&id).cloned() else {
+            let Some(mut call) = st.calls.get(&id).map(|c| Call::clone(c)) else {
                 continue;
             };
             let mut emits = vec![];

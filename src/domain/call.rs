@@ -382,6 +382,37 @@ impl Timers {
     }
 }
 
+/// Client-supplied properties of a call, kept as compact JSON text: a parsed map of them costs
+/// several times the memory, and a server holds many calls. Stored and written as a JSON object.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Wire(Box<serde_json::value::RawValue>);
+
+impl Default for Wire {
+    fn default() -> Self {
+        Wire::from_map(serde_json::Map::new())
+    }
+}
+
+impl Wire {
+    pub fn from_map(map: serde_json::Map<String, serde_json::Value>) -> Self {
+        let text = serde_json::Value::Object(map).to_string();
+        Wire(serde_json::value::RawValue::from_string(text).expect("a map is valid JSON"))
+    }
+
+    /// The properties, parsed.
+    pub fn to_map(&self) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::from_str(self.0.get()).unwrap_or_default()
+    }
+
+    /// Sets one property.
+    pub fn insert(&mut self, key: &str, value: serde_json::Value) {
+        let mut map = self.to_map();
+        map.insert(key.to_string(), value);
+        *self = Wire::from_map(map);
+    }
+}
+
 /// A transfer or redirect target being rung, with how it will respond.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -459,7 +490,7 @@ pub struct Call {
     pub timers: Timers,
     /// Client-supplied properties echoed back as given (`call` is an open type). The domain does
     /// not read them.
-    pub wire: serde_json::Map<String, serde_json::Value>,
+    pub wire: Wire,
     /// The bot hosts the media itself (`appHostedMediaConfig`): no service media operations.
     #[serde(default)]
     pub app_hosted_media: bool,

@@ -401,8 +401,8 @@ fn fill(out: &mut Map<String, Value>, call: &Call) {
         out.insert(k.into(), Value::Null);
     }
     out.insert("callRoutes".into(), json!([]));
-    for (k, v) in &call.wire {
-        out.insert(k.clone(), v.clone());
+    for (k, v) in call.wire.to_map() {
+        out.insert(k, v);
     }
     out.insert("id".into(), json!(call.id.to_string()));
     out.insert("state".into(), json!(call.state.as_str()));

@@ -409,7 +409,7 @@ pub async fn run(
                 })?;
             op(
                 e.instant(me, cid, OpKind::UpdateRecordingStatus, ctx, move |c| {
-                    c.wire.insert("recordingStatus".into(), json!(status));
+                    c.wire.insert("recordingStatus", json!(status));
                 })
                 .await?,
             )
@@ -418,7 +418,7 @@ pub async fn run(
             let role = enum_value(&body, "role", &["viewer", "sharer"])?
                 .ok_or_else(|| ApiError::bad_request("role is required: viewer or sharer."))?;
             e.modify(me, cid, move |c| {
-                c.wire.insert("screenSharingRole".into(), json!(role));
+                c.wire.insert("screenSharingRole", json!(role));
             })
             .await?;
             accepted()

@@ -218,7 +218,7 @@ mod contract_tests {
             created_at: chrono::Utc::now(),
             version: 1,
             timers: Timers::default(),
-            wire: serde_json::Map::new(),
+            wire: Default::default(),
             app_hosted_media: false,
             peer_leg: Default::default(),
             pending_dial: None,
