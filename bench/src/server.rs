@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
@@ -166,10 +167,14 @@ impl Server {
 }
 
 /// The workspace's release binary of Switchboard, built first if it is missing or older than
-/// the server's sources (`src/`, `Cargo.toml`, `Cargo.lock`).
+/// the server's sources (`src/`, `Cargo.toml`, `Cargo.lock`); checked once per run.
 pub fn switchboard_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    static CHECKED: OnceLock<PathBuf> = OnceLock::new();
     if let Some(p) = explicit {
         return Ok(p.to_path_buf());
+    }
+    if let Some(p) = CHECKED.get() {
+        return Ok(p.clone());
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -208,7 +213,7 @@ pub fn switchboard_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
             bail!("cargo build --release -p switchboard failed");
         }
     }
-    Ok(binary)
+    Ok(CHECKED.get_or_init(|| binary).clone())
 }
 
 fn newest_mtime(dir: &Path) -> Option<SystemTime> {
@@ -223,4 +228,14 @@ fn newest_mtime(dir: &Path) -> Option<SystemTime> {
         newest = newest.max(t);
     }
     newest
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_bench_configuration_is_one_switchboard_accepts() {
+        let s = switchboard::config::Settings::from_toml(&super::config_toml()).unwrap();
+        assert_eq!(s.apps[0].max_concurrent_calls, 1_000_000);
+        assert_eq!(s.parties[0].answer_after_ms, Some(0));
+    }
 }
