@@ -266,16 +266,13 @@ impl Delivery {
             attempts,
             next_attempt_at,
         };
-        let recorded = self.committer.submit(
-            Change {
-                attempts: vec![outcome],
-                ..Change::default()
-            },
-            None,
-        );
-        if let Err(e) = crate::store::committer::wait(recorded).await {
-            tracing::error!(seq = item.seq, "cannot record a delivery attempt: {e}");
-        }
+        // Recorded in the background, in order: the call's next notification need not wait for
+        // it. If the process dies before it commits, the notification is sent again at restart
+        // (at least once; the sequence header tells a duplicate).
+        self.committer.record(Change {
+            attempts: vec![outcome],
+            ..Change::default()
+        });
         let mut q = self.queues.lock().expect("queues lock");
         q.busy.remove(&item.call_id);
         let Some(queue) = q.per_call.get_mut(&item.call_id) else {

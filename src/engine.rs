@@ -20,7 +20,7 @@ use crate::domain::{
     Call, CallId, CallState, ChangeType, Direction, EndReason, Event, Notice, Peer,
 };
 use crate::fabric::{DialPlan, Fabric, simulated::party_key};
-use crate::graph::call::{CreateCall, fill_source, resource_data};
+use crate::graph::call::{CreateCall, View, fill_source, write as write_call};
 use crate::graph::notification::Notification;
 use crate::graph::odata_type;
 use crate::store::committer::{self, Committer};
@@ -826,7 +826,24 @@ impl Engine {
 
     /// Every notification of a call with its delivery attempts, ended calls included.
     pub async fn deliveries(&self, id: CallId) -> Result<Vec<DeliveryRecord>, EngineError> {
+        // Everything submitted before this point is committed once this empty change is.
+        committer::wait(self.committer.submit(Change::default(), None)).await?;
         Ok(self.store.deliveries(id).await?)
+    }
+
+    /// Reads a live call the app owns without copying it.
+    pub async fn with_call<T>(
+        &self,
+        app_id: &str,
+        id: CallId,
+        read: impl FnOnce(&Call) -> T,
+    ) -> Result<T, EngineError> {
+        let st = self.state.lock().await;
+        st.calls
+            .get(&id)
+            .filter(|c| c.app_id == app_id)
+            .map(|c| read(c))
+            .ok_or(EngineError::NotFound)
     }
 
     /// Changes one call and commits it with what it notifies. On error nothing changes.
@@ -1053,17 +1070,22 @@ impl State {
         self.next_seq += 1;
         let n = match emit {
             Emit::State(notice) => {
-                let mut data = resource_data(call);
-                data["state"] = json!(notice.state.as_str());
-                if notice.state == CallState::Terminating {
-                    data["resultInfo"] = Value::Null;
-                }
+                let view = View {
+                    notification: true,
+                    state: Some(notice.state),
+                    hide_result: notice.state == CallState::Terminating,
+                    ..View::default()
+                };
+                let data = write_call(call, &view);
                 Notification::for_call(notice.change, call.id, &call.callback_uri, data)
             }
             Emit::Tone(tone, seq) => {
-                let mut data = resource_data(call);
-                data["toneInfo"] =
-                    json!({"@odata.type": odata_type("toneInfo"), "sequenceId": seq, "tone": tone});
+                let view = View {
+                    notification: true,
+                    tone: Some((tone, *seq)),
+                    ..View::default()
+                };
+                let data = write_call(call, &view);
                 Notification::for_call(ChangeType::Updated, call.id, &call.callback_uri, data)
             }
             Emit::Operation(op) => {
@@ -1075,7 +1097,7 @@ impl State {
                     change: ChangeType::Deleted,
                     resource,
                     callback_uri: call.callback_uri.clone(),
-                    data,
+                    data: data.to_string(),
                 }
             }
         };
@@ -1088,7 +1110,7 @@ impl State {
             callback_uri: call.callback_uri.clone(),
             change_type,
             resource_url: n.resource_url(),
-            body: n.envelope().to_string(),
+            body: n.envelope(),
             created_at: now,
             status: DeliveryStatus::Pending,
             attempts: 0,

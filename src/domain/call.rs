@@ -405,6 +405,11 @@ impl Wire {
         serde_json::from_str(self.0.get()).unwrap_or_default()
     }
 
+    /// The properties as compact JSON text.
+    pub fn raw(&self) -> &str {
+        self.0.get()
+    }
+
     /// Sets one property.
     pub fn insert(&mut self, key: &str, value: serde_json::Value) {
         let mut map = self.to_map();

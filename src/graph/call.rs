@@ -3,7 +3,7 @@
 use serde_json::{Map, Value, json};
 
 use super::{is_odata_type, odata_type};
-use crate::domain::{Call, PartyKind, Peer};
+use crate::domain::{Call, CallState, PartyKind, Peer};
 
 /// A create-call request after parsing, before any permission is checked.
 #[derive(Debug)]
@@ -348,89 +348,142 @@ pub struct Addressing {
     pub collection: &'static str,
 }
 
-/// The call as Graph writes it in a response body (with `@odata.context`).
-pub fn render(call: &Call, at: &Addressing) -> Value {
-    let mut out = Map::new();
-    out.insert(
-        "@odata.context".into(),
-        json!(format!("{}/$metadata#{}/$entity", at.base, at.collection)),
-    );
-    fill(&mut out, call);
-    Value::Object(out)
+/// What a rendering of a call shows besides the call itself.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct View<'a> {
+    /// A response body: `@odata.context` at this address.
+    pub context: Option<&'a Addressing>,
+    /// A notification: `@odata.id` and `@odata.etag`.
+    pub notification: bool,
+    /// The state to report, when not the call's own (a notice of an earlier step).
+    pub state: Option<CallState>,
+    /// Leave `resultInfo` out (the `terminating` notice comes before the end).
+    pub hide_result: bool,
+    /// A DTMF key to report as `toneInfo`: (tone, sequence id).
+    pub tone: Option<(&'a str, i64)>,
 }
 
-/// The call as it appears in a notification's `resourceData`.
-pub fn resource_data(call: &Call) -> Value {
-    let mut out = Map::new();
-    fill(&mut out, call);
-    out.insert(
-        "@odata.id".into(),
-        json!(format!("/communications/calls/{}", call.id)),
-    );
-    out.insert(
-        "@odata.etag".into(),
-        json!(format!("W/\"{}\"", call.version)),
-    );
-    Value::Object(out)
+/// Properties every rendering has, `null` (or `[]`) unless the client or the server set them.
+const DEFAULTED: [(&str, &str); 10] = [
+    ("subject", "null"),
+    ("requestedModalities", "null"),
+    ("mediaConfig", "null"),
+    ("source", "null"),
+    ("targets", "null"),
+    ("chatInfo", "null"),
+    ("meetingInfo", "null"),
+    ("callOptions", "null"),
+    ("callRoutes", "[]"),
+    ("incomingContext", "null"),
+];
+
+/// Appends `s` as a JSON string.
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
 }
 
-fn fill(out: &mut Map<String, Value>, call: &Call) {
-    out.insert("@odata.type".into(), json!(odata_type("call")));
-    for k in [
-        "state",
-        "direction",
-        "subject",
-        "callbackUri",
-        "callChainId",
-        "myParticipantId",
-        "tenantId",
-        "requestedModalities",
-        "mediaConfig",
-        "source",
-        "targets",
-        "chatInfo",
-        "meetingInfo",
-        "callOptions",
-        "callRoutes",
-        "incomingContext",
-        "mediaState",
-        "resultInfo",
-        "toneInfo",
-        "transcription",
-    ] {
-        out.insert(k.into(), Value::Null);
+fn push_field(out: &mut Vec<u8>, key: &str, raw: &str) {
+    if out.last() != Some(&b'{') {
+        out.push(b',');
     }
-    out.insert("callRoutes".into(), json!([]));
-    for (k, v) in call.wire.to_map() {
-        out.insert(k, v);
+    push_str(out, key);
+    out.push(b':');
+    out.extend_from_slice(raw.as_bytes());
+}
+
+fn push_str_field(out: &mut Vec<u8>, key: &str, value: &str) {
+    if out.last() != Some(&b'{') {
+        out.push(b',');
     }
-    out.insert("id".into(), json!(call.id.to_string()));
-    out.insert("state".into(), json!(call.state.as_str()));
-    out.insert("direction".into(), json!(call.direction.as_str()));
-    out.insert("callbackUri".into(), json!(call.callback_uri));
-    out.insert("callChainId".into(), json!(call.call_chain_id));
-    out.insert("myParticipantId".into(), json!(call.my_participant_id));
-    out.insert("tenantId".into(), json!(call.tenant_id));
-    let audio = if call.state == crate::domain::CallState::Established {
+    push_str(out, key);
+    out.push(b':');
+    push_str(out, value);
+}
+
+/// The call as Graph writes it, as JSON text: server-owned properties, then the client's
+/// properties spliced in as stored, then `null`s for the rest. Built without an intermediate
+/// `Value` tree: this runs for every notification and every GET.
+pub fn write(call: &Call, view: &View) -> String {
+    let wire = call.wire.raw();
+    let mut out = Vec::with_capacity(640 + wire.len());
+    out.push(b'{');
+    if let Some(at) = view.context {
+        push_str_field(
+            &mut out,
+            "@odata.context",
+            &format!("{}/$metadata#{}/$entity", at.base, at.collection),
+        );
+    }
+    push_str_field(&mut out, "@odata.type", "#microsoft.graph.call");
+    if view.notification {
+        push_str_field(
+            &mut out,
+            "@odata.id",
+            &format!("/communications/calls/{}", call.id),
+        );
+        push_str_field(&mut out, "@odata.etag", &format!("W/\"{}\"", call.version));
+    }
+    push_str_field(&mut out, "id", &call.id.to_string());
+    push_str_field(&mut out, "state", view.state.unwrap_or(call.state).as_str());
+    push_str_field(&mut out, "direction", call.direction.as_str());
+    push_str_field(&mut out, "callbackUri", &call.callback_uri);
+    push_str_field(&mut out, "callChainId", &call.call_chain_id);
+    push_str_field(&mut out, "myParticipantId", &call.my_participant_id);
+    push_str_field(&mut out, "tenantId", &call.tenant_id);
+    let audio = if call.state == CallState::Established {
         "active"
     } else {
         "inactive"
     };
-    out.insert(
-        "mediaState".into(),
-        json!({"@odata.type": odata_type("callMediaState"), "audio": audio}),
+    push_field(
+        &mut out,
+        "mediaState",
+        &format!("{{\"@odata.type\":\"#microsoft.graph.callMediaState\",\"audio\":\"{audio}\"}}"),
     );
-    if let Some(r) = call.result {
-        out.insert(
-            "resultInfo".into(),
-            json!({
+    match call.result.filter(|_| !view.hide_result) {
+        Some(r) => {
+            let info = json!({
                 "@odata.type": odata_type("resultInfo"),
                 "code": r.code,
                 "subcode": r.subcode,
                 "message": r.message(),
-            }),
-        );
+            });
+            push_field(&mut out, "resultInfo", &info.to_string());
+        }
+        None => push_field(&mut out, "resultInfo", "null"),
     }
+    match view.tone {
+        Some((tone, seq)) => {
+            let info =
+                json!({"@odata.type": odata_type("toneInfo"), "sequenceId": seq, "tone": tone});
+            push_field(&mut out, "toneInfo", &info.to_string());
+        }
+        None => push_field(&mut out, "toneInfo", "null"),
+    }
+    push_field(&mut out, "transcription", "null");
+    let entries: std::collections::BTreeMap<std::borrow::Cow<str>, &serde_json::value::RawValue> =
+        serde_json::from_str(wire).unwrap_or_default();
+    for (k, v) in &entries {
+        push_field(&mut out, k, v.get());
+    }
+    for (k, empty) in DEFAULTED {
+        if !entries.contains_key(k) {
+            push_field(&mut out, k, empty);
+        }
+    }
+    out.push(b'}');
+    String::from_utf8(out).expect("JSON text is UTF-8")
+}
+
+/// The call as Graph writes it in a response body (with `@odata.context`).
+pub fn render(call: &Call, at: &Addressing) -> String {
+    write(
+        call,
+        &View {
+            context: Some(at),
+            ..View::default()
+        },
+    )
 }
 
 #[cfg(test)]
@@ -560,5 +613,95 @@ mod tests {
         assert_eq!(s["identity"]["applicationInstance"]["id"], "inst");
         assert_eq!(s["@odata.type"], "#microsoft.graph.participantInfo");
         assert_eq!(s["participantId"], "p-1");
+    }
+}
+
+#[cfg(test)]
+mod write_tests {
+    use super::*;
+    use crate::domain::call::{PeerLeg, Timers, Wire};
+    use crate::domain::{CallId, Direction, EndReason};
+
+    fn call() -> Call {
+        let req = parse_create(&json!({
+            "callbackUri": "https://bot.example/cb",
+            "targets": [{"identity": {"user": {"id": "u-1"}}}],
+            "subject": "quote \" and \\ backslash",
+            "futureThing": [1, 2]
+        }))
+        .unwrap();
+        Call {
+            id: CallId::new(),
+            app_id: "app".into(),
+            tenant_id: "t".into(),
+            direction: Direction::Outgoing,
+            state: CallState::Terminated,
+            result: Some(EndReason::BOT_HANG_UP),
+            callback_uri: req.callback_uri,
+            my_participant_id: "p".into(),
+            call_chain_id: "c".into(),
+            peer: Peer {
+                id: "u-1".into(),
+                kind: PartyKind::User,
+            },
+            created_at: chrono::Utc::now(),
+            version: 3,
+            timers: Timers::default(),
+            wire: Wire::from_map(req.wire),
+            app_hosted_media: false,
+            peer_leg: PeerLeg::default(),
+            pending_dial: None,
+            operations: vec![],
+            tone_subscribed: false,
+            tone_sequence: 0,
+            muted: false,
+        }
+    }
+
+    #[test]
+    fn a_written_call_is_valid_json_with_every_property_once() {
+        let c = call();
+        let at = Addressing {
+            base: "http://x/v1.0".into(),
+            collection: "communications/calls",
+        };
+        let text = render(&c, &at);
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            v["@odata.context"],
+            "http://x/v1.0/$metadata#communications/calls/$entity"
+        );
+        assert_eq!(v["subject"], "quote \" and \\ backslash");
+        assert_eq!(v["futureThing"], json!([1, 2]));
+        assert_eq!(v["callRoutes"], json!([]));
+        assert_eq!(v["chatInfo"], Value::Null);
+        assert_eq!(v["resultInfo"]["subcode"], 5001);
+        assert_eq!(v["targets"][0]["identity"]["user"]["id"], "u-1");
+        let keys = text.matches("\"targets\":").count();
+        assert_eq!(keys, 1, "{text}");
+    }
+
+    #[test]
+    fn a_notification_view_reports_its_own_state_and_can_hide_the_result() {
+        let c = call();
+        let view = View {
+            notification: true,
+            state: Some(CallState::Terminating),
+            hide_result: true,
+            ..View::default()
+        };
+        let v: Value = serde_json::from_str(&write(&c, &view)).unwrap();
+        assert_eq!(v["state"], "terminating");
+        assert_eq!(v["resultInfo"], Value::Null);
+        assert_eq!(v["@odata.etag"], "W/\"3\"");
+        assert!(v.get("@odata.context").is_none());
+        let tone = View {
+            notification: true,
+            tone: Some(("pound", 7)),
+            ..View::default()
+        };
+        let v: Value = serde_json::from_str(&write(&c, &tone)).unwrap();
+        assert_eq!(v["toneInfo"]["tone"], "pound");
+        assert_eq!(v["toneInfo"]["sequenceId"], 7);
     }
 }

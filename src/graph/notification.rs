@@ -1,6 +1,6 @@
 //! `commsNotifications`: the envelope Graph POSTs to a bot's callback URL.
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::odata_type;
 use crate::domain::{CallId, ChangeType};
@@ -11,12 +11,13 @@ pub struct Notification {
     /// Path below `/communications`, e.g. `calls/{id}` or `calls/{id}/operations/{opId}`.
     pub resource: String,
     pub callback_uri: String,
-    pub data: Value,
+    /// `resourceData` as JSON text.
+    pub data: String,
 }
 
 impl Notification {
     /// A notification about the call itself.
-    pub fn for_call(change: ChangeType, id: CallId, callback_uri: &str, data: Value) -> Self {
+    pub fn for_call(change: ChangeType, id: CallId, callback_uri: &str, data: String) -> Self {
         Notification {
             change,
             resource: format!("calls/{id}"),
@@ -31,24 +32,28 @@ impl Notification {
     }
 
     /// The envelope, exactly as POSTed: both `resourceUrl` and the legacy `resource`.
-    pub fn envelope(&self) -> Value {
-        json!({
-            "@odata.type": odata_type("commsNotifications"),
-            "value": [{
-                "@odata.type": odata_type("commsNotification"),
-                "changeType": self.change.as_str(),
-                "resource": format!("/app/{}", self.resource),
-                "resourceUrl": self.resource_url(),
-                "callbackUri": self.callback_uri,
-                "resourceData": self.data,
-            }]
+    pub fn envelope(&self) -> String {
+        let head = json!({
+            "@odata.type": odata_type("commsNotification"),
+            "changeType": self.change.as_str(),
+            "resource": format!("/app/{}", self.resource),
+            "resourceUrl": self.resource_url(),
+            "callbackUri": self.callback_uri,
         })
+        .to_string();
+        // `head` is a JSON object; `resourceData` goes in before its closing brace.
+        format!(
+            "{{\"@odata.type\":\"#microsoft.graph.commsNotifications\",\"value\":[{},\"resourceData\":{}}}]}}",
+            &head[..head.len() - 1],
+            self.data
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn the_envelope_carries_both_resource_forms() {
@@ -57,9 +62,9 @@ mod tests {
             ChangeType::Deleted,
             id,
             "https://bot/cb",
-            json!({"state": "terminated"}),
+            json!({"state": "terminated"}).to_string(),
         );
-        let e = n.envelope();
+        let e: Value = serde_json::from_str(&n.envelope()).unwrap();
         assert_eq!(e["@odata.type"], "#microsoft.graph.commsNotifications");
         let v = &e["value"][0];
         assert_eq!(v["changeType"], "deleted");

@@ -20,7 +20,12 @@ use crate::graph::call::{CallKind, parse_create, render};
 const GRAPH_JSON: &str = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8";
 
 pub fn json_response(status: StatusCode, value: &Value) -> Response {
-    let mut resp = (status, value.to_string()).into_response();
+    json_text_response(status, value.to_string())
+}
+
+/// A JSON body that is already text.
+pub fn json_text_response(status: StatusCode, text: String) -> Response {
+    let mut resp = (status, text).into_response();
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(GRAPH_JSON));
     resp
@@ -196,7 +201,7 @@ pub async fn create_call(
     };
     let call = state.engine.create_call(app, req, peer).await?;
     let at = target.addressing(&state.public_url);
-    let mut resp = json_response(StatusCode::CREATED, &render(&call, &at));
+    let mut resp = json_text_response(StatusCode::CREATED, render(&call, &at));
     let location = format!("{}/{}/{}", at.base, at.collection, call.id);
     if let Ok(v) = HeaderValue::from_str(&location) {
         resp.headers_mut().insert(header::LOCATION, v);
@@ -220,11 +225,12 @@ pub async fn get_call(
     app: &AppRef,
     id: &str,
 ) -> Result<Response, ApiError> {
-    let call = owned_call(state, app, id).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &render(&call, &target.addressing(&state.public_url)),
-    ))
+    let at = target.addressing(&state.public_url);
+    let body = state
+        .engine
+        .with_call(&app.app_id, call_id(id)?, |c| render(c, &at))
+        .await?;
+    Ok(json_text_response(StatusCode::OK, body))
 }
 
 pub async fn delete_call(state: &AppState, app: &AppRef, id: &str) -> Result<Response, ApiError> {
