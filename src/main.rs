@@ -9,6 +9,11 @@ use switchboard::app::{Application, ServeOptions};
 use switchboard::config::{self, Settings};
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc: the server allocates many small, short-lived blocks (JSON text, HTTP buffers), and
+/// glibc's allocator spent about a third of a lifecycle's CPU on them (see docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const DEFAULT_STORE: &str = "sqlite://switchboard-data/switchboard.db";
 
 #[derive(Parser)]
