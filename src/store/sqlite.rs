@@ -50,6 +50,38 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE calls (
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// Tells the checkpointer thread to stop.
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Copies the WAL back into the database from a thread of its own, so that commits never wait
+/// for a checkpoint's fsync (with SQLite's automatic checkpoints they did: one commit in a few
+/// hundred paid for it, and every commit queued behind that one).
+fn spawn_checkpointer(
+    path: &Path,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<(), StoreError> {
+    let conn = Connection::open(path).map_err(backend)?;
+    conn.execute_batch("PRAGMA busy_timeout = 5000;")
+        .map_err(backend)?;
+    std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!("WAL checkpoint failed: {e}");
+                }
+            }
+        })
+        .map_err(backend)?;
+    Ok(())
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -79,12 +111,15 @@ impl SqliteStore {
             Durability::Full => "FULL",
         };
         conn.execute_batch(&format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000;"
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000; PRAGMA wal_autocheckpoint = 0;"
         ))
         .map_err(backend)?;
         migrate(&conn)?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        spawn_checkpointer(path, stop.clone())?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            stop,
         })
     }
 
