@@ -407,35 +407,67 @@ impl Engine {
         id: CallId,
         op_id: &str,
     ) -> Result<Operation, EngineError> {
-        let call = self.get_call(app_id, id).await?;
-        call.operations
-            .into_iter()
-            .find(|o| o.id.eq_ignore_ascii_case(op_id))
-            .ok_or(EngineError::NotFound)
+        self.with_call(app_id, id, |c| {
+            c.operations
+                .iter()
+                .find(|o| o.id.eq_ignore_ascii_case(op_id))
+                .cloned()
+        })
+        .await?
+        .ok_or(EngineError::NotFound)
+    }
+
+    /// Applies one state event to a call (owned by `owner`, or by anyone).
+    async fn event(
+        &self,
+        owner: Option<&str>,
+        id: CallId,
+        event: impl FnOnce(&Call) -> Event,
+    ) -> Result<Call, EngineError> {
+        self.update(owner, id, |c, now, r| {
+            let e = event(c);
+            Ok(((), step(c, e, now, r)?))
+        })
+        .await
+        .map(|(c, _)| c)
     }
 
     /// The bot hangs up (`DELETE`).
     pub async fn hang_up(&self, app_id: &str, id: CallId) -> Result<Call, EngineError> {
-        self.update(Some(app_id), id, |c, now, r| {
-            Ok(((), step(c, Event::BotHungUp, now, r)?))
-        })
-        .await
-        .map(|(c, _)| c)
+        self.event(Some(app_id), id, |_| Event::BotHungUp).await
     }
 
     /// The bot proves it is alive.
     pub async fn keep_alive(&self, app_id: &str, id: CallId) -> Result<Call, EngineError> {
-        self.update(Some(app_id), id, |c, now, r| {
-            Ok(((), step(c, Event::KeepAlive, now, r)?))
-        })
-        .await
-        .map(|(c, _)| c)
+        self.event(Some(app_id), id, |_| Event::KeepAlive).await
     }
 
     /// Ends a call now with `reason` (fault injection), whoever owns it.
     pub async fn fail_call(&self, id: CallId, reason: EndReason) -> Result<Call, EngineError> {
-        self.update(None, id, |c, now, r| {
-            Ok(((), step(c, Event::Failed(reason), now, r)?))
+        self.event(None, id, |_| Event::Failed(reason)).await
+    }
+
+    /// The bot acts on an incoming call (answer, reject, redirect): only incoming calls, an
+    /// optional new callback URL, then `prepare` and the event.
+    async fn incoming_action(
+        &self,
+        app_id: &str,
+        id: CallId,
+        callback_uri: Option<String>,
+        event: Event,
+        prepare: impl FnOnce(&mut Call, Timestamp),
+    ) -> Result<Call, EngineError> {
+        self.update(Some(app_id), id, move |c, now, r| {
+            if c.direction != Direction::Incoming {
+                return Err(not_allowed(
+                    "Only incoming calls can be answered, rejected or redirected; hang up with DELETE.",
+                ));
+            }
+            if let Some(cb) = callback_uri {
+                c.callback_uri = cb;
+            }
+            prepare(c, now);
+            Ok(((), step(c, event, now, r)?))
         })
         .await
         .map(|(c, _)| c)
@@ -450,19 +482,11 @@ impl Engine {
         media_config: Value,
         app_hosted: bool,
     ) -> Result<Call, EngineError> {
-        self.update(Some(app_id), id, move |c, now, r| {
-            if c.direction != Direction::Incoming {
-                return Err(not_allowed("Only incoming calls can be answered."));
-            }
-            if let Some(cb) = callback_uri {
-                c.callback_uri = cb;
-            }
+        self.incoming_action(app_id, id, callback_uri, Event::BotAnswered, |c, _| {
             c.wire.insert("mediaConfig", media_config);
             c.app_hosted_media = app_hosted;
-            Ok(((), step(c, Event::BotAnswered, now, r)?))
         })
         .await
-        .map(|(c, _)| c)
     }
 
     /// The bot rejects an incoming call.
@@ -473,19 +497,14 @@ impl Engine {
         reason: EndReason,
         callback_uri: Option<String>,
     ) -> Result<Call, EngineError> {
-        self.update(Some(app_id), id, move |c, now, r| {
-            if c.direction != Direction::Incoming {
-                return Err(not_allowed(
-                    "Only incoming calls can be rejected; hang up with DELETE.",
-                ));
-            }
-            if let Some(cb) = callback_uri {
-                c.callback_uri = cb;
-            }
-            Ok(((), step(c, Event::BotRejected(reason), now, r)?))
-        })
+        self.incoming_action(
+            app_id,
+            id,
+            callback_uri,
+            Event::BotRejected(reason),
+            |_, _| {},
+        )
         .await
-        .map(|(c, _)| c)
     }
 
     /// Rings `targets` at once; the first that answers wins.
@@ -530,18 +549,16 @@ impl Engine {
         timeout: chrono::Duration,
         callback_uri: Option<String>,
     ) -> Result<Call, EngineError> {
-        self.update(Some(app_id), id, move |c, now, r| {
-            if c.direction != Direction::Incoming {
-                return Err(not_allowed("Only incoming calls can be redirected."));
-            }
-            if let Some(cb) = callback_uri {
-                c.callback_uri = cb;
-            }
-            c.pending_dial = Some(self.ring(&targets, now, timeout));
-            Ok(((), step(c, Event::RedirectRequested, now, r)?))
-        })
+        self.incoming_action(
+            app_id,
+            id,
+            callback_uri,
+            Event::RedirectRequested,
+            |c, now| {
+                c.pending_dial = Some(self.ring(&targets, now, timeout));
+            },
+        )
         .await
-        .map(|(c, _)| c)
     }
 
     /// The bot transfers the other party to `target`.
@@ -757,10 +774,7 @@ impl Engine {
         let mut ended = vec![];
         for id in ids {
             match self
-                .update(None, id, |c, now, r| {
-                    let reason = c.peer_hang_up_reason();
-                    Ok(((), step(c, Event::PeerHungUp(reason), now, r)?))
-                })
+                .event(None, id, |c| Event::PeerHungUp(c.peer_hang_up_reason()))
                 .await
             {
                 Ok(_) => ended.push(id),
