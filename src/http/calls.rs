@@ -37,11 +37,7 @@ pub async fn optional_json_body(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Value, ApiError> {
-    let bytes = super::read_body(body, state.settings.limits.max_body_bytes).await?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Value::Object(Default::default()));
-    }
-    parse_json(headers, &bytes)
+    read_json(state, headers, body, true).await
 }
 
 /// Reads a JSON request body: the content type must be JSON when one is given, the size within
@@ -51,8 +47,20 @@ pub async fn json_body(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Value, ApiError> {
+    read_json(state, headers, body, false).await
+}
+
+async fn read_json(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    empty_is_object: bool,
+) -> Result<Value, ApiError> {
     let bytes = super::read_body(body, state.settings.limits.max_body_bytes).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
+        if empty_is_object {
+            return Ok(Value::Object(Default::default()));
+        }
         return Err(ApiError::bad_request(
             "The request body is empty; a JSON object is required.",
         ));
