@@ -265,3 +265,74 @@ async fn the_logs_hold_no_secret_token_or_key() {
         assert!(!log.contains(secret), "the log contains {secret}");
     }
 }
+
+#[tokio::test]
+async fn the_token_command_prints_a_token_the_server_accepts_and_rotation_keeps_it_valid() {
+    let dir = TempDir::new();
+    let srv = Server::start(&dir.0, "127.0.0.1:0", "server.log");
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(args)
+            .arg("--store")
+            .arg(format!("sqlite://{}/sb.db", dir.0.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let cfg = dir.0.join("switchboard.toml");
+    let token = cli(&[
+        "token",
+        "--app-id",
+        APP_A,
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    let token = token.trim();
+    assert_eq!(token.split('.').count(), 3, "{token}");
+    let receiver = Receiver::start().await;
+    let r = srv
+        .send(
+            "POST",
+            "/v1.0/communications/calls",
+            token,
+            Some(p2p(&receiver.url())),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    // After a rotation the old token still works and a new one is signed with the new key.
+    let said = cli(&["keys", "rotate"]);
+    assert!(said.contains("new signing key"), "{said}");
+    tokio::time::sleep(Duration::from_millis(2500)).await; // the server re-reads the key file
+    let again = srv
+        .send(
+            "POST",
+            "/v1.0/communications/calls",
+            token,
+            Some(p2p(&receiver.url())),
+        )
+        .await;
+    assert_eq!(again.status, 201, "{}", again.text);
+    let fresh = srv.token().await;
+    let old_kid = jsonwebtoken::decode_header(token).unwrap().kid;
+    let new_kid = jsonwebtoken::decode_header(&fresh).unwrap().kid;
+    assert_ne!(old_kid, new_kid);
+    let keys: Value = srv
+        .http
+        .get(format!("{}/{TENANT}/discovery/v2.0/keys", srv.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        keys["keys"].as_array().unwrap().len(),
+        2,
+        "both keys are published"
+    );
+}
