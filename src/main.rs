@@ -102,7 +102,10 @@ fn print_development_setup(s: &Settings) {
             "    {:<40} {:<6} {:<12} {}",
             p.id,
             format!("{:?}", p.kind).to_lowercase(),
-            format!("{:?}", p.behavior).to_lowercase(),
+            serde_json::to_value(p.behavior)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
             p.display_name.as_deref().unwrap_or("")
         );
     }

@@ -430,3 +430,26 @@ async fn every_response_carries_a_request_id_and_echoes_the_client_request_id() 
     assert!(ok.headers.contains_key("request-id"));
     assert_eq!(ok.headers["request-id"], ok.headers["client-request-id"]);
 }
+
+#[tokio::test]
+async fn the_control_api_reads_json_whatever_the_content_type_says() {
+    // `curl -d '{"seconds": 1}'` labels its JSON as a form.
+    let app = spawn_app(Backend::Memory).await;
+    let before = app.admin("GET", "/clock", None).await.body["now"].clone();
+    let r = app
+        .http
+        .post(format!("{}/_switchboard/v1/clock/advance", app.base))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(r#"{"seconds": 60}"#)
+        .send()
+        .await
+        .unwrap();
+    let r = into_resp(r).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_ne!(r.body["now"], before);
+    let bad = app
+        .admin("POST", "/clock/advance", Some(json!({"seconds": -1})))
+        .await;
+    assert_eq!(bad.status, 400);
+}
