@@ -123,6 +123,10 @@ pub fn recording_from_wav(source: &[u8], length_ms: u64) -> Option<Vec<u8>> {
         return None;
     }
     let byte_rate = u32::from_le_bytes(fmt[8..12].try_into().ok()?) as u64;
+    // Anything above 48 kHz, 8 channels, 32 bits is not a voice file; refuse rather than allocate.
+    if byte_rate == 0 || byte_rate > 48_000 * 8 * 4 {
+        return None;
+    }
     let block = u16::from_le_bytes(fmt[12..14].try_into().ok()?).max(1) as u64;
     let want = (length_ms * byte_rate / 1000) / block * block;
     let mut pcm = data[..(want as usize).min(data.len())].to_vec();
@@ -159,5 +163,26 @@ mod wav_source_tests {
             padded[44 + 96_000..].iter().all(|b| *b == 0),
             "then silence"
         );
+    }
+}
+
+#[cfg(test)]
+mod property_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_bytes_have_a_duration_or_none_without_panicking(
+            mut bytes in prop::collection::vec(any::<u8>(), 0..200),
+            riff in any::<bool>(),
+        ) {
+            if riff && bytes.len() >= 12 {
+                bytes[0..4].copy_from_slice(b"RIFF");
+                bytes[8..12].copy_from_slice(b"WAVE");
+            }
+            let _ = wav_duration_ms(&bytes);
+            let _ = recording_from_wav(&bytes, 1000);
+        }
     }
 }

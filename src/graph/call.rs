@@ -705,3 +705,66 @@ mod write_tests {
         assert_eq!(v["toneInfo"]["sequenceId"], 7);
     }
 }
+
+#[cfg(test)]
+mod property_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Arbitrary JSON, biased towards the keys a create request has.
+    fn json() -> impl Strategy<Value = Value> {
+        let key = prop::sample::select(vec![
+            "callbackUri",
+            "targets",
+            "identity",
+            "user",
+            "phone",
+            "id",
+            "requestedModalities",
+            "mediaConfig",
+            "@odata.type",
+            "tenantId",
+            "meetingInfo",
+            "source",
+            "blob",
+            "x",
+        ])
+        .prop_map(str::to_string);
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            prop::sample::select(vec![
+                "https://bot.example/cb",
+                "/relative",
+                "audio",
+                "Video",
+                "smell",
+                "",
+                "#microsoft.graph.appHostedMediaConfig",
+                "5e9f0000-0000-4000-8000-000000000001",
+            ])
+            .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((key.clone(), inner), 0..6)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_json_is_either_a_call_or_a_clear_error(body in json()) {
+            match parse_create(&body) {
+                Ok(c) => {
+                    prop_assert!(c.callback_uri.starts_with("http://") || c.callback_uri.starts_with("https://"));
+                    prop_assert!(c.wire.get("requestedModalities").is_some_and(|m| m.is_array()));
+                }
+                Err(e) => prop_assert!(e.0.ends_with('.') || e.0.ends_with(')'), "{}", e.0),
+            }
+        }
+    }
+}

@@ -185,3 +185,24 @@ mod tests {
         assert_eq!(parse("/v1.0/me").unwrap_err(), "me");
     }
 }
+
+#[cfg(test)]
+mod property_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_path_parses_or_names_a_segment(
+            segs in prop::collection::vec(prop::sample::select(vec![
+                "v1.0", "BETA", "communications", "app", "calls", "keepAlive", "microsoft.graph.answer",
+                "participants", "operations", "x", "", "57dab8b1-894c-409a-b240-bd8beae78896",
+            ]), 0..7)
+        ) {
+            let path = format!("/{}", segs.join("/"));
+            if let Ok(t) = parse(&path) {
+                prop_assert!(t.version == "v1.0" || t.version == "beta");
+            }
+        }
+    }
+}
