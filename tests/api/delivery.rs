@@ -53,7 +53,14 @@ async fn retry_after_is_honoured_on_the_call_clock() {
     let token = app.token().await;
     app.receiver.fail_next(&[(429, Some("120"))]);
     let id = app.create(&token, ALICE).await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The first attempt (answered 429, Retry-After 120) is made before the clock moves.
+    for _ in 0..250 {
+        if !app.receiver.received().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(app.receiver.received().len(), 1);
     app.advance(100.0).await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(
