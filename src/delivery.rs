@@ -20,6 +20,7 @@ use crate::auth::tokens::sign_notification_token;
 use crate::clock::{Clock, Timestamp};
 use crate::config::{DeliverySettings, NotificationSettings};
 use crate::domain::CallId;
+use crate::graph::notification::{ENVELOPE_HEAD, ENVELOPE_TAIL};
 use crate::store::committer::Committer;
 use crate::store::{Attempt, AttemptOutcome, Change, DeliveryStatus, OutboxItem};
 
@@ -133,8 +134,10 @@ impl Delivery {
         q.per_call.values().map(VecDeque::len).sum()
     }
 
-    /// Takes the heads that are due now, up to `room`, marking their calls busy.
-    fn take_due(&self, room: usize) -> (Vec<OutboxItem>, Option<Timestamp>) {
+    /// Takes the calls whose head is due now, up to `room`, marking them busy. For each, the head
+    /// and, on a first attempt, the notifications right behind it that are due too and go to the
+    /// same URL: they go out in one POST (`commsNotifications` is a collection for that).
+    fn take_due(&self, room: usize) -> (Vec<Vec<OutboxItem>>, Option<Timestamp>) {
         let now = self.clock.now();
         let mut q = self.queues.lock().expect("queues lock");
         let mut out = vec![];
@@ -147,8 +150,26 @@ impl Delivery {
             }
             q.ready.remove(&(due, seq, call));
             q.busy.insert(call);
-            if let Some(item) = q.per_call.get(&call).and_then(|d| d.front()) {
-                out.push(item.clone());
+            if let Some(queue) = q.per_call.get(&call)
+                && let Some(head) = queue.front()
+            {
+                // A retry goes alone, so one failing notification does not use up the attempts
+                // of those behind it.
+                let batch: Vec<OutboxItem> = if head.attempts > 0 {
+                    vec![head.clone()]
+                } else {
+                    queue
+                        .iter()
+                        .take(MAX_BATCH)
+                        .take_while(|i| {
+                            i.attempts == 0
+                                && i.callback_uri == head.callback_uri
+                                && i.next_attempt_at <= now
+                        })
+                        .cloned()
+                        .collect()
+                };
+                out.push(batch);
             }
         }
         let next = q.ready.first().map(|(t, _, _)| *t);
@@ -162,14 +183,14 @@ impl Delivery {
         loop {
             let room = in_flight.available_permits();
             let (due, next) = self.take_due(room);
-            for item in due {
+            for batch in due {
                 let permit = in_flight
                     .clone()
                     .try_acquire_owned()
                     .expect("room was counted");
                 let me = self.clone();
                 tracker.spawn(async move {
-                    me.attempt(item).await;
+                    me.attempt(batch).await;
                     drop(permit);
                     me.wake.notify_one();
                 });
@@ -189,8 +210,10 @@ impl Delivery {
         let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
     }
 
-    async fn post(&self, item: &OutboxItem) -> Response {
+    async fn post(&self, batch: &[OutboxItem]) -> Response {
+        let item = &batch[0];
         let token = self.signer.token(&item.app_id, &item.tenant_id);
+        let seqs: Vec<String> = batch.iter().map(|i| i.seq.to_string()).collect();
         let result = self
             .http
             .post(&item.callback_uri)
@@ -208,8 +231,8 @@ impl Delivery {
                 uuid::Uuid::new_v4().to_string(),
             )
             .header("X-Microsoft-Tenant", &item.tenant_id)
-            .header("Switchboard-Notification-Sequence", item.seq.to_string())
-            .body(item.body.clone())
+            .header("Switchboard-Notification-Sequence", seqs.join(","))
+            .body(merged_body(batch))
             .send()
             .await;
         match result {
@@ -227,74 +250,86 @@ impl Delivery {
         }
     }
 
-    /// One attempt at the head of a call's queue: POST, record, then move the queue on.
-    async fn attempt(&self, item: OutboxItem) {
+    /// One attempt at the head of a call's queue (one or more notifications in one POST):
+    /// POST, record an attempt for each, then move the queue on.
+    async fn attempt(&self, batch: Vec<OutboxItem>) {
         let started = Instant::now();
-        let response = self.post(&item).await;
+        let response = self.post(&batch).await;
         let latency_ms = started.elapsed().as_millis() as u64;
         let now = self.clock.now();
-        let attempts = item.attempts + 1;
         let (status_code, error, retry_after) = match response {
             Response::Status(s, ra) => (Some(s), None, ra),
             Response::Error(e) => (None, Some(e), None),
         };
         let delivered = status_code.is_some_and(|s| (200..300).contains(&s));
-        let (status, next_attempt_at) = if delivered {
-            (DeliveryStatus::Delivered, now)
-        } else if attempts >= self.policy.max_attempts
-            || (now - item.created_at).num_seconds() >= self.policy.max_age_secs as i64
-        {
-            (DeliveryStatus::Dead, now)
-        } else {
-            (
-                DeliveryStatus::Pending,
-                now + self.backoff(attempts, retry_after),
-            )
-        };
-        if status == DeliveryStatus::Dead {
-            tracing::warn!(seq = item.seq, call = %item.call_id, "notification marked dead after {attempts} attempts");
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for item in &batch {
+            let attempts = item.attempts + 1;
+            let (status, next_attempt_at) = if delivered {
+                (DeliveryStatus::Delivered, now)
+            } else if attempts >= self.policy.max_attempts
+                || (now - item.created_at).num_seconds() >= self.policy.max_age_secs as i64
+            {
+                tracing::warn!(seq = item.seq, call = %item.call_id, "notification marked dead after {attempts} attempts");
+                (DeliveryStatus::Dead, now)
+            } else {
+                (
+                    DeliveryStatus::Pending,
+                    now + self.backoff(attempts, retry_after),
+                )
+            };
+            outcomes.push(AttemptOutcome {
+                attempt: Attempt {
+                    seq: item.seq,
+                    at: now,
+                    status: status_code,
+                    error: error.clone(),
+                    latency_ms,
+                },
+                status,
+                attempts,
+                next_attempt_at,
+            });
         }
-        let outcome = AttemptOutcome {
-            attempt: Attempt {
-                seq: item.seq,
-                at: now,
-                status: status_code,
-                error,
-                latency_ms,
-            },
-            status,
-            attempts,
-            next_attempt_at,
-        };
+        let call_id = batch[0].call_id;
+        let mut q = self.queues.lock().expect("queues lock");
+        q.busy.remove(&call_id);
+        if let Some(queue) = q.per_call.get_mut(&call_id) {
+            // The batch is the front of the queue, in order. A younger notification never dies
+            // before an older one, so what stays pending is a tail of the batch.
+            for o in &outcomes {
+                match o.status {
+                    DeliveryStatus::Pending => {
+                        if let Some(i) = queue.iter_mut().find(|i| i.seq == o.attempt.seq) {
+                            i.attempts = o.attempts;
+                            i.next_attempt_at = o.next_attempt_at;
+                        }
+                    }
+                    _ => {
+                        if queue.front().is_some_and(|i| i.seq == o.attempt.seq) {
+                            queue.pop_front();
+                        }
+                    }
+                }
+            }
+            match queue.front() {
+                Some(h) => {
+                    let key = (h.next_attempt_at, h.seq, h.call_id);
+                    q.ready.insert(key);
+                }
+                None => {
+                    q.per_call.remove(&call_id);
+                }
+            }
+        }
+        drop(q);
         // Recorded in the background, in order: the call's next notification need not wait for
         // it. If the process dies before it commits, the notification is sent again at restart
         // (at least once; the sequence header tells a duplicate).
         self.committer.record(Change {
-            attempts: vec![outcome],
+            attempts: outcomes,
             ..Change::default()
         });
-        let mut q = self.queues.lock().expect("queues lock");
-        q.busy.remove(&item.call_id);
-        let Some(queue) = q.per_call.get_mut(&item.call_id) else {
-            return;
-        };
-        if status == DeliveryStatus::Pending {
-            if let Some(head) = queue.front_mut() {
-                head.attempts = attempts;
-                head.next_attempt_at = next_attempt_at;
-            }
-        } else {
-            queue.pop_front();
-        }
-        match queue.front() {
-            Some(h) => {
-                let key = (h.next_attempt_at, h.seq, h.call_id);
-                q.ready.insert(key);
-            }
-            None => {
-                q.per_call.remove(&item.call_id);
-            }
-        }
     }
 
     /// The wait before attempt `attempts + 1`: exponential from `initial_backoff`, ±20 % jitter,
@@ -310,6 +345,37 @@ impl Delivery {
         }
         chrono::Duration::milliseconds(ms as i64)
     }
+}
+
+/// Notifications sent in one POST at most.
+const MAX_BATCH: usize = 16;
+
+/// One `commsNotifications` envelope holding the notifications of `batch`, in order: the
+/// envelopes' `value` lists spliced as text (a body from elsewhere is parsed instead).
+fn merged_body(batch: &[OutboxItem]) -> String {
+    if let [one] = batch {
+        return one.body.clone();
+    }
+    let mut parts = Vec::with_capacity(batch.len());
+    for item in batch {
+        let inner = item
+            .body
+            .strip_prefix(ENVELOPE_HEAD)
+            .and_then(|b| b.strip_suffix(ENVELOPE_TAIL))
+            .map(str::to_string)
+            .or_else(|| {
+                let v: serde_json::Value = serde_json::from_str(&item.body).ok()?;
+                let list = v.get("value")?.as_array()?;
+                Some(
+                    list.iter()
+                        .map(|n| n.to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                )
+            });
+        parts.extend(inner);
+    }
+    format!("{ENVELOPE_HEAD}{}{ENVELOPE_TAIL}", parts.join(","))
 }
 
 /// A short description of why a POST failed, without URLs' secrets or tokens.

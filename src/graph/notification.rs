@@ -5,6 +5,12 @@ use serde_json::json;
 use super::odata_type;
 use crate::domain::{CallId, ChangeType};
 
+/// How every envelope begins: the `value` list follows.
+pub const ENVELOPE_HEAD: &str =
+    "{\"@odata.type\":\"#microsoft.graph.commsNotifications\",\"value\":[";
+/// How every envelope ends.
+pub const ENVELOPE_TAIL: &str = "]}";
+
 /// One `commsNotification` inside an envelope.
 pub struct Notification {
     pub change: ChangeType,
@@ -43,7 +49,7 @@ impl Notification {
         .to_string();
         // `head` is a JSON object; `resourceData` goes in before its closing brace.
         format!(
-            "{{\"@odata.type\":\"#microsoft.graph.commsNotifications\",\"value\":[{},\"resourceData\":{}}}]}}",
+            "{ENVELOPE_HEAD}{},\"resourceData\":{}}}{ENVELOPE_TAIL}",
             &head[..head.len() - 1],
             self.data
         )

@@ -72,7 +72,15 @@ async fn a_call_is_created_established_and_hung_up_with_notifications_in_order()
             "{backend:?}"
         );
         assert_eq!(app.receiver.end_reason(&id), Some((200, 5001)));
-        let note = app.receiver.received().last().unwrap().notes()[0].clone();
+        let note = app
+            .receiver
+            .received()
+            .last()
+            .unwrap()
+            .notes()
+            .last()
+            .unwrap()
+            .clone();
         assert_eq!(note["@odata.type"], "#microsoft.graph.commsNotification");
         assert_eq!(note["resource"], format!("/app/calls/{id}"));
         assert_eq!(

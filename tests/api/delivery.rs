@@ -106,3 +106,48 @@ async fn a_notification_that_keeps_failing_is_marked_dead_and_the_next_one_goes_
     );
     assert_eq!(log.body["notifications"][1]["status"], "delivered");
 }
+
+#[tokio::test]
+async fn notifications_due_together_go_out_in_one_post_in_order() {
+    let app = spawn_app(Backend::Memory).await;
+    let token = app.token().await;
+    let id = app.established(&token).await;
+    let r = app
+        .send(
+            "DELETE",
+            &format!("/v1.0/communications/calls/{id}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    app.receiver
+        .wait_for(&id, |s| has(s, "deleted", "terminated"))
+        .await;
+    let last = app.receiver.received().last().unwrap().clone();
+    let states: Vec<_> = last
+        .notes()
+        .iter()
+        .map(|n| n["resourceData"]["state"].clone())
+        .collect();
+    assert_eq!(
+        states,
+        vec!["terminating", "terminated"],
+        "one POST, in order"
+    );
+    let seqs = last.headers["switchboard-notification-sequence"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(seqs.split(',').count(), 2, "{seqs}");
+    let log = app
+        .admin("GET", &format!("/calls/{id}/deliveries"), None)
+        .await;
+    let logged: Vec<_> = log.body["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["sequence"].to_string())
+        .collect();
+    assert_eq!(seqs, logged[logged.len() - 2..].join(","));
+}
