@@ -128,12 +128,6 @@ impl Delivery {
         self.wake.notify_one();
     }
 
-    /// Notifications waiting to be delivered.
-    pub fn pending(&self) -> usize {
-        let q = self.queues.lock().expect("queues lock");
-        q.per_call.values().map(VecDeque::len).sum()
-    }
-
     /// Takes the calls whose head is due now, up to `room`, marking them busy. For each, the head
     /// and, on a first attempt, the notifications right behind it that are due too and go to the
     /// same URL: they go out in one POST (`commsNotifications` is a collection for that).

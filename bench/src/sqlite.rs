@@ -12,23 +12,8 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, params};
 
-/// The outbox table and its indexes, as in Switchboard's first migration.
-const SCHEMA: &str = "CREATE TABLE notifications (
-         seq INTEGER PRIMARY KEY,
-         call_id TEXT NOT NULL,
-         app_id TEXT NOT NULL,
-         tenant_id TEXT NOT NULL,
-         callback_uri TEXT NOT NULL,
-         change_type TEXT NOT NULL,
-         resource_url TEXT NOT NULL,
-         body TEXT NOT NULL,
-         created_at INTEGER NOT NULL,
-         status INTEGER NOT NULL,
-         attempts INTEGER NOT NULL,
-         next_attempt_at INTEGER NOT NULL
-     );
-     CREATE INDEX notifications_by_call ON notifications (call_id, seq);
-     CREATE INDEX notifications_pending ON notifications (seq) WHERE status = 0;";
+/// Switchboard's own schema: the outbox table (`notifications`) with its indexes, among others.
+const SCHEMA: &str = switchboard::store::sqlite::MIGRATIONS[0];
 
 const INSERT: &str = "INSERT INTO notifications (seq, call_id, app_id, tenant_id, callback_uri, \
      change_type, resource_url, body, created_at, status, attempts, next_attempt_at) \
