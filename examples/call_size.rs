@@ -39,12 +39,16 @@ fn main() {
     // As the engine holds them: boxed calls and conversations, one timer entry per conversation.
     let mut calls = std::collections::HashMap::new();
     let mut conversations = std::collections::HashMap::new();
+    // The engine shares one copy of each app and tenant id among their calls.
+    let shared = sample_call(&body).0;
     let mut timers = std::collections::BTreeSet::new();
-    let mut scheduled = std::collections::HashMap::new();
     for _ in 0..n {
-        let (call, conversation) = sample_call(&body);
+        let (mut call, mut conversation) = sample_call(&body);
+        call.app_id = shared.app_id.clone();
+        call.tenant_id = shared.tenant_id.clone();
+        conversation.compact();
+        conversation.scheduled = call.next_due();
         timers.insert((call.next_due(), conversation.id));
-        scheduled.insert(conversation.id, call.next_due());
         conversations.insert(conversation.id, Box::new(conversation));
         calls.insert(call.id, Box::new(call));
     }
@@ -70,7 +74,6 @@ fn sample_call(
 ) {
     use switchboard::domain::call::Wire;
     use switchboard::domain::conversation::{Conversation, Kind, Leg, LegState, Who};
-    use switchboard::domain::ids::new_guid;
     use switchboard::domain::{Call, CallState, Direction, PartyKind, Peer};
     let req = switchboard::graph::call::parse_create(body).unwrap();
     let now = chrono::Utc::now();
@@ -90,27 +93,23 @@ fn sample_call(
         wire.get("source"),
         app,
         Some("Bot"),
-        &call.my_participant_id,
+        &call.my_participant_id.to_string(),
     );
     wire.insert("source".into(), source);
     call.wire = Wire::from_map(wire);
     let mut conversation = Conversation::new(call.id, Kind::PeerToPeer, now);
-    let bot = Who::Bot {
-        call_id: call.id,
-        app_id: app.into(),
-    };
-    let me = call.my_participant_id.clone();
+    let bot = Who::Bot { call_id: call.id };
+    let me = call.my_participant_id;
     conversation
         .legs
-        .push(Leg::new(me, bot, Some("Bot".into()), LegState::Connected));
+        .push(Leg::new(me, bot, LegState::Connected));
     let alice = Peer {
         id: "5e9f0000-0000-4000-8000-000000000001".into(),
         kind: PartyKind::User,
     };
     conversation.legs.push(Leg::new(
-        new_guid(),
+        uuid::Uuid::new_v4(),
         Who::Party(alice),
-        None,
         LegState::Connected,
     ));
     (call, conversation)

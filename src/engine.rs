@@ -7,7 +7,7 @@
 //! agree. Every change loads a [`Scene`] (a conversation with its bots' calls), lets the domain
 //! change it, and stages the result.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -28,10 +28,12 @@ use crate::fabric::{DialPlan, Fabric};
 use crate::graph::call::{CreateCall, View, fill_source, write as write_call};
 use crate::graph::notification::Notification;
 use crate::graph::odata_type;
+use crate::graph::participant::Names;
 use crate::store::committer::{self, Committer};
 use crate::store::{
     Change, DeliveryRecord, DeliveryStatus, OutboxItem, Snapshot, Store, StoreError,
 };
+use uuid::Uuid;
 
 /// How many ended call legs are remembered for `GET /_switchboard/v1/parties/{id}`.
 const ENDED_MEMORY: usize = 10_000;
@@ -99,6 +101,8 @@ pub struct Invitee {
     pub peer: Peer,
     /// A peer-to-peer call of the invitee that ends once it joins.
     pub replaces: Option<CallId>,
+    /// The participant id the client chose for the invitee, if any.
+    pub participant_id: Option<Uuid>,
 }
 
 struct State {
@@ -109,8 +113,9 @@ struct State {
     meetings: HashMap<String, (CallId, Option<String>)>,
     /// (due time, conversation) for every conversation with a pending timer, ring or operation.
     timers: BTreeSet<(Timestamp, CallId)>,
-    scheduled: HashMap<CallId, Timestamp>,
     live_per_app: HashMap<String, usize>,
+    /// App and tenant ids, shared by the calls that name them.
+    names: HashSet<Arc<str>>,
     ended: VecDeque<(String, PartyLeg)>,
     recordings: HashMap<String, Recording>,
     /// Recording ids, oldest first, so that the oldest are dropped past [`RECORDINGS_KEPT`].
@@ -234,16 +239,21 @@ impl Engine {
             conversations: HashMap::new(),
             meetings: HashMap::new(),
             timers: BTreeSet::new(),
-            scheduled: HashMap::new(),
             live_per_app: HashMap::new(),
+            names: HashSet::new(),
             ended: VecDeque::new(),
             recordings: HashMap::new(),
             recording_order: VecDeque::new(),
             next_seq: snapshot.next_seq,
         };
         for call in &snapshot.calls {
-            *state.live_per_app.entry(call.app_id.clone()).or_default() += 1;
-            state.calls.insert(call.id, Box::new(call.clone()));
+            *state
+                .live_per_app
+                .entry(call.app_id.to_string())
+                .or_default() += 1;
+            let mut call = call.clone();
+            state.share_names(&mut call);
+            state.calls.insert(call.id, Box::new(call));
         }
         for c in &snapshot.conversations {
             state.conversations.insert(c.id, Box::new(c.clone()));
@@ -266,11 +276,9 @@ impl Engine {
                             id: p.clone(),
                             kind: info.as_ref().map_or(PartyKind::User, |i| i.kind),
                         };
-                        let name = info.and_then(|i| i.display_name);
                         c.legs.push(Leg::new(
-                            new_guid(),
+                            Uuid::new_v4(),
                             Who::Party(peer),
-                            name,
                             LegState::Connected,
                         ));
                     }
@@ -335,17 +343,9 @@ impl Engine {
     }
 
     /// The bot's own leg of a conversation, waiting to connect.
-    fn bot_leg(call: &Call, app: &AppRef) -> Leg {
-        let who = Who::Bot {
-            call_id: call.id,
-            app_id: app.app_id.clone(),
-        };
-        Leg::new(
-            call.my_participant_id.clone(),
-            who,
-            app.display_name.clone(),
-            LegState::Ringing,
-        )
+    fn bot_leg(call: &Call) -> Leg {
+        let who = Who::Bot { call_id: call.id };
+        Leg::new(call.my_participant_id, who, LegState::Ringing)
     }
 
     /// A party's leg, rung now: it answers, fails or rings out as the fabric says, and gives up
@@ -357,21 +357,15 @@ impl Engine {
         now: Timestamp,
         timeout: chrono::Duration,
     ) -> Leg {
-        let name = self.fabric.party(&peer.id).and_then(|p| p.display_name);
-        let mut leg = Leg::new(
-            new_guid(),
-            Who::Party(peer.clone()),
-            name,
-            LegState::Ringing,
-        );
+        let mut leg = Leg::new(Uuid::new_v4(), Who::Party(peer.clone()), LegState::Ringing);
         leg.purpose = purpose;
         let at = |d: std::time::Duration| now + chrono::Duration::from_std(d).unwrap_or_default();
         match self.fabric.dial(peer) {
-            DialPlan::Answer { after } => leg.ring(Some(at(after)), None, now + timeout),
+            DialPlan::Answer { after } => leg.start_ringing(Some(at(after)), None, now + timeout),
             DialPlan::Fail { after, reason } => {
-                leg.ring(None, Some((at(after), reason)), now + timeout)
+                leg.start_ringing(None, Some((at(after), reason)), now + timeout)
             }
-            DialPlan::Ring => leg.ring(None, None, now + timeout),
+            DialPlan::Ring => leg.start_ringing(None, None, now + timeout),
         }
         leg
     }
@@ -402,7 +396,7 @@ impl Engine {
             wire.get("source"),
             &app.app_id,
             app.display_name.as_deref(),
-            &call.my_participant_id,
+            &call.my_participant_id.to_string(),
         );
         wire.insert("source".into(), source);
         let mut st = self.state.lock().await;
@@ -424,7 +418,7 @@ impl Engine {
                 call.timers.answer_at = Some(now);
                 let thread = scene.conversation.thread_id();
                 wire.insert("chatInfo".into(), chat_info(wire.get("chatInfo"), &thread));
-                scene.conversation.legs.push(Self::bot_leg(&call, app));
+                scene.conversation.legs.push(Self::bot_leg(&call));
                 scene.calls.push(call.clone());
                 scene
             }
@@ -439,7 +433,7 @@ impl Engine {
                     let thread = conv.thread_id();
                     wire.insert("chatInfo".into(), chat_info(wire.get("chatInfo"), &thread));
                 }
-                conv.legs.push(Self::bot_leg(&call, app));
+                conv.legs.push(Self::bot_leg(&call));
                 for t in &targets {
                     let leg = self.ring(t, Purpose::Member, now, self.rules.ringing_timeout);
                     conv.legs.push(leg);
@@ -494,7 +488,7 @@ impl Engine {
             now,
         );
         call.timers.acknowledge_deadline = Some(now + chrono::Duration::seconds(15));
-        let caller_pid = new_guid();
+        let caller_pid = Uuid::new_v4();
         let kind = crate::domain::conversation::identity_key(party.kind);
         let caller = json!({
             "@odata.type": odata_type("participantInfo"),
@@ -529,14 +523,9 @@ impl Engine {
         );
         call.wire = Wire::from_map(wire);
         let mut conv = Conversation::new(call.id, Kind::PeerToPeer, now);
-        conv.legs.push(Self::bot_leg(&call, app));
-        let name = display_name.map(str::to_string);
-        conv.legs.push(Leg::new(
-            caller_pid,
-            Who::Party(party),
-            name,
-            LegState::Ringing,
-        ));
+        conv.legs.push(Self::bot_leg(&call));
+        conv.legs
+            .push(Leg::new(caller_pid, Who::Party(party), LegState::Ringing));
         let mut scene = Scene::new(conv, vec![call.clone()]);
         let first = Notice {
             change: ChangeType::Created,
@@ -870,24 +859,25 @@ impl Engine {
         &self,
         app_id: &str,
         id: CallId,
-        read: impl FnOnce(&Call, &Conversation) -> T,
+        read: impl FnOnce(&Call, &Conversation, Names) -> T,
     ) -> Result<T, EngineError> {
         let st = self.state.lock().await;
         let call = st
             .calls
             .get(&id)
-            .filter(|c| c.app_id == app_id)
+            .filter(|c| *c.app_id == *app_id)
             .ok_or(EngineError::NotFound)?;
         let conv = st
             .conversations
             .get(&call.conversation)
             .ok_or(EngineError::NotFound)?;
-        Ok(read(call, conv))
+        let names = |w: &Who| self.names(w, |id| st.calls.get(&id).map(|c| &**c));
+        Ok(read(call, conv, &names))
     }
 
     /// The party a recording of this call hears.
     pub async fn speaker(&self, app_id: &str, id: CallId) -> Result<Option<Peer>, EngineError> {
-        self.with_conversation(app_id, id, |_, c| c.speaker().cloned())
+        self.with_conversation(app_id, id, |_, c, _| c.speaker().cloned())
             .await
     }
 
@@ -898,7 +888,7 @@ impl Engine {
         app_id: &str,
         id: CallId,
         invitees: Vec<Invitee>,
-        participants: Value,
+        mut participants: Vec<Value>,
         ctx: Option<String>,
     ) -> Result<Operation, EngineError> {
         let replaced = invitees.first().and_then(|i| i.replaces);
@@ -909,8 +899,15 @@ impl Engine {
         self.update(Some(app_id), id, move |s, now, _| {
             let c = s.call(id).ok_or(EngineError::NotFound)?;
             check_up(c, "inviteParticipantsOperation")?;
-            for inv in &invitees {
-                if s.conversation.has_party(&party_key(&inv.peer.id)) {
+            for (k, inv) in invitees.iter().enumerate() {
+                let key = party_key(&inv.peer.id);
+                if invitees[..k].iter().any(|o| party_key(&o.peer.id) == key) {
+                    return Err(not_allowed(format!(
+                        "{} is invited twice; the same identity cannot be invited twice.",
+                        inv.peer.id
+                    )));
+                }
+                if s.conversation.has_party(&key) {
                     return Err(not_allowed(format!(
                         "{} is already in the call.",
                         inv.peer.id
@@ -919,23 +916,32 @@ impl Engine {
             }
             let mut op = Operation::new(new_guid(), OpKind::InviteParticipants, ctx);
             op.status = OpStatus::Running;
-            op.participants = Some(participants.to_string());
             if s.conversation.kind == Kind::PeerToPeer {
                 s.conversation.kind = Kind::Group;
             }
             for (k, inv) in invitees.iter().enumerate() {
-                let purpose = Purpose::Invite {
+                let purpose = Purpose::Invite(Box::new(crate::domain::conversation::Invite {
                     call_id: id,
                     op_id: op.id.clone(),
                     replaces: if k == 0 { inv.replaces } else { None },
-                };
+                }));
                 let mut leg = self.ring(&inv.peer, purpose, now, self.rules.ringing_timeout);
                 if k == 0 && inv.replaces.is_some() {
                     // Already in a call with the bot: it moves over at once.
-                    leg.ring(Some(now), None, now + self.rules.ringing_timeout);
+                    leg.start_ringing(Some(now), None, now + self.rules.ringing_timeout);
+                }
+                if let Some(pid) = inv.participant_id {
+                    if s.conversation.leg(&pid.to_string()).is_some() {
+                        return Err(not_allowed(format!("The participant id {pid} is taken.")));
+                    }
+                    leg.id = pid;
+                }
+                if let Some(p) = participants.get_mut(k) {
+                    p["participantId"] = json!(leg.id.to_string());
                 }
                 s.conversation.legs.push(leg);
             }
+            op.participants = Some(Value::Array(participants).to_string());
             if let Some(c) = s.call_mut(id) {
                 c.operations.push(op.clone());
             }
@@ -959,7 +965,7 @@ impl Engine {
             return Err(bad("it is the call being invited into."));
         }
         let ok = self
-            .with_conversation(app_id, old, |_, c| {
+            .with_conversation(app_id, old, |_, c, _| {
                 c.kind == Kind::PeerToPeer && c.has_party(&party_key(&invitee.id))
             })
             .await
@@ -1194,7 +1200,10 @@ impl Engine {
             .iter()
             .filter(|l| l.state == LegState::Connected)
             .map(|l| match &l.who {
-                Who::Bot { call_id, app_id } => (app_id.clone(), "bot", Some(*call_id)),
+                Who::Bot { call_id } => {
+                    let app = st.calls.get(call_id).map(|c| c.app_id.to_string());
+                    (app.unwrap_or_default(), "bot", Some(*call_id))
+                }
                 Who::Party(p) => (
                     p.id.clone(),
                     crate::domain::conversation::identity_key(p.kind),
@@ -1206,6 +1215,25 @@ impl Engine {
             active: c.is_active(),
             participants,
         })
+    }
+
+    /// A leg's identity on a roster: a party's id and configured name, or a bot's app id and
+    /// display name (`call` finds the bot's call).
+    fn names<'a>(
+        &self,
+        who: &Who,
+        call: impl Fn(CallId) -> Option<&'a Call>,
+    ) -> (String, Option<String>) {
+        match who {
+            Who::Party(p) => (
+                p.id.clone(),
+                self.fabric.party(&p.id).and_then(|i| i.display_name),
+            ),
+            Who::Bot { call_id } => match call(*call_id) {
+                Some(c) => (c.app_id.to_string(), c.app_display_name()),
+                None => (String::new(), None),
+            },
+        }
     }
 
     /// A finished recording, by its operation id.
@@ -1230,7 +1258,7 @@ impl Engine {
         let st = self.state.lock().await;
         st.calls
             .get(&id)
-            .filter(|c| c.app_id == app_id)
+            .filter(|c| *c.app_id == *app_id)
             .map(|c| read(c))
             .ok_or(EngineError::NotFound)
     }
@@ -1247,7 +1275,7 @@ impl Engine {
         let conv = st
             .calls
             .get(&id)
-            .filter(|c| owner.is_none_or(|o| c.app_id == o) && c.state.is_live())
+            .filter(|c| owner.is_none_or(|o| *c.app_id == *o) && c.state.is_live())
             .map(|c| c.conversation)
             .ok_or(EngineError::NotFound)?;
         let mut scene = st.scene(conv).ok_or(EngineError::NotFound)?;
@@ -1319,9 +1347,10 @@ impl Engine {
             gone,
             ..
         } = scene;
+        let names = |w: &Who| self.names(w, |id| calls.iter().find(|c| c.id == id));
         for (id, emit) in &out {
             if let Some(call) = calls.iter().find(|c| c.id == *id) {
-                let item = st.outbox_item(call, &conversation, emit, now, self);
+                let item = st.outbox_item(call, &conversation, &names, emit, now, self);
                 change.enqueue.push(item);
             }
             if let Emit::Operation(op) = emit
@@ -1337,14 +1366,15 @@ impl Engine {
                 st.remember(party_key(&p.id), PartyLeg::of(conversation.id, &leg));
             }
         }
-        for call in calls {
+        for mut call in calls {
             if call.state.is_live() {
+                st.share_names(&mut call);
                 change.put_calls.push(call.clone());
                 st.calls.insert(call.id, Box::new(call));
             } else {
                 change.remove_calls.push(call.id);
                 if st.calls.remove(&call.id).is_some()
-                    && let Some(n) = st.live_per_app.get_mut(&call.app_id)
+                    && let Some(n) = st.live_per_app.get_mut(&*call.app_id)
                 {
                     *n = n.saturating_sub(1);
                 }
@@ -1353,10 +1383,13 @@ impl Engine {
         let id = conversation.id;
         if conversation.is_over() {
             change.remove_conversations.push(id);
-            st.conversations.remove(&id);
             st.schedule(id, None);
+            st.conversations.remove(&id);
         } else {
+            let mut conversation = conversation;
+            conversation.compact();
             change.put_conversations.push(conversation.clone());
+            conversation.scheduled = st.conversations.get(&id).and_then(|c| c.scheduled);
             st.conversations.insert(id, Box::new(conversation));
             st.schedule(id, due);
         }
@@ -1367,20 +1400,20 @@ impl Engine {
     pub async fn run_due_timers(&self) -> Result<usize, EngineError> {
         let mut st = self.state.lock().await;
         let now = self.clock.now();
-        let due: Vec<CallId> = st
+        let due: Vec<(Timestamp, CallId)> = st
             .timers
             .iter()
             .take_while(|(t, _)| *t <= now)
-            .map(|(_, id)| *id)
+            .copied()
             .collect();
         if due.is_empty() {
             return Ok(0);
         }
         let mut scenes = vec![];
         let mut fired = 0;
-        for id in due {
+        for (t, id) in due {
             let Some(mut scene) = st.scene(id) else {
-                st.schedule(id, None);
+                st.timers.remove(&(t, id));
                 continue;
             };
             fired += scene.run_due(now, &self.rules);
@@ -1432,13 +1465,27 @@ impl State {
         Some(Scene::new(Conversation::clone(conv), calls))
     }
 
+    /// Makes the call hold the app's and tenant's ids that every other call of theirs holds.
+    fn share_names(&mut self, call: &mut Call) {
+        for name in [&mut call.app_id, &mut call.tenant_id] {
+            match self.names.get(&**name) {
+                Some(shared) => *name = shared.clone(),
+                None => {
+                    self.names.insert(name.clone());
+                }
+            }
+        }
+    }
+
     /// Sets when a conversation is next due (`None`: nothing pending).
     fn schedule(&mut self, id: CallId, due: Option<Timestamp>) {
-        if let Some(old) = self.scheduled.remove(&id) {
+        let Some(c) = self.conversations.get_mut(&id) else {
+            return;
+        };
+        if let Some(old) = std::mem::replace(&mut c.scheduled, due) {
             self.timers.remove(&(old, id));
         }
         if let Some(t) = due {
-            self.scheduled.insert(id, t);
             self.timers.insert((t, id));
         }
     }
@@ -1465,6 +1512,7 @@ impl State {
         &mut self,
         call: &Call,
         conversation: &Conversation,
+        names: Names,
         emit: &Emit,
         now: Timestamp,
         engine: &Engine,
@@ -1507,15 +1555,16 @@ impl State {
                 change: ChangeType::Updated,
                 resource: format!("calls/{}/participants", call.id),
                 callback_uri: call.callback_uri.clone(),
-                data: Value::Array(crate::graph::participant::roster(conversation)).to_string(),
+                data: Value::Array(crate::graph::participant::roster(conversation, names))
+                    .to_string(),
             },
         };
         let change_type = n.change.as_str().to_string();
         OutboxItem {
             seq,
             call_id: call.id,
-            app_id: call.app_id.clone(),
-            tenant_id: call.tenant_id.clone(),
+            app_id: call.app_id.to_string(),
+            tenant_id: call.tenant_id.to_string(),
             callback_uri: call.callback_uri.clone(),
             change_type,
             resource_url: n.resource_url(),

@@ -422,14 +422,15 @@ impl Wire {
 #[serde(rename_all = "camelCase")]
 pub struct Call {
     pub id: CallId,
-    /// The app that owns the call; no other app can see it.
-    pub app_id: String,
-    pub tenant_id: String,
+    /// The app that owns the call; no other app can see it. (Shared text: every call of an app
+    /// holds the same one.)
+    pub app_id: std::sync::Arc<str>,
+    pub tenant_id: std::sync::Arc<str>,
     pub direction: Direction,
     pub state: CallState,
     pub result: Option<EndReason>,
     pub callback_uri: String,
-    pub my_participant_id: String,
+    pub my_participant_id: uuid::Uuid,
     pub call_chain_id: String,
     /// The conversation this call is a leg of.
     pub conversation: CallId,
@@ -471,13 +472,13 @@ impl Call {
         let id = CallId::new();
         Call {
             id,
-            app_id: app_id.to_string(),
-            tenant_id: tenant_id.to_string(),
+            app_id: app_id.into(),
+            tenant_id: tenant_id.into(),
             direction,
             state,
             result: None,
             callback_uri,
-            my_participant_id: super::ids::new_guid(),
+            my_participant_id: uuid::Uuid::new_v4(),
             call_chain_id: super::ids::new_guid(),
             conversation: id,
             created_at: now,
@@ -490,6 +491,19 @@ impl Call {
             tone_sequence: 0,
             muted: false,
         }
+    }
+
+    /// The bot app's display name, as the call's own identity shows it (`source` of a call it
+    /// placed, `targets` of one it was called on).
+    pub fn app_display_name(&self) -> Option<String> {
+        let wire = self.wire.to_map();
+        let me = match self.direction {
+            Direction::Outgoing => &wire["source"],
+            Direction::Incoming => &wire["targets"][0],
+        };
+        me["identity"]["application"]["displayName"]
+            .as_str()
+            .map(str::to_string)
     }
 
     /// When the next timer or operation of this call falls due.

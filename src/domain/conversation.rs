@@ -8,6 +8,7 @@
 //! call events and conversation effects to each other until both agree.
 
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use super::call::{Call, Event, Rules, TransitionError, hang_up_reason, party_key};
 use super::operation::{OpKind, OpStatus, Operation, results};
@@ -49,7 +50,7 @@ impl LegState {
 #[serde(rename_all = "camelCase")]
 pub enum Who {
     /// One of a bot's calls.
-    Bot { call_id: CallId, app_id: String },
+    Bot { call_id: CallId },
     /// A party (a simulated user or phone; later a SIP endpoint).
     Party(Peer),
 }
@@ -61,15 +62,21 @@ pub enum Purpose {
     /// In the conversation from its start: the bot, a target of the call, the caller, a meeting's
     /// member.
     Member,
-    /// Rung by an invite of this call; the operation finishes when every invitee has answered or
-    /// failed. `replaces`: a peer-to-peer call of the invitee that ends once it joins.
-    Invite {
-        call_id: CallId,
-        op_id: String,
-        replaces: Option<CallId>,
-    },
+    /// Rung by an invite (boxed: few legs are).
+    Invite(Box<Invite>),
     /// Rung to take over this call (transfer or redirect).
     Dial { call_id: CallId },
+}
+
+/// The invite a leg was rung by: the operation finishes when every invitee has answered or
+/// failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Invite {
+    pub call_id: CallId,
+    pub op_id: String,
+    /// A peer-to-peer call of the invitee that ends once it joins.
+    pub replaces: Option<CallId>,
 }
 
 /// One participant.
@@ -77,9 +84,8 @@ pub enum Purpose {
 #[serde(rename_all = "camelCase")]
 pub struct Leg {
     /// The participant id (for a bot, its call's `myParticipantId`).
-    pub id: String,
+    pub id: Uuid,
     pub who: Who,
-    pub display_name: Option<String>,
     pub state: LegState,
     pub purpose: Purpose,
     pub result: Option<EndReason>,
@@ -90,18 +96,36 @@ pub struct Leg {
     /// DTMF keys bots sent to this party.
     #[serde(default)]
     pub tones_received: String,
-    /// While ringing: when it answers, when it fails, when ringing gives up.
+    /// While it is being rung (boxed: most legs are not, and a server holds many).
+    pub ring: Option<Box<Ring>>,
+}
+
+/// How a ringing party will respond, on the call clock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ring {
+    /// It answers then.
     pub answer_at: Option<Timestamp>,
+    /// It declines, or turns out unreachable, then.
     pub fails_at: Option<(Timestamp, EndReason)>,
-    pub ring_deadline: Option<Timestamp>,
+    /// Ringing gives up then.
+    pub deadline: Timestamp,
+}
+
+impl Ring {
+    fn next_due(&self) -> Timestamp {
+        [self.answer_at, self.fails_at.map(|(t, _)| t)]
+            .into_iter()
+            .flatten()
+            .fold(self.deadline, Timestamp::min)
+    }
 }
 
 impl Leg {
-    pub fn new(id: String, who: Who, display_name: Option<String>, state: LegState) -> Self {
+    pub fn new(id: Uuid, who: Who, state: LegState) -> Self {
         Leg {
             id,
             who,
-            display_name,
             state,
             purpose: Purpose::Member,
             result: None,
@@ -109,9 +133,7 @@ impl Leg {
             on_hold: false,
             roster_sequence: 0,
             tones_received: String::new(),
-            answer_at: None,
-            fails_at: None,
-            ring_deadline: None,
+            ring: None,
         }
     }
 
@@ -135,41 +157,33 @@ impl Leg {
 
     /// Still being dialled (it has a ring timer), as opposed to waiting to be let in.
     fn is_dialled(&self) -> bool {
-        self.state == LegState::Ringing
-            && (self.answer_at.is_some() || self.fails_at.is_some() || self.ring_deadline.is_some())
+        self.state == LegState::Ringing && self.ring.is_some()
     }
 
     fn next_due(&self) -> Option<Timestamp> {
         if self.state != LegState::Ringing {
             return None;
         }
-        [
-            self.answer_at,
-            self.fails_at.map(|(t, _)| t),
-            self.ring_deadline,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        self.ring.as_ref().map(|r| r.next_due())
     }
 
     /// Sets the ring timers from how the party will respond.
-    pub fn ring(
+    pub fn start_ringing(
         &mut self,
         answer_at: Option<Timestamp>,
         fails_at: Option<(Timestamp, EndReason)>,
         deadline: Timestamp,
     ) {
         self.state = LegState::Ringing;
-        self.answer_at = answer_at;
-        self.fails_at = fails_at;
-        self.ring_deadline = Some(deadline);
+        self.ring = Some(Box::new(Ring {
+            answer_at,
+            fails_at,
+            deadline,
+        }));
     }
 
     fn stop_ringing(&mut self) {
-        self.answer_at = None;
-        self.fails_at = None;
-        self.ring_deadline = None;
+        self.ring = None;
     }
 }
 
@@ -204,6 +218,9 @@ pub struct Conversation {
     /// Some party has joined (a group call with nobody joined ends with 5013).
     pub anyone_joined: bool,
     pub roster_sequence: i64,
+    /// When the engine has this conversation's next timer scheduled (not stored).
+    #[serde(skip)]
+    pub scheduled: Option<Timestamp>,
 }
 
 impl Conversation {
@@ -215,11 +232,17 @@ impl Conversation {
             legs: vec![],
             anyone_joined: false,
             roster_sequence: 0,
+            scheduled: None,
         }
     }
 
     pub fn is_group(&self) -> bool {
         !matches!(self.kind, Kind::PeerToPeer)
+    }
+
+    /// Frees spare room (a server holds many conversations).
+    pub fn compact(&mut self) {
+        self.legs.shrink_to_fit();
     }
 
     /// A conversation ends when nobody is left in it; a meeting stays, to be joined again.
@@ -243,7 +266,7 @@ impl Conversation {
     pub fn leg(&self, participant_id: &str) -> Option<usize> {
         self.legs
             .iter()
-            .position(|l| l.is_live() && l.id.eq_ignore_ascii_case(participant_id))
+            .position(|l| l.is_live() && Uuid::parse_str(participant_id.trim()) == Ok(l.id))
     }
 
     pub fn bot_leg(&self, call: CallId) -> Option<usize> {
@@ -294,10 +317,10 @@ impl Conversation {
             .filter_map(|(i, l)| l.next_due().map(|t| (i, t)))
             .filter(|(_, t)| *t <= now)
             .min_by_key(|(_, t)| *t)?;
-        let leg = &self.legs[i];
-        let outcome = if leg.answer_at == Some(due) {
+        let ring = self.legs[i].ring.as_ref()?;
+        let outcome = if ring.answer_at == Some(due) {
             None
-        } else if let Some((t, reason)) = leg.fails_at
+        } else if let Some((t, reason)) = ring.fails_at
             && t == due
         {
             Some(reason)
@@ -349,14 +372,10 @@ impl Conversation {
                     out.push(Effect::Call(call, Event::Answered));
                 }
             }
-            Purpose::Invite {
-                call_id,
-                op_id,
-                replaces,
-            } => {
+            Purpose::Invite(inv) => {
                 self.anyone_joined = true;
-                out.extend(replaces.map(Effect::Replaced));
-                out.extend(self.invite_outcome(call_id, &op_id));
+                out.extend(inv.replaces.map(Effect::Replaced));
+                out.extend(self.invite_outcome(inv.call_id, &inv.op_id));
             }
             Purpose::Dial { call_id } => {
                 self.let_callers_in();
@@ -408,9 +427,7 @@ impl Conversation {
                     _ => {}
                 }
             }
-            Purpose::Invite { call_id, op_id, .. } => {
-                out.extend(self.invite_outcome(call_id, &op_id))
-            }
+            Purpose::Invite(inv) => out.extend(self.invite_outcome(inv.call_id, &inv.op_id)),
             Purpose::Dial { call_id } => {
                 let others_ring = self.legs.iter().any(|l| {
                     l.state == LegState::Ringing && l.purpose == (Purpose::Dial { call_id })
@@ -425,7 +442,7 @@ impl Conversation {
 
     /// The invite's outcome once none of its invitees rings any more.
     fn invite_outcome(&self, call_id: CallId, op_id: &str) -> Option<Effect> {
-        let mine = |l: &&Leg| matches!(&l.purpose, Purpose::Invite { op_id: o, .. } if o == op_id);
+        let mine = |l: &&Leg| matches!(&l.purpose, Purpose::Invite(i) if i.op_id == op_id);
         if self
             .legs
             .iter()

@@ -438,7 +438,11 @@ pub fn write(call: &Call, view: &View) -> String {
     push_str_field(&mut out, "direction", call.direction.as_str());
     push_str_field(&mut out, "callbackUri", &call.callback_uri);
     push_str_field(&mut out, "callChainId", &call.call_chain_id);
-    push_str_field(&mut out, "myParticipantId", &call.my_participant_id);
+    push_str_field(
+        &mut out,
+        "myParticipantId",
+        &call.my_participant_id.to_string(),
+    );
     push_str_field(&mut out, "tenantId", &call.tenant_id);
     let audio = if call.state == CallState::Established {
         "active"

@@ -5,15 +5,20 @@ use serde_json::{Value, json};
 use super::odata_type;
 use crate::domain::conversation::{Conversation, Leg, LegState, Who, identity_key};
 
-/// One participant as Graph writes it.
-pub fn render(leg: &Leg) -> Value {
-    let (key, id) = match &leg.who {
-        Who::Bot { app_id, .. } => ("application", app_id.as_str()),
-        Who::Party(p) => (identity_key(p.kind), p.id.as_str()),
+/// Who a leg is on a roster: its identity's id and display name (a bot's are its app's).
+pub type Names<'a> = &'a dyn Fn(&Who) -> (String, Option<String>);
+
+/// One participant as Graph writes it. `index` is its place in the conversation (a stable
+/// media source id).
+pub fn render(leg: &Leg, index: usize, names: Names) -> Value {
+    let key = match &leg.who {
+        Who::Bot { .. } => "application",
+        Who::Party(p) => identity_key(p.kind),
     };
+    let (identity_id, display_name) = names(&leg.who);
     let identity = json!({
         "@odata.type": odata_type("identitySet"),
-        key: {"@odata.type": odata_type("identity"), "id": id, "displayName": leg.display_name},
+        key: {"@odata.type": odata_type("identity"), "id": identity_id, "displayName": display_name},
     });
     json!({
         "@odata.type": odata_type("participant"),
@@ -31,7 +36,7 @@ pub fn render(leg: &Leg) -> Value {
             "@odata.type": odata_type("mediaStream"),
             "mediaType": "audio",
             "label": "main-audio",
-            "sourceId": leg.roster_sequence.to_string(),
+            "sourceId": (index + 1).to_string(),
             "direction": if leg.on_hold { "receiveOnly" } else { "sendReceive" },
             "serverMuted": leg.muted,
         }],
@@ -46,12 +51,13 @@ pub fn render(leg: &Leg) -> Value {
 }
 
 /// Everyone in the conversation now (joined; not those still ringing), in the order they came.
-pub fn roster(conversation: &Conversation) -> Vec<Value> {
+pub fn roster(conversation: &Conversation, names: Names) -> Vec<Value> {
     conversation
         .legs
         .iter()
-        .filter(|l| l.state == LegState::Connected)
-        .map(render)
+        .enumerate()
+        .filter(|(_, l)| l.state == LegState::Connected)
+        .map(|(i, l)| render(l, i, names))
         .collect()
 }
 
@@ -60,24 +66,23 @@ mod tests {
     use super::*;
     use crate::domain::conversation::Kind;
     use crate::domain::{CallId, PartyKind, Peer};
+    use uuid::Uuid;
 
     #[test]
     fn the_roster_lists_who_joined_with_their_identity_kind() {
         let mut c = Conversation::new(CallId::new(), Kind::Group, chrono::Utc::now());
         let bot = Who::Bot {
             call_id: CallId::new(),
-            app_id: "app-1".into(),
         };
         c.legs
-            .push(Leg::new("b".into(), bot, None, LegState::Connected));
+            .push(Leg::new(Uuid::new_v4(), bot, LegState::Connected));
         let phone = Peer {
             id: "+15550100".into(),
             kind: PartyKind::Phone,
         };
         c.legs.push(Leg::new(
-            "p".into(),
+            Uuid::new_v4(),
             Who::Party(phone),
-            None,
             LegState::Connected,
         ));
         let ringing = Peer {
@@ -85,14 +90,21 @@ mod tests {
             kind: PartyKind::User,
         };
         c.legs.push(Leg::new(
-            "r".into(),
+            Uuid::new_v4(),
             Who::Party(ringing),
-            None,
             LegState::Ringing,
         ));
-        let r = roster(&c);
+        let names = |w: &Who| match w {
+            Who::Bot { .. } => ("app-1".to_string(), Some("Bot".to_string())),
+            Who::Party(p) => (p.id.clone(), None),
+        };
+        let r = roster(&c, &names);
         assert_eq!(r.len(), 2);
         assert_eq!(r[0]["info"]["identity"]["application"]["id"], "app-1");
+        assert_eq!(
+            r[0]["info"]["identity"]["application"]["displayName"],
+            "Bot"
+        );
         assert_eq!(r[1]["info"]["identity"]["phone"]["id"], "+15550100");
         assert_eq!(r[1]["id"], r[1]["info"]["participantId"]);
         assert_eq!(r[1]["isInLobby"], false);

@@ -54,7 +54,7 @@ pub async fn list(
     let cid = call_id(id)?;
     let value = state
         .engine
-        .with_conversation(&app.app_id, cid, |_, c| roster(c))
+        .with_conversation(&app.app_id, cid, |_, c, apps| roster(c, apps))
         .await?;
     let body = json!({"@odata.context": context(state, target, cid), "value": value});
     Ok(json_response(StatusCode::OK, &body))
@@ -71,8 +71,8 @@ pub async fn get(
     let cid = call_id(id)?;
     let found = state
         .engine
-        .with_conversation(&app.app_id, cid, |_, c| {
-            c.leg(participant_id).map(|i| render(&c.legs[i]))
+        .with_conversation(&app.app_id, cid, |_, c, apps| {
+            c.leg(participant_id).map(|i| render(&c.legs[i], i, apps))
         })
         .await?;
     let mut body = found.ok_or_else(|| ApiError::not_found("Participant not found."))?;
@@ -133,13 +133,24 @@ pub async fn invite(
             })?),
             _ => return Err(ApiError::bad_request("replacesCallId must be a string.")),
         };
-        invitees.push(Invitee { peer, replaces });
+        let participant_id = match &p["participantId"] {
+            Value::Null => None,
+            Value::String(s) => Some(uuid::Uuid::parse_str(s.trim()).map_err(|_| {
+                ApiError::bad_request(format!("participantId '{s}' is not a GUID."))
+            })?),
+            _ => return Err(ApiError::bad_request("participantId must be a string.")),
+        };
+        invitees.push(Invitee {
+            peer,
+            replaces,
+            participant_id,
+        });
         normalized.push(norm);
     }
     let ctx = client_context(&body)?;
     let op = state
         .engine
-        .invite(&app.app_id, cid, invitees, Value::Array(normalized), ctx)
+        .invite(&app.app_id, cid, invitees, normalized, ctx)
         .await?;
     Ok(operation_response(state, target, cid, &op))
 }

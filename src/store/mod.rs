@@ -214,9 +214,8 @@ mod contract_tests {
             kind: PartyKind::Phone,
         };
         c.legs.push(Leg::new(
-            "q".into(),
+            uuid::Uuid::nil(),
             Who::Party(peer),
-            None,
             LegState::Ringing,
         ));
         c
@@ -307,9 +306,9 @@ mod contract_tests {
         let convs: Vec<_> = snap
             .conversations
             .iter()
-            .map(|c| (c.id, c.legs[0].id.as_str()))
+            .map(|c| (c.id, c.legs[0].id))
             .collect();
-        assert_eq!(convs, vec![(a, "q")]);
+        assert_eq!(convs, vec![(a, uuid::Uuid::nil())]);
         assert_eq!(
             snap.pending.iter().map(|i| i.seq).collect::<Vec<_>>(),
             vec![1, 3]

@@ -256,7 +256,7 @@ impl Store for SqliteStore {
                     .map_err(backend)?;
                 for call in &change.put_calls {
                     let body = serde_json::to_string(call).map_err(backend)?;
-                    put.execute(params![call.id.to_string(), call.app_id, body])
+                    put.execute(params![call.id.to_string(), &*call.app_id, body])
                         .map_err(backend)?;
                 }
                 let mut del = tx
