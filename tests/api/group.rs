@@ -12,13 +12,16 @@ const QUICK: &str = "5e9f0000-0000-4000-8000-000000000041";
 const SLOW: &str = "5e9f0000-0000-4000-8000-000000000042";
 const NOT_FOUND: &str = "5e9f0000-0000-4000-8000-000000000005";
 const REJECT: &str = "5e9f0000-0000-4000-8000-000000000009";
+/// An app that may join meetings only as a guest.
+const GUEST_APP: &str = "1a2b3c4d-0000-4000-8000-00000000000f";
 
 async fn spawn(backend: Backend) -> TestApp {
     spawn_app_with(
         backend,
         &format!(
             "[[parties]]\nid = \"{QUICK}\"\nkind = \"user\"\ndisplay_name = \"Quick\"\nbehavior = \"answer\"\nanswer_after_ms = 1000\n\n\
-             [[parties]]\nid = \"{SLOW}\"\nkind = \"user\"\ndisplay_name = \"Slow\"\nbehavior = \"answer\"\nanswer_after_ms = 3000\n\n"
+             [[parties]]\nid = \"{SLOW}\"\nkind = \"user\"\ndisplay_name = \"Slow\"\nbehavior = \"answer\"\nanswer_after_ms = 3000\n\n\
+             [[apps]]\napp_id = \"{GUEST_APP}\"\ntenant_id = \"{TENANT}\"\nclient_secret = \"secret-f\"\nroles = [\"Calls.JoinGroupCallAsGuest.All\"]\n\n"
         ),
     )
     .await
@@ -158,13 +161,24 @@ fn assert_participant(p: &Value) {
     assert_eq!(p["@odata.type"], "#microsoft.graph.participant", "{p:#}");
     let id = p["id"].as_str().unwrap_or_default();
     assert!(!id.is_empty(), "{p:#}");
-    assert_eq!(p["info"]["participantId"], id, "{p:#}");
-    assert!(p["info"]["identity"].is_object(), "{p:#}");
+    let info = &p["info"];
+    assert_eq!(
+        info["@odata.type"], "#microsoft.graph.participantInfo",
+        "{p:#}"
+    );
+    assert_eq!(info["participantId"], id, "{p:#}");
+    assert_eq!(info["endpointType"], "default", "{p:#}");
+    assert_eq!(
+        info["identity"]["@odata.type"], "#microsoft.graph.identitySet",
+        "{p:#}"
+    );
+    assert!(p["rosterSequenceNumber"].is_i64(), "{p:#}");
     assert!(p["isMuted"].is_boolean(), "{p:#}");
     assert_eq!(p["isInLobby"], false, "{p:#}");
     let streams = p["mediaStreams"].as_array().expect("mediaStreams");
     assert!(
         streams.iter().any(|s| s["mediaType"] == "audio"
+            && s["label"] == "main-audio"
             && s["sourceId"].is_string()
             && s["direction"].is_string()
             && s["serverMuted"].is_boolean()),
@@ -444,6 +458,51 @@ async fn a_meeting_needs_its_id_its_passcode_and_a_join_role() {
         )
         .await;
     assert_eq!(ok.status, 201, "{}", ok.text);
+    // Joining as a guest is enough for a meeting, not for a group call.
+    let guest = app.token_for(GUEST_APP).await;
+    let r = app
+        .send(
+            "POST",
+            CALLS,
+            Some(&guest),
+            Some(app.meeting(MEETING, MEETING_PASSCODE)),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = app
+        .send("POST", CALLS, Some(&guest), Some(app.group(&[ALICE, BOB])))
+        .await;
+    assert_eq!(
+        (r.status, r.graph_error().as_deref()),
+        (403, Some("7504")),
+        "{}",
+        r.text
+    );
+}
+
+#[tokio::test]
+async fn when_everyone_else_leaves_a_meeting_the_bots_call_ends_with_5002() {
+    let app = spawn(Backend::Memory).await;
+    let token = app.token().await;
+    let (id, _) = join_meeting(&app, &token).await;
+    wait_roster(&app, &id, &[CAROL, DAVE, APP_A]).await;
+    let h = app
+        .admin("POST", &format!("/parties/{CAROL}/hangup"), None)
+        .await;
+    assert_eq!(h.status, 200, "{}", h.text);
+    wait_roster(&app, &id, &[DAVE, APP_A]).await;
+    assert_eq!(app.receiver.end_reason(&id), None);
+    app.admin("POST", &format!("/parties/{DAVE}/hangup"), None)
+        .await;
+    app.receiver
+        .wait_for(&id, |s| has(s, "deleted", "terminated"))
+        .await;
+    assert_eq!(app.receiver.end_reason(&id), Some((200, 5002)));
+    let m = app
+        .admin("GET", &format!("/meetings/{MEETING}"), None)
+        .await;
+    assert_eq!(m.body["active"], false, "{}", m.text);
+    assert_eq!(m.body["participants"], json!([]), "{}", m.text);
 }
 
 #[tokio::test]
@@ -654,6 +713,30 @@ async fn a_removed_participant_ends_with_5300_and_when_the_last_other_hangs_up_t
             "{backend:?}"
         );
         assert!(!has(&states, "updated", "terminating"), "{states:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_bot_leaving_a_group_call_leaves_the_others_talking() {
+    let app = spawn(Backend::Memory).await;
+    let token = app.token().await;
+    let id = group_with(&app, &token, &[ALICE, BOB]).await;
+    let d = app
+        .send("DELETE", &format!("{CALLS}/{id}"), Some(&token), None)
+        .await;
+    assert_eq!(d.status, 204, "{}", d.text);
+    let states = app
+        .receiver
+        .wait_for(&id, |s| has(s, "deleted", "terminated"))
+        .await;
+    assert!(has(&states, "updated", "terminating"), "{states:?}");
+    assert_eq!(app.receiver.end_reason(&id), Some((200, 5001)));
+    for party in [ALICE, BOB] {
+        let l = legs(&app, party).await;
+        assert!(
+            l.iter().any(|l| l["state"] == "established"),
+            "{party} still talks: {l:#?}"
+        );
     }
 }
 
@@ -939,6 +1022,11 @@ async fn an_invite_replacing_a_p2p_call_brings_its_party_in_and_ends_that_call()
         .await;
     let (code, _) = app.receiver.end_reason(&p2p).expect("the P2P call ended");
     assert_eq!(code, 200, "a normal end");
+    let l = legs(&app, ALICE).await;
+    assert!(
+        l.iter().any(|l| l["state"] == "established"),
+        "ALICE talks on in the group: {l:#?}"
+    );
     assert_eq!(get_state(&app, &token, &p2p).await.0, 404);
     assert_eq!(
         get_state(&app, &token, &id).await,
