@@ -24,6 +24,12 @@ pub const BOB: &str = "5e9f0000-0000-4000-8000-000000000002";
 /// A user who never answers.
 pub const SILENT: &str = "5e9f0000-0000-4000-8000-000000000011";
 pub const PHONE: &str = "+15550100";
+/// Two users who answer at once and sit in the test meeting (only group tests use them).
+pub const CAROL: &str = "5e9f0000-0000-4000-8000-000000000031";
+pub const DAVE: &str = "5e9f0000-0000-4000-8000-000000000032";
+/// The test meeting's join id and passcode; CAROL and DAVE are in it.
+pub const MEETING: &str = "4410029387";
+pub const MEETING_PASSCODE: &str = "s3cret-pass";
 
 /// The store a test runs on.
 #[derive(Clone, Copy, Debug)]
@@ -84,6 +90,14 @@ pub fn config_toml_with(extra: &str, incoming: Option<&str>) -> String {
             "[[parties]]\nid = \"{id}\"\nkind = \"{kind}\"\nbehavior = \"{behavior}\"\n\n"
         );
     }
+    for (id, name) in [(CAROL, "Carol"), (DAVE, "Dave")] {
+        s += &format!(
+            "[[parties]]\nid = \"{id}\"\nkind = \"user\"\ndisplay_name = \"{name}\"\nbehavior = \"answer\"\n\n"
+        );
+    }
+    s += &format!(
+        "[[meetings]]\njoin_meeting_id = \"{MEETING}\"\npasscode = \"{MEETING_PASSCODE}\"\nparties = [\"{CAROL}\", \"{DAVE}\"]\n\n"
+    );
     s + extra
 }
 
@@ -473,6 +487,66 @@ impl TestApp {
             .await;
         assert!(has(&states, "updated", "established"), "{states:?}");
         id
+    }
+}
+
+/// An `invitationParticipantInfo` for `target` (a user id, or a phone number starting with `+`).
+pub fn invitee(target: &str) -> Value {
+    let identity = if target.starts_with('+') {
+        json!({"@odata.type": "#microsoft.graph.identitySet",
+               "phone": {"@odata.type": "#microsoft.graph.identity", "id": target}})
+    } else {
+        json!({"@odata.type": "#microsoft.graph.identitySet",
+               "user": {"@odata.type": "#microsoft.graph.identity", "id": target}})
+    };
+    json!({"@odata.type": "#microsoft.graph.invitationParticipantInfo", "identity": identity})
+}
+
+/// The id a participant (roster entry) or identity set names: its user, phone or application.
+pub fn identity_id(participant: &Value) -> Option<String> {
+    let set = if participant["info"].is_object() {
+        &participant["info"]["identity"]
+    } else {
+        participant
+    };
+    ["user", "phone", "application"]
+        .iter()
+        .find_map(|k| set[k]["id"].as_str())
+        .map(str::to_string)
+}
+
+/// Group calls and meetings.
+impl TestApp {
+    /// A group-call create body with these targets.
+    pub fn group(&self, targets: &[&str]) -> Value {
+        let mut b = self.p2p(ALICE);
+        b["targets"] = targets.iter().map(|t| invitee(t)).collect();
+        b
+    }
+
+    /// A body joining meeting `join_id` with `passcode`.
+    pub fn meeting(&self, join_id: &str, passcode: &str) -> Value {
+        let mut b = self.p2p(ALICE);
+        b.as_object_mut().unwrap().remove("targets");
+        b["meetingInfo"] = json!({
+            "@odata.type": "#microsoft.graph.joinMeetingIdMeetingInfo",
+            "joinMeetingId": join_id,
+            "passcode": passcode,
+        });
+        b
+    }
+}
+
+impl Receiver {
+    /// The roster notifications about `call_id` accepted so far, oldest first: each the
+    /// participant array it carried.
+    pub fn rosters(&self, call_id: &str) -> Vec<Vec<Value>> {
+        let url = format!("/communications/calls/{call_id}/participants");
+        self.notes(call_id)
+            .into_iter()
+            .filter(|(_, n)| n["resourceUrl"] == url.as_str())
+            .map(|(_, n)| n["resourceData"].as_array().cloned().unwrap_or_default())
+            .collect()
     }
 }
 

@@ -6,5 +6,6 @@ mod helpers;
 mod calls;
 mod crash;
 mod delivery;
+mod group;
 mod identity;
 mod incoming;
