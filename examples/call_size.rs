@@ -36,11 +36,16 @@ fn main() {
     });
     let n = 10_000;
     let before = LIVE.load(Ordering::Relaxed);
-    let mut calls = std::collections::HashMap::new(); // as the engine holds them: boxed
+    // As the engine holds them: boxed calls and conversations, one timer entry per conversation.
+    let mut calls = std::collections::HashMap::new();
+    let mut conversations = std::collections::HashMap::new();
     let mut timers = std::collections::BTreeSet::new();
+    let mut scheduled = std::collections::HashMap::new();
     for _ in 0..n {
-        let call = sample_call(&body);
-        timers.insert((call.next_due(), call.id));
+        let (call, conversation) = sample_call(&body);
+        timers.insert((call.next_due(), conversation.id));
+        scheduled.insert(conversation.id, call.next_due());
+        conversations.insert(conversation.id, Box::new(conversation));
         calls.insert(call.id, Box::new(call));
     }
     let after = LIVE.load(Ordering::Relaxed);
@@ -49,57 +54,64 @@ fn main() {
         (after - before) / n
     );
     println!(
-        "of which the Call struct itself: {} bytes",
-        std::mem::size_of::<switchboard::domain::Call>()
+        "of which the Call struct itself: {} bytes, its Conversation {} bytes, a Leg {} bytes",
+        std::mem::size_of::<switchboard::domain::Call>(),
+        std::mem::size_of::<switchboard::domain::conversation::Conversation>(),
+        std::mem::size_of::<switchboard::domain::conversation::Leg>(),
     );
 }
 
-/// A call as `Engine::create_call` builds it for an answered P2P call.
-fn sample_call(body: &serde_json::Value) -> switchboard::domain::Call {
-    use switchboard::domain::call::{PeerLeg, Timers, Wire};
+/// A call as `Engine::create_call` builds it for an answered P2P call, with its conversation.
+fn sample_call(
+    body: &serde_json::Value,
+) -> (
+    switchboard::domain::Call,
+    switchboard::domain::conversation::Conversation,
+) {
+    use switchboard::domain::call::Wire;
+    use switchboard::domain::conversation::{Conversation, Kind, Leg, LegState, Who};
     use switchboard::domain::ids::new_guid;
-    use switchboard::domain::{Call, CallId, CallState, Direction, PartyKind, Peer};
+    use switchboard::domain::{Call, CallState, Direction, PartyKind, Peer};
     let req = switchboard::graph::call::parse_create(body).unwrap();
     let now = chrono::Utc::now();
-    let pid = new_guid();
+    let app = "1a2b3c4d-0000-4000-8000-00000000000a";
+    let mut call = Call::new(
+        app,
+        "8e4c2a5b-6f0d-4c1e-9a3b-2d7f1e0c9b11",
+        Direction::Outgoing,
+        CallState::Established,
+        req.callback_uri.clone(),
+        now,
+    );
+    call.version = 2;
+    call.timers.keep_alive_deadline = Some(now);
     let mut wire = req.wire;
     let source = switchboard::graph::call::fill_source(
         wire.get("source"),
-        "1a2b3c4d-0000-4000-8000-00000000000a",
+        app,
         Some("Bot"),
-        &pid,
+        &call.my_participant_id,
     );
     wire.insert("source".into(), source);
-    Call {
-        id: CallId::new(),
-        app_id: "1a2b3c4d-0000-4000-8000-00000000000a".into(),
-        tenant_id: "8e4c2a5b-6f0d-4c1e-9a3b-2d7f1e0c9b11".into(),
-        direction: Direction::Outgoing,
-        state: CallState::Established,
-        result: None,
-        callback_uri: req.callback_uri,
-        my_participant_id: pid,
-        call_chain_id: new_guid(),
-        peer: Peer {
-            id: "5e9f0000-0000-4000-8000-000000000001".into(),
-            kind: PartyKind::User,
-        },
-        created_at: now,
-        version: 2,
-        timers: Timers {
-            keep_alive_deadline: Some(now),
-            ..Timers::default()
-        },
-        wire: Wire::from_map(wire),
-        app_hosted_media: false,
-        peer_leg: PeerLeg {
-            state: Some(CallState::Established),
-            ..PeerLeg::default()
-        },
-        pending_dial: None,
-        operations: vec![],
-        tone_subscribed: false,
-        tone_sequence: 0,
-        muted: false,
-    }
+    call.wire = Wire::from_map(wire);
+    let mut conversation = Conversation::new(call.id, Kind::PeerToPeer, now);
+    let bot = Who::Bot {
+        call_id: call.id,
+        app_id: app.into(),
+    };
+    let me = call.my_participant_id.clone();
+    conversation
+        .legs
+        .push(Leg::new(me, bot, Some("Bot".into()), LegState::Connected));
+    let alice = Peer {
+        id: "5e9f0000-0000-4000-8000-000000000001".into(),
+        kind: PartyKind::User,
+    };
+    conversation.legs.push(Leg::new(
+        new_guid(),
+        Who::Party(alice),
+        None,
+        LegState::Connected,
+    ));
+    (call, conversation)
 }

@@ -100,6 +100,7 @@ impl Application {
                 rules,
                 delivery: delivery.clone(),
                 public_url: public_url.clone(),
+                meetings: settings.meetings.clone(),
             },
         ));
         let validator =

@@ -1,8 +1,11 @@
-//! The engine: applies domain transitions to live calls, commits each change together with the
-//! notifications it causes, hands those to the delivery worker, and runs the call timers.
+//! The engine: applies domain transitions to live conversations and the bots' calls in them,
+//! commits each change together with the notifications it causes, hands those to the delivery
+//! worker, and runs the timers.
 //!
-//! Live calls are held in memory and written through the [`Store`] before any answer goes out;
-//! one lock orders every change, so the store, memory and the outbox always agree.
+//! Live calls and conversations are held in memory and written through the [`Store`] before any
+//! answer goes out; one lock orders every change, so the store, memory and the outbox always
+//! agree. Every change loads a [`Scene`] (a conversation with its bots' calls), lets the domain
+//! change it, and stages the result.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -12,14 +15,16 @@ use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, Timestamp};
+use crate::config::MeetingConfig;
 use crate::delivery::Delivery;
-use crate::domain::call::{PendingDial, Rules, Timers, TransitionError};
+use crate::domain::call::{Rules, TransitionError, Wire, party_key};
+use crate::domain::conversation::{Conversation, Emit, Kind, Leg, LegState, Purpose, Scene, Who};
 use crate::domain::ids::new_guid;
-use crate::domain::operation::{OpKind, Operation, RecordPlan, Recording};
+use crate::domain::operation::{OpKind, OpStatus, Operation, RecordPlan, Recording, results};
 use crate::domain::{
-    Call, CallId, CallState, ChangeType, Direction, EndReason, Event, Notice, Peer,
+    Call, CallId, CallState, ChangeType, Direction, EndReason, Event, Notice, PartyKind, Peer,
 };
-use crate::fabric::{DialPlan, Fabric, simulated::party_key};
+use crate::fabric::{DialPlan, Fabric};
 use crate::graph::call::{CreateCall, View, fill_source, write as write_call};
 use crate::graph::notification::Notification;
 use crate::graph::odata_type;
@@ -36,6 +41,12 @@ pub enum EngineError {
     /// No such call, or not this app's call: the two answer the same.
     #[error("Call not found.")]
     NotFound,
+    /// Something else the request names does not exist (a participant, a meeting).
+    #[error("{0}")]
+    Missing(String),
+    /// The request is refused (a wrong meeting passcode).
+    #[error("{0}")]
+    Refused(String),
     #[error("{0}")]
     NotAllowed(String),
     #[error("The application has reached its limit of {0} concurrent calls.")]
@@ -56,44 +67,51 @@ pub struct AppRef {
 /// A call leg as a party sees it (the control API's `GET /parties/{id}`).
 #[derive(Clone, Debug)]
 pub struct PartyLeg {
+    /// The conversation: for a call the bot placed or answered, that call's id.
     pub call_id: CallId,
     pub state: CallState,
     pub result: Option<EndReason>,
     pub tones_received: String,
 }
 
-/// Something a change asks to notify.
-#[derive(Clone, Debug)]
-pub enum Emit {
-    /// A change of the call's state.
-    State(Notice),
-    /// An operation finished (`deleted` on its URL).
-    Operation(Box<Operation>),
-    /// The party pressed a key and the bot subscribed: (tone, sequence id).
-    Tone(&'static str, i64),
-}
-
-impl Emit {
-    fn operation(op: Operation) -> Self {
-        Emit::Operation(Box::new(op))
+impl PartyLeg {
+    fn of(conversation: CallId, leg: &Leg) -> Self {
+        PartyLeg {
+            call_id: conversation,
+            state: leg.state.call_state(),
+            result: leg.result,
+            tones_received: leg.tones_received.clone(),
+        }
     }
 }
 
-/// Two parties left talking after a transfer or redirect took the bot out of the call.
+/// Who is in a meeting (the control API's `GET /meetings/{id}`).
 #[derive(Clone, Debug)]
-struct Detached {
-    conversation: CallId,
-    parties: [Peer; 2],
+pub struct MeetingView {
+    pub active: bool,
+    /// (id, kind, the bot's call id): a party's id and `user`/`phone`, or an app id and `bot`.
+    pub participants: Vec<(String, &'static str, Option<CallId>)>,
+}
+
+/// An invitee of `participants/invite`.
+#[derive(Clone, Debug)]
+pub struct Invitee {
+    pub peer: Peer,
+    /// A peer-to-peer call of the invitee that ends once it joins.
+    pub replaces: Option<CallId>,
 }
 
 struct State {
     /// Boxed: a call is a few hundred bytes, and a map of boxes wastes less on empty slots.
     calls: HashMap<CallId, Box<Call>>,
-    /// (due time, call) for every call with a pending timer, dial or operation.
+    conversations: HashMap<CallId, Box<Conversation>>,
+    /// Meetings by join id: (conversation, passcode).
+    meetings: HashMap<String, (CallId, Option<String>)>,
+    /// (due time, conversation) for every conversation with a pending timer, ring or operation.
     timers: BTreeSet<(Timestamp, CallId)>,
+    scheduled: HashMap<CallId, Timestamp>,
     live_per_app: HashMap<String, usize>,
     ended: VecDeque<(String, PartyLeg)>,
-    detached: Vec<Detached>,
     recordings: HashMap<String, Recording>,
     /// Recording ids, oldest first, so that the oldest are dropped past [`RECORDINGS_KEPT`].
     recording_order: VecDeque<String>,
@@ -122,34 +140,28 @@ fn transition_error(e: TransitionError) -> EngineError {
     }
 }
 
-/// Applies a state event and turns its notices into emits.
-fn step(
-    call: &mut Call,
-    event: Event,
-    now: Timestamp,
-    rules: &Rules,
-) -> Result<Vec<Emit>, EngineError> {
-    Ok(call
-        .apply(event, now, rules)
-        .map_err(transition_error)?
-        .into_iter()
-        .map(Emit::State)
-        .collect())
-}
-
 fn not_allowed(msg: impl Into<String>) -> EngineError {
     EngineError::NotAllowed(msg.into())
 }
 
-/// Operations need a call that is up; media ones also need service-hosted media.
-fn check_can_operate(call: &Call, kind: OpKind) -> Result<(), EngineError> {
+fn participant_not_found() -> EngineError {
+    EngineError::Missing("Participant not found.".into())
+}
+
+/// The call must be up for actions in it.
+fn check_up(call: &Call, what: &str) -> Result<(), EngineError> {
     if !matches!(call.state, CallState::Established | CallState::Hold) {
         return Err(not_allowed(format!(
-            "The {} cannot run while the call is {}.",
-            kind.type_name(),
+            "The {what} cannot run while the call is {}.",
             call.state.as_str()
         )));
     }
+    Ok(())
+}
+
+/// Operations need a call that is up; media ones also need service-hosted media.
+fn check_can_operate(call: &Call, kind: OpKind) -> Result<(), EngineError> {
+    check_up(call, kind.type_name())?;
     let media = kind.is_media()
         || matches!(
             kind,
@@ -163,6 +175,33 @@ fn check_can_operate(call: &Call, kind: OpKind) -> Result<(), EngineError> {
     Ok(())
 }
 
+/// Participants are managed in group calls and meetings.
+fn check_group(scene: &Scene, what: &str) -> Result<(), EngineError> {
+    if !scene.conversation.is_group() {
+        return Err(not_allowed(format!(
+            "{what} is possible in group calls and meetings; this is a peer-to-peer call."
+        )));
+    }
+    Ok(())
+}
+
+/// The chat a group call or meeting has: the client's, with the thread filled in.
+fn chat_info(given: Option<&Value>, thread_id: &str) -> Value {
+    let mut chat = given
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    chat.insert("@odata.type".into(), json!(odata_type("chatInfo")));
+    if chat.get("threadId").is_none_or(Value::is_null) {
+        chat.insert("threadId".into(), json!(thread_id));
+    }
+    if chat.get("messageId").is_none_or(Value::is_null) {
+        chat.insert("messageId".into(), json!("0"));
+    }
+    chat.entry("replyChainMessageId").or_insert(Value::Null);
+    Value::Object(chat)
+}
+
 /// What the engine is built from, besides the snapshot.
 pub struct Parts {
     pub store: Arc<dyn Store>,
@@ -173,6 +212,8 @@ pub struct Parts {
     pub delivery: Arc<Delivery>,
     /// Base URL of recordings.
     pub public_url: String,
+    /// The meetings bots can join.
+    pub meetings: Vec<MeetingConfig>,
 }
 
 impl Engine {
@@ -186,21 +227,66 @@ impl Engine {
             rules,
             delivery,
             public_url,
+            meetings,
         } = parts;
         let mut state = State {
             calls: HashMap::new(),
+            conversations: HashMap::new(),
+            meetings: HashMap::new(),
             timers: BTreeSet::new(),
+            scheduled: HashMap::new(),
             live_per_app: HashMap::new(),
             ended: VecDeque::new(),
-            detached: vec![],
             recordings: HashMap::new(),
             recording_order: VecDeque::new(),
             next_seq: snapshot.next_seq,
         };
         for call in &snapshot.calls {
-            state.index(call);
             *state.live_per_app.entry(call.app_id.clone()).or_default() += 1;
             state.calls.insert(call.id, Box::new(call.clone()));
+        }
+        for c in &snapshot.conversations {
+            state.conversations.insert(c.id, Box::new(c.clone()));
+        }
+        let now = clock.now();
+        for m in meetings {
+            let stored = state.conversations.values().find(
+                |c| matches!(&c.kind, Kind::Meeting { join_meeting_id } if *join_meeting_id == m.join_meeting_id),
+            );
+            let id = match stored {
+                Some(c) => c.id,
+                None => {
+                    let kind = Kind::Meeting {
+                        join_meeting_id: m.join_meeting_id.clone(),
+                    };
+                    let mut c = Conversation::new(CallId::new(), kind, now);
+                    for p in &m.parties {
+                        let info = fabric.party(p);
+                        let peer = Peer {
+                            id: p.clone(),
+                            kind: info.as_ref().map_or(PartyKind::User, |i| i.kind),
+                        };
+                        let name = info.and_then(|i| i.display_name);
+                        c.legs.push(Leg::new(
+                            new_guid(),
+                            Who::Party(peer),
+                            name,
+                            LegState::Connected,
+                        ));
+                    }
+                    let id = c.id;
+                    state.conversations.insert(id, Box::new(c));
+                    id
+                }
+            };
+            state
+                .meetings
+                .insert(m.join_meeting_id.clone(), (id, m.passcode.clone()));
+        }
+        let ids: Vec<CallId> = state.conversations.keys().copied().collect();
+        for id in ids {
+            let due = state.scene(id).and_then(|s| s.next_due());
+            state.schedule(id, due);
         }
         Engine {
             state: Mutex::new(state),
@@ -228,70 +314,82 @@ impl Engine {
         format!("{}/recordings/{op_id}.wav", self.public_url)
     }
 
-    /// Adds a new call and its first notification.
-    async fn insert(&self, app: &AppRef, call: Call, first: Notice) -> Result<Call, EngineError> {
-        let mut st = self.state.lock().await;
-        let live = st.live_per_app.get(&app.app_id).copied().unwrap_or(0);
-        if live >= app.max_concurrent_calls {
-            return Err(EngineError::TooManyCalls(app.max_concurrent_calls));
-        }
-        *st.live_per_app.entry(app.app_id.clone()).or_default() += 1;
-        let done = self.stage(&mut st, vec![(call.clone(), vec![Emit::State(first)])]);
-        drop(st);
-        committer::wait(done).await?;
-        Ok(call)
-    }
-
     fn new_call(
         &self,
         app: &AppRef,
         direction: Direction,
         state: CallState,
-        peer: Peer,
         callback_uri: String,
         now: Timestamp,
     ) -> Call {
-        Call {
-            id: CallId::new(),
-            app_id: app.app_id.clone(),
-            tenant_id: app.tenant_id.clone(),
+        let mut call = Call::new(
+            &app.app_id,
+            &app.tenant_id,
             direction,
             state,
-            result: None,
             callback_uri,
-            my_participant_id: new_guid(),
-            call_chain_id: new_guid(),
-            peer,
-            created_at: now,
-            version: 1,
-            timers: Timers {
-                keep_alive_deadline: Some(now + self.rules.keep_alive_window),
-                ..Timers::default()
-            },
-            wire: Default::default(),
-            app_hosted_media: false,
-            peer_leg: Default::default(),
-            pending_dial: None,
-            operations: vec![],
-            tone_subscribed: false,
-            tone_sequence: 0,
-            muted: false,
-        }
+            now,
+        );
+        call.timers.keep_alive_deadline = Some(now + self.rules.keep_alive_window);
+        call
     }
 
-    /// Places an outgoing peer-to-peer call.
+    /// The bot's own leg of a conversation, waiting to connect.
+    fn bot_leg(call: &Call, app: &AppRef) -> Leg {
+        let who = Who::Bot {
+            call_id: call.id,
+            app_id: app.app_id.clone(),
+        };
+        Leg::new(
+            call.my_participant_id.clone(),
+            who,
+            app.display_name.clone(),
+            LegState::Ringing,
+        )
+    }
+
+    /// A party's leg, rung now: it answers, fails or rings out as the fabric says, and gives up
+    /// after `timeout`.
+    fn ring(
+        &self,
+        peer: &Peer,
+        purpose: Purpose,
+        now: Timestamp,
+        timeout: chrono::Duration,
+    ) -> Leg {
+        let name = self.fabric.party(&peer.id).and_then(|p| p.display_name);
+        let mut leg = Leg::new(
+            new_guid(),
+            Who::Party(peer.clone()),
+            name,
+            LegState::Ringing,
+        );
+        leg.purpose = purpose;
+        let at = |d: std::time::Duration| now + chrono::Duration::from_std(d).unwrap_or_default();
+        match self.fabric.dial(peer) {
+            DialPlan::Answer { after } => leg.ring(Some(at(after)), None, now + timeout),
+            DialPlan::Fail { after, reason } => {
+                leg.ring(None, Some((at(after), reason)), now + timeout)
+            }
+            DialPlan::Ring => leg.ring(None, None, now + timeout),
+        }
+        leg
+    }
+
+    /// Places an outgoing call: to one party (peer-to-peer), several (a group call), or into a
+    /// meeting (`meeting`: its join id and the passcode given).
     pub async fn create_call(
         &self,
         app: &AppRef,
         req: CreateCall,
-        peer: Peer,
+        targets: Vec<Peer>,
+        meeting: Option<(String, Option<String>)>,
     ) -> Result<Call, EngineError> {
         let now = self.clock.now();
         let mut call = self.new_call(
             app,
             Direction::Outgoing,
             CallState::Establishing,
-            peer.clone(),
             req.callback_uri,
             now,
         );
@@ -307,24 +405,76 @@ impl Engine {
             &call.my_participant_id,
         );
         wire.insert("source".into(), source);
-        call.wire = crate::domain::call::Wire::from_map(wire);
-        call.peer_leg.state = Some(CallState::Establishing);
-        let at = |d: std::time::Duration| now + chrono::Duration::from_std(d).unwrap_or_default();
-        match self.fabric.dial(&peer) {
-            DialPlan::Answer { after } => {
-                call.timers.answer_at = Some(at(after));
-                call.timers.ringing_deadline = Some(now + self.rules.ringing_timeout);
+        let mut st = self.state.lock().await;
+        let mut scene = match meeting {
+            Some((join_id, passcode)) => {
+                let (conv, expected) = st.meetings.get(&join_id).cloned().ok_or_else(|| {
+                    EngineError::Missing(format!(
+                        "No meeting with joinMeetingId '{join_id}' exists."
+                    ))
+                })?;
+                if expected.is_some() && expected != passcode {
+                    return Err(EngineError::Refused(
+                        "The passcode does not match the meeting's passcode.".into(),
+                    ));
+                }
+                let mut scene = st.scene(conv).ok_or(EngineError::NotFound)?;
+                call.conversation = conv;
+                // The meeting lets the bot in at once.
+                call.timers.answer_at = Some(now);
+                let thread = scene.conversation.thread_id();
+                wire.insert("chatInfo".into(), chat_info(wire.get("chatInfo"), &thread));
+                scene.conversation.legs.push(Self::bot_leg(&call, app));
+                scene.calls.push(call.clone());
+                scene
             }
-            DialPlan::Fail { after, reason } => {
-                call.timers.setup_fails_at = Some((at(after), reason))
+            None => {
+                let kind = if targets.len() > 1 {
+                    Kind::Group
+                } else {
+                    Kind::PeerToPeer
+                };
+                let mut conv = Conversation::new(call.id, kind, now);
+                if conv.is_group() {
+                    let thread = conv.thread_id();
+                    wire.insert("chatInfo".into(), chat_info(wire.get("chatInfo"), &thread));
+                }
+                conv.legs.push(Self::bot_leg(&call, app));
+                for t in &targets {
+                    let leg = self.ring(t, Purpose::Member, now, self.rules.ringing_timeout);
+                    conv.legs.push(leg);
+                }
+                Scene::new(conv, vec![call.clone()])
             }
-            DialPlan::Ring => call.timers.ringing_deadline = Some(now + self.rules.ringing_timeout),
+        };
+        let wire = Wire::from_map(wire);
+        if let Some(c) = scene.call_mut(call.id) {
+            c.wire = wire.clone();
         }
+        call.wire = wire;
         let first = Notice {
             change: ChangeType::Updated,
             state: CallState::Establishing,
         };
-        self.insert(app, call, first).await
+        scene.emit(call.id, Emit::State(first));
+        self.insert(&mut st, app, scene).await.map(|_| call)
+    }
+
+    /// Stages a scene with a new call, if the app may have one more.
+    async fn insert(
+        &self,
+        st: &mut tokio::sync::MutexGuard<'_, State>,
+        app: &AppRef,
+        scene: Scene,
+    ) -> Result<(), EngineError> {
+        let live = st.live_per_app.get(&app.app_id).copied().unwrap_or(0);
+        if live >= app.max_concurrent_calls {
+            return Err(EngineError::TooManyCalls(app.max_concurrent_calls));
+        }
+        *st.live_per_app.entry(app.app_id.clone()).or_default() += 1;
+        let done = self.stage(st, vec![scene]);
+        committer::wait(done).await?;
+        Ok(())
     }
 
     /// A simulated party calls the app: a call in state `incoming`, notified to `callback_uri`.
@@ -340,17 +490,12 @@ impl Engine {
             app,
             Direction::Incoming,
             CallState::Incoming,
-            party.clone(),
             callback_uri,
             now,
         );
         call.timers.acknowledge_deadline = Some(now + chrono::Duration::seconds(15));
-        call.peer_leg.state = Some(CallState::Establishing);
         let caller_pid = new_guid();
-        let kind = match party.kind {
-            crate::domain::PartyKind::User => "user",
-            crate::domain::PartyKind::Phone => "phone",
-        };
+        let kind = crate::domain::conversation::identity_key(party.kind);
         let caller = json!({
             "@odata.type": odata_type("participantInfo"),
             "identity": {
@@ -382,22 +527,29 @@ impl Engine {
                 "transferor": null,
             }),
         );
-        call.wire = crate::domain::call::Wire::from_map(wire);
+        call.wire = Wire::from_map(wire);
+        let mut conv = Conversation::new(call.id, Kind::PeerToPeer, now);
+        conv.legs.push(Self::bot_leg(&call, app));
+        let name = display_name.map(str::to_string);
+        conv.legs.push(Leg::new(
+            caller_pid,
+            Who::Party(party),
+            name,
+            LegState::Ringing,
+        ));
+        let mut scene = Scene::new(conv, vec![call.clone()]);
         let first = Notice {
             change: ChangeType::Created,
             state: CallState::Incoming,
         };
-        self.insert(app, call, first).await
+        scene.emit(call.id, Emit::State(first));
+        let mut st = self.state.lock().await;
+        self.insert(&mut st, app, scene).await.map(|_| call)
     }
 
     /// The call, if it is live and `app_id` owns it.
     pub async fn get_call(&self, app_id: &str, id: CallId) -> Result<Call, EngineError> {
-        let st = self.state.lock().await;
-        st.calls
-            .get(&id)
-            .filter(|c| c.app_id == app_id)
-            .map(|c| Call::clone(c))
-            .ok_or(EngineError::NotFound)
+        self.with_call(app_id, id, Call::clone).await
     }
 
     /// An operation of a live call the app owns.
@@ -422,29 +574,28 @@ impl Engine {
         &self,
         owner: Option<&str>,
         id: CallId,
-        event: impl FnOnce(&Call) -> Event,
+        event: Event,
     ) -> Result<Call, EngineError> {
-        self.update(owner, id, |c, now, r| {
-            let e = event(c);
-            Ok(((), step(c, e, now, r)?))
+        self.update(owner, id, |s, now, r| {
+            s.apply(id, event, now, r).map_err(transition_error)
         })
         .await
         .map(|(c, _)| c)
     }
 
-    /// The bot hangs up (`DELETE`).
+    /// The bot hangs up (`DELETE`): in a group call or meeting only its own leg ends.
     pub async fn hang_up(&self, app_id: &str, id: CallId) -> Result<Call, EngineError> {
-        self.event(Some(app_id), id, |_| Event::BotHungUp).await
+        self.event(Some(app_id), id, Event::BotHungUp).await
     }
 
     /// The bot proves it is alive.
     pub async fn keep_alive(&self, app_id: &str, id: CallId) -> Result<Call, EngineError> {
-        self.event(Some(app_id), id, |_| Event::KeepAlive).await
+        self.event(Some(app_id), id, Event::KeepAlive).await
     }
 
     /// Ends a call now with `reason` (fault injection), whoever owns it.
     pub async fn fail_call(&self, id: CallId, reason: EndReason) -> Result<Call, EngineError> {
-        self.event(None, id, |_| Event::Failed(reason)).await
+        self.event(None, id, Event::Failed(reason)).await
     }
 
     /// The bot acts on an incoming call (answer, reject, redirect): only incoming calls, an
@@ -455,9 +606,10 @@ impl Engine {
         id: CallId,
         callback_uri: Option<String>,
         event: Event,
-        prepare: impl FnOnce(&mut Call, Timestamp),
+        prepare: impl FnOnce(&mut Scene, Timestamp),
     ) -> Result<Call, EngineError> {
-        self.update(Some(app_id), id, move |c, now, r| {
+        self.update(Some(app_id), id, move |s, now, r| {
+            let c = s.call_mut(id).ok_or(EngineError::NotFound)?;
             if c.direction != Direction::Incoming {
                 return Err(not_allowed(
                     "Only incoming calls can be answered, rejected or redirected; hang up with DELETE.",
@@ -466,8 +618,9 @@ impl Engine {
             if let Some(cb) = callback_uri {
                 c.callback_uri = cb;
             }
-            prepare(c, now);
-            Ok(((), step(c, event, now, r)?))
+            // On error the scene is dropped, with whatever `prepare` did.
+            prepare(s, now);
+            s.apply(id, event, now, r).map_err(transition_error)
         })
         .await
         .map(|(c, _)| c)
@@ -482,9 +635,11 @@ impl Engine {
         media_config: Value,
         app_hosted: bool,
     ) -> Result<Call, EngineError> {
-        self.incoming_action(app_id, id, callback_uri, Event::BotAnswered, |c, _| {
-            c.wire.insert("mediaConfig", media_config);
-            c.app_hosted_media = app_hosted;
+        self.incoming_action(app_id, id, callback_uri, Event::BotAnswered, |s, _| {
+            if let Some(c) = s.call_mut(id) {
+                c.wire.insert("mediaConfig", media_config);
+                c.app_hosted_media = app_hosted;
+            }
         })
         .await
     }
@@ -507,40 +662,8 @@ impl Engine {
         .await
     }
 
-    /// Rings `targets` at once; the first that answers wins.
-    fn ring(&self, targets: &[Peer], now: Timestamp, timeout: chrono::Duration) -> PendingDial {
-        let at = |d: std::time::Duration| now + chrono::Duration::from_std(d).unwrap_or_default();
-        let mut answer: Option<(Timestamp, &Peer)> = None;
-        let mut last_fail: Option<(Timestamp, EndReason)> = None;
-        let mut rings = false;
-        for t in targets {
-            match self.fabric.dial(t) {
-                DialPlan::Answer { after } => {
-                    if answer.is_none_or(|(a, _)| at(after) < a) {
-                        answer = Some((at(after), t));
-                    }
-                }
-                DialPlan::Fail { after, reason } => {
-                    if last_fail.is_none_or(|(f, _)| at(after) >= f) {
-                        last_fail = Some((at(after), reason));
-                    }
-                }
-                DialPlan::Ring => rings = true,
-            }
-        }
-        PendingDial {
-            target: answer.map_or_else(|| targets[0].clone(), |(_, p)| p.clone()),
-            answer_at: answer.map(|(t, _)| t),
-            fails_at: if answer.is_none() && !rings {
-                last_fail
-            } else {
-                None
-            },
-            deadline: now + timeout,
-        }
-    }
-
-    /// The bot redirects an incoming call to `targets`.
+    /// The bot redirects an incoming call to `targets`, rung at once: the first that answers
+    /// wins.
     pub async fn redirect(
         &self,
         app_id: &str,
@@ -554,8 +677,11 @@ impl Engine {
             id,
             callback_uri,
             Event::RedirectRequested,
-            |c, now| {
-                c.pending_dial = Some(self.ring(&targets, now, timeout));
+            |s, now| {
+                for t in &targets {
+                    let leg = self.ring(t, Purpose::Dial { call_id: id }, now, timeout);
+                    s.conversation.legs.push(leg);
+                }
             },
         )
         .await
@@ -568,9 +694,16 @@ impl Engine {
         id: CallId,
         target: Peer,
     ) -> Result<Call, EngineError> {
-        self.update(Some(app_id), id, move |c, now, r| {
-            c.pending_dial = Some(self.ring(std::slice::from_ref(&target), now, r.ringing_timeout));
-            Ok(((), step(c, Event::TransferRequested, now, r)?))
+        self.update(Some(app_id), id, move |s, now, r| {
+            let leg = self.ring(
+                &target,
+                Purpose::Dial { call_id: id },
+                now,
+                r.ringing_timeout,
+            );
+            s.conversation.legs.push(leg);
+            s.apply(id, Event::TransferRequested, now, r)
+                .map_err(transition_error)
         })
         .await
         .map(|(c, _)| c)
@@ -590,9 +723,14 @@ impl Engine {
             Timestamp,
         ) -> Result<(Operation, Vec<Emit>), EngineError>,
     ) -> Result<Operation, EngineError> {
-        self.update(Some(app_id), id, move |c, now, _| {
+        self.update(Some(app_id), id, move |s, now, _| {
+            let c = s.call_mut(id).ok_or(EngineError::NotFound)?;
             check_can_operate(c, kind)?;
-            start(c, Operation::new(new_guid(), kind, client_context), now)
+            let (op, emits) = start(c, Operation::new(new_guid(), kind, client_context), now)?;
+            for e in emits {
+                s.emit(id, e);
+            }
+            Ok(op)
         })
         .await
         .map(|(_, op)| op)
@@ -649,7 +787,7 @@ impl Engine {
         .await
     }
 
-    /// Sends DTMF keys to the party.
+    /// Sends DTMF keys to the parties.
     pub async fn send_dtmf(
         &self,
         app_id: &str,
@@ -675,10 +813,34 @@ impl Engine {
     ) -> Result<Operation, EngineError> {
         self.operate(app_id, id, kind, ctx, |c, mut op, _| {
             change(c);
-            op.result = Some(crate::domain::operation::results::COMPLETED);
+            op.result = Some(results::COMPLETED);
             Ok((op, vec![]))
         })
         .await
+    }
+
+    /// The bot mutes or unmutes itself; in a group call or meeting the others see it.
+    pub async fn mute_self(
+        &self,
+        app_id: &str,
+        id: CallId,
+        ctx: Option<String>,
+        muted: bool,
+    ) -> Result<Operation, EngineError> {
+        let kind = if muted { OpKind::Mute } else { OpKind::Unmute };
+        self.update(Some(app_id), id, move |s, now, r| {
+            let c = s.call_mut(id).ok_or(EngineError::NotFound)?;
+            check_can_operate(c, kind)?;
+            c.muted = muted;
+            let mut op = Operation::new(new_guid(), kind, ctx);
+            op.result = Some(results::COMPLETED);
+            if let Some(i) = s.conversation.bot_leg(id) {
+                s.change_leg(|c| c.set_muted(i, muted), now, r);
+            }
+            Ok(op)
+        })
+        .await
+        .map(|(_, op)| op)
     }
 
     /// Changes something about a call that is up without an operation or a notification.
@@ -688,7 +850,8 @@ impl Engine {
         id: CallId,
         change: impl FnOnce(&mut Call) + Send,
     ) -> Result<Call, EngineError> {
-        self.update(Some(app_id), id, |c, _, _| {
+        self.update(Some(app_id), id, |s, _, _| {
+            let c = s.call_mut(id).ok_or(EngineError::NotFound)?;
             if !matches!(c.state, CallState::Established | CallState::Hold) {
                 return Err(not_allowed(format!(
                     "The call is {}; it must be established.",
@@ -696,10 +859,228 @@ impl Engine {
                 )));
             }
             change(c);
-            Ok(((), vec![]))
+            Ok(())
         })
         .await
         .map(|(c, _)| c)
+    }
+
+    /// Reads a call the app owns with its conversation.
+    pub async fn with_conversation<T>(
+        &self,
+        app_id: &str,
+        id: CallId,
+        read: impl FnOnce(&Call, &Conversation) -> T,
+    ) -> Result<T, EngineError> {
+        let st = self.state.lock().await;
+        let call = st
+            .calls
+            .get(&id)
+            .filter(|c| c.app_id == app_id)
+            .ok_or(EngineError::NotFound)?;
+        let conv = st
+            .conversations
+            .get(&call.conversation)
+            .ok_or(EngineError::NotFound)?;
+        Ok(read(call, conv))
+    }
+
+    /// The party a recording of this call hears.
+    pub async fn speaker(&self, app_id: &str, id: CallId) -> Result<Option<Peer>, EngineError> {
+        self.with_conversation(app_id, id, |_, c| c.speaker().cloned())
+            .await
+    }
+
+    /// Invites parties into the call's conversation (`participants/invite`). A peer-to-peer
+    /// call becomes a group call.
+    pub async fn invite(
+        &self,
+        app_id: &str,
+        id: CallId,
+        invitees: Vec<Invitee>,
+        participants: Value,
+        ctx: Option<String>,
+    ) -> Result<Operation, EngineError> {
+        let replaced = invitees.first().and_then(|i| i.replaces);
+        if let Some(old) = replaced {
+            self.check_replaceable(app_id, id, old, &invitees[0].peer)
+                .await?;
+        }
+        self.update(Some(app_id), id, move |s, now, _| {
+            let c = s.call(id).ok_or(EngineError::NotFound)?;
+            check_up(c, "inviteParticipantsOperation")?;
+            for inv in &invitees {
+                if s.conversation.has_party(&party_key(&inv.peer.id)) {
+                    return Err(not_allowed(format!(
+                        "{} is already in the call.",
+                        inv.peer.id
+                    )));
+                }
+            }
+            let mut op = Operation::new(new_guid(), OpKind::InviteParticipants, ctx);
+            op.status = OpStatus::Running;
+            op.participants = Some(participants.to_string());
+            if s.conversation.kind == Kind::PeerToPeer {
+                s.conversation.kind = Kind::Group;
+            }
+            for (k, inv) in invitees.iter().enumerate() {
+                let purpose = Purpose::Invite {
+                    call_id: id,
+                    op_id: op.id.clone(),
+                    replaces: if k == 0 { inv.replaces } else { None },
+                };
+                let mut leg = self.ring(&inv.peer, purpose, now, self.rules.ringing_timeout);
+                if k == 0 && inv.replaces.is_some() {
+                    // Already in a call with the bot: it moves over at once.
+                    leg.ring(Some(now), None, now + self.rules.ringing_timeout);
+                }
+                s.conversation.legs.push(leg);
+            }
+            if let Some(c) = s.call_mut(id) {
+                c.operations.push(op.clone());
+            }
+            Ok(op)
+        })
+        .await
+        .map(|(_, op)| op)
+    }
+
+    /// `replacesCallId` must name a live peer-to-peer call of the same app with the invitee in
+    /// it.
+    async fn check_replaceable(
+        &self,
+        app_id: &str,
+        id: CallId,
+        old: CallId,
+        invitee: &Peer,
+    ) -> Result<(), EngineError> {
+        let bad = |why: &str| not_allowed(format!("replacesCallId {old}: {why}"));
+        if old == id {
+            return Err(bad("it is the call being invited into."));
+        }
+        let ok = self
+            .with_conversation(app_id, old, |_, c| {
+                c.kind == Kind::PeerToPeer && c.has_party(&party_key(&invitee.id))
+            })
+            .await
+            .map_err(|_| bad("no such live call of this application."))?;
+        if !ok {
+            return Err(bad("not a peer-to-peer call with the invitee."));
+        }
+        Ok(())
+    }
+
+    /// Finds a participant of the call's conversation and changes it with `change`, which may
+    /// also give an operation to answer with.
+    async fn participant<T>(
+        &self,
+        app_id: &str,
+        id: CallId,
+        participant_id: &str,
+        change: impl FnOnce(&mut Scene, usize, Timestamp, &Rules) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        self.update(Some(app_id), id, |s, now, r| {
+            let i = s
+                .conversation
+                .leg(participant_id)
+                .ok_or_else(participant_not_found)?;
+            change(s, i, now, r)
+        })
+        .await
+        .map(|(_, t)| t)
+    }
+
+    /// Removes a participant (`DELETE .../participants/{id}`); a ringing invitee's invite is
+    /// cancelled.
+    pub async fn remove_participant(
+        &self,
+        app_id: &str,
+        id: CallId,
+        participant_id: &str,
+    ) -> Result<(), EngineError> {
+        self.participant(app_id, id, participant_id, |s, i, now, r| {
+            check_group(s, "Removing a participant")?;
+            s.change_leg(|c| c.remove(i), now, r);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Server-mutes a participant.
+    pub async fn mute_participant(
+        &self,
+        app_id: &str,
+        id: CallId,
+        participant_id: &str,
+        ctx: Option<String>,
+    ) -> Result<Operation, EngineError> {
+        self.participant(app_id, id, participant_id, |s, i, now, r| {
+            check_group(s, "Muting a participant")?;
+            check_up(
+                s.call(id).ok_or(EngineError::NotFound)?,
+                "muteParticipantOperation",
+            )?;
+            if s.conversation.legs[i].state != LegState::Connected {
+                return Err(not_allowed("The participant has not joined yet."));
+            }
+            if let Some(bot) = s.conversation.legs[i].bot_call()
+                && let Some(c) = s.call_mut(bot)
+            {
+                c.muted = true;
+            }
+            s.change_leg(|c| c.set_muted(i, true), now, r);
+            let mut op = Operation::new(new_guid(), OpKind::Mute, ctx);
+            op.result = Some(results::COMPLETED);
+            Ok(op)
+        })
+        .await
+    }
+
+    /// Starts or stops hold music for a participant; the operation completes right after.
+    pub async fn hold_music(
+        &self,
+        app_id: &str,
+        id: CallId,
+        participant_id: &str,
+        ctx: Option<String>,
+        start: bool,
+    ) -> Result<Operation, EngineError> {
+        self.participant(app_id, id, participant_id, |s, i, now, _| {
+            let kind = if start {
+                OpKind::StartHoldMusic
+            } else {
+                OpKind::StopHoldMusic
+            };
+            check_up(s.call(id).ok_or(EngineError::NotFound)?, kind.type_name())?;
+            let leg = &s.conversation.legs[i];
+            if leg.party().is_none() || leg.state != LegState::Connected {
+                return Err(not_allowed(
+                    "Hold music is for a party that has joined the call.",
+                ));
+            }
+            let held = s.conversation.legs.iter().position(|l| l.on_hold);
+            match (start, held) {
+                (true, Some(h)) if h != i => {
+                    return Err(not_allowed(
+                        "Another participant is on hold; only one participant can be on hold at a time.",
+                    ));
+                }
+                (false, h) if h != Some(i) => {
+                    return Err(not_allowed("The participant is not on hold."));
+                }
+                _ => {}
+            }
+            s.conversation.legs[i].on_hold = start;
+            let mut op = Operation::new(new_guid(), kind, ctx);
+            op.status = OpStatus::Running;
+            op.result = Some(results::COMPLETED);
+            op.completes_at = Some(now);
+            if let Some(c) = s.call_mut(id) {
+                c.operations.push(op.clone());
+            }
+            Ok(op)
+        })
+        .await
     }
 
     /// A party presses keys in its current call(s). Returns the calls that heard them.
@@ -709,80 +1090,77 @@ impl Engine {
         keys: &str,
     ) -> Result<Vec<CallId>, EngineError> {
         let key = party_key(party_id);
-        let ids: Vec<CallId> = {
-            let st = self.state.lock().await;
-            st.calls
-                .values()
-                .filter(|c| party_key(&c.peer.id) == key && c.state == CallState::Established)
-                .map(|c| c.id)
-                .collect()
-        };
         let mut heard = vec![];
-        for id in ids {
+        for conv in self.conversations_of(&key).await {
             let keys = keys.to_string();
-            let r = self
-                .update(None, id, move |c, now, _| {
-                    let mut emits = vec![];
-                    for k in keys.chars() {
-                        let (tone, stopped) = c.press(k, now);
-                        emits.extend(tone.map(|(t, seq)| Emit::Tone(t, seq)));
-                        emits.extend(stopped.into_iter().map(Emit::operation));
+            let key = key.clone();
+            let calls = self
+                .update_conversation(conv, move |s, now, _| {
+                    let joined = s
+                        .conversation
+                        .party_legs(&key)
+                        .any(|i| s.conversation.legs[i].state == LegState::Connected);
+                    let mut heard = vec![];
+                    if !joined {
+                        return Ok(heard);
                     }
-                    Ok(((), emits))
+                    let bots: Vec<CallId> = s.conversation.bot_calls().collect();
+                    for id in bots {
+                        let Some(c) = s.call_mut(id).filter(|c| c.state == CallState::Established)
+                        else {
+                            continue;
+                        };
+                        let mut emits = vec![];
+                        for k in keys.chars() {
+                            let (tone, stopped) = c.press(k, now);
+                            emits.extend(tone.map(|(t, seq)| Emit::Tone(t, seq)));
+                            emits.extend(stopped.into_iter().map(Emit::operation));
+                        }
+                        for e in emits {
+                            s.emit(id, e);
+                        }
+                        heard.push(id);
+                    }
+                    Ok(heard)
                 })
-                .await;
-            match r {
-                Ok(_) => heard.push(id),
-                Err(EngineError::NotFound) => {}
-                Err(e) => return Err(e),
-            }
+                .await?;
+            heard.extend(calls);
         }
         Ok(heard)
     }
 
-    /// A party hangs up every call leg it is in. Returns the calls that ended.
+    /// A party hangs up every call leg it is in. Returns the bots' calls that ended.
     pub async fn party_hang_up(&self, party_id: &str) -> Result<Vec<CallId>, EngineError> {
         let key = party_key(party_id);
-        let ids: Vec<CallId> = {
-            let mut st = self.state.lock().await;
-            let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut st.detached)
-                .into_iter()
-                .partition(|d| d.parties.iter().any(|p| party_key(&p.id) == key));
-            st.detached = kept;
-            for d in gone {
-                for p in &d.parties {
-                    let result = if party_key(&p.id) == key {
-                        EndReason::BOT_HANG_UP
-                    } else {
-                        EndReason::PEER_HANG_UP
-                    };
-                    let leg = PartyLeg {
-                        call_id: d.conversation,
-                        state: CallState::Terminated,
-                        result: Some(result),
-                        tones_received: String::new(),
-                    };
-                    st.remember(party_key(&p.id), leg);
-                }
-            }
-            st.calls
-                .values()
-                .filter(|c| party_key(&c.peer.id) == key)
-                .map(|c| c.id)
-                .collect()
-        };
         let mut ended = vec![];
-        for id in ids {
-            match self
-                .event(None, id, |c| Event::PeerHungUp(c.peer_hang_up_reason()))
-                .await
-            {
-                Ok(_) => ended.push(id),
-                Err(EngineError::NotFound) => {}
-                Err(e) => return Err(e),
-            }
+        for conv in self.conversations_of(&key).await {
+            let key = key.clone();
+            let calls = self
+                .update_conversation(conv, move |s, now, r| {
+                    s.party_hangs_up(&key, now, r);
+                    Ok(s.calls
+                        .iter()
+                        .filter(|c| !c.state.is_live())
+                        .map(|c| c.id)
+                        .collect::<Vec<_>>())
+                })
+                .await?;
+            ended.extend(calls);
         }
         Ok(ended)
+    }
+
+    /// The live conversations a party is in, oldest first.
+    async fn conversations_of(&self, key: &str) -> Vec<CallId> {
+        let st = self.state.lock().await;
+        let mut found: Vec<(Timestamp, CallId)> = st
+            .conversations
+            .values()
+            .filter(|c| c.has_party(key))
+            .map(|c| (c.created_at, c.id))
+            .collect();
+        found.sort();
+        found.into_iter().map(|(_, id)| id).collect()
     }
 
     /// The calls a party is or was in: ended ones first, then live ones.
@@ -795,42 +1173,39 @@ impl Engine {
             .filter(|(k, _)| *k == key)
             .map(|(_, l)| l.clone())
             .collect();
-        for d in &st.detached {
-            if d.parties.iter().any(|p| party_key(&p.id) == key) {
-                out.push(PartyLeg {
-                    call_id: d.conversation,
-                    state: CallState::Established,
-                    result: None,
-                    tones_received: String::new(),
-                });
-            }
-        }
         let mut live: Vec<(Timestamp, PartyLeg)> = vec![];
-        for c in st.calls.values() {
-            if party_key(&c.peer.id) == key {
-                let leg = PartyLeg {
-                    call_id: c.id,
-                    state: c.peer_leg.state.unwrap_or(c.state),
-                    result: c.peer_leg.result,
-                    tones_received: c.peer_leg.tones_received.clone(),
-                };
-                live.push((c.created_at, leg));
-            }
-            if let Some(d) = &c.pending_dial
-                && party_key(&d.target.id) == key
-            {
-                let leg = PartyLeg {
-                    call_id: c.id,
-                    state: CallState::Establishing,
-                    result: None,
-                    tones_received: String::new(),
-                };
-                live.push((c.created_at, leg));
+        for c in st.conversations.values() {
+            for i in c.party_legs(&key) {
+                live.push((c.created_at, PartyLeg::of(c.id, &c.legs[i])));
             }
         }
         live.sort_by_key(|(t, _)| *t);
         out.extend(live.into_iter().map(|(_, l)| l));
         out
+    }
+
+    /// Who is in a meeting now, if there is such a meeting.
+    pub async fn meeting(&self, join_meeting_id: &str) -> Option<MeetingView> {
+        let st = self.state.lock().await;
+        let (id, _) = st.meetings.get(join_meeting_id)?;
+        let c = st.conversations.get(id)?;
+        let participants = c
+            .legs
+            .iter()
+            .filter(|l| l.state == LegState::Connected)
+            .map(|l| match &l.who {
+                Who::Bot { call_id, app_id } => (app_id.clone(), "bot", Some(*call_id)),
+                Who::Party(p) => (
+                    p.id.clone(),
+                    crate::domain::conversation::identity_key(p.kind),
+                    None,
+                ),
+            })
+            .collect();
+        Some(MeetingView {
+            active: c.is_active(),
+            participants,
+        })
     }
 
     /// A finished recording, by its operation id.
@@ -860,77 +1235,67 @@ impl Engine {
             .ok_or(EngineError::NotFound)
     }
 
-    /// Changes one call and commits it with what it notifies. On error nothing changes.
+    /// Changes a live call (owned by `owner`, or by anyone) in its conversation, and commits
+    /// that with what it notifies. On error nothing changes. Returns the call as it is after.
     async fn update<T>(
         &self,
         owner: Option<&str>,
         id: CallId,
-        f: impl FnOnce(&mut Call, Timestamp, &Rules) -> Result<(T, Vec<Emit>), EngineError>,
+        f: impl FnOnce(&mut Scene, Timestamp, &Rules) -> Result<T, EngineError>,
     ) -> Result<(Call, T), EngineError> {
         let mut st = self.state.lock().await;
-        let mut call = st
+        let conv = st
             .calls
             .get(&id)
-            .filter(|c| owner.is_none_or(|o| c.app_id == o))
-            .map(|c| Call::clone(c))
+            .filter(|c| owner.is_none_or(|o| c.app_id == o) && c.state.is_live())
+            .map(|c| c.conversation)
             .ok_or(EngineError::NotFound)?;
-        if !call.state.is_live() {
-            return Err(EngineError::NotFound);
-        }
-        let (out, emits) = f(&mut call, self.clock.now(), &self.rules)?;
-        let done = self.stage(&mut st, vec![(call.clone(), emits)]);
+        let mut scene = st.scene(conv).ok_or(EngineError::NotFound)?;
+        let out = f(&mut scene, self.clock.now(), &self.rules)?;
+        let call = scene.call(id).cloned().ok_or(EngineError::NotFound)?;
+        let done = self.stage(&mut st, vec![scene]);
         drop(st);
         committer::wait(done).await?;
         Ok((call, out))
     }
 
-    /// Applies changed calls to memory and submits them, with what they notify, for commit.
+    /// Changes a conversation and commits it.
+    async fn update_conversation<T>(
+        &self,
+        conv: CallId,
+        f: impl FnOnce(&mut Scene, Timestamp, &Rules) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        let mut st = self.state.lock().await;
+        let mut scene = st.scene(conv).ok_or(EngineError::NotFound)?;
+        let out = f(&mut scene, self.clock.now(), &self.rules)?;
+        let done = self.stage(&mut st, vec![scene]);
+        drop(st);
+        committer::wait(done).await?;
+        Ok(out)
+    }
+
+    /// Applies changed scenes to memory and submits them, with what they notify, for commit.
     /// The receiver answers once they are durable; their notifications go to the delivery
     /// worker then, in commit order.
     fn stage(
         &self,
         st: &mut State,
-        changed: Vec<(Call, Vec<Emit>)>,
+        scenes: Vec<Scene>,
     ) -> tokio::sync::oneshot::Receiver<Result<(), StoreError>> {
         let now = self.clock.now();
         let mut change = Change::default();
-        for (call, emits) in &changed {
-            for e in emits {
-                let item = st.outbox_item(call, e, now, self);
-                change.enqueue.push(item);
-            }
-            if call.state.is_live() {
-                change.put_calls.push(call.clone());
-            } else {
-                change.remove_calls.push(call.id);
-            }
-        }
-        for (call, emits) in changed {
-            for e in &emits {
-                if let Emit::Operation(op) = e
-                    && let Some(rec) = &op.recording
-                    && !rec.access_token.is_empty()
-                    && op.completes_at.is_none()
-                {
-                    if st.recording_order.len() >= RECORDINGS_KEPT
-                        && let Some(oldest) = st.recording_order.pop_front()
-                    {
-                        st.recordings.remove(&oldest);
-                    }
-                    st.recording_order.push_back(op.id.clone());
-                    st.recordings.insert(op.id.clone(), rec.clone());
+        let mut queue: VecDeque<Scene> = scenes.into();
+        while let Some(mut scene) = queue.pop_front() {
+            scene.settle();
+            let replaced = std::mem::take(&mut scene.replaced);
+            self.stage_scene(st, scene, now, &mut change);
+            // Invitees that moved over from a peer-to-peer call: that call ends.
+            for old in replaced {
+                let conv = st.calls.get(&old).map(|c| c.conversation);
+                if let Some(mut s) = conv.and_then(|c| st.scene(c)) {
+                    let _ = s.apply(old, Event::Failed(EndReason::BOT_HANG_UP), now, &self.rules);
+                    queue.push_back(s);
                 }
-            }
-            st.unindex(call.id);
-            if call.state.is_live() {
-                st.index(&call);
-                st.calls.insert(call.id, Box::new(call));
-            } else {
-                st.calls.remove(&call.id);
-                if let Some(n) = st.live_per_app.get_mut(&call.app_id) {
-                    *n = n.saturating_sub(1);
-                }
-                st.end(&call);
             }
         }
         let after: Option<committer::AfterCommit> = if change.enqueue.is_empty() {
@@ -944,7 +1309,60 @@ impl Engine {
         self.committer.submit(change, after)
     }
 
-    /// Runs every timer, dial and operation due at the clock's current time. Returns how many
+    /// One scene into memory and into `change`.
+    fn stage_scene(&self, st: &mut State, scene: Scene, now: Timestamp, change: &mut Change) {
+        let due = scene.next_due();
+        let Scene {
+            conversation,
+            calls,
+            out,
+            gone,
+            ..
+        } = scene;
+        for (id, emit) in &out {
+            if let Some(call) = calls.iter().find(|c| c.id == *id) {
+                let item = st.outbox_item(call, &conversation, emit, now, self);
+                change.enqueue.push(item);
+            }
+            if let Emit::Operation(op) = emit
+                && let Some(rec) = &op.recording
+                && !rec.access_token.is_empty()
+                && op.completes_at.is_none()
+            {
+                st.keep_recording(&op.id, rec);
+            }
+        }
+        for leg in gone {
+            if let Some(p) = leg.party() {
+                st.remember(party_key(&p.id), PartyLeg::of(conversation.id, &leg));
+            }
+        }
+        for call in calls {
+            if call.state.is_live() {
+                change.put_calls.push(call.clone());
+                st.calls.insert(call.id, Box::new(call));
+            } else {
+                change.remove_calls.push(call.id);
+                if st.calls.remove(&call.id).is_some()
+                    && let Some(n) = st.live_per_app.get_mut(&call.app_id)
+                {
+                    *n = n.saturating_sub(1);
+                }
+            }
+        }
+        let id = conversation.id;
+        if conversation.is_over() {
+            change.remove_conversations.push(id);
+            st.conversations.remove(&id);
+            st.schedule(id, None);
+        } else {
+            change.put_conversations.push(conversation.clone());
+            st.conversations.insert(id, Box::new(conversation));
+            st.schedule(id, due);
+        }
+    }
+
+    /// Runs every timer, ring and operation due at the clock's current time. Returns how many
     /// fired.
     pub async fn run_due_timers(&self) -> Result<usize, EngineError> {
         let mut st = self.state.lock().await;
@@ -958,45 +1376,17 @@ impl Engine {
         if due.is_empty() {
             return Ok(0);
         }
-        let mut changed = vec![];
+        let mut scenes = vec![];
         let mut fired = 0;
         for id in due {
-            let Some(mut call) = st.calls.get(&id).map(|c| Call::clone(c)) else {
+            let Some(mut scene) = st.scene(id) else {
+                st.schedule(id, None);
                 continue;
             };
-            let mut emits = vec![];
-            loop {
-                let done = call.complete_due_operations(now);
-                fired += done.len();
-                emits.extend(done.into_iter().map(Emit::operation));
-                let Some(event) = call.take_due_event(now) else {
-                    break;
-                };
-                fired += 1;
-                let target = call.pending_dial.as_ref().map(|d| d.target.clone());
-                match call.apply(event, now, &self.rules) {
-                    Ok(notices) => emits.extend(notices.into_iter().map(Emit::State)),
-                    Err(e) => {
-                        tracing::debug!(call = %id, "timer event {event:?} ignored: {e}");
-                        call.pending_dial = None;
-                    }
-                }
-                if let (Event::DialFailed(reason), Some(t)) = (event, target) {
-                    let leg = PartyLeg {
-                        call_id: id,
-                        state: CallState::Terminated,
-                        result: Some(reason),
-                        tones_received: String::new(),
-                    };
-                    st.remember(party_key(&t.id), leg);
-                }
-                if !call.state.is_live() {
-                    break;
-                }
-            }
-            changed.push((call, emits));
+            fired += scene.run_due(now, &self.rules);
+            scenes.push(scene);
         }
-        let done = self.stage(&mut st, changed);
+        let done = self.stage(&mut st, scenes);
         drop(st);
         committer::wait(done).await?;
         Ok(fired)
@@ -1031,17 +1421,25 @@ impl Engine {
 }
 
 impl State {
-    fn index(&mut self, call: &Call) {
-        if let Some(t) = call.next_due() {
-            self.timers.insert((t, call.id));
-        }
+    /// A conversation with its bots' live calls, to change.
+    fn scene(&self, id: CallId) -> Option<Scene> {
+        let conv = self.conversations.get(&id)?;
+        let calls = conv
+            .bot_calls()
+            .filter_map(|c| self.calls.get(&c))
+            .map(|c| Call::clone(c))
+            .collect();
+        Some(Scene::new(Conversation::clone(conv), calls))
     }
 
-    fn unindex(&mut self, id: CallId) {
-        if let Some(call) = self.calls.get(&id)
-            && let Some(t) = call.next_due()
-        {
-            self.timers.remove(&(t, id));
+    /// Sets when a conversation is next due (`None`: nothing pending).
+    fn schedule(&mut self, id: CallId, due: Option<Timestamp>) {
+        if let Some(old) = self.scheduled.remove(&id) {
+            self.timers.remove(&(old, id));
+        }
+        if let Some(t) = due {
+            self.scheduled.insert(id, t);
+            self.timers.insert((t, id));
         }
     }
 
@@ -1052,30 +1450,21 @@ impl State {
         self.ended.push_back((party, leg));
     }
 
-    /// A call ended: its party's leg ends too, unless a transfer or redirect left the party
-    /// talking to someone else.
-    fn end(&mut self, call: &Call) {
-        match (&call.peer_leg.connected_to, call.peer_leg.state) {
-            (Some(target), Some(CallState::Established)) => self.detached.push(Detached {
-                conversation: call.id,
-                parties: [call.peer.clone(), target.clone()],
-            }),
-            _ => {
-                let leg = PartyLeg {
-                    call_id: call.id,
-                    state: CallState::Terminated,
-                    result: call.result,
-                    tones_received: call.peer_leg.tones_received.clone(),
-                };
-                self.remember(party_key(&call.peer.id), leg);
-            }
+    fn keep_recording(&mut self, op_id: &str, rec: &Recording) {
+        if self.recording_order.len() >= RECORDINGS_KEPT
+            && let Some(oldest) = self.recording_order.pop_front()
+        {
+            self.recordings.remove(&oldest);
         }
+        self.recording_order.push_back(op_id.to_string());
+        self.recordings.insert(op_id.to_string(), rec.clone());
     }
 
     /// Builds the outbox entry for one emit about `call`, taking the next sequence number.
     fn outbox_item(
         &mut self,
         call: &Call,
+        conversation: &Conversation,
         emit: &Emit,
         now: Timestamp,
         engine: &Engine,
@@ -1114,6 +1503,12 @@ impl State {
                     data: data.to_string(),
                 }
             }
+            Emit::Roster => Notification {
+                change: ChangeType::Updated,
+                resource: format!("calls/{}/participants", call.id),
+                callback_uri: call.callback_uri.clone(),
+                data: Value::Array(crate::graph::participant::roster(conversation)).to_string(),
+            },
         };
         let change_type = n.change.as_str().to_string();
         OutboxItem {

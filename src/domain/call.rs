@@ -103,12 +103,33 @@ pub enum PartyKind {
     Phone,
 }
 
-/// The other end of a peer-to-peer call.
+/// A party: a user or a phone.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Peer {
     /// A user object id, or an E.164 number for phones.
     pub id: String,
     pub kind: PartyKind,
+}
+
+/// The key a party is found by: user ids in lower case, phone numbers as `+` and digits.
+pub fn party_key(id: &str) -> String {
+    let id = id.trim();
+    if id.starts_with('+') || id.starts_with("tel:") {
+        let digits: String = id.chars().filter(|c| c.is_ascii_digit()).collect();
+        format!("+{digits}")
+    } else {
+        id.to_ascii_lowercase()
+    }
+}
+
+/// The end reason a party's hang-up gives: by its kind and, for a phone, by who placed the call
+/// (`None`: no bot call, as after a transfer).
+pub fn hang_up_reason(kind: PartyKind, direction: Option<Direction>) -> EndReason {
+    match (kind, direction) {
+        (PartyKind::Phone, Some(Direction::Outgoing)) => EndReason::PSTN_HANG_UP_OUTGOING,
+        (PartyKind::Phone, Some(Direction::Incoming)) => EndReason::PSTN_HANG_UP_INCOMING,
+        _ => EndReason::PEER_HANG_UP,
+    }
 }
 
 /// Something that happens to a call.
@@ -118,8 +139,6 @@ pub enum Event {
     Answered,
     /// The callee could not be reached, declined or was busy.
     SetupFailed(EndReason),
-    /// Nobody answered before the ringing timeout.
-    RingingTimedOut,
     /// The bot hung up (`DELETE`).
     BotHungUp,
     /// The other party hung up, with the reason that fits its kind and the call's direction.
@@ -134,11 +153,11 @@ pub enum Event {
     BotAnswered,
     /// The bot rejected an incoming call.
     BotRejected(EndReason),
-    /// The bot asked for an incoming call to be redirected ([`Call::pending_dial`] is set).
+    /// The bot asked for an incoming call to be redirected (its targets are rung).
     RedirectRequested,
     /// The bot let the answer window of an incoming call pass.
     NotAcknowledged,
-    /// The bot asked for the call to be transferred ([`Call::pending_dial`] is set).
+    /// The bot asked for the call to be transferred (the target is rung).
     TransferRequested,
     /// The transfer or redirect target answered.
     DialAnswered,
@@ -151,7 +170,6 @@ impl Event {
         match self {
             Event::Answered => "answer",
             Event::SetupFailed(_) => "setup failure",
-            Event::RingingTimedOut => "ringing timeout",
             Event::BotHungUp => "hang-up",
             Event::PeerHungUp(_) => "remote hang-up",
             Event::KeepAlive => "keepAlive",
@@ -234,10 +252,6 @@ pub fn transition(state: CallState, event: Event) -> Result<Step, TransitionErro
         },
         Event::SetupFailed(reason) => match state {
             S::Establishing => Ok(ended(reason, false)),
-            _ => not_allowed,
-        },
-        Event::RingingTimedOut => match state {
-            S::Establishing => Ok(ended(EndReason::NO_ANSWER, false)),
             _ => not_allowed,
         },
         Event::BotHungUp => Ok(ended(EndReason::BOT_HANG_UP, true)),
@@ -323,16 +337,13 @@ impl Default for Rules {
     }
 }
 
-/// The call's pending timers. Each one, when due, becomes an [`Event`].
+/// The call's own pending timers (a party's ringing is timed on its leg of the conversation).
+/// Each one, when due, becomes an [`Event`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Timers {
-    /// The callee picks up.
+    /// The bot's media connects (an answered incoming call, a meeting joined).
     pub answer_at: Option<Timestamp>,
-    /// The callee turns out unreachable, declines or is busy.
-    pub setup_fails_at: Option<(Timestamp, EndReason)>,
-    /// Ringing gives up.
-    pub ringing_deadline: Option<Timestamp>,
     /// The keep-alive window closes.
     pub keep_alive_deadline: Option<Timestamp>,
     /// An incoming call must be answered, rejected or redirected by then.
@@ -345,8 +356,6 @@ impl Timers {
     pub fn next_due(&self) -> Option<Timestamp> {
         [
             self.answer_at,
-            self.setup_fails_at.map(|(t, _)| t),
-            self.ringing_deadline,
             self.keep_alive_deadline,
             self.acknowledge_deadline,
         ]
@@ -355,23 +364,13 @@ impl Timers {
         .min()
     }
 
-    /// Takes the earliest timer that is due at `now` and gives its event. On a tie the callee's
-    /// answer or failure comes first, then ringing, then keep-alive.
+    /// Takes the earliest timer that is due at `now` and gives its event. On a tie the answer
+    /// comes first, then the acknowledgement window, then keep-alive.
     pub fn take_due(&mut self, now: Timestamp) -> Option<Event> {
         let due = self.next_due().filter(|t| *t <= now)?;
         if self.answer_at == Some(due) {
             self.answer_at = None;
             return Some(Event::Answered);
-        }
-        if let Some((t, reason)) = self.setup_fails_at
-            && t == due
-        {
-            self.setup_fails_at = None;
-            return Some(Event::SetupFailed(reason));
-        }
-        if self.ringing_deadline == Some(due) {
-            self.ringing_deadline = None;
-            return Some(Event::RingingTimedOut);
         }
         if self.acknowledge_deadline == Some(due) {
             self.acknowledge_deadline = None;
@@ -418,62 +417,6 @@ impl Wire {
     }
 }
 
-/// A transfer or redirect target being rung, with how it will respond.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PendingDial {
-    pub target: Peer,
-    pub answer_at: Option<Timestamp>,
-    pub fails_at: Option<(Timestamp, EndReason)>,
-    /// Ringing gives up (the redirect timeout, or the ringing timeout for a transfer).
-    pub deadline: Timestamp,
-}
-
-impl PendingDial {
-    fn next_due(&self) -> Timestamp {
-        [
-            self.answer_at,
-            self.fails_at.map(|(t, _)| t),
-            Some(self.deadline),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(self.deadline)
-    }
-
-    /// The event this dial gives at `now`, if one is due.
-    fn due_event(&self, now: Timestamp) -> Option<Event> {
-        let due = self.next_due();
-        if due > now {
-            return None;
-        }
-        if self.answer_at == Some(due) {
-            return Some(Event::DialAnswered);
-        }
-        if let Some((t, reason)) = self.fails_at
-            && t == due
-        {
-            return Some(Event::DialFailed(reason));
-        }
-        Some(Event::DialFailed(EndReason::NO_ANSWER))
-    }
-}
-
-/// The other party's side of the call, as that party sees it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PeerLeg {
-    /// `establishing` while ringing, `established`, `terminated`.
-    pub state: Option<CallState>,
-    pub result: Option<EndReason>,
-    /// DTMF keys the bot sent to the party.
-    pub tones_received: String,
-    /// After a transfer or redirect: the party now on the other end instead of the bot.
-    #[serde(default)]
-    pub connected_to: Option<Peer>,
-}
-
 /// A call as the domain sees it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -488,7 +431,8 @@ pub struct Call {
     pub callback_uri: String,
     pub my_participant_id: String,
     pub call_chain_id: String,
-    pub peer: Peer,
+    /// The conversation this call is a leg of.
+    pub conversation: CallId,
     pub created_at: Timestamp,
     /// Bumped at every change that is notified; rendered as `@odata.etag`.
     pub version: u64,
@@ -499,11 +443,6 @@ pub struct Call {
     /// The bot hosts the media itself (`appHostedMediaConfig`): no service media operations.
     #[serde(default)]
     pub app_hosted_media: bool,
-    #[serde(default)]
-    pub peer_leg: PeerLeg,
-    /// A transfer or redirect in progress.
-    #[serde(default)]
-    pub pending_dial: Option<PendingDial>,
     /// Operations not yet finished (prompts, recordings, DTMF), in the order they were asked.
     #[serde(default)]
     pub operations: Vec<super::operation::Operation>,
@@ -519,42 +458,44 @@ pub struct Call {
 }
 
 impl Call {
-    /// The end reason when the other party hangs up, which depends on who it is and who called.
-    pub fn peer_hang_up_reason(&self) -> EndReason {
-        match (self.peer.kind, self.direction) {
-            (PartyKind::User, _) => EndReason::PEER_HANG_UP,
-            (PartyKind::Phone, Direction::Outgoing) => EndReason::PSTN_HANG_UP_OUTGOING,
-            (PartyKind::Phone, Direction::Incoming) => EndReason::PSTN_HANG_UP_INCOMING,
+    /// A new call of `app_id` in a conversation of its own (same id), with fresh participant
+    /// and chain ids, no timers and no client properties yet.
+    pub fn new(
+        app_id: &str,
+        tenant_id: &str,
+        direction: Direction,
+        state: CallState,
+        callback_uri: String,
+        now: Timestamp,
+    ) -> Self {
+        let id = CallId::new();
+        Call {
+            id,
+            app_id: app_id.to_string(),
+            tenant_id: tenant_id.to_string(),
+            direction,
+            state,
+            result: None,
+            callback_uri,
+            my_participant_id: super::ids::new_guid(),
+            call_chain_id: super::ids::new_guid(),
+            conversation: id,
+            created_at: now,
+            version: 1,
+            timers: Timers::default(),
+            wire: Wire::default(),
+            app_hosted_media: false,
+            operations: vec![],
+            tone_subscribed: false,
+            tone_sequence: 0,
+            muted: false,
         }
     }
 
-    /// When the next timer, dial or operation of this call falls due.
+    /// When the next timer or operation of this call falls due.
     pub fn next_due(&self) -> Option<Timestamp> {
-        let dial = self.pending_dial.as_ref().map(PendingDial::next_due);
         let ops = self.operations.iter().filter_map(|o| o.completes_at).min();
-        [self.timers.next_due(), dial, ops]
-            .into_iter()
-            .flatten()
-            .min()
-    }
-
-    /// Takes the earliest state event due at `now` (operations are completed separately, by
-    /// [`Call::complete_due_operations`]).
-    pub fn take_due_event(&mut self, now: Timestamp) -> Option<Event> {
-        let timer = self.timers.next_due().filter(|t| *t <= now);
-        let dial = self
-            .pending_dial
-            .as_ref()
-            .map(PendingDial::next_due)
-            .filter(|t| *t <= now);
-        match (timer, dial) {
-            (Some(t), Some(d)) if d < t => {
-                self.pending_dial.as_ref().and_then(|p| p.due_event(now))
-            }
-            (Some(_), _) => self.timers.take_due(now),
-            (None, Some(_)) => self.pending_dial.as_ref().and_then(|p| p.due_event(now)),
-            (None, None) => None,
-        }
+        [self.timers.next_due(), ops].into_iter().flatten().min()
     }
 
     /// Applies `event` at `now`: moves the state, keeps the timers in step and gives the
@@ -571,11 +512,7 @@ impl Call {
             self.result = Some(reason);
         }
         match event {
-            Event::Answered => {
-                self.timers.answer_at = None;
-                self.timers.ringing_deadline = None;
-                self.peer_leg.state = Some(CallState::Established);
-            }
+            Event::Answered => self.timers.answer_at = None,
             Event::BotAnswered => {
                 self.timers.acknowledge_deadline = None;
                 // Service-hosted media connects at once.
@@ -585,27 +522,15 @@ impl Call {
             Event::KeepAlive => {
                 self.timers.keep_alive_deadline = Some(now + rules.keep_alive_window)
             }
-            Event::DialAnswered => {
-                self.peer_leg.connected_to = self.pending_dial.take().map(|d| d.target);
-                self.peer_leg.state = Some(CallState::Established);
-            }
-            Event::DialFailed(_) => {
-                self.pending_dial = None;
-                if self.state.is_live() {
-                    self.result = Some(EndReason::TRANSFER_FAILED);
-                }
+            // A failed transfer leaves the call up, with the failure as its last result.
+            Event::DialFailed(_) if self.state.is_live() => {
+                self.result = Some(EndReason::TRANSFER_FAILED)
             }
             _ => {}
         }
         if !self.state.is_live() {
             self.timers = Timers::default();
             self.operations.clear();
-            self.pending_dial = None;
-            // After a transfer or redirect the party's leg goes on with the target.
-            if event != Event::DialAnswered {
-                self.peer_leg.state = Some(CallState::Terminated);
-                self.peer_leg.result = self.result;
-            }
         }
         if !step.notices.is_empty() {
             self.version += 1;
@@ -625,7 +550,6 @@ mod tests {
         vec![
             Event::Answered,
             Event::SetupFailed(EndReason::BUSY),
-            Event::RingingTimedOut,
             Event::BotHungUp,
             Event::PeerHungUp(EndReason::PEER_HANG_UP),
             Event::KeepAlive,
@@ -660,8 +584,6 @@ mod tests {
             (_, Event::Answered) => None,
             (S::Establishing, Event::SetupFailed(r)) => deleted(r),
             (_, Event::SetupFailed(_)) => None,
-            (S::Establishing, Event::RingingTimedOut) => deleted(EndReason::NO_ANSWER),
-            (_, Event::RingingTimedOut) => None,
             (_, Event::BotHungUp) => Some((
                 S::Terminated,
                 vec![(C::Updated, S::Terminating), (C::Deleted, S::Terminated)],
@@ -737,42 +659,25 @@ mod tests {
 
     fn call() -> Call {
         let now = chrono::Utc::now();
-        Call {
-            id: CallId::new(),
-            app_id: "app".into(),
-            tenant_id: "tenant".into(),
-            direction: Direction::Outgoing,
-            state: CallState::Establishing,
-            result: None,
-            callback_uri: "https://bot.example/api/calls".into(),
-            my_participant_id: "p".into(),
-            call_chain_id: "c".into(),
-            peer: Peer {
-                id: "+15550100".into(),
-                kind: PartyKind::Phone,
-            },
-            created_at: now,
-            version: 1,
-            timers: Timers {
-                answer_at: Some(now + Duration::seconds(1)),
-                setup_fails_at: None,
-                ringing_deadline: Some(now + Duration::seconds(60)),
-                keep_alive_deadline: Some(now + Duration::minutes(45)),
-                acknowledge_deadline: None,
-            },
-            wire: Default::default(),
-            app_hosted_media: false,
-            peer_leg: Default::default(),
-            pending_dial: None,
-            operations: vec![],
-            tone_subscribed: false,
-            tone_sequence: 0,
-            muted: false,
-        }
+        let cb = "https://bot.example/api/calls".to_string();
+        let mut c = Call::new(
+            "app",
+            "tenant",
+            Direction::Outgoing,
+            CallState::Establishing,
+            cb,
+            now,
+        );
+        c.timers = Timers {
+            answer_at: Some(now + Duration::seconds(1)),
+            keep_alive_deadline: Some(now + Duration::minutes(45)),
+            acknowledge_deadline: None,
+        };
+        c
     }
 
     #[test]
-    fn answering_clears_the_ringing_timer_and_keep_alive_moves_its_deadline() {
+    fn answering_clears_the_answer_timer_and_keep_alive_moves_its_deadline() {
         let mut c = call();
         let t0 = c.created_at;
         assert_eq!(
@@ -780,7 +685,7 @@ mod tests {
             Some(Event::Answered)
         );
         c.apply(Event::Answered, t0, &Rules::default()).unwrap();
-        assert_eq!(c.timers.ringing_deadline, None);
+        assert_eq!(c.timers.answer_at, None);
         c.apply(
             Event::KeepAlive,
             t0 + Duration::minutes(30),
@@ -792,12 +697,21 @@ mod tests {
 
     #[test]
     fn a_phone_hanging_up_ends_with_the_pstn_reason_for_the_calls_direction() {
-        let mut c = call();
-        assert_eq!(c.peer_hang_up_reason(), EndReason::PSTN_HANG_UP_OUTGOING);
-        c.direction = Direction::Incoming;
-        assert_eq!(c.peer_hang_up_reason(), EndReason::PSTN_HANG_UP_INCOMING);
-        c.peer.kind = PartyKind::User;
-        assert_eq!(c.peer_hang_up_reason(), EndReason::PEER_HANG_UP);
+        use Direction::{Incoming, Outgoing};
+        let reason = hang_up_reason;
+        assert_eq!(
+            reason(PartyKind::Phone, Some(Outgoing)),
+            EndReason::PSTN_HANG_UP_OUTGOING
+        );
+        assert_eq!(
+            reason(PartyKind::Phone, Some(Incoming)),
+            EndReason::PSTN_HANG_UP_INCOMING
+        );
+        assert_eq!(
+            reason(PartyKind::User, Some(Incoming)),
+            EndReason::PEER_HANG_UP
+        );
+        assert_eq!(reason(PartyKind::Phone, None), EndReason::PEER_HANG_UP);
     }
 
     #[test]
@@ -812,8 +726,12 @@ mod tests {
         c2.state = CallState::Established;
         let snapshot = format!("{c2:?}");
         assert!(
-            c2.apply(Event::RingingTimedOut, c2.created_at, &Rules::default())
-                .is_err()
+            c2.apply(
+                Event::SetupFailed(EndReason::NO_ANSWER),
+                c2.created_at,
+                &Rules::default()
+            )
+            .is_err()
         );
         assert_eq!(format!("{c2:?}"), snapshot);
     }

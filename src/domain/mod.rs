@@ -1,9 +1,11 @@
-//! The pure domain: call identity, the call state machine and the end-reason catalogue.
+//! The pure domain: call identity, the call state machine, conversations and their legs, and the
+//! end-reason catalogue.
 //!
 //! Nothing here does I/O or reads a clock; time comes in as an argument. The engine applies these
 //! transitions and commits their effects.
 
 pub mod call;
+pub mod conversation;
 pub mod end_reason;
 pub mod ids;
 pub mod operation;

@@ -21,6 +21,9 @@ pub enum OpKind {
     Mute,
     Unmute,
     UpdateRecordingStatus,
+    InviteParticipants,
+    StartHoldMusic,
+    StopHoldMusic,
 }
 
 impl OpKind {
@@ -35,6 +38,9 @@ impl OpKind {
             OpKind::Mute => "muteParticipantOperation",
             OpKind::Unmute => "unmuteParticipantOperation",
             OpKind::UpdateRecordingStatus => "updateRecordingStatusOperation",
+            OpKind::InviteParticipants => "inviteParticipantsOperation",
+            OpKind::StartHoldMusic => "startHoldMusicOperation",
+            OpKind::StopHoldMusic => "stopHoldMusicOperation",
         }
     }
 
@@ -102,6 +108,9 @@ pub struct Operation {
     pub tones: Option<String>,
     /// For `sendDtmfTones`: `completedSuccessfully` or `mediaOperationCanceled`.
     pub completion_reason: Option<String>,
+    /// For an invite: the invitees, as JSON text (`participants`).
+    #[serde(default)]
+    pub participants: Option<String>,
 }
 
 impl Operation {
@@ -118,6 +127,7 @@ impl Operation {
             stop_tones: vec![],
             tones: None,
             completion_reason: None,
+            participants: None,
         }
     }
 
@@ -325,7 +335,8 @@ impl super::Call {
         op
     }
 
-    /// Finishes every operation due at `now` and returns them.
+    /// Finishes every operation due at `now` and returns them (the keys of a finished
+    /// `sendDtmfTones` reach the parties: the conversation's business).
     pub fn complete_due_operations(&mut self, now: Timestamp) -> Vec<Operation> {
         let (mut due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.operations)
             .into_iter()
@@ -336,9 +347,6 @@ impl super::Call {
             .map(|mut o| {
                 let result = o.result.unwrap_or(results::COMPLETED);
                 if o.kind == OpKind::SendDtmfTones {
-                    self.peer_leg
-                        .tones_received
-                        .push_str(o.tones.as_deref().unwrap_or_default());
                     o.completion_reason = Some("completedSuccessfully".into());
                 }
                 o.finish(OpStatus::Completed, result);

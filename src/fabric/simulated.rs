@@ -14,16 +14,7 @@ pub struct SimulatedFabric {
     order: Vec<String>,
 }
 
-/// The key a party is found by: user ids in lower case, phone numbers as `+` and digits.
-pub fn party_key(id: &str) -> String {
-    let id = id.trim();
-    if id.starts_with('+') || id.starts_with("tel:") {
-        let digits: String = id.chars().filter(|c| c.is_ascii_digit()).collect();
-        format!("+{digits}")
-    } else {
-        id.to_ascii_lowercase()
-    }
-}
+pub use crate::domain::call::party_key;
 
 impl SimulatedFabric {
     pub fn new(parties: &[PartyConfig]) -> Self {

@@ -271,6 +271,16 @@ pub fn parse_create(body: &Value) -> Result<CreateCall, WireError> {
     let mut norm_targets = vec![];
     for t in &targets {
         let (peer, norm) = parse_target(t)?;
+        let key = crate::domain::call::party_key(&peer.id);
+        if peers
+            .iter()
+            .any(|p: &Peer| crate::domain::call::party_key(&p.id) == key)
+        {
+            return Err(bad(format!(
+                "{} is a target twice; the same identity cannot be invited twice.",
+                peer.id
+            )));
+        }
         peers.push(peer);
         norm_targets.push(norm);
     }
@@ -619,8 +629,8 @@ mod tests {
 #[cfg(test)]
 mod write_tests {
     use super::*;
-    use crate::domain::call::{PeerLeg, Timers, Wire};
-    use crate::domain::{CallId, Direction, EndReason};
+    use crate::domain::call::Wire;
+    use crate::domain::{Direction, EndReason};
 
     fn call() -> Call {
         let req = parse_create(&json!({
@@ -630,32 +640,19 @@ mod write_tests {
             "futureThing": [1, 2]
         }))
         .unwrap();
-        Call {
-            id: CallId::new(),
-            app_id: "app".into(),
-            tenant_id: "t".into(),
-            direction: Direction::Outgoing,
-            state: CallState::Terminated,
-            result: Some(EndReason::BOT_HANG_UP),
-            callback_uri: req.callback_uri,
-            my_participant_id: "p".into(),
-            call_chain_id: "c".into(),
-            peer: Peer {
-                id: "u-1".into(),
-                kind: PartyKind::User,
-            },
-            created_at: chrono::Utc::now(),
-            version: 3,
-            timers: Timers::default(),
-            wire: Wire::from_map(req.wire),
-            app_hosted_media: false,
-            peer_leg: PeerLeg::default(),
-            pending_dial: None,
-            operations: vec![],
-            tone_subscribed: false,
-            tone_sequence: 0,
-            muted: false,
-        }
+        let now = chrono::Utc::now();
+        let mut c = Call::new(
+            "app",
+            "t",
+            Direction::Outgoing,
+            CallState::Terminated,
+            req.callback_uri,
+            now,
+        );
+        c.result = Some(EndReason::BOT_HANG_UP);
+        c.version = 3;
+        c.wire = Wire::from_map(req.wire);
+        c
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod call;
 pub mod notification;
 pub mod operation;
+pub mod participant;
 
 /// Case-insensitive match of an `@odata.type` value against a Graph type name, with or without
 /// the leading `#` and the namespace.

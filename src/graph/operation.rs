@@ -36,6 +36,14 @@ pub fn render(op: &Operation, recording_url: Option<&str>) -> Value {
         OpKind::SendDtmfTones => {
             out.insert("completionReason".into(), json!(op.completion_reason));
         }
+        OpKind::InviteParticipants => {
+            let list = op
+                .participants
+                .as_deref()
+                .and_then(|t| serde_json::from_str(t).ok())
+                .unwrap_or_else(|| json!([]));
+            out.insert("participants".into(), list);
+        }
         _ => {}
     }
     Value::Object(out)

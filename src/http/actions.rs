@@ -74,7 +74,7 @@ impl Action {
 #[derive(Default)]
 pub struct PromptCache(Mutex<HashMap<String, u64>>);
 
-fn client_context(body: &Value) -> Result<Option<String>, ApiError> {
+pub fn client_context(body: &Value) -> Result<Option<String>, ApiError> {
     match &body["clientContext"] {
         Value::Null => Ok(None),
         Value::String(s) if s.chars().count() <= 256 => Ok(Some(s.clone())),
@@ -140,7 +140,12 @@ fn enum_value<'a>(
 }
 
 /// `200` with the operation and a `Location` to it.
-fn operation_response(state: &AppState, target: &Target, call: CallId, op: &Operation) -> Response {
+pub fn operation_response(
+    state: &AppState,
+    target: &Target,
+    call: CallId,
+    op: &Operation,
+) -> Response {
     let at = target.addressing(&state.public_url);
     let mut body = render(op, Some(&state.engine.recording_url(&op.id)));
     body["@odata.context"] = json!(format!("{}/$metadata#{}", at.base, op.kind.type_name()));
@@ -335,7 +340,8 @@ pub async fn run(
                     ));
                 }
             };
-            let party = state.engine.fabric().party(&call.peer.id);
+            let speaker = e.speaker(me, cid).await?;
+            let party = speaker.and_then(|p| e.fabric().party(&p.id));
             let source_wav = party.as_ref().and_then(|p| p.record_wav.clone());
             let speech_ms = match &source_wav {
                 Some(path) => tokio::fs::read(path)
@@ -393,13 +399,7 @@ pub async fn run(
         }
         Action::Mute | Action::Unmute => {
             let ctx = client_context(&body)?;
-            let (kind, muted) = if action == Action::Mute {
-                (OpKind::Mute, true)
-            } else {
-                (OpKind::Unmute, false)
-            };
-            op(e.instant(me, cid, kind, ctx, move |c| c.muted = muted)
-                .await?)
+            op(e.mute_self(me, cid, ctx, action == Action::Mute).await?)
         }
         Action::UpdateRecordingStatus => {
             let ctx = client_context(&body)?;

@@ -194,20 +194,12 @@ pub async fn create_call(
             &["Calls.AccessMedia.All"],
         ));
     }
-    let peer = match &req.kind {
-        CallKind::PeerToPeer(p) => p.clone(),
-        CallKind::Group(_) => {
-            return Err(ApiError::bad_request(
-                "Group calls (more than one target) are not supported yet by this version of Switchboard; create a peer-to-peer call with one target.",
-            ));
-        }
-        CallKind::Meeting => {
-            return Err(ApiError::bad_request(
-                "Joining meetings is not supported yet by this version of Switchboard.",
-            ));
-        }
+    let (targets, meeting) = match &req.kind {
+        CallKind::PeerToPeer(p) => (vec![p.clone()], None),
+        CallKind::Group(peers) => (peers.clone(), None),
+        CallKind::Meeting => (vec![], Some(join_meeting_id(&body)?)),
     };
-    let call = state.engine.create_call(app, req, peer).await?;
+    let call = state.engine.create_call(app, req, targets, meeting).await?;
     let at = target.addressing(&state.public_url);
     let mut resp = json_text_response(StatusCode::CREATED, render(&call, &at));
     let location = format!("{}/{}/{}", at.base, at.collection, call.id);
@@ -215,6 +207,35 @@ pub async fn create_call(
         resp.headers_mut().insert(header::LOCATION, v);
     }
     Ok(resp)
+}
+
+/// The meeting a join asks for: (`joinMeetingId`, `passcode`) of a `joinMeetingIdMeetingInfo`.
+fn join_meeting_id(body: &Value) -> Result<(String, Option<String>), ApiError> {
+    let info = &body["meetingInfo"];
+    let typed = info["@odata.type"].as_str();
+    let by_join_id =
+        typed.is_none_or(|t| crate::graph::is_odata_type(t, "joinMeetingIdMeetingInfo"));
+    match info["joinMeetingId"].as_str().map(str::trim) {
+        Some(id) if by_join_id && !id.is_empty() => {
+            let passcode = match &info["passcode"] {
+                Value::Null => None,
+                Value::String(s) => Some(s.clone()),
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "meetingInfo.passcode must be a string.",
+                    ));
+                }
+            };
+            Ok((id.to_string(), passcode))
+        }
+        _ if by_join_id => Err(ApiError::bad_request(
+            "A joinMeetingIdMeetingInfo needs a joinMeetingId.",
+        )),
+        _ => Err(ApiError::bad_request(format!(
+            "Switchboard joins meetings by joinMeetingIdMeetingInfo (joinMeetingId and passcode of a configured meeting); '{}' is not supported.",
+            typed.unwrap_or_default()
+        ))),
+    }
 }
 
 /// Parses a call id from the path; an id that is not a GUID names no call.

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
@@ -306,8 +305,27 @@ async fn tones(
     ))
 }
 
-async fn unbuilt(req: Request<Body>) -> ApiError {
-    ApiError::not_implemented(&format!("{} {}", req.method(), req.uri().path()))
+async fn get_meeting(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let m = state
+        .engine
+        .meeting(&id)
+        .await
+        .ok_or_else(|| ApiError::not_found(format!("No meeting '{id}' is configured.")))?;
+    let participants: Vec<Value> = m
+        .participants
+        .iter()
+        .map(|(id, kind, call)| match call {
+            Some(c) => json!({"id": id, "kind": kind, "callId": c.to_string()}),
+            None => json!({"id": id, "kind": kind}),
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"joinMeetingId": id, "active": m.active, "participants": participants}),
+    ))
 }
 
 pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
@@ -317,7 +335,7 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/parties/{id}/hangup", post(hang_up_party))
         .route("/parties/{id}/dial", post(dial))
         .route("/parties/{id}/tones", post(tones))
-        .route("/meetings/{id}", get(unbuilt))
+        .route("/meetings/{id}", get(get_meeting))
         .route("/calls/{id}/fail", post(fail_call))
         .route("/calls/{id}/deliveries", get(deliveries))
         .route("/clock", get(get_clock))

@@ -136,6 +136,8 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
             EngineError::NotFound => ApiError::call_not_found(),
+            EngineError::Missing(m) => ApiError::not_found(m),
+            EngineError::Refused(m) => ApiError::forbidden("accessDenied", m),
             EngineError::NotAllowed(m) => ApiError::bad_request(m),
             EngineError::TooManyCalls(n) => ApiError::throttled(
                 1.0,

@@ -14,6 +14,7 @@ use super::AppState;
 use super::actions::{self, Action};
 use super::calls;
 use super::error::ApiError;
+use super::participants::{self, ParticipantAction};
 use crate::graph::call::Addressing;
 
 /// A parsed Graph path.
@@ -23,7 +24,11 @@ pub enum Route {
     Call(String),
     CallAction(String, Action),
     Operation(String, String),
-    /// A call's sub-resource that is not built yet (participants, operations, ...).
+    Participants(String),
+    Participant(String, String),
+    Invite(String),
+    ParticipantAction(String, String, ParticipantAction),
+    /// A call's sub-resource that is not built yet (listing operations, muteAll, ...).
     Unbuilt(String, &'static str),
 }
 
@@ -79,7 +84,7 @@ pub fn parse(path: &str) -> Result<Target, String> {
             if let Some(a) = Action::parse(action) {
                 Route::CallAction(id.to_string(), a)
             } else if action.eq_ignore_ascii_case("participants") {
-                Route::Unbuilt(id.to_string(), "The participants API")
+                Route::Participants(id.to_string())
             } else if action.eq_ignore_ascii_case("operations") {
                 Route::Unbuilt(id.to_string(), "Listing operations")
             } else {
@@ -89,8 +94,21 @@ pub fn parse(path: &str) -> Result<Target, String> {
         [id, sub, op] if sub.eq_ignore_ascii_case("operations") => {
             Route::Operation(id.to_string(), op.to_string())
         }
-        [id, sub, ..] if sub.eq_ignore_ascii_case("participants") => {
-            Route::Unbuilt(id.to_string(), "The participants API")
+        [id, sub, pid] if sub.eq_ignore_ascii_case("participants") => {
+            let name = pid.to_ascii_lowercase();
+            match name.strip_prefix("microsoft.graph.").unwrap_or(&name) {
+                "invite" => Route::Invite(id.to_string()),
+                "muteall" | "configuremixer" => {
+                    Route::Unbuilt(id.to_string(), "This participants action")
+                }
+                _ => Route::Participant(id.to_string(), pid.to_string()),
+            }
+        }
+        [id, sub, pid, action] if sub.eq_ignore_ascii_case("participants") => {
+            match ParticipantAction::parse(action) {
+                Some(a) => Route::ParticipantAction(id.to_string(), pid.to_string(), a),
+                None => return Err(action.to_string()),
+            }
         }
         [_, _, extra, ..] => return Err(extra.to_string()),
     };
@@ -146,6 +164,29 @@ async fn route(state: Arc<AppState>, req: Request) -> Result<Response, ApiError>
             Method::GET => actions::get_operation(&state, &target, &app, id, op).await,
             _ => Err(ApiError::method_not_allowed("GET")),
         },
+        Route::Participants(id) => match *m {
+            Method::GET => participants::list(&state, &target, &app, id).await,
+            _ => Err(ApiError::method_not_allowed("GET")),
+        },
+        Route::Participant(id, pid) => match *m {
+            Method::GET => participants::get(&state, &target, &app, id, pid).await,
+            Method::DELETE => participants::remove(&state, &app, id, pid).await,
+            _ => Err(ApiError::method_not_allowed("GET, DELETE")),
+        },
+        Route::Invite(id) => {
+            if *m != Method::POST {
+                return Err(ApiError::method_not_allowed("POST"));
+            }
+            let body = calls::json_body(&state, &parts.headers, body).await?;
+            participants::invite(&state, &target, &principal, &app, id, body).await
+        }
+        Route::ParticipantAction(id, pid, action) => {
+            if *m != Method::POST {
+                return Err(ApiError::method_not_allowed("POST"));
+            }
+            let body = calls::optional_json_body(&state, &parts.headers, body).await?;
+            participants::act(&state, &target, &app, id, pid, *action, body).await
+        }
         Route::Unbuilt(id, what) => {
             calls::owned_call(&state, &app, id).await?;
             Err(ApiError::not_implemented(what))

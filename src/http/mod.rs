@@ -13,6 +13,7 @@ pub mod control;
 pub mod error;
 pub mod graph;
 pub mod identity;
+mod participants;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

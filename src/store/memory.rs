@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{Change, DeliveryRecord, DeliveryStatus, Snapshot, Store, StoreError};
+use crate::domain::conversation::Conversation;
 use crate::domain::{Call, CallId};
 
 #[derive(Default)]
@@ -17,6 +18,7 @@ pub struct MemoryStore {
 #[derive(Default)]
 struct Inner {
     calls: HashMap<CallId, Call>,
+    conversations: HashMap<CallId, Conversation>,
     notifications: BTreeMap<i64, DeliveryRecord>,
     by_call: HashMap<CallId, Vec<i64>>,
 }
@@ -27,6 +29,7 @@ impl Store for MemoryStore {
         let inner = self.inner.lock().expect("memory store lock");
         Ok(Snapshot {
             calls: inner.calls.values().cloned().collect(),
+            conversations: inner.conversations.values().cloned().collect(),
             pending: inner
                 .notifications
                 .values()
@@ -44,6 +47,12 @@ impl Store for MemoryStore {
         }
         for id in change.remove_calls {
             inner.calls.remove(&id);
+        }
+        for c in change.put_conversations {
+            inner.conversations.insert(c.id, c);
+        }
+        for id in change.remove_conversations {
+            inner.conversations.remove(&id);
         }
         for item in change.enqueue {
             inner

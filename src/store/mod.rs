@@ -1,8 +1,8 @@
 //! Storage behind one trait.
 //!
 //! The engine keeps live calls in memory and writes every change through a [`Store`] before it
-//! answers: a [`Change`] holds the calls it touched, the notifications it caused and the delivery
-//! attempts it recorded, and a backend commits it atomically. At start the engine reads back a
+//! answers: a [`Change`] holds the calls and conversations it touched, the notifications it
+//! caused and the delivery attempts it recorded, and a backend commits it atomically. At start the engine reads back a
 //! [`Snapshot`]. Backends: [`memory`] (keeps nothing) and [`sqlite`] (the default). PostgreSQL
 //! will be a third module implementing the same trait.
 
@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::clock::Timestamp;
+use crate::domain::conversation::Conversation;
 use crate::domain::{Call, CallId};
 
 /// Where a notification stands. Stored as a small integer, written on the wire as a word.
@@ -93,6 +94,8 @@ pub struct AttemptOutcome {
 pub struct Change {
     pub put_calls: Vec<Call>,
     pub remove_calls: Vec<CallId>,
+    pub put_conversations: Vec<Conversation>,
+    pub remove_conversations: Vec<CallId>,
     pub enqueue: Vec<OutboxItem>,
     pub attempts: Vec<AttemptOutcome>,
 }
@@ -101,6 +104,8 @@ impl Change {
     pub fn is_empty(&self) -> bool {
         self.put_calls.is_empty()
             && self.remove_calls.is_empty()
+            && self.put_conversations.is_empty()
+            && self.remove_conversations.is_empty()
             && self.enqueue.is_empty()
             && self.attempts.is_empty()
     }
@@ -111,6 +116,8 @@ impl Change {
 pub struct Snapshot {
     /// Calls that have not ended.
     pub calls: Vec<Call>,
+    /// Conversations that have not ended (meetings always).
+    pub conversations: Vec<Conversation>,
     /// Notifications not yet delivered nor dead, in sequence order.
     pub pending: Vec<OutboxItem>,
     /// The next free notification sequence number.
@@ -197,36 +204,38 @@ mod contract_tests {
     //! The same checks against every backend.
 
     use super::*;
-    use crate::domain::call::Timers;
+    use crate::domain::conversation::{Kind, Leg, LegState, Who};
     use crate::domain::{CallState, Direction, PartyKind, Peer};
 
+    fn conversation(id: CallId) -> Conversation {
+        let mut c = Conversation::new(id, Kind::PeerToPeer, chrono::Utc::now());
+        let peer = Peer {
+            id: "+15550100".into(),
+            kind: PartyKind::Phone,
+        };
+        c.legs.push(Leg::new(
+            "q".into(),
+            Who::Party(peer),
+            None,
+            LegState::Ringing,
+        ));
+        c
+    }
+
     fn call(id: CallId) -> Call {
-        Call {
-            id,
-            app_id: "app".into(),
-            tenant_id: "tenant".into(),
-            direction: Direction::Outgoing,
-            state: CallState::Establishing,
-            result: None,
-            callback_uri: "http://127.0.0.1:9/cb".into(),
-            my_participant_id: "p".into(),
-            call_chain_id: "c".into(),
-            peer: Peer {
-                id: "+15550100".into(),
-                kind: PartyKind::Phone,
-            },
-            created_at: chrono::Utc::now(),
-            version: 1,
-            timers: Timers::default(),
-            wire: Default::default(),
-            app_hosted_media: false,
-            peer_leg: Default::default(),
-            pending_dial: None,
-            operations: vec![],
-            tone_subscribed: false,
-            tone_sequence: 0,
-            muted: false,
-        }
+        let cb = "http://127.0.0.1:9/cb".to_string();
+        let now = chrono::Utc::now();
+        let mut c = Call::new(
+            "app",
+            "tenant",
+            Direction::Outgoing,
+            CallState::Establishing,
+            cb,
+            now,
+        );
+        c.id = id;
+        c.conversation = id;
+        c
     }
 
     fn item(seq: i64, call_id: CallId) -> OutboxItem {
@@ -252,6 +261,7 @@ mod contract_tests {
         store
             .commit(Change {
                 put_calls: vec![call(a), call(b)],
+                put_conversations: vec![conversation(a), conversation(b)],
                 enqueue: vec![item(1, a), item(2, b), item(3, a)],
                 ..Change::default()
             })
@@ -261,6 +271,7 @@ mod contract_tests {
         store
             .commit(Change {
                 remove_calls: vec![b],
+                remove_conversations: vec![b],
                 attempts: vec![
                     AttemptOutcome {
                         attempt: Attempt {
@@ -293,6 +304,12 @@ mod contract_tests {
             .unwrap();
         let snap = store.load().await.unwrap();
         assert_eq!(snap.calls.iter().map(|c| c.id).collect::<Vec<_>>(), vec![a]);
+        let convs: Vec<_> = snap
+            .conversations
+            .iter()
+            .map(|c| (c.id, c.legs[0].id.as_str()))
+            .collect();
+        assert_eq!(convs, vec![(a, "q")]);
         assert_eq!(
             snap.pending.iter().map(|i| i.seq).collect::<Vec<_>>(),
             vec![1, 3]

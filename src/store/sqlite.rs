@@ -1,6 +1,6 @@
 //! The SQLite store: one embedded database file, WAL mode, every [`Change`] in one transaction.
 //!
-//! Live calls are rows of JSON; the outbox and its attempts are tables of their own so the
+//! Live calls and conversations are rows of JSON; the outbox and its attempts are tables of their own so the
 //! deliveries log survives the call. Migrations are numbered and tracked in `user_version`.
 
 use std::path::Path;
@@ -15,10 +15,12 @@ use super::{
     StoreError,
 };
 use crate::clock::Timestamp;
+use crate::domain::conversation::Conversation;
 use crate::domain::{Call, CallId};
 
 /// Each entry moves the schema one version up. (The benchmark's SQLite baseline runs these too.)
-pub const MIGRATIONS: &[&str] = &["CREATE TABLE calls (
+pub const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE calls (
          id TEXT PRIMARY KEY,
          app_id TEXT NOT NULL,
          body TEXT NOT NULL
@@ -46,7 +48,12 @@ pub const MIGRATIONS: &[&str] = &["CREATE TABLE calls (
          error TEXT,
          latency_ms INTEGER NOT NULL
      );
-     CREATE INDEX attempts_by_seq ON attempts (seq);"];
+     CREATE INDEX attempts_by_seq ON attempts (seq);",
+    "CREATE TABLE conversations (
+         id TEXT PRIMARY KEY,
+         body TEXT NOT NULL
+     );",
+];
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -198,6 +205,19 @@ impl Store for SqliteStore {
                     .map_err(|e| StoreError::Corrupt(format!("call row: {e}")))?;
                 calls.push(call);
             }
+            let mut conversations = vec![];
+            let mut stmt = conn
+                .prepare("SELECT body FROM conversations")
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(backend)?;
+            for body in rows {
+                let body = body.map_err(backend)?;
+                let c: Conversation = serde_json::from_str(&body)
+                    .map_err(|e| StoreError::Corrupt(format!("conversation row: {e}")))?;
+                conversations.push(c);
+            }
             let mut pending = vec![];
             let mut stmt = conn
                 .prepare(&format!(
@@ -214,6 +234,7 @@ impl Store for SqliteStore {
                 .flatten();
             Ok(Snapshot {
                 calls,
+                conversations,
                 pending,
                 next_seq: max.unwrap_or(0) + 1,
             })
@@ -242,6 +263,22 @@ impl Store for SqliteStore {
                     .prepare_cached("DELETE FROM calls WHERE id = ?1")
                     .map_err(backend)?;
                 for id in &change.remove_calls {
+                    del.execute(params![id.to_string()]).map_err(backend)?;
+                }
+                let mut put = tx
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO conversations (id, body) VALUES (?1, ?2)",
+                    )
+                    .map_err(backend)?;
+                for c in &change.put_conversations {
+                    let body = serde_json::to_string(c).map_err(backend)?;
+                    put.execute(params![c.id.to_string(), body])
+                        .map_err(backend)?;
+                }
+                let mut del = tx
+                    .prepare_cached("DELETE FROM conversations WHERE id = ?1")
+                    .map_err(backend)?;
+                for id in &change.remove_conversations {
                     del.execute(params![id.to_string()]).map_err(backend)?;
                 }
                 let mut ins = tx

@@ -309,7 +309,7 @@ async fn bad_input_gets_a_graph_error_with_the_right_status() {
     edit("unknown modality", &|b| {
         b["requestedModalities"] = json!(["smell"])
     });
-    edit("group call", &|b| {
+    edit("the same target twice", &|b| {
         b["targets"] = json!([b["targets"][0], b["targets"][0]])
     });
     edit("array body", &|b| *b = json!([1, 2]));

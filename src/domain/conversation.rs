@@ -1,0 +1,813 @@
+//! Conversations: who is in a call with whom.
+//!
+//! Every call the bot has is one leg of a [`Conversation`]; each party in it is another leg. A
+//! peer-to-peer call is the two-leg case (the bot and one party), a group call starts with the bot
+//! and every target ringing, a meeting exists before any bot joins. Legs ring, connect and go; the
+//! rules of what that means for the bots' calls are here, in [`Conversation`]'s methods, which
+//! say what follows as [`Effect`]s. A [`Scene`] is a conversation with its bots' calls: it applies
+//! call events and conversation effects to each other until both agree.
+
+use serde::{Deserialize, Serialize};
+
+use super::call::{Call, Event, Rules, TransitionError, hang_up_reason, party_key};
+use super::operation::{OpKind, OpStatus, Operation, results};
+use super::{CallId, CallState, EndReason, Notice, PartyKind, Peer};
+use crate::clock::Timestamp;
+
+/// What sort of conversation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Kind {
+    PeerToPeer,
+    Group,
+    Meeting { join_meeting_id: String },
+}
+
+/// Where a leg stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum LegState {
+    /// Being rung, or (a caller, a bot joining) waiting to be let in.
+    Ringing,
+    Connected,
+    Gone,
+}
+
+impl LegState {
+    /// How the leg's owner sees its call.
+    pub fn call_state(self) -> CallState {
+        match self {
+            LegState::Ringing => CallState::Establishing,
+            LegState::Connected => CallState::Established,
+            LegState::Gone => CallState::Terminated,
+        }
+    }
+}
+
+/// Who a leg is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Who {
+    /// One of a bot's calls.
+    Bot { call_id: CallId, app_id: String },
+    /// A party (a simulated user or phone; later a SIP endpoint).
+    Party(Peer),
+}
+
+/// Why a leg was rung.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Purpose {
+    /// In the conversation from its start: the bot, a target of the call, the caller, a meeting's
+    /// member.
+    Member,
+    /// Rung by an invite of this call; the operation finishes when every invitee has answered or
+    /// failed. `replaces`: a peer-to-peer call of the invitee that ends once it joins.
+    Invite {
+        call_id: CallId,
+        op_id: String,
+        replaces: Option<CallId>,
+    },
+    /// Rung to take over this call (transfer or redirect).
+    Dial { call_id: CallId },
+}
+
+/// One participant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Leg {
+    /// The participant id (for a bot, its call's `myParticipantId`).
+    pub id: String,
+    pub who: Who,
+    pub display_name: Option<String>,
+    pub state: LegState,
+    pub purpose: Purpose,
+    pub result: Option<EndReason>,
+    pub muted: bool,
+    pub on_hold: bool,
+    /// The roster sequence number at which this entry last changed.
+    pub roster_sequence: i64,
+    /// DTMF keys bots sent to this party.
+    #[serde(default)]
+    pub tones_received: String,
+    /// While ringing: when it answers, when it fails, when ringing gives up.
+    pub answer_at: Option<Timestamp>,
+    pub fails_at: Option<(Timestamp, EndReason)>,
+    pub ring_deadline: Option<Timestamp>,
+}
+
+impl Leg {
+    pub fn new(id: String, who: Who, display_name: Option<String>, state: LegState) -> Self {
+        Leg {
+            id,
+            who,
+            display_name,
+            state,
+            purpose: Purpose::Member,
+            result: None,
+            muted: false,
+            on_hold: false,
+            roster_sequence: 0,
+            tones_received: String::new(),
+            answer_at: None,
+            fails_at: None,
+            ring_deadline: None,
+        }
+    }
+
+    pub fn bot_call(&self) -> Option<CallId> {
+        match &self.who {
+            Who::Bot { call_id, .. } => Some(*call_id),
+            Who::Party(_) => None,
+        }
+    }
+
+    pub fn party(&self) -> Option<&Peer> {
+        match &self.who {
+            Who::Party(p) => Some(p),
+            Who::Bot { .. } => None,
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.state != LegState::Gone
+    }
+
+    /// Still being dialled (it has a ring timer), as opposed to waiting to be let in.
+    fn is_dialled(&self) -> bool {
+        self.state == LegState::Ringing
+            && (self.answer_at.is_some() || self.fails_at.is_some() || self.ring_deadline.is_some())
+    }
+
+    fn next_due(&self) -> Option<Timestamp> {
+        if self.state != LegState::Ringing {
+            return None;
+        }
+        [
+            self.answer_at,
+            self.fails_at.map(|(t, _)| t),
+            self.ring_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Sets the ring timers from how the party will respond.
+    pub fn ring(
+        &mut self,
+        answer_at: Option<Timestamp>,
+        fails_at: Option<(Timestamp, EndReason)>,
+        deadline: Timestamp,
+    ) {
+        self.state = LegState::Ringing;
+        self.answer_at = answer_at;
+        self.fails_at = fails_at;
+        self.ring_deadline = Some(deadline);
+    }
+
+    fn stop_ringing(&mut self) {
+        self.answer_at = None;
+        self.fails_at = None;
+        self.ring_deadline = None;
+    }
+}
+
+/// What a change in a conversation means elsewhere.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// A bot's call gets this event.
+    Call(CallId, Event),
+    /// An invite's operation is over: `Ok` when every invitee joined, else the first failure.
+    InviteDone {
+        call_id: CallId,
+        op_id: String,
+        outcome: Result<(), EndReason>,
+    },
+    /// A peer-to-peer call an invitee was in ends: the invitee moved into this conversation.
+    Replaced(CallId),
+    /// Who is in the conversation changed.
+    Roster,
+    /// A party's leg ended (the party's own view keeps it).
+    PartyGone(Box<Leg>),
+}
+
+/// A conversation and its legs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Conversation {
+    /// For a call the bot placed or answered, the id of that first call; for a meeting, its own.
+    pub id: CallId,
+    pub kind: Kind,
+    pub created_at: Timestamp,
+    pub legs: Vec<Leg>,
+    /// Some party has joined (a group call with nobody joined ends with 5013).
+    pub anyone_joined: bool,
+    pub roster_sequence: i64,
+}
+
+impl Conversation {
+    pub fn new(id: CallId, kind: Kind, created_at: Timestamp) -> Self {
+        Conversation {
+            id,
+            kind,
+            created_at,
+            legs: vec![],
+            anyone_joined: false,
+            roster_sequence: 0,
+        }
+    }
+
+    pub fn is_group(&self) -> bool {
+        !matches!(self.kind, Kind::PeerToPeer)
+    }
+
+    /// A conversation ends when nobody is left in it; a meeting stays, to be joined again.
+    pub fn is_over(&self) -> bool {
+        !matches!(self.kind, Kind::Meeting { .. }) && !self.legs.iter().any(Leg::is_live)
+    }
+
+    /// Anyone is in it now.
+    pub fn is_active(&self) -> bool {
+        self.legs.iter().any(|l| l.state == LegState::Connected)
+    }
+
+    /// The chat thread of a group call or meeting.
+    pub fn thread_id(&self) -> String {
+        format!(
+            "19:meeting_{}@thread.v2",
+            self.id.to_string().replace('-', "")
+        )
+    }
+
+    pub fn leg(&self, participant_id: &str) -> Option<usize> {
+        self.legs
+            .iter()
+            .position(|l| l.is_live() && l.id.eq_ignore_ascii_case(participant_id))
+    }
+
+    pub fn bot_leg(&self, call: CallId) -> Option<usize> {
+        self.legs
+            .iter()
+            .position(|l| l.is_live() && l.bot_call() == Some(call))
+    }
+
+    /// The live legs of this party.
+    pub fn party_legs(&self, key: &str) -> impl Iterator<Item = usize> + '_ {
+        let key = key.to_string();
+        self.legs.iter().enumerate().filter_map(move |(i, l)| {
+            (l.is_live() && l.party().is_some_and(|p| party_key(&p.id) == key)).then_some(i)
+        })
+    }
+
+    /// The live bot calls.
+    pub fn bot_calls(&self) -> impl Iterator<Item = CallId> + '_ {
+        self.legs
+            .iter()
+            .filter(|l| l.is_live())
+            .filter_map(Leg::bot_call)
+    }
+
+    /// Whether this party is here (joined or ringing).
+    pub fn has_party(&self, key: &str) -> bool {
+        self.party_legs(key).next().is_some()
+    }
+
+    /// The first party connected, the one a recording hears.
+    pub fn speaker(&self) -> Option<&Peer> {
+        self.legs
+            .iter()
+            .filter(|l| l.state == LegState::Connected)
+            .find_map(Leg::party)
+    }
+
+    pub fn next_due(&self) -> Option<Timestamp> {
+        self.legs.iter().filter_map(Leg::next_due).min()
+    }
+
+    /// The earliest ring outcome due at `now`: (leg, `None` for an answer or the failure).
+    pub fn take_due(&mut self, now: Timestamp) -> Option<(usize, Option<EndReason>)> {
+        let (i, due) = self
+            .legs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| l.next_due().map(|t| (i, t)))
+            .filter(|(_, t)| *t <= now)
+            .min_by_key(|(_, t)| *t)?;
+        let leg = &self.legs[i];
+        let outcome = if leg.answer_at == Some(due) {
+            None
+        } else if let Some((t, reason)) = leg.fails_at
+            && t == due
+        {
+            Some(reason)
+        } else {
+            Some(EndReason::NO_ANSWER)
+        };
+        Some((i, outcome))
+    }
+
+    fn touch(&mut self, i: usize) {
+        self.roster_sequence += 1;
+        self.legs[i].roster_sequence = self.roster_sequence;
+    }
+
+    fn gone(&mut self, i: usize, result: EndReason) -> Vec<Effect> {
+        let leg = &mut self.legs[i];
+        leg.state = LegState::Gone;
+        leg.result = Some(result);
+        leg.on_hold = false;
+        leg.stop_ringing();
+        self.touch(i);
+        match self.legs[i].who {
+            Who::Party(_) => vec![Effect::PartyGone(Box::new(self.legs[i].clone()))],
+            Who::Bot { .. } => vec![],
+        }
+    }
+
+    /// Callers waiting for a bot to answer are let in.
+    fn let_callers_in(&mut self) {
+        for i in 0..self.legs.len() {
+            let l = &self.legs[i];
+            if l.state == LegState::Ringing && l.party().is_some() && !l.is_dialled() {
+                self.legs[i].state = LegState::Connected;
+                self.touch(i);
+            }
+        }
+    }
+
+    /// A party answered.
+    pub fn connect(&mut self, i: usize) -> Vec<Effect> {
+        self.legs[i].state = LegState::Connected;
+        self.legs[i].stop_ringing();
+        self.touch(i);
+        let mut out = vec![];
+        match self.legs[i].purpose.clone() {
+            Purpose::Member => {
+                self.anyone_joined = true;
+                for call in self.waiting_bots() {
+                    out.push(Effect::Call(call, Event::Answered));
+                }
+            }
+            Purpose::Invite {
+                call_id,
+                op_id,
+                replaces,
+            } => {
+                self.anyone_joined = true;
+                out.extend(replaces.map(Effect::Replaced));
+                out.extend(self.invite_outcome(call_id, &op_id));
+            }
+            Purpose::Dial { call_id } => {
+                self.let_callers_in();
+                // The first target to answer wins; the others stop ringing.
+                for j in 0..self.legs.len() {
+                    if j != i
+                        && self.legs[j].state == LegState::Ringing
+                        && self.legs[j].purpose == (Purpose::Dial { call_id })
+                    {
+                        out.extend(self.gone(j, EndReason::BOT_HANG_UP));
+                    }
+                }
+                out.push(Effect::Call(call_id, Event::DialAnswered));
+            }
+        }
+        if self.is_group() {
+            out.push(Effect::Roster);
+        }
+        out
+    }
+
+    /// Bots whose calls wait for a party to answer (an outgoing call's creator).
+    fn waiting_bots(&self) -> Vec<CallId> {
+        self.legs
+            .iter()
+            .filter(|l| l.state == LegState::Ringing)
+            .filter_map(Leg::bot_call)
+            .collect()
+    }
+
+    /// A party being rung did not join: it declined, could not be reached, or rang out.
+    pub fn fail(&mut self, i: usize, reason: EndReason) -> Vec<Effect> {
+        let purpose = self.legs[i].purpose.clone();
+        let mut out = self.gone(i, reason);
+        match purpose {
+            Purpose::Member => {
+                let someone_left = self.legs.iter().any(|l| l.is_live() && l.party().is_some());
+                match self.kind {
+                    Kind::PeerToPeer => {
+                        for call in self.waiting_bots() {
+                            out.push(Effect::Call(call, Event::SetupFailed(reason)));
+                        }
+                    }
+                    _ if !self.anyone_joined && !someone_left => {
+                        for call in self.waiting_bots() {
+                            out.push(Effect::Call(call, Event::Failed(EndReason::NOBODY_JOINED)));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Purpose::Invite { call_id, op_id, .. } => {
+                out.extend(self.invite_outcome(call_id, &op_id))
+            }
+            Purpose::Dial { call_id } => {
+                let others_ring = self.legs.iter().any(|l| {
+                    l.state == LegState::Ringing && l.purpose == (Purpose::Dial { call_id })
+                });
+                if !others_ring {
+                    out.push(Effect::Call(call_id, Event::DialFailed(reason)));
+                }
+            }
+        }
+        out
+    }
+
+    /// The invite's outcome once none of its invitees rings any more.
+    fn invite_outcome(&self, call_id: CallId, op_id: &str) -> Option<Effect> {
+        let mine = |l: &&Leg| matches!(&l.purpose, Purpose::Invite { op_id: o, .. } if o == op_id);
+        if self
+            .legs
+            .iter()
+            .filter(mine)
+            .any(|l| l.state == LegState::Ringing)
+        {
+            return None;
+        }
+        let failure = self
+            .legs
+            .iter()
+            .filter(mine)
+            .find(|l| {
+                l.state == LegState::Gone && l.result.is_some_and(|r| r != EndReason::REMOVED)
+            })
+            .and_then(|l| l.result);
+        let cancelled = self
+            .legs
+            .iter()
+            .filter(mine)
+            .any(|l| l.result == Some(EndReason::REMOVED));
+        let outcome = match (failure, cancelled) {
+            (Some(r), _) => Err(r),
+            (None, true) => Err(results::CANCELLED),
+            (None, false) => Ok(()),
+        };
+        Some(Effect::InviteDone {
+            call_id,
+            op_id: op_id.to_string(),
+            outcome,
+        })
+    }
+
+    /// A party hangs up: `result` is what its own leg ends with.
+    pub fn leave(&mut self, i: usize, result: EndReason) -> Vec<Effect> {
+        if self.legs[i].is_dialled() {
+            return self.fail(i, EndReason::DECLINED);
+        }
+        let mut out = self.gone(i, result);
+        match self.kind {
+            Kind::PeerToPeer => {
+                let bots: Vec<CallId> = self.bot_calls().collect();
+                if bots.is_empty() {
+                    // Two parties left talking after a transfer: the other one is alone now.
+                    for j in 0..self.legs.len() {
+                        if self.legs[j].is_live() {
+                            out.extend(self.gone(j, EndReason::PEER_HANG_UP));
+                        }
+                    }
+                }
+                for call in bots {
+                    out.push(Effect::Call(call, Event::PeerHungUp(result)));
+                }
+            }
+            _ => {
+                out.push(Effect::Roster);
+                out.extend(self.alone_bots());
+            }
+        }
+        out
+    }
+
+    /// Bots with nobody else left in a group call or meeting end with 5002.
+    fn alone_bots(&self) -> Vec<Effect> {
+        let live = self.legs.iter().filter(|l| l.is_live()).count();
+        if live != 1 {
+            return vec![];
+        }
+        self.legs
+            .iter()
+            .filter(|l| l.state == LegState::Connected)
+            .filter_map(Leg::bot_call)
+            .map(|c| Effect::Call(c, Event::Failed(EndReason::EVERYONE_LEFT)))
+            .collect()
+    }
+
+    /// A bot removes a participant (`DELETE .../participants/{id}`).
+    pub fn remove(&mut self, i: usize) -> Vec<Effect> {
+        if let Some(call) = self.legs[i].bot_call() {
+            return vec![Effect::Call(call, Event::Failed(EndReason::REMOVED))];
+        }
+        if self.legs[i].state == LegState::Ringing {
+            // A pending invite is cancelled.
+            return self.fail(i, EndReason::REMOVED);
+        }
+        let mut out = self.gone(i, EndReason::REMOVED);
+        out.push(Effect::Roster);
+        out.extend(self.alone_bots());
+        out
+    }
+
+    /// A participant is muted or unmuted.
+    pub fn set_muted(&mut self, i: usize, muted: bool) -> Vec<Effect> {
+        self.legs[i].muted = muted;
+        self.touch(i);
+        vec![Effect::Roster]
+    }
+
+    /// A bot's call connected.
+    pub fn bot_connected(&mut self, call: CallId) -> Vec<Effect> {
+        let Some(i) = self.bot_leg(call) else {
+            return vec![];
+        };
+        self.legs[i].state = LegState::Connected;
+        self.touch(i);
+        if self.is_group() {
+            vec![Effect::Roster]
+        } else {
+            self.let_callers_in();
+            vec![]
+        }
+    }
+
+    /// A bot's call ended with `result`: its leg goes, and in a peer-to-peer conversation the
+    /// party's too, unless a transfer or redirect left two parties talking.
+    pub fn bot_left(&mut self, call: CallId, result: EndReason) -> Vec<Effect> {
+        let Some(i) = self.bot_leg(call) else {
+            return vec![];
+        };
+        let mut out = self.gone(i, result);
+        // Transfer or redirect targets still ringing for this call stop.
+        for j in 0..self.legs.len() {
+            if self.legs[j].state == LegState::Ringing
+                && self.legs[j].purpose == (Purpose::Dial { call_id: call })
+            {
+                out.extend(self.gone(j, result));
+            }
+        }
+        match self.kind {
+            Kind::PeerToPeer => {
+                let connected = self
+                    .legs
+                    .iter()
+                    .filter(|l| l.state == LegState::Connected)
+                    .count();
+                if connected < 2 {
+                    for j in 0..self.legs.len() {
+                        if self.legs[j].is_live() {
+                            out.extend(self.gone(j, result));
+                        }
+                    }
+                }
+            }
+            _ => {
+                out.push(Effect::Roster);
+                out.extend(self.alone_bots());
+            }
+        }
+        out
+    }
+}
+
+/// Something to notify a bot's call of.
+#[derive(Clone, Debug)]
+pub enum Emit {
+    /// A change of the call's state.
+    State(Notice),
+    /// An operation finished (`deleted` on its URL).
+    Operation(Box<Operation>),
+    /// The party pressed a key and the bot subscribed: (tone, sequence id).
+    Tone(&'static str, i64),
+    /// The roster as it is now (`updated` on `.../participants`).
+    Roster,
+}
+
+impl Emit {
+    pub fn operation(op: Operation) -> Self {
+        Emit::Operation(Box::new(op))
+    }
+}
+
+/// A conversation with the live calls of its bots, changed together.
+#[derive(Debug)]
+pub struct Scene {
+    pub conversation: Conversation,
+    pub calls: Vec<Call>,
+    /// What to notify, per call, in order.
+    pub out: Vec<(CallId, Emit)>,
+    /// Party legs that ended.
+    pub gone: Vec<Leg>,
+    /// Calls of other conversations to end (an invitee with `replacesCallId` joined).
+    pub replaced: Vec<CallId>,
+    roster: bool,
+}
+
+impl Scene {
+    pub fn new(conversation: Conversation, calls: Vec<Call>) -> Self {
+        Scene {
+            conversation,
+            calls,
+            out: vec![],
+            gone: vec![],
+            replaced: vec![],
+            roster: false,
+        }
+    }
+
+    pub fn call(&self, id: CallId) -> Option<&Call> {
+        self.calls.iter().find(|c| c.id == id)
+    }
+
+    pub fn call_mut(&mut self, id: CallId) -> Option<&mut Call> {
+        self.calls.iter_mut().find(|c| c.id == id)
+    }
+
+    pub fn emit(&mut self, call: CallId, emit: Emit) {
+        self.out.push((call, emit));
+    }
+
+    /// Applies a state event to one of the bots' calls, and whatever follows from it.
+    pub fn apply(
+        &mut self,
+        call: CallId,
+        event: Event,
+        now: Timestamp,
+        rules: &Rules,
+    ) -> Result<(), TransitionError> {
+        let c = self.call_mut(call).ok_or(TransitionError::Gone)?;
+        let was_established = c.state == CallState::Established;
+        let notices = c.apply(event, now, rules)?;
+        let (state, result) = (c.state, c.result);
+        self.out
+            .extend(notices.into_iter().map(|n| (call, Emit::State(n))));
+        let effects = if !state.is_live() {
+            self.conversation
+                .bot_left(call, result.unwrap_or(EndReason::BOT_HANG_UP))
+        } else if state == CallState::Established
+            && !was_established
+            && matches!(event, Event::Answered)
+        {
+            self.conversation.bot_connected(call)
+        } else {
+            vec![]
+        };
+        self.follow(effects, now, rules);
+        Ok(())
+    }
+
+    /// Carries out effects of a change in the conversation.
+    pub fn follow(&mut self, effects: Vec<Effect>, now: Timestamp, rules: &Rules) {
+        for effect in effects {
+            match effect {
+                Effect::Call(call, event) => {
+                    // A call that has moved on (ended, or in another state) ignores it.
+                    let _ = self.apply(call, event, now, rules);
+                }
+                Effect::InviteDone {
+                    call_id,
+                    op_id,
+                    outcome,
+                } => self.finish_invite(call_id, &op_id, outcome),
+                Effect::Replaced(call) => self.replaced.push(call),
+                Effect::Roster => self.roster = true,
+                Effect::PartyGone(leg) => self.gone.push(*leg),
+            }
+        }
+    }
+
+    fn finish_invite(&mut self, call: CallId, op_id: &str, outcome: Result<(), EndReason>) {
+        let Some(c) = self.call_mut(call) else {
+            return;
+        };
+        let Some(pos) = c.operations.iter().position(|o| o.id == op_id) else {
+            return;
+        };
+        let mut op = c.operations.remove(pos);
+        match outcome {
+            Ok(()) => op.finish(OpStatus::Completed, results::COMPLETED),
+            Err(reason) => op.finish(OpStatus::Failed, reason),
+        }
+        self.emit(call, Emit::operation(op));
+    }
+
+    /// A party's leg changes as `change` says (connect, fail, leave, remove, mute).
+    pub fn change_leg(
+        &mut self,
+        change: impl FnOnce(&mut Conversation) -> Vec<Effect>,
+        now: Timestamp,
+        rules: &Rules,
+    ) {
+        let effects = change(&mut self.conversation);
+        self.follow(effects, now, rules);
+    }
+
+    /// Runs everything due at `now`: operations, call timers, ring outcomes. Returns how many.
+    pub fn run_due(&mut self, now: Timestamp, rules: &Rules) -> usize {
+        let mut fired = 0;
+        loop {
+            let before = fired;
+            for k in 0..self.calls.len() {
+                let id = self.calls[k].id;
+                let done = self.calls[k].complete_due_operations(now);
+                fired += done.len();
+                for op in done {
+                    if op.kind == OpKind::SendDtmfTones {
+                        self.tones_received(op.tones.as_deref().unwrap_or_default());
+                    }
+                    self.emit(id, Emit::operation(op));
+                }
+                if let Some(event) = self.calls[k].timers.take_due(now) {
+                    fired += 1;
+                    let _ = self.apply(id, event, now, rules);
+                }
+            }
+            if let Some((i, outcome)) = self.conversation.take_due(now) {
+                fired += 1;
+                self.change_leg(
+                    |c| match outcome {
+                        None => c.connect(i),
+                        Some(reason) => c.fail(i, reason),
+                    },
+                    now,
+                    rules,
+                );
+            }
+            if fired == before {
+                return fired;
+            }
+        }
+    }
+
+    /// DTMF keys a bot sent reached the parties.
+    fn tones_received(&mut self, keys: &str) {
+        for l in &mut self.conversation.legs {
+            if l.state == LegState::Connected && l.party().is_some() {
+                l.tones_received.push_str(keys);
+            }
+        }
+    }
+
+    /// A party hangs up every leg it has here.
+    pub fn party_hangs_up(&mut self, key: &str, now: Timestamp, rules: &Rules) -> bool {
+        let legs: Vec<usize> = self.conversation.party_legs(key).collect();
+        for &i in &legs {
+            let Some(peer) = self.conversation.legs[i].party().cloned() else {
+                continue;
+            };
+            let direction = self
+                .conversation
+                .bot_calls()
+                .next()
+                .and_then(|c| self.call(c))
+                .map(|c| c.direction);
+            let result = hang_up_reason(peer.kind, direction);
+            self.change_leg(|c| c.leave(i, result), now, rules);
+        }
+        !legs.is_empty()
+    }
+
+    /// When anything of this scene falls due next.
+    pub fn next_due(&self) -> Option<Timestamp> {
+        self.calls
+            .iter()
+            .filter(|c| c.state.is_live())
+            .filter_map(Call::next_due)
+            .chain(self.conversation.next_due())
+            .min()
+    }
+
+    /// Ends the scene's change: the roster goes to every bot in a group call or meeting.
+    pub fn settle(&mut self) {
+        if !std::mem::take(&mut self.roster) || !self.conversation.is_group() {
+            return;
+        }
+        let listeners: Vec<CallId> = self
+            .conversation
+            .legs
+            .iter()
+            .filter(|l| l.state == LegState::Connected)
+            .filter_map(Leg::bot_call)
+            .filter(|c| self.call(*c).is_some_and(|c| c.state.is_live()))
+            .collect();
+        for c in listeners {
+            self.emit(c, Emit::Roster);
+        }
+    }
+}
+
+/// A party of this kind joins as this identity key in a roster (`user` or `phone`).
+pub fn identity_key(kind: PartyKind) -> &'static str {
+    match kind {
+        PartyKind::User => "user",
+        PartyKind::Phone => "phone",
+    }
+}

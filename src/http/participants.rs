@@ -1,0 +1,178 @@
+//! The participants of a call: list, get, invite, remove, mute, hold music.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::actions::{client_context, operation_response};
+use super::calls::{call_id, json_response};
+use super::error::ApiError;
+use super::graph::Target;
+use crate::auth::Principal;
+use crate::domain::CallId;
+use crate::engine::{AppRef, Invitee};
+use crate::graph::call::parse_target;
+use crate::graph::participant::{render, roster};
+
+/// Actions on one participant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParticipantAction {
+    Mute,
+    StartHoldMusic,
+    StopHoldMusic,
+}
+
+impl ParticipantAction {
+    /// Reads an action name in any case, namespace-qualified or not.
+    pub fn parse(segment: &str) -> Option<Self> {
+        let lower = segment.to_ascii_lowercase();
+        match lower.strip_prefix("microsoft.graph.").unwrap_or(&lower) {
+            "mute" => Some(ParticipantAction::Mute),
+            "startholdmusic" => Some(ParticipantAction::StartHoldMusic),
+            "stopholdmusic" => Some(ParticipantAction::StopHoldMusic),
+            _ => None,
+        }
+    }
+}
+
+fn context(state: &AppState, target: &Target, call: CallId) -> String {
+    let at = target.addressing(&state.public_url);
+    format!(
+        "{}/$metadata#{}('{call}')/participants",
+        at.base, at.collection
+    )
+}
+
+/// `GET .../participants`: everyone who has joined, the bot included.
+pub async fn list(
+    state: &AppState,
+    target: &Target,
+    app: &AppRef,
+    id: &str,
+) -> Result<Response, ApiError> {
+    let cid = call_id(id)?;
+    let value = state
+        .engine
+        .with_conversation(&app.app_id, cid, |_, c| roster(c))
+        .await?;
+    let body = json!({"@odata.context": context(state, target, cid), "value": value});
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// `GET .../participants/{id}`.
+pub async fn get(
+    state: &AppState,
+    target: &Target,
+    app: &AppRef,
+    id: &str,
+    participant_id: &str,
+) -> Result<Response, ApiError> {
+    let cid = call_id(id)?;
+    let found = state
+        .engine
+        .with_conversation(&app.app_id, cid, |_, c| {
+            c.leg(participant_id).map(|i| render(&c.legs[i]))
+        })
+        .await?;
+    let mut body = found.ok_or_else(|| ApiError::not_found("Participant not found."))?;
+    body["@odata.context"] = json!(format!("{}/$entity", context(state, target, cid)));
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// `DELETE .../participants/{id}`.
+pub async fn remove(
+    state: &AppState,
+    app: &AppRef,
+    id: &str,
+    participant_id: &str,
+) -> Result<Response, ApiError> {
+    state
+        .engine
+        .remove_participant(&app.app_id, call_id(id)?, participant_id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST .../participants/invite`.
+pub async fn invite(
+    state: &AppState,
+    target: &Target,
+    principal: &Principal,
+    app: &AppRef,
+    id: &str,
+    body: Value,
+) -> Result<Response, ApiError> {
+    let cid = call_id(id)?;
+    state.engine.with_call(&app.app_id, cid, |_| ()).await?;
+    const ROLE: &str = "Calls.InitiateGroupCall.All";
+    if !principal.has_role(ROLE) {
+        return Err(ApiError::forbidden(
+            "7504",
+            format!(
+                "Insufficient enterprise tenant permissions, cannot access this API. To invite participants the application needs the {ROLE} application permission."
+            ),
+        ));
+    }
+    let list = match &body["participants"] {
+        Value::Array(a) if !a.is_empty() => a,
+        _ => {
+            return Err(ApiError::bad_request(
+                "participants must name at least one invitationParticipantInfo.",
+            ));
+        }
+    };
+    let mut invitees = vec![];
+    let mut normalized = vec![];
+    for p in list {
+        let (peer, norm) = parse_target(p).map_err(|e| ApiError::bad_request(e.0))?;
+        let replaces = match &p["replacesCallId"] {
+            Value::Null => None,
+            Value::String(s) => Some(CallId::parse(s).ok_or_else(|| {
+                ApiError::bad_request(format!("replacesCallId '{s}' is not a call id."))
+            })?),
+            _ => return Err(ApiError::bad_request("replacesCallId must be a string.")),
+        };
+        invitees.push(Invitee { peer, replaces });
+        normalized.push(norm);
+    }
+    let ctx = client_context(&body)?;
+    let op = state
+        .engine
+        .invite(&app.app_id, cid, invitees, Value::Array(normalized), ctx)
+        .await?;
+    Ok(operation_response(state, target, cid, &op))
+}
+
+/// `POST .../participants/{id}/mute`, `startHoldMusic`, `stopHoldMusic`.
+pub async fn act(
+    state: &AppState,
+    target: &Target,
+    app: &AppRef,
+    id: &str,
+    participant_id: &str,
+    action: ParticipantAction,
+    body: Value,
+) -> Result<Response, ApiError> {
+    let cid = call_id(id)?;
+    state.engine.with_call(&app.app_id, cid, |_| ()).await?;
+    let ctx = client_context(&body)?;
+    let e = &state.engine;
+    let me = app.app_id.as_str();
+    match action {
+        ParticipantAction::Mute => {
+            let op = e.mute_participant(me, cid, participant_id, ctx).await?;
+            Ok(operation_response(state, target, cid, &op))
+        }
+        ParticipantAction::StartHoldMusic | ParticipantAction::StopHoldMusic => {
+            if !body["customPrompt"].is_null() && !body["customPrompt"].is_object() {
+                return Err(ApiError::bad_request("customPrompt must be a mediaPrompt."));
+            }
+            let start = action == ParticipantAction::StartHoldMusic;
+            let op = e.hold_music(me, cid, participant_id, ctx, start).await?;
+            let mut resp = operation_response(state, target, cid, &op);
+            *resp.status_mut() = StatusCode::ACCEPTED;
+            Ok(resp)
+        }
+    }
+}
