@@ -13,7 +13,14 @@ fetches tokens from the server's own token endpoint):
   3. keepAlive;
   4. DELETE (hang up);
   5. GETs the call again: ODataError 404 with an error code and a request id;
-  6. checks the notifications the receiver got.
+  6. checks the notifications the receiver got;
+  7. group call (two targets): the typed participant list (the bot's entry has
+     id == myParticipantId), one participant, invite (InviteParticipantsOperation Running, then its
+     completion notification), mute, removal, and ODataError 404 for an unknown participant;
+  8. meeting join by JoinMeetingIdMeetingInfo: ODataError 403 for a wrong passcode and 404 for an
+     unknown meeting id, then the Call with meetingInfo and chatInfo, and the roster.
+
+Notifications are checked as plain JSON (the SDK has no notification parser in use here).
 
 Prints one line per failed check and a final line `interop: P/T checks passed`; exits 0 only if
 every check passed. The server is always stopped with SIGTERM at the end.
@@ -44,6 +51,18 @@ TENANT_ID = "7d2f4e1a-3b5c-4a6d-8e9f-0a1b2c3d4e5f"
 APP_ID = "c0ffee00-1111-4222-8333-444455556666"
 APP_SECRET = "interop-secret"
 PARTY_ID = "a11ce000-0000-4000-8000-000000000001"
+# group call: two targets, then one more invited
+BOB_ID = "b0b00000-0000-4000-8000-000000000002"
+CAROL_ID = "ca401000-0000-4000-8000-000000000003"
+DAVE_ID = "da4e0000-0000-4000-8000-000000000004"
+# the meeting the bot joins by joinMeetingId; Erin and Frank are already in it
+ERIN_ID = "e4140000-0000-4000-8000-000000000005"
+FRANK_ID = "f4a40000-0000-4000-8000-000000000006"
+MEETING_ID = "4711081501"
+MEETING_PASSCODE = "interop-pass"
+# every party answers at once: (id, display name)
+PARTIES = [(PARTY_ID, "Alice Interop"), (BOB_ID, "Bob Interop"), (CAROL_ID, "Carol Interop"),
+           (DAVE_ID, "Dave Interop"), (ERIN_ID, "Erin Interop"), (FRANK_ID, "Frank Interop")]
 ALL_ROLES = ["Calls.Initiate.All", "Calls.InitiateGroupCall.All", "Calls.JoinGroupCall.All",
              "Calls.JoinGroupCallAsGuest.All", "Calls.AccessMedia.All"]
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
@@ -91,13 +110,18 @@ def write_config(dirpath, port, incoming_uri):
         "client_secret = %s" % toml_str(APP_SECRET),
         "roles = [%s]" % ", ".join(toml_str(r) for r in ALL_ROLES),
         "incoming_call_uri = %s" % toml_str(incoming_uri), "",
-        "[[parties]]",
-        "id = %s" % toml_str(PARTY_ID),
-        'kind = "user"',
-        'display_name = "Alice Interop"',
-        'behavior = "answer"',
-        "answer_after_ms = 0", "",
     ]
+    for party_id, name in PARTIES:
+        lines += ["[[parties]]",
+                  "id = %s" % toml_str(party_id),
+                  'kind = "user"',
+                  "display_name = %s" % toml_str(name),
+                  'behavior = "answer"',
+                  "answer_after_ms = 0", ""]
+    lines += ["[[meetings]]",
+              "join_meeting_id = %s" % toml_str(MEETING_ID),
+              "passcode = %s" % toml_str(MEETING_PASSCODE),
+              "parties = [%s]" % ", ".join(toml_str(p) for p in (ERIN_ID, FRANK_ID)), ""]
     path = os.path.join(dirpath, "switchboard.toml")
     with open(path, "w") as f:
         f.write("\n".join(lines))
@@ -231,6 +255,19 @@ class Receiver:
                             "authorization": auth})
         return out
 
+    def notes_on(self, resource_url):
+        """Raw notifications (changeType, resourceData) whose resourceUrl is resource_url."""
+        with self.lock:
+            items = list(self.items)
+        out = []
+        for it in items:
+            body = it["body"] if isinstance(it["body"], dict) else {}
+            for v in body.get("value") or []:
+                url = (v.get("resourceUrl") or "").rstrip("/").lower()
+                if url.endswith(resource_url.rstrip("/").lower()):
+                    out.append(v)
+        return out
+
     async def wait_for(self, call_id, pred, timeout=10.0):
         end = time.time() + timeout
         while time.time() < end:
@@ -307,11 +344,36 @@ def enum_value(v):
 
 
 # --- the scenario -------------------------------------------------------------------------------
-async def scenario(c, server, receiver):
-    from kiota_abstractions.base_request_configuration import RequestConfiguration
+def make_client(server):
+    """A GraphServiceClient pointed at the server, and the credential it uses."""
     from kiota_authentication_azure.azure_identity_authentication_provider import \
         AzureIdentityAuthenticationProvider
     from msgraph import GraphRequestAdapter, GraphServiceClient
+
+    credential = make_credential_class()(server.base, TENANT_ID, APP_ID, APP_SECRET)
+    auth = AzureIdentityAuthenticationProvider(credential, scopes=[GRAPH_SCOPE],
+                                               allowed_hosts=["127.0.0.1"])
+    adapter = GraphRequestAdapter(auth)
+    adapter.base_url = server.base + "/v1.0"
+    return GraphServiceClient(request_adapter=adapter), credential
+
+
+async def scenario(c, server, receiver):
+    client, credential = make_client(server)
+    parts = [("peer-to-peer call", lambda: p2p_call_checks(c, client, credential, server, receiver)),
+             ("group call", lambda: group_call_checks(c, client, server, receiver)),
+             ("meeting join", lambda: meeting_join_checks(c, client, server, receiver))]
+    for name, run in parts:
+        try:
+            await run()
+        except Exception as e:  # noqa: BLE001
+            here = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == __file__]
+            c.ok("%s: checks ran to their end" % name, False, "%s: %s (line %s)"
+                 % (type(e).__name__, e, here[-1].lineno if here else "?"))
+
+
+async def p2p_call_checks(c, client, credential, server, receiver):
+    from kiota_abstractions.base_request_configuration import RequestConfiguration
     from msgraph.generated.models.call import Call
     from msgraph.generated.models.call_direction import CallDirection
     from msgraph.generated.models.call_state import CallState
@@ -321,13 +383,6 @@ async def scenario(c, server, receiver):
     from msgraph.generated.models.modality import Modality
     from msgraph.generated.models.o_data_errors.o_data_error import ODataError
     from msgraph.generated.models.service_hosted_media_config import ServiceHostedMediaConfig
-
-    credential = make_credential_class()(server.base, TENANT_ID, APP_ID, APP_SECRET)
-    auth = AzureIdentityAuthenticationProvider(credential, scopes=[GRAPH_SCOPE],
-                                               allowed_hosts=["127.0.0.1"])
-    adapter = GraphRequestAdapter(auth)
-    adapter.base_url = server.base + "/v1.0"
-    client = GraphServiceClient(request_adapter=adapter)
 
     # 1. create a peer-to-peer call
     callback_uri = receiver.url + "/api/callback"
@@ -469,6 +524,330 @@ async def scenario(c, server, receiver):
          [n["authorization"][:20] for n in ns])
 
 
+# --- group calls and meetings -------------------------------------------------------------------
+async def eventually(fetch, pred, timeout=3.0):
+    """Calls `await fetch()` until pred(result) holds or timeout passes; returns the last result
+    (the server may apply a change a moment after answering the request that caused it)."""
+    end = time.time() + timeout
+    while True:
+        got = await fetch()
+        if pred(got) or time.time() >= end:
+            return got
+        await asyncio.sleep(0.1)
+
+
+async def expect_odata_error(c, label, request, status):
+    """Runs `await request()` and checks that the SDK raises ODataError with HTTP `status`
+    and a non-empty error code."""
+    from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+    try:
+        got = await request()
+        c.ok("%s: raises ODataError" % label, False, "returned %r" % (got,))
+    except ODataError as e:
+        err = e.error
+        c.ok("%s: raises ODataError" % label, True)
+        c.ok("%s: response_status_code %d" % (label, status), e.response_status_code == status,
+             "%s (error.code=%r, message=%r)" % (e.response_status_code,
+                                                 getattr(err, "code", None),
+                                                 getattr(err, "message", None)))
+        c.ok("%s: error.code non-empty" % label, bool(getattr(err, "code", None)), err)
+    except Exception as e:  # noqa: BLE001
+        c.ok("%s: raises ODataError" % label, False, "%s: %s" % (type(e).__name__, e))
+
+
+def identity_id(participant, kind):
+    """participant.info.identity.<kind>.id, lower-case, or None."""
+    try:
+        return str(getattr(participant.info.identity, kind).id).lower()
+    except AttributeError:
+        return None
+
+
+def roster_ids(collection):
+    """{participant id: user id or 'app:<app id>'} of a ParticipantCollectionResponse."""
+    out = {}
+    for p in (collection.value if collection is not None else None) or []:
+        who = identity_id(p, "user")
+        if who is None and identity_id(p, "application") is not None:
+            who = "app:" + identity_id(p, "application")
+        out[p.id] = who
+    return out
+
+
+def check_roster(c, label, collection, my_participant_id, party_ids):
+    """The typed participant list holds the bot (id == myParticipantId, identity.application =
+    our app) and exactly the users party_ids, each a well-formed Participant."""
+    from msgraph.generated.models.identity_set import IdentitySet
+    from msgraph.generated.models.media_direction import MediaDirection
+    from msgraph.generated.models.media_stream import MediaStream
+    from msgraph.generated.models.modality import Modality
+    from msgraph.generated.models.participant import Participant
+    from msgraph.generated.models.participant_collection_response import \
+        ParticipantCollectionResponse
+    from msgraph.generated.models.participant_info import ParticipantInfo
+
+    if not c.ok("%s: the SDK returned a ParticipantCollectionResponse" % label,
+                isinstance(collection, ParticipantCollectionResponse), repr(collection)):
+        return
+    value = collection.value or []
+    ids = roster_ids(collection)
+    print("%s: roster %s" % (label, ids), flush=True)
+    c.ok("%s: every entry is a Participant" % label,
+         bool(value) and all(isinstance(p, Participant) for p in value),
+         [type(p).__name__ for p in value])
+    c.ok("%s: @odata.context names the participants collection" % label,
+         str(collection.additional_data.get("@odata.context", "")).endswith("/participants"),
+         collection.additional_data.get("@odata.context"))
+    c.ok("%s: the bot's own entry has id == myParticipantId" % label,
+         ids.get(my_participant_id) == "app:" + APP_ID.lower(), "%s not in %s"
+         % (my_participant_id, ids))
+    users = sorted(v for v in ids.values() if v and not v.startswith("app:"))
+    c.ok("%s: users are exactly %s" % (label, party_ids), users == sorted(party_ids), users)
+    c.ok("%s: participant ids are unique and set" % label,
+         len(ids) == len(value) and all(ids), [p.id for p in value])
+    shapes = []
+    for p in value:
+        stream = (p.media_streams or [None])[0]
+        shapes.append((isinstance(p.info, ParticipantInfo),
+                       isinstance(getattr(p.info, "identity", None), IdentitySet),
+                       getattr(p.info, "participant_id", None) == p.id,
+                       p.is_in_lobby is False, isinstance(p.is_muted, bool),
+                       isinstance(stream, MediaStream)
+                       and stream.media_type == Modality.Audio
+                       and stream.direction == MediaDirection.SendReceive
+                       and bool(stream.source_id) and isinstance(stream.server_muted, bool)))
+    c.ok("%s: info/identity/participantId/isInLobby/isMuted/mediaStreams parse" % label,
+         bool(shapes) and all(all(s) for s in shapes), shapes)
+
+
+def advance(c, server, label, seconds=1):
+    status, raw = server.admin("POST", "/clock/advance", {"seconds": seconds})
+    c.ok("%s: clock advance answered 200" % label, status == 200, "%s %r" % (status, raw[:200]))
+
+
+async def group_call_checks(c, client, server, receiver):
+    """A group call with two targets, then the participants API through the SDK's builders."""
+    from msgraph.generated.communications.calls.item.participants.invite.\
+        invite_post_request_body import InvitePostRequestBody
+    from msgraph.generated.communications.calls.item.participants.item.mute.\
+        mute_post_request_body import MutePostRequestBody
+    from kiota_abstractions.base_request_configuration import RequestConfiguration
+    from kiota_http.middleware.options.headers_inspection_handler_option import \
+        HeadersInspectionHandlerOption
+    from msgraph.generated.models.call import Call
+    from msgraph.generated.models.call_state import CallState
+    from msgraph.generated.models.chat_info import ChatInfo
+    from msgraph.generated.models.identity import Identity
+    from msgraph.generated.models.identity_set import IdentitySet
+    from msgraph.generated.models.invitation_participant_info import InvitationParticipantInfo
+    from msgraph.generated.models.invite_participants_operation import \
+        InviteParticipantsOperation
+    from msgraph.generated.models.modality import Modality
+    from msgraph.generated.models.mute_participant_operation import MuteParticipantOperation
+    from msgraph.generated.models.operation_status import OperationStatus
+    from msgraph.generated.models.participant import Participant
+    from msgraph.generated.models.service_hosted_media_config import ServiceHostedMediaConfig
+
+    def invitee(party_id, name):
+        return InvitationParticipantInfo(identity=IdentitySet(user=Identity(id=party_id,
+                                                                           display_name=name)))
+
+    # create: two targets make a group call
+    call = await client.communications.calls.post(Call(
+        callback_uri=receiver.url + "/api/group",
+        targets=[invitee(BOB_ID, "Bob Interop"), invitee(CAROL_ID, "Carol Interop")],
+        requested_modalities=[Modality.Audio],
+        media_config=ServiceHostedMediaConfig(),
+        tenant_id=TENANT_ID,
+    ))
+    if not c.ok("group create: the SDK returned a Call", isinstance(call, Call), repr(call)):
+        return
+    call_id, me = call.id, call.my_participant_id
+    print("created group call %s (state %s, myParticipantId %s, chatInfo.threadId %r)"
+          % (call_id, enum_value(call.state), me, getattr(call.chat_info, "thread_id", None)),
+          flush=True)
+    c.ok("group create: state is establishing", call.state == CallState.Establishing,
+         enum_value(call.state))
+    c.ok("group create: myParticipantId is set", bool(me), me)
+    c.ok("group create: two targets echoed", len(call.targets or []) == 2, call.targets)
+    c.ok("group create: chatInfo parsed as ChatInfo with a threadId",
+         isinstance(call.chat_info, ChatInfo) and bool(call.chat_info.thread_id), call.chat_info)
+    if not (call_id and me):
+        return
+    participants = client.communications.calls.by_call_id(call_id).participants
+
+    advance(c, server, "group")
+    got = await client.communications.calls.by_call_id(call_id).get()
+    c.ok("group get: state is established",
+         got is not None and got.state == CallState.Established,
+         enum_value(got.state) if got is not None else None)
+
+    # participants.get(): the bot and both targets
+    roster = await eventually(participants.get, lambda r: len(roster_ids(r)) >= 3)
+    check_roster(c, "group participants.get", roster, me,
+                 [BOB_ID.lower(), CAROL_ID.lower()])
+    by_user = {v: k for k, v in roster_ids(roster).items()}
+    bob_pid, carol_pid = by_user.get(BOB_ID.lower()), by_user.get(CAROL_ID.lower())
+
+    # participants.by_participant_id(x).get()
+    if bob_pid:
+        bob = await participants.by_participant_id(bob_pid).get()
+        c.ok("group participant get: the SDK returned a Participant",
+             isinstance(bob, Participant), repr(bob))
+        c.ok("group participant get: same id and identity",
+             isinstance(bob, Participant) and bob.id == bob_pid
+             and identity_id(bob, "user") == BOB_ID.lower(), bob)
+        c.ok("group participant get: not muted yet",
+             isinstance(bob, Participant) and bob.is_muted is False, getattr(bob, "is_muted", None))
+    unknown_pid = str(uuid.uuid4())
+    await expect_odata_error(c, "group participant get unknown id",
+                             participants.by_participant_id(unknown_pid).get, 404)
+
+    # participants.invite.post(): Dave joins; the operation runs, then completes
+    headers = HeadersInspectionHandlerOption(inspect_request_headers=False)
+    config = RequestConfiguration(options=[headers])
+    op = await participants.invite.post(InvitePostRequestBody(
+        participants=[invitee(DAVE_ID, "Dave Interop")], client_context="interop-invite-1"),
+        request_configuration=config)
+    location = next(iter(headers.response_headers.get("location") or []), "")
+    print("invite: operation %r status %r Location %r" % (getattr(op, "id", None),
+          enum_value(getattr(op, "status", None)), location), flush=True)
+    if c.ok("group invite: the SDK returned an InviteParticipantsOperation",
+            isinstance(op, InviteParticipantsOperation), repr(op)):
+        c.ok("group invite: status Running", op.status == OperationStatus.Running,
+             enum_value(op.status))
+        c.ok("group invite: clientContext echoed", op.client_context == "interop-invite-1",
+             op.client_context)
+        c.ok("group invite: id is set", bool(op.id), op.id)
+        invited = [i for i in op.participants or [] if isinstance(i, InvitationParticipantInfo)]
+        c.ok("group invite: participants parsed as InvitationParticipantInfo (Dave)",
+             len(invited) == 1 and str(getattr(getattr(invited[0].identity, "user", None), "id",
+                                                "")).lower() == DAVE_ID.lower(),
+             op.participants)
+        c.ok("group invite: Location names the operation",
+             bool(op.id) and location.lower().endswith(
+                 ("/communications/calls/%s/operations/%s" % (call_id, op.id)).lower()),
+             location)
+        advance(c, server, "group invite")
+        op_url = "/communications/calls/%s/operations/%s" % (call_id, op.id)
+        end = time.time() + 5
+        while time.time() < end and not receiver.notes_on(op_url):
+            await asyncio.sleep(0.05)
+        done = [n for n in receiver.notes_on(op_url)
+                if str(n.get("changeType")).lower() == "deleted"]
+        status = str(((done or [{}])[-1].get("resourceData") or {}).get("status")).lower()
+        c.ok("group invite: deleted notification on the operation says completed",
+             status == "completed", receiver.notes_on(op_url))
+        roster = await eventually(participants.get, lambda r: len(roster_ids(r)) >= 4)
+        check_roster(c, "group participants.get after invite", roster, me,
+                     [BOB_ID.lower(), CAROL_ID.lower(), DAVE_ID.lower()])
+
+    # participants.by_participant_id(x).mute.post()
+    if bob_pid:
+        mute = await participants.by_participant_id(bob_pid).mute.post(
+            MutePostRequestBody(client_context="interop-mute-1"))
+        if c.ok("group mute: the SDK returned a MuteParticipantOperation",
+                isinstance(mute, MuteParticipantOperation), repr(mute)):
+            c.ok("group mute: status Completed", mute.status == OperationStatus.Completed,
+                 enum_value(mute.status))
+            c.ok("group mute: clientContext echoed", mute.client_context == "interop-mute-1",
+                 mute.client_context)
+        bob = await eventually(participants.by_participant_id(bob_pid).get,
+                               lambda p: getattr(p, "is_muted", None) is True)
+        c.ok("group mute: the participant reads isMuted true", getattr(bob, "is_muted", None),
+             getattr(bob, "is_muted", None))
+    await expect_odata_error(
+        c, "group mute unknown id",
+        lambda: participants.by_participant_id(unknown_pid).mute.post(
+            MutePostRequestBody(client_context="interop-mute-2")), 404)
+
+    # participants.by_participant_id(x).delete()
+    if carol_pid:
+        try:
+            await participants.by_participant_id(carol_pid).delete()
+            c.ok("group remove participant: no exception", True)
+        except Exception as e:  # noqa: BLE001
+            c.ok("group remove participant: no exception", False,
+                 "%s: %s" % (type(e).__name__, e))
+        roster = await eventually(participants.get,
+                                  lambda r: carol_pid not in roster_ids(r))
+        c.ok("group remove participant: no longer listed",
+             carol_pid not in roster_ids(roster) and bob_pid in roster_ids(roster),
+             roster_ids(roster))
+    await expect_odata_error(c, "group remove unknown id",
+                             participants.by_participant_id(unknown_pid).delete, 404)
+
+    # the bot leaves
+    try:
+        await client.communications.calls.by_call_id(call_id).delete()
+        c.ok("group delete: no exception", True)
+    except Exception as e:  # noqa: BLE001
+        c.ok("group delete: no exception", False, "%s: %s" % (type(e).__name__, e))
+
+
+async def meeting_join_checks(c, client, server, receiver):
+    """Joining a configured meeting by joinMeetingIdMeetingInfo; a wrong passcode and an unknown
+    meeting id are ODataErrors raised before any call exists."""
+    from msgraph.generated.models.call import Call
+    from msgraph.generated.models.call_state import CallState
+    from msgraph.generated.models.chat_info import ChatInfo
+    from msgraph.generated.models.join_meeting_id_meeting_info import JoinMeetingIdMeetingInfo
+    from msgraph.generated.models.modality import Modality
+    from msgraph.generated.models.service_hosted_media_config import ServiceHostedMediaConfig
+
+    def join(meeting_id, passcode):
+        # As the "join a meeting with joinMeetingId" example: no chatInfo, no targets.
+        return client.communications.calls.post(Call(
+            callback_uri=receiver.url + "/api/meeting",
+            requested_modalities=[Modality.Audio],
+            media_config=ServiceHostedMediaConfig(),
+            meeting_info=JoinMeetingIdMeetingInfo(join_meeting_id=meeting_id, passcode=passcode),
+            tenant_id=TENANT_ID,
+        ))
+
+    await expect_odata_error(c, "meeting join wrong passcode",
+                             lambda: join(MEETING_ID, "not-the-passcode"), 403)
+    await expect_odata_error(c, "meeting join unknown joinMeetingId",
+                             lambda: join("9999999999", MEETING_PASSCODE), 404)
+
+    call = await join(MEETING_ID, MEETING_PASSCODE)
+    if not c.ok("meeting join: the SDK returned a Call", isinstance(call, Call), repr(call)):
+        return
+    call_id, me = call.id, call.my_participant_id
+    print("joined meeting: call %s (state %s, myParticipantId %s, chatInfo %r)"
+          % (call_id, enum_value(call.state), me, call.chat_info), flush=True)
+    c.ok("meeting join: state is establishing", call.state == CallState.Establishing,
+         enum_value(call.state))
+    c.ok("meeting join: meetingInfo parsed as JoinMeetingIdMeetingInfo with our id",
+         isinstance(call.meeting_info, JoinMeetingIdMeetingInfo)
+         and call.meeting_info.join_meeting_id == MEETING_ID, call.meeting_info)
+    c.ok("meeting join: chatInfo parsed as ChatInfo with a threadId",
+         isinstance(call.chat_info, ChatInfo) and bool(call.chat_info.thread_id), call.chat_info)
+    if not (call_id and me):
+        return
+
+    advance(c, server, "meeting")
+    got = await client.communications.calls.by_call_id(call_id).get()
+    c.ok("meeting get: state is established",
+         got is not None and got.state == CallState.Established,
+         enum_value(got.state) if got is not None else None)
+    c.ok("meeting get: meetingInfo still a JoinMeetingIdMeetingInfo",
+         got is not None and isinstance(got.meeting_info, JoinMeetingIdMeetingInfo),
+         getattr(got, "meeting_info", None))
+
+    participants = client.communications.calls.by_call_id(call_id).participants
+    roster = await eventually(participants.get, lambda r: len(roster_ids(r)) >= 3)
+    check_roster(c, "meeting participants.get", roster, me, [ERIN_ID.lower(), FRANK_ID.lower()])
+
+    try:
+        await client.communications.calls.by_call_id(call_id).delete()
+        c.ok("meeting leave: no exception", True)
+    except Exception as e:  # noqa: BLE001
+        c.ok("meeting leave: no exception", False, "%s: %s" % (type(e).__name__, e))
+
+
+
+
 def main():
     c = Checks()
     exe = os.environ.get("SWITCHBOARD_BIN") or os.path.join(REPO, "target", "release",
@@ -495,7 +874,7 @@ def main():
     server = Server(exe, workdir, receiver.url + "/api/incoming")
     try:
         server.start()
-        asyncio.run(asyncio.wait_for(scenario(c, server, receiver), timeout=120))
+        asyncio.run(asyncio.wait_for(scenario(c, server, receiver), timeout=300))
     except Exception:  # noqa: BLE001
         c.ok("scenario ran to its end", False, traceback.format_exc()[-1500:])
     finally:
