@@ -828,3 +828,270 @@ pub fn identity_key(kind: PartyKind) -> &'static str {
         PartyKind::Phone => "phone",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Direction;
+    use chrono::Duration;
+    use proptest::prelude::*;
+
+    fn user(n: u8) -> Peer {
+        Peer {
+            id: format!("user-{n}"),
+            kind: PartyKind::User,
+        }
+    }
+
+    /// How a target responds: answers after s seconds, or fails with a reason after s.
+    type Plan = Result<i64, (i64, EndReason)>;
+
+    /// A bot's outgoing call ringing `targets` (user number, plan).
+    fn placed(kind: Kind, targets: &[(u8, Plan)]) -> (Scene, CallId) {
+        let now = chrono::Utc::now();
+        let cb = "https://bot.example/cb".to_string();
+        let call = Call::new(
+            "app",
+            "t",
+            Direction::Outgoing,
+            CallState::Establishing,
+            cb,
+            now,
+        );
+        let id = call.id;
+        let mut conv = Conversation::new(id, kind, now);
+        let bot = Leg::new(
+            call.my_participant_id,
+            Who::Bot { call_id: id },
+            LegState::Ringing,
+        );
+        conv.legs.push(bot);
+        for (n, plan) in targets {
+            let mut leg = Leg::new(Uuid::new_v4(), Who::Party(user(*n)), LegState::Ringing);
+            let deadline = now + Duration::seconds(60);
+            match plan {
+                Ok(s) => leg.start_ringing(Some(now + Duration::seconds(*s)), None, deadline),
+                Err((s, r)) => {
+                    leg.start_ringing(None, Some((now + Duration::seconds(*s), *r)), deadline)
+                }
+            }
+            conv.legs.push(leg);
+        }
+        (Scene::new(conv, vec![call]), id)
+    }
+
+    fn at(scene: &Scene, secs: i64) -> Timestamp {
+        scene.conversation.created_at + Duration::seconds(secs)
+    }
+
+    fn run(scene: &mut Scene, secs: i64) {
+        let now = at(scene, secs);
+        scene.run_due(now, &Rules::default());
+        scene.settle();
+    }
+
+    fn call(scene: &Scene, id: CallId) -> &Call {
+        scene.call(id).unwrap()
+    }
+
+    fn rosters(scene: &Scene) -> usize {
+        scene
+            .out
+            .iter()
+            .filter(|(_, e)| matches!(e, Emit::Roster))
+            .count()
+    }
+
+    fn hang_up(scene: &mut Scene, n: u8, secs: i64) {
+        let now = at(scene, secs);
+        scene.party_hangs_up(&party_key(&user(n).id), now, &Rules::default());
+        scene.settle();
+    }
+
+    #[test]
+    fn a_peer_to_peer_call_is_up_when_the_party_answers_and_ends_when_it_hangs_up() {
+        let (mut s, id) = placed(Kind::PeerToPeer, &[(1, Ok(2))]);
+        run(&mut s, 1);
+        assert_eq!(call(&s, id).state, CallState::Establishing);
+        run(&mut s, 2);
+        assert_eq!(call(&s, id).state, CallState::Established);
+        assert_eq!(rosters(&s), 0, "no roster for a peer-to-peer call");
+        hang_up(&mut s, 1, 10);
+        assert_eq!(call(&s, id).state, CallState::Terminated);
+        assert_eq!(call(&s, id).result, Some(EndReason::PEER_HANG_UP));
+        assert!(s.conversation.is_over());
+        assert_eq!(s.gone.len(), 1, "the party's view keeps its ended leg");
+    }
+
+    #[test]
+    fn a_group_call_nobody_joins_ends_with_5013_once_the_last_target_gives_up() {
+        let busy = Err((0, EndReason::BUSY));
+        let (mut s, id) = placed(
+            Kind::Group,
+            &[(1, busy), (2, Err((90, EndReason::DECLINED)))],
+        );
+        run(&mut s, 1);
+        assert!(call(&s, id).state.is_live(), "one target still rings");
+        run(&mut s, 60);
+        assert_eq!(call(&s, id).result, Some(EndReason::NOBODY_JOINED));
+        assert!(s.conversation.is_over());
+    }
+
+    #[test]
+    fn a_group_call_goes_on_while_anyone_else_is_in_it_then_ends_with_5002() {
+        let (mut s, id) = placed(Kind::Group, &[(1, Ok(1)), (2, Ok(3))]);
+        run(&mut s, 1);
+        assert_eq!(call(&s, id).state, CallState::Established);
+        run(&mut s, 3);
+        let before = rosters(&s);
+        hang_up(&mut s, 1, 5);
+        assert!(rosters(&s) > before, "the bot hears who left");
+        assert_eq!(call(&s, id).state, CallState::Established);
+        hang_up(&mut s, 2, 6);
+        assert_eq!(call(&s, id).result, Some(EndReason::EVERYONE_LEFT));
+    }
+
+    #[test]
+    fn the_bot_leaving_a_group_call_leaves_the_others_in_it() {
+        let (mut s, id) = placed(Kind::Group, &[(1, Ok(0)), (2, Ok(0))]);
+        run(&mut s, 0);
+        let now = at(&s, 1);
+        s.apply(id, Event::BotHungUp, now, &Rules::default())
+            .unwrap();
+        assert_eq!(call(&s, id).result, Some(EndReason::BOT_HANG_UP));
+        assert!(!s.conversation.is_over());
+        let connected = s
+            .conversation
+            .legs
+            .iter()
+            .filter(|l| l.state == LegState::Connected)
+            .count();
+        assert_eq!(connected, 2);
+    }
+
+    #[test]
+    fn removing_a_ringing_invitee_cancels_its_invite() {
+        let (mut s, id) = placed(Kind::Group, &[(1, Ok(0)), (2, Ok(0))]);
+        run(&mut s, 0);
+        let mut op = Operation::new("op".into(), OpKind::InviteParticipants, None);
+        op.status = OpStatus::Running;
+        s.call_mut(id).unwrap().operations.push(op);
+        let mut leg = Leg::new(Uuid::new_v4(), Who::Party(user(3)), LegState::Ringing);
+        leg.purpose = Purpose::Invite(Box::new(Invite {
+            call_id: id,
+            op_id: "op".into(),
+            replaces: None,
+        }));
+        leg.start_ringing(None, None, at(&s, 60));
+        s.conversation.legs.push(leg);
+        let i = s.conversation.legs.len() - 1;
+        s.change_leg(|c| c.remove(i), at(&s, 1), &Rules::default());
+        let done: Vec<_> = s
+            .out
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Emit::Operation(op) => Some((op.status, op.result)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(done, vec![(OpStatus::Failed, Some(results::CANCELLED))]);
+    }
+
+    #[test]
+    fn after_a_transfer_the_two_parties_talk_on_until_one_hangs_up() {
+        let (mut s, id) = placed(Kind::PeerToPeer, &[(1, Ok(0))]);
+        run(&mut s, 0);
+        let now = at(&s, 1);
+        let mut target = Leg::new(Uuid::new_v4(), Who::Party(user(2)), LegState::Ringing);
+        target.purpose = Purpose::Dial { call_id: id };
+        target.start_ringing(Some(at(&s, 3)), None, at(&s, 60));
+        s.conversation.legs.push(target);
+        s.apply(id, Event::TransferRequested, now, &Rules::default())
+            .unwrap();
+        run(&mut s, 3);
+        assert_eq!(call(&s, id).result, Some(EndReason::TRANSFERRED));
+        assert!(!s.conversation.is_over());
+        hang_up(&mut s, 2, 10);
+        assert!(s.conversation.is_over());
+        let results: Vec<_> = s.gone.iter().map(|l| l.result).collect();
+        assert_eq!(
+            results,
+            vec![Some(EndReason::PEER_HANG_UP), Some(EndReason::PEER_HANG_UP)]
+        );
+    }
+
+    /// Something that can happen in a conversation, for the property below.
+    #[derive(Clone, Debug)]
+    enum Step {
+        Clock(i64),
+        HangUp(u8),
+        Remove(usize),
+        BotHangsUp,
+        KeepAliveExpires,
+        Mute(usize),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (0i64..70).prop_map(Step::Clock),
+            (1u8..4).prop_map(Step::HangUp),
+            (0usize..5).prop_map(Step::Remove),
+            Just(Step::BotHangsUp),
+            Just(Step::KeepAliveExpires),
+            (0usize..5).prop_map(Step::Mute),
+        ]
+    }
+
+    fn plan() -> impl Strategy<Value = Plan> {
+        prop_oneof![
+            (0i64..80).prop_map(Ok),
+            (0i64..10).prop_map(|s| Err((s, EndReason::BUSY))),
+        ]
+    }
+
+    proptest! {
+        /// Whatever happens, the bot's call and its leg agree (live together, ended together),
+        /// a call ends at most once, and a conversation is over exactly when nobody is left.
+        #[test]
+        fn calls_and_legs_always_agree(
+            group in any::<bool>(),
+            plans in prop::collection::vec(plan(), 1..4),
+            steps in prop::collection::vec(step(), 0..25),
+        ) {
+            let kind = if group || plans.len() > 1 { Kind::Group } else { Kind::PeerToPeer };
+            let targets: Vec<_> = plans.into_iter().enumerate().map(|(i, p)| (i as u8 + 1, p)).collect();
+            let p2p = kind == Kind::PeerToPeer;
+            let (mut s, id) = placed(kind, &targets);
+            let rules = Rules::default();
+            let mut clock = 0;
+            for st in steps {
+                let now = at(&s, clock);
+                match st {
+                    Step::Clock(d) => { clock += d; run(&mut s, clock); }
+                    Step::HangUp(n) => hang_up(&mut s, n, clock),
+                    Step::Remove(i) if i < s.conversation.legs.len()
+                        && s.conversation.legs[i].is_live()
+                        && s.conversation.is_group() => {
+                        s.change_leg(|c| c.remove(i), now, &rules);
+                    }
+                    Step::Mute(i) if i < s.conversation.legs.len() && s.conversation.legs[i].is_live() => {
+                        s.change_leg(|c| c.set_muted(i, true), now, &rules);
+                    }
+                    Step::BotHangsUp => { let _ = s.apply(id, Event::BotHungUp, now, &rules); }
+                    Step::KeepAliveExpires => { let _ = s.apply(id, Event::KeepAliveExpired, now, &rules); }
+                    _ => {}
+                }
+                s.settle();
+                let c = call(&s, id);
+                let leg_live = s.conversation.legs.iter().any(|l| l.bot_call() == Some(id) && l.is_live());
+                prop_assert_eq!(c.state.is_live(), leg_live, "call {:?} vs its leg", c.state);
+                let ends = s.out.iter().filter(|(_, e)| matches!(e, Emit::State(n) if n.state == CallState::Terminated)).count();
+                prop_assert!(ends <= 1);
+                prop_assert_eq!(s.conversation.is_over(), !s.conversation.legs.iter().any(Leg::is_live));
+                if p2p && !c.state.is_live() {
+                    prop_assert!(s.conversation.is_over(), "a P2P call's party goes with the bot");
+                }
+            }
+        }
+    }
+}
