@@ -399,7 +399,7 @@ impl Engine {
             &call.my_participant_id.to_string(),
         );
         wire.insert("source".into(), source);
-        let mut st = self.state.lock().await;
+        let st = self.state.lock().await;
         let mut scene = match meeting {
             Some((join_id, passcode)) => {
                 let (conv, expected) = st.meetings.get(&join_id).cloned().ok_or_else(|| {
@@ -451,13 +451,14 @@ impl Engine {
             state: CallState::Establishing,
         };
         scene.emit(call.id, Emit::State(first));
-        self.insert(&mut st, app, scene).await.map(|_| call)
+        self.insert(st, app, scene).await.map(|_| call)
     }
 
     /// Stages a scene with a new call, if the app may have one more.
+    /// The lock is let go before waiting for the commit.
     async fn insert(
         &self,
-        st: &mut tokio::sync::MutexGuard<'_, State>,
+        mut st: tokio::sync::MutexGuard<'_, State>,
         app: &AppRef,
         scene: Scene,
     ) -> Result<(), EngineError> {
@@ -466,7 +467,8 @@ impl Engine {
             return Err(EngineError::TooManyCalls(app.max_concurrent_calls));
         }
         *st.live_per_app.entry(app.app_id.clone()).or_default() += 1;
-        let done = self.stage(st, vec![scene]);
+        let done = self.stage(&mut st, vec![scene]);
+        drop(st);
         committer::wait(done).await?;
         Ok(())
     }
@@ -532,8 +534,8 @@ impl Engine {
             state: CallState::Incoming,
         };
         scene.emit(call.id, Emit::State(first));
-        let mut st = self.state.lock().await;
-        self.insert(&mut st, app, scene).await.map(|_| call)
+        let st = self.state.lock().await;
+        self.insert(st, app, scene).await.map(|_| call)
     }
 
     /// The call, if it is live and `app_id` owns it.

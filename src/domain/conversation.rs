@@ -437,6 +437,11 @@ impl Conversation {
                 }
             }
         }
+        // The last one still ringing for a bot that everyone else had left did not come.
+        let gathered = self.anyone_joined || matches!(self.kind, Kind::Meeting { .. });
+        if self.is_group() && gathered {
+            out.extend(self.alone_bots());
+        }
         out
     }
 
@@ -908,6 +913,22 @@ mod tests {
         scene.settle();
     }
 
+    /// Invites user `n`, who rings and never answers; gives its leg.
+    fn invite_silent(s: &mut Scene, id: CallId, n: u8) -> usize {
+        let mut op = Operation::new("op".into(), OpKind::InviteParticipants, None);
+        op.status = OpStatus::Running;
+        s.call_mut(id).unwrap().operations.push(op);
+        let mut leg = Leg::new(Uuid::new_v4(), Who::Party(user(n)), LegState::Ringing);
+        leg.purpose = Purpose::Invite(Box::new(Invite {
+            call_id: id,
+            op_id: "op".into(),
+            replaces: None,
+        }));
+        leg.start_ringing(None, None, at(s, 60));
+        s.conversation.legs.push(leg);
+        s.conversation.legs.len() - 1
+    }
+
     #[test]
     fn a_peer_to_peer_call_is_up_when_the_party_answers_and_ends_when_it_hangs_up() {
         let (mut s, id) = placed(Kind::PeerToPeer, &[(1, Ok(2))]);
@@ -973,18 +994,7 @@ mod tests {
     fn removing_a_ringing_invitee_cancels_its_invite() {
         let (mut s, id) = placed(Kind::Group, &[(1, Ok(0)), (2, Ok(0))]);
         run(&mut s, 0);
-        let mut op = Operation::new("op".into(), OpKind::InviteParticipants, None);
-        op.status = OpStatus::Running;
-        s.call_mut(id).unwrap().operations.push(op);
-        let mut leg = Leg::new(Uuid::new_v4(), Who::Party(user(3)), LegState::Ringing);
-        leg.purpose = Purpose::Invite(Box::new(Invite {
-            call_id: id,
-            op_id: "op".into(),
-            replaces: None,
-        }));
-        leg.start_ringing(None, None, at(&s, 60));
-        s.conversation.legs.push(leg);
-        let i = s.conversation.legs.len() - 1;
+        let i = invite_silent(&mut s, id, 3);
         s.change_leg(|c| c.remove(i), at(&s, 1), &Rules::default());
         let done: Vec<_> = s
             .out
@@ -995,6 +1005,22 @@ mod tests {
             })
             .collect();
         assert_eq!(done, vec![(OpStatus::Failed, Some(results::CANCELLED))]);
+    }
+
+    #[test]
+    fn a_bot_left_alone_with_an_invitee_ringing_ends_with_5002_when_it_does_not_come() {
+        let (mut s, id) = placed(Kind::Group, &[(1, Ok(0)), (2, Ok(0))]);
+        run(&mut s, 0);
+        invite_silent(&mut s, id, 3);
+        hang_up(&mut s, 1, 5);
+        hang_up(&mut s, 2, 6);
+        assert_eq!(
+            call(&s, id).state,
+            CallState::Established,
+            "the invitee may still come"
+        );
+        run(&mut s, 60);
+        assert_eq!(call(&s, id).result, Some(EndReason::EVERYONE_LEFT));
     }
 
     #[test]
