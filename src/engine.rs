@@ -1390,7 +1390,11 @@ impl Engine {
         } else {
             let mut conversation = conversation;
             conversation.compact();
-            change.put_conversations.push(conversation.clone());
+            // Most changes (operations, keep-alives) leave the conversation as it was.
+            let stored = st.conversations.get(&id);
+            if stored.is_none_or(|c| **c != conversation) {
+                change.put_conversations.push(conversation.clone());
+            }
             conversation.scheduled = st.conversations.get(&id).and_then(|c| c.scheduled);
             st.conversations.insert(id, Box::new(conversation));
             st.schedule(id, due);

@@ -55,17 +55,28 @@ pub enum Who {
     Party(Peer),
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 /// Why a leg was rung.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Purpose {
     /// In the conversation from its start: the bot, a target of the call, the caller, a meeting's
     /// member.
+    #[default]
     Member,
     /// Rung by an invite (boxed: few legs are).
     Invite(Box<Invite>),
     /// Rung to take over this call (transfer or redirect).
     Dial { call_id: CallId },
+}
+
+impl Purpose {
+    fn is_member(&self) -> bool {
+        *self == Purpose::Member
+    }
 }
 
 /// The invite a leg was rung by: the operation finishes when every invitee has answered or
@@ -87,16 +98,22 @@ pub struct Leg {
     pub id: Uuid,
     pub who: Who,
     pub state: LegState,
+    // Stored rows leave out what is at its default: a change writes less.
+    #[serde(default, skip_serializing_if = "Purpose::is_member")]
     pub purpose: Purpose,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<EndReason>,
+    #[serde(default, skip_serializing_if = "is_false")]
     pub muted: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
     pub on_hold: bool,
     /// The roster sequence number at which this entry last changed.
     pub roster_sequence: i64,
     /// DTMF keys bots sent to this party.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub tones_received: String,
     /// While it is being rung (boxed: most legs are not, and a server holds many).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ring: Option<Box<Ring>>,
 }
 

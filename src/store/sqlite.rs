@@ -52,7 +52,7 @@ pub const MIGRATIONS: &[&str] = &[
     "CREATE TABLE conversations (
          id TEXT PRIMARY KEY,
          body TEXT NOT NULL
-     );",
+     ) WITHOUT ROWID;",
 ];
 
 pub struct SqliteStore {
@@ -202,7 +202,11 @@ impl Store for SqliteStore {
             for body in rows {
                 let body = body.map_err(backend)?;
                 let call: Call = serde_json::from_str(&body)
-                    .map_err(|e| StoreError::Corrupt(format!("call row: {e}")))?;
+                    .map_err(|e| {
+                        StoreError::Corrupt(format!(
+                            "call row: {e} (calls left live by a Switchboard from before conversations were stored cannot be read back; end them with that version, or remove the database)"
+                        ))
+                    })?;
                 calls.push(call);
             }
             let mut conversations = vec![];
