@@ -100,14 +100,12 @@ fn sample_call(
     let mut conversation = Conversation::new(call.id, Kind::PeerToPeer, now);
     let bot = Who::Bot { call_id: call.id };
     let me = call.my_participant_id;
-    conversation
-        .legs
-        .push(Leg::new(me, bot, LegState::Connected));
+    conversation.add(Leg::new(me, bot, LegState::Connected));
     let alice = Peer {
         id: "5e9f0000-0000-4000-8000-000000000001".into(),
         kind: PartyKind::User,
     };
-    conversation.legs.push(Leg::new(
+    conversation.add(Leg::new(
         uuid::Uuid::new_v4(),
         Who::Party(alice),
         LegState::Connected,

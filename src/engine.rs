@@ -276,7 +276,7 @@ impl Engine {
                             id: p.clone(),
                             kind: info.as_ref().map_or(PartyKind::User, |i| i.kind),
                         };
-                        c.legs.push(Leg::new(
+                        c.add(Leg::new(
                             Uuid::new_v4(),
                             Who::Party(peer),
                             LegState::Connected,
@@ -418,7 +418,7 @@ impl Engine {
                 call.timers.answer_at = Some(now);
                 let thread = scene.conversation.thread_id();
                 wire.insert("chatInfo".into(), chat_info(wire.get("chatInfo"), &thread));
-                scene.conversation.legs.push(Self::bot_leg(&call));
+                scene.conversation.add(Self::bot_leg(&call));
                 scene.calls.push(call.clone());
                 scene
             }
@@ -433,10 +433,10 @@ impl Engine {
                     let thread = conv.thread_id();
                     wire.insert("chatInfo".into(), chat_info(wire.get("chatInfo"), &thread));
                 }
-                conv.legs.push(Self::bot_leg(&call));
+                conv.add(Self::bot_leg(&call));
                 for t in &targets {
                     let leg = self.ring(t, Purpose::Member, now, self.rules.ringing_timeout);
-                    conv.legs.push(leg);
+                    conv.add(leg);
                 }
                 Scene::new(conv, vec![call.clone()])
             }
@@ -525,7 +525,7 @@ impl Engine {
         );
         call.wire = Wire::from_map(wire);
         let mut conv = Conversation::new(call.id, Kind::PeerToPeer, now);
-        conv.legs.push(Self::bot_leg(&call));
+        conv.add(Self::bot_leg(&call));
         conv.legs
             .push(Leg::new(caller_pid, Who::Party(party), LegState::Ringing));
         let mut scene = Scene::new(conv, vec![call.clone()]);
@@ -671,7 +671,7 @@ impl Engine {
             |s, now| {
                 for t in &targets {
                     let leg = self.ring(t, Purpose::Dial { call_id: id }, now, timeout);
-                    s.conversation.legs.push(leg);
+                    s.conversation.add(leg);
                 }
             },
         )
@@ -692,7 +692,7 @@ impl Engine {
                 now,
                 r.ringing_timeout,
             );
-            s.conversation.legs.push(leg);
+            s.conversation.add(leg);
             s.apply(id, Event::TransferRequested, now, r)
                 .map_err(transition_error)
         })
@@ -926,6 +926,7 @@ impl Engine {
                     call_id: id,
                     op_id: op.id.clone(),
                     replaces: if k == 0 { inv.replaces } else { None },
+                    outcome: None,
                 }));
                 let mut leg = self.ring(&inv.peer, purpose, now, self.rules.ringing_timeout);
                 if k == 0 && inv.replaces.is_some() {
@@ -941,7 +942,7 @@ impl Engine {
                 if let Some(p) = participants.get_mut(k) {
                     p["participantId"] = json!(leg.id.to_string());
                 }
-                s.conversation.legs.push(leg);
+                s.conversation.add(leg);
             }
             op.participants = Some(Value::Array(participants).to_string());
             if let Some(c) = s.call_mut(id) {
@@ -1053,7 +1054,7 @@ impl Engine {
         ctx: Option<String>,
         start: bool,
     ) -> Result<Operation, EngineError> {
-        self.participant(app_id, id, participant_id, |s, i, now, _| {
+        self.participant(app_id, id, participant_id, |s, i, now, r| {
             let kind = if start {
                 OpKind::StartHoldMusic
             } else {
@@ -1078,7 +1079,7 @@ impl Engine {
                 }
                 _ => {}
             }
-            s.conversation.legs[i].on_hold = start;
+            s.change_leg(|c| c.set_on_hold(i, start), now, r);
             let mut op = Operation::new(new_guid(), kind, ctx);
             op.status = OpStatus::Running;
             op.result = Some(results::COMPLETED);
@@ -1321,9 +1322,15 @@ impl Engine {
             self.stage_scene(st, scene, now, &mut change);
             // Invitees that moved over from a peer-to-peer call: that call ends.
             for old in replaced {
+                let end = Event::Failed(EndReason::BOT_HANG_UP);
+                // Its scene may be waiting in this batch: change that one, not a stale copy.
+                if let Some(s) = queue.iter_mut().find(|s| s.call(old).is_some()) {
+                    let _ = s.apply(old, end, now, &self.rules);
+                    continue;
+                }
                 let conv = st.calls.get(&old).map(|c| c.conversation);
                 if let Some(mut s) = conv.and_then(|c| st.scene(c)) {
-                    let _ = s.apply(old, Event::Failed(EndReason::BOT_HANG_UP), now, &self.rules);
+                    let _ = s.apply(old, end, now, &self.rules);
                     queue.push_back(s);
                 }
             }

@@ -498,10 +498,10 @@ impl Call {
     pub fn app_display_name(&self) -> Option<String> {
         let wire = self.wire.to_map();
         let me = match self.direction {
-            Direction::Outgoing => &wire["source"],
-            Direction::Incoming => &wire["targets"][0],
-        };
-        me["identity"]["application"]["displayName"]
+            Direction::Outgoing => wire.get("source"),
+            Direction::Incoming => wire.get("targets").and_then(|t| t.get(0)),
+        }?;
+        me.pointer("/identity/application/displayName")?
             .as_str()
             .map(str::to_string)
     }

@@ -88,6 +88,9 @@ pub struct Invite {
     pub op_id: String,
     /// A peer-to-peer call of the invitee that ends once it joins.
     pub replaces: Option<CallId>,
+    /// How this invitee's ringing ended: it joined, or the reason it did not.
+    #[serde(default)]
+    pub outcome: Option<Result<(), EndReason>>,
 }
 
 /// One participant.
@@ -109,6 +112,9 @@ pub struct Leg {
     pub on_hold: bool,
     /// The roster sequence number at which this entry last changed.
     pub roster_sequence: i64,
+    /// Its media source id: the order in which it came into the conversation.
+    #[serde(default)]
+    pub source: u32,
     /// DTMF keys bots sent to this party.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub tones_received: String,
@@ -149,6 +155,7 @@ impl Leg {
             muted: false,
             on_hold: false,
             roster_sequence: 0,
+            source: 0,
             tones_received: String::new(),
             ring: None,
         }
@@ -235,6 +242,9 @@ pub struct Conversation {
     /// Some party has joined (a group call with nobody joined ends with 5013).
     pub anyone_joined: bool,
     pub roster_sequence: i64,
+    /// Legs ever added (numbers their media sources).
+    #[serde(default)]
+    pub legs_added: u32,
     /// When the engine has this conversation's next timer scheduled (not stored).
     #[serde(skip)]
     pub scheduled: Option<Timestamp>,
@@ -249,6 +259,7 @@ impl Conversation {
             legs: vec![],
             anyone_joined: false,
             roster_sequence: 0,
+            legs_added: 0,
             scheduled: None,
         }
     }
@@ -257,8 +268,30 @@ impl Conversation {
         !matches!(self.kind, Kind::PeerToPeer)
     }
 
-    /// Frees spare room (a server holds many conversations).
+    /// Adds a leg; gives its index.
+    pub fn add(&mut self, mut leg: Leg) -> usize {
+        self.legs_added += 1;
+        leg.source = self.legs_added;
+        self.legs.push(leg);
+        self.legs.len() - 1
+    }
+
+    /// Drops legs that are gone and no longer needed (those of an invite still ringing for
+    /// others are), and frees spare room: a server holds many conversations, and a meeting
+    /// lives as long as the server.
     pub fn compact(&mut self) {
+        let pending: Vec<String> = self
+            .legs
+            .iter()
+            .filter(|l| l.state == LegState::Ringing)
+            .filter_map(|l| match &l.purpose {
+                Purpose::Invite(i) => Some(i.op_id.clone()),
+                _ => None,
+            })
+            .collect();
+        self.legs.retain(|l| {
+            l.is_live() || matches!(&l.purpose, Purpose::Invite(i) if pending.contains(&i.op_id))
+        });
         self.legs.shrink_to_fit();
     }
 
@@ -391,6 +424,9 @@ impl Conversation {
             }
             Purpose::Invite(inv) => {
                 self.anyone_joined = true;
+                if let Purpose::Invite(mine) = &mut self.legs[i].purpose {
+                    mine.outcome = Some(Ok(()));
+                }
                 out.extend(inv.replaces.map(Effect::Replaced));
                 out.extend(self.invite_outcome(inv.call_id, &inv.op_id));
             }
@@ -444,7 +480,12 @@ impl Conversation {
                     _ => {}
                 }
             }
-            Purpose::Invite(inv) => out.extend(self.invite_outcome(inv.call_id, &inv.op_id)),
+            Purpose::Invite(inv) => {
+                if let Purpose::Invite(mine) = &mut self.legs[i].purpose {
+                    mine.outcome = Some(Err(reason));
+                }
+                out.extend(self.invite_outcome(inv.call_id, &inv.op_id))
+            }
             Purpose::Dial { call_id } => {
                 let others_ring = self.legs.iter().any(|l| {
                     l.state == LegState::Ringing && l.purpose == (Purpose::Dial { call_id })
@@ -455,47 +496,60 @@ impl Conversation {
             }
         }
         // The last one still ringing for a bot that everyone else had left did not come.
-        let gathered = self.anyone_joined || matches!(self.kind, Kind::Meeting { .. });
-        if self.is_group() && gathered {
+        if self.is_group() {
             out.extend(self.alone_bots());
+            out.extend(self.wind_down());
         }
         out
     }
 
-    /// The invite's outcome once none of its invitees rings any more.
+    /// The invite's outcome once none of its invitees rings any more: joined, or the first
+    /// reason one did not (the bot removing a ringing invitee cancels the invite).
     fn invite_outcome(&self, call_id: CallId, op_id: &str) -> Option<Effect> {
-        let mine = |l: &&Leg| matches!(&l.purpose, Purpose::Invite(i) if i.op_id == op_id);
-        if self
-            .legs
-            .iter()
-            .filter(mine)
-            .any(|l| l.state == LegState::Ringing)
-        {
-            return None;
+        let mut outcome = Ok(());
+        for l in &self.legs {
+            let Purpose::Invite(inv) = &l.purpose else {
+                continue;
+            };
+            if inv.op_id != op_id {
+                continue;
+            }
+            match inv.outcome? {
+                Err(r) if outcome.is_ok() => {
+                    outcome = Err(if r == EndReason::REMOVED {
+                        results::CANCELLED
+                    } else {
+                        r
+                    })
+                }
+                _ => {}
+            }
         }
-        let failure = self
-            .legs
-            .iter()
-            .filter(mine)
-            .find(|l| {
-                l.state == LegState::Gone && l.result.is_some_and(|r| r != EndReason::REMOVED)
-            })
-            .and_then(|l| l.result);
-        let cancelled = self
-            .legs
-            .iter()
-            .filter(mine)
-            .any(|l| l.result == Some(EndReason::REMOVED));
-        let outcome = match (failure, cancelled) {
-            (Some(r), _) => Err(r),
-            (None, true) => Err(results::CANCELLED),
-            (None, false) => Ok(()),
-        };
         Some(Effect::InviteDone {
             call_id,
             op_id: op_id.to_string(),
             outcome,
         })
+    }
+
+    /// A group call with no bot left: those still ringing stop, and a party left alone ends.
+    fn wind_down(&mut self) -> Vec<Effect> {
+        if self.kind != Kind::Group || self.bot_calls().next().is_some() {
+            return vec![];
+        }
+        let mut out = vec![];
+        for j in 0..self.legs.len() {
+            if self.legs[j].state == LegState::Ringing {
+                out.extend(self.gone(j, EndReason::BOT_HANG_UP));
+            }
+        }
+        let connected: Vec<usize> = (0..self.legs.len())
+            .filter(|&j| self.legs[j].state == LegState::Connected)
+            .collect();
+        if connected.len() == 1 {
+            out.extend(self.gone(connected[0], EndReason::EVERYONE_LEFT));
+        }
+        out
     }
 
     /// A party hangs up: `result` is what its own leg ends with.
@@ -522,6 +576,7 @@ impl Conversation {
             _ => {
                 out.push(Effect::Roster);
                 out.extend(self.alone_bots());
+                out.extend(self.wind_down());
             }
         }
         out
@@ -553,6 +608,7 @@ impl Conversation {
         let mut out = self.gone(i, EndReason::REMOVED);
         out.push(Effect::Roster);
         out.extend(self.alone_bots());
+        out.extend(self.wind_down());
         out
     }
 
@@ -611,9 +667,17 @@ impl Conversation {
             _ => {
                 out.push(Effect::Roster);
                 out.extend(self.alone_bots());
+                out.extend(self.wind_down());
             }
         }
         out
+    }
+
+    /// Hold music starts or stops for a participant (its stream turns receive-only).
+    pub fn set_on_hold(&mut self, i: usize, on_hold: bool) -> Vec<Effect> {
+        self.legs[i].on_hold = on_hold;
+        self.touch(i);
+        vec![Effect::Roster]
     }
 }
 
@@ -887,7 +951,7 @@ mod tests {
             Who::Bot { call_id: id },
             LegState::Ringing,
         );
-        conv.legs.push(bot);
+        conv.add(bot);
         for (n, plan) in targets {
             let mut leg = Leg::new(Uuid::new_v4(), Who::Party(user(*n)), LegState::Ringing);
             let deadline = now + Duration::seconds(60);
@@ -897,7 +961,7 @@ mod tests {
                     leg.start_ringing(None, Some((now + Duration::seconds(*s), *r)), deadline)
                 }
             }
-            conv.legs.push(leg);
+            conv.add(leg);
         }
         (Scene::new(conv, vec![call]), id)
     }
@@ -940,10 +1004,10 @@ mod tests {
             call_id: id,
             op_id: "op".into(),
             replaces: None,
+            outcome: None,
         }));
         leg.start_ringing(None, None, at(s, 60));
-        s.conversation.legs.push(leg);
-        s.conversation.legs.len() - 1
+        s.conversation.add(leg)
     }
 
     #[test]
@@ -1013,15 +1077,10 @@ mod tests {
         run(&mut s, 0);
         let i = invite_silent(&mut s, id, 3);
         s.change_leg(|c| c.remove(i), at(&s, 1), &Rules::default());
-        let done: Vec<_> = s
-            .out
-            .iter()
-            .filter_map(|(_, e)| match e {
-                Emit::Operation(op) => Some((op.status, op.result)),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(done, vec![(OpStatus::Failed, Some(results::CANCELLED))]);
+        assert_eq!(
+            finished_invites(&s),
+            vec![(OpStatus::Failed, Some(results::CANCELLED))]
+        );
     }
 
     #[test]
@@ -1040,6 +1099,57 @@ mod tests {
         assert_eq!(call(&s, id).result, Some(EndReason::EVERYONE_LEFT));
     }
 
+    fn finished_invites(s: &Scene) -> Vec<(OpStatus, Option<EndReason>)> {
+        s.out
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Emit::Operation(op) => Some((op.status, op.result)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_invite_whose_invitees_all_joined_completes_even_if_one_has_left_since() {
+        let (mut s, id) = placed(Kind::Group, &[(1, Ok(0))]);
+        run(&mut s, 0);
+        let first = invite_silent(&mut s, id, 2);
+        let second = invite_silent(&mut s, id, 3);
+        let rules = Rules::default();
+        s.change_leg(|c| c.connect(first), at(&s, 1), &rules);
+        hang_up(&mut s, 2, 2);
+        assert!(finished_invites(&s).is_empty(), "one invitee still rings");
+        s.change_leg(|c| c.connect(second), at(&s, 3), &rules);
+        assert_eq!(
+            finished_invites(&s),
+            vec![(OpStatus::Completed, Some(results::COMPLETED))]
+        );
+        s.conversation.compact();
+        assert_eq!(s.conversation.legs.len(), 3, "gone legs are dropped");
+    }
+
+    #[test]
+    fn a_group_call_the_bot_left_stops_ringing_and_ends_a_party_left_alone() {
+        let (mut s, id) = placed(Kind::Group, &[(1, Ok(0)), (2, Ok(0)), (3, Ok(30))]);
+        run(&mut s, 0);
+        s.apply(id, Event::BotHungUp, at(&s, 1), &Rules::default())
+            .unwrap();
+        let ringing = s
+            .gone
+            .iter()
+            .filter(|l| l.party() == Some(&user(3)))
+            .count();
+        assert_eq!(ringing, 1, "the target still ringing is stopped");
+        hang_up(&mut s, 1, 2);
+        assert!(
+            s.conversation.is_over(),
+            "the last party is not left alone in it"
+        );
+        let last = s.gone.last().unwrap();
+        assert_eq!(last.party(), Some(&user(2)));
+        assert_eq!(last.result, Some(EndReason::EVERYONE_LEFT));
+    }
+
     #[test]
     fn after_a_transfer_the_two_parties_talk_on_until_one_hangs_up() {
         let (mut s, id) = placed(Kind::PeerToPeer, &[(1, Ok(0))]);
@@ -1048,7 +1158,7 @@ mod tests {
         let mut target = Leg::new(Uuid::new_v4(), Who::Party(user(2)), LegState::Ringing);
         target.purpose = Purpose::Dial { call_id: id };
         target.start_ringing(Some(at(&s, 3)), None, at(&s, 60));
-        s.conversation.legs.push(target);
+        s.conversation.add(target);
         s.apply(id, Event::TransferRequested, now, &Rules::default())
             .unwrap();
         run(&mut s, 3);

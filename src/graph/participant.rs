@@ -8,9 +8,8 @@ use crate::domain::conversation::{Conversation, Leg, LegState, Who, identity_key
 /// Who a leg is on a roster: its identity's id and display name (a bot's are its app's).
 pub type Names<'a> = &'a dyn Fn(&Who) -> (String, Option<String>);
 
-/// One participant as Graph writes it. `index` is its place in the conversation (a stable
-/// media source id).
-pub fn render(leg: &Leg, index: usize, names: Names) -> Value {
+/// One participant as Graph writes it.
+pub fn render(leg: &Leg, names: Names) -> Value {
     let key = match &leg.who {
         Who::Bot { .. } => "application",
         Who::Party(p) => identity_key(p.kind),
@@ -36,7 +35,7 @@ pub fn render(leg: &Leg, index: usize, names: Names) -> Value {
             "@odata.type": odata_type("mediaStream"),
             "mediaType": "audio",
             "label": "main-audio",
-            "sourceId": (index + 1).to_string(),
+            "sourceId": leg.source.to_string(),
             "direction": if leg.on_hold { "receiveOnly" } else { "sendReceive" },
             "serverMuted": leg.muted,
         }],
@@ -55,9 +54,8 @@ pub fn roster(conversation: &Conversation, names: Names) -> Vec<Value> {
     conversation
         .legs
         .iter()
-        .enumerate()
-        .filter(|(_, l)| l.state == LegState::Connected)
-        .map(|(i, l)| render(l, i, names))
+        .filter(|l| l.state == LegState::Connected)
+        .map(|l| render(l, names))
         .collect()
 }
 
@@ -74,13 +72,12 @@ mod tests {
         let bot = Who::Bot {
             call_id: CallId::new(),
         };
-        c.legs
-            .push(Leg::new(Uuid::new_v4(), bot, LegState::Connected));
+        c.add(Leg::new(Uuid::new_v4(), bot, LegState::Connected));
         let phone = Peer {
             id: "+15550100".into(),
             kind: PartyKind::Phone,
         };
-        c.legs.push(Leg::new(
+        c.add(Leg::new(
             Uuid::new_v4(),
             Who::Party(phone),
             LegState::Connected,
@@ -89,7 +86,7 @@ mod tests {
             id: "u".into(),
             kind: PartyKind::User,
         };
-        c.legs.push(Leg::new(
+        c.add(Leg::new(
             Uuid::new_v4(),
             Who::Party(ringing),
             LegState::Ringing,
@@ -108,5 +105,6 @@ mod tests {
         assert_eq!(r[1]["info"]["identity"]["phone"]["id"], "+15550100");
         assert_eq!(r[1]["id"], r[1]["info"]["participantId"]);
         assert_eq!(r[1]["isInLobby"], false);
+        assert_eq!(r[1]["mediaStreams"][0]["sourceId"], "2");
     }
 }

@@ -72,7 +72,7 @@ pub async fn get(
     let found = state
         .engine
         .with_conversation(&app.app_id, cid, |_, c, apps| {
-            c.leg(participant_id).map(|i| render(&c.legs[i], i, apps))
+            c.leg(participant_id).map(|i| render(&c.legs[i], apps))
         })
         .await?;
     let mut body = found.ok_or_else(|| ApiError::not_found("Participant not found."))?;
