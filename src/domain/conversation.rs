@@ -111,7 +111,7 @@ pub struct Leg {
     #[serde(default, skip_serializing_if = "is_false")]
     pub on_hold: bool,
     /// The roster sequence number at which this entry last changed.
-    pub roster_sequence: i64,
+    pub roster_sequence: u32,
     /// Its media source id: the order in which it came into the conversation.
     #[serde(default)]
     pub source: u32,
@@ -241,7 +241,7 @@ pub struct Conversation {
     pub legs: Vec<Leg>,
     /// Some party has joined (a group call with nobody joined ends with 5013).
     pub anyone_joined: bool,
-    pub roster_sequence: i64,
+    pub roster_sequence: u32,
     /// Legs ever added (numbers their media sources).
     #[serde(default)]
     pub legs_added: u32,
