@@ -296,6 +296,11 @@ impl Settings {
                 display_name: Some("Switchboard development bot".into()),
             }],
             parties: dev_parties(),
+            meetings: vec![MeetingConfig {
+                join_meeting_id: DEV_MEETING_ID.into(),
+                passcode: Some(DEV_MEETING_PASSCODE.into()),
+                parties: vec![DEV_ALICE.into(), DEV_BOB.into()],
+            }],
             ..Settings::default()
         };
         s.apply_env();
@@ -331,6 +336,12 @@ impl Settings {
     }
 }
 
+/// The development meeting, with Alice and Bob in it.
+pub const DEV_MEETING_ID: &str = "1234567890";
+pub const DEV_MEETING_PASSCODE: &str = "switchboard";
+const DEV_ALICE: &str = "5b0d0000-0000-4000-8000-00000000a11c";
+const DEV_BOB: &str = "5b0d0000-0000-4000-8000-000000000b0b";
+
 /// One party per behaviour, with ids that are easy to type.
 fn dev_parties() -> Vec<PartyConfig> {
     use crate::domain::PartyKind::{Phone, User};
@@ -344,20 +355,8 @@ fn dev_parties() -> Vec<PartyConfig> {
         record_wav: None,
     };
     vec![
-        p(
-            "5b0d0000-0000-4000-8000-00000000a11c",
-            User,
-            "Alice",
-            Behavior::Answer,
-            Some(1000),
-        ),
-        p(
-            "5b0d0000-0000-4000-8000-000000000b0b",
-            User,
-            "Bob",
-            Behavior::Answer,
-            Some(3000),
-        ),
+        p(DEV_ALICE, User, "Alice", Behavior::Answer, Some(1000)),
+        p(DEV_BOB, User, "Bob", Behavior::Answer, Some(3000)),
         p(
             "5b0d0000-0000-4000-8000-00000000ca01",
             User,

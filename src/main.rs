@@ -109,6 +109,14 @@ fn print_development_setup(s: &Settings) {
             p.display_name.as_deref().unwrap_or("")
         );
     }
+    for m in &s.meetings {
+        println!(
+            "  meeting:    joinMeetingId {}, passcode {}, with {}",
+            m.join_meeting_id,
+            m.passcode.as_deref().unwrap_or("(none)"),
+            m.parties.join(", ")
+        );
+    }
 }
 
 async fn serve(
