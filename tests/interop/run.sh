@@ -27,7 +27,9 @@ fi
 
 if [ -z "${SWITCHBOARD_BIN:-}" ]; then
     (cd "$REPO" && cargo build --release)
-    SWITCHBOARD_BIN="$REPO/target/release/switchboard"
+    TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
+    case "$TARGET" in /*) ;; *) TARGET="$REPO/$TARGET" ;; esac
+    SWITCHBOARD_BIN="$TARGET/release/switchboard"
 fi
 export SWITCHBOARD_BIN
 
