@@ -89,11 +89,7 @@ async fn run(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Job>) {
             None => {
                 let mut merged = Change::default();
                 for j in &mut jobs {
-                    let c = std::mem::take(&mut j.change);
-                    merged.put_calls.extend(c.put_calls);
-                    merged.remove_calls.extend(c.remove_calls);
-                    merged.enqueue.extend(c.enqueue);
-                    merged.attempts.extend(c.attempts);
+                    merged.absorb(std::mem::take(&mut j.change));
                 }
                 store.commit(merged).await
             }

@@ -101,6 +101,26 @@ pub struct Change {
 }
 
 impl Change {
+    /// Appends `later` to this change, to commit both in one transaction (puts are applied
+    /// before removals, and an id is never removed and then put again).
+    pub fn absorb(&mut self, later: Change) {
+        // Destructured so that a new field cannot be forgotten here.
+        let Change {
+            put_calls,
+            remove_calls,
+            put_conversations,
+            remove_conversations,
+            enqueue,
+            attempts,
+        } = later;
+        self.put_calls.extend(put_calls);
+        self.remove_calls.extend(remove_calls);
+        self.put_conversations.extend(put_conversations);
+        self.remove_conversations.extend(remove_conversations);
+        self.enqueue.extend(enqueue);
+        self.attempts.extend(attempts);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.put_calls.is_empty()
             && self.remove_calls.is_empty()

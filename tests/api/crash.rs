@@ -198,6 +198,16 @@ async fn nothing_is_lost_when_the_server_is_killed_with_notifications_queued() {
         (g.status, g.body["state"].as_str()),
         (200, Some("established"))
     );
+    // A live call read back is a working call: the bot can still hang it up.
+    let path = format!("/v1.0/communications/calls/{}", ids[4]);
+    assert_eq!(srv.send("DELETE", &path, &token, None).await.status, 204);
+    for _ in 0..50 {
+        if receiver.end_reason(&ids[4]).is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(receiver.end_reason(&ids[4]), Some((200, 5001)));
 }
 
 #[tokio::test]
@@ -340,4 +350,92 @@ async fn the_token_command_prints_a_token_the_server_accepts_and_rotation_keeps_
     let old_kid = jsonwebtoken::decode_header(token).unwrap().kid;
     let new_kid = jsonwebtoken::decode_header(&fresh).unwrap().kid;
     assert_ne!(old_kid, new_kid);
+}
+
+#[tokio::test]
+async fn a_group_call_and_a_meeting_carry_on_after_the_server_is_killed() {
+    let dir = TempDir::new();
+    let receiver = Receiver::start().await;
+    let callback = receiver.url_for("/api/calls");
+    let srv = Server::start(&dir.0, "127.0.0.1:0", "server.log");
+    let token = srv.token().await;
+    let mut group = p2p(&callback);
+    group["targets"] = json!([
+        {"identity": {"user": {"id": ALICE}}},
+        {"identity": {"user": {"id": BOB}}},
+    ]);
+    let r = srv
+        .send("POST", "/v1.0/communications/calls", &token, Some(group))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let group_id = r.body["id"].as_str().unwrap().to_string();
+    let mut join = p2p(&callback);
+    join.as_object_mut().unwrap().remove("targets");
+    join["meetingInfo"] = json!({
+        "@odata.type": "#microsoft.graph.joinMeetingIdMeetingInfo",
+        "joinMeetingId": MEETING, "passcode": MEETING_PASSCODE,
+    });
+    let r = srv
+        .send("POST", "/v1.0/communications/calls", &token, Some(join))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let meeting_call = r.body["id"].as_str().unwrap().to_string();
+    srv.advance(1.0).await;
+    let srv_port = srv.port();
+    drop(srv); // SIGKILL
+
+    let srv = Server::start(&dir.0, &format!("127.0.0.1:{srv_port}"), "server.log");
+    let token = srv.token().await;
+    let meeting = srv
+        .send(
+            "GET",
+            &format!("/_switchboard/v1/meetings/{MEETING}"),
+            ADMIN,
+            None,
+        )
+        .await;
+    let kinds: Vec<&str> = meeting.body["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["user", "user", "bot"], "{}", meeting.text);
+    let listed = srv
+        .send(
+            "GET",
+            &format!("/v1.0/communications/calls/{group_id}/participants"),
+            &token,
+            None,
+        )
+        .await;
+    assert_eq!(listed.body["value"].as_array().map(Vec::len), Some(3));
+    for party in [BOB, ALICE] {
+        let r = srv
+            .send(
+                "POST",
+                &format!("/_switchboard/v1/parties/{party}/hangup"),
+                ADMIN,
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    srv.advance(1.0).await;
+    for _ in 0..50 {
+        if receiver.end_reason(&group_id).is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(receiver.end_reason(&group_id), Some((200, 5002)));
+    let still = srv
+        .send(
+            "GET",
+            &format!("/v1.0/communications/calls/{meeting_call}"),
+            &token,
+            None,
+        )
+        .await;
+    assert_eq!(still.body["state"], "established", "{}", still.text);
 }
