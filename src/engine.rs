@@ -419,7 +419,6 @@ impl Engine {
                 let thread = scene.conversation.thread_id();
                 wire.insert("chatInfo".into(), chat_info(wire.get("chatInfo"), &thread));
                 scene.conversation.add(Self::bot_leg(&call));
-                scene.calls.push(call.clone());
                 scene
             }
             None => {
@@ -438,14 +437,11 @@ impl Engine {
                     let leg = self.ring(t, Purpose::Member, now, self.rules.ringing_timeout);
                     conv.add(leg);
                 }
-                Scene::new(conv, vec![call.clone()])
+                Scene::new(conv, vec![])
             }
         };
-        let wire = Wire::from_map(wire);
-        if let Some(c) = scene.call_mut(call.id) {
-            c.wire = wire.clone();
-        }
-        call.wire = wire;
+        call.wire = Wire::from_map(wire);
+        scene.calls.push(call.clone());
         let first = Notice {
             change: ChangeType::Updated,
             state: CallState::Establishing,
@@ -934,7 +930,7 @@ impl Engine {
                     leg.start_ringing(Some(now), None, now + self.rules.ringing_timeout);
                 }
                 if let Some(pid) = inv.participant_id {
-                    if s.conversation.leg(&pid.to_string()).is_some() {
+                    if s.conversation.position(pid).is_some() {
                         return Err(not_allowed(format!("The participant id {pid} is taken.")));
                     }
                     leg.id = pid;
@@ -1274,20 +1270,19 @@ impl Engine {
         id: CallId,
         f: impl FnOnce(&mut Scene, Timestamp, &Rules) -> Result<T, EngineError>,
     ) -> Result<(Call, T), EngineError> {
-        let mut st = self.state.lock().await;
+        let st = self.state.lock().await;
         let conv = st
             .calls
             .get(&id)
             .filter(|c| owner.is_none_or(|o| *c.app_id == *o) && c.state.is_live())
             .map(|c| c.conversation)
             .ok_or(EngineError::NotFound)?;
-        let mut scene = st.scene(conv).ok_or(EngineError::NotFound)?;
-        let out = f(&mut scene, self.clock.now(), &self.rules)?;
-        let call = scene.call(id).cloned().ok_or(EngineError::NotFound)?;
-        let done = self.stage(&mut st, vec![scene]);
-        drop(st);
-        committer::wait(done).await?;
-        Ok((call, out))
+        self.change_scene(st, conv, |s, now, r| {
+            let out = f(s, now, r)?;
+            let call = s.call(id).cloned().ok_or(EngineError::NotFound)?;
+            Ok((call, out))
+        })
+        .await
     }
 
     /// Changes a conversation and commits it.
@@ -1296,7 +1291,18 @@ impl Engine {
         conv: CallId,
         f: impl FnOnce(&mut Scene, Timestamp, &Rules) -> Result<T, EngineError>,
     ) -> Result<T, EngineError> {
-        let mut st = self.state.lock().await;
+        let st = self.state.lock().await;
+        self.change_scene(st, conv, f).await
+    }
+
+    /// Loads a conversation's scene, lets `f` change it and stages it; the lock is let go
+    /// before waiting for the commit. On error nothing changes.
+    async fn change_scene<T>(
+        &self,
+        mut st: tokio::sync::MutexGuard<'_, State>,
+        conv: CallId,
+        f: impl FnOnce(&mut Scene, Timestamp, &Rules) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
         let mut scene = st.scene(conv).ok_or(EngineError::NotFound)?;
         let out = f(&mut scene, self.clock.now(), &self.rules)?;
         let done = self.stage(&mut st, vec![scene]);

@@ -313,10 +313,14 @@ impl Conversation {
         )
     }
 
+    /// The live leg with this participant id, given as text (any case, with or without hyphens).
     pub fn leg(&self, participant_id: &str) -> Option<usize> {
-        self.legs
-            .iter()
-            .position(|l| l.is_live() && Uuid::parse_str(participant_id.trim()) == Ok(l.id))
+        self.position(Uuid::parse_str(participant_id.trim()).ok()?)
+    }
+
+    /// The live leg with this participant id.
+    pub fn position(&self, id: Uuid) -> Option<usize> {
+        self.legs.iter().position(|l| l.is_live() && l.id == id)
     }
 
     pub fn bot_leg(&self, call: CallId) -> Option<usize> {
@@ -326,8 +330,7 @@ impl Conversation {
     }
 
     /// The live legs of this party.
-    pub fn party_legs(&self, key: &str) -> impl Iterator<Item = usize> + '_ {
-        let key = key.to_string();
+    pub fn party_legs<'a>(&'a self, key: &'a str) -> impl Iterator<Item = usize> + 'a {
         self.legs.iter().enumerate().filter_map(move |(i, l)| {
             (l.is_live() && l.party().is_some_and(|p| party_key(&p.id) == key)).then_some(i)
         })

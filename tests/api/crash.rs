@@ -201,12 +201,9 @@ async fn nothing_is_lost_when_the_server_is_killed_with_notifications_queued() {
     // A live call read back is a working call: the bot can still hang it up.
     let path = format!("/v1.0/communications/calls/{}", ids[4]);
     assert_eq!(srv.send("DELETE", &path, &token, None).await.status, 204);
-    for _ in 0..50 {
-        if receiver.end_reason(&ids[4]).is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    receiver
+        .wait_for(&ids[4], |s| has(s, "deleted", "terminated"))
+        .await;
     assert_eq!(receiver.end_reason(&ids[4]), Some((200, 5001)));
 }
 
@@ -422,12 +419,9 @@ async fn a_group_call_and_a_meeting_carry_on_after_the_server_is_killed() {
         assert_eq!(r.status, 200, "{}", r.text);
     }
     srv.advance(1.0).await;
-    for _ in 0..50 {
-        if receiver.end_reason(&group_id).is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    receiver
+        .wait_for(&group_id, |s| has(s, "deleted", "terminated"))
+        .await;
     assert_eq!(receiver.end_reason(&group_id), Some((200, 5002)));
     let still = srv
         .send(
