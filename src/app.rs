@@ -40,12 +40,13 @@ pub struct Application {
     state: Arc<AppState>,
     engine: Arc<Engine>,
     delivery: Arc<Delivery>,
+    store: Arc<dyn crate::store::Store>,
     key_dir: Option<PathBuf>,
 }
 
 impl Application {
     pub async fn build(settings: Settings, opts: &ServeOptions) -> anyhow::Result<Self> {
-        let opened = crate::store::open(&opts.store, settings.store.durability)?;
+        let opened = crate::store::open(&opts.store, settings.store)?;
         let listener = TcpListener::bind(&opts.listen)
             .await
             .with_context(|| format!("cannot listen on {}", opts.listen))?;
@@ -75,7 +76,7 @@ impl Application {
             .build()
             .context("building the HTTP client")?;
         let signer = Signer::new(keys.clone(), settings.notifications.clone());
-        let committer = Committer::start(opened.store.clone());
+        let committer = Committer::start(opened.store.clone(), Arc::default());
         let delivery = Arc::new(Delivery::new(
             committer.clone(),
             clock.clone(),
@@ -101,6 +102,7 @@ impl Application {
                 delivery: delivery.clone(),
                 public_url: public_url.clone(),
                 meetings: settings.meetings.clone(),
+                retention: settings.retention,
             },
         ));
         let validator =
@@ -119,6 +121,7 @@ impl Application {
             state,
             engine,
             delivery,
+            store: opened.store,
             key_dir: opened.data_dir,
         })
     }
@@ -138,6 +141,8 @@ impl Application {
         let workers = CancellationToken::new();
         let timers = tokio::spawn(self.engine.clone().run_timers(workers.clone()));
         let delivery = tokio::spawn(self.delivery.clone().run(workers.clone()));
+        let watch = tokio::spawn(self.engine.clone().watch_store(workers.clone()));
+        let retention = tokio::spawn(self.engine.clone().run_retention(workers.clone()));
         if let Some(dir) = self.key_dir.clone() {
             tokio::spawn(watch_keys(dir, self.state.keys.clone(), workers.clone()));
         }
@@ -188,6 +193,11 @@ impl Application {
         workers.cancel();
         let _ = timers.await;
         let _ = delivery.await;
+        let _ = watch.await;
+        let _ = retention.await;
+        // The last attempts recorded are committed before the store closes.
+        self.engine.flush().await;
+        self.store.close().await;
         Ok(())
     }
 }

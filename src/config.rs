@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::fabric::Behavior;
-use crate::store::Durability;
+use crate::store::{Retention, StoreSettings};
 
 /// A secret string: compared in constant time, never printed.
 #[derive(Clone, Default, Deserialize, PartialEq, Eq)]
@@ -54,6 +54,7 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub callbacks: CallbackPolicy,
     pub store: StoreSettings,
+    pub retention: Retention,
     pub media: MediaSettings,
 }
 
@@ -181,6 +182,11 @@ pub struct DeliverySettings {
     pub timeout_ms: u64,
     /// Notifications POSTed at the same time, across calls.
     pub concurrency: usize,
+    /// Of those, at most this many for one app...
+    pub per_app_concurrency: usize,
+    /// ...and this many to one receiver of an app (its callback URLs' scheme, host and port),
+    /// so that a slow or dead receiver holds up only its own notifications.
+    pub per_receiver_concurrency: usize,
 }
 
 impl Default for DeliverySettings {
@@ -191,7 +197,9 @@ impl Default for DeliverySettings {
             initial_backoff_ms: 1000,
             max_backoff_secs: 300,
             timeout_ms: 10_000,
-            concurrency: 64,
+            concurrency: 256,
+            per_app_concurrency: 64,
+            per_receiver_concurrency: 32,
         }
     }
 }
@@ -245,12 +253,6 @@ pub struct CallbackPolicy {
     pub strict: bool,
     /// With `strict`, also refuse loopback, private and link-local addresses.
     pub forbid_private: bool,
-}
-
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StoreSettings {
-    pub durability: Durability,
 }
 
 /// The development app used when no `--config` is given.

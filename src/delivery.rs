@@ -1,7 +1,10 @@
 //! The delivery worker: POSTs notifications from the durable outbox to each call's callback URL.
 //!
 //! Per call, notifications go out strictly in order: the next waits until the one before it was
-//! delivered or marked dead. Across calls, up to `concurrency` POSTs run at once. A failed attempt
+//! delivered or marked dead. Across calls, up to `concurrency` POSTs run at once, and each
+//! receiver (an app's callback scheme, host and port: a *lane*) and each app get only a share of
+//! them (`per_receiver_concurrency`, `per_app_concurrency`), so one slow or dead receiver holds up
+//! only its own app's notifications to it, never another bot's. A failed attempt
 //! (connection error, timeout, non-2xx) is retried with exponential backoff and jitter on the call
 //! clock, honouring `Retry-After`; after `max_attempts` or `max_age` the notification is marked
 //! dead and stays visible in the deliveries log. Every attempt is committed to the store.
@@ -64,22 +67,212 @@ impl Signer {
     }
 }
 
-#[derive(Default)]
+/// A receiver of one app: deliveries to it share its slots.
+type LaneId = u64;
+
+struct Lane {
+    app: Arc<str>,
+    /// Its key in [`Queues::lane_ids`].
+    receiver: String,
+    /// Heads of this lane's calls that wait for their time or a slot, by (due, seq).
+    ready: BTreeSet<(Timestamp, i64, CallId)>,
+    in_flight: usize,
+    /// This lane's entry in [`Queues::open`], if it has one.
+    open_at: Option<(Timestamp, i64)>,
+}
+
+/// How many POSTs may run at once, in all, per app, and per lane.
+#[derive(Clone, Copy)]
+struct Shares {
+    app: usize,
+    lane: usize,
+}
+
 struct Queues {
     per_call: HashMap<CallId, VecDeque<OutboxItem>>,
-    /// Heads of queues that wait for their time, by (due, seq).
-    ready: BTreeSet<(Timestamp, i64, CallId)>,
-    busy: HashSet<CallId>,
+    lanes: HashMap<LaneId, Lane>,
+    lane_ids: HashMap<(Arc<str>, String), LaneId>,
+    next_lane: LaneId,
+    /// Per app: POSTs in flight, and its lanes.
+    apps: HashMap<Arc<str>, (usize, HashSet<LaneId>)>,
+    /// The earliest head of every lane that may start a POST now (below its and its app's share).
+    open: BTreeSet<(Timestamp, i64, LaneId)>,
+    /// Calls with a POST in flight, and the lane it counts against.
+    busy: HashMap<CallId, LaneId>,
+    /// The highest sequence number ever queued (they arrive in commit order, ascending).
+    max_seq: i64,
+    shares: Shares,
+}
+
+/// The receiver a callback URL names: scheme, host and port.
+fn receiver(uri: &str) -> String {
+    match url::Url::parse(uri) {
+        Ok(u) => format!(
+            "{}://{}:{}",
+            u.scheme(),
+            u.host_str().unwrap_or_default(),
+            u.port_or_known_default().unwrap_or(0)
+        ),
+        Err(_) => uri.to_string(),
+    }
 }
 
 impl Queues {
-    fn push(&mut self, item: OutboxItem) {
-        let q = self.per_call.entry(item.call_id).or_default();
-        q.push_back(item);
-        if q.len() == 1 && !self.busy.contains(&q[0].call_id) {
-            let h = &q[0];
-            self.ready.insert((h.next_attempt_at, h.seq, h.call_id));
+    fn new(shares: Shares) -> Self {
+        Queues {
+            per_call: HashMap::new(),
+            lanes: HashMap::new(),
+            lane_ids: HashMap::new(),
+            next_lane: 0,
+            apps: HashMap::new(),
+            open: BTreeSet::new(),
+            busy: HashMap::new(),
+            max_seq: 0,
+            shares,
         }
+    }
+
+    fn push(&mut self, item: OutboxItem) {
+        self.max_seq = self.max_seq.max(item.seq);
+        let call = item.call_id;
+        let q = self.per_call.entry(call).or_default();
+        q.push_back(item);
+        if q.len() == 1 && !self.busy.contains_key(&call) {
+            self.make_ready(call);
+        }
+    }
+
+    fn lane_of(&mut self, item: &OutboxItem) -> LaneId {
+        let key = (
+            Arc::<str>::from(item.app_id.as_str()),
+            receiver(&item.callback_uri),
+        );
+        if let Some(id) = self.lane_ids.get(&key) {
+            return *id;
+        }
+        let id = self.next_lane;
+        self.next_lane += 1;
+        self.apps.entry(key.0.clone()).or_default().1.insert(id);
+        self.lanes.insert(
+            id,
+            Lane {
+                app: key.0.clone(),
+                receiver: key.1.clone(),
+                ready: BTreeSet::new(),
+                in_flight: 0,
+                open_at: None,
+            },
+        );
+        self.lane_ids.insert(key, id);
+        id
+    }
+
+    /// Puts a call's head into its lane, to go out when due and a slot is free.
+    fn make_ready(&mut self, call: CallId) {
+        let Some(head) = self.per_call.get(&call).and_then(|q| q.front()).cloned() else {
+            self.per_call.remove(&call);
+            return;
+        };
+        let lane = self.lane_of(&head);
+        if let Some(l) = self.lanes.get_mut(&lane) {
+            l.ready.insert((head.next_attempt_at, head.seq, call));
+        }
+        self.refresh(lane);
+    }
+
+    /// Puts a lane into `open` (or takes it out) as its head and its shares say.
+    fn refresh(&mut self, id: LaneId) {
+        let Some(lane) = self.lanes.get_mut(&id) else {
+            return;
+        };
+        if let Some((t, seq)) = lane.open_at.take() {
+            self.open.remove(&(t, seq, id));
+        }
+        let app_busy = self.apps.get(&lane.app).map_or(0, |a| a.0);
+        if lane.in_flight < self.shares.lane
+            && app_busy < self.shares.app
+            && let Some(&(t, seq, _)) = lane.ready.first()
+        {
+            lane.open_at = Some((t, seq));
+            self.open.insert((t, seq, id));
+        } else if lane.ready.is_empty() && lane.in_flight == 0 {
+            // Forget lanes with nothing to do: callback URLs are the clients' to choose.
+            let app = lane.app.clone();
+            let receiver = std::mem::take(&mut lane.receiver);
+            self.lanes.remove(&id);
+            self.lane_ids.remove(&(app.clone(), receiver));
+            if let Some(a) = self.apps.get_mut(&app) {
+                a.1.remove(&id);
+                if a.1.is_empty() && a.0 == 0 {
+                    self.apps.remove(&app);
+                }
+            }
+        }
+    }
+
+    /// Refreshes every lane of an app (its share filled up or freed).
+    fn refresh_app(&mut self, app: &Arc<str>) {
+        let lanes: Vec<LaneId> = self
+            .apps
+            .get(app)
+            .map(|a| a.1.iter().copied().collect())
+            .unwrap_or_default();
+        for l in lanes {
+            self.refresh(l);
+        }
+    }
+
+    /// Takes the earliest due head that may go now, and counts it in flight.
+    fn take(&mut self, now: Timestamp) -> Option<CallId> {
+        let &(due, _, id) = self.open.first()?;
+        if due > now {
+            return None;
+        }
+        let lane = self.lanes.get_mut(&id)?;
+        let (_, _, call) = lane.ready.pop_first()?;
+        lane.in_flight += 1;
+        let app = lane.app.clone();
+        let app_busy = {
+            let a = self.apps.entry(app.clone()).or_default();
+            a.0 += 1;
+            a.0
+        };
+        self.busy.insert(call, id);
+        if app_busy >= self.shares.app {
+            self.refresh_app(&app);
+        } else {
+            self.refresh(id);
+        }
+        Some(call)
+    }
+
+    /// A call's POST is over: its slot is free again.
+    fn release(&mut self, call: CallId) {
+        let Some(id) = self.busy.remove(&call) else {
+            return;
+        };
+        let Some(lane) = self.lanes.get_mut(&id) else {
+            return;
+        };
+        lane.in_flight -= 1;
+        let app = lane.app.clone();
+        let was_full = match self.apps.get_mut(&app) {
+            Some(a) => {
+                a.0 -= 1;
+                a.0 + 1 >= self.shares.app
+            }
+            None => false,
+        };
+        if was_full {
+            self.refresh_app(&app);
+        } else {
+            self.refresh(id);
+        }
+    }
+
+    /// When the next head in an open lane falls due.
+    fn next_due(&self) -> Option<Timestamp> {
+        self.open.first().map(|(t, _, _)| *t)
     }
 }
 
@@ -107,8 +300,12 @@ impl Delivery {
         http: reqwest::Client,
         policy: DeliverySettings,
     ) -> Self {
+        let shares = Shares {
+            app: policy.per_app_concurrency.max(1),
+            lane: policy.per_receiver_concurrency.max(1),
+        };
         Delivery {
-            queues: Mutex::new(Queues::default()),
+            queues: Mutex::new(Queues::new(shares)),
             wake: Notify::new(),
             committer,
             clock,
@@ -128,22 +325,32 @@ impl Delivery {
         self.wake.notify_one();
     }
 
-    /// Takes the calls whose head is due now, up to `room`, marking them busy. For each, the head
-    /// and, on a first attempt, the notifications right behind it that are due too and go to the
-    /// same URL: they go out in one POST (`commsNotifications` is a collection for that).
+    /// Queues the pending notifications among `items` that were never queued (after a reload:
+    /// a commit reported as failed may have happened after all).
+    pub fn enqueue_missing(&self, items: Vec<OutboxItem>) {
+        let max = self.queues.lock().expect("queues lock").max_seq;
+        let missing: Vec<OutboxItem> = items.into_iter().filter(|i| i.seq > max).collect();
+        if !missing.is_empty() {
+            tracing::warn!(
+                "{} committed notifications had not been queued; queued now",
+                missing.len()
+            );
+            self.enqueue(missing);
+        }
+    }
+
+    /// Takes the calls whose head is due now and whose lane has a free slot, up to `room`,
+    /// marking them busy. For each, the head and, on a first attempt, the notifications right
+    /// behind it that are due too and go to the same URL: they go out in one POST
+    /// (`commsNotifications` is a collection for that).
     fn take_due(&self, room: usize) -> (Vec<Vec<OutboxItem>>, Option<Timestamp>) {
         let now = self.clock.now();
         let mut q = self.queues.lock().expect("queues lock");
         let mut out = vec![];
         while out.len() < room {
-            let Some(&(due, seq, call)) = q.ready.first() else {
+            let Some(call) = q.take(now) else {
                 break;
             };
-            if due > now {
-                break;
-            }
-            q.ready.remove(&(due, seq, call));
-            q.busy.insert(call);
             if let Some(queue) = q.per_call.get(&call)
                 && let Some(head) = queue.front()
             {
@@ -166,8 +373,7 @@ impl Delivery {
                 out.push(batch);
             }
         }
-        let next = q.ready.first().map(|(t, _, _)| *t);
-        (out, next)
+        (out, q.next_due())
     }
 
     /// Delivers until `stop` is cancelled, then lets in-flight POSTs finish (up to 5 s).
@@ -235,9 +441,7 @@ impl Delivery {
                     .headers()
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|s| s.trim().parse::<f64>().ok())
-                    .filter(|s| s.is_finite() && *s >= 0.0)
-                    .map(Duration::from_secs_f64);
+                    .and_then(|v| retry_after(v, std::time::SystemTime::now()));
                 Response::Status(resp.status().as_u16(), retry_after)
             }
             Err(e) => Response::Error(describe(&e)),
@@ -287,7 +491,6 @@ impl Delivery {
         }
         let call_id = batch[0].call_id;
         let mut q = self.queues.lock().expect("queues lock");
-        q.busy.remove(&call_id);
         if let Some(queue) = q.per_call.get_mut(&call_id) {
             // The batch is the front of the queue, in order. A younger notification never dies
             // before an older one, so what stays pending is a tail of the batch.
@@ -306,16 +509,15 @@ impl Delivery {
                     }
                 }
             }
-            match queue.front() {
-                Some(h) => {
-                    let key = (h.next_attempt_at, h.seq, h.call_id);
-                    q.ready.insert(key);
-                }
-                None => {
-                    q.per_call.remove(&call_id);
-                }
+            if queue.is_empty() {
+                q.per_call.remove(&call_id);
+            } else {
+                q.make_ready(call_id);
             }
         }
+        // Freed after the call's next head is in its lane, so the lane is not forgotten and
+        // made again in between.
+        q.release(call_id);
         drop(q);
         // Recorded in the background, in order: the call's next notification need not wait for
         // it. If the process dies before it commits, the notification is sent again at restart
@@ -370,6 +572,16 @@ fn merged_body(batch: &[OutboxItem]) -> String {
         parts.extend(inner);
     }
     format!("{ENVELOPE_HEAD}{}{ENVELOPE_TAIL}", parts.join(","))
+}
+
+/// Reads `Retry-After`: delay-seconds, or an HTTP date (a date in the past means now).
+fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or_default())
 }
 
 /// A short description of why a POST failed, without URLs' secrets or tokens.

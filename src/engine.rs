@@ -6,6 +6,10 @@
 //! answer goes out; one lock orders every change, so the store, memory and the outbox always
 //! agree. Every change loads a [`Scene`] (a conversation with its bots' calls), lets the domain
 //! change it, and stages the result.
+//!
+//! When a commit fails, memory may be ahead of the store: [`Engine::watch_store`] then reloads it
+//! from the store (reads wait for that; changes answer "unavailable" until the store writes
+//! again), probes the store, and resumes by itself once a write succeeds.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -31,7 +35,7 @@ use crate::graph::odata_type;
 use crate::graph::participant::Names;
 use crate::store::committer::{self, Committer};
 use crate::store::{
-    Change, DeliveryRecord, DeliveryStatus, OutboxItem, Snapshot, Store, StoreError,
+    Change, DeliveryLog, DeliveryStatus, Health, OutboxItem, Retention, Snapshot, Store, StoreError,
 };
 use uuid::Uuid;
 
@@ -55,6 +59,9 @@ pub enum EngineError {
     TooManyCalls(usize),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The store cannot take changes now (or memory is being reloaded from it).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// The app a request acts for, as far as the engine cares.
@@ -130,6 +137,9 @@ pub struct Engine {
     state: Mutex<State>,
     store: Arc<dyn Store>,
     committer: Committer,
+    health: Arc<Health>,
+    retention: Retention,
+    meetings: Vec<MeetingConfig>,
     clock: Clock,
     fabric: Arc<dyn Fabric>,
     rules: Rules,
@@ -219,6 +229,8 @@ pub struct Parts {
     pub public_url: String,
     /// The meetings bots can join.
     pub meetings: Vec<MeetingConfig>,
+    /// What is kept of ended calls' deliveries logs.
+    pub retention: Retention,
 }
 
 impl Engine {
@@ -233,73 +245,16 @@ impl Engine {
             delivery,
             public_url,
             meetings,
+            retention,
         } = parts;
-        let mut state = State {
-            calls: HashMap::new(),
-            conversations: HashMap::new(),
-            meetings: HashMap::new(),
-            timers: BTreeSet::new(),
-            live_per_app: HashMap::new(),
-            names: HashSet::new(),
-            ended: VecDeque::new(),
-            recordings: HashMap::new(),
-            recording_order: VecDeque::new(),
-            next_seq: snapshot.next_seq,
-        };
-        for call in &snapshot.calls {
-            *state
-                .live_per_app
-                .entry(call.app_id.to_string())
-                .or_default() += 1;
-            let mut call = call.clone();
-            state.share_names(&mut call);
-            state.calls.insert(call.id, Box::new(call));
-        }
-        for c in &snapshot.conversations {
-            state.conversations.insert(c.id, Box::new(c.clone()));
-        }
-        let now = clock.now();
-        for m in meetings {
-            let stored = state.conversations.values().find(
-                |c| matches!(&c.kind, Kind::Meeting { join_meeting_id } if *join_meeting_id == m.join_meeting_id),
-            );
-            let id = match stored {
-                Some(c) => c.id,
-                None => {
-                    let kind = Kind::Meeting {
-                        join_meeting_id: m.join_meeting_id.clone(),
-                    };
-                    let mut c = Conversation::new(CallId::new(), kind, now);
-                    for p in &m.parties {
-                        let info = fabric.party(p);
-                        let peer = Peer {
-                            id: p.clone(),
-                            kind: info.as_ref().map_or(PartyKind::User, |i| i.kind),
-                        };
-                        c.add(Leg::new(
-                            Uuid::new_v4(),
-                            Who::Party(peer),
-                            LegState::Connected,
-                        ));
-                    }
-                    let id = c.id;
-                    state.conversations.insert(id, Box::new(c));
-                    id
-                }
-            };
-            state
-                .meetings
-                .insert(m.join_meeting_id.clone(), (id, m.passcode.clone()));
-        }
-        let ids: Vec<CallId> = state.conversations.keys().copied().collect();
-        for id in ids {
-            let due = state.scene(id).and_then(|s| s.next_due());
-            state.schedule(id, due);
-        }
+        let state = State::build(snapshot, &meetings, fabric.as_ref(), clock.now());
         Engine {
             state: Mutex::new(state),
             store,
+            health: committer.health().clone(),
             committer,
+            retention,
+            meetings,
             clock,
             fabric,
             rules,
@@ -307,6 +262,40 @@ impl Engine {
             public_url,
             timers_changed: Notify::new(),
         }
+    }
+
+    /// Whether the store can write now.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// The state, to read: refused while memory may be ahead of the store.
+    async fn read_state(&self) -> Result<tokio::sync::MutexGuard<'_, State>, EngineError> {
+        let st = self.state.lock().await;
+        if !self.health.readable() {
+            return Err(self.unavailable());
+        }
+        Ok(st)
+    }
+
+    /// The state, to change: refused while the store cannot write.
+    async fn write_state(&self) -> Result<tokio::sync::MutexGuard<'_, State>, EngineError> {
+        let st = self.state.lock().await;
+        if !self.health.writable() {
+            return Err(self.unavailable());
+        }
+        Ok(st)
+    }
+
+    fn unavailable(&self) -> EngineError {
+        let why = self
+            .health
+            .failure()
+            .map(|f| f.error)
+            .unwrap_or_else(|| "the store failed".into());
+        EngineError::Unavailable(format!(
+            "The service cannot store changes right now ({why}); retry later."
+        ))
     }
 
     pub fn clock(&self) -> &Clock {
@@ -399,7 +388,7 @@ impl Engine {
             &call.my_participant_id.to_string(),
         );
         wire.insert("source".into(), source);
-        let st = self.state.lock().await;
+        let st = self.write_state().await?;
         let mut scene = match meeting {
             Some((join_id, passcode)) => {
                 let (conv, expected) = st.meetings.get(&join_id).cloned().ok_or_else(|| {
@@ -530,7 +519,7 @@ impl Engine {
             state: CallState::Incoming,
         };
         scene.emit(call.id, Emit::State(first));
-        let st = self.state.lock().await;
+        let st = self.write_state().await?;
         self.insert(st, app, scene).await.map(|_| call)
     }
 
@@ -859,7 +848,7 @@ impl Engine {
         id: CallId,
         read: impl FnOnce(&Call, &Conversation, Names) -> T,
     ) -> Result<T, EngineError> {
-        let st = self.state.lock().await;
+        let st = self.read_state().await?;
         let call = st
             .calls
             .get(&id)
@@ -1096,7 +1085,7 @@ impl Engine {
     ) -> Result<Vec<CallId>, EngineError> {
         let key = party_key(party_id);
         let mut heard = vec![];
-        for conv in self.conversations_of(&key).await {
+        for conv in self.conversations_of(&key).await? {
             let keys = keys.to_string();
             let key = key.clone();
             let calls = self
@@ -1138,7 +1127,7 @@ impl Engine {
     pub async fn party_hang_up(&self, party_id: &str) -> Result<Vec<CallId>, EngineError> {
         let key = party_key(party_id);
         let mut ended = vec![];
-        for conv in self.conversations_of(&key).await {
+        for conv in self.conversations_of(&key).await? {
             let key = key.clone();
             let calls = self
                 .update_conversation(conv, move |s, now, r| {
@@ -1156,8 +1145,8 @@ impl Engine {
     }
 
     /// The live conversations a party is in, oldest first.
-    async fn conversations_of(&self, key: &str) -> Vec<CallId> {
-        let st = self.state.lock().await;
+    async fn conversations_of(&self, key: &str) -> Result<Vec<CallId>, EngineError> {
+        let st = self.read_state().await?;
         let mut found: Vec<(Timestamp, CallId)> = st
             .conversations
             .values()
@@ -1165,13 +1154,13 @@ impl Engine {
             .map(|c| (c.created_at, c.id))
             .collect();
         found.sort();
-        found.into_iter().map(|(_, id)| id).collect()
+        Ok(found.into_iter().map(|(_, id)| id).collect())
     }
 
     /// The calls a party is or was in: ended ones first, then live ones.
-    pub async fn party_legs(&self, party_id: &str) -> Vec<PartyLeg> {
+    pub async fn party_legs(&self, party_id: &str) -> Result<Vec<PartyLeg>, EngineError> {
         let key = party_key(party_id);
-        let st = self.state.lock().await;
+        let st = self.read_state().await?;
         let mut out: Vec<PartyLeg> = st
             .ended
             .iter()
@@ -1186,14 +1175,19 @@ impl Engine {
         }
         live.sort_by_key(|(t, _)| *t);
         out.extend(live.into_iter().map(|(_, l)| l));
-        out
+        Ok(out)
     }
 
     /// Who is in a meeting now, if there is such a meeting.
-    pub async fn meeting(&self, join_meeting_id: &str) -> Option<MeetingView> {
-        let st = self.state.lock().await;
-        let (id, _) = st.meetings.get(join_meeting_id)?;
-        let c = st.conversations.get(id)?;
+    pub async fn meeting(&self, join_meeting_id: &str) -> Result<Option<MeetingView>, EngineError> {
+        let st = self.read_state().await?;
+        let Some(c) = st
+            .meetings
+            .get(join_meeting_id)
+            .and_then(|(id, _)| st.conversations.get(id))
+        else {
+            return Ok(None);
+        };
         let participants = c
             .legs
             .iter()
@@ -1210,10 +1204,10 @@ impl Engine {
                 ),
             })
             .collect();
-        Some(MeetingView {
+        Ok(Some(MeetingView {
             active: c.is_active(),
             participants,
-        })
+        }))
     }
 
     /// A leg's identity on a roster: a party's id and configured name, or a bot's app id and
@@ -1240,10 +1234,11 @@ impl Engine {
         self.state.lock().await.recordings.get(op_id).cloned()
     }
 
-    /// Every notification of a call with its delivery attempts, ended calls included.
-    pub async fn deliveries(&self, id: CallId) -> Result<Vec<DeliveryRecord>, EngineError> {
-        // Everything submitted before this point is committed once this empty change is.
-        committer::wait(self.committer.submit(Change::default(), None)).await?;
+    /// Every notification of a call with its delivery attempts, ended calls included (as long
+    /// as the retention policy keeps them).
+    pub async fn deliveries(&self, id: CallId) -> Result<DeliveryLog, EngineError> {
+        // Everything submitted before this point is committed (or refused) after the barrier.
+        self.committer.barrier().await;
         Ok(self.store.deliveries(id).await?)
     }
 
@@ -1254,7 +1249,7 @@ impl Engine {
         id: CallId,
         read: impl FnOnce(&Call) -> T,
     ) -> Result<T, EngineError> {
-        let st = self.state.lock().await;
+        let st = self.read_state().await?;
         st.calls
             .get(&id)
             .filter(|c| *c.app_id == *app_id)
@@ -1270,7 +1265,7 @@ impl Engine {
         id: CallId,
         f: impl FnOnce(&mut Scene, Timestamp, &Rules) -> Result<T, EngineError>,
     ) -> Result<(Call, T), EngineError> {
-        let st = self.state.lock().await;
+        let st = self.write_state().await?;
         let conv = st
             .calls
             .get(&id)
@@ -1291,7 +1286,7 @@ impl Engine {
         conv: CallId,
         f: impl FnOnce(&mut Scene, Timestamp, &Rules) -> Result<T, EngineError>,
     ) -> Result<T, EngineError> {
-        let st = self.state.lock().await;
+        let st = self.write_state().await?;
         self.change_scene(st, conv, f).await
     }
 
@@ -1387,7 +1382,7 @@ impl Engine {
                 change.put_calls.push(call.clone());
                 st.calls.insert(call.id, Box::new(call));
             } else {
-                change.remove_calls.push(call.id);
+                change.remove_calls.push((call.id, now));
                 if st.calls.remove(&call.id).is_some()
                     && let Some(n) = st.live_per_app.get_mut(&*call.app_id)
                 {
@@ -1417,7 +1412,7 @@ impl Engine {
     /// Runs every timer, ring and operation due at the clock's current time. Returns how many
     /// fired.
     pub async fn run_due_timers(&self) -> Result<usize, EngineError> {
-        let mut st = self.state.lock().await;
+        let mut st = self.write_state().await?;
         let now = self.clock.now();
         let due: Vec<(Timestamp, CallId)> = st
             .timers
@@ -1454,8 +1449,17 @@ impl Engine {
     /// Runs timers as they fall due until `stop` is cancelled.
     pub async fn run_timers(self: Arc<Self>, stop: CancellationToken) {
         loop {
-            if let Err(e) = self.run_due_timers().await {
-                tracing::error!("running timers failed: {e}");
+            match self.run_due_timers().await {
+                Ok(_) => {}
+                // Timers that fell due run once the store writes again.
+                Err(EngineError::Unavailable(_) | EngineError::Store(_)) => {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = self.health.wait_writable() => {}
+                    }
+                    continue;
+                }
+                Err(e) => tracing::error!("running timers failed: {e}"),
             }
             let next = self.state.lock().await.timers.first().map(|(t, _)| *t);
             tokio::select! {
@@ -1472,7 +1476,222 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Watches the store's health until `stop`: after a failed commit, reloads memory from the
+    /// store (what clients are told must match what is stored), then probes the store until it
+    /// writes again and resumes.
+    pub async fn watch_store(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = self.health.wait_failed() => {}
+            }
+            let started = std::time::Instant::now();
+            let mut backoff = std::time::Duration::from_millis(200);
+            // Reload: nothing is staged while the lock is held, and the barrier lets every change
+            // staged before it be refused first.
+            loop {
+                let reloaded = {
+                    let mut st = self.state.lock().await;
+                    self.committer.barrier().await;
+                    match self.store.load().await {
+                        Ok(snapshot) => {
+                            self.reload(&mut st, &snapshot);
+                            true
+                        }
+                        Err(e) => {
+                            self.health.probe_failed(&e.to_string());
+                            false
+                        }
+                    }
+                };
+                self.health.reloaded(reloaded);
+                if reloaded {
+                    break;
+                }
+                if sleep_or_stop(&stop, &mut backoff).await {
+                    return;
+                }
+            }
+            tracing::info!("memory reloaded from the store; waiting for the store to write again");
+            loop {
+                if sleep_or_stop(&stop, &mut backoff).await {
+                    return;
+                }
+                if let Err(e) = self.store.probe().await {
+                    self.health.probe_failed(&e.to_string());
+                    continue;
+                }
+                let st = self.state.lock().await;
+                match self.committer.resume().await {
+                    Ok(()) => {
+                        self.health.recovered();
+                        drop(st);
+                        self.timers_changed.notify_one();
+                        tracing::info!(
+                            "the store writes again; changes are taken again after {:.1} s",
+                            started.elapsed().as_secs_f64()
+                        );
+                        break;
+                    }
+                    Err(e) => self.health.probe_failed(&e.to_string()),
+                }
+            }
+        }
+    }
+
+    /// Replaces memory with what the store holds. Memory-only views (ended party legs,
+    /// recordings) are kept; notifications committed but never handed to delivery (a commit
+    /// reported failed that did happen) are handed over now.
+    fn reload(&self, st: &mut State, snapshot: &Snapshot) {
+        let mut fresh = State::build(
+            snapshot,
+            &self.meetings,
+            self.fabric.as_ref(),
+            self.clock.now(),
+        );
+        fresh.ended = std::mem::take(&mut st.ended);
+        fresh.recordings = std::mem::take(&mut st.recordings);
+        fresh.recording_order = std::mem::take(&mut st.recording_order);
+        *st = fresh;
+        self.delivery.enqueue_missing(snapshot.pending.clone());
+    }
+
+    /// Waits until everything submitted so far was committed (or refused).
+    pub async fn flush(&self) {
+        self.committer.barrier().await;
+    }
+
+    /// Applies the retention policy every `[retention] interval_ms` until `stop`.
+    pub async fn run_retention(self: Arc<Self>, stop: CancellationToken) {
+        let every = std::time::Duration::from_millis(self.retention.interval_ms.max(100));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            if self.health.writable() {
+                self.prune_now().await;
+            }
+        }
+    }
+
+    /// Applies the retention policy now, in batches; logs what went.
+    pub async fn prune_now(&self) {
+        let mut total = crate::store::Pruned::default();
+        loop {
+            match self.committer.prune(self.retention, self.clock.now()).await {
+                Ok(p) => {
+                    total.calls += p.calls;
+                    total.notifications += p.notifications;
+                    total.attempts += p.attempts;
+                    if !p.more {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => {
+                    tracing::warn!("applying the retention policy failed: {e}");
+                    break;
+                }
+            }
+        }
+        if total.notifications > 0 || total.calls > 0 {
+            tracing::info!(
+                calls = total.calls,
+                notifications = total.notifications,
+                attempts = total.attempts,
+                "retention: removed the deliveries logs of ended calls and old notifications ([retention] keep_secs = {}, max_ended_calls = {})",
+                self.retention.keep_secs,
+                self.retention.max_ended_calls
+            );
+        }
+    }
+}
+
+/// Sleeps for `backoff` (then doubles it, up to 5 s); `true` if stopped meanwhile.
+async fn sleep_or_stop(stop: &CancellationToken, backoff: &mut std::time::Duration) -> bool {
+    let wait = *backoff;
+    *backoff = (*backoff * 2).min(std::time::Duration::from_secs(5));
+    tokio::select! {
+        _ = stop.cancelled() => true,
+        _ = tokio::time::sleep(wait) => false,
+    }
+}
+
 impl State {
+    /// The state a snapshot of the store holds, with the configured meetings (a meeting that was
+    /// never stored starts as configured).
+    fn build(
+        snapshot: &Snapshot,
+        meetings: &[MeetingConfig],
+        fabric: &dyn Fabric,
+        now: Timestamp,
+    ) -> State {
+        let mut state = State {
+            calls: HashMap::new(),
+            conversations: HashMap::new(),
+            meetings: HashMap::new(),
+            timers: BTreeSet::new(),
+            live_per_app: HashMap::new(),
+            names: HashSet::new(),
+            ended: VecDeque::new(),
+            recordings: HashMap::new(),
+            recording_order: VecDeque::new(),
+            next_seq: snapshot.next_seq,
+        };
+        for call in &snapshot.calls {
+            *state
+                .live_per_app
+                .entry(call.app_id.to_string())
+                .or_default() += 1;
+            let mut call = call.clone();
+            state.share_names(&mut call);
+            state.calls.insert(call.id, Box::new(call));
+        }
+        for c in &snapshot.conversations {
+            state.conversations.insert(c.id, Box::new(c.clone()));
+        }
+        for m in meetings {
+            let stored = state.conversations.values().find(
+                |c| matches!(&c.kind, Kind::Meeting { join_meeting_id } if *join_meeting_id == m.join_meeting_id),
+            );
+            let id = match stored {
+                Some(c) => c.id,
+                None => {
+                    let kind = Kind::Meeting {
+                        join_meeting_id: m.join_meeting_id.clone(),
+                    };
+                    let mut c = Conversation::new(CallId::new(), kind, now);
+                    for p in &m.parties {
+                        let info = fabric.party(p);
+                        let peer = Peer {
+                            id: p.clone(),
+                            kind: info.as_ref().map_or(PartyKind::User, |i| i.kind),
+                        };
+                        c.add(Leg::new(
+                            Uuid::new_v4(),
+                            Who::Party(peer),
+                            LegState::Connected,
+                        ));
+                    }
+                    let id = c.id;
+                    state.conversations.insert(id, Box::new(c));
+                    id
+                }
+            };
+            state
+                .meetings
+                .insert(m.join_meeting_id.clone(), (id, m.passcode.clone()));
+        }
+        let ids: Vec<CallId> = state.conversations.keys().copied().collect();
+        for id in ids {
+            let due = state.scene(id).and_then(|s| s.next_due());
+            state.schedule(id, due);
+        }
+        state
+    }
+
     /// A conversation with its bots' live calls, to change.
     fn scene(&self, id: CallId) -> Option<Scene> {
         let conv = self.conversations.get(&id)?;

@@ -88,7 +88,7 @@ async fn get_party(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let party = state.engine.fabric().party(&id);
-    let legs = state.engine.party_legs(&id).await;
+    let legs = state.engine.party_legs(&id).await?;
     if party.is_none() && legs.is_empty() {
         return Err(ApiError::not_found(format!(
             "No party '{id}' is configured."
@@ -121,7 +121,8 @@ async fn hang_up_party(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    if state.engine.fabric().party(&id).is_none() && state.engine.party_legs(&id).await.is_empty() {
+    if state.engine.fabric().party(&id).is_none() && state.engine.party_legs(&id).await?.is_empty()
+    {
         return Err(ApiError::not_found(format!(
             "No party '{id}' is configured."
         )));
@@ -187,15 +188,24 @@ async fn deliveries(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = CallId::parse(&id).ok_or_else(ApiError::call_not_found)?;
-    let records = state.engine.deliveries(id).await?;
-    if records.is_empty() {
+    let log = state.engine.deliveries(id).await?;
+    if log.records.is_empty() && log.pruned.is_none() {
         return Err(ApiError::call_not_found());
     }
-    let list: Vec<Value> = records.iter().map(delivery_json).collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"callId": id.to_string(), "notifications": list}),
-    ))
+    let list: Vec<Value> = log.records.iter().map(delivery_json).collect();
+    let mut body = json!({"callId": id.to_string(), "notifications": list});
+    // Said only when the retention policy removed some of this call's log.
+    if let Some(p) = log.pruned {
+        body["pruned"] = json!({
+            "at": p.at,
+            "notifications": p.notifications,
+            "message": format!(
+                "{} delivered or dead notifications of this call were removed by the retention policy ([retention] in the configuration).",
+                p.notifications
+            ),
+        });
+    }
+    Ok(json_response(StatusCode::OK, &body))
 }
 
 async fn get_clock(State(state): State<Arc<AppState>>) -> Response {
@@ -312,7 +322,7 @@ async fn get_meeting(
     let m = state
         .engine
         .meeting(&id)
-        .await
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("No meeting '{id}' is configured.")))?;
     let participants: Vec<Value> = m
         .participants

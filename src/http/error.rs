@@ -13,6 +13,9 @@ use crate::engine::EngineError;
 #[derive(Debug)]
 pub struct ApiError(Box<Details>);
 
+/// `Retry-After` of a 503: about how often the store is probed once it failed.
+pub const RETRY_UNAVAILABLE_SECS: u64 = 5;
+
 #[derive(Debug)]
 struct Details {
     status: StatusCode,
@@ -121,6 +124,20 @@ impl ApiError {
         )
     }
 
+    /// Graph's answer while the service cannot take the request for now (the store cannot
+    /// write): `503` with `Retry-After`.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "serviceNotAvailable",
+            message,
+        )
+        .with_header(
+            HeaderName::from_static("retry-after"),
+            RETRY_UNAVAILABLE_SECS.to_string(),
+        )
+    }
+
     /// A failure of ours: logged with its cause, answered without it.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!("internal error: {cause}");
@@ -143,7 +160,11 @@ impl From<EngineError> for ApiError {
                 1.0,
                 &format!("The application has reached its limit of {n} concurrent calls."),
             ),
-            EngineError::Store(e) => ApiError::internal(e),
+            EngineError::Store(e) => {
+                tracing::warn!("answering 503: the store failed: {e}");
+                ApiError::unavailable("The service cannot store changes right now; retry later.")
+            }
+            EngineError::Unavailable(m) => ApiError::unavailable(m),
         }
     }
 }

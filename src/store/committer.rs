@@ -4,38 +4,65 @@
 //! The engine stages a change in memory under its lock, submits it here (keeping the order), lets
 //! go of the lock, and answers its client only once the change is durable. What must happen after
 //! a commit and in commit order (handing notifications to the delivery worker) rides along as a
-//! hook. If a commit fails, the committer stops: every later change fails too, since memory may
-//! now be ahead of the store (fail-stop; the store is read back at the next start).
+//! hook. If a commit fails, the committer marks the store failed in its [`Health`] and refuses
+//! every change after it (they were staged on top of one that did not happen) until the engine,
+//! having reloaded its memory from the store, sends [`Committer::resume`]. Delivery attempts
+//! recorded meanwhile are held and committed then: they are facts about POSTs already made.
 
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Change, Store, StoreError};
+use super::{Change, Health, Pruned, Retention, Store, StoreError};
+use crate::clock::Timestamp;
 
 /// Runs after a commit succeeds, in commit order.
 pub type AfterCommit = Box<dyn FnOnce() + Send>;
 
-struct Job {
-    change: Change,
-    after: Option<AfterCommit>,
-    done: Option<oneshot::Sender<Result<(), StoreError>>>,
+enum Job {
+    Change {
+        change: Change,
+        after: Option<AfterCommit>,
+        done: Option<oneshot::Sender<Result<(), StoreError>>>,
+    },
+    /// Answers once everything submitted before it was committed or refused.
+    Barrier(oneshot::Sender<()>),
+    /// Takes changes again (and commits the held delivery attempts first).
+    Resume(oneshot::Sender<Result<(), StoreError>>),
+    /// One round of the retention policy, in a transaction of its own.
+    Prune(
+        Retention,
+        Timestamp,
+        oneshot::Sender<Result<Pruned, StoreError>>,
+    ),
 }
 
 #[derive(Clone)]
 pub struct Committer {
     tx: mpsc::UnboundedSender<Job>,
+    health: Arc<Health>,
 }
 
 /// How many queued changes one transaction may take.
 const MAX_BATCH: usize = 512;
+/// Delivery attempts held while the store cannot write, at most (the oldest go first: their
+/// notifications are then sent again after a restart, which at-least-once delivery allows).
+const MAX_HELD: usize = 100_000;
+
+fn stopped() -> StoreError {
+    StoreError::Backend("the store has stopped".into())
+}
 
 impl Committer {
     /// Starts the commit task on the current runtime.
-    pub fn start(store: Arc<dyn Store>) -> Self {
+    pub fn start(store: Arc<dyn Store>, health: Arc<Health>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(store, rx));
-        Committer { tx }
+        tokio::spawn(run(store, health.clone(), rx));
+        Committer { tx, health }
+    }
+
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
     }
 
     /// Queues `change`; the returned receiver answers once it is durable (or failed).
@@ -45,125 +72,279 @@ impl Committer {
         after: Option<AfterCommit>,
     ) -> oneshot::Receiver<Result<(), StoreError>> {
         let (done, rx) = oneshot::channel();
-        let job = Job {
+        let job = Job::Change {
             change,
             after,
             done: Some(done),
         };
-        if let Err(mpsc::error::SendError(job)) = self.tx.send(job)
-            && let Some(done) = job.done
+        if let Err(mpsc::error::SendError(Job::Change {
+            done: Some(done), ..
+        })) = self.tx.send(job)
         {
-            let _ = done.send(Err(StoreError::Backend("the store has stopped".into())));
+            let _ = done.send(Err(stopped()));
         }
         rx
     }
 
     /// Queues `change` without waiting for it (delivery attempts: a lost one is only a retry).
     pub fn record(&self, change: Change) {
-        let _ = self.tx.send(Job {
+        let _ = self.tx.send(Job::Change {
             change,
             after: None,
             done: None,
         });
     }
+
+    /// Waits until everything submitted before this call was committed or refused.
+    pub async fn barrier(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Job::Barrier(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// After a failure: takes changes again, once the held attempts are committed.
+    pub async fn resume(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Job::Resume(tx)).map_err(|_| stopped())?;
+        rx.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// One round of the retention policy, between two commits.
+    pub async fn prune(&self, policy: Retention, now: Timestamp) -> Result<Pruned, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Prune(policy, now, tx))
+            .map_err(|_| stopped())?;
+        rx.await.unwrap_or_else(|_| Err(stopped()))
+    }
 }
 
 /// Waits for a submitted change.
 pub async fn wait(rx: oneshot::Receiver<Result<(), StoreError>>) -> Result<(), StoreError> {
-    rx.await
-        .unwrap_or_else(|_| Err(StoreError::Backend("the store has stopped".into())))
+    rx.await.unwrap_or_else(|_| Err(stopped()))
 }
 
-async fn run(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Job>) {
-    let mut failed: Option<String> = None;
-    while let Some(first) = rx.recv().await {
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH {
+/// A change, its hook, and who waits for it.
+type Submitted = (
+    Change,
+    Option<AfterCommit>,
+    Option<oneshot::Sender<Result<(), StoreError>>>,
+);
+
+struct Task {
+    store: Arc<dyn Store>,
+    health: Arc<Health>,
+    /// Why the store failed, while changes are refused.
+    failed: Option<String>,
+    /// Delivery attempts recorded while refusing, to commit on resume.
+    held: Vec<crate::store::AttemptOutcome>,
+}
+
+async fn run(store: Arc<dyn Store>, health: Arc<Health>, mut rx: mpsc::UnboundedReceiver<Job>) {
+    let mut task = Task {
+        store,
+        health,
+        failed: None,
+        held: vec![],
+    };
+    let mut next: Option<Job> = None;
+    loop {
+        let first = match next.take() {
+            Some(job) => job,
+            None => match rx.recv().await {
+                Some(job) => job,
+                None => return,
+            },
+        };
+        let mut batch = vec![];
+        match first {
+            Job::Change {
+                change,
+                after,
+                done,
+            } => batch.push((change, after, done)),
+            Job::Barrier(tx) => {
+                let _ = tx.send(());
+                continue;
+            }
+            Job::Resume(tx) => {
+                let _ = tx.send(task.resume().await);
+                continue;
+            }
+            Job::Prune(policy, now, tx) => {
+                let result = match &task.failed {
+                    Some(why) => Err(StoreError::Backend(why.clone())),
+                    None => task.store.prune(policy, now).await,
+                };
+                if let Err(e) = &result {
+                    task.fail(e);
+                }
+                let _ = tx.send(result);
+                continue;
+            }
+        }
+        while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(j) => jobs.push(j),
+                Ok(Job::Change {
+                    change,
+                    after,
+                    done,
+                }) => batch.push((change, after, done)),
+                Ok(other) => {
+                    next = Some(other);
+                    break;
+                }
                 Err(_) => break,
             }
         }
-        let result = match &failed {
-            Some(why) => Err(StoreError::Backend(why.clone())),
+        task.commit(batch).await;
+    }
+}
+
+impl Task {
+    async fn commit(&mut self, batch: Vec<Submitted>) {
+        let mut merged = Change::default();
+        let mut hooks = Vec::with_capacity(batch.len());
+        let mut waiting = Vec::with_capacity(batch.len());
+        for (change, after, done) in batch {
+            merged.absorb(change);
+            hooks.extend(after);
+            waiting.extend(done);
+        }
+        let result = match self.failed.clone() {
+            Some(why) => {
+                self.hold(merged.attempts);
+                Err(StoreError::Backend(why))
+            }
             None => {
-                let mut merged = Change::default();
-                for j in &mut jobs {
-                    merged.absorb(std::mem::take(&mut j.change));
+                let attempts = merged.attempts.clone();
+                let result = self.store.commit(merged).await;
+                if let Err(e) = &result {
+                    self.fail(e);
+                    self.hold(attempts);
                 }
-                store.commit(merged).await
+                result
             }
         };
-        match &result {
-            Ok(()) => {
-                for j in &mut jobs {
-                    if let Some(after) = j.after.take() {
-                        after();
-                    }
-                }
-            }
-            Err(e) => {
-                if failed.is_none() {
-                    tracing::error!(
-                        "a commit failed; refusing every later change until restart: {e}"
-                    );
-                }
-                failed = Some(format!("an earlier commit failed: {e}"));
+        if result.is_ok() {
+            for after in hooks {
+                after();
             }
         }
-        for j in jobs {
-            if let Some(done) = j.done {
-                let _ = done.send(match &result {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err(StoreError::Backend(e.to_string())),
-                });
+        for done in waiting {
+            let _ = done.send(result.clone());
+        }
+    }
+
+    fn fail(&mut self, e: &StoreError) {
+        let why = match e {
+            StoreError::Backend(m) | StoreError::Corrupt(m) => m.clone(),
+        };
+        if self.health.fail(&why) {
+            tracing::error!(
+                "a commit failed: {why}; changes are refused (503) until the store can write again"
+            );
+        }
+        self.failed = Some(why);
+    }
+
+    fn hold(&mut self, attempts: Vec<crate::store::AttemptOutcome>) {
+        self.held.extend(attempts);
+        if self.held.len() > MAX_HELD {
+            let excess = self.held.len() - MAX_HELD;
+            self.held.drain(..excess);
+            tracing::warn!(
+                "{excess} delivery attempts could not be recorded while the store cannot write"
+            );
+        }
+    }
+
+    async fn resume(&mut self) -> Result<(), StoreError> {
+        let held = std::mem::take(&mut self.held);
+        if !held.is_empty() {
+            let change = Change {
+                attempts: held.clone(),
+                ..Change::default()
+            };
+            if let Err(e) = self.store.commit(change).await {
+                self.held = held;
+                self.fail(&e);
+                return Err(e);
             }
         }
+        self.failed = None;
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     use async_trait::async_trait;
 
     use super::*;
     use crate::domain::CallId;
-    use crate::store::{DeliveryRecord, Snapshot};
+    use crate::store::{Attempt, AttemptOutcome, DeliveryLog, DeliveryStatus, Snapshot};
 
-    /// Counts commits; fails from the `fail_from`-th on.
-    struct Counting {
+    /// Counts commits and the attempts they carried; fails while `broken` is set.
+    #[derive(Default)]
+    struct Flaky {
         commits: AtomicUsize,
-        fail_from: usize,
+        attempts: AtomicUsize,
+        broken: AtomicBool,
     }
 
     #[async_trait]
-    impl Store for Counting {
+    impl Store for Flaky {
         async fn load(&self) -> Result<Snapshot, StoreError> {
             Ok(Snapshot::default())
         }
-        async fn commit(&self, _: Change) -> Result<(), StoreError> {
-            let n = self.commits.fetch_add(1, Ordering::SeqCst) + 1;
-            if n >= self.fail_from {
-                return Err(StoreError::Backend("disk full".into()));
+        async fn commit(&self, c: Change) -> Result<(), StoreError> {
+            if self.broken.load(Ordering::SeqCst) {
+                return Err(StoreError::Backend("database or disk is full".into()));
             }
+            self.commits.fetch_add(1, Ordering::SeqCst);
+            self.attempts.fetch_add(c.attempts.len(), Ordering::SeqCst);
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             Ok(())
         }
-        async fn deliveries(&self, _: CallId) -> Result<Vec<DeliveryRecord>, StoreError> {
-            Ok(vec![])
+        async fn deliveries(&self, _: CallId) -> Result<DeliveryLog, StoreError> {
+            Ok(DeliveryLog::default())
+        }
+        async fn probe(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn prune(&self, _: Retention, _: Timestamp) -> Result<Pruned, StoreError> {
+            Ok(Pruned::default())
+        }
+    }
+
+    fn attempt(seq: i64) -> Change {
+        let now = chrono::Utc::now();
+        Change {
+            attempts: vec![AttemptOutcome {
+                attempt: Attempt {
+                    seq,
+                    at: now,
+                    status: Some(202),
+                    error: None,
+                    latency_ms: 1,
+                },
+                status: DeliveryStatus::Delivered,
+                attempts: 1,
+                next_attempt_at: now,
+            }],
+            ..Change::default()
         }
     }
 
     #[tokio::test]
     async fn changes_queued_during_a_commit_share_the_next_one_and_hooks_run_in_order() {
-        let store = Arc::new(Counting {
-            commits: AtomicUsize::new(0),
-            fail_from: usize::MAX,
-        });
-        let c = Committer::start(store.clone());
+        let store = Arc::new(Flaky::default());
+        let c = Committer::start(store.clone(), Arc::default());
         let order = Arc::new(Mutex::new(vec![]));
         let mut waits = vec![];
         for i in 0..10 {
@@ -181,25 +362,46 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn after_a_failed_commit_every_later_change_fails_and_no_hook_runs() {
-        let store = Arc::new(Counting {
-            commits: AtomicUsize::new(0),
-            fail_from: 1,
-        });
-        let c = Committer::start(store);
+    async fn after_a_failed_commit_later_changes_are_refused_until_resumed() {
+        let store = Arc::new(Flaky::default());
+        let health = Arc::new(Health::default());
+        let c = Committer::start(store.clone(), health.clone());
+        store.broken.store(true, Ordering::SeqCst);
         let ran = Arc::new(AtomicUsize::new(0));
         let r = ran.clone();
-        assert!(
-            wait(c.submit(
-                Change::default(),
-                Some(Box::new(move || {
-                    r.fetch_add(1, Ordering::SeqCst);
-                }))
-            ))
-            .await
-            .is_err()
+        let hook: AfterCommit = Box::new(move || {
+            r.fetch_add(1, Ordering::SeqCst);
+        });
+        let first = wait(c.submit(Change::default(), Some(hook))).await;
+        assert!(first.is_err());
+        assert!(!health.writable(), "the failure is visible");
+        // The store works again, but what was staged on top of the failure is still refused.
+        store.broken.store(false, Ordering::SeqCst);
+        c.record(attempt(7));
+        let second = wait(c.submit(Change::default(), None)).await.unwrap_err();
+        assert_eq!(
+            second.to_string(),
+            "storage failed: database or disk is full",
+            "the message does not nest"
         );
-        assert!(wait(c.submit(Change::default(), None)).await.is_err());
-        assert_eq!(ran.load(Ordering::SeqCst), 0);
+        assert_eq!(ran.load(Ordering::SeqCst), 0, "no hook ran");
+        assert_eq!(store.attempts.load(Ordering::SeqCst), 0);
+        c.resume().await.unwrap();
+        assert_eq!(
+            store.attempts.load(Ordering::SeqCst),
+            1,
+            "the attempt recorded meanwhile is committed on resume"
+        );
+        wait(c.submit(Change::default(), None)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_barrier_answers_after_what_was_submitted_before_it() {
+        let store = Arc::new(Flaky::default());
+        let c = Committer::start(store.clone(), Arc::default());
+        let w = c.submit(Change::default(), None);
+        c.barrier().await;
+        assert_eq!(store.commits.load(Ordering::SeqCst), 1);
+        wait(w).await.unwrap();
     }
 }

@@ -1,12 +1,17 @@
 //! The memory store: keeps everything in this process and nothing on disk. A restart starts
-//! empty. Useful for tests and for CI runs that need no history.
+//! empty. Useful for tests and for CI runs that need no history. It applies the same retention
+//! policy as SQLite, so a long run does not grow without bound.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{Change, DeliveryRecord, DeliveryStatus, Snapshot, Store, StoreError};
+use super::{
+    Change, DeliveryLog, DeliveryRecord, DeliveryStatus, PRUNE_BATCH, Pruned, PrunedCall,
+    Retention, Snapshot, Store, StoreError,
+};
+use crate::clock::Timestamp;
 use crate::domain::conversation::Conversation;
 use crate::domain::{Call, CallId};
 
@@ -21,12 +26,69 @@ struct Inner {
     conversations: HashMap<CallId, Conversation>,
     notifications: BTreeMap<i64, DeliveryRecord>,
     by_call: HashMap<CallId, Vec<i64>>,
+    /// Ended calls whose log is still kept, oldest-ended first.
+    ended: VecDeque<(CallId, Timestamp)>,
+    /// Calls the retention policy removed notifications of, oldest first.
+    pruned: HashMap<CallId, PrunedCall>,
+    pruned_order: VecDeque<CallId>,
+    /// The next sequence number can never be below this, even once every row is gone.
+    seq_floor: i64,
+}
+
+impl Inner {
+    /// Removes the delivered and dead notifications among `seqs` of `call` (all of them when
+    /// `before` is `None`, else those created before it); returns (notifications, attempts).
+    fn remove_done(
+        &mut self,
+        call: CallId,
+        before: Option<Timestamp>,
+        now: Timestamp,
+    ) -> (u64, u64) {
+        let Some(seqs) = self.by_call.get_mut(&call) else {
+            return (0, 0);
+        };
+        let (mut n, mut a) = (0, 0);
+        let notifications = &mut self.notifications;
+        seqs.retain(|seq| {
+            let Some(rec) = notifications.get(seq) else {
+                return false;
+            };
+            let old = before.is_none_or(|t| rec.item.created_at < t);
+            if rec.item.status == DeliveryStatus::Pending || !old {
+                return true;
+            }
+            a += rec.attempts.len() as u64;
+            n += 1;
+            notifications.remove(seq);
+            false
+        });
+        if seqs.is_empty() {
+            self.by_call.remove(&call);
+        }
+        if n > 0 {
+            self.tombstone(call, n, now);
+        }
+        (n, a)
+    }
+
+    fn tombstone(&mut self, call: CallId, removed: u64, now: Timestamp) {
+        let entry = self.pruned.entry(call).or_insert_with(|| {
+            self.pruned_order.push_back(call);
+            PrunedCall {
+                at: now,
+                notifications: 0,
+            }
+        });
+        entry.at = now;
+        entry.notifications += removed;
+    }
 }
 
 #[async_trait]
 impl Store for MemoryStore {
     async fn load(&self) -> Result<Snapshot, StoreError> {
         let inner = self.inner.lock().expect("memory store lock");
+        let next = inner.notifications.keys().next_back().map_or(1, |s| s + 1);
         Ok(Snapshot {
             calls: inner.calls.values().cloned().collect(),
             conversations: inner.conversations.values().cloned().collect(),
@@ -36,7 +98,7 @@ impl Store for MemoryStore {
                 .filter(|r| r.item.status == DeliveryStatus::Pending)
                 .map(|r| r.item.clone())
                 .collect(),
-            next_seq: inner.notifications.keys().next_back().map_or(1, |s| s + 1),
+            next_seq: next.max(inner.seq_floor),
         })
     }
 
@@ -45,8 +107,9 @@ impl Store for MemoryStore {
         for call in change.put_calls {
             inner.calls.insert(call.id, call);
         }
-        for id in change.remove_calls {
+        for (id, at) in change.remove_calls {
             inner.calls.remove(&id);
+            inner.ended.push_back((id, at));
         }
         for c in change.put_conversations {
             inner.conversations.insert(c.id, c);
@@ -79,9 +142,9 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn deliveries(&self, call_id: CallId) -> Result<Vec<DeliveryRecord>, StoreError> {
+    async fn deliveries(&self, call_id: CallId) -> Result<DeliveryLog, StoreError> {
         let inner = self.inner.lock().expect("memory store lock");
-        Ok(inner
+        let records = inner
             .by_call
             .get(&call_id)
             .map(|seqs| {
@@ -89,6 +152,58 @@ impl Store for MemoryStore {
                     .filter_map(|s| inner.notifications.get(s).cloned())
                     .collect()
             })
-            .unwrap_or_default())
+            .unwrap_or_default();
+        Ok(DeliveryLog {
+            records,
+            pruned: inner.pruned.get(&call_id).copied(),
+        })
+    }
+
+    async fn probe(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn prune(&self, policy: Retention, now: Timestamp) -> Result<Pruned, StoreError> {
+        let mut inner = self.inner.lock().expect("memory store lock");
+        let cutoff = policy.cutoff(now);
+        if let Some(last) = inner.notifications.keys().next_back() {
+            inner.seq_floor = inner.seq_floor.max(last + 1);
+        }
+        let mut out = Pruned::default();
+        // Ended calls past the count or the age go whole.
+        while let Some(&(call, ended_at)) = inner.ended.front() {
+            if out.calls as usize >= PRUNE_BATCH {
+                out.more = true;
+                break;
+            }
+            if inner.ended.len() <= policy.max_ended_calls && ended_at >= cutoff {
+                break;
+            }
+            inner.ended.pop_front();
+            let (n, a) = inner.remove_done(call, None, now);
+            out.calls += 1;
+            out.notifications += n;
+            out.attempts += a;
+        }
+        // Old delivered or dead notifications of calls still going on (or still retrying).
+        let old: Vec<CallId> = inner
+            .notifications
+            .values()
+            .take(PRUNE_BATCH * 10)
+            .take_while(|r| r.item.created_at < cutoff)
+            .filter(|r| r.item.status != DeliveryStatus::Pending)
+            .map(|r| r.item.call_id)
+            .collect();
+        for call in old {
+            let (n, a) = inner.remove_done(call, Some(cutoff), now);
+            out.notifications += n;
+            out.attempts += a;
+        }
+        while inner.pruned_order.len() > policy.tombstones() {
+            if let Some(old) = inner.pruned_order.pop_front() {
+                inner.pruned.remove(&old);
+            }
+        }
+        Ok(out)
     }
 }

@@ -4,11 +4,15 @@
 //! answers: a [`Change`] holds the calls and conversations it touched, the notifications it
 //! caused and the delivery attempts it recorded, and a backend commits it atomically. At start the engine reads back a
 //! [`Snapshot`]. Backends: [`memory`] (keeps nothing) and [`sqlite`] (the default). PostgreSQL
-//! will be a third module implementing the same trait.
+//! will be a third module implementing the same trait. What is kept of ended calls is bounded by
+//! a [`Retention`] policy ([`Store::prune`]); whether the store can write now is its [`Health`].
 
 pub mod committer;
+pub mod health;
 pub mod memory;
 pub mod sqlite;
+
+pub use health::Health;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -93,7 +97,9 @@ pub struct AttemptOutcome {
 #[derive(Clone, Debug, Default)]
 pub struct Change {
     pub put_calls: Vec<Call>,
-    pub remove_calls: Vec<CallId>,
+    /// Calls that ended, with when (the call clock): their rows go, their deliveries log stays
+    /// as long as the [`Retention`] policy keeps it.
+    pub remove_calls: Vec<(CallId, Timestamp)>,
     pub put_conversations: Vec<Conversation>,
     pub remove_conversations: Vec<CallId>,
     pub enqueue: Vec<OutboxItem>,
@@ -151,7 +157,76 @@ pub struct DeliveryRecord {
     pub attempts: Vec<Attempt>,
 }
 
-#[derive(Debug, thiserror::Error)]
+/// A call's deliveries log: what is left of it, and what the retention policy removed.
+#[derive(Clone, Debug, Default)]
+pub struct DeliveryLog {
+    pub records: Vec<DeliveryRecord>,
+    /// Set once the retention policy removed some of this call's notifications.
+    pub pruned: Option<PrunedCall>,
+}
+
+/// What the retention policy removed of one call's log, and when (the call clock).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PrunedCall {
+    pub at: Timestamp,
+    pub notifications: u64,
+}
+
+/// How long the deliveries logs of ended calls, and delivered or dead notifications, are kept.
+/// Pending notifications are never removed (they end as delivered or dead first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retention {
+    /// Age on the call clock after which an ended call's log, and any delivered or dead
+    /// notification of a call still going on, is removed.
+    pub keep_secs: u64,
+    /// At most this many ended calls keep their log; past it, the oldest-ended go first.
+    pub max_ended_calls: usize,
+    /// How often the policy is applied (real time).
+    pub interval_ms: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            keep_secs: 24 * 3600,
+            max_ended_calls: 10_000,
+            interval_ms: 5000,
+        }
+    }
+}
+
+impl Retention {
+    /// Notifications created before this (on the call clock) are old enough to go.
+    pub fn cutoff(&self, now: Timestamp) -> Timestamp {
+        let keep = chrono::Duration::seconds(self.keep_secs.min(i64::MAX as u64 / 1000) as i64);
+        now.checked_sub_signed(keep)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+    }
+
+    /// Tombstones (which calls were pruned, and when) are kept for this many calls.
+    pub fn tombstones(&self) -> usize {
+        self.max_ended_calls.saturating_mul(10).max(1000)
+    }
+}
+
+/// What one [`Store::prune`] removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Ended calls whose whole log went.
+    pub calls: u64,
+    pub notifications: u64,
+    pub attempts: u64,
+    /// There is more to remove: call again.
+    pub more: bool,
+}
+
+/// How many calls (or old notifications) one prune removes at most, so that it never holds the
+/// store for long.
+pub const PRUNE_BATCH: usize = 200;
+
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("storage failed: {0}")]
     Backend(String),
@@ -165,8 +240,14 @@ pub trait Store: Send + Sync + 'static {
     async fn load(&self) -> Result<Snapshot, StoreError>;
     /// Commits a change atomically: all of it or none of it.
     async fn commit(&self, change: Change) -> Result<(), StoreError>;
-    /// Every notification of a call, in order, with its attempts.
-    async fn deliveries(&self, call_id: CallId) -> Result<Vec<DeliveryRecord>, StoreError>;
+    /// Every notification of a call still kept, in order, with its attempts.
+    async fn deliveries(&self, call_id: CallId) -> Result<DeliveryLog, StoreError>;
+    /// Writes a little and makes it durable: `Ok` when the store can take writes now.
+    async fn probe(&self) -> Result<(), StoreError>;
+    /// Removes what `policy` no longer keeps at `now` (the call clock), a batch at a time.
+    async fn prune(&self, policy: Retention, now: Timestamp) -> Result<Pruned, StoreError>;
+    /// At a clean stop, after the last commit (SQLite: empties the WAL into the database).
+    async fn close(&self) {}
 }
 
 /// An opened store and the folder beside it where keys live (none for `memory`).
@@ -186,8 +267,27 @@ pub enum Durability {
     Full,
 }
 
+/// The `[store]` settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSettings {
+    pub durability: Durability,
+    /// SQLite: once the write-ahead log passes this size, it is copied into the database and
+    /// emptied (the background checkpoint waits for a pause between commits to do so).
+    pub wal_limit_mb: u64,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            durability: Durability::Normal,
+            wal_limit_mb: 64,
+        }
+    }
+}
+
 /// Opens the store a `--store` URL names: `memory`, `sqlite://PATH` or (later) `postgres://...`.
-pub fn open(url: &str, durability: Durability) -> Result<Opened, StoreError> {
+pub fn open(url: &str, settings: StoreSettings) -> Result<Opened, StoreError> {
     if url == "memory" {
         return Ok(Opened {
             store: Arc::new(memory::MemoryStore::default()),
@@ -196,7 +296,7 @@ pub fn open(url: &str, durability: Durability) -> Result<Opened, StoreError> {
     }
     if let Some(path) = url.strip_prefix("sqlite://") {
         let path = PathBuf::from(path);
-        let store = sqlite::SqliteStore::open(&path, durability)?;
+        let store = sqlite::SqliteStore::open(&path, settings)?;
         let dir = path.parent().map(|p| {
             if p.as_os_str().is_empty() {
                 PathBuf::from(".")
@@ -289,7 +389,7 @@ mod contract_tests {
         let now = chrono::Utc::now();
         store
             .commit(Change {
-                remove_calls: vec![b],
+                remove_calls: vec![(b, now)],
                 remove_conversations: vec![b],
                 attempts: vec![
                     AttemptOutcome {
@@ -335,14 +435,14 @@ mod contract_tests {
         );
         assert_eq!(snap.pending[0].attempts, 1);
         assert_eq!(snap.next_seq, 4);
-        let log = store.deliveries(a).await.unwrap();
+        let log = store.deliveries(a).await.unwrap().records;
         assert_eq!(
             log.iter().map(|r| r.item.seq).collect::<Vec<_>>(),
             vec![1, 3]
         );
         assert_eq!(log[0].attempts.len(), 1);
         assert_eq!(log[0].attempts[0].status, Some(503));
-        let log_b = store.deliveries(b).await.unwrap();
+        let log_b = store.deliveries(b).await.unwrap().records;
         assert_eq!(
             log_b[0].item.status,
             DeliveryStatus::Delivered,
@@ -360,25 +460,168 @@ mod contract_tests {
         let dir = std::env::temp_dir().join(format!("sb-store-{}", uuid::Uuid::new_v4()));
         let path = dir.join("nested").join("sb.db");
         {
-            let store = sqlite::SqliteStore::open(&path, Durability::Normal).unwrap();
+            let store = sqlite::SqliteStore::open(&path, StoreSettings::default()).unwrap();
             exercise(&store).await;
         }
-        let again = sqlite::SqliteStore::open(&path, Durability::Full).unwrap();
+        let full = StoreSettings {
+            durability: Durability::Full,
+            ..StoreSettings::default()
+        };
+        let again = sqlite::SqliteStore::open(&path, full).unwrap();
         let snap = again.load().await.unwrap();
         assert_eq!(snap.pending.len(), 2);
         assert_eq!(snap.next_seq, 4);
         std::fs::remove_dir_all(&dir).ok();
     }
 
+    /// Five calls end one second apart, each with a delivered notification; a sixth is live
+    /// with an old delivered one and a pending one.
+    async fn retention(store: &dyn Store) {
+        let t0 = chrono::Utc::now();
+        let at = |s: i64| t0 + chrono::Duration::seconds(s);
+        let ended: Vec<CallId> = (0..5).map(|_| CallId::new()).collect();
+        let live = CallId::new();
+        let mut seq = 0;
+        let mut delivered = vec![];
+        for (i, id) in ended.iter().chain([&live]).enumerate() {
+            seq += 1;
+            let mut it = item(seq, *id);
+            it.created_at = at(i as i64);
+            delivered.push(AttemptOutcome {
+                attempt: Attempt {
+                    seq,
+                    at: at(i as i64),
+                    status: Some(202),
+                    error: None,
+                    latency_ms: 1,
+                },
+                status: DeliveryStatus::Delivered,
+                attempts: 1,
+                next_attempt_at: at(i as i64),
+            });
+            store
+                .commit(Change {
+                    enqueue: vec![it],
+                    ..Change::default()
+                })
+                .await
+                .unwrap();
+        }
+        seq += 1;
+        let mut pending = item(seq, live);
+        pending.created_at = at(0);
+        store
+            .commit(Change {
+                enqueue: vec![pending],
+                attempts: delivered,
+                remove_calls: ended
+                    .iter()
+                    .enumerate()
+                    .map(|(i, id)| (*id, at(i as i64)))
+                    .collect(),
+                ..Change::default()
+            })
+            .await
+            .unwrap();
+        // Keep three ended calls, and everything younger than 100 s: the two oldest go.
+        let policy = Retention {
+            keep_secs: 100,
+            max_ended_calls: 3,
+            ..Retention::default()
+        };
+        let p = store.prune(policy, at(10)).await.unwrap();
+        assert_eq!((p.calls, p.notifications, p.more), (2, 2, false));
+        let gone = store.deliveries(ended[0]).await.unwrap();
+        assert!(gone.records.is_empty());
+        assert_eq!(
+            gone.pruned.map(|p| p.notifications),
+            Some(1),
+            "the log says it was pruned"
+        );
+        assert_eq!(store.deliveries(ended[2]).await.unwrap().records.len(), 1);
+        assert!(store.deliveries(ended[2]).await.unwrap().pruned.is_none());
+        // Much later: every ended call and the live call's old delivered one go; pending stays.
+        let p = store.prune(policy, at(1000)).await.unwrap();
+        assert_eq!((p.calls, p.notifications), (3, 4));
+        let log = store.deliveries(live).await.unwrap();
+        assert_eq!(
+            log.records.iter().map(|r| r.item.seq).collect::<Vec<_>>(),
+            vec![seq]
+        );
+        assert_eq!(log.pruned.map(|p| p.notifications), Some(1));
+        // Nothing is removed twice, and sequence numbers never go back.
+        assert_eq!(
+            store.prune(policy, at(1000)).await.unwrap(),
+            Pruned::default()
+        );
+        assert_eq!(store.load().await.unwrap().next_seq, seq + 1);
+    }
+
+    #[tokio::test]
+    async fn the_memory_store_keeps_what_its_retention_policy_says() {
+        retention(&memory::MemoryStore::default()).await;
+    }
+
+    #[tokio::test]
+    async fn the_sqlite_store_keeps_what_its_retention_policy_says() {
+        let dir = std::env::temp_dir().join(format!("sb-store-{}", uuid::Uuid::new_v4()));
+        let store =
+            sqlite::SqliteStore::open(&dir.join("sb.db"), StoreSettings::default()).unwrap();
+        retention(&store).await;
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_sqlite_wal_is_emptied_while_commits_go_on_and_at_close() {
+        let dir = std::env::temp_dir().join(format!("sb-wal-{}", uuid::Uuid::new_v4()));
+        let path = dir.join("sb.db");
+        let settings = StoreSettings {
+            wal_limit_mb: 1,
+            ..StoreSettings::default()
+        };
+        let store = Arc::new(sqlite::SqliteStore::open(&path, settings).unwrap());
+        let wal = dir.join("sb.db-wal");
+        let size = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        let limit = 1024 * 1024;
+        let started = std::time::Instant::now();
+        let (mut seq, mut passed_limit, mut emptied_after) = (0, false, false);
+        // Steady commits for three seconds, with a notification of 4 KB each.
+        while started.elapsed() < std::time::Duration::from_secs(3) {
+            let mut change = Change::default();
+            for _ in 0..8 {
+                seq += 1;
+                let mut it = item(seq, CallId::new());
+                it.body = "x".repeat(4096);
+                change.enqueue.push(it);
+            }
+            store.commit(change).await.unwrap();
+            let now = size();
+            passed_limit |= now > limit;
+            emptied_after |= passed_limit && now < limit / 2;
+        }
+        assert!(
+            passed_limit,
+            "the test wrote enough to pass the limit ({seq} notifications)"
+        );
+        assert!(
+            emptied_after,
+            "the WAL was emptied while commits went on (now {} bytes)",
+            size()
+        );
+        store.close().await;
+        assert_eq!(size(), 0, "a clean stop leaves an empty WAL");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
     #[test]
     fn store_urls_name_their_backend() {
         assert!(
-            open("memory", Durability::Normal)
+            open("memory", StoreSettings::default())
                 .unwrap()
                 .data_dir
                 .is_none()
         );
-        assert!(open("postgres://localhost/x", Durability::Normal).is_err());
-        assert!(open("redis://x", Durability::Normal).is_err());
+        assert!(open("postgres://localhost/x", StoreSettings::default()).is_err());
+        assert!(open("redis://x", StoreSettings::default()).is_err());
     }
 }

@@ -1,7 +1,14 @@
 //! The SQLite store: one embedded database file, WAL mode, every [`Change`] in one transaction.
 //!
 //! Live calls and conversations are rows of JSON; the outbox and its attempts are tables of their own so the
-//! deliveries log survives the call. Migrations are numbered and tracked in `user_version`.
+//! deliveries log survives the call, for as long as the retention policy keeps it (`ended_calls`
+//! says in which order calls ended; `pruned_calls` remembers whose log was cut). Migrations are
+//! numbered and tracked in `user_version`.
+//!
+//! The write-ahead log is checkpointed from a thread of its own (passive checkpoints never make a
+//! commit wait); once it passes `[store] wal_limit_mb`, that thread waits for a pause between
+//! commits and empties it, so the WAL stays bounded under any steady load. At a clean stop it is
+//! emptied too.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -11,8 +18,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    Attempt, Change, DeliveryRecord, DeliveryStatus, Durability, OutboxItem, Snapshot, Store,
-    StoreError,
+    Attempt, Change, DeliveryLog, DeliveryRecord, DeliveryStatus, Durability, OutboxItem,
+    PRUNE_BATCH, Pruned, PrunedCall, Retention, Snapshot, Store, StoreError, StoreSettings,
 };
 use crate::clock::Timestamp;
 use crate::domain::conversation::Conversation;
@@ -53,12 +60,28 @@ pub const MIGRATIONS: &[&str] = &[
          id TEXT PRIMARY KEY,
          body TEXT NOT NULL
      ) WITHOUT ROWID;",
+    "CREATE TABLE meta (
+         key TEXT PRIMARY KEY,
+         value INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE TABLE ended_calls (
+         n INTEGER PRIMARY KEY,
+         call_id TEXT NOT NULL,
+         ended_at INTEGER NOT NULL
+     );
+     CREATE TABLE pruned_calls (
+         n INTEGER PRIMARY KEY,
+         call_id TEXT NOT NULL UNIQUE,
+         at INTEGER NOT NULL,
+         notifications INTEGER NOT NULL
+     );",
 ];
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     /// Tells the checkpointer thread to stop.
     stop: Arc<std::sync::atomic::AtomicBool>,
+    checkpointer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Drop for SqliteStore {
@@ -70,24 +93,72 @@ impl Drop for SqliteStore {
 /// Copies the WAL back into the database from a thread of its own, so that commits never wait
 /// for a checkpoint's fsync (with SQLite's automatic checkpoints they did: one commit in a few
 /// hundred paid for it, and every commit queued behind that one).
+///
+/// Passive checkpoints alone never let the WAL start over under a steady stream of commits (one
+/// always lands while the last frames are copied), so it grew without bound. Once it passes
+/// `limit` bytes, this thread copies what it can passively, then takes the store's connection
+/// (so no commit is running: the next ones queue in the committer for this short moment) and
+/// truncates the WAL, which by then has only the frames of the last few commits left to copy.
 fn spawn_checkpointer(
     path: &Path,
+    store_conn: Arc<Mutex<Connection>>,
+    limit: u64,
     stop: Arc<std::sync::atomic::AtomicBool>,
-) -> Result<(), StoreError> {
+) -> Result<std::thread::JoinHandle<()>, StoreError> {
     let conn = Connection::open(path).map_err(backend)?;
-    conn.execute_batch("PRAGMA busy_timeout = 5000;")
+    // Short: the truncation runs while commits wait, so it gives up quickly when busy.
+    conn.execute_batch("PRAGMA busy_timeout = 200;")
         .map_err(backend)?;
+    let wal = wal_path(path);
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
         .spawn(move || {
+            let mut failing = false;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 std::thread::sleep(std::time::Duration::from_millis(200));
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::warn!("WAL checkpoint failed: {e}");
+                let result = checkpoint_once(&conn, &store_conn, &wal, limit);
+                match result {
+                    Err(e) if !failing => {
+                        tracing::warn!("WAL checkpoint failed: {e}");
+                        failing = true;
+                    }
+                    Err(_) => {}
+                    Ok(()) => failing = false,
                 }
             }
         })
-        .map_err(backend)?;
+        .map_err(backend)
+}
+
+fn wal_path(db: &Path) -> std::path::PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push("-wal");
+    p.into()
+}
+
+/// One round of the checkpointer: passive, then a truncation when the WAL is past `limit`.
+fn checkpoint_once(
+    conn: &Connection,
+    store_conn: &Mutex<Connection>,
+    wal: &Path,
+    limit: u64,
+) -> rusqlite::Result<()> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+    let size = std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0);
+    if size <= limit {
+        return Ok(());
+    }
+    // Copy what came in meanwhile, still without stopping commits...
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+    // ...then, between two commits, the rest, and start the WAL over.
+    let _pause = store_conn.lock();
+    let (busy, _, _): (i64, i64, i64) =
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+    if busy != 0 {
+        tracing::debug!("WAL truncation was busy; trying again next round");
+    }
     Ok(())
 }
 
@@ -106,14 +177,14 @@ fn from_millis(ms: i64) -> Timestamp {
 impl SqliteStore {
     /// Opens (or creates, with its folder) the database at `path` and brings its schema up to
     /// date.
-    pub fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
+    pub fn open(path: &Path, settings: StoreSettings) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| backend(format!("cannot create {}: {e}", dir.display())))?;
         }
         let conn = Connection::open(path)
             .map_err(|e| backend(format!("cannot open {}: {e}", path.display())))?;
-        let sync = match durability {
+        let sync = match settings.durability {
             Durability::Normal => "NORMAL",
             Durability::Full => "FULL",
         };
@@ -121,12 +192,25 @@ impl SqliteStore {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000; PRAGMA wal_autocheckpoint = 0;"
         ))
         .map_err(backend)?;
-        migrate(&conn)?;
+        let cannot_write = |e: &dyn std::fmt::Display| {
+            backend(format!(
+                "the store {} cannot be written ({e}); Switchboard needs a writable store: check the permissions of the file and its folder, the free space, and that the file system is not mounted read-only",
+                path.display()
+            ))
+        };
+        if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
+            return Err(cannot_write(&"it opened read-only"));
+        }
+        migrate(&conn).map_err(|e| cannot_write(&e))?;
+        probe(&conn).map_err(|e| cannot_write(&e))?;
+        let conn = Arc::new(Mutex::new(conn));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        spawn_checkpointer(path, stop.clone())?;
+        let limit = settings.wal_limit_mb.max(1) * 1024 * 1024;
+        let checkpointer = spawn_checkpointer(path, conn.clone(), limit, stop.clone())?;
         Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
+            conn,
             stop,
+            checkpointer: Mutex::new(Some(checkpointer)),
         })
     }
 
@@ -144,6 +228,55 @@ impl SqliteStore {
         .await
         .map_err(backend)?
     }
+}
+
+/// A small write that must reach the WAL: `Ok` when the store takes writes.
+fn probe(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('probe', ?1) \
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![Utc::now().timestamp_millis()],
+    )
+    .map(|_| ())
+    .map_err(backend)
+}
+
+fn meta(conn: &Connection, key: &str) -> Result<Option<i64>, StoreError> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()
+        .map_err(backend)
+}
+
+/// Remembers that `removed` notifications of `call` were pruned at `at`.
+fn tombstone(tx: &Connection, call: &str, removed: u64, at: i64) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO pruned_calls (call_id, at, notifications) VALUES (?1, ?2, ?3) \
+         ON CONFLICT(call_id) DO UPDATE SET at = excluded.at, \
+         notifications = notifications + excluded.notifications",
+    )
+    .and_then(|mut st| st.execute(params![call, at, removed as i64]))
+    .map(|_| ())
+    .map_err(backend)
+}
+
+/// Removes a call's delivered and dead notifications (those created before `before`, if given)
+/// and their attempts; returns how many of each.
+fn remove_done(tx: &Connection, call: &str, before: Option<i64>) -> Result<(u64, u64), StoreError> {
+    let before = before.unwrap_or(i64::MAX);
+    let attempts = tx
+        .prepare_cached(
+            "DELETE FROM attempts WHERE seq IN (SELECT seq FROM notifications \
+             WHERE call_id = ?1 AND status != 0 AND created_at < ?2)",
+        )
+        .and_then(|mut st| st.execute(params![call, before]))
+        .map_err(backend)?;
+    let notifications = tx
+        .prepare_cached(
+            "DELETE FROM notifications WHERE call_id = ?1 AND status != 0 AND created_at < ?2",
+        )
+        .and_then(|mut st| st.execute(params![call, before]))
+        .map_err(backend)?;
+    Ok((notifications as u64, attempts as u64))
 }
 
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
@@ -236,11 +369,12 @@ impl Store for SqliteStore {
                 .optional()
                 .map_err(backend)?
                 .flatten();
+            let floor = meta(conn, "seq_floor")?.unwrap_or(1);
             Ok(Snapshot {
                 calls,
                 conversations,
                 pending,
-                next_seq: max.unwrap_or(0) + 1,
+                next_seq: (max.unwrap_or(0) + 1).max(floor),
             })
         })
         .await
@@ -266,8 +400,13 @@ impl Store for SqliteStore {
                 let mut del = tx
                     .prepare_cached("DELETE FROM calls WHERE id = ?1")
                     .map_err(backend)?;
-                for id in &change.remove_calls {
-                    del.execute(params![id.to_string()]).map_err(backend)?;
+                let mut ended = tx
+                    .prepare_cached("INSERT INTO ended_calls (call_id, ended_at) VALUES (?1, ?2)")
+                    .map_err(backend)?;
+                for (id, at) in &change.remove_calls {
+                    let id = id.to_string();
+                    del.execute(params![id]).map_err(backend)?;
+                    ended.execute(params![id, millis(*at)]).map_err(backend)?;
                 }
                 let mut put = tx
                     .prepare_cached(
@@ -344,8 +483,21 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn deliveries(&self, call_id: CallId) -> Result<Vec<DeliveryRecord>, StoreError> {
+    async fn deliveries(&self, call_id: CallId) -> Result<DeliveryLog, StoreError> {
         self.with_conn(move |conn| {
+            let pruned = conn
+                .query_row(
+                    "SELECT at, notifications FROM pruned_calls WHERE call_id = ?1",
+                    params![call_id.to_string()],
+                    |r| {
+                        Ok(PrunedCall {
+                            at: from_millis(r.get(0)?),
+                            notifications: r.get::<_, i64>(1)? as u64,
+                        })
+                    },
+                )
+                .optional()
+                .map_err(backend)?;
             let mut stmt = conn
                 .prepare_cached(&format!(
                     "SELECT {ITEM_COLUMNS} FROM notifications WHERE call_id = ?1 ORDER BY seq"
@@ -383,8 +535,127 @@ impl Store for SqliteStore {
                     rec.attempts.push(a.map_err(backend)?);
                 }
             }
-            Ok(records)
+            Ok(DeliveryLog { records, pruned })
         })
         .await
+    }
+
+    async fn probe(&self) -> Result<(), StoreError> {
+        self.with_conn(|conn| probe(conn)).await
+    }
+
+    async fn prune(&self, policy: Retention, now: Timestamp) -> Result<Pruned, StoreError> {
+        self.with_conn(move |conn| {
+            let cutoff = millis(policy.cutoff(now));
+            let at = millis(now);
+            let tx = conn.transaction().map_err(backend)?;
+            let mut out = Pruned::default();
+            // The sequence goes on from here even once every notification is gone.
+            let max: Option<i64> = tx
+                .query_row("SELECT MAX(seq) FROM notifications", [], |r| r.get(0))
+                .map_err(backend)?;
+            if let Some(max) = max {
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ('seq_floor', ?1) \
+                     ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)",
+                    params![max + 1],
+                )
+                .map_err(backend)?;
+            }
+            // Ended calls past the count or the age go whole, oldest-ended first.
+            let count: i64 = tx
+                .query_row("SELECT COUNT(*) FROM ended_calls", [], |r| r.get(0))
+                .map_err(backend)?;
+            let oldest: Vec<(i64, String, i64)> = tx
+                .prepare_cached("SELECT n, call_id, ended_at FROM ended_calls ORDER BY n LIMIT ?1")
+                .and_then(|mut st| {
+                    st.query_map(params![PRUNE_BATCH as i64 + 1], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })?
+                    .collect()
+                })
+                .map_err(backend)?;
+            for (i, (n, call, ended_at)) in oldest.iter().enumerate() {
+                let over = count - i as i64 > policy.max_ended_calls as i64;
+                if !over && *ended_at >= cutoff {
+                    break;
+                }
+                if i == PRUNE_BATCH {
+                    out.more = true;
+                    break;
+                }
+                let (removed, attempts) = remove_done(&tx, call, None)?;
+                tx.execute("DELETE FROM ended_calls WHERE n = ?1", params![n])
+                    .map_err(backend)?;
+                if removed > 0 {
+                    tombstone(&tx, call, removed, at)?;
+                }
+                out.calls += 1;
+                out.notifications += removed;
+                out.attempts += attempts;
+            }
+            // Old delivered or dead notifications of calls still going on (or still retrying).
+            let old: Vec<String> = tx
+                .prepare_cached(
+                    "SELECT call_id, created_at, status FROM notifications ORDER BY seq LIMIT ?1",
+                )
+                .and_then(|mut st| {
+                    st.query_map(params![(PRUNE_BATCH * 10) as i64], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, i64>(2)?,
+                        ))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(backend)?
+                .into_iter()
+                .take_while(|(_, created, _)| *created < cutoff)
+                .filter(|(_, _, status)| *status != 0)
+                .map(|(call, _, _)| call)
+                .collect();
+            let mut calls: Vec<String> = old;
+            calls.dedup();
+            for call in calls {
+                let (removed, attempts) = remove_done(&tx, &call, Some(cutoff))?;
+                if removed > 0 {
+                    tombstone(&tx, &call, removed, at)?;
+                }
+                out.notifications += removed;
+                out.attempts += attempts;
+            }
+            tx.execute(
+                "DELETE FROM pruned_calls WHERE n <= (SELECT MAX(n) FROM pruned_calls) - ?1",
+                params![policy.tombstones() as i64],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn close(&self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // The checkpointer's own round must be over, or the truncation finds it busy (and it
+        // must not wait for the connection this holds).
+        if let Some(t) = self.checkpointer.lock().ok().and_then(|mut t| t.take()) {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        let result = self
+            .with_conn(move |conn| {
+                let busy: i64 = conn
+                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+                    .map_err(backend)?;
+                if busy != 0 {
+                    return Err(backend("the database was busy"));
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::warn!("could not empty the WAL at stop: {e}");
+        }
     }
 }
