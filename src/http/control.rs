@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use super::calls::json_response;
 use super::error::ApiError;
 use super::{AppState, PeerAddr};
+use crate::clock::ClockError;
 use crate::domain::{CallId, EndReason};
 use crate::fabric::PartyInfo;
 use crate::store::DeliveryRecord;
@@ -225,7 +226,14 @@ async fn advance_clock(
         ));
     }
     let by = chrono::Duration::milliseconds((secs * 1000.0).round() as i64);
-    let now = state.engine.advance(by).await.map_err(ApiError::internal)?;
+    let now = state
+        .engine
+        .advance(by)
+        .await
+        .map_err(|e| match e.downcast_ref::<ClockError>() {
+            Some(ClockError::OutOfRange { .. }) => ApiError::bad_request(format!("{e}.")),
+            _ => ApiError::internal(e),
+        })?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"now": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "virtual": true}),

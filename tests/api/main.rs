@@ -4,6 +4,7 @@
 mod helpers;
 
 mod calls;
+mod clock;
 mod crash;
 mod delivery;
 mod group;
