@@ -10,3 +10,4 @@ mod delivery;
 mod group;
 mod identity;
 mod incoming;
+mod routes;
