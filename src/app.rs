@@ -50,6 +50,7 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}", opts.listen))?;
         let addr = listener.local_addr()?;
+        warn_if_control_api_open(addr, &settings);
         let public_url = settings
             .public_url
             .clone()
@@ -189,6 +190,17 @@ impl Application {
         let _ = timers.await;
         let _ = delivery.await;
         Ok(())
+    }
+}
+
+/// With no admin token, the control API trusts every client whose address is loopback.
+fn warn_if_control_api_open(addr: SocketAddr, settings: &Settings) {
+    if http::control::guarded_by_address_only(addr, settings) {
+        tracing::warn!(
+            "listening on {addr} with no [admin] token: the control API serves any client whose \
+             address is loopback, and a reverse proxy or port forward on this host makes remote \
+             clients look local; set [admin] token (or SWITCHBOARD_ADMIN_TOKEN)"
+        );
     }
 }
 

@@ -54,6 +54,14 @@ pub struct AppState {
 #[derive(Clone, Copy, Debug)]
 pub struct PeerAddr(pub SocketAddr);
 
+impl PeerAddr {
+    /// Whether the peer is on this host. On a `[::]` listener an IPv4 client arrives as
+    /// `::ffff:127.0.0.1`, which is loopback too.
+    pub fn is_loopback(&self) -> bool {
+        self.0.ip().to_canonical().is_loopback()
+    }
+}
+
 impl AppState {
     pub fn new(
         engine: Arc<Engine>,

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod calls;
+mod connections;
 mod clock;
 mod crash;
 mod delivery;
