@@ -5,11 +5,13 @@
 //! - [`calls`]: the call handlers;
 //! - [`identity`]: the token endpoint and the metadata documents;
 //! - [`control`]: `/_switchboard/v1`, the emulator's control API;
-//! - [`error`]: the one error type, rendered as Graph's error body.
+//! - [`error`]: the one error type, rendered as Graph's error body;
+//! - `drain`: `Connection: close` when a request body was left unread.
 
 pub mod actions;
 pub mod calls;
 pub mod control;
+mod drain;
 pub mod error;
 pub mod graph;
 pub mod identity;
@@ -299,5 +301,6 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             request_context,
         ))
+        .layer(middleware::from_fn(drain::middleware))
         .with_state(state)
 }

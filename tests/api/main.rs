@@ -4,8 +4,8 @@
 mod helpers;
 
 mod calls;
-mod connections;
 mod clock;
+mod connections;
 mod crash;
 mod delivery;
 mod group;
