@@ -147,7 +147,10 @@ mod tests {
             clock.advance(chrono::Duration::MAX),
             Err(ClockError::OutOfRange { .. })
         ));
-        assert_eq!(clock.advance(chrono::Duration::seconds(10)).unwrap(), LATEST);
+        assert_eq!(
+            clock.advance(chrono::Duration::seconds(10)).unwrap(),
+            LATEST
+        );
         assert_eq!(clock.now(), LATEST);
     }
 

@@ -217,10 +217,16 @@ mod tests {
         );
         let prompt = |n: &str| Operation::new(n.into(), OpKind::PlayPrompt, None);
         let first = call.play_prompt(prompt("a"), u64::MAX, now);
-        assert_eq!(first.completes_at, Some(chrono::DateTime::<chrono::Utc>::MAX_UTC));
+        assert_eq!(
+            first.completes_at,
+            Some(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+        );
         // The next one starts where the first ends: at the end of time, not past it.
         let second = call.play_prompt(prompt("b"), 4_000_000_000_000, now);
-        assert_eq!(second.completes_at, Some(chrono::DateTime::<chrono::Utc>::MAX_UTC));
+        assert_eq!(
+            second.completes_at,
+            Some(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+        );
     }
 
     #[test]

@@ -369,14 +369,30 @@ mod tests {
     #[test]
     fn a_listener_beyond_loopback_without_an_admin_token_is_warned_about() {
         let mut s = Settings::default();
-        for open in ["0.0.0.0:8080", "[::]:8080", "192.168.1.20:8080", "[2001:db8::1]:80"] {
+        for open in [
+            "0.0.0.0:8080",
+            "[::]:8080",
+            "192.168.1.20:8080",
+            "[2001:db8::1]:80",
+        ] {
             assert!(guarded_by_address_only(open.parse().unwrap(), &s), "{open}");
         }
-        for local in ["127.0.0.1:8080", "127.0.0.2:8080", "[::1]:8080", "[::ffff:127.0.0.1]:80"] {
-            assert!(!guarded_by_address_only(local.parse().unwrap(), &s), "{local}");
+        for local in [
+            "127.0.0.1:8080",
+            "127.0.0.2:8080",
+            "[::1]:8080",
+            "[::ffff:127.0.0.1]:80",
+        ] {
+            assert!(
+                !guarded_by_address_only(local.parse().unwrap(), &s),
+                "{local}"
+            );
         }
         s.admin.token = Some(Secret::new("t"));
-        assert!(!guarded_by_address_only("0.0.0.0:8080".parse().unwrap(), &s));
+        assert!(!guarded_by_address_only(
+            "0.0.0.0:8080".parse().unwrap(),
+            &s
+        ));
     }
 
     #[test]

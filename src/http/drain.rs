@@ -21,8 +21,8 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
-use hyper::body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
+use hyper::body::{Body as _, Frame, SizeHint};
 use tokio::sync::oneshot;
 
 /// The most of an unread body read after the answer is ready, to keep the connection.

@@ -20,18 +20,50 @@ async fn every_route_answers_every_method_with_405_and_allow_unless_it_serves_it
         (c.to_string(), &["POST"], None),
         (format!("{c}/{gone}"), &["GET", "HEAD", "DELETE"], None),
         (format!("{c}/{gone}/keepAlive"), &["POST"], None),
-        (format!("{c}/{gone}/microsoft.graph.playPrompt"), &["POST"], None),
-        (format!("{c}/{gone}/operations/op-1"), &["GET", "HEAD"], None),
+        (
+            format!("{c}/{gone}/microsoft.graph.playPrompt"),
+            &["POST"],
+            None,
+        ),
+        (
+            format!("{c}/{gone}/operations/op-1"),
+            &["GET", "HEAD"],
+            None,
+        ),
         (format!("{c}/{gone}/participants"), &["GET", "HEAD"], None),
-        (format!("{c}/{gone}/participants/p-1"), &["GET", "HEAD", "DELETE"], None),
+        (
+            format!("{c}/{gone}/participants/p-1"),
+            &["GET", "HEAD", "DELETE"],
+            None,
+        ),
         (format!("{c}/{gone}/participants/invite"), &["POST"], None),
         (format!("{c}/{gone}/participants/p-1/mute"), &["POST"], None),
-        (format!("/beta/app/calls/{gone}"), &["GET", "HEAD", "DELETE"], None),
+        (
+            format!("/beta/app/calls/{gone}"),
+            &["GET", "HEAD", "DELETE"],
+            None,
+        ),
         // Graph has these; Switchboard does not build them yet.
-        (format!("{c}/{live}/operations"), &["GET", "HEAD"], Some(501)),
-        (format!("{c}/{live}/participants/muteAll"), &["POST"], Some(501)),
-        (format!("{c}/{live}/participants/configureMixer"), &["POST"], Some(501)),
-        (format!("{c}/{live}/addLargeGalleryView"), &["POST"], Some(501)),
+        (
+            format!("{c}/{live}/operations"),
+            &["GET", "HEAD"],
+            Some(501),
+        ),
+        (
+            format!("{c}/{live}/participants/muteAll"),
+            &["POST"],
+            Some(501),
+        ),
+        (
+            format!("{c}/{live}/participants/configureMixer"),
+            &["POST"],
+            Some(501),
+        ),
+        (
+            format!("{c}/{live}/addLargeGalleryView"),
+            &["POST"],
+            Some(501),
+        ),
     ];
     let mut wrong = vec![];
     for (path, serves, served_status) in &table {
@@ -47,7 +79,9 @@ async fn every_route_answers_every_method_with_405_and_allow_unless_it_serves_it
             let r = into_resp(rb.send().await.unwrap()).await;
             let got = (
                 r.status,
-                r.headers.get("allow").map(|v| v.to_str().unwrap().to_string()),
+                r.headers
+                    .get("allow")
+                    .map(|v| v.to_str().unwrap().to_string()),
             );
             let ok = if serves.contains(&method) {
                 match served_status {
@@ -77,5 +111,8 @@ async fn head_on_a_call_answers_like_get_without_a_body() {
     let head = app.send("HEAD", &path, Some(&token), None).await;
     assert_eq!((get.status, head.status), (200, 200));
     assert_eq!(head.text, "");
-    assert_eq!(head.headers.get("content-type"), get.headers.get("content-type"));
+    assert_eq!(
+        head.headers.get("content-type"),
+        get.headers.get("content-type")
+    );
 }
