@@ -49,7 +49,14 @@ async fn read_response(s: &mut (impl AsyncRead + Unpin)) -> RawResponse {
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
     let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
@@ -164,4 +171,114 @@ async fn an_ipv4_client_of_a_dual_stack_listener_is_served_the_control_api_as_lo
     if let Ok(r) = app.http.get(&url6).send().await {
         assert_eq!(r.status(), 200);
     }
+}
+
+async fn connect(app: &TestApp) -> TcpStream {
+    TcpStream::connect(host(app)).await.unwrap()
+}
+
+/// A keep-alive `GET /healthz` on `s`, answered 200.
+async fn healthz(app: &TestApp, s: &mut TcpStream) {
+    let req = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", host(app));
+    s.write_all(req.as_bytes()).await.unwrap();
+    let r = read_response(s).await;
+    assert_eq!(r.status, 200);
+}
+
+/// Starts `POST /_switchboard/v1/clock/advance` on `s` and sends only part of its body, so the
+/// request stays in flight until [`finish_advance`].
+async fn start_advance(app: &TestApp, s: &mut TcpStream) {
+    let head = format!(
+        "POST /_switchboard/v1/clock/advance HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {ADMIN}\r\n\
+         Content-Length: 14\r\n\r\n{{\"sec",
+        host(app)
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+}
+
+async fn finish_advance(s: &mut TcpStream) -> RawResponse {
+    s.write_all(b"onds\": 1}").await.unwrap();
+    read_response(s).await
+}
+
+const SMALL_LIMIT: &str = "[limits]\nmax_connections = 8\n";
+
+#[tokio::test]
+async fn at_the_connection_limit_the_connection_idle_longest_is_closed_for_a_new_one() {
+    let app = spawn_app_with(Backend::Memory, SMALL_LIMIT).await;
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(connect(&app).await);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A ninth client is served...
+    let r = app
+        .http
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // ...because the oldest idle connection was closed, and only that one.
+    assert!(closed_within(&mut idle[0], Duration::from_secs(2)).await);
+    for s in &mut idle[1..] {
+        assert!(!closed_within(s, Duration::from_millis(50)).await);
+    }
+}
+
+#[tokio::test]
+async fn a_connection_in_the_middle_of_a_request_is_not_shed() {
+    let app = spawn_app_with(Backend::Memory, SMALL_LIMIT).await;
+    let mut busy = connect(&app).await;
+    start_advance(&app, &mut busy).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Seven more that each made a request and now idle, kept alive.
+    let mut idle = Vec::new();
+    for _ in 0..7 {
+        let mut s = connect(&app).await;
+        healthz(&app, &mut s).await;
+        idle.push(s);
+    }
+    let r = app
+        .http
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The one shed is the oldest idle one, not the older busy one...
+    assert!(closed_within(&mut idle[0], Duration::from_secs(2)).await);
+    for s in &mut idle[1..] {
+        assert!(!closed_within(s, Duration::from_millis(50)).await);
+    }
+    // ...whose request completes.
+    let r = finish_advance(&mut busy).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}
+
+#[tokio::test]
+async fn when_every_connection_is_busy_a_new_one_waits_for_one_to_finish() {
+    let app = spawn_app_with(Backend::Memory, "[limits]\nmax_connections = 2\n").await;
+    let mut a = connect(&app).await;
+    start_advance(&app, &mut a).await;
+    let mut b = connect(&app).await;
+    start_advance(&app, &mut b).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let third = tokio::spawn({
+        let url = format!("{}/healthz", app.base);
+        let http = app.http.clone();
+        async move { http.get(url).send().await.map(|r| r.status()) }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!third.is_finished(), "served beyond the limit");
+    // `a` finishes its request, goes idle, and is closed to make room.
+    assert_eq!(finish_advance(&mut a).await.status, 200);
+    let status = tokio::time::timeout(Duration::from_secs(2), third)
+        .await
+        .expect("served once a connection was free")
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(closed_within(&mut a, Duration::from_secs(2)).await);
+    assert_eq!(finish_advance(&mut b).await.status, 200);
 }
