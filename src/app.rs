@@ -166,14 +166,16 @@ impl Application {
             let (stream, peer) = match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    // Out of descriptors: an idle keep-alive connection gives one back.
-                    if connections::out_of_descriptors(&e) {
-                        connections.shed_oldest_idle();
-                    }
                     if let Some(n) = accept_log.hit(std::time::Instant::now()) {
                         tracing::warn!("accept failed: {e}{}", connections::more(n));
                     }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Out of descriptors: an idle connection gives one back; otherwise wait.
+                    let pause = Duration::from_millis(50);
+                    if !(connections::out_of_descriptors(&e)
+                        && connections.reclaim_descriptor(pause).await)
+                    {
+                        tokio::time::sleep(pause).await;
+                    }
                     continue;
                 }
             };

@@ -213,6 +213,22 @@ impl Connections {
         }
     }
 
+    /// After `accept` ran out of descriptors: asks the connection idle longest to close (unless
+    /// one is closing already) and waits up to `within` for a connection to close. `false` when
+    /// none is idle or closing, so there is nothing to wait for.
+    pub async fn reclaim_descriptor(&self, within: Duration) -> bool {
+        let changed = self.changed.notified();
+        let closing = {
+            let live = self.live.lock().expect("connections lock");
+            live.values().any(|e| e.close.is_cancelled())
+        };
+        if !closing && !self.shed_oldest_idle() {
+            return false;
+        }
+        let _ = tokio::time::timeout(within, changed).await;
+        true
+    }
+
     /// Waits until one more connection may be served: while the limit is reached, sheds the
     /// connection idle longest, or, when all are busy, waits for one to finish.
     pub async fn wait_for_room(&self) {
@@ -434,6 +450,22 @@ mod tests {
         assert!(a.close_requested().is_cancelled());
         drop((a, b, c));
         assert!(reg.is_empty());
+    }
+
+    #[tokio::test]
+    async fn out_of_descriptors_one_idle_connection_at_a_time_is_closed() {
+        let reg = Connections::new(10);
+        let stop = CancellationToken::new();
+        let (a, b) = (reg.register(&stop), reg.register(&stop));
+        let wait = Duration::from_millis(10);
+        assert!(reg.reclaim_descriptor(wait).await);
+        assert!(a.close_requested().is_cancelled());
+        // `a` has not closed yet: wait for it rather than close `b` too.
+        assert!(reg.reclaim_descriptor(wait).await);
+        assert!(!b.close_requested().is_cancelled());
+        drop(a);
+        let _busy = b.state().begin();
+        assert!(!reg.reclaim_descriptor(wait).await, "nothing idle to close");
     }
 
     #[tokio::test]
