@@ -210,7 +210,7 @@ async fn at_the_connection_limit_the_connection_idle_longest_is_closed_for_a_new
     for _ in 0..8 {
         idle.push(connect(&app).await);
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     // A ninth client is served...
     let r = app
         .http
@@ -231,7 +231,7 @@ async fn a_connection_in_the_middle_of_a_request_is_not_shed() {
     let app = spawn_app_with(Backend::Memory, SMALL_LIMIT).await;
     let mut busy = connect(&app).await;
     start_advance(&app, &mut busy).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     // Seven more that each made a request and now idle, kept alive.
     let mut idle = Vec::new();
     for _ in 0..7 {
@@ -263,7 +263,7 @@ async fn when_every_connection_is_busy_a_new_one_waits_for_one_to_finish() {
     start_advance(&app, &mut a).await;
     let mut b = connect(&app).await;
     start_advance(&app, &mut b).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let third = tokio::spawn({
         let url = format!("{}/healthz", app.base);
         let http = app.http.clone();
