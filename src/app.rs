@@ -12,14 +12,17 @@ use std::time::Duration;
 
 use anyhow::Context;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulConnection;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::auth::{KeyRing, Validator, keys::KEY_FILE};
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::connections::{self, Connections, Throttle};
 use crate::delivery::{Delivery, Signer};
 use crate::domain::call::Rules;
 use crate::engine::{Engine, Parts};
@@ -51,6 +54,7 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}", opts.listen))?;
         let addr = listener.local_addr()?;
+        warn_if_control_api_open(addr, &settings);
         let public_url = settings
             .public_url
             .clone()
@@ -148,43 +152,59 @@ impl Application {
         }
         let limits = self.state.settings.limits.clone();
         let router = http::router(self.state.clone());
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(limits.idle_timeout_secs.max(1)))
             .max_buf_size(limits.max_header_bytes.max(8192))
             .keep_alive(true);
+        let connections = Connections::new(connections::resolve_limit(limits.max_connections));
+        // Cancelled at shutdown: every connection finishes its request and closes.
+        let draining = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let mut accept_log = Throttle::new(connections::LOG_EVERY);
         loop {
-            let (stream, peer) = tokio::select! {
+            let accepted = tokio::select! {
                 _ = stop.cancelled() => break,
-                accepted = self.listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+                accepted = self.listener.accept() => accepted,
             };
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    if let Some(n) = accept_log.hit(std::time::Instant::now()) {
+                        tracing::warn!("accept failed: {e}{}", connections::more(n));
+                    }
+                    // Out of descriptors: an idle connection gives one back; otherwise wait.
+                    let pause = Duration::from_millis(50);
+                    if !(connections::out_of_descriptors(&e)
+                        && connections.reclaim_descriptor(pause).await)
+                    {
+                        tokio::time::sleep(pause).await;
+                    }
+                    continue;
+                }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = connections.wait_for_room() => {}
+            }
             let _ = stream.set_nodelay(true);
+            let slot = connections.register(&draining);
             let svc = router.clone().map_request(
                 move |mut req: axum::extract::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(PeerAddr(peer));
                     req.map(axum::body::Body::new)
                 },
             );
+            let svc = connections::Track::new(svc, slot.state());
             let conn =
                 builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
-            let conn = graceful.watch(conn);
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!("connection ended: {e}");
-                }
-            });
+            tracker.spawn(serve_connection(conn, slot));
         }
         drop(self.listener);
-        if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
+        draining.cancel();
+        tracker.close();
+        if tokio::time::timeout(Duration::from_secs(10), tracker.wait())
             .await
             .is_err()
         {
@@ -199,6 +219,42 @@ impl Application {
         self.engine.flush().await;
         self.store.close().await;
         Ok(())
+    }
+}
+
+/// With no admin token, the control API trusts every client whose address is loopback.
+fn warn_if_control_api_open(addr: SocketAddr, settings: &Settings) {
+    if http::control::guarded_by_address_only(addr, settings) {
+        tracing::warn!(
+            "listening on {addr} with no [admin] token: the control API serves any client whose \
+             address is loopback, and a reverse proxy or port forward on this host makes remote \
+             clients look local; set [admin] token (or SWITCHBOARD_ADMIN_TOKEN)"
+        );
+    }
+}
+
+/// Serves one connection until it ends, or until it is asked to close (shed by the connection
+/// limit, or the server stopping): then a request in flight is finished first.
+async fn serve_connection<C>(conn: C, slot: connections::Slot)
+where
+    C: GracefulConnection,
+    C::Error: std::fmt::Display,
+{
+    let mut conn = std::pin::pin!(conn);
+    let ended = tokio::select! {
+        ended = conn.as_mut() => ended,
+        _ = slot.close_requested().cancelled() => {
+            // A connection that never started a request has nothing to finish or flush (hyper
+            // would wait for its first request); the others close once their answer is out.
+            if slot.state().requests() == 0 {
+                return;
+            }
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!("connection ended: {e}");
     }
 }
 

@@ -31,7 +31,23 @@ pub enum ClockError {
     NotVirtual,
     #[error("the clock cannot move backwards")]
     Backwards,
+    #[error("the virtual clock stands at {now} and cannot pass {latest}", now = .now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), latest = LATEST.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))]
+    OutOfRange { now: Timestamp },
 }
+
+/// The latest time a virtual clock may stand at: the last millisecond of year 9999.
+///
+/// Graph writes times as ISO 8601 with four-digit years, and RFC 3339 cannot write a later one.
+/// It also keeps every timer Switchboard computes from "now" (configured durations are at most
+/// [`MAX_SPAN_SECS`]) a quarter of a million years inside the range of `chrono`, whose arithmetic
+/// panics beyond it.
+pub const LATEST: Timestamp = match DateTime::from_timestamp_millis(253_402_300_799_999) {
+    Some(t) => t,
+    None => panic!("year 9999 is within chrono's range"),
+};
+
+/// The longest configured duration (timeouts, backoff, answering delays) in seconds: ten years.
+pub const MAX_SPAN_SECS: u64 = 10 * 365 * 86_400;
 
 impl Clock {
     /// The wall clock.
@@ -65,7 +81,8 @@ impl Clock {
         }
     }
 
-    /// Moves a virtual clock forward by `by`.
+    /// Moves a virtual clock forward by `by`. A move past [`LATEST`] is refused and leaves the
+    /// clock where it was.
     pub fn advance(&self, by: chrono::Duration) -> Result<Timestamp, ClockError> {
         let Some(t) = &self.inner.virtual_now else {
             return Err(ClockError::NotVirtual);
@@ -75,8 +92,12 @@ impl Clock {
         }
         let now = {
             let mut t = t.lock().expect("clock lock");
-            *t += by;
-            *t
+            let next = t
+                .checked_add_signed(by)
+                .filter(|next| *next <= LATEST)
+                .ok_or(ClockError::OutOfRange { now: *t })?;
+            *t = next;
+            next
         };
         self.inner.moved.send_replace(now);
         Ok(now)
@@ -110,6 +131,27 @@ mod tests {
         assert_eq!(clock.now(), start);
         clock.advance(chrono::Duration::seconds(2700)).unwrap();
         assert_eq!(clock.now(), start + chrono::Duration::seconds(2700));
+    }
+
+    #[test]
+    fn a_virtual_clock_refuses_to_pass_year_9999_and_stays_where_it_was() {
+        let clock = Clock::virtual_at(LATEST - chrono::Duration::seconds(10));
+        let before = clock.now();
+        assert!(matches!(
+            clock.advance(chrono::Duration::seconds(11)),
+            Err(ClockError::OutOfRange { now }) if now == before
+        ));
+        assert_eq!(clock.now(), before);
+        // chrono's own limit is refused the same way, not with a panic.
+        assert!(matches!(
+            clock.advance(chrono::Duration::MAX),
+            Err(ClockError::OutOfRange { .. })
+        ));
+        assert_eq!(
+            clock.advance(chrono::Duration::seconds(10)).unwrap(),
+            LATEST
+        );
+        assert_eq!(clock.now(), LATEST);
     }
 
     #[test]

@@ -233,6 +233,9 @@ pub struct LimitSettings {
     pub idle_timeout_secs: u64,
     /// Largest request head (request line and headers).
     pub max_header_bytes: usize,
+    /// Connections served at once; at the limit the one idle longest is closed. Unset: 4096, or
+    /// three quarters of the open-file limit when that is lower.
+    pub max_connections: Option<usize>,
 }
 
 impl Default for LimitSettings {
@@ -242,6 +245,7 @@ impl Default for LimitSettings {
             request_timeout_secs: 30,
             idle_timeout_secs: 60,
             max_header_bytes: 64 * 1024,
+            max_connections: None,
         }
     }
 }
@@ -334,7 +338,44 @@ impl Settings {
                 anyhow::bail!("app {} is configured twice", a.app_id);
             }
         }
-        Ok(())
+        if self.limits.max_connections == Some(0) {
+            anyhow::bail!("limits.max_connections must be at least 1");
+        }
+        self.check_durations()
+    }
+
+    /// Every configured duration is at most ten years ([`crate::clock::MAX_SPAN_SECS`]), so
+    /// timers computed from the call clock stay far inside the range of time arithmetic.
+    fn check_durations(&self) -> anyhow::Result<()> {
+        let max = crate::clock::MAX_SPAN_SECS;
+        let mut spans = vec![
+            (
+                "calls.ringing_timeout_secs",
+                self.calls.ringing_timeout_secs,
+            ),
+            (
+                "calls.keep_alive_timeout_secs",
+                self.calls.keep_alive_timeout_secs,
+            ),
+            ("delivery.max_backoff_secs", self.delivery.max_backoff_secs),
+            (
+                "delivery.initial_backoff_ms",
+                self.delivery.initial_backoff_ms / 1000,
+            ),
+            (
+                "notifications.token_lifetime_secs",
+                self.notifications.token_lifetime_secs,
+            ),
+        ];
+        for p in &self.parties {
+            if let Some(ms) = p.answer_after_ms {
+                spans.push(("parties.answer_after_ms", ms / 1000));
+            }
+        }
+        match spans.into_iter().find(|(_, secs)| *secs > max) {
+            Some((name, _)) => anyhow::bail!("{name} is longer than ten years ({max} s)"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -445,6 +486,22 @@ parties = ["5e9f0000-0000-4000-8000-000000000001", "+15550100"]
         assert_eq!(s.apps[0].max_concurrent_calls, 100);
         assert_eq!(s.parties[1].behavior, Behavior::PrivateCallingDisabled);
         assert!(s.admin.token.unwrap().matches("secret-admin-token"));
+    }
+
+    #[test]
+    fn durations_longer_than_ten_years_are_refused() {
+        let err = Settings::from_toml("[calls]\nkeep_alive_timeout_secs = 18446744073709551615\n")
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("calls.keep_alive_timeout_secs"),
+            "{err}"
+        );
+        let err = Settings::from_toml(
+            "[[parties]]\nid = \"p\"\nbehavior = \"answer\"\nanswer_after_ms = 400000000000000\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("parties.answer_after_ms"), "{err}");
+        Settings::from_toml("[calls]\nkeep_alive_timeout_secs = 315360000\n").unwrap();
     }
 
     #[test]

@@ -10,12 +10,14 @@
 //! - [`delivery`]: the worker that POSTs notifications from the durable outbox;
 //! - [`auth`]: signing keys, app tokens, token validation;
 //! - [`http`]: the HTTP layer (Graph routes, token endpoint, control API);
+//! - [`connections`]: the connection limit, shedding the connection idle longest;
 //! - [`app`]: builds everything from [`config::Settings`] and runs it until stopped.
 
 pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod connections;
 pub mod delivery;
 pub mod domain;
 pub mod engine;

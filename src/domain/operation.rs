@@ -204,6 +204,32 @@ mod tests {
     }
 
     #[test]
+    fn prompts_queued_past_the_end_of_time_end_there_instead_of_overflowing() {
+        use crate::domain::{Call, CallState, Direction};
+        let now = chrono::Utc::now();
+        let mut call = Call::new(
+            "app",
+            "tenant",
+            Direction::Outgoing,
+            CallState::Established,
+            "https://bot.example/api/calls".into(),
+            now,
+        );
+        let prompt = |n: &str| Operation::new(n.into(), OpKind::PlayPrompt, None);
+        let first = call.play_prompt(prompt("a"), u64::MAX, now);
+        assert_eq!(
+            first.completes_at,
+            Some(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+        );
+        // The next one starts where the first ends: at the end of time, not past it.
+        let second = call.play_prompt(prompt("b"), 4_000_000_000_000, now);
+        assert_eq!(
+            second.completes_at,
+            Some(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+        );
+    }
+
+    #[test]
     fn operation_status_is_written_in_pascal_case() {
         assert_eq!(OpStatus::Running.as_str(), "Running");
         assert_eq!(
@@ -231,8 +257,14 @@ pub struct RecordPlan {
     pub access_token: String,
 }
 
+/// `ms` after `t`. Durations come from WAV headers and requests, so this saturates at the end of
+/// time rather than overflow (an operation that would end there never ends).
 fn after(t: Timestamp, ms: u64) -> Timestamp {
-    t + chrono::Duration::milliseconds(ms as i64)
+    i64::try_from(ms)
+        .ok()
+        .and_then(chrono::Duration::try_milliseconds)
+        .and_then(|d| t.checked_add_signed(d))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
 }
 
 impl super::Call {

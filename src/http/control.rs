@@ -2,6 +2,7 @@
 //! deliveries log, move the virtual clock. It needs the configured admin token; with none
 //! configured, only loopback clients are served. App tokens are never accepted.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -15,6 +16,8 @@ use serde_json::{Value, json};
 use super::calls::json_response;
 use super::error::ApiError;
 use super::{AppState, PeerAddr};
+use crate::clock::ClockError;
+use crate::config::Settings;
 use crate::domain::{CallId, EndReason};
 use crate::fabric::PartyInfo;
 use crate::store::DeliveryRecord;
@@ -39,7 +42,7 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
         (None, None) => req
             .extensions()
             .get::<PeerAddr>()
-            .is_some_and(|a| a.0.ip().is_loopback()),
+            .is_some_and(PeerAddr::is_loopback),
     };
     if !allowed {
         let e = if state.settings.admin.token.is_some() {
@@ -61,6 +64,13 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
         return e.into_response();
     }
     next.run(req).await
+}
+
+/// Whether to warn at start that the control API is guarded by nothing but the peer address: no
+/// admin token is set and the server listens beyond loopback, so other hosts reach it, and any
+/// forwarder on this host (a reverse proxy, a port forward) makes their requests look local.
+pub fn guarded_by_address_only(listen: SocketAddr, settings: &Settings) -> bool {
+    settings.admin.token.is_none() && !listen.ip().to_canonical().is_loopback()
 }
 
 fn party_json(p: &PartyInfo) -> Value {
@@ -235,7 +245,14 @@ async fn advance_clock(
         ));
     }
     let by = chrono::Duration::milliseconds((secs * 1000.0).round() as i64);
-    let now = state.engine.advance(by).await.map_err(ApiError::internal)?;
+    let now = state
+        .engine
+        .advance(by)
+        .await
+        .map_err(|e| match e.downcast_ref::<ClockError>() {
+            Some(ClockError::OutOfRange { .. }) => ApiError::bad_request(format!("{e}.")),
+            _ => ApiError::internal(e),
+        })?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"now": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "virtual": true}),
@@ -352,4 +369,47 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/clock/advance", post(advance_clock))
         .fallback(|| async { ApiError::not_found("No such control API route.") })
         .layer(middleware::from_fn_with_state(state, guard))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    #[test]
+    fn a_listener_beyond_loopback_without_an_admin_token_is_warned_about() {
+        let mut s = Settings::default();
+        for open in [
+            "0.0.0.0:8080",
+            "[::]:8080",
+            "192.168.1.20:8080",
+            "[2001:db8::1]:80",
+        ] {
+            assert!(guarded_by_address_only(open.parse().unwrap(), &s), "{open}");
+        }
+        for local in [
+            "127.0.0.1:8080",
+            "127.0.0.2:8080",
+            "[::1]:8080",
+            "[::ffff:127.0.0.1]:80",
+        ] {
+            assert!(
+                !guarded_by_address_only(local.parse().unwrap(), &s),
+                "{local}"
+            );
+        }
+        s.admin.token = Some(Secret::new("t"));
+        assert!(!guarded_by_address_only(
+            "0.0.0.0:8080".parse().unwrap(),
+            &s
+        ));
+    }
+
+    #[test]
+    fn an_ipv4_client_of_a_dual_stack_listener_is_loopback() {
+        assert!(PeerAddr("[::ffff:127.0.0.1]:5000".parse().unwrap()).is_loopback());
+        assert!(PeerAddr("[::1]:5000".parse().unwrap()).is_loopback());
+        assert!(!PeerAddr("[::ffff:10.0.0.1]:5000".parse().unwrap()).is_loopback());
+        assert!(!PeerAddr("10.0.0.1:5000".parse().unwrap()).is_loopback());
+    }
 }

@@ -28,8 +28,43 @@ pub enum Route {
     Participant(String, String),
     Invite(String),
     ParticipantAction(String, String, ParticipantAction),
-    /// A call's sub-resource that is not built yet (listing operations, muteAll, ...).
-    Unbuilt(String, &'static str),
+    /// A call's sub-resource that Graph has and Switchboard does not build yet.
+    Unbuilt(String, Unbuilt),
+}
+
+/// What Graph serves that Switchboard answers with `501`, each with the one method Graph takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unbuilt {
+    ListOperations,
+    MuteAll,
+    ConfigureMixer,
+}
+
+impl Unbuilt {
+    fn what(self) -> &'static str {
+        match self {
+            Unbuilt::ListOperations => "Listing operations",
+            Unbuilt::MuteAll => "The participants/muteAll action",
+            Unbuilt::ConfigureMixer => "The participants/configureMixer action",
+        }
+    }
+}
+
+/// The methods a route answers to; every other method is `405` with these in `Allow`. `HEAD` is
+/// answered wherever `GET` is, as HTTP wants.
+pub fn allowed(route: &Route) -> &'static [Method] {
+    const GET: &[Method] = &[Method::GET, Method::HEAD];
+    const GET_DELETE: &[Method] = &[Method::GET, Method::HEAD, Method::DELETE];
+    const POST: &[Method] = &[Method::POST];
+    match route {
+        Route::Calls | Route::CallAction(..) | Route::Invite(_) | Route::ParticipantAction(..) => {
+            POST
+        }
+        Route::Call(_) | Route::Participant(..) => GET_DELETE,
+        Route::Operation(..) | Route::Participants(_) => GET,
+        Route::Unbuilt(_, Unbuilt::ListOperations) => GET,
+        Route::Unbuilt(_, Unbuilt::MuteAll | Unbuilt::ConfigureMixer) => POST,
+    }
 }
 
 /// A Graph path with the addressing it was reached by.
@@ -86,7 +121,7 @@ pub fn parse(path: &str) -> Result<Target, String> {
             } else if action.eq_ignore_ascii_case("participants") {
                 Route::Participants(id.to_string())
             } else if action.eq_ignore_ascii_case("operations") {
-                Route::Unbuilt(id.to_string(), "Listing operations")
+                Route::Unbuilt(id.to_string(), Unbuilt::ListOperations)
             } else {
                 return Err(action.to_string());
             }
@@ -98,9 +133,8 @@ pub fn parse(path: &str) -> Result<Target, String> {
             let name = pid.to_ascii_lowercase();
             match name.strip_prefix("microsoft.graph.").unwrap_or(&name) {
                 "invite" => Route::Invite(id.to_string()),
-                "muteall" | "configuremixer" => {
-                    Route::Unbuilt(id.to_string(), "This participants action")
-                }
+                "muteall" => Route::Unbuilt(id.to_string(), Unbuilt::MuteAll),
+                "configuremixer" => Route::Unbuilt(id.to_string(), Unbuilt::ConfigureMixer),
                 _ => Route::Participant(id.to_string(), pid.to_string()),
             }
         }
@@ -139,57 +173,40 @@ async fn route(state: Arc<AppState>, req: Request) -> Result<Response, ApiError>
         }
     })?;
     let (principal, app) = state.authenticate(&parts.headers).await?;
-    let m = &parts.method;
+    let methods = allowed(&target.route);
+    if !methods.contains(&parts.method) {
+        let names: Vec<&str> = methods.iter().map(Method::as_str).collect();
+        return Err(ApiError::method_not_allowed(&names.join(", ")));
+    }
+    // Past this point the method is one of `allowed(route)`; `HEAD` is served as `GET` (hyper
+    // sends no body with it).
+    let delete = parts.method == Method::DELETE;
     match &target.route {
-        Route::Calls => match *m {
-            Method::POST => {
-                let body = calls::json_body(&state, &parts.headers, body).await?;
-                calls::create_call(&state, &target, &principal, &app, body).await
-            }
-            _ => Err(ApiError::method_not_allowed("POST")),
-        },
-        Route::Call(id) => match *m {
-            Method::GET => calls::get_call(&state, &target, &app, id).await,
-            Method::DELETE => calls::delete_call(&state, &app, id).await,
-            _ => Err(ApiError::method_not_allowed("GET, DELETE")),
-        },
+        Route::Calls => {
+            let body = calls::json_body(&state, &parts.headers, body).await?;
+            calls::create_call(&state, &target, &principal, &app, body).await
+        }
+        Route::Call(id) if delete => calls::delete_call(&state, &app, id).await,
+        Route::Call(id) => calls::get_call(&state, &target, &app, id).await,
         Route::CallAction(id, action) => {
-            if *m != Method::POST {
-                return Err(ApiError::method_not_allowed("POST"));
-            }
             let body = calls::optional_json_body(&state, &parts.headers, body).await?;
             actions::run(&state, &target, &principal, &app, id, *action, body).await
         }
-        Route::Operation(id, op) => match *m {
-            Method::GET => actions::get_operation(&state, &target, &app, id, op).await,
-            _ => Err(ApiError::method_not_allowed("GET")),
-        },
-        Route::Participants(id) => match *m {
-            Method::GET => participants::list(&state, &target, &app, id).await,
-            _ => Err(ApiError::method_not_allowed("GET")),
-        },
-        Route::Participant(id, pid) => match *m {
-            Method::GET => participants::get(&state, &target, &app, id, pid).await,
-            Method::DELETE => participants::remove(&state, &app, id, pid).await,
-            _ => Err(ApiError::method_not_allowed("GET, DELETE")),
-        },
+        Route::Operation(id, op) => actions::get_operation(&state, &target, &app, id, op).await,
+        Route::Participants(id) => participants::list(&state, &target, &app, id).await,
+        Route::Participant(id, pid) if delete => participants::remove(&state, &app, id, pid).await,
+        Route::Participant(id, pid) => participants::get(&state, &target, &app, id, pid).await,
         Route::Invite(id) => {
-            if *m != Method::POST {
-                return Err(ApiError::method_not_allowed("POST"));
-            }
             let body = calls::json_body(&state, &parts.headers, body).await?;
             participants::invite(&state, &target, &principal, &app, id, body).await
         }
         Route::ParticipantAction(id, pid, action) => {
-            if *m != Method::POST {
-                return Err(ApiError::method_not_allowed("POST"));
-            }
             let body = calls::optional_json_body(&state, &parts.headers, body).await?;
             participants::act(&state, &target, &app, id, pid, *action, body).await
         }
         Route::Unbuilt(id, what) => {
             calls::owned_call(&state, &app, id).await?;
-            Err(ApiError::not_implemented(what))
+            Err(ApiError::not_implemented(what.what()))
         }
     }
 }

@@ -5,11 +5,13 @@
 //! - [`calls`]: the call handlers;
 //! - [`identity`]: the token endpoint and the metadata documents;
 //! - [`control`]: `/_switchboard/v1`, the emulator's control API;
-//! - [`error`]: the one error type, rendered as Graph's error body.
+//! - [`error`]: the one error type, rendered as Graph's error body;
+//! - `drain`: `Connection: close` when a request body was left unread.
 
 pub mod actions;
 pub mod calls;
 pub mod control;
+mod drain;
 pub mod error;
 pub mod graph;
 pub mod identity;
@@ -53,6 +55,14 @@ pub struct AppState {
 /// The peer address of a connection, put into every request by the server loop.
 #[derive(Clone, Copy, Debug)]
 pub struct PeerAddr(pub SocketAddr);
+
+impl PeerAddr {
+    /// Whether the peer is on this host. On a `[::]` listener an IPv4 client arrives as
+    /// `::ffff:127.0.0.1`, which is loopback too.
+    pub fn is_loopback(&self) -> bool {
+        self.0.ip().to_canonical().is_loopback()
+    }
+}
 
 impl AppState {
     pub fn new(
@@ -331,5 +341,6 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             request_context,
         ))
+        .layer(middleware::from_fn(drain::middleware))
         .with_state(state)
 }

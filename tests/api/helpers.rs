@@ -333,33 +333,47 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 }
 
 pub async fn spawn_app_with(backend: Backend, extra_config: &str) -> TestApp {
+    spawn_app_on(backend, extra_config, "127.0.0.1:0", |_| {})
+        .await
+        .unwrap()
+}
+
+/// The test app listening on `listen`, its settings changed by `tweak`; an error if it cannot
+/// start (say, no IPv6 on this machine).
+pub async fn spawn_app_on(
+    backend: Backend,
+    extra_config: &str,
+    listen: &str,
+    tweak: impl FnOnce(&mut Settings),
+) -> anyhow::Result<TestApp> {
     // The receiver starts first so the apps' incoming_call_uri can point at it.
     let receiver = Receiver::start().await;
     let incoming = receiver.url_for("/incoming");
-    let settings = Settings::from_toml(&config_toml_with(extra_config, Some(&incoming))).unwrap();
+    let mut settings = Settings::from_toml(&config_toml_with(extra_config, Some(&incoming)))?;
+    tweak(&mut settings);
     let dir = matches!(backend, Backend::Sqlite).then(TempDir::new);
     let store = match &dir {
         Some(d) => format!("sqlite://{}/sb.db", d.0.display()),
         None => "memory".into(),
     };
     let opts = ServeOptions {
-        listen: "127.0.0.1:0".into(),
+        listen: listen.into(),
         store,
         virtual_clock: true,
     };
-    let app = Application::build(settings, &opts).await.unwrap();
+    let app = Application::build(settings, &opts).await?;
     let base = format!("http://{}", app.local_addr());
     let state = app.state();
     let stop = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(stop.clone()));
-    TestApp {
+    Ok(TestApp {
         base,
         http: reqwest::Client::new(),
         receiver,
         state,
         stop,
         _dir: dir,
-    }
+    })
 }
 
 impl Drop for TestApp {

@@ -4,8 +4,11 @@
 mod helpers;
 
 mod calls;
+mod clock;
+mod connections;
 mod crash;
 mod delivery;
 mod group;
 mod identity;
 mod incoming;
+mod routes;
