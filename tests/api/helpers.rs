@@ -337,6 +337,11 @@ pub async fn spawn_app_with(backend: Backend, extra_config: &str) -> TestApp {
     let receiver = Receiver::start().await;
     let incoming = receiver.url_for("/incoming");
     let settings = Settings::from_toml(&config_toml_with(extra_config, Some(&incoming))).unwrap();
+    spawn_app_from(backend, settings, receiver).await
+}
+
+/// Starts the server with these settings (the caller wired `receiver` into them as it wanted).
+pub async fn spawn_app_from(backend: Backend, settings: Settings, receiver: Receiver) -> TestApp {
     let dir = matches!(backend, Backend::Sqlite).then(TempDir::new);
     let store = match &dir {
         Some(d) => format!("sqlite://{}/sb.db", d.0.display()),
