@@ -28,6 +28,7 @@ use crate::domain::call::Rules;
 use crate::engine::{Engine, Parts};
 use crate::fabric::simulated::SimulatedFabric;
 use crate::http::{self, AppState, PeerAddr};
+use crate::net_policy::Outbound;
 use crate::store::committer::Committer;
 
 /// How `serve` was asked to run.
@@ -72,20 +73,16 @@ impl Application {
             Clock::real()
         };
         let snapshot = opened.store.load().await.context("reading the store")?;
-        let http_client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .http1_title_case_headers()
-            .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .context("building the HTTP client")?;
+        // Every outbound request goes through these clients, which enforce the callback
+        // policy's address rules when it forbids private addresses (`net_policy`).
+        let outbound = Outbound::new(&settings.callbacks).context("building the HTTP clients")?;
         let signer = Signer::new(keys.clone(), settings.notifications.clone());
         let committer = Committer::start(opened.store.clone(), Arc::default());
         let delivery = Arc::new(Delivery::new(
             committer.clone(),
             clock.clone(),
             signer,
-            http_client.clone(),
+            outbound.deliveries.clone(),
             settings.delivery.clone(),
         ));
         delivery.enqueue(snapshot.pending.clone());
@@ -109,8 +106,7 @@ impl Application {
                 retention: settings.retention,
             },
         ));
-        let validator =
-            Validator::new(keys.clone(), &settings.trusted_issuers, http_client.clone());
+        let validator = Validator::new(keys.clone(), &settings.trusted_issuers, &outbound);
         validator.load_trusted_keys().await?;
         let state = Arc::new(AppState::new(
             engine.clone(),
@@ -118,7 +114,7 @@ impl Application {
             keys,
             settings,
             public_url,
-            http_client,
+            outbound.fetches.clone(),
         ));
         Ok(Application {
             listener,

@@ -53,6 +53,7 @@ pub struct Settings {
     pub notifications: NotificationSettings,
     pub limits: LimitSettings,
     pub callbacks: CallbackPolicy,
+    pub token_throttle: TokenThrottleSettings,
     pub store: StoreSettings,
     pub retention: Retention,
     pub media: MediaSettings,
@@ -113,6 +114,13 @@ pub struct TrustedIssuerConfig {
     pub jwks_uri: Option<String>,
     #[serde(default)]
     pub audience: Option<String>,
+    /// The apps (by app id) this issuer may speak for; absent: every configured app.
+    #[serde(default)]
+    pub app_ids: Option<Vec<String>>,
+    /// Fetch `jwks_uri` even when it is on a private network while `[callbacks]` forbids
+    /// private addresses (an issuer inside the operator's own network).
+    #[serde(default)]
+    pub allow_private_network: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -250,13 +258,45 @@ impl Default for LimitSettings {
     }
 }
 
+/// Throttling of wrong client secrets at the token endpoint, per client id and per peer address.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenThrottleSettings {
+    /// Failed attempts (a wrong secret, or an unknown client id for the peer) within
+    /// `window_secs` that lock the client id, or the peer, out; `0` turns throttling off.
+    pub max_failures: u32,
+    /// How long failures are counted for.
+    pub window_secs: u64,
+    /// How long a lock-out lasts (`429` with `Retry-After`, the secret not even checked).
+    pub lockout_secs: u64,
+}
+
+impl Default for TokenThrottleSettings {
+    fn default() -> Self {
+        TokenThrottleSettings {
+            max_failures: 10,
+            window_secs: 60,
+            lockout_secs: 60,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CallbackPolicy {
     /// Require `https` callback URLs.
     pub strict: bool,
-    /// With `strict`, also refuse loopback, private and link-local addresses.
+    /// With `strict`, also refuse loopback, private, link-local and other non-public addresses
+    /// (`net_policy`): in callback and prompt URLs, and in every address a name resolves to.
     pub forbid_private: bool,
+}
+
+impl CallbackPolicy {
+    /// Whether outbound requests must stay off non-public addresses (`strict` and
+    /// `forbid_private`).
+    pub fn forbids_private(&self) -> bool {
+        self.strict && self.forbid_private
+    }
 }
 
 /// The development app used when no `--config` is given.
@@ -331,11 +371,42 @@ impl Settings {
                     t.issuer
                 );
             }
+            if let Some(uri) = &t.jwks_uri
+                && self.callbacks.forbids_private()
+                && !t.allow_private_network
+                && let Some(r) = private_literal(uri)
+            {
+                anyhow::bail!(
+                    "trusted issuer {}: jwks_uri {}: {r}; set allow_private_network = true on this issuer if it is meant",
+                    t.issuer,
+                    crate::net_policy::redact_url(uri)
+                );
+            }
+        }
+        for t in &self.trusted_issuers {
+            for id in t.app_ids.iter().flatten() {
+                if !self.apps.iter().any(|a| a.app_id.eq_ignore_ascii_case(id)) {
+                    anyhow::bail!(
+                        "trusted issuer {}: app_ids names {id}, which is not a configured app",
+                        t.issuer
+                    );
+                }
+            }
         }
         let mut seen = std::collections::HashSet::new();
         for a in &self.apps {
             if !seen.insert(a.app_id.to_ascii_lowercase()) {
                 anyhow::bail!("app {} is configured twice", a.app_id);
+            }
+            if let Some(uri) = &a.incoming_call_uri
+                && self.callbacks.forbids_private()
+                && let Some(r) = private_literal(uri)
+            {
+                anyhow::bail!(
+                    "app {}: incoming_call_uri {}: {r}, so no incoming call could be delivered",
+                    a.app_id,
+                    crate::net_policy::redact_url(uri)
+                );
             }
         }
         if self.limits.max_connections == Some(0) {
@@ -377,6 +448,13 @@ impl Settings {
             None => Ok(()),
         }
     }
+}
+
+/// The refusal the callback policy would give a URL on its text alone, if any.
+fn private_literal(uri: &str) -> Option<crate::net_policy::PolicyRefusal> {
+    url::Url::parse(uri)
+        .ok()
+        .and_then(|u| crate::net_policy::literal_refusal(&u))
 }
 
 /// The development meeting, with Alice and Bob in it.

@@ -586,13 +586,31 @@ fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
 
 /// A short description of why a POST failed, without URLs' secrets or tokens.
 fn describe(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timeout".into()
+    if let Some(refusal) = crate::net_policy::policy_refusal(e) {
+        return refusal.to_string();
+    }
+    // The innermost I/O error says what happened (refused, reset, ...) and holds no URL.
+    let mut io = None;
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(i) = s.downcast_ref::<std::io::Error>() {
+            io = Some(i.to_string());
+        }
+        source = s.source();
+    }
+    let what = if e.is_timeout() {
+        "timeout"
     } else if e.is_connect() {
-        "connection failed".into()
+        "connection failed"
     } else if e.is_request() {
-        "request failed".into()
+        "request failed"
+    } else if e.is_body() || e.is_decode() {
+        "reading the response failed"
     } else {
-        "error".into()
+        "error"
+    };
+    match io {
+        Some(io) => format!("{what}: {io}"),
+        None => what.into(),
     }
 }

@@ -9,6 +9,8 @@
 //! - [`engine`]: applies domain transitions, commits them with their notifications, runs timers;
 //! - [`delivery`]: the worker that POSTs notifications from the durable outbox;
 //! - [`auth`]: signing keys, app tokens, token validation;
+//! - [`net_policy`]: where outbound requests may connect (the callback policy's address
+//!   rules) and the HTTP clients that enforce it;
 //! - [`http`]: the HTTP layer (Graph routes, token endpoint, control API);
 //! - [`connections`]: the connection limit, shedding the connection idle longest;
 //! - [`app`]: builds everything from [`config::Settings`] and runs it until stopped.
@@ -25,4 +27,5 @@ pub mod fabric;
 pub mod graph;
 pub mod http;
 pub mod media;
+pub mod net_policy;
 pub mod store;

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::{GRAPH_AUDIENCES, KeyRing};
 use crate::config::{AppConfig, TrustedIssuerConfig};
+use crate::net_policy::Outbound;
 
 /// Lifetime of an app token, as Entra gives it.
 pub const APP_TOKEN_LIFETIME_SECS: i64 = 3599;
@@ -149,6 +150,18 @@ pub enum AuthError {
         "The calls API supports application permissions only; delegated (user) tokens are not accepted."
     )]
     Delegated,
+    #[error(
+        "Access token validation failure: only app-only tokens are accepted (idtyp, when present, must be app)."
+    )]
+    NotAppOnly,
+    #[error(
+        "Access token validation failure: the token's issuer may not issue tokens for this application."
+    )]
+    IssuerNotForApp,
+    #[error(
+        "Access token validation failure: the token's tenant (tid) is not the application's tenant."
+    )]
+    TenantMismatch,
 }
 
 /// Where a trusted issuer's keys come from.
@@ -160,7 +173,12 @@ enum JwksSource {
 struct TrustedIssuer {
     issuer: String,
     audience: String,
+    /// The apps (lower-case app ids) it may speak for; `None`: every app.
+    app_ids: Option<Vec<String>>,
     source: JwksSource,
+    /// The client its JWKS is fetched with (guarded by the callback policy unless the issuer is
+    /// allowed on a private network).
+    http: reqwest::Client,
     keys: RwLock<HashMap<String, DecodingKey>>,
     last_fetch: std::sync::Mutex<Option<Instant>>,
 }
@@ -169,7 +187,6 @@ struct TrustedIssuer {
 pub struct Validator {
     own: Arc<RwLock<KeyRing>>,
     trusted: Vec<TrustedIssuer>,
-    http: reqwest::Client,
     /// Tokens already validated, with their expiry: a bot sends the same token for an hour, and
     /// checking an RS256 signature is the costliest part of a request.
     seen: std::sync::Mutex<HashMap<String, (Principal, i64)>>,
@@ -177,6 +194,18 @@ pub struct Validator {
 
 /// How many validated tokens are remembered (the cache is emptied when full).
 const SEEN_TOKENS: usize = 4096;
+
+/// An error and its causes, one after the other (reqwest's own text says little).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
+}
 
 /// Reads the RSA keys of a JWKS document by `kid`.
 pub fn parse_jwks(doc: &Value) -> HashMap<String, DecodingKey> {
@@ -218,36 +247,67 @@ struct ValidatedClaims {
     appid: Option<String>,
     azp: Option<String>,
     roles: Option<Vec<String>>,
-    scp: Option<String>,
+    scp: Option<Value>,
+    idtyp: Option<String>,
+}
+
+impl ValidatedClaims {
+    /// Entra's marks of an app-only token: no `scp` (delegated tokens carry it, with or without
+    /// `roles`), and `idtyp` = `app` when the optional claim is there.
+    fn check_app_only(&self) -> Result<(), AuthError> {
+        if self.scp.is_some() {
+            return Err(AuthError::Delegated);
+        }
+        match self.idtyp.as_deref() {
+            None => Ok(()),
+            Some(t) if t.eq_ignore_ascii_case("app") => Ok(()),
+            Some(t) if t.eq_ignore_ascii_case("user") => Err(AuthError::Delegated),
+            Some(_) => Err(AuthError::NotAppOnly),
+        }
+    }
 }
 
 impl Validator {
+    /// JWKS URIs are fetched with `outbound`'s fetch client, so the callback policy applies to
+    /// them too (unless an issuer has `allow_private_network`).
     pub fn new(
         own: Arc<RwLock<KeyRing>>,
         trusted: &[TrustedIssuerConfig],
-        http: reqwest::Client,
+        outbound: &Outbound,
     ) -> Self {
         let trusted = trusted
             .iter()
-            .map(|t| TrustedIssuer {
-                issuer: t.issuer.clone(),
-                audience: t
-                    .audience
-                    .clone()
-                    .unwrap_or_else(|| GRAPH_AUDIENCES[0].into()),
-                source: match (&t.jwks_file, &t.jwks_uri) {
-                    (Some(f), _) => JwksSource::File(f.clone()),
-                    (None, Some(u)) => JwksSource::Uri(u.clone()),
-                    (None, None) => JwksSource::File(String::new()),
-                },
-                keys: RwLock::new(HashMap::new()),
-                last_fetch: std::sync::Mutex::new(None),
+            .map(|t| {
+                if t.app_ids.is_none() {
+                    tracing::warn!(
+                        issuer = %t.issuer,
+                        "trusted issuer has no app_ids: its tokens may speak for every configured app"
+                    );
+                }
+                TrustedIssuer {
+                    issuer: t.issuer.clone(),
+                    audience: t
+                        .audience
+                        .clone()
+                        .unwrap_or_else(|| GRAPH_AUDIENCES[0].into()),
+                    app_ids: t
+                        .app_ids
+                        .as_ref()
+                        .map(|ids| ids.iter().map(|id| id.to_ascii_lowercase()).collect()),
+                    source: match (&t.jwks_file, &t.jwks_uri) {
+                        (Some(f), _) => JwksSource::File(f.clone()),
+                        (None, Some(u)) => JwksSource::Uri(u.clone()),
+                        (None, None) => JwksSource::File(String::new()),
+                    },
+                    http: outbound.jwks_client(t.allow_private_network),
+                    keys: RwLock::new(HashMap::new()),
+                    last_fetch: std::sync::Mutex::new(None),
+                }
             })
             .collect();
         Validator {
             own,
             trusted,
-            http,
             seen: std::sync::Mutex::new(HashMap::new()),
         }
     }
@@ -268,7 +328,7 @@ impl Validator {
                 }
                 JwksSource::Uri(_) => {
                     if let Err(e) = self.refresh(t).await {
-                        tracing::warn!(issuer = %t.issuer, "cannot fetch the issuer's keys yet: {e}");
+                        tracing::warn!(issuer = %t.issuer, "cannot fetch the issuer's keys yet: {e:#}");
                     }
                 }
             }
@@ -287,15 +347,28 @@ impl Validator {
             }
             *last = Some(Instant::now());
         }
-        let doc: Value = self
-            .http
-            .get(uri)
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
+        // reqwest's errors name the URL, whose query may hold a secret: strip it, and name the
+        // URL redacted instead.
+        let fetched: Result<Value, reqwest::Error> = async {
+            t.http
+                .get(uri)
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await
+        }
+        .await;
+        let doc = fetched.map_err(|e| {
+            let refusal = crate::net_policy::policy_refusal(&e).map(ToString::to_string);
+            let e = e.without_url();
+            anyhow::anyhow!(
+                "GET {}: {}",
+                crate::net_policy::redact_url(uri),
+                refusal.unwrap_or_else(|| error_chain(&e))
+            )
+        })?;
         *t.keys.write().expect("keys lock") = parse_jwks(&doc);
         Ok(())
     }
@@ -332,6 +405,7 @@ impl Validator {
         let tid = peek.get("tid").and_then(Value::as_str).unwrap_or_default();
         let kid = header.kid.clone().unwrap_or_default();
 
+        let mut issuer_apps: Option<&[String]> = None;
         let (key, audiences): (DecodingKey, Vec<String>) = if !tid.is_empty()
             && (iss == sts_issuer(tid)
                 || iss == format!("https://login.microsoftonline.com/{tid}/v2.0"))
@@ -344,6 +418,7 @@ impl Validator {
                 GRAPH_AUDIENCES.iter().map(|s| s.to_string()).collect(),
             )
         } else if let Some(t) = self.trusted.iter().find(|t| t.issuer == iss) {
+            issuer_apps = t.app_ids.as_deref();
             let mut found = t.keys.read().expect("keys lock").get(&kid).cloned();
             if found.is_none() && matches!(t.source, JwksSource::Uri(_)) {
                 let _ = self.refresh(t).await;
@@ -375,11 +450,14 @@ impl Validator {
             }
         })?;
         let c = data.claims;
-        if c.roles.is_none() && c.scp.is_some() {
-            return Err(AuthError::Delegated);
-        }
+        c.check_app_only()?;
         let app_id = c.appid.or(c.azp).filter(|s| !s.is_empty());
         let tenant_id = c.tid.filter(|s| !s.is_empty());
+        if let (Some(allowed), Some(app_id)) = (issuer_apps, &app_id)
+            && !allowed.iter().any(|a| a.eq_ignore_ascii_case(app_id))
+        {
+            return Err(AuthError::IssuerNotForApp);
+        }
         match (app_id, tenant_id) {
             (Some(app_id), Some(tenant_id)) => Ok((
                 Principal {
@@ -397,7 +475,7 @@ impl Validator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
+    use crate::config::{CallbackPolicy, Secret};
 
     fn app() -> AppConfig {
         AppConfig {
@@ -414,7 +492,8 @@ mod tests {
 
     fn validator() -> (Arc<RwLock<KeyRing>>, Validator) {
         let ring = Arc::new(RwLock::new(KeyRing::ephemeral().unwrap()));
-        let v = Validator::new(ring.clone(), &[], reqwest::Client::new());
+        let outbound = Outbound::new(&CallbackPolicy::default()).unwrap();
+        let v = Validator::new(ring.clone(), &[], &outbound);
         (ring, v)
     }
 
@@ -450,6 +529,25 @@ mod tests {
         let other = KeyRing::ephemeral().unwrap();
         let t = issue_app_token(&other, &app());
         assert_eq!(v.validate(&t).await, Err(AuthError::UnknownKey));
+    }
+
+    #[tokio::test]
+    async fn a_failed_jwks_fetch_is_reported_without_the_uris_secrets() {
+        let ring = Arc::new(RwLock::new(KeyRing::ephemeral().unwrap()));
+        let outbound = Outbound::new(&CallbackPolicy::default()).unwrap();
+        let trusted = TrustedIssuerConfig {
+            issuer: "https://idp.example.test/".into(),
+            jwks_file: None,
+            // Port 1 on loopback: nothing listens, the fetch fails at once.
+            jwks_uri: Some("http://user:pw@127.0.0.1:1/keys?code=s3cret".into()),
+            audience: None,
+            app_ids: None,
+            allow_private_network: false,
+        };
+        let v = Validator::new(ring, &[trusted], &outbound);
+        let e = format!("{:#}", v.refresh(&v.trusted[0]).await.unwrap_err());
+        assert!(!e.contains("s3cret") && !e.contains("pw"), "{e}");
+        assert!(e.contains("http://127.0.0.1:1/keys?<redacted>"), "{e}");
     }
 
     #[test]

@@ -1,7 +1,5 @@
 //! The call handlers: create, get, hang up, keepAlive.
 
-use std::net::IpAddr;
-
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -93,8 +91,10 @@ fn parse_json(headers: &HeaderMap, bytes: &[u8]) -> Result<Value, ApiError> {
     })
 }
 
-/// The callback URL policy: always absolute http(s) (checked when parsing); with `strict`,
-/// https only, and with `forbid_private` no loopback, private or link-local hosts.
+/// The callback URL policy on a URL's text: always absolute http(s) (checked when parsing);
+/// with `strict`, https only, and with `forbid_private` no `localhost` name and no literal
+/// non-public address in any spelling (`net_policy::literal_refusal`). Names are checked again,
+/// on every address they resolve to, when Switchboard connects.
 pub fn check_callback_policy(policy: &CallbackPolicy, uri: &str) -> Result<(), ApiError> {
     if !policy.strict {
         return Ok(());
@@ -106,43 +106,14 @@ pub fn check_callback_policy(policy: &CallbackPolicy, uri: &str) -> Result<(), A
             "The callbackUri must be an https URL.",
         ));
     }
-    if policy.forbid_private {
-        let private = match url.host() {
-            Some(url::Host::Domain(d)) => {
-                d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost")
-            }
-            Some(url::Host::Ipv4(ip)) => is_private(IpAddr::V4(ip)),
-            Some(url::Host::Ipv6(ip)) => is_private(IpAddr::V6(ip)),
-            None => true,
-        };
-        if private {
-            return Err(ApiError::bad_request(
-                "The callbackUri points at a loopback, private or link-local address, which this server does not call.",
-            ));
-        }
+    if policy.forbids_private()
+        && let Some(refusal) = crate::net_policy::literal_refusal(&url)
+    {
+        return Err(ApiError::bad_request(format!(
+            "The callbackUri points at a loopback, private or otherwise non-public address, which this server does not call ({refusal})."
+        )));
     }
     Ok(())
-}
-
-fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-        }
-        IpAddr::V6(v6) => {
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00
-                || (v6.segments()[0] & 0xffc0) == 0xfe80
-                || v6
-                    .to_ipv4_mapped()
-                    .is_some_and(|v4| is_private(IpAddr::V4(v4)))
-        }
-    }
 }
 
 /// The roles a create request needs, as (what it is, roles of which one is enough).
@@ -293,5 +264,34 @@ mod tests {
             );
         }
         assert!(check_callback_policy(&strict, "https://bot.example.com/cb").is_ok());
+    }
+
+    #[test]
+    fn the_strict_policy_refuses_localhost_spellings_and_embedded_private_addresses() {
+        let strict = CallbackPolicy {
+            strict: true,
+            forbid_private: true,
+        };
+        for private in [
+            "https://localhost./cb",
+            "https://LocalHost./cb",
+            "https://foo.localhost./cb",
+            "https://[::ffff:127.0.0.1]/cb",
+            "https://[::ffff:10.0.0.1]/cb",
+            "https://[64:ff9b::10.0.0.1]/cb",
+            "https://[2002:a00:1::]/cb",
+            "https://100.64.0.1/cb",
+            "https://0x7f000001/cb",
+        ] {
+            assert!(
+                check_callback_policy(&strict, private).is_err(),
+                "{private}"
+            );
+        }
+        let https_only = CallbackPolicy {
+            strict: true,
+            forbid_private: false,
+        };
+        assert!(check_callback_policy(&https_only, "https://localhost./cb").is_ok());
     }
 }

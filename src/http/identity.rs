@@ -1,18 +1,20 @@
 //! The token authority and the metadata documents:
-//! - `POST /{tenant}/oauth2/v2.0/token`: client-credentials tokens, errors as Entra writes them;
+//! - `POST /{tenant}/oauth2/v2.0/token`: client-credentials tokens, errors as Entra writes them,
+//!   wrong secrets throttled (`throttle`);
 //! - `/{tenant}/v2.0/.well-known/openid-configuration` and `/{tenant}/discovery/v2.0/keys`;
 //! - `/v1/.well-known/OpenIdConfiguration` and `/v1/keys`: the keys that sign notifications.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Value, json};
 
-use super::AppState;
+use super::{AppState, PeerAddr};
 use crate::auth::tokens::{APP_TOKEN_LIFETIME_SECS, issue_app_token};
 
 const GRAPH_SCOPES: [&str; 2] = [
@@ -54,6 +56,23 @@ fn no_store(status: StatusCode, body: &Value) -> Response {
     resp
 }
 
+/// The answer to a locked-out client id or peer (`throttle`): Entra answers a throttled
+/// client-credentials request with `429` and `Retry-After`; the body is its usual error body.
+fn too_many_failures(wait: std::time::Duration) -> Response {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut resp = entra_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "temporarily_unavailable",
+        50196,
+        &format!(
+            "Too many failed client authentication attempts; requests for this client or from this address are refused for {secs} more seconds."
+        ),
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    resp
+}
+
 /// Client id and secret from HTTP Basic, if given.
 fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     let raw = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -78,9 +97,11 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
 pub async fn token(
     State(state): State<Arc<AppState>>,
     Path(tenant): Path<String>,
+    peer: Option<Extension<PeerAddr>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let peer = peer.map(|Extension(PeerAddr(a))| a.ip());
     let bad = |error, code, desc: &str| entra_error(StatusCode::BAD_REQUEST, error, code, desc);
     let Ok(bytes) = super::read_body(body, 64 * 1024).await else {
         return bad(
@@ -136,10 +157,16 @@ pub async fn token(
     };
     let unauthorized =
         |code, desc: &str| entra_error(StatusCode::UNAUTHORIZED, "invalid_client", code, desc);
-    let Some(app) = state
+    let app = state
         .app(&client_id)
-        .filter(|a| a.tenant_id.eq_ignore_ascii_case(&tenant))
-    else {
+        .filter(|a| a.tenant_id.eq_ignore_ascii_case(&tenant));
+    let throttle = &state.secret_throttle;
+    let known_id = app.map(|a| a.app_id.as_str());
+    if let Some(wait) = throttle.locked(known_id, peer, Instant::now()) {
+        return too_many_failures(wait);
+    }
+    let Some(app) = app else {
+        throttle.failed(None, peer, Instant::now());
         return unauthorized(
             700016,
             &format!(
@@ -148,6 +175,7 @@ pub async fn token(
         );
     };
     if !app.client_secret.matches(&secret) {
+        throttle.failed(Some(&app.app_id), peer, Instant::now());
         return unauthorized(
             7000215,
             &format!(
@@ -166,6 +194,7 @@ pub async fn token(
             ),
         );
     }
+    throttle.succeeded(&app.app_id, peer, Instant::now());
     let token = issue_app_token(&state.keys.read().expect("key ring lock"), app);
     no_store(
         StatusCode::OK,

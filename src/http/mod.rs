@@ -4,6 +4,7 @@
 //! - [`graph`]: `/v1.0` and `/beta` routes, parsed case-insensitively and dispatched by hand;
 //! - [`calls`]: the call handlers;
 //! - [`identity`]: the token endpoint and the metadata documents;
+//! - [`throttle`]: the token endpoint's throttling of wrong client secrets;
 //! - [`control`]: `/_switchboard/v1`, the emulator's control API;
 //! - [`error`]: the one error type, rendered as Graph's error body;
 //! - `drain`: `Connection: close` when a request body was left unread.
@@ -16,6 +17,7 @@ pub mod error;
 pub mod graph;
 pub mod identity;
 mod participants;
+pub mod throttle;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -32,7 +34,7 @@ use axum::routing::{get, post};
 use http_body_util::BodyExt;
 use serde_json::json;
 
-use crate::auth::{KeyRing, Principal, Validator};
+use crate::auth::{AuthError, KeyRing, Principal, Validator};
 use crate::config::{AppConfig, Settings};
 use crate::engine::{AppRef, Engine};
 use error::{ApiError, ErrorBody};
@@ -45,9 +47,12 @@ pub struct AppState {
     pub settings: Settings,
     /// Base URL for Location headers, contexts and metadata, without a trailing slash.
     pub public_url: String,
-    /// The client for fetching prompt files.
+    /// The client for fetching prompt files (`net_policy::Outbound::fetches`: redirects are
+    /// followed, each hop and every address checked by the callback policy).
     pub http: reqwest::Client,
     pub prompts: actions::PromptCache,
+    /// Failed client-secret attempts at the token endpoint.
+    pub secret_throttle: throttle::SecretThrottle,
     apps: HashMap<String, AppConfig>,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
 }
@@ -78,7 +83,9 @@ impl AppState {
             .iter()
             .map(|a| (a.app_id.to_ascii_lowercase(), a.clone()))
             .collect();
+        let secret_throttle = throttle::SecretThrottle::new(settings.token_throttle.clone());
         AppState {
+            secret_throttle,
             engine,
             validator,
             keys,
@@ -118,6 +125,10 @@ impl AppState {
                 "Application is not registered in our store.",
             ));
         };
+        // An app token speaks for its app in the app's own tenant only.
+        if !principal.tenant_id.eq_ignore_ascii_case(&app.tenant_id) {
+            return Err(ApiError::unauthorized(&AuthError::TenantMismatch));
+        }
         if let Some(rate) = app.requests_per_second {
             self.take_request_token(&app.app_id, rate)?;
         }

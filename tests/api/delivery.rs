@@ -151,3 +151,119 @@ async fn notifications_due_together_go_out_in_one_post_in_order() {
         .collect();
     assert_eq!(seqs, logged[logged.len() - 2..].join(","));
 }
+
+#[tokio::test]
+async fn retry_after_as_an_http_date_is_honoured() {
+    let app = spawn_app(Backend::Memory).await;
+    let token = app.token().await;
+    let when = std::time::SystemTime::now() + std::time::Duration::from_secs(120);
+    let date: &'static str = Box::leak(httpdate::fmt_http_date(when).into_boxed_str());
+    app.receiver.fail_next(&[(503, Some(date))]);
+    let id = app.create(&token, ALICE).await;
+    for _ in 0..250 {
+        if !app.receiver.received().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(app.receiver.received().len(), 1);
+    app.advance(90.0).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        app.receiver.states(&id).is_empty(),
+        "retried before the Retry-After date"
+    );
+    app.advance(40.0).await;
+    let s = app.receiver.wait_for(&id, |s| s.len() >= 2).await;
+    assert_eq!(s.len(), 2, "{s:?}");
+}
+
+/// A receiver that takes connections and never answers.
+async fn hanging_receiver() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hang", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let mut held = vec![];
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    (url, task)
+}
+
+#[tokio::test]
+async fn a_hanging_receiver_of_one_app_does_not_delay_another_apps_notifications() {
+    let app = spawn_app_with(
+        Backend::Memory,
+        "[delivery]\ntimeout_ms = 4000\nconcurrency = 16\nper_app_concurrency = 8\nper_receiver_concurrency = 4\n",
+    )
+    .await;
+    let (hang, _task) = hanging_receiver().await;
+    let b = app.token_for(APP_B).await;
+    for _ in 0..40 {
+        let mut body = app.p2p(ALICE);
+        body["callbackUri"] = hang.clone().into();
+        let r = app
+            .send("POST", "/v1.0/communications/calls", Some(&b), Some(body))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    // B's POSTs now hang for 4 s each. A's notifications go out at once all the same.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let a = app.token().await;
+    let started = std::time::Instant::now();
+    let mut ids = vec![];
+    for _ in 0..10 {
+        ids.push(app.create(&a, ALICE).await);
+    }
+    for id in &ids {
+        let s = app
+            .receiver
+            .wait_for(id, |s| has(s, "updated", "establishing"))
+            .await;
+        assert!(has(&s, "updated", "establishing"), "{s:?}");
+    }
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "app A waited {took:?} behind app B's hanging receiver"
+    );
+}
+
+#[tokio::test]
+async fn the_deliveries_log_says_when_the_retention_policy_removed_it() {
+    for backend in BACKENDS {
+        let app = spawn_app_with(
+            backend,
+            "[retention]\nmax_ended_calls = 1\ninterval_ms = 100\n",
+        )
+        .await;
+        let token = app.token().await;
+        let mut ended = vec![];
+        for _ in 0..2 {
+            let id = app.established(&token).await;
+            let d = app
+                .send("DELETE", &format!("/v1.0/communications/calls/{id}"), Some(&token), None)
+                .await;
+            assert_eq!(d.status, 204);
+            app.receiver.wait_for(&id, |s| has(s, "deleted", "terminated")).await;
+            ended.push(id);
+        }
+        let mut log = app.admin("GET", &format!("/calls/{}/deliveries", ended[0]), None).await;
+        for _ in 0..50 {
+            if log.body["pruned"].is_object() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            log = app.admin("GET", &format!("/calls/{}/deliveries", ended[0]), None).await;
+        }
+        assert_eq!(log.status, 200, "{backend:?}: {}", log.text);
+        assert_eq!(log.body["notifications"], serde_json::json!([]), "{backend:?}");
+        assert!(log.body["pruned"]["notifications"].as_u64().unwrap() >= 4, "{}", log.text);
+        assert!(log.body["pruned"]["at"].is_string());
+        // The newest ended call keeps its log.
+        let kept = app.admin("GET", &format!("/calls/{}/deliveries", ended[1]), None).await;
+        assert!(kept.body["notifications"].as_array().unwrap().len() >= 4, "{}", kept.text);
+        assert!(kept.body["pruned"].is_null());
+    }
+}

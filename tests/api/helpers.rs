@@ -308,6 +308,7 @@ pub struct TestApp {
     pub receiver: Receiver,
     pub state: Arc<switchboard::http::AppState>,
     stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: Option<TempDir>,
 }
 
@@ -346,15 +347,50 @@ pub async fn spawn_app_on(
     listen: &str,
     tweak: impl FnOnce(&mut Settings),
 ) -> anyhow::Result<TestApp> {
+    let settings = |incoming: &str| {
+        let mut s = Settings::from_toml(&config_toml_with(extra_config, Some(incoming)))?;
+        tweak(&mut s);
+        Ok(s)
+    };
+    start_app(backend, None, listen, settings).await
+}
+
+/// Starts the app with the settings `settings` makes from the receiver's incoming-call URL.
+pub async fn spawn_app_from(backend: Backend, settings: impl FnOnce(&str) -> Settings) -> TestApp {
+    start_app(backend, None, "127.0.0.1:0", |i| Ok(settings(i)))
+        .await
+        .unwrap()
+}
+
+/// The test app on the SQLite store at `store` (a `sqlite://` URL the caller owns), its
+/// settings changed by `tweak`; an error if it cannot start.
+pub async fn spawn_app_at(
+    store: &str,
+    extra_config: &str,
+    tweak: impl FnOnce(&mut Settings),
+) -> anyhow::Result<TestApp> {
+    let settings = |incoming: &str| {
+        let mut s = Settings::from_toml(&config_toml_with(extra_config, Some(incoming)))?;
+        tweak(&mut s);
+        Ok(s)
+    };
+    start_app(Backend::Sqlite, Some(store.into()), "127.0.0.1:0", settings).await
+}
+
+async fn start_app(
+    backend: Backend,
+    store: Option<String>,
+    listen: &str,
+    settings: impl FnOnce(&str) -> anyhow::Result<Settings>,
+) -> anyhow::Result<TestApp> {
     // The receiver starts first so the apps' incoming_call_uri can point at it.
     let receiver = Receiver::start().await;
-    let incoming = receiver.url_for("/incoming");
-    let mut settings = Settings::from_toml(&config_toml_with(extra_config, Some(&incoming)))?;
-    tweak(&mut settings);
-    let dir = matches!(backend, Backend::Sqlite).then(TempDir::new);
-    let store = match &dir {
-        Some(d) => format!("sqlite://{}/sb.db", d.0.display()),
-        None => "memory".into(),
+    let settings = settings(&receiver.url_for("/incoming"))?;
+    let dir = (store.is_none() && matches!(backend, Backend::Sqlite)).then(TempDir::new);
+    let store = match (&dir, store) {
+        (_, Some(url)) => url,
+        (Some(d), None) => format!("sqlite://{}/sb.db", d.0.display()),
+        (None, None) => "memory".into(),
     };
     let opts = ServeOptions {
         listen: listen.into(),
@@ -365,15 +401,26 @@ pub async fn spawn_app_on(
     let base = format!("http://{}", app.local_addr());
     let state = app.state();
     let stop = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(stop.clone()));
+    let task = tokio::spawn(app.run_until_stopped(stop.clone()));
     Ok(TestApp {
         base,
         http: reqwest::Client::new(),
         receiver,
         state,
         stop,
+        task: Some(task),
         _dir: dir,
     })
+}
+
+impl TestApp {
+    /// Stops the server and waits until it has (its store closed).
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
 }
 
 impl Drop for TestApp {

@@ -452,6 +452,16 @@ async fn the_control_api_wants_the_admin_token_and_never_an_app_token() {
 
 /// A JWKS server for a trusted issuer of the test's own, and a token signer for it.
 async fn outside_issuer() -> (String, EncodingKey) {
+    let (url, key, _) = counted_outside_issuer().await;
+    (url, key)
+}
+
+/// [`outside_issuer`], with the number of times its keys were fetched.
+async fn counted_outside_issuer() -> (
+    String,
+    EncodingKey,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
     use aws_lc_rs::encoding::AsDer;
     use aws_lc_rs::signature::KeyPair as _;
     use base64::Engine as _;
@@ -464,16 +474,26 @@ async fn outside_issuer() -> (String, EncodingKey) {
     }]});
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/keys", listener.local_addr().unwrap());
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
     let app = axum::Router::new().route(
         "/keys",
-        axum::routing::get(move || async move { axum::Json(jwks) }),
+        axum::routing::get(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let jwks = jwks.clone();
+            async move { axum::Json(jwks) }
+        }),
     );
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let pem = format!(
         "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
         base64::engine::general_purpose::STANDARD.encode(pair.as_der().unwrap().as_ref())
     );
-    (url, EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap())
+    (
+        url,
+        EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+        hits,
+    )
 }
 
 #[tokio::test]
@@ -532,4 +552,196 @@ async fn without_an_admin_token_the_control_api_serves_loopback_clients_without_
         .unwrap();
     assert_eq!(with_app_token.status(), 403);
     stop.cancel();
+}
+
+/// A token of the outside issuer: app A's token with `changes` applied.
+fn outside_token(key: &EncodingKey, issuer: &str, changes: Value) -> String {
+    let mut c = claims(Some(vec!["Calls.Initiate.All"]));
+    c["iss"] = json!(issuer);
+    for (k, v) in changes.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    let mut h = Header::new(Algorithm::RS256);
+    h.kid = Some("outside-1".into());
+    jsonwebtoken::encode(&h, &c, key).unwrap()
+}
+
+#[tokio::test]
+async fn trusted_issuer_tokens_must_be_app_only_in_the_apps_tenant_for_an_app_it_may_speak_for() {
+    let (jwks_uri, key) = outside_issuer().await;
+    let issuer = "https://login.example.test/tenant/v2.0";
+    let app = spawn_app_with(
+        Backend::Memory,
+        &format!(
+            "[[trusted_issuers]]\nissuer = \"{issuer}\"\njwks_uri = \"{jwks_uri}\"\napp_ids = [\"{APP_A}\"]\n"
+        ),
+    )
+    .await;
+    let other_tenant = "0b0b0000-0000-4000-8000-0000000000ff";
+    for (label, changes, status, code) in [
+        ("app-only", json!({}), 201, None),
+        ("idtyp app", json!({"idtyp": "app"}), 201, None),
+        (
+            "scp beside roles",
+            json!({"scp": "Calls.Read"}),
+            403,
+            Some("accessDenied"),
+        ),
+        (
+            "idtyp user with roles",
+            json!({"idtyp": "user"}),
+            403,
+            Some("accessDenied"),
+        ),
+        (
+            "idtyp device",
+            json!({"idtyp": "device"}),
+            401,
+            Some("InvalidAuthenticationToken"),
+        ),
+        (
+            "another tenant",
+            json!({"tid": other_tenant}),
+            401,
+            Some("InvalidAuthenticationToken"),
+        ),
+        (
+            "an app the issuer may not speak for",
+            json!({"appid": APP_B}),
+            401,
+            Some("InvalidAuthenticationToken"),
+        ),
+    ] {
+        let token = outside_token(&key, issuer, changes);
+        // No tenantId in the body: the token's own tid is what is checked.
+        let mut body = app.p2p(ALICE);
+        body.as_object_mut().unwrap().remove("tenantId");
+        let r = app.send("POST", CALLS, Some(&token), Some(body)).await;
+        assert_eq!(r.status, status, "{label}: {}", r.text);
+        assert_eq!(r.graph_error().as_deref(), code, "{label}");
+    }
+    // Switchboard's own tokens follow the same tenant rule.
+    let mut c = claims(Some(vec!["Calls.Initiate.All"]));
+    c["tid"] = json!(other_tenant);
+    c["iss"] = json!(format!("https://sts.windows.net/{other_tenant}/"));
+    let mut body = app.p2p(ALICE);
+    body.as_object_mut().unwrap().remove("tenantId");
+    let r = app
+        .send("POST", CALLS, Some(&forge(&app, c)), Some(body))
+        .await;
+    assert_eq!(r.status, 401, "{}", r.text);
+}
+
+#[tokio::test]
+async fn with_the_strict_policy_a_jwks_uri_is_fetched_only_from_public_addresses_unless_allowed() {
+    let (jwks_uri, key, hits) = counted_outside_issuer().await;
+    let issuer = "https://login.example.test/tenant/v2.0";
+    let strict = "[callbacks]\nstrict = true\nforbid_private = true\n";
+    let trusted = |uri: &str, extra: &str| {
+        format!("{strict}[[trusted_issuers]]\nissuer = \"{issuer}\"\njwks_uri = \"{uri}\"\n{extra}")
+    };
+    let start = |toml: String| async move {
+        let settings = switchboard::config::Settings::from_toml(&config_toml(&toml)).unwrap();
+        spawn_app_from(Backend::Memory, |_| settings).await
+    };
+    let unknown_call = "/v1.0/communications/calls/00000000-0000-4000-8000-000000000001";
+    let token = outside_token(&key, issuer, json!({}));
+
+    // Opted out: the issuer on loopback is used (the call is simply not found).
+    let app = start(trusted(&jwks_uri, "allow_private_network = true\n")).await;
+    let r = app.send("GET", unknown_call, Some(&token), None).await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    assert!(hits.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    drop(app);
+
+    // Not opted out, and named by a name that resolves to loopback (the machine's own name, on
+    // most hosts): never fetched, so its tokens are refused.
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let loopback_only = tokio::net::lookup_host((hostname.as_str(), 0))
+        .await
+        .map(|a| {
+            let v: Vec<_> = a.collect();
+            !v.is_empty() && v.iter().all(|a| a.ip().is_loopback())
+        })
+        .unwrap_or(false);
+    if !loopback_only {
+        eprintln!("skipped the by-name case: {hostname:?} does not resolve to loopback only");
+        return;
+    }
+    let by_name = jwks_uri.replace("127.0.0.1", &hostname);
+    hits.store(0, std::sync::atomic::Ordering::SeqCst);
+    let app = start(trusted(&by_name, "")).await;
+    let r = app.send("GET", unknown_call, Some(&token), None).await;
+    assert_eq!(r.status, 401, "{}", r.text);
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+/// A token request from the loopback address `from` (127.0.0.x), for `client` with `secret`.
+async fn token_from(app: &TestApp, from: [u8; 4], client: &str, secret: &str) -> Resp {
+    let http = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(from))
+        .build()
+        .unwrap();
+    into_resp(
+        http.post(format!("{}/{TENANT}/oauth2/v2.0/token", app.base))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", client),
+                ("client_secret", secret),
+                ("scope", "https://graph.microsoft.com/.default"),
+            ])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn wrong_client_secrets_are_throttled_per_client_id_and_per_peer() {
+    let app = spawn_app_with(
+        Backend::Memory,
+        "[token_throttle]\nmax_failures = 3\nwindow_secs = 60\nlockout_secs = 2\n",
+    )
+    .await;
+    let (x, y, z, w) = (
+        [127, 0, 0, 2],
+        [127, 0, 0, 3],
+        [127, 0, 0, 4],
+        [127, 0, 0, 5],
+    );
+    // Successes are never throttled and do not count.
+    for _ in 0..20 {
+        assert_eq!(token_from(&app, z, APP_B, "secret-b").await.status, 200);
+    }
+    for _ in 0..3 {
+        let r = token_from(&app, x, APP_B, "wrong").await;
+        assert_eq!(r.status, 401, "{}", r.text);
+    }
+    // Locked out: even the right secret is answered 429, from the guessing peer and from others.
+    for (label, from) in [("the guessing peer", x), ("another peer", y)] {
+        let r = token_from(&app, from, APP_B, "secret-b").await;
+        assert_eq!(r.status, 429, "{label}: {}", r.text);
+        let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=2).contains(&retry), "{label}: Retry-After {retry}");
+        assert_eq!(r.body["error"], "temporarily_unavailable", "{label}");
+        assert_eq!(r.body["error_codes"], json!([50196]), "{label}");
+    }
+    // Other apps are not locked out, except from the guessing peer itself.
+    assert_eq!(token_from(&app, y, APP_A, "secret-a").await.status, 200);
+    assert_eq!(token_from(&app, x, APP_A, "secret-a").await.status, 429);
+    // A peer that already got a token for the app is not locked out by someone else's guesses.
+    assert_eq!(token_from(&app, z, APP_B, "secret-b").await.status, 200);
+    // Unknown client ids count against the peer.
+    for _ in 0..3 {
+        let r = token_from(&app, w, "00000000-0000-0000-0000-000000000000", "x").await;
+        assert_eq!(r.status, 401, "{}", r.text);
+    }
+    assert_eq!(token_from(&app, w, APP_A, "secret-a").await.status, 429);
+    // After the lock-out the right secret works again.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(token_from(&app, x, APP_B, "secret-b").await.status, 200);
+    assert_eq!(token_from(&app, w, APP_A, "secret-a").await.status, 200);
 }

@@ -12,3 +12,5 @@ mod group;
 mod identity;
 mod incoming;
 mod routes;
+mod store_failure;
+mod net_policy;

@@ -1,0 +1,200 @@
+//! A store that cannot write: a full disk and a read-only file system, made for real with a small
+//! tmpfs (these tests need root to mount one, and say so and pass when they cannot).
+//!
+//! What a client is told must match what is stored: while the store cannot write, changes are
+//! answered `503` with `Retry-After` and nothing in memory runs ahead of the store; once it can
+//! write again, Switchboard takes changes again by itself.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+const CALLS: &str = "/v1.0/communications/calls";
+
+/// A tmpfs of `size` mounted on a fresh folder, unmounted when dropped.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn new(size: &str) -> Option<Mount> {
+        let dir = std::env::temp_dir().join(format!("sb-mnt-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("SKIPPED: cannot mount a tmpfs here (needs root); the full-disk test did not run");
+            std::fs::remove_dir(&dir).ok();
+            return None;
+        }
+        Some(Mount(dir))
+    }
+
+    fn remount(&self, opts: &str) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,{opts}")])
+            .arg(&self.0)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "remount {opts}");
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        std::fs::remove_dir_all(&self.0).ok();
+    }
+}
+
+/// Writes zeros into `path` until the file system is full.
+fn fill(path: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    while f.write_all(&block).is_ok() {}
+    let small = vec![0u8; 512];
+    while f.write_all(&small).is_ok() {}
+    let _ = f.sync_all();
+}
+
+async fn healthz(app: &TestApp) -> u16 {
+    app.http
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Polls `f` every 100 ms until it holds or `secs` pass.
+async fn eventually<F: std::future::Future<Output = bool>>(secs: u64, mut f: impl FnMut() -> F) -> bool {
+    let end = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while tokio::time::Instant::now() < end {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_answers_503_keeps_memory_true_to_the_store_and_recovers_by_itself() {
+    let Some(mnt) = Mount::new("6m") else {
+        return;
+    };
+    let store = format!("sqlite://{}/sb.db", mnt.0.display());
+    let extra = "[store]\nwal_limit_mb = 1\n";
+    let app = spawn_app_at(&store, extra, |s| s.apps[0].max_concurrent_calls = 2)
+        .await
+        .unwrap();
+    let token = app.token().await;
+    let id = app.established(&token).await;
+
+    fill(&mnt.0.join("filler"));
+    // The call cannot be hung up while nothing can be stored: 503, and again 503 (not 404).
+    for _ in 0..2 {
+        let d = app
+            .send("DELETE", &format!("{CALLS}/{id}"), Some(&token), None)
+            .await;
+        assert_eq!(d.status, 503, "{}", d.text);
+        assert_eq!(d.graph_error().as_deref(), Some("serviceNotAvailable"));
+        assert!(d.headers.contains_key("retry-after"), "{:?}", d.headers);
+    }
+    // What is answered is what is stored: the call is still established.
+    assert!(
+        eventually(3, || async {
+            let g = app.send("GET", &format!("{CALLS}/{id}"), Some(&token), None).await;
+            g.status == 200 && g.body["state"] == "established"
+        })
+        .await,
+        "the call reads back as stored"
+    );
+    assert_eq!(healthz(&app).await, 503);
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let ready: serde_json::Value = ready.json().await.unwrap();
+    let why = ready["checks"]["store"]["error"].as_str().unwrap_or_default().to_string();
+    assert!(why.contains("full"), "readyz says why: {ready}");
+    assert!(why.len() < 300, "the message does not nest: {why}");
+    // Creates fail while full, and do not use up the app's two concurrent calls.
+    for _ in 0..3 {
+        let c = app
+            .send("POST", CALLS, Some(&token), Some(app.p2p(ALICE)))
+            .await;
+        assert_eq!(c.status, 503, "{}", c.text);
+    }
+
+    std::fs::remove_file(mnt.0.join("filler")).unwrap();
+    assert!(
+        eventually(15, || async { healthz(&app).await == 200 }).await,
+        "the server recovers by itself once the disk has room"
+    );
+    let second = app.create(&token, ALICE).await;
+    let d = app
+        .send("DELETE", &format!("{CALLS}/{id}"), Some(&token), None)
+        .await;
+    assert_eq!(d.status, 204, "{}", d.text);
+    let states = app.receiver.wait_for(&id, |s| has(s, "deleted", "terminated")).await;
+    assert!(has(&states, "deleted", "terminated"), "{states:?}");
+    let g = app.send("GET", &format!("{CALLS}/{id}"), Some(&token), None).await;
+    assert_eq!(g.status, 404);
+
+    // After a restart the store says the same: the first call is over, the second is live.
+    app.stop().await;
+    let again = spawn_app_at(&store, extra, |_| {}).await.unwrap();
+    let token = again.token().await;
+    let g = again.send("GET", &format!("{CALLS}/{id}"), Some(&token), None).await;
+    assert_eq!(g.status, 404, "{}", g.text);
+    let g = again
+        .send("GET", &format!("{CALLS}/{second}"), Some(&token), None)
+        .await;
+    assert_eq!(g.status, 200, "{}", g.text);
+    again.stop().await;
+}
+
+#[tokio::test]
+async fn a_read_only_store_is_refused_at_start_with_the_reason() {
+    let Some(mnt) = Mount::new("4m") else {
+        return;
+    };
+    let store = format!("sqlite://{}/sb.db", mnt.0.display());
+    let app = spawn_app_at(&store, "", |_| {}).await.unwrap();
+    app.stop().await;
+    mnt.remount("ro");
+    let err = match spawn_app_at(&store, "", |_| {}).await {
+        Ok(_) => panic!("a read-only store was accepted"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("cannot be written"), "{err}");
+    assert!(err.contains("sb.db"), "names the file: {err}");
+    mnt.remount("rw");
+}
+
+#[tokio::test]
+async fn health_says_ok_while_the_store_writes() {
+    let app = spawn_app(Backend::Sqlite).await;
+    assert_eq!(healthz(&app).await, 200);
+    let r = app
+        .http
+        .get(format!("{}/readyz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["checks"]["store"], json!({"ready": true, "writable": true, "readable": true}));
+}
