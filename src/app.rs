@@ -106,6 +106,11 @@ impl Application {
         let validator =
             Validator::new(keys.clone(), &settings.trusted_issuers, http_client.clone());
         validator.load_trusted_keys().await?;
+        let prompts = crate::prompts::Prompts::new(&settings)?;
+        match prompts.folder() {
+            Some(dir) => tracing::info!("file:// prompts are read from {}", dir.display()),
+            None => tracing::info!("file:// prompts are off"),
+        }
         let state = Arc::new(AppState::new(
             engine.clone(),
             validator,
@@ -113,6 +118,7 @@ impl Application {
             settings,
             public_url,
             http_client,
+            prompts,
         ));
         Ok(Application {
             listener,

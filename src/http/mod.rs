@@ -17,6 +17,7 @@ mod participants;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -45,7 +46,8 @@ pub struct AppState {
     pub public_url: String,
     /// The client for fetching prompt files.
     pub http: reqwest::Client,
-    pub prompts: actions::PromptCache,
+    /// How long prompts play (fetching them within the `[media]` limits).
+    pub prompts: crate::prompts::Prompts,
     apps: HashMap<String, AppConfig>,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
 }
@@ -62,6 +64,7 @@ impl AppState {
         settings: Settings,
         public_url: String,
         http: reqwest::Client,
+        prompts: crate::prompts::Prompts,
     ) -> Self {
         let apps = settings
             .apps
@@ -75,7 +78,7 @@ impl AppState {
             settings,
             public_url: public_url.trim_end_matches('/').to_string(),
             http,
-            prompts: actions::PromptCache::default(),
+            prompts,
             apps,
             buckets: Mutex::new(HashMap::new()),
         }
@@ -248,10 +251,13 @@ async fn recording(
         .with_header(header::WWW_AUTHENTICATE, "Bearer"));
     }
     let from_file = match &rec.source_wav {
-        Some(path) => tokio::fs::read(path)
-            .await
-            .ok()
-            .and_then(|b| crate::media::recording_from_wav(&b, rec.length_ms)),
+        Some(path) => match state.prompts.read_operator_file(Path::new(path)).await {
+            Ok(b) => crate::media::recording_from_wav(&b, rec.length_ms),
+            Err(e) => {
+                tracing::warn!("record_wav {path}: {e}; the recording is generated tones");
+                None
+            }
+        },
         None => None,
     };
     let wav = from_file

@@ -9,3 +9,4 @@ mod delivery;
 mod group;
 mod identity;
 mod incoming;
+mod prompts;
