@@ -206,7 +206,9 @@ async fn hundreds_of_prompts_naming_a_fifo_do_not_hold_up_creates() {
                 .map(|(r, _)| r)
         });
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Time for every request to reach the server (on the code before the fix, to block in it:
+    // 517 threads then, and the create timed out).
+    tokio::time::sleep(Duration::from_millis(2000)).await;
     let create = tokio::time::timeout(Duration::from_secs(5), async {
         app.send("POST", CALLS, Some(&token), Some(app.p2p(PHONE)))
             .await
