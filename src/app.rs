@@ -108,6 +108,11 @@ impl Application {
         ));
         let validator = Validator::new(keys.clone(), &settings.trusted_issuers, &outbound);
         validator.load_trusted_keys().await?;
+        let prompts = crate::prompts::Prompts::new(&settings)?;
+        match prompts.folder() {
+            Some(dir) => tracing::info!("file:// prompts are read from {}", dir.display()),
+            None => tracing::info!("file:// prompts are off"),
+        }
         let state = Arc::new(AppState::new(
             engine.clone(),
             validator,
@@ -115,6 +120,7 @@ impl Application {
             settings,
             public_url,
             outbound.fetches.clone(),
+            prompts,
         ));
         Ok(Application {
             listener,

@@ -2,7 +2,7 @@
 //! environment variables. Secrets are redacted when printed.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -57,6 +57,10 @@ pub struct Settings {
     pub store: StoreSettings,
     pub retention: Retention,
     pub media: MediaSettings,
+    /// The folder of the `--config` file (set by [`Settings::from_file`]); relative paths in the
+    /// `[media]` section start there.
+    #[serde(skip)]
+    pub config_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -64,12 +68,27 @@ pub struct Settings {
 pub struct MediaSettings {
     /// How long a prompt plays when its WAV file cannot be fetched or read.
     pub default_prompt_secs: f64,
+    /// The folder `file://` prompts are read from (nothing outside it); relative to the config
+    /// file's folder. Unset: the config file's folder, or the working directory without
+    /// `--config`. Empty: no `file://` prompts.
+    pub prompt_folder: Option<String>,
+    /// The most bytes read of one prompt (a file's header is read, its size is the file
+    /// system's; an http body is streamed, never kept).
+    pub max_prompt_bytes: u64,
+    /// How long fetching or reading one prompt may take, waiting for a free slot included.
+    pub fetch_timeout_secs: f64,
+    /// Prompts fetched over http at the same time (and, apart, files read at the same time).
+    pub fetch_concurrency: usize,
 }
 
 impl Default for MediaSettings {
     fn default() -> Self {
         MediaSettings {
             default_prompt_secs: 5.0,
+            prompt_folder: None,
+            max_prompt_bytes: 50 * 1024 * 1024,
+            fetch_timeout_secs: 5.0,
+            fetch_concurrency: 16,
         }
     }
 }
@@ -317,7 +336,11 @@ impl Settings {
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-        Self::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        let mut s =
+            Self::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+        s.config_dir = Some(dir.map_or_else(|| PathBuf::from("."), Path::to_path_buf));
+        Ok(s)
     }
 
     /// Reads settings from TOML text, then applies the environment.
@@ -364,6 +387,13 @@ impl Settings {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        let media = &self.media;
+        if !(media.fetch_timeout_secs > 0.0 && media.fetch_timeout_secs <= 3600.0) {
+            anyhow::bail!("[media] fetch_timeout_secs must be more than 0 and at most 3600");
+        }
+        if media.fetch_concurrency == 0 {
+            anyhow::bail!("[media] fetch_concurrency must be at least 1");
+        }
         for t in &self.trusted_issuers {
             if t.jwks_file.is_none() == t.jwks_uri.is_none() {
                 anyhow::bail!(

@@ -6,6 +6,7 @@
 //!   exactly;
 //! - [`store`]: storage behind one trait, with the memory and SQLite backends;
 //! - [`fabric`]: the telephony fabric behind one trait (simulated parties today);
+//! - [`prompts`]: how long a prompt plays (its WAV header, fetched within limits);
 //! - [`engine`]: applies domain transitions, commits them with their notifications, runs timers;
 //! - [`delivery`]: the worker that POSTs notifications from the durable outbox;
 //! - [`auth`]: signing keys, app tokens, token validation;
@@ -28,4 +29,5 @@ pub mod graph;
 pub mod http;
 pub mod media;
 pub mod net_policy;
+pub mod prompts;
 pub mod store;

@@ -1,31 +1,200 @@
-//! WAV files: reading the duration of a prompt, and writing recordings (16 kHz, mono, 16-bit PCM,
-//! the format Graph's media accepts).
+//! WAV files: reading a prompt's header (incrementally, so a caller reads only the bytes it
+//! needs), and writing recordings (16 kHz, mono, 16-bit PCM, the format Graph's media accepts).
+//! No I/O here; [`crate::prompts`] does the reading.
 
-/// The duration of a WAV file in milliseconds, read from its `fmt ` and `data` chunks.
+/// What a WAV file's header says about its audio: enough to tell how long it plays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WavHeader {
+    /// Bytes per second of audio, from the `fmt ` chunk.
+    pub byte_rate: u32,
+    /// Where the audio starts: the offset of the `data` chunk's body.
+    pub data_offset: u64,
+    /// The size the `data` chunk declares (a file may hold less).
+    pub data_len: u32,
+}
+
+impl WavHeader {
+    /// How long the audio plays, counting only what a file of `file_len` bytes can hold.
+    pub fn duration_ms(&self, file_len: u64) -> u64 {
+        let held = file_len.saturating_sub(self.data_offset);
+        (self.data_len as u64).min(held) * 1000 / self.byte_rate as u64
+    }
+
+    /// Where the declared audio ends.
+    pub fn data_end(&self) -> u64 {
+        self.data_offset + self.data_len as u64
+    }
+}
+
+/// What a [`HeaderScanner`] knows after the bytes fed so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scan {
+    /// The header goes on: feed the next bytes (after skipping [`HeaderScanner::take_skip`], for
+    /// a reader that can seek).
+    NeedMore,
+    /// The `fmt ` and `data` chunks are read.
+    Done(WavHeader),
+    /// Not a WAV file this server can time.
+    NotWav(&'static str),
+}
+
+/// Chunks read before giving up on finding `data` (a real file has two to five).
+pub const MAX_CHUNKS: u32 = 64;
+
+/// Reads a WAV header from bytes fed in pieces of any size. It keeps at most 16 bytes, and
+/// skips the chunks it does not need (`LIST`, `fact`, the rest of `fmt `) by counting, so a
+/// caller may read a stream without holding it, or seek over what it is told to skip.
+#[derive(Clone, Debug)]
+pub struct HeaderScanner {
+    part: Part,
+    /// Bytes of the current part collected so far.
+    buf: [u8; 16],
+    have: usize,
+    /// Offset in the file of the next byte to be fed.
+    pos: u64,
+    /// Bytes to pass over before the next part.
+    skip: u64,
+    byte_rate: Option<u32>,
+    chunks: u32,
+    outcome: Option<Scan>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    /// `RIFF`, the size, `WAVE`.
+    Riff,
+    /// A chunk's id and size.
+    ChunkHead,
+    /// The first 16 bytes of `fmt `, then `rest` (and the pad byte) to skip.
+    Fmt { rest: u64 },
+}
+
+impl Part {
+    fn len(self) -> usize {
+        match self {
+            Part::Riff => 12,
+            Part::ChunkHead => 8,
+            Part::Fmt { .. } => 16,
+        }
+    }
+}
+
+impl Default for HeaderScanner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HeaderScanner {
+    pub fn new() -> Self {
+        HeaderScanner {
+            part: Part::Riff,
+            buf: [0; 16],
+            have: 0,
+            pos: 0,
+            skip: 0,
+            byte_rate: None,
+            chunks: 0,
+            outcome: None,
+        }
+    }
+
+    /// Feeds the next bytes of the file. Once it has said `Done` or `NotWav`, it says so again
+    /// whatever follows.
+    pub fn feed(&mut self, mut bytes: &[u8]) -> Scan {
+        while self.outcome.is_none() {
+            if self.skip > 0 {
+                let n = (self.skip.min(bytes.len() as u64)) as usize;
+                self.skip -= n as u64;
+                self.pos += n as u64;
+                bytes = &bytes[n..];
+                if self.skip > 0 {
+                    break;
+                }
+            }
+            let want = self.part.len();
+            let n = (want - self.have).min(bytes.len());
+            self.buf[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+            self.have += n;
+            self.pos += n as u64;
+            bytes = &bytes[n..];
+            if self.have < want {
+                break;
+            }
+            self.have = 0;
+            self.step();
+        }
+        self.outcome.unwrap_or(Scan::NeedMore)
+    }
+
+    /// Takes the bytes to pass over before the next one the scanner needs: a reader that can
+    /// seek seeks this far ahead and feeds from there (instead of feeding them).
+    pub fn take_skip(&mut self) -> u64 {
+        let n = std::mem::take(&mut self.skip);
+        self.pos += n;
+        n
+    }
+
+    /// How far into the file the scanner has come (bytes fed plus bytes skipped).
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// A whole part is in `buf`: read it.
+    fn step(&mut self) {
+        let b = &self.buf;
+        let le32 = |at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        match self.part {
+            Part::Riff => {
+                if &b[0..4] != b"RIFF" || &b[8..12] != b"WAVE" {
+                    self.outcome = Some(Scan::NotWav("it does not start with RIFF....WAVE"));
+                }
+                self.part = Part::ChunkHead;
+            }
+            Part::ChunkHead => {
+                self.chunks += 1;
+                let size = le32(4);
+                let padded = size as u64 + (size & 1) as u64;
+                match &b[0..4] {
+                    b"data" => {
+                        self.outcome = Some(match self.byte_rate {
+                            Some(byte_rate) => Scan::Done(WavHeader {
+                                byte_rate,
+                                data_offset: self.pos,
+                                data_len: size,
+                            }),
+                            None => Scan::NotWav("its data chunk comes before a fmt chunk"),
+                        });
+                    }
+                    b"fmt " if size < 16 => {
+                        self.outcome = Some(Scan::NotWav("its fmt chunk is too short"));
+                    }
+                    b"fmt " => self.part = Part::Fmt { rest: padded - 16 },
+                    _ if self.chunks >= MAX_CHUNKS => {
+                        self.outcome = Some(Scan::NotWav("it has no data chunk early enough"));
+                    }
+                    _ => self.skip = padded,
+                }
+            }
+            Part::Fmt { rest } => {
+                let byte_rate = le32(8);
+                if byte_rate == 0 {
+                    self.outcome = Some(Scan::NotWav("its fmt chunk gives a byte rate of 0"));
+                }
+                self.byte_rate = Some(byte_rate);
+                self.skip = rest;
+                self.part = Part::ChunkHead;
+            }
+        }
+    }
+}
+
+/// The duration of a whole WAV file in memory, in milliseconds.
 pub fn wav_duration_ms(bytes: &[u8]) -> Option<u64> {
-    if bytes.len() < 12 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
-        return None;
+    match HeaderScanner::new().feed(bytes) {
+        Scan::Done(h) => Some(h.duration_ms(bytes.len() as u64)),
+        Scan::NeedMore | Scan::NotWav(_) => None,
     }
-    let mut pos = 12;
-    let mut byte_rate: Option<u32> = None;
-    while pos + 8 <= bytes.len() {
-        let id = &bytes[pos..pos + 4];
-        let size = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().ok()?) as usize;
-        let body = pos + 8;
-        if id == b"fmt " && body + 12 <= bytes.len() {
-            byte_rate = Some(u32::from_le_bytes(
-                bytes[body + 8..body + 12].try_into().ok()?,
-            ));
-        }
-        if id == b"data" {
-            let rate = byte_rate.filter(|r| *r > 0)?;
-            // A streamed file may give a larger size than it holds; count what is there.
-            let size = size.min(bytes.len() - body);
-            return Some(size as u64 * 1000 / rate as u64);
-        }
-        pos = body + size + (size & 1);
-    }
-    None
 }
 
 const RATE: u32 = 16_000;
@@ -89,6 +258,111 @@ mod tests {
     fn what_is_not_a_wav_file_has_no_duration() {
         assert_eq!(wav_duration_ms(b"not a wav file at all"), None);
         assert_eq!(wav_duration_ms(b""), None);
+    }
+
+    /// A WAV header (and no audio) of `rate` Hz, `channels`, `bits`, declaring `data_len` bytes,
+    /// with a `LIST` chunk of `list` bytes before the data.
+    pub(super) fn header(rate: u32, channels: u16, bits: u16, data_len: u32, list: u32) -> Vec<u8> {
+        let block = channels * bits / 8;
+        let mut h = b"RIFF\0\0\0\0WAVEfmt ".to_vec();
+        h.extend_from_slice(&16u32.to_le_bytes());
+        h.extend_from_slice(&1u16.to_le_bytes());
+        h.extend_from_slice(&channels.to_le_bytes());
+        h.extend_from_slice(&rate.to_le_bytes());
+        h.extend_from_slice(&(rate * block as u32).to_le_bytes());
+        h.extend_from_slice(&block.to_le_bytes());
+        h.extend_from_slice(&bits.to_le_bytes());
+        if list > 0 {
+            h.extend_from_slice(b"LIST");
+            h.extend_from_slice(&list.to_le_bytes());
+            h.resize(h.len() + list as usize + (list & 1) as usize, b'x');
+        }
+        h.extend_from_slice(b"data");
+        h.extend_from_slice(&data_len.to_le_bytes());
+        h
+    }
+
+    #[test]
+    fn the_scanner_asks_for_more_until_the_data_chunk_begins() {
+        let h = header(16_000, 1, 16, 96_000, 0);
+        let mut s = HeaderScanner::new();
+        assert_eq!(s.feed(&h[..4]), Scan::NeedMore, "RIFF alone");
+        assert_eq!(s.feed(&h[4..30]), Scan::NeedMore, "inside fmt");
+        assert_eq!(
+            s.feed(&h[30..43]),
+            Scan::NeedMore,
+            "one byte short of data's size"
+        );
+        let Scan::Done(done) = s.feed(&h[43..]) else {
+            panic!("the data chunk's header is all there");
+        };
+        assert_eq!(
+            done,
+            WavHeader {
+                byte_rate: 32_000,
+                data_offset: 44,
+                data_len: 96_000
+            }
+        );
+        assert_eq!(done.duration_ms(44 + 96_000), 3000);
+        assert_eq!(
+            done.duration_ms(44 + 32_000),
+            1000,
+            "a short file counts what it holds"
+        );
+        assert_eq!(
+            s.feed(b"anything after"),
+            Scan::Done(done),
+            "done stays done"
+        );
+    }
+
+    #[test]
+    fn the_scanner_says_what_is_not_a_wav_file_early() {
+        let mut s = HeaderScanner::new();
+        assert!(matches!(
+            s.feed(b"ID3\x04\0\0\0\0\0\0\0\0"),
+            Scan::NotWav(_)
+        ));
+        let mut zero_rate = header(16_000, 1, 16, 10, 0);
+        zero_rate[28..32].copy_from_slice(&0u32.to_le_bytes());
+        assert!(matches!(
+            HeaderScanner::new().feed(&zero_rate),
+            Scan::NotWav(_)
+        ));
+        let mut data_first = b"RIFF\0\0\0\0WAVEdata".to_vec();
+        data_first.extend_from_slice(&4u32.to_le_bytes());
+        assert!(matches!(
+            HeaderScanner::new().feed(&data_first),
+            Scan::NotWav(_)
+        ));
+        let mut endless = b"RIFF\0\0\0\0WAVE".to_vec();
+        for _ in 0..MAX_CHUNKS {
+            endless.extend_from_slice(b"junk\0\0\0\0");
+        }
+        assert!(matches!(
+            HeaderScanner::new().feed(&endless),
+            Scan::NotWav(_)
+        ));
+    }
+
+    #[test]
+    fn a_reader_that_seeks_skips_a_large_list_chunk_instead_of_reading_it() {
+        let h = header(8_000, 2, 8, 32_000, 1_000_001);
+        let mut s = HeaderScanner::new();
+        assert_eq!(s.feed(&h[..44]), Scan::NeedMore);
+        let skip = s.take_skip();
+        assert_eq!(skip, 1_000_001 + 1, "the body of LIST and its pad byte");
+        let at = s.position() as usize;
+        let Scan::Done(done) = s.feed(&h[at..at + 8]) else {
+            panic!("the data chunk follows the skipped bytes");
+        };
+        assert_eq!(done.data_offset, h.len() as u64);
+        assert_eq!(
+            done.duration_ms(u64::MAX),
+            2000,
+            "8 kHz stereo 8-bit: 16,000 bytes a second"
+        );
     }
 }
 
@@ -183,6 +457,54 @@ mod property_tests {
             }
             let _ = wav_duration_ms(&bytes);
             let _ = recording_from_wav(&bytes, 1000);
+        }
+
+        #[test]
+        fn feeding_in_pieces_says_what_feeding_at_once_says(
+            mut bytes in prop::collection::vec(any::<u8>(), 0..300),
+            riff in any::<bool>(),
+            cuts in prop::collection::vec(0usize..300, 0..8),
+        ) {
+            if riff && bytes.len() >= 12 {
+                bytes[0..4].copy_from_slice(b"RIFF");
+                bytes[8..12].copy_from_slice(b"WAVE");
+            }
+            let whole = HeaderScanner::new().feed(&bytes);
+            let mut cuts: Vec<usize> = cuts.into_iter().filter(|c| *c <= bytes.len()).collect();
+            cuts.sort();
+            let mut s = HeaderScanner::new();
+            let mut last = Scan::NeedMore;
+            let mut from = 0;
+            for at in cuts.into_iter().chain([bytes.len()]) {
+                last = s.feed(&bytes[from..at]);
+                from = at;
+            }
+            prop_assert_eq!(last, whole);
+        }
+
+        #[test]
+        fn any_pcm_format_plays_for_its_data_over_its_byte_rate(
+            rate in 1u32..200_000,
+            channels in 1u16..8,
+            bytes_per_sample in 1u16..4,
+            data_len in 0u32..10_000_000,
+            list in 0u32..5000,
+            held in 0u64..20_000_000,
+            piece in 1usize..64,
+        ) {
+            let h = super::tests::header(rate, channels, bytes_per_sample * 8, data_len, list);
+            let byte_rate = (rate * (channels * bytes_per_sample) as u32) as u64;
+            let mut s = HeaderScanner::new();
+            let mut last = Scan::NeedMore;
+            for p in h.chunks(piece) {
+                last = s.feed(p);
+            }
+            let Scan::Done(done) = last else {
+                return Err(TestCaseError::fail(format!("{last:?}")));
+            };
+            prop_assert_eq!(done.data_offset, h.len() as u64);
+            let file_len = h.len() as u64 + held;
+            prop_assert_eq!(done.duration_ms(file_len), (data_len as u64).min(held) * 1000 / byte_rate);
         }
     }
 }

@@ -4,10 +4,6 @@
 //! Each handler first finds the call (so an ended call answers 404 whatever the body), then reads
 //! the body leniently, then asks the engine.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Duration;
-
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -22,6 +18,7 @@ use crate::domain::{CallId, EndReason, Peer};
 use crate::engine::AppRef;
 use crate::graph::call::{parse_callback_uri, parse_media_config, parse_modalities, parse_target};
 use crate::graph::operation::render;
+use crate::prompts::PromptError;
 
 /// The actions of the Graph surface on a call, with their Graph names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,10 +66,6 @@ impl Action {
         })
     }
 }
-
-/// Prompt durations already read, by URI.
-#[derive(Default)]
-pub struct PromptCache(Mutex<HashMap<String, u64>>);
 
 pub fn client_context(body: &Value) -> Result<Option<String>, ApiError> {
     match &body["clientContext"] {
@@ -157,50 +150,25 @@ pub fn operation_response(
     resp
 }
 
-/// How long one prompt plays: its WAV file's duration, or the configured default.
-async fn prompt_ms(state: &AppState, prompt: &Value) -> Result<u64, ApiError> {
+/// How long one prompt plays: its WAV file's duration, or the configured default when the file
+/// cannot be fetched or read (with a warning). A prompt the server's policy refuses is `400`.
+async fn prompt_ms(state: &AppState, prompt: &Value, which: &str) -> Result<u64, ApiError> {
     let uri = prompt["mediaInfo"]["uri"]
         .as_str()
         .filter(|s| !s.trim().is_empty())
         .ok_or_else(|| ApiError::bad_request("Each prompt needs a mediaInfo with a uri."))?;
-    let default = (state.settings.media.default_prompt_secs.max(0.0) * 1000.0) as u64;
-    if let Some(ms) = state.prompts.0.lock().expect("prompt cache lock").get(uri) {
-        return Ok(*ms);
-    }
-    // The strict callback policy also keeps prompts from reading local files or private hosts.
-    let strict = state.settings.callbacks.strict;
-    let bytes = if let Some(path) = uri.strip_prefix("file://") {
-        if strict {
-            None
-        } else {
-            tokio::fs::read(path).await.ok()
+    match state.prompts.duration_ms(&state.http, uri).await {
+        Ok(ms) => Ok(ms),
+        Err(PromptError::Refused(why)) => Err(ApiError::bad_request(format!("{which}: {why}"))),
+        Err(PromptError::Unreadable(why)) => {
+            let secs = state.settings.media.default_prompt_secs.max(0.0);
+            tracing::warn!(
+                "prompt {}: {why}; it plays the default {secs} s",
+                crate::prompts::redact(uri)
+            );
+            Ok((secs * 1000.0) as u64)
         }
-    } else if (uri.starts_with("http://") || uri.starts_with("https://"))
-        && check_callback_policy(&state.settings.callbacks, uri).is_ok()
-    {
-        let resp = state
-            .http
-            .get(uri)
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await;
-        match resp {
-            Ok(r) if r.status().is_success() => r.bytes().await.ok().map(|b| b.to_vec()),
-            _ => None,
-        }
-    } else {
-        None
-    };
-    let ms = bytes.as_deref().and_then(crate::media::wav_duration_ms);
-    if let Some(ms) = ms {
-        state
-            .prompts
-            .0
-            .lock()
-            .expect("prompt cache lock")
-            .insert(uri.to_string(), ms);
     }
-    Ok(ms.unwrap_or(default))
 }
 
 async fn prompts_ms(
@@ -229,8 +197,13 @@ async fn prompts_ms(
         )));
     }
     let mut total = 0;
-    for p in list {
-        total += prompt_ms(state, p).await?;
+    for (i, p) in list.iter().enumerate() {
+        let which = if list.len() == 1 {
+            "The prompt".to_string()
+        } else {
+            format!("Prompt {} of {}", i + 1, list.len())
+        };
+        total += prompt_ms(state, p, &which).await?;
     }
     Ok(total)
 }
@@ -344,11 +317,13 @@ pub async fn run(
             let party = speaker.and_then(|p| e.fabric().party(&p.id));
             let source_wav = party.as_ref().and_then(|p| p.record_wav.clone());
             let speech_ms = match &source_wav {
-                Some(path) => tokio::fs::read(path)
-                    .await
-                    .ok()
-                    .and_then(|b| crate::media::wav_duration_ms(&b))
-                    .unwrap_or(0),
+                Some(path) => match state.prompts.operator_file_ms(path.as_ref()).await {
+                    Ok(ms) => ms,
+                    Err(e) => {
+                        tracing::warn!("record_wav {path}: {e}; the party says nothing");
+                        0
+                    }
+                },
                 None => party.map_or(3000, |p| p.speech_ms),
             };
             let plan = RecordPlan {

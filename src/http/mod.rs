@@ -21,6 +21,7 @@ pub mod throttle;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -50,7 +51,8 @@ pub struct AppState {
     /// The client for fetching prompt files (`net_policy::Outbound::fetches`: redirects are
     /// followed, each hop and every address checked by the callback policy).
     pub http: reqwest::Client,
-    pub prompts: actions::PromptCache,
+    /// How long prompts play (fetching them within the `[media]` limits).
+    pub prompts: crate::prompts::Prompts,
     /// Failed client-secret attempts at the token endpoint.
     pub secret_throttle: throttle::SecretThrottle,
     apps: HashMap<String, AppConfig>,
@@ -77,6 +79,7 @@ impl AppState {
         settings: Settings,
         public_url: String,
         http: reqwest::Client,
+        prompts: crate::prompts::Prompts,
     ) -> Self {
         let apps = settings
             .apps
@@ -92,7 +95,7 @@ impl AppState {
             settings,
             public_url: public_url.trim_end_matches('/').to_string(),
             http,
-            prompts: actions::PromptCache::default(),
+            prompts,
             apps,
             buckets: Mutex::new(HashMap::new()),
         }
@@ -269,10 +272,13 @@ async fn recording(
         .with_header(header::WWW_AUTHENTICATE, "Bearer"));
     }
     let from_file = match &rec.source_wav {
-        Some(path) => tokio::fs::read(path)
-            .await
-            .ok()
-            .and_then(|b| crate::media::recording_from_wav(&b, rec.length_ms)),
+        Some(path) => match state.prompts.read_operator_file(Path::new(path)).await {
+            Ok(b) => crate::media::recording_from_wav(&b, rec.length_ms),
+            Err(e) => {
+                tracing::warn!("record_wav {path}: {e}; the recording is generated tones");
+                None
+            }
+        },
         None => None,
     };
     let wav = from_file

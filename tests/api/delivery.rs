@@ -243,27 +243,52 @@ async fn the_deliveries_log_says_when_the_retention_policy_removed_it() {
         for _ in 0..2 {
             let id = app.established(&token).await;
             let d = app
-                .send("DELETE", &format!("/v1.0/communications/calls/{id}"), Some(&token), None)
+                .send(
+                    "DELETE",
+                    &format!("/v1.0/communications/calls/{id}"),
+                    Some(&token),
+                    None,
+                )
                 .await;
             assert_eq!(d.status, 204);
-            app.receiver.wait_for(&id, |s| has(s, "deleted", "terminated")).await;
+            app.receiver
+                .wait_for(&id, |s| has(s, "deleted", "terminated"))
+                .await;
             ended.push(id);
         }
-        let mut log = app.admin("GET", &format!("/calls/{}/deliveries", ended[0]), None).await;
+        let mut log = app
+            .admin("GET", &format!("/calls/{}/deliveries", ended[0]), None)
+            .await;
         for _ in 0..50 {
             if log.body["pruned"].is_object() {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            log = app.admin("GET", &format!("/calls/{}/deliveries", ended[0]), None).await;
+            log = app
+                .admin("GET", &format!("/calls/{}/deliveries", ended[0]), None)
+                .await;
         }
         assert_eq!(log.status, 200, "{backend:?}: {}", log.text);
-        assert_eq!(log.body["notifications"], serde_json::json!([]), "{backend:?}");
-        assert!(log.body["pruned"]["notifications"].as_u64().unwrap() >= 4, "{}", log.text);
+        assert_eq!(
+            log.body["notifications"],
+            serde_json::json!([]),
+            "{backend:?}"
+        );
+        assert!(
+            log.body["pruned"]["notifications"].as_u64().unwrap() >= 4,
+            "{}",
+            log.text
+        );
         assert!(log.body["pruned"]["at"].is_string());
         // The newest ended call keeps its log.
-        let kept = app.admin("GET", &format!("/calls/{}/deliveries", ended[1]), None).await;
-        assert!(kept.body["notifications"].as_array().unwrap().len() >= 4, "{}", kept.text);
+        let kept = app
+            .admin("GET", &format!("/calls/{}/deliveries", ended[1]), None)
+            .await;
+        assert!(
+            kept.body["notifications"].as_array().unwrap().len() >= 4,
+            "{}",
+            kept.text
+        );
         assert!(kept.body["pruned"].is_null());
     }
 }

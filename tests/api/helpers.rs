@@ -729,3 +729,109 @@ pub async fn into_resp(r: reqwest::Response) -> Resp {
         text,
     }
 }
+
+/// The `[media]` section that lets `file://` prompts come from `dir` (and `extra` settings).
+pub fn prompt_folder(dir: &TempDir) -> String {
+    prompt_folder_with(dir, "")
+}
+
+/// [`prompt_folder`] with more `[media]` settings.
+pub fn prompt_folder_with(dir: &TempDir, extra_media: &str) -> String {
+    format!(
+        "[media]\nprompt_folder = {:?}\n{extra_media}\n",
+        dir.0.display().to_string()
+    )
+}
+
+/// A WAV header of `rate` Hz, `channels`, `bits`, declaring `data_len` bytes of audio.
+pub fn wav_header(rate: u32, channels: u16, bits: u16, data_len: u32) -> Vec<u8> {
+    let block = channels * bits / 8;
+    let mut h = b"RIFF".to_vec();
+    h.extend_from_slice(&(36u32.saturating_add(data_len)).to_le_bytes());
+    h.extend_from_slice(b"WAVEfmt ");
+    h.extend_from_slice(&16u32.to_le_bytes());
+    h.extend_from_slice(&1u16.to_le_bytes());
+    h.extend_from_slice(&channels.to_le_bytes());
+    h.extend_from_slice(&rate.to_le_bytes());
+    h.extend_from_slice(&(rate * block as u32).to_le_bytes());
+    h.extend_from_slice(&block.to_le_bytes());
+    h.extend_from_slice(&bits.to_le_bytes());
+    h.extend_from_slice(b"data");
+    h.extend_from_slice(&data_len.to_le_bytes());
+    h
+}
+
+/// A prompt server that answers every GET with `header` and then zeros without end, paced to
+/// about 64 MB/s, with `Content-Length: content_length` when given (else the body ends when the
+/// connection does). It counts what it managed to write, and whether the client hung up.
+pub struct EndlessPrompt {
+    pub url: String,
+    pub written: Arc<std::sync::atomic::AtomicU64>,
+    pub hung_up: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl EndlessPrompt {
+    pub async fn start(header: Vec<u8>, content_length: Option<u64>) -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/endless.wav", listener.local_addr().unwrap());
+        let written = Arc::new(AtomicU64::new(0));
+        let hung_up = Arc::new(AtomicBool::new(false));
+        let (w, h) = (written.clone(), hung_up.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let (header, w, h) = (header.clone(), w.clone(), h.clone());
+                tokio::spawn(async move {
+                    let mut req = [0u8; 4096];
+                    let _ = sock.read(&mut req).await;
+                    let length = content_length
+                        .map(|n| format!("Content-Length: {n}\r\n"))
+                        .unwrap_or_default();
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: audio/wav\r\n{length}Connection: close\r\n\r\n"
+                    );
+                    if sock.write_all(head.as_bytes()).await.is_err()
+                        || sock.write_all(&header).await.is_err()
+                    {
+                        h.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    w.fetch_add(header.len() as u64, Ordering::SeqCst);
+                    let zeros = vec![0u8; 64 * 1024];
+                    loop {
+                        if sock.write_all(&zeros).await.is_err() {
+                            h.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                        w.fetch_add(zeros.len() as u64, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                });
+            }
+        });
+        EndlessPrompt {
+            url,
+            written,
+            hung_up,
+        }
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits up to `secs` for the client to hang up.
+    pub async fn wait_hung_up(&self, secs: u64) -> bool {
+        for _ in 0..secs * 50 {
+            if self.hung_up.load(std::sync::atomic::Ordering::SeqCst) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+}

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-const CALLS: &str = "/v1.0/communications/calls";
+pub(crate) const CALLS: &str = "/v1.0/communications/calls";
 
 /// Two parties who answer redirects after a while, for "the first who answers wins".
 const SLOW: &str = "5e9f0000-0000-4000-8000-000000000021";
@@ -18,7 +18,7 @@ fn extra_parties() -> String {
     )
 }
 
-async fn act(app: &TestApp, token: &str, id: &str, action: &str, body: Value) -> Resp {
+pub(crate) async fn act(app: &TestApp, token: &str, id: &str, action: &str, body: Value) -> Resp {
     app.send(
         "POST",
         &format!("{CALLS}/{id}/{action}"),
@@ -42,7 +42,7 @@ fn op_done(notes: &[(String, Value)], id: &str, op: &str) -> Vec<(String, Value)
 }
 
 /// Whether the deliveries log holds a notification finishing `op`, delivered or not.
-async fn op_queued(app: &TestApp, id: &str, op: &str) -> bool {
+pub(crate) async fn op_queued(app: &TestApp, id: &str, op: &str) -> bool {
     app.queued(id)
         .await
         .iter()
@@ -50,7 +50,7 @@ async fn op_queued(app: &TestApp, id: &str, op: &str) -> bool {
 }
 
 /// Waits for the notification finishing `op` and returns its path and resource data.
-async fn wait_op(app: &TestApp, id: &str, op: &str) -> (String, Value) {
+pub(crate) async fn wait_op(app: &TestApp, id: &str, op: &str) -> (String, Value) {
     let notes = app
         .receiver
         .wait_notes(id, |n| !op_done(n, id, op).is_empty())
@@ -61,7 +61,7 @@ async fn wait_op(app: &TestApp, id: &str, op: &str) -> (String, Value) {
 }
 
 /// The operation id of a 200 operation response, after checking its Location header.
-fn op_id(app: &TestApp, id: &str, r: &Resp) -> String {
+pub(crate) fn op_id(app: &TestApp, id: &str, r: &Resp) -> String {
     assert_eq!(r.status, 200, "{}", r.text);
     let op = r.body["id"].as_str().expect("operation id").to_string();
     assert_eq!(
@@ -73,7 +73,7 @@ fn op_id(app: &TestApp, id: &str, r: &Resp) -> String {
     op
 }
 
-fn result_of(data: &Value) -> (i64, i64) {
+pub(crate) fn result_of(data: &Value) -> (i64, i64) {
     let ri = &data["resultInfo"];
     (
         ri["code"].as_i64().unwrap_or(-1),
@@ -81,7 +81,7 @@ fn result_of(data: &Value) -> (i64, i64) {
     )
 }
 
-fn prompts(uris: &[&str]) -> Value {
+pub(crate) fn prompts(uris: &[&str]) -> Value {
     let list: Vec<Value> = uris
         .iter()
         .map(|u| {
@@ -758,9 +758,9 @@ async fn redirect_needs_targets_and_a_timeout_from_15_to_90_seconds() {
 #[tokio::test]
 async fn a_prompt_plays_for_the_length_of_its_wav_file_on_the_virtual_clock() {
     for backend in BACKENDS {
-        let app = spawn_app(backend).await;
-        let token = app.token().await;
         let dir = TempDir::new();
+        let app = spawn_app_with(backend, &prompt_folder(&dir)).await;
+        let token = app.token().await;
         let id = app.answered(&token, ALICE).await;
         let uri = wav_file(&dir, "three.wav", 3.0);
         let r = act(
@@ -826,9 +826,9 @@ async fn a_prompt_plays_for_the_length_of_its_wav_file_on_the_virtual_clock() {
 
 #[tokio::test]
 async fn prompts_fetched_over_http_are_timed_by_their_files_and_queue_in_order() {
-    let app = spawn_app(Backend::Memory).await;
-    let token = app.token().await;
     let dir = TempDir::new();
+    let app = spawn_app_with(Backend::Memory, &prompt_folder(&dir)).await;
+    let token = app.token().await;
     let id = app.answered(&token, ALICE).await;
     let two = app.receiver.serve("two.wav", wav_bytes(2.0));
     let one = wav_file(&dir, "one.wav", 1.0);
@@ -872,9 +872,9 @@ async fn prompts_fetched_over_http_are_timed_by_their_files_and_queue_in_order()
 
 #[tokio::test]
 async fn client_context_is_echoed_and_more_than_256_characters_is_refused() {
-    let app = spawn_app(Backend::Memory).await;
-    let token = app.token().await;
     let dir = TempDir::new();
+    let app = spawn_app_with(Backend::Memory, &prompt_folder(&dir)).await;
+    let token = app.token().await;
     let id = app.answered(&token, ALICE).await;
     let uri = wav_file(&dir, "one.wav", 1.0);
     let ok = "x".repeat(256);
@@ -1023,9 +1023,9 @@ async fn a_stop_tone_ends_a_recording_early() {
 
 #[tokio::test]
 async fn a_prompt_queued_behind_a_recording_plays_as_soon_as_a_stop_tone_ends_it() {
-    let app = spawn_app(Backend::Memory).await;
-    let token = app.token().await;
     let dir = TempDir::new();
+    let app = spawn_app_with(Backend::Memory, &prompt_folder(&dir)).await;
+    let token = app.token().await;
     let id = app.answered(&token, ALICE).await;
     let r = act(
         &app,
@@ -1066,9 +1066,9 @@ async fn a_prompt_queued_behind_a_recording_plays_as_soon_as_a_stop_tone_ends_it
 
 #[tokio::test]
 async fn cancel_media_processing_fails_the_running_prompt_and_the_queued_recording() {
-    let app = spawn_app(Backend::Memory).await;
-    let token = app.token().await;
     let dir = TempDir::new();
+    let app = spawn_app_with(Backend::Memory, &prompt_folder(&dir)).await;
+    let token = app.token().await;
     let id = app.answered(&token, ALICE).await;
     let ten = wav_file(&dir, "ten.wav", 10.0);
     let p = act(

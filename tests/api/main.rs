@@ -11,6 +11,7 @@ mod delivery;
 mod group;
 mod identity;
 mod incoming;
+mod net_policy;
+mod prompts;
 mod routes;
 mod store_failure;
-mod net_policy;

@@ -28,7 +28,9 @@ impl Mount {
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
-            eprintln!("SKIPPED: cannot mount a tmpfs here (needs root); the full-disk test did not run");
+            eprintln!(
+                "SKIPPED: cannot mount a tmpfs here (needs root); the full-disk test did not run"
+            );
             std::fs::remove_dir(&dir).ok();
             return None;
         }
@@ -75,7 +77,10 @@ async fn healthz(app: &TestApp) -> u16 {
 }
 
 /// Polls `f` every 100 ms until it holds or `secs` pass.
-async fn eventually<F: std::future::Future<Output = bool>>(secs: u64, mut f: impl FnMut() -> F) -> bool {
+async fn eventually<F: std::future::Future<Output = bool>>(
+    secs: u64,
+    mut f: impl FnMut() -> F,
+) -> bool {
     let end = tokio::time::Instant::now() + Duration::from_secs(secs);
     while tokio::time::Instant::now() < end {
         if f().await {
@@ -112,7 +117,9 @@ async fn a_full_disk_answers_503_keeps_memory_true_to_the_store_and_recovers_by_
     // What is answered is what is stored: the call is still established.
     assert!(
         eventually(3, || async {
-            let g = app.send("GET", &format!("{CALLS}/{id}"), Some(&token), None).await;
+            let g = app
+                .send("GET", &format!("{CALLS}/{id}"), Some(&token), None)
+                .await;
             g.status == 200 && g.body["state"] == "established"
         })
         .await,
@@ -127,7 +134,10 @@ async fn a_full_disk_answers_503_keeps_memory_true_to_the_store_and_recovers_by_
         .unwrap();
     assert_eq!(ready.status(), 503);
     let ready: serde_json::Value = ready.json().await.unwrap();
-    let why = ready["checks"]["store"]["error"].as_str().unwrap_or_default().to_string();
+    let why = ready["checks"]["store"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(why.contains("full"), "readyz says why: {ready}");
     assert!(why.len() < 300, "the message does not nest: {why}");
     // Creates fail while full, and do not use up the app's two concurrent calls.
@@ -148,16 +158,23 @@ async fn a_full_disk_answers_503_keeps_memory_true_to_the_store_and_recovers_by_
         .send("DELETE", &format!("{CALLS}/{id}"), Some(&token), None)
         .await;
     assert_eq!(d.status, 204, "{}", d.text);
-    let states = app.receiver.wait_for(&id, |s| has(s, "deleted", "terminated")).await;
+    let states = app
+        .receiver
+        .wait_for(&id, |s| has(s, "deleted", "terminated"))
+        .await;
     assert!(has(&states, "deleted", "terminated"), "{states:?}");
-    let g = app.send("GET", &format!("{CALLS}/{id}"), Some(&token), None).await;
+    let g = app
+        .send("GET", &format!("{CALLS}/{id}"), Some(&token), None)
+        .await;
     assert_eq!(g.status, 404);
 
     // After a restart the store says the same: the first call is over, the second is live.
     app.stop().await;
     let again = spawn_app_at(&store, extra, |_| {}).await.unwrap();
     let token = again.token().await;
-    let g = again.send("GET", &format!("{CALLS}/{id}"), Some(&token), None).await;
+    let g = again
+        .send("GET", &format!("{CALLS}/{id}"), Some(&token), None)
+        .await;
     assert_eq!(g.status, 404, "{}", g.text);
     let g = again
         .send("GET", &format!("{CALLS}/{second}"), Some(&token), None)
@@ -196,5 +213,8 @@ async fn health_says_ok_while_the_store_writes() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["checks"]["store"], json!({"ready": true, "writable": true, "readable": true}));
+    assert_eq!(
+        body["checks"]["store"],
+        json!({"ready": true, "writable": true, "readable": true})
+    );
 }
