@@ -182,22 +182,22 @@ impl SqliteStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| backend(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let conn = Connection::open(path)
-            .map_err(|e| backend(format!("cannot open {}: {e}", path.display())))?;
-        let sync = match settings.durability {
-            Durability::Normal => "NORMAL",
-            Durability::Full => "FULL",
-        };
-        conn.execute_batch(&format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000; PRAGMA wal_autocheckpoint = 0;"
-        ))
-        .map_err(backend)?;
         let cannot_write = |e: &dyn std::fmt::Display| {
             backend(format!(
                 "the store {} cannot be written ({e}); Switchboard needs a writable store: check the permissions of the file and its folder, the free space, and that the file system is not mounted read-only",
                 path.display()
             ))
         };
+        let conn = Connection::open(path).map_err(|e| cannot_write(&e))?;
+        let sync = match settings.durability {
+            Durability::Normal => "NORMAL",
+            Durability::Full => "FULL",
+        };
+        // WAL mode needs to write beside the file: on a read-only folder this is what fails.
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000; PRAGMA wal_autocheckpoint = 0;"
+        ))
+        .map_err(|e| cannot_write(&e))?;
         if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
             return Err(cannot_write(&"it opened read-only"));
         }

@@ -321,23 +321,39 @@ async fn an_8_khz_stereo_prompt_plays_for_its_own_duration_from_a_file_or_over_h
 
 #[tokio::test]
 async fn the_callback_policy_refuses_prompts_it_would_not_call() {
-    let app = spawn_app_with(
+    // Under the strict policy no notification can reach a loopback receiver (nor may an
+    // incoming_call_uri name one), so the bot's call is outgoing, with an https callback.
+    let app = spawn_app_on(
         Backend::Memory,
         "[callbacks]\nstrict = true\nforbid_private = true\n",
+        "127.0.0.1:0",
+        |s| s.apps.iter_mut().for_each(|a| a.incoming_call_uri = None),
     )
-    .await;
+    .await
+    .unwrap();
     let token = app.token().await;
-    let (id, _) = app.incoming(ALICE).await;
-    // Answering needs an https callback under the strict policy; the call still comes up.
-    let a = act(
-        &app,
-        &token,
-        &id,
-        "answer",
-        app.answer_body("https://bot.example.com/callback"),
-    )
-    .await;
-    assert_eq!(a.status, 202, "{}", a.text);
+    let mut body = app.p2p(ALICE);
+    body["callbackUri"] = "https://bot.example.com/callback".into();
+    let c = app
+        .send(
+            "POST",
+            "/v1.0/communications/calls",
+            Some(&token),
+            Some(body),
+        )
+        .await;
+    assert_eq!(c.status, 201, "{}", c.text);
+    let id = c.body["id"].as_str().unwrap().to_string();
+    app.advance(5.0).await;
+    let g = app
+        .send(
+            "GET",
+            &format!("/v1.0/communications/calls/{id}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(g.body["state"], "established", "{}", g.text);
     let (r, _) = play(
         &app,
         &token,

@@ -37,14 +37,23 @@ impl Mount {
         Some(Mount(dir))
     }
 
+    /// Remounts with `opts`; a file still open for writing (a store closing) makes a read-only
+    /// remount busy for a moment.
     fn remount(&self, opts: &str) {
-        let ok = Command::new("mount")
-            .args(["-o", &format!("remount,{opts}")])
-            .arg(&self.0)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "remount {opts}");
+        for _ in 0..50 {
+            let ok = Command::new("mount")
+                .args(["-o", &format!("remount,{opts}")])
+                .arg(&self.0)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap()
+                .success();
+            if ok {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("cannot remount {opts}");
     }
 }
 
@@ -105,6 +114,24 @@ async fn a_full_disk_answers_503_keeps_memory_true_to_the_store_and_recovers_by_
     let id = app.established(&token).await;
 
     fill(&mnt.0.join("filler"));
+    // SQLite may still find room in pages it has; keep the call alive until a write fails.
+    let mut refused = None;
+    for _ in 0..500 {
+        let k = app
+            .send(
+                "POST",
+                &format!("{CALLS}/{id}/keepAlive"),
+                Some(&token),
+                None,
+            )
+            .await;
+        if k.status != 200 {
+            refused = Some(k);
+            break;
+        }
+    }
+    let refused = refused.expect("a write failed on the full disk");
+    assert_eq!(refused.status, 503, "{}", refused.text);
     // The call cannot be hung up while nothing can be stored: 503, and again 503 (not 404).
     for _ in 0..2 {
         let d = app
@@ -189,8 +216,8 @@ async fn a_read_only_store_is_refused_at_start_with_the_reason() {
         return;
     };
     let store = format!("sqlite://{}/sb.db", mnt.0.display());
-    let app = spawn_app_at(&store, "", |_| {}).await.unwrap();
-    app.stop().await;
+    // A store made by Switchboard, closed again.
+    drop(switchboard::store::open(&store, Default::default()).unwrap());
     mnt.remount("ro");
     let err = match spawn_app_at(&store, "", |_| {}).await {
         Ok(_) => panic!("a read-only store was accepted"),
