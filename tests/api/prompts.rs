@@ -323,14 +323,11 @@ async fn an_8_khz_stereo_prompt_plays_for_its_own_duration_from_a_file_or_over_h
 async fn the_callback_policy_refuses_prompts_it_would_not_call() {
     // Under the strict policy no notification can reach a loopback receiver (nor may an
     // incoming_call_uri name one), so the bot's call is outgoing, with an https callback.
-    let app = spawn_app_on(
-        Backend::Memory,
-        "[callbacks]\nstrict = true\nforbid_private = true\n",
-        "127.0.0.1:0",
-        |s| s.apps.iter_mut().for_each(|a| a.incoming_call_uri = None),
-    )
-    .await
-    .unwrap();
+    let app = spawn_app_from(Backend::Memory, |_| {
+        let toml = config_toml_with("[callbacks]\nstrict = true\nforbid_private = true\n", None);
+        Settings::from_toml(&toml).unwrap()
+    })
+    .await;
     let token = app.token().await;
     let mut body = app.p2p(ALICE);
     body["callbackUri"] = "https://bot.example.com/callback".into();
