@@ -161,7 +161,7 @@ impl From<EngineError> for ApiError {
                 &format!("The application has reached its limit of {n} concurrent calls."),
             ),
             EngineError::Store(e) => {
-                tracing::warn!("answering 503: the store failed: {e}");
+                tracing::debug!("answering 503: the store failed: {e}");
                 ApiError::unavailable("The service cannot store changes right now; retry later.")
             }
             EngineError::Unavailable(m) => ApiError::unavailable(m),

@@ -98,7 +98,9 @@ impl Drop for SqliteStore {
 /// always lands while the last frames are copied), so it grew without bound. Once it passes
 /// `limit` bytes, this thread copies what it can passively, then takes the store's connection
 /// (so no commit is running: the next ones queue in the committer for this short moment) and
-/// truncates the WAL, which by then has only the frames of the last few commits left to copy.
+/// restarts the WAL, which by then has only the frames of the last few commits left to copy: the
+/// next commit writes from its start again, and `journal_size_limit` cuts the file back to
+/// `limit`. (Truncating it to nothing would make every commit after it grow the file anew.)
 fn spawn_checkpointer(
     path: &Path,
     store_conn: Arc<Mutex<Connection>>,
@@ -153,11 +155,11 @@ fn checkpoint_once(
     // ...then, between two commits, the rest, and start the WAL over.
     let _pause = store_conn.lock();
     let (busy, _, _): (i64, i64, i64) =
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })?;
     if busy != 0 {
-        tracing::debug!("WAL truncation was busy; trying again next round");
+        tracing::debug!("WAL restart was busy; trying again next round");
     }
     Ok(())
 }
@@ -201,11 +203,13 @@ impl SqliteStore {
         if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
             return Err(cannot_write(&"it opened read-only"));
         }
+        let limit = settings.wal_limit_mb.max(1) * 1024 * 1024;
+        conn.execute_batch(&format!("PRAGMA journal_size_limit = {limit};"))
+            .map_err(backend)?;
         migrate(&conn).map_err(|e| cannot_write(&e))?;
         probe(&conn).map_err(|e| cannot_write(&e))?;
         let conn = Arc::new(Mutex::new(conn));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let limit = settings.wal_limit_mb.max(1) * 1024 * 1024;
         let checkpointer = spawn_checkpointer(path, conn.clone(), limit, stop.clone())?;
         Ok(SqliteStore {
             conn,
@@ -563,8 +567,13 @@ impl Store for SqliteStore {
                 .map_err(backend)?;
             }
             // Ended calls past the count or the age go whole, oldest-ended first.
+            // Rows go from the front only, so their numbers are contiguous.
             let count: i64 = tx
-                .query_row("SELECT COUNT(*) FROM ended_calls", [], |r| r.get(0))
+                .query_row(
+                    "SELECT COALESCE(MAX(n) - MIN(n) + 1, 0) FROM ended_calls",
+                    [],
+                    |r| r.get(0),
+                )
                 .map_err(backend)?;
             let oldest: Vec<(i64, String, i64)> = tx
                 .prepare_cached("SELECT n, call_id, ended_at FROM ended_calls ORDER BY n LIMIT ?1")
@@ -594,13 +603,27 @@ impl Store for SqliteStore {
                 out.notifications += removed;
                 out.attempts += attempts;
             }
-            // Old delivered or dead notifications of calls still going on (or still retrying).
+            // Old delivered or dead notifications of calls still going on (or still retrying),
+            // looked for only when the oldest notification is old enough.
+            let oldest: Option<i64> = tx
+                .query_row(
+                    "SELECT created_at FROM notifications ORDER BY seq LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            let scan = if oldest.is_some_and(|t| t < cutoff) {
+                PRUNE_BATCH * 10
+            } else {
+                0
+            };
             let old: Vec<String> = tx
                 .prepare_cached(
                     "SELECT call_id, created_at, status FROM notifications ORDER BY seq LIMIT ?1",
                 )
                 .and_then(|mut st| {
-                    st.query_map(params![(PRUNE_BATCH * 10) as i64], |r| {
+                    st.query_map(params![scan as i64], |r| {
                         Ok((
                             r.get::<_, String>(0)?,
                             r.get::<_, i64>(1)?,
