@@ -1441,6 +1441,10 @@ impl Engine {
 
     /// Moves a virtual clock and runs every timer that fell due; returns the new time.
     pub async fn advance(&self, by: chrono::Duration) -> Result<Timestamp, anyhow::Error> {
+        // Timers falling due are changes: the clock does not move while they cannot be stored.
+        if !self.health.writable() {
+            return Err(self.unavailable().into());
+        }
         let now = self.clock.advance(by)?;
         self.run_due_timers().await?;
         Ok(now)
@@ -1523,9 +1527,9 @@ impl Engine {
                     continue;
                 }
                 let st = self.state.lock().await;
+                // The committer marks the store writable itself, before it takes another job.
                 match self.committer.resume().await {
                     Ok(()) => {
-                        self.health.recovered();
                         drop(st);
                         self.timers_changed.notify_one();
                         tracing::info!(

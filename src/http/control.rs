@@ -245,14 +245,15 @@ async fn advance_clock(
         ));
     }
     let by = chrono::Duration::milliseconds((secs * 1000.0).round() as i64);
-    let now = state
-        .engine
-        .advance(by)
-        .await
-        .map_err(|e| match e.downcast_ref::<ClockError>() {
-            Some(ClockError::OutOfRange { .. }) => ApiError::bad_request(format!("{e}.")),
-            _ => ApiError::internal(e),
-        })?;
+    let now = state.engine.advance(by).await.map_err(|e| {
+        if let Some(ClockError::OutOfRange { .. }) = e.downcast_ref::<ClockError>() {
+            return ApiError::bad_request(format!("{e}."));
+        }
+        match e.downcast::<crate::engine::EngineError>() {
+            Ok(engine) => ApiError::from(engine),
+            Err(e) => ApiError::internal(e),
+        }
+    })?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"now": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "virtual": true}),

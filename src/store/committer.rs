@@ -174,12 +174,16 @@ async fn run(store: Arc<dyn Store>, health: Arc<Health>, mut rx: mpsc::Unbounded
             }
             Job::Prune(policy, now, tx) => {
                 let result = match &task.failed {
+                    // Refused, not failed: nothing new is known about the store.
                     Some(why) => Err(StoreError::Backend(why.clone())),
-                    None => task.store.prune(policy, now).await,
+                    None => {
+                        let result = task.store.prune(policy, now).await;
+                        if let Err(e) = &result {
+                            task.fail(e);
+                        }
+                        result
+                    }
                 };
-                if let Err(e) = &result {
-                    task.fail(e);
-                }
                 let _ = tx.send(result);
                 continue;
             }
@@ -214,6 +218,10 @@ impl Task {
         }
         let result = match self.failed.clone() {
             Some(why) => {
+                if self.health.writable() {
+                    // Never refuse while the health says the store writes.
+                    self.health.fail(&why);
+                }
                 self.hold(merged.attempts);
                 Err(StoreError::Backend(why))
             }
@@ -274,6 +282,9 @@ impl Task {
             }
         }
         self.failed = None;
+        // Before the next job is taken: a failure of that one must find the health writable,
+        // or the health would say "writable" while this refuses.
+        self.health.recovered();
         Ok(())
     }
 }
@@ -392,7 +403,12 @@ mod tests {
             1,
             "the attempt recorded meanwhile is committed on resume"
         );
+        assert!(health.writable(), "resuming marks the store writable itself");
         wait(c.submit(Change::default(), None)).await.unwrap();
+        // A failure right after a resume is seen as one.
+        store.broken.store(true, Ordering::SeqCst);
+        assert!(wait(c.submit(Change::default(), None)).await.is_err());
+        assert!(!health.writable());
     }
 
     #[tokio::test]

@@ -61,7 +61,8 @@ impl Health {
         self.failure.lock().expect("health lock").clone()
     }
 
-    /// A commit failed. Returns whether this is news (the store was writable until now).
+    /// A commit failed. Returns whether this is news (the store was writable until now). Once
+    /// memory was reloaded, it stays so: nothing is staged after that until the store writes.
     pub fn fail(&self, error: &str) -> bool {
         let mut f = self.failure.lock().expect("health lock");
         let news = f.is_none();
@@ -75,7 +76,9 @@ impl Health {
                 })
             }
         }
-        self.set(FAILED);
+        if news || self.state.load(Ordering::Acquire) != RELOADED {
+            self.set(FAILED);
+        }
         news
     }
 

@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{
-    Change, DeliveryLog, DeliveryRecord, DeliveryStatus, PRUNE_BATCH, Pruned, PrunedCall,
-    Retention, Snapshot, Store, StoreError,
+    Change, DeliveryLog, DeliveryRecord, DeliveryStatus, PRUNE_BATCH, PRUNE_ROWS, Pruned,
+    PrunedCall, Retention, Snapshot, Store, StoreError,
 };
 use crate::clock::Timestamp;
 use crate::domain::conversation::Conversation;
@@ -36,14 +36,9 @@ struct Inner {
 }
 
 impl Inner {
-    /// Removes the delivered and dead notifications among `seqs` of `call` (all of them when
-    /// `before` is `None`, else those created before it); returns (notifications, attempts).
-    fn remove_done(
-        &mut self,
-        call: CallId,
-        before: Option<Timestamp>,
-        now: Timestamp,
-    ) -> (u64, u64) {
+    /// Removes up to `limit` of `call`'s delivered and dead notifications, oldest first; returns
+    /// (notifications, attempts).
+    fn remove_done(&mut self, call: CallId, limit: usize, now: Timestamp) -> (u64, u64) {
         let Some(seqs) = self.by_call.get_mut(&call) else {
             return (0, 0);
         };
@@ -53,8 +48,7 @@ impl Inner {
             let Some(rec) = notifications.get(seq) else {
                 return false;
             };
-            let old = before.is_none_or(|t| rec.item.created_at < t);
-            if rec.item.status == DeliveryStatus::Pending || !old {
+            if rec.item.status == DeliveryStatus::Pending || n as usize >= limit {
                 return true;
             }
             a += rec.attempts.len() as u64;
@@ -170,34 +164,57 @@ impl Store for MemoryStore {
             inner.seq_floor = inner.seq_floor.max(last + 1);
         }
         let mut out = Pruned::default();
-        // Ended calls past the count or the age go whole.
+        let mut budget = PRUNE_ROWS;
+        // Ended calls past the count or the age go whole (a long log over several rounds).
         while let Some(&(call, ended_at)) = inner.ended.front() {
-            if out.calls as usize >= PRUNE_BATCH {
-                out.more = true;
-                break;
-            }
             if inner.ended.len() <= policy.max_ended_calls && ended_at >= cutoff {
                 break;
             }
-            inner.ended.pop_front();
-            let (n, a) = inner.remove_done(call, None, now);
-            out.calls += 1;
+            if out.calls as usize >= PRUNE_BATCH || budget == 0 {
+                out.more = true;
+                break;
+            }
+            let (n, a) = inner.remove_done(call, budget, now);
+            budget -= n as usize;
             out.notifications += n;
             out.attempts += a;
+            if budget == 0 {
+                out.more = true;
+                break;
+            }
+            inner.ended.pop_front();
+            out.calls += 1;
         }
         // Old delivered or dead notifications of calls still going on (or still retrying).
-        let old: Vec<CallId> = inner
+        let window: Vec<(i64, CallId, bool)> = inner
             .notifications
             .values()
-            .take(PRUNE_BATCH * 10)
+            .take(budget)
             .take_while(|r| r.item.created_at < cutoff)
-            .filter(|r| r.item.status != DeliveryStatus::Pending)
-            .map(|r| r.item.call_id)
+            .map(|r| {
+                let done = r.item.status != DeliveryStatus::Pending;
+                (r.item.seq, r.item.call_id, done)
+            })
             .collect();
-        for call in old {
-            let (n, a) = inner.remove_done(call, Some(cutoff), now);
-            out.notifications += n;
-            out.attempts += a;
+        if budget > 0 && window.len() == budget {
+            out.more = true;
+        }
+        let mut per_call: HashMap<CallId, Vec<i64>> = HashMap::new();
+        for (seq, call, done) in window {
+            if done && let Some(rec) = inner.notifications.remove(&seq) {
+                out.notifications += 1;
+                out.attempts += rec.attempts.len() as u64;
+                per_call.entry(call).or_default().push(seq);
+            }
+        }
+        for (call, gone) in per_call {
+            if let Some(seqs) = inner.by_call.get_mut(&call) {
+                seqs.retain(|s| gone.binary_search(s).is_err());
+                if seqs.is_empty() {
+                    inner.by_call.remove(&call);
+                }
+            }
+            inner.tombstone(call, gone.len() as u64, now);
         }
         while inner.pruned_order.len() > policy.tombstones() {
             if let Some(old) = inner.pruned_order.pop_front() {

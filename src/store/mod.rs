@@ -225,6 +225,8 @@ pub struct Pruned {
 /// How many calls (or old notifications) one prune removes at most, so that it never holds the
 /// store for long.
 pub const PRUNE_BATCH: usize = 50;
+/// How many notifications one prune removes at most (a call's log can be long).
+pub const PRUNE_ROWS: usize = 2000;
 
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
@@ -557,9 +559,42 @@ mod contract_tests {
         assert_eq!(store.load().await.unwrap().next_seq, seq + 1);
     }
 
+    /// An ended call with a long log goes over several rounds, never more than `PRUNE_ROWS`
+    /// notifications in one.
+    async fn long_log(store: &dyn Store) {
+        let t0 = chrono::Utc::now();
+        let call = CallId::new();
+        let total = PRUNE_ROWS + 500;
+        let mut change = Change::default();
+        for seq in 1..=total as i64 {
+            let mut it = item(seq, call);
+            it.created_at = t0;
+            it.status = DeliveryStatus::Delivered;
+            change.enqueue.push(it);
+        }
+        change.remove_calls.push((call, t0));
+        store.commit(change).await.unwrap();
+        let policy = Retention {
+            keep_secs: 10,
+            ..Retention::default()
+        };
+        let later = t0 + chrono::Duration::seconds(60);
+        let first = store.prune(policy, later).await.unwrap();
+        assert_eq!(
+            (first.notifications, first.calls, first.more),
+            (PRUNE_ROWS as u64, 0, true)
+        );
+        let second = store.prune(policy, later).await.unwrap();
+        assert_eq!((second.notifications, second.calls), (500, 1));
+        let log = store.deliveries(call).await.unwrap();
+        assert!(log.records.is_empty());
+        assert_eq!(log.pruned.map(|p| p.notifications), Some(total as u64));
+    }
+
     #[tokio::test]
     async fn the_memory_store_keeps_what_its_retention_policy_says() {
         retention(&memory::MemoryStore::default()).await;
+        long_log(&memory::MemoryStore::default()).await;
     }
 
     #[tokio::test]
@@ -568,6 +603,9 @@ mod contract_tests {
         let store =
             sqlite::SqliteStore::open(&dir.join("sb.db"), StoreSettings::default()).unwrap();
         retention(&store).await;
+        let other =
+            sqlite::SqliteStore::open(&dir.join("long.db"), StoreSettings::default()).unwrap();
+        long_log(&other).await;
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -19,7 +19,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
     Attempt, Change, DeliveryLog, DeliveryRecord, DeliveryStatus, Durability, OutboxItem,
-    PRUNE_BATCH, Pruned, PrunedCall, Retention, Snapshot, Store, StoreError, StoreSettings,
+    PRUNE_BATCH, PRUNE_ROWS, Pruned, PrunedCall, Retention, Snapshot, Store, StoreError,
+    StoreSettings,
 };
 use crate::clock::Timestamp;
 use crate::domain::conversation::Conversation;
@@ -108,17 +109,17 @@ fn spawn_checkpointer(
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<std::thread::JoinHandle<()>, StoreError> {
     let conn = Connection::open(path).map_err(backend)?;
-    // Short: the truncation runs while commits wait, so it gives up quickly when busy.
-    conn.execute_batch("PRAGMA busy_timeout = 200;")
+    // None: the restart runs while commits wait, so it gives up at once when busy.
+    conn.execute_batch("PRAGMA busy_timeout = 0;")
         .map_err(backend)?;
     let wal = wal_path(path);
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
         .spawn(move || {
-            let mut failing = false;
+            let (mut failing, mut pinned) = (false, false);
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 std::thread::sleep(std::time::Duration::from_millis(200));
-                let result = checkpoint_once(&conn, &store_conn, &wal, limit);
+                let result = checkpoint_once(&conn, &store_conn, &wal, limit, &mut pinned);
                 match result {
                     Err(e) if !failing => {
                         tracing::warn!("WAL checkpoint failed: {e}");
@@ -138,21 +139,53 @@ fn wal_path(db: &Path) -> std::path::PathBuf {
     p.into()
 }
 
-/// One round of the checkpointer: passive, then a truncation when the WAL is past `limit`.
+/// Frames (of 4 KiB pages) left to copy at most when commits are paused for the restart.
+const PAUSE_FRAMES: i64 = 256;
+
+/// A passive checkpoint: (frames in the WAL, frames copied into the database).
+fn passive(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get(1)?, r.get(2)?))
+    })
+}
+
+/// One round of the checkpointer: passive, then a restart when the WAL is past `limit`.
 fn checkpoint_once(
     conn: &Connection,
     store_conn: &Mutex<Connection>,
     wal: &Path,
     limit: u64,
+    pinned: &mut bool,
 ) -> rusqlite::Result<()> {
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+    let (mut frames, mut copied) = passive(conn)?;
     let size = std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0);
     if size <= limit {
         return Ok(());
     }
-    // Copy what came in meanwhile, still without stopping commits...
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
-    // ...then, between two commits, the rest, and start the WAL over.
+    // Copy what came in meanwhile, without stopping commits, until little is left...
+    for _ in 0..20 {
+        if frames - copied <= PAUSE_FRAMES {
+            break;
+        }
+        let before = copied;
+        (frames, copied) = passive(conn)?;
+        if copied <= before && frames - copied > PAUSE_FRAMES {
+            // Another connection (a backup, a sqlite3 shell) reads an old snapshot: nothing
+            // after it can be copied until it is done. Stopping commits would not help.
+            if !*pinned {
+                tracing::warn!(
+                    "the WAL cannot be checkpointed past a reader of an old snapshot (another process has the database open); it grows until that reader is done"
+                );
+                *pinned = true;
+            }
+            return Ok(());
+        }
+    }
+    *pinned = false;
+    if frames - copied > PAUSE_FRAMES {
+        return Ok(()); // writes outpace the copy this round; next round catches up
+    }
+    // ...then, between two commits, the rest (a few frames and one fsync), and start over.
     let _pause = store_conn.lock();
     let (busy, _, _): (i64, i64, i64) =
         conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| {
@@ -263,22 +296,22 @@ fn tombstone(tx: &Connection, call: &str, removed: u64, at: i64) -> Result<(), S
     .map_err(backend)
 }
 
-/// Removes a call's delivered and dead notifications (those created before `before`, if given)
-/// and their attempts; returns how many of each.
-fn remove_done(tx: &Connection, call: &str, before: Option<i64>) -> Result<(u64, u64), StoreError> {
-    let before = before.unwrap_or(i64::MAX);
+/// Removes up to `limit` of a call's delivered and dead notifications, oldest first, and their
+/// attempts; returns how many of each.
+fn remove_done(tx: &Connection, call: &str, limit: usize) -> Result<(u64, u64), StoreError> {
     let attempts = tx
         .prepare_cached(
             "DELETE FROM attempts WHERE seq IN (SELECT seq FROM notifications \
-             WHERE call_id = ?1 AND status != 0 AND created_at < ?2)",
+             WHERE call_id = ?1 AND status != 0 ORDER BY seq LIMIT ?2)",
         )
-        .and_then(|mut st| st.execute(params![call, before]))
+        .and_then(|mut st| st.execute(params![call, limit as i64]))
         .map_err(backend)?;
     let notifications = tx
         .prepare_cached(
-            "DELETE FROM notifications WHERE call_id = ?1 AND status != 0 AND created_at < ?2",
+            "DELETE FROM notifications WHERE seq IN (SELECT seq FROM notifications \
+             WHERE call_id = ?1 AND status != 0 ORDER BY seq LIMIT ?2)",
         )
-        .and_then(|mut st| st.execute(params![call, before]))
+        .and_then(|mut st| st.execute(params![call, limit as i64]))
         .map_err(backend)?;
     Ok((notifications as u64, attempts as u64))
 }
@@ -584,24 +617,32 @@ impl Store for SqliteStore {
                     .collect()
                 })
                 .map_err(backend)?;
+            // At most PRUNE_ROWS notifications per transaction, however long a call's log is.
+            let mut budget = PRUNE_ROWS;
             for (i, (n, call, ended_at)) in oldest.iter().enumerate() {
                 let over = count - i as i64 > policy.max_ended_calls as i64;
                 if !over && *ended_at >= cutoff {
                     break;
                 }
-                if i == PRUNE_BATCH {
+                if i == PRUNE_BATCH || budget == 0 {
                     out.more = true;
                     break;
                 }
-                let (removed, attempts) = remove_done(&tx, call, None)?;
-                tx.execute("DELETE FROM ended_calls WHERE n = ?1", params![n])
-                    .map_err(backend)?;
+                let (removed, attempts) = remove_done(&tx, call, budget)?;
+                budget -= removed as usize;
                 if removed > 0 {
                     tombstone(&tx, call, removed, at)?;
                 }
-                out.calls += 1;
                 out.notifications += removed;
                 out.attempts += attempts;
+                if budget == 0 {
+                    // Maybe more of this call's log is left: its row stays for the next round.
+                    out.more = true;
+                    break;
+                }
+                tx.execute("DELETE FROM ended_calls WHERE n = ?1", params![n])
+                    .map_err(backend)?;
+                out.calls += 1;
             }
             // Old delivered or dead notifications of calls still going on (or still retrying),
             // looked for only when the oldest notification is old enough.
@@ -614,39 +655,47 @@ impl Store for SqliteStore {
                 .optional()
                 .map_err(backend)?;
             let scan = if oldest.is_some_and(|t| t < cutoff) {
-                PRUNE_BATCH * 10
+                budget.min(PRUNE_ROWS)
             } else {
                 0
             };
-            let old: Vec<String> = tx
+            let window: Vec<(i64, String, i64, i64)> = tx
                 .prepare_cached(
-                    "SELECT call_id, created_at, status FROM notifications ORDER BY seq LIMIT ?1",
+                    "SELECT seq, call_id, created_at, status FROM notifications ORDER BY seq LIMIT ?1",
                 )
                 .and_then(|mut st| {
                     st.query_map(params![scan as i64], |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, i64>(1)?,
-                            r.get::<_, i64>(2)?,
-                        ))
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                     })?
                     .collect::<rusqlite::Result<Vec<_>>>()
                 })
-                .map_err(backend)?
-                .into_iter()
-                .take_while(|(_, created, _)| *created < cutoff)
-                .filter(|(_, _, status)| *status != 0)
-                .map(|(call, _, _)| call)
-                .collect();
-            let mut calls: Vec<String> = old;
-            calls.dedup();
-            for call in calls {
-                let (removed, attempts) = remove_done(&tx, &call, Some(cutoff))?;
-                if removed > 0 {
-                    tombstone(&tx, &call, removed, at)?;
+                .map_err(backend)?;
+            let old = window
+                .iter()
+                .take_while(|(_, _, created, _)| *created < cutoff)
+                .count();
+            if scan > 0 && old == window.len() && window.len() == scan {
+                out.more = true;
+            }
+            let mut per_call: std::collections::HashMap<&str, u64> = Default::default();
+            {
+                let mut del_att = tx
+                    .prepare_cached("DELETE FROM attempts WHERE seq = ?1")
+                    .map_err(backend)?;
+                let mut del = tx
+                    .prepare_cached("DELETE FROM notifications WHERE seq = ?1")
+                    .map_err(backend)?;
+                for (seq, call, _, status) in &window[..old] {
+                    if *status == 0 {
+                        continue;
+                    }
+                    out.attempts += del_att.execute(params![seq]).map_err(backend)? as u64;
+                    out.notifications += del.execute(params![seq]).map_err(backend)? as u64;
+                    *per_call.entry(call.as_str()).or_default() += 1;
                 }
-                out.notifications += removed;
-                out.attempts += attempts;
+            }
+            for (call, removed) in per_call {
+                tombstone(&tx, call, removed, at)?;
             }
             tx.execute(
                 "DELETE FROM pruned_calls WHERE n <= (SELECT MAX(n) FROM pruned_calls) - ?1",
