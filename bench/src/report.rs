@@ -454,8 +454,8 @@ fn isolation_section(o: &mut String, opts: &Opts, i: &IsolationResult) {
             (Some(v), Some(l)) => (
                 v.describe().to_string(),
                 format!(
-                    "{}, {}–{}",
-                    l.in_flight_at_start, l.in_flight_min, l.in_flight_max
+                    "{}; {:.1} ({}–{})",
+                    l.in_flight_at_start, l.in_flight_mean, l.in_flight_min, l.in_flight_max
                 ),
                 format!("{} + {}", l.calls_before, l.calls_during),
                 l.drained_in.map_or_else(
