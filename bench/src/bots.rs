@@ -25,7 +25,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::server::{ANSWERER, APP_ID, SECRET, TENANT};
+use crate::server::{ANSWERER, APP_A, App, TENANT};
 use crate::stats::Samples;
 
 /// How long a bot waits for one notification before it moves on (and the notification will
@@ -59,15 +59,20 @@ impl Target {
         format!("{}/v1.0/communications/calls", self.base)
     }
 
-    /// A client-credentials token from the server's token endpoint.
+    /// A client-credentials token of app A from the server's token endpoint.
     pub async fn token(&self) -> anyhow::Result<String> {
+        self.token_for(APP_A).await
+    }
+
+    /// A client-credentials token of `app` from the server's token endpoint.
+    pub async fn token_for(&self, app: App) -> anyhow::Result<String> {
         let resp = self
             .client
             .post(format!("{}/{TENANT}/oauth2/v2.0/token", self.base))
             .form(&[
                 ("grant_type", "client_credentials"),
-                ("client_id", APP_ID),
-                ("client_secret", SECRET),
+                ("client_id", app.id),
+                ("client_secret", app.secret),
                 ("scope", "https://graph.microsoft.com/.default"),
             ])
             .send()
@@ -198,36 +203,47 @@ pub struct Note {
     pub at: Instant,
 }
 
-async fn receive(
-    State(tx): State<UnboundedSender<Note>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
+/// The call notifications in one callback POST (none if the body is not JSON).
+pub fn parse_notes(headers: &HeaderMap, body: &[u8]) -> Option<Vec<Note>> {
     let at = Instant::now();
     let seq = headers
         .get("switchboard-notification-sequence")
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse().ok());
-    let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+    let v = serde_json::from_slice::<Value>(body).ok()?;
+    let notes = v["value"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| {
+            let id = n["resourceUrl"]
+                .as_str()
+                .and_then(|u| u.strip_prefix("/communications/calls/"))
+                .filter(|id| !id.contains('/'))?;
+            Some(Note {
+                call_id: id.to_string(),
+                state: n["resourceData"]["state"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                seq,
+                at,
+            })
+        })
+        .collect();
+    Some(notes)
+}
+
+async fn receive(
+    State(tx): State<UnboundedSender<Note>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let Some(notes) = parse_notes(&headers, &body) else {
         return StatusCode::BAD_REQUEST;
     };
-    for n in v["value"].as_array().into_iter().flatten() {
-        let Some(id) = n["resourceUrl"]
-            .as_str()
-            .and_then(|u| u.strip_prefix("/communications/calls/"))
-            .filter(|id| !id.contains('/'))
-        else {
-            continue;
-        };
-        let _ = tx.send(Note {
-            call_id: id.to_string(),
-            state: n["resourceData"]["state"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-            seq,
-            at,
-        });
+    for note in notes {
+        let _ = tx.send(note);
     }
     StatusCode::ACCEPTED
 }

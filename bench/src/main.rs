@@ -7,13 +7,17 @@
 //! - `lifecycle`: bots looping full P2P lifecycles as fast as they can;
 //! - `get`: bots reading one established call each, again and again;
 //! - `rate`: full lifecycles at a fixed total rate (`--rate`), for notification latency;
+//! - `isolation`: the `rate` phase's lifecycles alone and beside a receiver of another app that
+//!   never answers (or answers slowly), alternately on one server: the bots' notification
+//!   latency should not notice it;
 //! - `memory`: RSS with many established calls held open, on a virtual clock.
 //!
 //! `--smoke` is a few seconds of each, and exits non-zero if a request failed or a notification
-//! was lost (as does a full run).
+//! was lost (as does a full run, which also fails if the isolation target is not met).
 
 mod bare;
 mod bots;
+mod isolation;
 mod memory;
 mod report;
 mod server;
@@ -54,6 +58,7 @@ enum Phase {
     Lifecycle,
     Get,
     Rate,
+    Isolation,
     Memory,
 }
 
@@ -73,7 +78,7 @@ struct Opts {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "sqlite,bare,lifecycle,get,rate,memory"
+        default_value = "sqlite,bare,lifecycle,get,rate,isolation,memory"
     )]
     phases: Vec<Phase>,
     /// Target a running Switchboard (configured with `bench print-config`) instead of starting
@@ -101,6 +106,17 @@ struct Opts {
     /// Lifecycles per second in the `rate` phase.
     #[arg(long, default_value_t = 500.0)]
     rate: f64,
+    /// Calls of the misbehaving receiver in the isolation phase (created before each of its
+    /// runs; during the run, as many more per 10 s).
+    #[arg(long, default_value_t = 100)]
+    hanging_calls: usize,
+    /// Rounds of the isolation phase: each runs, for every variant, the bots alone, then beside
+    /// the variant's receiver.
+    #[arg(long, default_value_t = 2)]
+    isolation_rounds: usize,
+    /// The isolation phase's misbehaving receivers, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "hang,slow")]
+    isolation_variants: Vec<isolation::Variant>,
     /// Established calls at which the memory phase reads RSS, comma-separated, ascending.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
     memory_calls: Vec<u64>,
@@ -118,6 +134,8 @@ impl Opts {
         self.calls = None;
         self.rate = self.rate.min(100.0);
         self.memory_calls = vec![1000];
+        self.isolation_rounds = 1;
+        self.isolation_variants = vec![isolation::Variant::Hang];
         self
     }
 
@@ -163,6 +181,7 @@ pub struct Results {
     pub lifecycle: Option<PhaseRun>,
     pub get: Option<PhaseRun>,
     pub rate: Option<PhaseRun>,
+    pub isolation: Option<isolation::IsolationResult>,
     pub memory: Option<memory::MemoryResult>,
 }
 
@@ -340,6 +359,21 @@ async fn run(opts: Opts) -> anyhow::Result<Results> {
         server.stop().await;
         r.rate = Some(run);
     }
+    if has(Phase::Isolation) {
+        let server = switchboard(&opts, &dir.join("isolation")).await?;
+        let result = isolation::run(
+            &server,
+            opts.bots,
+            opts.duration(),
+            opts.rate,
+            opts.hanging_calls,
+            opts.isolation_rounds,
+            &opts.isolation_variants,
+        )
+        .await;
+        server.stop().await;
+        r.isolation = Some(result?);
+    }
     if has(Phase::Memory) {
         if opts.url.is_some() && opts.server_pid.is_none() {
             eprintln!("memory: skipped (with --url it needs --server-pid to read RSS)");
@@ -382,7 +416,7 @@ fn main() -> anyhow::Result<()> {
             };
             let results = rt.block_on(run(opts.clone()))?;
             print!("{}", report::render(&opts, &results));
-            let problems = report::problems(&results);
+            let problems = report::problems(&opts, &results);
             if !problems.is_empty() {
                 for p in &problems {
                     eprintln!("FAILED: {p}");

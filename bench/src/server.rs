@@ -12,34 +12,62 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 pub const TENANT: &str = "b3c40000-0000-4000-8000-0000000000e1";
-pub const APP_ID: &str = "b3c40000-0000-4000-8000-000000000a01";
-pub const SECRET: &str = "bench-secret";
+
+/// An app of the bench configuration: its client id and secret.
+#[derive(Clone, Copy, Debug)]
+pub struct App {
+    pub id: &'static str,
+    pub secret: &'static str,
+}
+
+/// The app every bot of every phase is.
+pub const APP_A: App = App {
+    id: "b3c40000-0000-4000-8000-000000000a01",
+    secret: "bench-secret",
+};
+/// A second app, only used by the `isolation` phase: its calls' receiver is slow or never
+/// answers, beside app A's normal bots.
+pub const APP_B: App = App {
+    id: "b3c40000-0000-4000-8000-000000000a02",
+    secret: "bench-secret-b",
+};
 pub const ADMIN_TOKEN: &str = "bench-admin-token";
 /// The party every bot calls: it answers at once (`answer_after_ms = 0`).
 pub const ANSWERER: &str = "b3c40000-0000-4000-8000-0000000000b1";
 
-/// The Switchboard configuration the bench runs with: one app with every role and no call
-/// limit to speak of, one party that answers at once.
+/// The Switchboard configuration the bench runs with: two apps (A for the bots, B for the
+/// `isolation` phase's misbehaving receiver) with every role and no call limit to speak of, one
+/// party that answers at once. Delivery settings are the server's defaults, and no key is newer
+/// than the server the bench may be pointed at with `--server-bin` needs.
 pub fn config_toml() -> String {
+    let app = |a: App| {
+        format!(
+            r#"[[apps]]
+app_id = "{}"
+tenant_id = "{TENANT}"
+client_secret = "{}"
+roles = ["Calls.Initiate.All", "Calls.InitiateGroupCall.All", "Calls.JoinGroupCall.All",
+         "Calls.JoinGroupCallAsGuest.All", "Calls.AccessMedia.All"]
+max_concurrent_calls = 1000000
+"#,
+            a.id, a.secret
+        )
+    };
     format!(
         r#"[admin]
 token = "{ADMIN_TOKEN}"
 
-[[apps]]
-app_id = "{APP_ID}"
-tenant_id = "{TENANT}"
-client_secret = "{SECRET}"
-roles = ["Calls.Initiate.All", "Calls.InitiateGroupCall.All", "Calls.JoinGroupCall.All",
-         "Calls.JoinGroupCallAsGuest.All", "Calls.AccessMedia.All"]
-max_concurrent_calls = 1000000
-
+{}
+{}
 [[parties]]
 id = "{ANSWERER}"
 kind = "user"
 display_name = "Bench answerer"
 behavior = "answer"
 answer_after_ms = 0
-"#
+"#,
+        app(APP_A),
+        app(APP_B)
     )
 }
 
@@ -235,7 +263,9 @@ mod tests {
     #[test]
     fn the_bench_configuration_is_one_switchboard_accepts() {
         let s = switchboard::config::Settings::from_toml(&super::config_toml()).unwrap();
+        assert_eq!(s.apps.len(), 2);
         assert_eq!(s.apps[0].max_concurrent_calls, 1_000_000);
+        assert_eq!(s.apps[1].max_concurrent_calls, 1_000_000);
         assert_eq!(s.parties[0].answer_after_ms, Some(0));
     }
 }
