@@ -403,7 +403,10 @@ mod tests {
             1,
             "the attempt recorded meanwhile is committed on resume"
         );
-        assert!(health.writable(), "resuming marks the store writable itself");
+        assert!(
+            health.writable(),
+            "resuming marks the store writable itself"
+        );
         wait(c.submit(Change::default(), None)).await.unwrap();
         // A failure right after a resume is seen as one.
         store.broken.store(true, Ordering::SeqCst);
