@@ -347,12 +347,20 @@ pub async fn spawn_app_on(
     listen: &str,
     tweak: impl FnOnce(&mut Settings),
 ) -> anyhow::Result<TestApp> {
-    let settings = |incoming: &str| {
+    start_app(backend, None, listen, test_settings(extra_config, tweak)).await
+}
+
+/// The test config with `extra_config`, its apps' incoming_call_uri the receiver's, then
+/// `tweak`ed.
+fn test_settings(
+    extra_config: &str,
+    tweak: impl FnOnce(&mut Settings),
+) -> impl FnOnce(&str) -> anyhow::Result<Settings> {
+    move |incoming: &str| {
         let mut s = Settings::from_toml(&config_toml_with(extra_config, Some(incoming)))?;
         tweak(&mut s);
         Ok(s)
-    };
-    start_app(backend, None, listen, settings).await
+    }
 }
 
 /// Starts the app with the settings `settings` makes from the receiver's incoming-call URL.
@@ -369,11 +377,7 @@ pub async fn spawn_app_at(
     extra_config: &str,
     tweak: impl FnOnce(&mut Settings),
 ) -> anyhow::Result<TestApp> {
-    let settings = |incoming: &str| {
-        let mut s = Settings::from_toml(&config_toml_with(extra_config, Some(incoming)))?;
-        tweak(&mut s);
-        Ok(s)
-    };
+    let settings = test_settings(extra_config, tweak);
     start_app(Backend::Sqlite, Some(store.into()), "127.0.0.1:0", settings).await
 }
 
