@@ -6,9 +6,9 @@
 //! numbered and tracked in `user_version`.
 //!
 //! The write-ahead log is checkpointed from a thread of its own (passive checkpoints never make a
-//! commit wait); once it passes `[store] wal_limit_mb`, that thread waits for a pause between
-//! commits and empties it, so the WAL stays bounded under any steady load. At a clean stop it is
-//! emptied too.
+//! commit wait); once it holds more than `[store] wal_limit_mb`, that thread syncs what it copied,
+//! then pauses commits for the last few frames (well under a millisecond) and starts the WAL over,
+//! so it stays bounded under any steady load. At a clean stop it is emptied.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -96,12 +96,29 @@ impl Drop for SqliteStore {
 /// hundred paid for it, and every commit queued behind that one).
 ///
 /// Passive checkpoints alone never let the WAL start over under a steady stream of commits (one
-/// always lands while the last frames are copied), so it grew without bound. Once it passes
-/// `limit` bytes, this thread copies what it can passively, then takes the store's connection
-/// (so no commit is running: the next ones queue in the committer for this short moment) and
-/// restarts the WAL, which by then has only the frames of the last few commits left to copy: the
-/// next commit writes from its start again, and `journal_size_limit` cuts the file back to
-/// `limit`. (Truncating it to nothing would make every commit after it grow the file anew.)
+/// always lands while the last frames are copied), so it grew without bound. Once it holds more
+/// than `limit` bytes, this thread copies what it can passively, syncs the database and the WAL
+/// itself (commits go on meanwhile), then takes the store's connection (so no commit is running:
+/// the next ones queue in the committer for this short moment) and restarts the WAL, which by then
+/// has only the frames of the last few commits left to copy and sync. The next commit writes from
+/// the WAL's start again. The file keeps its size (rewriting it in place costs less than cutting
+/// it back and growing it anew); `journal_size_limit` cuts it back only past twice the limit.
+struct Checkpointer {
+    conn: Connection,
+    store_conn: Arc<Mutex<Connection>>,
+    db: std::path::PathBuf,
+    wal: std::path::PathBuf,
+    /// Bytes of one WAL frame: a page and its 24-byte header.
+    frame_bytes: u64,
+    limit: u64,
+    /// Warned that another process's reader keeps the WAL from being copied.
+    pinned: bool,
+    /// Warned that commits outpace the copy.
+    outpaced: bool,
+    /// When the last round ended, and the frames the WAL held then.
+    seen: (std::time::Instant, i64),
+}
+
 fn spawn_checkpointer(
     path: &Path,
     store_conn: Arc<Mutex<Connection>>,
@@ -112,89 +129,157 @@ fn spawn_checkpointer(
     // None: the restart runs while commits wait, so it gives up at once when busy.
     conn.execute_batch("PRAGMA busy_timeout = 0;")
         .map_err(backend)?;
-    let wal = wal_path(path);
+    let page: u64 = conn
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .map_err(backend)?;
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let mut checkpointer = Checkpointer {
+        conn,
+        store_conn,
+        db: path.to_owned(),
+        wal: wal.into(),
+        frame_bytes: page + 24,
+        limit,
+        pinned: false,
+        outpaced: false,
+        seen: (std::time::Instant::now(), 0),
+    };
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
         .spawn(move || {
-            let (mut failing, mut pinned) = (false, false);
+            let mut failing = false;
+            let mut wait = ROUND_MIN;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(std::time::Duration::from_millis(200));
-                let result = checkpoint_once(&conn, &store_conn, &wal, limit, &mut pinned);
-                match result {
-                    Err(e) if !failing => {
-                        tracing::warn!("WAL checkpoint failed: {e}");
+                std::thread::sleep(wait);
+                wait = match checkpointer.round() {
+                    Err(e) => {
+                        if !failing {
+                            tracing::warn!("WAL checkpoint failed: {e}");
+                        }
                         failing = true;
+                        ROUND_MAX
                     }
-                    Err(_) => {}
-                    Ok(()) => failing = false,
-                }
+                    Ok(next) => {
+                        failing = false;
+                        next
+                    }
+                };
             }
         })
         .map_err(backend)
 }
 
-fn wal_path(db: &Path) -> std::path::PathBuf {
-    let mut p = db.as_os_str().to_owned();
-    p.push("-wal");
-    p.into()
-}
-
 /// Frames (of 4 KiB pages) left to copy at most when commits are paused for the restart.
 const PAUSE_FRAMES: i64 = 256;
+/// The checkpointer's rounds come at most this far apart, and at least...
+const ROUND_MAX: std::time::Duration = std::time::Duration::from_millis(200);
+/// ...this far apart: sooner when commits would fill the WAL to its limit before then.
+const ROUND_MIN: std::time::Duration = std::time::Duration::from_millis(5);
 
-/// A passive checkpoint: (frames in the WAL, frames copied into the database).
-fn passive(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-        Ok((r.get(1)?, r.get(2)?))
-    })
-}
-
-/// One round of the checkpointer: passive, then a restart when the WAL is past `limit`.
-fn checkpoint_once(
-    conn: &Connection,
-    store_conn: &Mutex<Connection>,
-    wal: &Path,
-    limit: u64,
-    pinned: &mut bool,
-) -> rusqlite::Result<()> {
-    let (mut frames, mut copied) = passive(conn)?;
-    let size = std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0);
-    if size <= limit {
-        return Ok(());
+impl Checkpointer {
+    /// A passive checkpoint: (frames in the WAL, frames copied into the database).
+    fn passive(&self) -> rusqlite::Result<(i64, i64)> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(1)?, r.get(2)?))
+            })
     }
-    // Copy what came in meanwhile, without stopping commits, until little is left...
-    for _ in 0..20 {
-        if frames - copied <= PAUSE_FRAMES {
-            break;
+
+    /// One round, and how long until the next: when commits fill the WAL quickly, the next round
+    /// comes before they would fill it to the limit.
+    fn round(&mut self) -> Result<std::time::Duration, Box<dyn std::error::Error>> {
+        let (found, left) = self.restart_if_full()?;
+        let (at, before) = std::mem::replace(&mut self.seen, (std::time::Instant::now(), left));
+        let grown = (found - before).max(0) as u64 * self.frame_bytes;
+        let room = self
+            .limit
+            .saturating_sub(left.max(0) as u64 * self.frame_bytes);
+        Ok(if grown == 0 {
+            ROUND_MAX
+        } else {
+            // At the rate it grew since the last round, until it is full.
+            at.elapsed()
+                .mul_f64(room as f64 / grown as f64)
+                .clamp(ROUND_MIN, ROUND_MAX)
+        })
+    }
+
+    /// A passive checkpoint, and a restart when the WAL holds more than the limit; returns the
+    /// frames the WAL held at first and holds now.
+    fn restart_if_full(&mut self) -> Result<(i64, i64), Box<dyn std::error::Error>> {
+        let (mut frames, mut copied) = self.passive()?;
+        let found = frames;
+        // What the WAL holds since it last started over (its file is not cut back).
+        if frames.max(0) as u64 * self.frame_bytes <= self.limit {
+            return Ok((found, frames));
         }
-        let before = copied;
-        (frames, copied) = passive(conn)?;
-        if copied <= before && frames - copied > PAUSE_FRAMES {
-            // Another connection (a backup, a sqlite3 shell) reads an old snapshot: nothing
-            // after it can be copied until it is done. Stopping commits would not help.
-            if !*pinned {
-                tracing::warn!(
-                    "the WAL cannot be checkpointed past a reader of an old snapshot (another process has the database open); it grows until that reader is done"
-                );
-                *pinned = true;
+        // Copy what came in meanwhile, without stopping commits, until little is left...
+        let over = |frames: i64| frames.max(0) as u64 * self.frame_bytes > 2 * self.limit;
+        for _ in 0..20 {
+            let left = frames - copied;
+            if left <= PAUSE_FRAMES {
+                break;
             }
-            return Ok(());
+            let before = copied;
+            (frames, copied) = self.passive()?;
+            if copied <= before && frames - copied > PAUSE_FRAMES {
+                // Another connection (a backup, a sqlite3 shell) reads an old snapshot: nothing
+                // after it can be copied until it is done. Stopping commits would not help.
+                if !self.pinned {
+                    tracing::warn!(
+                        "the WAL cannot be checkpointed past a reader of an old snapshot (another process has the database open); it grows until that reader is done"
+                    );
+                    self.pinned = true;
+                }
+                return Ok((found, frames));
+            }
+            if frames - copied >= left && over(frames) {
+                break; // not catching up, and already past twice the limit
+            }
         }
+        self.pinned = false;
+        if frames - copied > PAUSE_FRAMES {
+            if !over(frames) {
+                return Ok((found, frames)); // writes outpace the copy; the next round may catch up
+            }
+            // Writes outpace the copy: commits wait for all of it (backpressure), or the WAL
+            // would grow without bound.
+            if !self.outpaced {
+                tracing::warn!(
+                    "commits write faster than the WAL is copied into the database; they are paused while it catches up (this is logged once)"
+                );
+                self.outpaced = true;
+            }
+        }
+        // A passive checkpoint syncs the database only when it reaches the WAL's end, which
+        // under steady commits only the restart does: sync what the passive rounds wrote into
+        // it, and the WAL's newest frames, now, while commits go on.
+        // Twice: the second time, only what came in during the first is left.
+        let synced = std::time::Instant::now();
+        for again in [false, true] {
+            if again {
+                self.passive()?;
+            }
+            std::fs::File::open(&self.db)?.sync_data()?;
+            std::fs::File::open(&self.wal)?.sync_data()?;
+        }
+        let synced = synced.elapsed();
+        // ...then, between two commits, the rest (a few frames), and start over.
+        let paused = std::time::Instant::now();
+        let pause = self.store_conn.lock();
+        let busy: i64 = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get(0))?;
+        tracing::debug!(
+            busy,
+            "WAL restart: commits paused for {:?} (synced beforehand in {synced:?})",
+            paused.elapsed()
+        );
+        drop(pause);
+        // Nothing written since (commits waited): a busy restart leaves the WAL as it was.
+        Ok((found, if busy == 0 { 0 } else { frames }))
     }
-    *pinned = false;
-    if frames - copied > PAUSE_FRAMES {
-        return Ok(()); // writes outpace the copy this round; next round catches up
-    }
-    // ...then, between two commits, the rest (a few frames and one fsync), and start over.
-    let _pause = store_conn.lock();
-    let (busy, _, _): (i64, i64, i64) =
-        conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?;
-    if busy != 0 {
-        tracing::debug!("WAL restart was busy; trying again next round");
-    }
-    Ok(())
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -237,7 +322,7 @@ impl SqliteStore {
             return Err(cannot_write(&"it opened read-only"));
         }
         let limit = settings.wal_limit_mb.max(1) * 1024 * 1024;
-        conn.execute_batch(&format!("PRAGMA journal_size_limit = {limit};"))
+        conn.execute_batch(&format!("PRAGMA journal_size_limit = {};", limit * 2))
             .map_err(backend)?;
         migrate(&conn).map_err(|e| cannot_write(&e))?;
         probe(&conn).map_err(|e| cannot_write(&e))?;
