@@ -51,6 +51,16 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings, opts: &ServeOptions) -> anyhow::Result<Self> {
         let opened = crate::store::open(&opts.store, settings.store)?;
+        Self::build_on(settings, opts, opened).await
+    }
+
+    /// Builds the server on a store already opened (`opts.store` is not read): the seam for a
+    /// store that is not named by a URL, such as a test's.
+    pub async fn build_on(
+        settings: Settings,
+        opts: &ServeOptions,
+        opened: crate::store::Opened,
+    ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(&opts.listen)
             .await
             .with_context(|| format!("cannot listen on {}", opts.listen))?;

@@ -123,12 +123,20 @@ struct State {
     live_per_app: HashMap<String, usize>,
     /// App and tenant ids, shared by the calls that name them.
     names: HashSet<Arc<str>>,
-    ended: VecDeque<(String, PartyLeg)>,
-    recordings: HashMap<String, Recording>,
+    /// Party legs that ended (party key, leg, the ticket of the change that ended it).
+    ended: VecDeque<(String, PartyLeg, u64)>,
+    /// Finished recordings by operation id, with the ticket of the change that made them.
+    recordings: HashMap<String, (Recording, u64)>,
     /// Recording ids, oldest first, so that the oldest are dropped past [`RECORDINGS_KEPT`].
     recording_order: VecDeque<String>,
+    /// Conversation -> the ticket of the last change staged for it, while it may not be settled:
+    /// a reader waits for it before answering (see [`Committer::durable`]).
+    pending: HashMap<CallId, u64>,
     next_seq: i64,
 }
+
+/// Settled tickets are dropped from `State::pending` once it holds this many.
+const PENDING_SWEEP: usize = 1024;
 
 /// How many finished recordings are kept for download.
 const RECORDINGS_KEPT: usize = 10_000;
@@ -849,17 +857,31 @@ impl Engine {
         read: impl FnOnce(&Call, &Conversation, Names) -> T,
     ) -> Result<T, EngineError> {
         let st = self.read_state().await?;
-        let call = st
+        let found = st
             .calls
             .get(&id)
             .filter(|c| *c.app_id == *app_id)
-            .ok_or(EngineError::NotFound)?;
-        let conv = st
-            .conversations
-            .get(&call.conversation)
-            .ok_or(EngineError::NotFound)?;
-        let names = |w: &Who| self.names(w, |id| st.calls.get(&id).map(|c| &**c));
-        Ok(read(call, conv, &names))
+            .and_then(|call| {
+                let conv = st.conversations.get(&call.conversation)?;
+                let names = |w: &Who| self.names(w, |id| st.calls.get(&id).map(|c| &**c));
+                Some((read(call, conv, &names), st.ticket_of(conv.id)))
+            });
+        let (out, ticket) = match found {
+            Some((out, ticket)) => (Some(out), ticket),
+            None => (None, self.committer.last_ticket()),
+        };
+        drop(st);
+        self.settled(out, ticket)
+            .await?
+            .ok_or(EngineError::NotFound)
+    }
+
+    /// Answers `out`, read from memory, once the change it may show (`ticket`, 0: none) is
+    /// durable: nobody is told of a change the store refused (they get a 503, and memory is
+    /// reloaded from the store).
+    async fn settled<T>(&self, out: T, ticket: u64) -> Result<T, EngineError> {
+        self.committer.durable(ticket).await?;
+        Ok(out)
     }
 
     /// The party a recording of this call hears.
@@ -1154,7 +1176,10 @@ impl Engine {
             .map(|c| (c.created_at, c.id))
             .collect();
         found.sort();
-        Ok(found.into_iter().map(|(_, id)| id).collect())
+        let ticket = self.committer.last_ticket();
+        drop(st);
+        self.settled(found.into_iter().map(|(_, id)| id).collect(), ticket)
+            .await
     }
 
     /// The calls a party is or was in: ended ones first, then live ones.
@@ -1164,8 +1189,8 @@ impl Engine {
         let mut out: Vec<PartyLeg> = st
             .ended
             .iter()
-            .filter(|(k, _)| *k == key)
-            .map(|(_, l)| l.clone())
+            .filter(|(k, _, _)| *k == key)
+            .map(|(_, l, _)| l.clone())
             .collect();
         let mut live: Vec<(Timestamp, PartyLeg)> = vec![];
         for c in st.conversations.values() {
@@ -1175,7 +1200,9 @@ impl Engine {
         }
         live.sort_by_key(|(t, _)| *t);
         out.extend(live.into_iter().map(|(_, l)| l));
-        Ok(out)
+        let ticket = self.committer.last_ticket();
+        drop(st);
+        self.settled(out, ticket).await
     }
 
     /// Who is in a meeting now, if there is such a meeting.
@@ -1204,10 +1231,13 @@ impl Engine {
                 ),
             })
             .collect();
-        Ok(Some(MeetingView {
+        let view = MeetingView {
             active: c.is_active(),
             participants,
-        }))
+        };
+        let ticket = self.committer.last_ticket();
+        drop(st);
+        self.settled(Some(view), ticket).await
     }
 
     /// A leg's identity on a roster: a party's id and configured name, or a bot's app id and
@@ -1231,7 +1261,9 @@ impl Engine {
 
     /// A finished recording, by its operation id.
     pub async fn recording(&self, op_id: &str) -> Option<Recording> {
-        self.state.lock().await.recordings.get(op_id).cloned()
+        let (rec, ticket) = self.state.lock().await.recordings.get(op_id).cloned()?;
+        // One whose change the store refused never existed.
+        self.committer.durable(ticket).await.ok().map(|()| rec)
     }
 
     /// Every notification of a call with its delivery attempts, ended calls included (as long
@@ -1250,10 +1282,14 @@ impl Engine {
         read: impl FnOnce(&Call) -> T,
     ) -> Result<T, EngineError> {
         let st = self.read_state().await?;
-        st.calls
-            .get(&id)
-            .filter(|c| *c.app_id == *app_id)
-            .map(|c| read(c))
+        let (out, ticket) = match st.calls.get(&id).filter(|c| *c.app_id == *app_id) {
+            Some(c) => (Some(read(c)), st.ticket_of(c.conversation)),
+            // Not found may be a change not yet durable (a hang-up): wait for everything staged.
+            None => (None, self.committer.last_ticket()),
+        };
+        drop(st);
+        self.settled(out, ticket)
+            .await?
             .ok_or(EngineError::NotFound)
     }
 
@@ -1307,18 +1343,16 @@ impl Engine {
     }
 
     /// Applies changed scenes to memory and submits them, with what they notify, for commit.
-    /// The receiver answers once they are durable; their notifications go to the delivery
-    /// worker then, in commit order.
-    fn stage(
-        &self,
-        st: &mut State,
-        scenes: Vec<Scene>,
-    ) -> tokio::sync::oneshot::Receiver<Result<(), StoreError>> {
+    /// [`committer::wait`] answers once they are durable; their notifications go to the
+    /// delivery worker then, in commit order. Until then, readers of these conversations wait.
+    fn stage(&self, st: &mut State, scenes: Vec<Scene>) -> committer::Pending {
         let now = self.clock.now();
         let mut change = Change::default();
+        let mut touched = vec![];
         let mut queue: VecDeque<Scene> = scenes.into();
         while let Some(mut scene) = queue.pop_front() {
             scene.settle();
+            touched.push(scene.conversation.id);
             let replaced = std::mem::take(&mut scene.replaced);
             self.stage_scene(st, scene, now, &mut change);
             // Invitees that moved over from a peer-to-peer call: that call ends.
@@ -1344,7 +1378,16 @@ impl Engine {
             Some(Box::new(move || delivery.enqueue(items)))
         };
         self.timers_changed.notify_one();
-        self.committer.submit(change, after)
+        let pending = self.committer.submit(change, after);
+        if st.pending.len() >= PENDING_SWEEP {
+            let through = self.committer.settled_through();
+            st.pending.retain(|_, t| *t > through);
+        }
+        for conv in touched {
+            st.pending.insert(conv, pending.ticket);
+        }
+        st.ticket_views(pending.ticket);
+        pending
     }
 
     /// One scene into memory and into `change`.
@@ -1554,9 +1597,16 @@ impl Engine {
             self.fabric.as_ref(),
             self.clock.now(),
         );
+        // Every change staged before the reload is settled: drop the views of refused ones.
+        let refused = |t: u64| self.committer.refused(t);
         fresh.ended = std::mem::take(&mut st.ended);
+        fresh.ended.retain(|(_, _, t)| !refused(*t));
         fresh.recordings = std::mem::take(&mut st.recordings);
+        fresh.recordings.retain(|_, (_, t)| !refused(*t));
         fresh.recording_order = std::mem::take(&mut st.recording_order);
+        fresh
+            .recording_order
+            .retain(|id| fresh.recordings.contains_key(id));
         *st = fresh;
         self.delivery.enqueue_missing(snapshot.pending.clone());
     }
@@ -1641,6 +1691,7 @@ impl State {
             names: HashSet::new(),
             ended: VecDeque::new(),
             recordings: HashMap::new(),
+            pending: HashMap::new(),
             recording_order: VecDeque::new(),
             next_seq: snapshot.next_seq,
         };
@@ -1732,11 +1783,31 @@ impl State {
         }
     }
 
+    /// The ticket a reader of this conversation waits for (0: nothing pending).
+    fn ticket_of(&self, conv: CallId) -> u64 {
+        self.pending.get(&conv).copied().unwrap_or(0)
+    }
+
+    /// Gives the memory-only views this change made (ended legs and recordings, the newest
+    /// without a ticket) the change's ticket.
+    fn ticket_views(&mut self, ticket: u64) {
+        for (_, _, t) in self.ended.iter_mut().rev().take_while(|(_, _, t)| *t == 0) {
+            *t = ticket;
+        }
+        for id in self.recording_order.iter().rev() {
+            match self.recordings.get_mut(id) {
+                Some((_, t)) if *t == 0 => *t = ticket,
+                _ => break,
+            }
+        }
+    }
+
     fn remember(&mut self, party: String, leg: PartyLeg) {
         if self.ended.len() >= ENDED_MEMORY {
             self.ended.pop_front();
         }
-        self.ended.push_back((party, leg));
+        // Its ticket once the change is submitted (`Engine::stage`).
+        self.ended.push_back((party, leg, 0));
     }
 
     fn keep_recording(&mut self, op_id: &str, rec: &Recording) {
@@ -1746,7 +1817,8 @@ impl State {
             self.recordings.remove(&oldest);
         }
         self.recording_order.push_back(op_id.to_string());
-        self.recordings.insert(op_id.to_string(), rec.clone());
+        // Its ticket once the change is submitted (`Engine::stage`).
+        self.recordings.insert(op_id.to_string(), (rec.clone(), 0));
     }
 
     /// Builds the outbox entry for one emit about `call`, taking the next sequence number.

@@ -8,10 +8,16 @@
 //! every change after it (they were staged on top of one that did not happen) until the engine,
 //! having reloaded its memory from the store, sends [`Committer::resume`]. Delivery attempts
 //! recorded meanwhile are held and committed then: they are facts about POSTs already made.
+//!
+//! Every submitted change gets a ticket (in submission order), and the committer publishes how
+//! far it has settled them and which it refused. A reader that found a staged change in memory
+//! waits for its ticket with [`Committer::durable`] before answering, so that nobody is told of
+//! a change the store never held.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{Change, Health, Pruned, Retention, Store, StoreError};
 use crate::clock::Timestamp;
@@ -24,6 +30,8 @@ enum Job {
         change: Change,
         after: Option<AfterCommit>,
         done: Option<oneshot::Sender<Result<(), StoreError>>>,
+        /// 0 for what nobody reads back (delivery attempts).
+        ticket: u64,
     },
     /// Answers once everything submitted before it was committed or refused.
     Barrier(oneshot::Sender<()>),
@@ -41,6 +49,51 @@ enum Job {
 pub struct Committer {
     tx: mpsc::UnboundedSender<Job>,
     health: Arc<Health>,
+    /// The last ticket given; held while a change is queued, so tickets follow the queue.
+    tickets: Arc<Mutex<u64>>,
+    settled: watch::Receiver<Settled>,
+}
+
+/// A submitted change: its ticket, and the answer once it is durable (or failed).
+pub struct Pending {
+    pub ticket: u64,
+    done: oneshot::Receiver<Result<(), StoreError>>,
+}
+
+/// How far the committer got: every ticket up to `through` was committed or refused; the
+/// refused ones are in `refused` (the latest ranges, first and last ticket).
+#[derive(Default)]
+struct Settled {
+    through: u64,
+    refused: VecDeque<(u64, u64, String)>,
+}
+
+/// Refused ranges remembered (a reader's ticket is seconds old at most; each range is one
+/// outage of the store).
+const REFUSALS_KEPT: usize = 64;
+
+impl Settled {
+    fn refusal(&self, ticket: u64) -> Option<&str> {
+        self.refused
+            .iter()
+            .find(|(first, last, _)| (*first..=*last).contains(&ticket))
+            .map(|(_, _, why)| why.as_str())
+    }
+
+    fn settle(&mut self, first: u64, last: u64, refused: Option<&str>) {
+        self.through = self.through.max(last);
+        let Some(why) = refused else { return };
+        match self.refused.back_mut() {
+            // The same outage goes on: one range.
+            Some((_, end, _)) if *end + 1 >= first => *end = last,
+            _ => {
+                if self.refused.len() == REFUSALS_KEPT {
+                    self.refused.pop_front();
+                }
+                self.refused.push_back((first, last, why.to_string()));
+            }
+        }
+    }
 }
 
 /// How many queued changes one transaction may take.
@@ -57,25 +110,31 @@ impl Committer {
     /// Starts the commit task on the current runtime.
     pub fn start(store: Arc<dyn Store>, health: Arc<Health>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(store, health.clone(), rx));
-        Committer { tx, health }
+        let (settle, settled) = watch::channel(Settled::default());
+        tokio::spawn(run(store, health.clone(), rx, settle));
+        Committer {
+            tx,
+            health,
+            tickets: Arc::default(),
+            settled,
+        }
     }
 
     pub fn health(&self) -> &Arc<Health> {
         &self.health
     }
 
-    /// Queues `change`; the returned receiver answers once it is durable (or failed).
-    pub fn submit(
-        &self,
-        change: Change,
-        after: Option<AfterCommit>,
-    ) -> oneshot::Receiver<Result<(), StoreError>> {
+    /// Queues `change` under the next ticket; [`wait`] answers once it is durable (or failed).
+    pub fn submit(&self, change: Change, after: Option<AfterCommit>) -> Pending {
         let (done, rx) = oneshot::channel();
+        let mut tickets = self.tickets.lock().unwrap_or_else(PoisonError::into_inner);
+        *tickets += 1;
+        let ticket = *tickets;
         let job = Job::Change {
             change,
             after,
             done: Some(done),
+            ticket,
         };
         if let Err(mpsc::error::SendError(Job::Change {
             done: Some(done), ..
@@ -83,7 +142,41 @@ impl Committer {
         {
             let _ = done.send(Err(stopped()));
         }
-        rx
+        Pending { ticket, done: rx }
+    }
+
+    /// The last ticket given: a reader of memory waits for it when it cannot tell which
+    /// change it depends on.
+    pub fn last_ticket(&self) -> u64 {
+        *self.tickets.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the change with `ticket` was refused (known once it is settled).
+    pub fn refused(&self, ticket: u64) -> bool {
+        self.settled.borrow().refusal(ticket).is_some()
+    }
+
+    /// Every ticket up to this one is settled (committed or refused).
+    pub fn settled_through(&self) -> u64 {
+        self.settled.borrow().through
+    }
+
+    /// Waits until the change with `ticket` (0: none) is settled: `Ok` if it was committed, the
+    /// store's error if it was refused. Answers at once for a ticket settled already.
+    pub async fn durable(&self, ticket: u64) -> Result<(), StoreError> {
+        let refused = |s: &Settled| s.refusal(ticket).map(|why| StoreError::Backend(why.into()));
+        {
+            let s = self.settled.borrow();
+            if s.through >= ticket {
+                return refused(&s).map_or(Ok(()), Err);
+            }
+        }
+        let mut rx = self.settled.clone();
+        let s = rx
+            .wait_for(|s| s.through >= ticket)
+            .await
+            .map_err(|_| stopped())?;
+        refused(&s).map_or(Ok(()), Err)
     }
 
     /// Queues `change` without waiting for it (delivery attempts: a lost one is only a retry).
@@ -92,6 +185,7 @@ impl Committer {
             change,
             after: None,
             done: None,
+            ticket: 0,
         });
     }
 
@@ -121,30 +215,38 @@ impl Committer {
 }
 
 /// Waits for a submitted change.
-pub async fn wait(rx: oneshot::Receiver<Result<(), StoreError>>) -> Result<(), StoreError> {
-    rx.await.unwrap_or_else(|_| Err(stopped()))
+pub async fn wait(pending: Pending) -> Result<(), StoreError> {
+    pending.done.await.unwrap_or_else(|_| Err(stopped()))
 }
 
-/// A change, its hook, and who waits for it.
+/// A change, its hook, who waits for it, and its ticket.
 type Submitted = (
     Change,
     Option<AfterCommit>,
     Option<oneshot::Sender<Result<(), StoreError>>>,
+    u64,
 );
 
 struct Task {
     store: Arc<dyn Store>,
     health: Arc<Health>,
+    settled: watch::Sender<Settled>,
     /// Why the store failed, while changes are refused.
     failed: Option<String>,
     /// Delivery attempts recorded while refusing, to commit on resume.
     held: Vec<crate::store::AttemptOutcome>,
 }
 
-async fn run(store: Arc<dyn Store>, health: Arc<Health>, mut rx: mpsc::UnboundedReceiver<Job>) {
+async fn run(
+    store: Arc<dyn Store>,
+    health: Arc<Health>,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    settled: watch::Sender<Settled>,
+) {
     let mut task = Task {
         store,
         health,
+        settled,
         failed: None,
         held: vec![],
     };
@@ -163,7 +265,8 @@ async fn run(store: Arc<dyn Store>, health: Arc<Health>, mut rx: mpsc::Unbounded
                 change,
                 after,
                 done,
-            } => batch.push((change, after, done)),
+                ticket,
+            } => batch.push((change, after, done, ticket)),
             Job::Barrier(tx) => {
                 let _ = tx.send(());
                 continue;
@@ -194,7 +297,8 @@ async fn run(store: Arc<dyn Store>, health: Arc<Health>, mut rx: mpsc::Unbounded
                     change,
                     after,
                     done,
-                }) => batch.push((change, after, done)),
+                    ticket,
+                }) => batch.push((change, after, done, ticket)),
                 Ok(other) => {
                     next = Some(other);
                     break;
@@ -211,10 +315,14 @@ impl Task {
         let mut merged = Change::default();
         let mut hooks = Vec::with_capacity(batch.len());
         let mut waiting = Vec::with_capacity(batch.len());
-        for (change, after, done) in batch {
+        let (mut first, mut last) = (u64::MAX, 0);
+        for (change, after, done, ticket) in batch {
             merged.absorb(change);
             hooks.extend(after);
             waiting.extend(done);
+            if ticket > 0 {
+                (first, last) = (first.min(ticket), last.max(ticket));
+            }
         }
         let result = match self.failed.clone() {
             Some(why) => {
@@ -239,6 +347,13 @@ impl Task {
             for after in hooks {
                 after();
             }
+        }
+        if last > 0 {
+            let refused = result.as_ref().err().map(|e| match e {
+                StoreError::Backend(m) | StoreError::Corrupt(m) => m.clone(),
+            });
+            self.settled
+                .send_modify(|s| s.settle(first, last, refused.as_deref()));
         }
         for done in waiting {
             let _ = done.send(result.clone());
@@ -412,6 +527,38 @@ mod tests {
         store.broken.store(true, Ordering::SeqCst);
         assert!(wait(c.submit(Change::default(), None)).await.is_err());
         assert!(!health.writable());
+    }
+
+    #[tokio::test]
+    async fn a_reader_waits_for_a_ticket_and_learns_whether_it_was_refused() {
+        let store = Arc::new(Flaky::default());
+        let c = Committer::start(store.clone(), Arc::default());
+        let first = c.submit(Change::default(), None);
+        let t1 = first.ticket;
+        assert_eq!(c.last_ticket(), t1);
+        // Flaky takes 20 ms a commit: this waits for it.
+        c.durable(t1).await.unwrap();
+        assert!(c.settled_through() >= t1);
+        wait(first).await.unwrap();
+        store.broken.store(true, Ordering::SeqCst);
+        let (second, third) = (
+            c.submit(Change::default(), None),
+            c.submit(Change::default(), None),
+        );
+        let (t2, t3) = (second.ticket, third.ticket);
+        assert!(t1 < t2 && t2 < t3, "tickets follow the queue");
+        let e = c.durable(t3).await.unwrap_err();
+        assert_eq!(e.to_string(), "storage failed: database or disk is full");
+        assert!(c.durable(t2).await.is_err());
+        c.durable(t1).await.unwrap();
+        store.broken.store(false, Ordering::SeqCst);
+        c.resume().await.unwrap();
+        let fourth = c.submit(Change::default(), None);
+        let t4 = fourth.ticket;
+        c.durable(t4).await.unwrap();
+        assert!(c.refused(t2) && c.refused(t3) && !c.refused(t1) && !c.refused(t4));
+        assert!(wait(second).await.is_err() && wait(third).await.is_err());
+        wait(fourth).await.unwrap();
     }
 
     #[tokio::test]

@@ -378,12 +378,31 @@ pub async fn spawn_app_at(
     tweak: impl FnOnce(&mut Settings),
 ) -> anyhow::Result<TestApp> {
     let settings = test_settings(extra_config, tweak);
-    start_app(Backend::Sqlite, Some(store.into()), "127.0.0.1:0", settings).await
+    start_app(
+        Backend::Sqlite,
+        Some(Ok(store.into())),
+        "127.0.0.1:0",
+        settings,
+    )
+    .await
 }
 
+/// The test app on a store the test made (one that fails on cue, say).
+pub async fn spawn_app_over(store: Arc<dyn switchboard::store::Store>) -> TestApp {
+    let opened = switchboard::store::Opened {
+        store,
+        data_dir: None,
+    };
+    let settings = test_settings("", |_| {});
+    start_app(Backend::Memory, Some(Err(opened)), "127.0.0.1:0", settings)
+        .await
+        .unwrap()
+}
+
+/// `store`: a URL, or a store already opened; none: the backend's own, fresh.
 async fn start_app(
     backend: Backend,
-    store: Option<String>,
+    store: Option<Result<String, switchboard::store::Opened>>,
     listen: &str,
     settings: impl FnOnce(&str) -> anyhow::Result<Settings>,
 ) -> anyhow::Result<TestApp> {
@@ -391,17 +410,21 @@ async fn start_app(
     let receiver = Receiver::start().await;
     let settings = settings(&receiver.url_for("/incoming"))?;
     let dir = (store.is_none() && matches!(backend, Backend::Sqlite)).then(TempDir::new);
-    let store = match (&dir, store) {
-        (_, Some(url)) => url,
-        (Some(d), None) => format!("sqlite://{}/sb.db", d.0.display()),
-        (None, None) => "memory".into(),
+    let (store, opened) = match (&dir, store) {
+        (_, Some(Ok(url))) => (url, None),
+        (_, Some(Err(opened))) => ("(the test's)".into(), Some(opened)),
+        (Some(d), None) => (format!("sqlite://{}/sb.db", d.0.display()), None),
+        (None, None) => ("memory".into(), None),
     };
     let opts = ServeOptions {
         listen: listen.into(),
         store,
         virtual_clock: true,
     };
-    let app = Application::build(settings, &opts).await?;
+    let app = match opened {
+        Some(opened) => Application::build_on(settings, &opts, opened).await?,
+        None => Application::build(settings, &opts).await?,
+    };
     let base = format!("http://{}", app.local_addr());
     let state = app.state();
     let stop = CancellationToken::new();

@@ -1,15 +1,21 @@
 //! A store that cannot write: a full disk and a read-only file system, made for real with a small
 //! tmpfs (these tests need root to mount one, and say so and pass when they cannot).
 //!
+//! The last tests hold a commit of a store of their own and then fail it (or not), to see what
+//! a reader is told meanwhile.
+//!
 //! What a client is told must match what is stored: while the store cannot write, changes are
 //! answered `503` with `Retry-After` and nothing in memory runs ahead of the store; once it can
 //! write again, Switchboard takes changes again by itself.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
+use switchboard::store::{Change, DeliveryLog, Pruned, Retention, Snapshot, Store, StoreError};
 
 use crate::helpers::*;
 
@@ -244,4 +250,157 @@ async fn health_says_ok_while_the_store_writes() {
         body["checks"]["store"],
         json!({"ready": true, "writable": true, "readable": true})
     );
+}
+
+/// A memory store whose next commit can be held until the test lets it go, then fail or pass.
+#[derive(Default)]
+struct Held {
+    inner: switchboard::store::memory::MemoryStore,
+    /// Some(fail): hold the next commit; when let go, fail it (and the probes) or not.
+    hold: Mutex<Option<bool>>,
+    broken: std::sync::atomic::AtomicBool,
+    holding: tokio::sync::Notify,
+    go: tokio::sync::Notify,
+}
+
+/// A request from a task of its own.
+async fn request(http: &reqwest::Client, method: &str, url: &str, token: &str) -> Resp {
+    let rb = http
+        .request(method.parse().unwrap(), url)
+        .bearer_auth(token);
+    into_resp(rb.send().await.unwrap()).await
+}
+
+fn full() -> StoreError {
+    StoreError::Backend("database or disk is full".into())
+}
+
+#[async_trait::async_trait]
+impl Store for Held {
+    async fn load(&self) -> Result<Snapshot, StoreError> {
+        self.inner.load().await
+    }
+    async fn commit(&self, change: Change) -> Result<(), StoreError> {
+        let hold = self.hold.lock().unwrap().take();
+        if let Some(fail) = hold {
+            self.holding.notify_one();
+            self.go.notified().await;
+            if fail {
+                self.broken.store(true, Ordering::SeqCst);
+            }
+        }
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(full());
+        }
+        self.inner.commit(change).await
+    }
+    async fn deliveries(&self, id: switchboard::domain::CallId) -> Result<DeliveryLog, StoreError> {
+        self.inner.deliveries(id).await
+    }
+    async fn probe(&self) -> Result<(), StoreError> {
+        match self.broken.load(Ordering::SeqCst) {
+            true => Err(full()),
+            false => Ok(()),
+        }
+    }
+    async fn prune(
+        &self,
+        policy: Retention,
+        now: switchboard::clock::Timestamp,
+    ) -> Result<Pruned, StoreError> {
+        self.inner.prune(policy, now).await
+    }
+}
+
+/// A GET while a hang-up is staged but not yet durable waits for it: it must not answer from
+/// memory what the store may never hold (before, it answered 404 at once, and after the failed
+/// commit the call was still there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_never_shows_a_change_whose_commit_then_fails() {
+    let store = Arc::new(Held::default());
+    let app = spawn_app_over(store.clone()).await;
+    let token = app.token().await;
+    let id = app.established(&token).await;
+    let path = format!("{CALLS}/{id}");
+
+    *store.hold.lock().unwrap() = Some(true);
+    let holding = store.holding.notified();
+    let delete = {
+        let (http, url, token) = (
+            app.http.clone(),
+            format!("{}{path}", app.base),
+            token.clone(),
+        );
+        tokio::spawn(async move { request(&http, "DELETE", &url, &token).await })
+    };
+    holding.await;
+    // The hang-up is in memory, its commit held: a reader now must wait for it.
+    let get = {
+        let (http, url, token) = (
+            app.http.clone(),
+            format!("{}{path}", app.base),
+            token.clone(),
+        );
+        tokio::spawn(async move { request(&http, "GET", &url, &token).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !get.is_finished(),
+        "the GET waits for the hang-up's commit instead of answering from memory"
+    );
+    store.go.notify_one();
+    let d = delete.await.unwrap();
+    assert_eq!(d.status, 503, "{}", d.text);
+    let g = get.await.unwrap();
+    assert_eq!(
+        g.status, 503,
+        "the reader is told to retry, not 404: {}",
+        g.text
+    );
+
+    // The store writes again: Switchboard resumes by itself and the call is there, as stored.
+    store.broken.store(false, Ordering::SeqCst);
+    let back = eventually(15, || async {
+        app.send("GET", &path, Some(&token), None).await.status == 200
+    })
+    .await;
+    assert!(back, "the call is read back once the store writes again");
+    let g = app.send("GET", &path, Some(&token), None).await;
+    assert_eq!(g.body["state"], "established", "{}", g.text);
+}
+
+/// The same with a commit that succeeds: the reader waits, then sees the hang-up (404).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_during_a_commit_answers_once_it_is_durable() {
+    let store = Arc::new(Held::default());
+    let app = spawn_app_over(store.clone()).await;
+    let token = app.token().await;
+    let id = app.established(&token).await;
+    let path = format!("{CALLS}/{id}");
+
+    *store.hold.lock().unwrap() = Some(false);
+    let holding = store.holding.notified();
+    let delete = {
+        let (http, url, token) = (
+            app.http.clone(),
+            format!("{}{path}", app.base),
+            token.clone(),
+        );
+        tokio::spawn(async move { request(&http, "DELETE", &url, &token).await })
+    };
+    holding.await;
+    let get = {
+        let (http, url, token) = (
+            app.http.clone(),
+            format!("{}{path}", app.base),
+            token.clone(),
+        );
+        tokio::spawn(async move { request(&http, "GET", &url, &token).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!get.is_finished(), "the GET waited for the commit");
+    store.go.notify_one();
+    assert_eq!(delete.await.unwrap().status, 204);
+    let g = get.await.unwrap();
+    assert_eq!(g.status, 404, "{}", g.text);
 }
