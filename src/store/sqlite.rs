@@ -234,8 +234,8 @@ impl Checkpointer {
                 }
                 return Ok((found, frames));
             }
-            if frames - copied >= left && over(frames) {
-                break; // not catching up, and already past twice the limit
+            if over(frames) {
+                break; // past twice the limit: no more rounds while commits go on
             }
         }
         self.pinned = false;

@@ -1,0 +1,334 @@
+//! Calls: create (outgoing, group, meeting join), answer, reject, redirect, transfer, keep-alive
+//! and hang-up.
+
+use serde_json::{Value, json};
+
+use super::{AppRef, Engine, EngineError, State, not_allowed, transition_error};
+use crate::clock::Timestamp;
+use crate::domain::call::Wire;
+use crate::domain::conversation::{Conversation, Emit, Kind, Leg, LegState, Purpose, Scene, Who};
+use crate::domain::{
+    Call, CallId, CallState, ChangeType, Direction, EndReason, Event, Notice, Peer,
+};
+use crate::fabric::DialPlan;
+use crate::graph::call::{CreateCall, fill_source};
+use crate::graph::odata_type;
+use crate::store::committer::{self};
+use uuid::Uuid;
+
+/// The call must be up for actions in it.
+pub(super) fn check_up(call: &Call, what: &str) -> Result<(), EngineError> {
+    if !matches!(call.state, CallState::Established | CallState::Hold) {
+        return Err(not_allowed(format!(
+            "The {what} cannot run while the call is {}.",
+            call.state.as_str()
+        )));
+    }
+    Ok(())
+}
+
+/// The chat a group call or meeting has: the client's, with the thread filled in.
+pub(super) fn chat_info(given: Option<&Value>, thread_id: &str) -> Value {
+    let mut chat = given
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    chat.insert("@odata.type".into(), json!(odata_type("chatInfo")));
+    if chat.get("threadId").is_none_or(Value::is_null) {
+        chat.insert("threadId".into(), json!(thread_id));
+    }
+    if chat.get("messageId").is_none_or(Value::is_null) {
+        chat.insert("messageId".into(), json!("0"));
+    }
+    chat.entry("replyChainMessageId").or_insert(Value::Null);
+    Value::Object(chat)
+}
+
+impl Engine {
+    pub(super) fn new_call(
+        &self,
+        app: &AppRef,
+        direction: Direction,
+        state: CallState,
+        callback_uri: String,
+        now: Timestamp,
+    ) -> Call {
+        let mut call = Call::new(
+            &app.app_id,
+            &app.tenant_id,
+            direction,
+            state,
+            callback_uri,
+            now,
+        );
+        call.timers.keep_alive_deadline = Some(now + self.rules.keep_alive_window);
+        call
+    }
+
+    /// The bot's own leg of a conversation, waiting to connect.
+    pub(super) fn bot_leg(call: &Call) -> Leg {
+        let who = Who::Bot { call_id: call.id };
+        Leg::new(call.my_participant_id, who, LegState::Ringing)
+    }
+
+    /// A party's leg, rung now: it answers, fails or rings out as the fabric says, and gives up
+    /// after `timeout`.
+    pub(super) fn ring(
+        &self,
+        peer: &Peer,
+        purpose: Purpose,
+        now: Timestamp,
+        timeout: chrono::Duration,
+    ) -> Leg {
+        let mut leg = Leg::new(Uuid::new_v4(), Who::Party(peer.clone()), LegState::Ringing);
+        leg.purpose = purpose;
+        let at = |d: std::time::Duration| now + chrono::Duration::from_std(d).unwrap_or_default();
+        match self.fabric.dial(peer) {
+            DialPlan::Answer { after } => leg.start_ringing(Some(at(after)), None, now + timeout),
+            DialPlan::Fail { after, reason } => {
+                leg.start_ringing(None, Some((at(after), reason)), now + timeout)
+            }
+            DialPlan::Ring => leg.start_ringing(None, None, now + timeout),
+        }
+        leg
+    }
+
+    /// Places an outgoing call: to one party (peer-to-peer), several (a group call), or into a
+    /// meeting (`meeting`: its join id and the passcode given).
+    pub async fn create_call(
+        &self,
+        app: &AppRef,
+        req: CreateCall,
+        targets: Vec<Peer>,
+        meeting: Option<(String, Option<String>)>,
+    ) -> Result<Call, EngineError> {
+        let now = self.clock.now();
+        let mut call = self.new_call(
+            app,
+            Direction::Outgoing,
+            CallState::Establishing,
+            req.callback_uri,
+            now,
+        );
+        if let Some(chain) = req.call_chain_id {
+            call.call_chain_id = chain;
+        }
+        call.app_hosted_media = req.app_hosted_media;
+        let mut wire = req.wire;
+        let source = fill_source(
+            wire.get("source"),
+            &app.app_id,
+            app.display_name.as_deref(),
+            &call.my_participant_id.to_string(),
+        );
+        wire.insert("source".into(), source);
+        let st = self.write_state().await?;
+        let mut scene = match meeting {
+            Some((join_id, passcode)) => {
+                let (conv, expected) = st.meetings.get(&join_id).cloned().ok_or_else(|| {
+                    EngineError::Missing(format!(
+                        "No meeting with joinMeetingId '{join_id}' exists."
+                    ))
+                })?;
+                if expected.is_some() && expected != passcode {
+                    return Err(EngineError::Refused(
+                        "The passcode does not match the meeting's passcode.".into(),
+                    ));
+                }
+                let mut scene = st.scene(conv).ok_or(EngineError::NotFound)?;
+                call.conversation = conv;
+                // The meeting lets the bot in at once.
+                call.timers.answer_at = Some(now);
+                let thread = scene.conversation.thread_id();
+                wire.insert("chatInfo".into(), chat_info(wire.get("chatInfo"), &thread));
+                scene.conversation.add(Self::bot_leg(&call));
+                scene
+            }
+            None => {
+                let kind = if targets.len() > 1 {
+                    Kind::Group
+                } else {
+                    Kind::PeerToPeer
+                };
+                let mut conv = Conversation::new(call.id, kind, now);
+                if conv.is_group() {
+                    let thread = conv.thread_id();
+                    wire.insert("chatInfo".into(), chat_info(wire.get("chatInfo"), &thread));
+                }
+                conv.add(Self::bot_leg(&call));
+                for t in &targets {
+                    let leg = self.ring(t, Purpose::Member, now, self.rules.ringing_timeout);
+                    conv.add(leg);
+                }
+                Scene::new(conv, vec![])
+            }
+        };
+        call.wire = Wire::from_map(wire);
+        scene.calls.push(call.clone());
+        let first = Notice {
+            change: ChangeType::Updated,
+            state: CallState::Establishing,
+        };
+        scene.emit(call.id, Emit::State(first));
+        self.insert(st, app, scene).await.map(|_| call)
+    }
+
+    /// Stages a scene with a new call, if the app may have one more.
+    /// The lock is let go before waiting for the commit.
+    pub(super) async fn insert(
+        &self,
+        mut st: tokio::sync::MutexGuard<'_, State>,
+        app: &AppRef,
+        scene: Scene,
+    ) -> Result<(), EngineError> {
+        let live = st.live_per_app.get(&app.app_id).copied().unwrap_or(0);
+        if live >= app.max_concurrent_calls {
+            return Err(EngineError::TooManyCalls(app.max_concurrent_calls));
+        }
+        *st.live_per_app.entry(app.app_id.clone()).or_default() += 1;
+        let done = self.stage(&mut st, vec![scene]);
+        drop(st);
+        committer::wait(done).await?;
+        Ok(())
+    }
+
+    /// Applies one state event to a call (owned by `owner`, or by anyone).
+    pub(super) async fn event(
+        &self,
+        owner: Option<&str>,
+        id: CallId,
+        event: Event,
+    ) -> Result<Call, EngineError> {
+        self.update(owner, id, |s, now, r| {
+            s.apply(id, event, now, r).map_err(transition_error)
+        })
+        .await
+        .map(|(c, _)| c)
+    }
+
+    /// The bot hangs up (`DELETE`): in a group call or meeting only its own leg ends.
+    pub async fn hang_up(&self, app_id: &str, id: CallId) -> Result<Call, EngineError> {
+        self.event(Some(app_id), id, Event::BotHungUp).await
+    }
+
+    /// The bot proves it is alive.
+    pub async fn keep_alive(&self, app_id: &str, id: CallId) -> Result<Call, EngineError> {
+        self.event(Some(app_id), id, Event::KeepAlive).await
+    }
+
+    /// Ends a call now with `reason` (fault injection), whoever owns it.
+    pub async fn fail_call(&self, id: CallId, reason: EndReason) -> Result<Call, EngineError> {
+        self.event(None, id, Event::Failed(reason)).await
+    }
+
+    /// The bot acts on an incoming call (answer, reject, redirect): only incoming calls, an
+    /// optional new callback URL, then `prepare` and the event.
+    pub(super) async fn incoming_action(
+        &self,
+        app_id: &str,
+        id: CallId,
+        callback_uri: Option<String>,
+        event: Event,
+        prepare: impl FnOnce(&mut Scene, Timestamp),
+    ) -> Result<Call, EngineError> {
+        self.update(Some(app_id), id, move |s, now, r| {
+            let c = s.call_mut(id).ok_or(EngineError::NotFound)?;
+            if c.direction != Direction::Incoming {
+                return Err(not_allowed(
+                    "Only incoming calls can be answered, rejected or redirected; hang up with DELETE.",
+                ));
+            }
+            if let Some(cb) = callback_uri {
+                c.callback_uri = cb;
+            }
+            // On error the scene is dropped, with whatever `prepare` did.
+            prepare(s, now);
+            s.apply(id, event, now, r).map_err(transition_error)
+        })
+        .await
+        .map(|(c, _)| c)
+    }
+
+    /// The bot answers an incoming call.
+    pub async fn answer(
+        &self,
+        app_id: &str,
+        id: CallId,
+        callback_uri: Option<String>,
+        media_config: Value,
+        app_hosted: bool,
+    ) -> Result<Call, EngineError> {
+        self.incoming_action(app_id, id, callback_uri, Event::BotAnswered, |s, _| {
+            if let Some(c) = s.call_mut(id) {
+                c.wire.insert("mediaConfig", media_config);
+                c.app_hosted_media = app_hosted;
+            }
+        })
+        .await
+    }
+
+    /// The bot rejects an incoming call.
+    pub async fn reject(
+        &self,
+        app_id: &str,
+        id: CallId,
+        reason: EndReason,
+        callback_uri: Option<String>,
+    ) -> Result<Call, EngineError> {
+        self.incoming_action(
+            app_id,
+            id,
+            callback_uri,
+            Event::BotRejected(reason),
+            |_, _| {},
+        )
+        .await
+    }
+
+    /// The bot redirects an incoming call to `targets`, rung at once: the first that answers
+    /// wins.
+    pub async fn redirect(
+        &self,
+        app_id: &str,
+        id: CallId,
+        targets: Vec<Peer>,
+        timeout: chrono::Duration,
+        callback_uri: Option<String>,
+    ) -> Result<Call, EngineError> {
+        self.incoming_action(
+            app_id,
+            id,
+            callback_uri,
+            Event::RedirectRequested,
+            |s, now| {
+                for t in &targets {
+                    let leg = self.ring(t, Purpose::Dial { call_id: id }, now, timeout);
+                    s.conversation.add(leg);
+                }
+            },
+        )
+        .await
+    }
+
+    /// The bot transfers the other party to `target`.
+    pub async fn transfer(
+        &self,
+        app_id: &str,
+        id: CallId,
+        target: Peer,
+    ) -> Result<Call, EngineError> {
+        self.update(Some(app_id), id, move |s, now, r| {
+            let leg = self.ring(
+                &target,
+                Purpose::Dial { call_id: id },
+                now,
+                r.ringing_timeout,
+            );
+            s.conversation.add(leg);
+            s.apply(id, Event::TransferRequested, now, r)
+                .map_err(transition_error)
+        })
+        .await
+        .map(|(c, _)| c)
+    }
+}

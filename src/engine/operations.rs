@@ -1,0 +1,183 @@
+//! Operations on a call: prompts, recording, tones, DTMF, cancelling media, muting itself.
+
+use super::calls::check_up;
+use super::{Engine, EngineError, not_allowed};
+use crate::clock::Timestamp;
+use crate::domain::conversation::Emit;
+use crate::domain::ids::new_guid;
+use crate::domain::operation::{OpKind, Operation, RecordPlan, results};
+use crate::domain::{Call, CallId, CallState};
+
+/// Operations need a call that is up; media ones also need service-hosted media.
+pub(super) fn check_can_operate(call: &Call, kind: OpKind) -> Result<(), EngineError> {
+    check_up(call, kind.type_name())?;
+    let media = kind.is_media()
+        || matches!(
+            kind,
+            OpKind::SubscribeToTone | OpKind::SendDtmfTones | OpKind::CancelMediaProcessing
+        );
+    if media && call.app_hosted_media {
+        return Err(not_allowed(
+            "This action is supported only for calls with service-hosted media (serviceHostedMediaConfig); the call uses app-hosted media.",
+        ));
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// Starts an operation on a call that is up. `start` fills it in and gives the
+    /// notifications it causes at once.
+    pub async fn operate(
+        &self,
+        app_id: &str,
+        id: CallId,
+        kind: OpKind,
+        client_context: Option<String>,
+        start: impl FnOnce(
+            &mut Call,
+            Operation,
+            Timestamp,
+        ) -> Result<(Operation, Vec<Emit>), EngineError>,
+    ) -> Result<Operation, EngineError> {
+        self.update(Some(app_id), id, move |s, now, _| {
+            let c = s.call_mut(id).ok_or(EngineError::NotFound)?;
+            check_can_operate(c, kind)?;
+            let (op, emits) = start(c, Operation::new(new_guid(), kind, client_context), now)?;
+            for e in emits {
+                s.emit(id, e);
+            }
+            Ok(op)
+        })
+        .await
+        .map(|(_, op)| op)
+    }
+
+    /// Queues prompts lasting `duration_ms`.
+    pub async fn play_prompt(
+        &self,
+        app_id: &str,
+        id: CallId,
+        ctx: Option<String>,
+        duration_ms: u64,
+    ) -> Result<Operation, EngineError> {
+        self.operate(app_id, id, OpKind::PlayPrompt, ctx, |c, op, now| {
+            Ok((c.play_prompt(op, duration_ms, now), vec![]))
+        })
+        .await
+    }
+
+    /// Records the party's answer. `plan` is completed with the party's speech.
+    pub async fn record(
+        &self,
+        app_id: &str,
+        id: CallId,
+        ctx: Option<String>,
+        plan: RecordPlan,
+    ) -> Result<Operation, EngineError> {
+        self.operate(app_id, id, OpKind::RecordResponse, ctx, |c, op, now| {
+            let (op, cancelled) = c.record(op, plan, now);
+            Ok((op, cancelled.into_iter().map(Emit::operation).collect()))
+        })
+        .await
+    }
+
+    /// Cancels running and queued prompts and recordings.
+    pub async fn cancel_media(
+        &self,
+        app_id: &str,
+        id: CallId,
+        ctx: Option<String>,
+    ) -> Result<Operation, EngineError> {
+        self.operate(
+            app_id,
+            id,
+            OpKind::CancelMediaProcessing,
+            ctx,
+            |c, op, _| {
+                Ok((
+                    op,
+                    c.cancel_media().into_iter().map(Emit::operation).collect(),
+                ))
+            },
+        )
+        .await
+    }
+
+    /// Sends DTMF keys to the parties.
+    pub async fn send_dtmf(
+        &self,
+        app_id: &str,
+        id: CallId,
+        ctx: Option<String>,
+        keys: String,
+        delay_ms: u64,
+    ) -> Result<Operation, EngineError> {
+        self.operate(app_id, id, OpKind::SendDtmfTones, ctx, |c, op, now| {
+            Ok((c.send_dtmf(op, keys, delay_ms, now), vec![]))
+        })
+        .await
+    }
+
+    /// Operations that complete at once and change a flag of the call.
+    pub async fn instant(
+        &self,
+        app_id: &str,
+        id: CallId,
+        kind: OpKind,
+        ctx: Option<String>,
+        change: impl FnOnce(&mut Call) + Send,
+    ) -> Result<Operation, EngineError> {
+        self.operate(app_id, id, kind, ctx, |c, mut op, _| {
+            change(c);
+            op.result = Some(results::COMPLETED);
+            Ok((op, vec![]))
+        })
+        .await
+    }
+
+    /// The bot mutes or unmutes itself; in a group call or meeting the others see it.
+    pub async fn mute_self(
+        &self,
+        app_id: &str,
+        id: CallId,
+        ctx: Option<String>,
+        muted: bool,
+    ) -> Result<Operation, EngineError> {
+        let kind = if muted { OpKind::Mute } else { OpKind::Unmute };
+        self.update(Some(app_id), id, move |s, now, r| {
+            let c = s.call_mut(id).ok_or(EngineError::NotFound)?;
+            check_can_operate(c, kind)?;
+            c.muted = muted;
+            let mut op = Operation::new(new_guid(), kind, ctx);
+            op.result = Some(results::COMPLETED);
+            if let Some(i) = s.conversation.bot_leg(id) {
+                s.change_leg(|c| c.set_muted(i, muted), now, r);
+            }
+            Ok(op)
+        })
+        .await
+        .map(|(_, op)| op)
+    }
+
+    /// Changes something about a call that is up without an operation or a notification.
+    pub async fn modify(
+        &self,
+        app_id: &str,
+        id: CallId,
+        change: impl FnOnce(&mut Call) + Send,
+    ) -> Result<Call, EngineError> {
+        self.update(Some(app_id), id, |s, _, _| {
+            let c = s.call_mut(id).ok_or(EngineError::NotFound)?;
+            if !matches!(c.state, CallState::Established | CallState::Hold) {
+                return Err(not_allowed(format!(
+                    "The call is {}; it must be established.",
+                    c.state.as_str()
+                )));
+            }
+            change(c);
+            Ok(())
+        })
+        .await
+        .map(|(c, _)| c)
+    }
+}

@@ -1,0 +1,248 @@
+//! The participants of group calls and meetings: invite, remove, mute, hold music.
+
+use serde_json::{Value, json};
+
+use super::calls::check_up;
+use super::{Engine, EngineError, not_allowed};
+use crate::clock::Timestamp;
+use crate::domain::call::{Rules, party_key};
+use crate::domain::conversation::{Kind, LegState, Purpose, Scene};
+use crate::domain::ids::new_guid;
+use crate::domain::operation::{OpKind, OpStatus, Operation, results};
+use crate::domain::{CallId, Peer};
+use uuid::Uuid;
+
+/// An invitee of `participants/invite`.
+#[derive(Clone, Debug)]
+pub struct Invitee {
+    pub peer: Peer,
+    /// A peer-to-peer call of the invitee that ends once it joins.
+    pub replaces: Option<CallId>,
+    /// The participant id the client chose for the invitee, if any.
+    pub participant_id: Option<Uuid>,
+}
+
+/// Participants are managed in group calls and meetings.
+pub(super) fn check_group(scene: &Scene, what: &str) -> Result<(), EngineError> {
+    if !scene.conversation.is_group() {
+        return Err(not_allowed(format!(
+            "{what} is possible in group calls and meetings; this is a peer-to-peer call."
+        )));
+    }
+    Ok(())
+}
+
+pub(super) fn participant_not_found() -> EngineError {
+    EngineError::Missing("Participant not found.".into())
+}
+
+impl Engine {
+    /// Invites parties into the call's conversation (`participants/invite`). A peer-to-peer
+    /// call becomes a group call.
+    pub async fn invite(
+        &self,
+        app_id: &str,
+        id: CallId,
+        invitees: Vec<Invitee>,
+        mut participants: Vec<Value>,
+        ctx: Option<String>,
+    ) -> Result<Operation, EngineError> {
+        let replaced = invitees.first().and_then(|i| i.replaces);
+        if let Some(old) = replaced {
+            self.check_replaceable(app_id, id, old, &invitees[0].peer)
+                .await?;
+        }
+        self.update(Some(app_id), id, move |s, now, _| {
+            let c = s.call(id).ok_or(EngineError::NotFound)?;
+            check_up(c, "inviteParticipantsOperation")?;
+            for (k, inv) in invitees.iter().enumerate() {
+                let key = party_key(&inv.peer.id);
+                if invitees[..k].iter().any(|o| party_key(&o.peer.id) == key) {
+                    return Err(not_allowed(format!(
+                        "{} is invited twice; the same identity cannot be invited twice.",
+                        inv.peer.id
+                    )));
+                }
+                if s.conversation.has_party(&key) {
+                    return Err(not_allowed(format!(
+                        "{} is already in the call.",
+                        inv.peer.id
+                    )));
+                }
+            }
+            let mut op = Operation::new(new_guid(), OpKind::InviteParticipants, ctx);
+            op.status = OpStatus::Running;
+            if s.conversation.kind == Kind::PeerToPeer {
+                s.conversation.kind = Kind::Group;
+            }
+            for (k, inv) in invitees.iter().enumerate() {
+                let purpose = Purpose::Invite(Box::new(crate::domain::conversation::Invite {
+                    call_id: id,
+                    op_id: op.id.clone(),
+                    replaces: if k == 0 { inv.replaces } else { None },
+                    outcome: None,
+                }));
+                let mut leg = self.ring(&inv.peer, purpose, now, self.rules.ringing_timeout);
+                if k == 0 && inv.replaces.is_some() {
+                    // Already in a call with the bot: it moves over at once.
+                    leg.start_ringing(Some(now), None, now + self.rules.ringing_timeout);
+                }
+                if let Some(pid) = inv.participant_id {
+                    if s.conversation.position(pid).is_some() {
+                        return Err(not_allowed(format!("The participant id {pid} is taken.")));
+                    }
+                    leg.id = pid;
+                }
+                if let Some(p) = participants.get_mut(k) {
+                    p["participantId"] = json!(leg.id.to_string());
+                }
+                s.conversation.add(leg);
+            }
+            op.participants = Some(Value::Array(participants).to_string());
+            if let Some(c) = s.call_mut(id) {
+                c.operations.push(op.clone());
+            }
+            Ok(op)
+        })
+        .await
+        .map(|(_, op)| op)
+    }
+
+    /// `replacesCallId` must name a live peer-to-peer call of the same app with the invitee in
+    /// it.
+    pub(super) async fn check_replaceable(
+        &self,
+        app_id: &str,
+        id: CallId,
+        old: CallId,
+        invitee: &Peer,
+    ) -> Result<(), EngineError> {
+        let bad = |why: &str| not_allowed(format!("replacesCallId {old}: {why}"));
+        if old == id {
+            return Err(bad("it is the call being invited into."));
+        }
+        let ok = self
+            .with_conversation(app_id, old, |_, c, _| {
+                c.kind == Kind::PeerToPeer && c.has_party(&party_key(&invitee.id))
+            })
+            .await
+            .map_err(|_| bad("no such live call of this application."))?;
+        if !ok {
+            return Err(bad("not a peer-to-peer call with the invitee."));
+        }
+        Ok(())
+    }
+
+    /// Finds a participant of the call's conversation and changes it with `change`, which may
+    /// also give an operation to answer with.
+    pub(super) async fn participant<T>(
+        &self,
+        app_id: &str,
+        id: CallId,
+        participant_id: &str,
+        change: impl FnOnce(&mut Scene, usize, Timestamp, &Rules) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        self.update(Some(app_id), id, |s, now, r| {
+            let i = s
+                .conversation
+                .leg(participant_id)
+                .ok_or_else(participant_not_found)?;
+            change(s, i, now, r)
+        })
+        .await
+        .map(|(_, t)| t)
+    }
+
+    /// Removes a participant (`DELETE .../participants/{id}`); a ringing invitee's invite is
+    /// cancelled.
+    pub async fn remove_participant(
+        &self,
+        app_id: &str,
+        id: CallId,
+        participant_id: &str,
+    ) -> Result<(), EngineError> {
+        self.participant(app_id, id, participant_id, |s, i, now, r| {
+            check_group(s, "Removing a participant")?;
+            s.change_leg(|c| c.remove(i), now, r);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Server-mutes a participant.
+    pub async fn mute_participant(
+        &self,
+        app_id: &str,
+        id: CallId,
+        participant_id: &str,
+        ctx: Option<String>,
+    ) -> Result<Operation, EngineError> {
+        self.participant(app_id, id, participant_id, |s, i, now, r| {
+            check_group(s, "Muting a participant")?;
+            check_up(
+                s.call(id).ok_or(EngineError::NotFound)?,
+                "muteParticipantOperation",
+            )?;
+            if s.conversation.legs[i].state != LegState::Connected {
+                return Err(not_allowed("The participant has not joined yet."));
+            }
+            if let Some(bot) = s.conversation.legs[i].bot_call()
+                && let Some(c) = s.call_mut(bot)
+            {
+                c.muted = true;
+            }
+            s.change_leg(|c| c.set_muted(i, true), now, r);
+            let mut op = Operation::new(new_guid(), OpKind::Mute, ctx);
+            op.result = Some(results::COMPLETED);
+            Ok(op)
+        })
+        .await
+    }
+
+    /// Starts or stops hold music for a participant; the operation completes right after.
+    pub async fn hold_music(
+        &self,
+        app_id: &str,
+        id: CallId,
+        participant_id: &str,
+        ctx: Option<String>,
+        start: bool,
+    ) -> Result<Operation, EngineError> {
+        self.participant(app_id, id, participant_id, |s, i, now, r| {
+            let kind = if start {
+                OpKind::StartHoldMusic
+            } else {
+                OpKind::StopHoldMusic
+            };
+            check_up(s.call(id).ok_or(EngineError::NotFound)?, kind.type_name())?;
+            let leg = &s.conversation.legs[i];
+            if leg.party().is_none() || leg.state != LegState::Connected {
+                return Err(not_allowed(
+                    "Hold music is for a party that has joined the call.",
+                ));
+            }
+            let held = s.conversation.legs.iter().position(|l| l.on_hold);
+            match (start, held) {
+                (true, Some(h)) if h != i => {
+                    return Err(not_allowed(
+                        "Another participant is on hold; only one participant can be on hold at a time.",
+                    ));
+                }
+                (false, h) if h != Some(i) => {
+                    return Err(not_allowed("The participant is not on hold."));
+                }
+                _ => {}
+            }
+            s.change_leg(|c| c.set_on_hold(i, start), now, r);
+            let mut op = Operation::new(new_guid(), kind, ctx);
+            op.status = OpStatus::Running;
+            op.result = Some(results::COMPLETED);
+            op.completes_at = Some(now);
+            if let Some(c) = s.call_mut(id) {
+                c.operations.push(op.clone());
+            }
+            Ok(op)
+        })
+        .await
+    }
+}

@@ -1,0 +1,262 @@
+//! How a change is made: load a conversation's scene, let the domain change it, apply the result
+//! to memory and to one store change with its notifications, and wait until it is durable.
+
+use std::collections::VecDeque;
+
+use serde_json::{Value, json};
+
+use super::state::PENDING_SWEEP;
+use super::views::PartyLeg;
+use super::{Engine, EngineError, State};
+use crate::clock::Timestamp;
+use crate::domain::call::{Rules, party_key};
+use crate::domain::conversation::{Conversation, Emit, Scene, Who};
+use crate::domain::{Call, CallId, CallState, ChangeType, EndReason, Event};
+use crate::graph::call::{View, write as write_call};
+use crate::graph::notification::Notification;
+use crate::graph::participant::Names;
+use crate::store::committer::{self};
+use crate::store::{Change, DeliveryStatus, OutboxItem};
+
+impl Engine {
+    /// Changes a live call (owned by `owner`, or by anyone) in its conversation, and commits
+    /// that with what it notifies. On error nothing changes. Returns the call as it is after.
+    pub(super) async fn update<T>(
+        &self,
+        owner: Option<&str>,
+        id: CallId,
+        f: impl FnOnce(&mut Scene, Timestamp, &Rules) -> Result<T, EngineError>,
+    ) -> Result<(Call, T), EngineError> {
+        let st = self.write_state().await?;
+        let conv = st
+            .calls
+            .get(&id)
+            .filter(|c| owner.is_none_or(|o| *c.app_id == *o) && c.state.is_live())
+            .map(|c| c.conversation)
+            .ok_or(EngineError::NotFound)?;
+        self.change_scene(st, conv, |s, now, r| {
+            let out = f(s, now, r)?;
+            let call = s.call(id).cloned().ok_or(EngineError::NotFound)?;
+            Ok((call, out))
+        })
+        .await
+    }
+
+    /// Changes a conversation and commits it.
+    pub(super) async fn update_conversation<T>(
+        &self,
+        conv: CallId,
+        f: impl FnOnce(&mut Scene, Timestamp, &Rules) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        let st = self.write_state().await?;
+        self.change_scene(st, conv, f).await
+    }
+
+    /// Loads a conversation's scene, lets `f` change it and stages it; the lock is let go
+    /// before waiting for the commit. On error nothing changes.
+    pub(super) async fn change_scene<T>(
+        &self,
+        mut st: tokio::sync::MutexGuard<'_, State>,
+        conv: CallId,
+        f: impl FnOnce(&mut Scene, Timestamp, &Rules) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        let mut scene = st.scene(conv).ok_or(EngineError::NotFound)?;
+        let out = f(&mut scene, self.clock.now(), &self.rules)?;
+        let done = self.stage(&mut st, vec![scene]);
+        drop(st);
+        committer::wait(done).await?;
+        Ok(out)
+    }
+
+    /// Applies changed scenes to memory and submits them, with what they notify, for commit.
+    /// [`committer::wait`] answers once they are durable; their notifications go to the
+    /// delivery worker then, in commit order. Until then, readers of these conversations wait.
+    pub(super) fn stage(&self, st: &mut State, scenes: Vec<Scene>) -> committer::Pending {
+        let now = self.clock.now();
+        let mut change = Change::default();
+        let mut touched = vec![];
+        let mut queue: VecDeque<Scene> = scenes.into();
+        while let Some(mut scene) = queue.pop_front() {
+            scene.settle();
+            touched.push(scene.conversation.id);
+            let replaced = std::mem::take(&mut scene.replaced);
+            self.stage_scene(st, scene, now, &mut change);
+            // Invitees that moved over from a peer-to-peer call: that call ends.
+            for old in replaced {
+                let end = Event::Failed(EndReason::BOT_HANG_UP);
+                // Its scene may be waiting in this batch: change that one, not a stale copy.
+                if let Some(s) = queue.iter_mut().find(|s| s.call(old).is_some()) {
+                    let _ = s.apply(old, end, now, &self.rules);
+                    continue;
+                }
+                let conv = st.calls.get(&old).map(|c| c.conversation);
+                if let Some(mut s) = conv.and_then(|c| st.scene(c)) {
+                    let _ = s.apply(old, end, now, &self.rules);
+                    queue.push_back(s);
+                }
+            }
+        }
+        let after: Option<committer::AfterCommit> = if change.enqueue.is_empty() {
+            None
+        } else {
+            let items = change.enqueue.clone();
+            let delivery = self.delivery.clone();
+            Some(Box::new(move || delivery.enqueue(items)))
+        };
+        self.timers_changed.notify_one();
+        let pending = self.committer.submit(change, after);
+        if st.pending.len() >= PENDING_SWEEP {
+            let through = self.committer.settled_through();
+            st.pending.retain(|_, t| *t > through);
+        }
+        for conv in touched {
+            st.pending.insert(conv, pending.ticket);
+        }
+        st.ticket_views(pending.ticket);
+        pending
+    }
+
+    /// One scene into memory and into `change`.
+    pub(super) fn stage_scene(
+        &self,
+        st: &mut State,
+        scene: Scene,
+        now: Timestamp,
+        change: &mut Change,
+    ) {
+        let due = scene.next_due();
+        let Scene {
+            conversation,
+            calls,
+            out,
+            gone,
+            ..
+        } = scene;
+        let names = |w: &Who| self.names(w, |id| calls.iter().find(|c| c.id == id));
+        for (id, emit) in &out {
+            if let Some(call) = calls.iter().find(|c| c.id == *id) {
+                let item = st.outbox_item(call, &conversation, &names, emit, now, self);
+                change.enqueue.push(item);
+            }
+            if let Emit::Operation(op) = emit
+                && let Some(rec) = &op.recording
+                && !rec.access_token.is_empty()
+                && op.completes_at.is_none()
+            {
+                st.keep_recording(&op.id, rec);
+            }
+        }
+        for leg in gone {
+            if let Some(p) = leg.party() {
+                st.remember(party_key(&p.id), PartyLeg::of(conversation.id, &leg));
+            }
+        }
+        for mut call in calls {
+            if call.state.is_live() {
+                st.share_names(&mut call);
+                change.put_calls.push(call.clone());
+                st.calls.insert(call.id, Box::new(call));
+            } else {
+                change.remove_calls.push((call.id, now));
+                if st.calls.remove(&call.id).is_some()
+                    && let Some(n) = st.live_per_app.get_mut(&*call.app_id)
+                {
+                    *n = n.saturating_sub(1);
+                }
+            }
+        }
+        let id = conversation.id;
+        if conversation.is_over() {
+            change.remove_conversations.push(id);
+            st.schedule(id, None);
+            st.conversations.remove(&id);
+        } else {
+            let mut conversation = conversation;
+            conversation.compact();
+            // Most changes (operations, keep-alives) leave the conversation as it was.
+            let stored = st.conversations.get(&id);
+            if stored.is_none_or(|c| **c != conversation) {
+                change.put_conversations.push(conversation.clone());
+            }
+            conversation.scheduled = st.conversations.get(&id).and_then(|c| c.scheduled);
+            st.conversations.insert(id, Box::new(conversation));
+            st.schedule(id, due);
+        }
+    }
+
+    /// Waits until everything submitted so far was committed (or refused).
+    pub async fn flush(&self) {
+        self.committer.barrier().await;
+    }
+}
+
+impl State {
+    /// Builds the outbox entry for one emit about `call`, taking the next sequence number.
+    pub(super) fn outbox_item(
+        &mut self,
+        call: &Call,
+        conversation: &Conversation,
+        names: Names,
+        emit: &Emit,
+        now: Timestamp,
+        engine: &Engine,
+    ) -> OutboxItem {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let n = match emit {
+            Emit::State(notice) => {
+                let view = View {
+                    notification: true,
+                    state: Some(notice.state),
+                    hide_result: notice.state == CallState::Terminating,
+                    ..View::default()
+                };
+                let data = write_call(call, &view);
+                Notification::for_call(notice.change, call.id, &call.callback_uri, data)
+            }
+            Emit::Tone(tone, seq) => {
+                let view = View {
+                    notification: true,
+                    tone: Some((tone, *seq)),
+                    ..View::default()
+                };
+                let data = write_call(call, &view);
+                Notification::for_call(ChangeType::Updated, call.id, &call.callback_uri, data)
+            }
+            Emit::Operation(op) => {
+                let resource = crate::graph::operation::resource(call.id, &op.id);
+                let mut data =
+                    crate::graph::operation::render(op, Some(&engine.recording_url(&op.id)));
+                data["@odata.id"] = json!(format!("/communications/{resource}"));
+                Notification {
+                    change: ChangeType::Deleted,
+                    resource,
+                    callback_uri: call.callback_uri.clone(),
+                    data: data.to_string(),
+                }
+            }
+            Emit::Roster => Notification {
+                change: ChangeType::Updated,
+                resource: format!("calls/{}/participants", call.id),
+                callback_uri: call.callback_uri.clone(),
+                data: Value::Array(crate::graph::participant::roster(conversation, names))
+                    .to_string(),
+            },
+        };
+        let change_type = n.change.as_str().to_string();
+        OutboxItem {
+            seq,
+            call_id: call.id,
+            app_id: call.app_id.to_string(),
+            tenant_id: call.tenant_id.to_string(),
+            callback_uri: call.callback_uri.clone(),
+            change_type,
+            resource_url: n.resource_url(),
+            body: n.envelope(),
+            created_at: now,
+            status: DeliveryStatus::Pending,
+            attempts: 0,
+            next_attempt_at: now,
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! The engine's live registry: what memory holds between two changes.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use super::views::PartyLeg;
+use crate::clock::Timestamp;
+use crate::config::MeetingConfig;
+use crate::domain::conversation::{Conversation, Kind, Leg, LegState, Scene, Who};
+use crate::domain::operation::Recording;
+use crate::domain::{Call, CallId, PartyKind, Peer};
+use crate::fabric::Fabric;
+use crate::store::Snapshot;
+use uuid::Uuid;
+
+/// How many ended call legs are remembered for `GET /_switchboard/v1/parties/{id}`.
+pub(super) const ENDED_MEMORY: usize = 10_000;
+
+pub(super) struct State {
+    /// Boxed: a call is a few hundred bytes, and a map of boxes wastes less on empty slots.
+    pub(super) calls: HashMap<CallId, Box<Call>>,
+    pub(super) conversations: HashMap<CallId, Box<Conversation>>,
+    /// Meetings by join id: (conversation, passcode).
+    pub(super) meetings: HashMap<String, (CallId, Option<String>)>,
+    /// (due time, conversation) for every conversation with a pending timer, ring or operation.
+    pub(super) timers: BTreeSet<(Timestamp, CallId)>,
+    pub(super) live_per_app: HashMap<String, usize>,
+    /// App and tenant ids, shared by the calls that name them.
+    pub(super) names: HashSet<Arc<str>>,
+    /// Party legs that ended (party key, leg, the ticket of the change that ended it).
+    pub(super) ended: VecDeque<(String, PartyLeg, u64)>,
+    /// Finished recordings by operation id, with the ticket of the change that made them.
+    pub(super) recordings: HashMap<String, (Recording, u64)>,
+    /// Recording ids, oldest first, so that the oldest are dropped past [`RECORDINGS_KEPT`].
+    pub(super) recording_order: VecDeque<String>,
+    /// Conversation -> the ticket of the last change staged for it, while it may not be settled:
+    /// a reader waits for it before answering (see [`Committer::durable`]).
+    pub(super) pending: HashMap<CallId, u64>,
+    pub(super) next_seq: i64,
+}
+
+/// Settled tickets are dropped from `State::pending` once it holds this many.
+pub(super) const PENDING_SWEEP: usize = 1024;
+
+/// How many finished recordings are kept for download.
+pub(super) const RECORDINGS_KEPT: usize = 10_000;
+
+impl State {
+    /// The state a snapshot of the store holds, with the configured meetings (a meeting that was
+    /// never stored starts as configured).
+    pub(super) fn build(
+        snapshot: &Snapshot,
+        meetings: &[MeetingConfig],
+        fabric: &dyn Fabric,
+        now: Timestamp,
+    ) -> State {
+        let mut state = State {
+            calls: HashMap::new(),
+            conversations: HashMap::new(),
+            meetings: HashMap::new(),
+            timers: BTreeSet::new(),
+            live_per_app: HashMap::new(),
+            names: HashSet::new(),
+            ended: VecDeque::new(),
+            recordings: HashMap::new(),
+            pending: HashMap::new(),
+            recording_order: VecDeque::new(),
+            next_seq: snapshot.next_seq,
+        };
+        for call in &snapshot.calls {
+            *state
+                .live_per_app
+                .entry(call.app_id.to_string())
+                .or_default() += 1;
+            let mut call = call.clone();
+            state.share_names(&mut call);
+            state.calls.insert(call.id, Box::new(call));
+        }
+        for c in &snapshot.conversations {
+            state.conversations.insert(c.id, Box::new(c.clone()));
+        }
+        for m in meetings {
+            let stored = state.conversations.values().find(
+                |c| matches!(&c.kind, Kind::Meeting { join_meeting_id } if *join_meeting_id == m.join_meeting_id),
+            );
+            let id = match stored {
+                Some(c) => c.id,
+                None => {
+                    let kind = Kind::Meeting {
+                        join_meeting_id: m.join_meeting_id.clone(),
+                    };
+                    let mut c = Conversation::new(CallId::new(), kind, now);
+                    for p in &m.parties {
+                        let info = fabric.party(p);
+                        let peer = Peer {
+                            id: p.clone(),
+                            kind: info.as_ref().map_or(PartyKind::User, |i| i.kind),
+                        };
+                        c.add(Leg::new(
+                            Uuid::new_v4(),
+                            Who::Party(peer),
+                            LegState::Connected,
+                        ));
+                    }
+                    let id = c.id;
+                    state.conversations.insert(id, Box::new(c));
+                    id
+                }
+            };
+            state
+                .meetings
+                .insert(m.join_meeting_id.clone(), (id, m.passcode.clone()));
+        }
+        let ids: Vec<CallId> = state.conversations.keys().copied().collect();
+        for id in ids {
+            let due = state.scene(id).and_then(|s| s.next_due());
+            state.schedule(id, due);
+        }
+        state
+    }
+
+    /// A conversation with its bots' live calls, to change.
+    pub(super) fn scene(&self, id: CallId) -> Option<Scene> {
+        let conv = self.conversations.get(&id)?;
+        let calls = conv
+            .bot_calls()
+            .filter_map(|c| self.calls.get(&c))
+            .map(|c| Call::clone(c))
+            .collect();
+        Some(Scene::new(Conversation::clone(conv), calls))
+    }
+
+    /// Makes the call hold the app's and tenant's ids that every other call of theirs holds.
+    pub(super) fn share_names(&mut self, call: &mut Call) {
+        for name in [&mut call.app_id, &mut call.tenant_id] {
+            match self.names.get(&**name) {
+                Some(shared) => *name = shared.clone(),
+                None => {
+                    self.names.insert(name.clone());
+                }
+            }
+        }
+    }
+
+    /// Sets when a conversation is next due (`None`: nothing pending).
+    pub(super) fn schedule(&mut self, id: CallId, due: Option<Timestamp>) {
+        let Some(c) = self.conversations.get_mut(&id) else {
+            return;
+        };
+        if let Some(old) = std::mem::replace(&mut c.scheduled, due) {
+            self.timers.remove(&(old, id));
+        }
+        if let Some(t) = due {
+            self.timers.insert((t, id));
+        }
+    }
+
+    /// The ticket a reader of this conversation waits for (0: nothing pending).
+    pub(super) fn ticket_of(&self, conv: CallId) -> u64 {
+        self.pending.get(&conv).copied().unwrap_or(0)
+    }
+
+    /// Gives the memory-only views this change made (ended legs and recordings, the newest
+    /// without a ticket) the change's ticket.
+    pub(super) fn ticket_views(&mut self, ticket: u64) {
+        for (_, _, t) in self.ended.iter_mut().rev().take_while(|(_, _, t)| *t == 0) {
+            *t = ticket;
+        }
+        for id in self.recording_order.iter().rev() {
+            match self.recordings.get_mut(id) {
+                Some((_, t)) if *t == 0 => *t = ticket,
+                _ => break,
+            }
+        }
+    }
+
+    pub(super) fn remember(&mut self, party: String, leg: PartyLeg) {
+        if self.ended.len() >= ENDED_MEMORY {
+            self.ended.pop_front();
+        }
+        // Its ticket once the change is submitted (`Engine::stage`).
+        self.ended.push_back((party, leg, 0));
+    }
+
+    pub(super) fn keep_recording(&mut self, op_id: &str, rec: &Recording) {
+        if self.recording_order.len() >= RECORDINGS_KEPT
+            && let Some(oldest) = self.recording_order.pop_front()
+        {
+            self.recordings.remove(&oldest);
+        }
+        self.recording_order.push_back(op_id.to_string());
+        // Its ticket once the change is submitted (`Engine::stage`).
+        self.recordings.insert(op_id.to_string(), (rec.clone(), 0));
+    }
+}
