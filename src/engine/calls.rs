@@ -1,7 +1,7 @@
 //! Calls: create (outgoing, group, meeting join), answer, reject, redirect, transfer, keep-alive
 //! and hang-up.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{AppRef, Engine, EngineError, State, not_allowed, transition_error};
 use crate::clock::Timestamp;
@@ -12,7 +12,6 @@ use crate::domain::{
 };
 use crate::fabric::DialPlan;
 use crate::graph::call::{CreateCall, fill_source};
-use crate::graph::odata_type;
 use crate::store::committer::{self};
 use uuid::Uuid;
 
@@ -25,23 +24,6 @@ pub(super) fn check_up(call: &Call, what: &str) -> Result<(), EngineError> {
         )));
     }
     Ok(())
-}
-
-/// The chat a group call or meeting has: the client's, with the thread filled in.
-pub(super) fn chat_info(given: Option<&Value>, thread_id: &str) -> Value {
-    let mut chat = given
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    chat.insert("@odata.type".into(), json!(odata_type("chatInfo")));
-    if chat.get("threadId").is_none_or(Value::is_null) {
-        chat.insert("threadId".into(), json!(thread_id));
-    }
-    if chat.get("messageId").is_none_or(Value::is_null) {
-        chat.insert("messageId".into(), json!("0"));
-    }
-    chat.entry("replyChainMessageId").or_insert(Value::Null);
-    Value::Object(chat)
 }
 
 impl Engine {
@@ -140,7 +122,10 @@ impl Engine {
                 // The meeting lets the bot in at once.
                 call.timers.answer_at = Some(now);
                 let thread = scene.conversation.thread_id();
-                wire.insert("chatInfo".into(), chat_info(wire.get("chatInfo"), &thread));
+                wire.insert(
+                    "chatInfo".into(),
+                    crate::graph::call::chat_info(wire.get("chatInfo"), &thread),
+                );
                 scene.conversation.add(Self::bot_leg(&call));
                 scene
             }
@@ -153,7 +138,10 @@ impl Engine {
                 let mut conv = Conversation::new(call.id, kind, now);
                 if conv.is_group() {
                     let thread = conv.thread_id();
-                    wire.insert("chatInfo".into(), chat_info(wire.get("chatInfo"), &thread));
+                    wire.insert(
+                        "chatInfo".into(),
+                        crate::graph::call::chat_info(wire.get("chatInfo"), &thread),
+                    );
                 }
                 conv.add(Self::bot_leg(&call));
                 for t in &targets {

@@ -1,13 +1,10 @@
 //! What happens on a party's side of a call: it dials in, presses keys, hangs up.
 
-use serde_json::json;
-
 use super::{AppRef, Engine, EngineError};
 use crate::clock::Timestamp;
 use crate::domain::call::{Wire, party_key};
 use crate::domain::conversation::{Conversation, Emit, Kind, Leg, LegState, Scene, Who};
 use crate::domain::{Call, CallId, CallState, ChangeType, Direction, Notice, Peer};
-use crate::graph::odata_type;
 use uuid::Uuid;
 
 impl Engine {
@@ -29,37 +26,13 @@ impl Engine {
         );
         call.timers.acknowledge_deadline = Some(now + chrono::Duration::seconds(15));
         let caller_pid = Uuid::new_v4();
-        let kind = crate::domain::conversation::identity_key(party.kind);
-        let caller = json!({
-            "@odata.type": odata_type("participantInfo"),
-            "identity": {
-                "@odata.type": odata_type("identitySet"),
-                kind: {"@odata.type": odata_type("identity"), "id": party.id, "displayName": display_name},
-            },
-            "endpointType": "default", "region": null, "languageId": null, "countryCode": null,
-            "participantId": caller_pid,
-        });
-        let me = json!({
-            "@odata.type": odata_type("invitationParticipantInfo"),
-            "identity": {
-                "@odata.type": odata_type("identitySet"),
-                "application": {"@odata.type": odata_type("identity"), "id": app.app_id, "displayName": app.display_name},
-            },
-            "endpointType": null, "replacesCallId": null, "hidden": null, "participantId": call.my_participant_id,
-        });
-        let mut wire = serde_json::Map::new();
-        wire.insert("source".into(), caller);
-        wire.insert("targets".into(), json!([me]));
-        wire.insert("requestedModalities".into(), json!(["audio"]));
-        wire.insert(
-            "incomingContext".into(),
-            json!({
-                "@odata.type": odata_type("incomingContext"),
-                "sourceParticipantId": caller_pid,
-                "observedParticipantId": caller_pid,
-                "onBehalfOf": null,
-                "transferor": null,
-            }),
+        let wire = crate::graph::call::incoming(
+            (&party, display_name, caller_pid),
+            (
+                &app.app_id,
+                app.display_name.as_deref(),
+                call.my_participant_id,
+            ),
         );
         call.wire = Wire::from_map(wire);
         let mut conv = Conversation::new(call.id, Kind::PeerToPeer, now);

@@ -3,16 +3,13 @@
 
 use std::collections::VecDeque;
 
-use serde_json::{Value, json};
-
 use super::state::PENDING_SWEEP;
 use super::views::PartyLeg;
 use super::{Engine, EngineError, State};
 use crate::clock::Timestamp;
 use crate::domain::call::{Rules, party_key};
 use crate::domain::conversation::{Conversation, Emit, Scene, Who};
-use crate::domain::{Call, CallId, CallState, ChangeType, EndReason, Event};
-use crate::graph::call::{View, write as write_call};
+use crate::domain::{Call, CallId, EndReason, Event};
 use crate::graph::notification::Notification;
 use crate::graph::participant::Names;
 use crate::store::committer::{self};
@@ -203,46 +200,9 @@ impl State {
     ) -> OutboxItem {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let n = match emit {
-            Emit::State(notice) => {
-                let view = View {
-                    notification: true,
-                    state: Some(notice.state),
-                    hide_result: notice.state == CallState::Terminating,
-                    ..View::default()
-                };
-                let data = write_call(call, &view);
-                Notification::for_call(notice.change, call.id, &call.callback_uri, data)
-            }
-            Emit::Tone(tone, seq) => {
-                let view = View {
-                    notification: true,
-                    tone: Some((tone, *seq)),
-                    ..View::default()
-                };
-                let data = write_call(call, &view);
-                Notification::for_call(ChangeType::Updated, call.id, &call.callback_uri, data)
-            }
-            Emit::Operation(op) => {
-                let resource = crate::graph::operation::resource(call.id, &op.id);
-                let mut data =
-                    crate::graph::operation::render(op, Some(&engine.recording_url(&op.id)));
-                data["@odata.id"] = json!(format!("/communications/{resource}"));
-                Notification {
-                    change: ChangeType::Deleted,
-                    resource,
-                    callback_uri: call.callback_uri.clone(),
-                    data: data.to_string(),
-                }
-            }
-            Emit::Roster => Notification {
-                change: ChangeType::Updated,
-                resource: format!("calls/{}/participants", call.id),
-                callback_uri: call.callback_uri.clone(),
-                data: Value::Array(crate::graph::participant::roster(conversation, names))
-                    .to_string(),
-            },
-        };
+        let n = Notification::for_emit(call, conversation, names, emit, |op| {
+            engine.recording_url(op)
+        });
         let change_type = n.change.as_str().to_string();
         OutboxItem {
             seq,

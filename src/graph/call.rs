@@ -319,6 +319,66 @@ pub fn parse_create(body: &Value) -> Result<CreateCall, WireError> {
     })
 }
 
+/// The chat a group call or meeting has: the client's, with the thread filled in.
+pub fn chat_info(given: Option<&Value>, thread_id: &str) -> Value {
+    let mut chat = given
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    chat.insert("@odata.type".into(), json!(odata_type("chatInfo")));
+    if chat.get("threadId").is_none_or(Value::is_null) {
+        chat.insert("threadId".into(), json!(thread_id));
+    }
+    if chat.get("messageId").is_none_or(Value::is_null) {
+        chat.insert("messageId".into(), json!("0"));
+    }
+    chat.entry("replyChainMessageId").or_insert(Value::Null);
+    Value::Object(chat)
+}
+
+/// What Graph says of an incoming call besides its state: the caller (`source`, a participant
+/// with `participantId`), the bot as the invited target, `requestedModalities` and the
+/// `incomingContext`. `caller`: the party, its display name and participant id; `app`: the
+/// app's id, display name and the call's own participant id.
+pub fn incoming(
+    (party, caller_name, caller_pid): (&Peer, Option<&str>, uuid::Uuid),
+    (app_id, app_name, my_pid): (&str, Option<&str>, uuid::Uuid),
+) -> Map<String, Value> {
+    let kind = crate::domain::conversation::identity_key(party.kind);
+    let caller = json!({
+        "@odata.type": odata_type("participantInfo"),
+        "identity": {
+            "@odata.type": odata_type("identitySet"),
+            kind: {"@odata.type": odata_type("identity"), "id": party.id, "displayName": caller_name},
+        },
+        "endpointType": "default", "region": null, "languageId": null, "countryCode": null,
+        "participantId": caller_pid,
+    });
+    let me = json!({
+        "@odata.type": odata_type("invitationParticipantInfo"),
+        "identity": {
+            "@odata.type": odata_type("identitySet"),
+            "application": {"@odata.type": odata_type("identity"), "id": app_id, "displayName": app_name},
+        },
+        "endpointType": null, "replacesCallId": null, "hidden": null, "participantId": my_pid,
+    });
+    let mut wire = Map::new();
+    wire.insert("source".into(), caller);
+    wire.insert("targets".into(), json!([me]));
+    wire.insert("requestedModalities".into(), json!(["audio"]));
+    wire.insert(
+        "incomingContext".into(),
+        json!({
+            "@odata.type": odata_type("incomingContext"),
+            "sourceParticipantId": caller_pid,
+            "observedParticipantId": caller_pid,
+            "onBehalfOf": null,
+            "transferor": null,
+        }),
+    );
+    wire
+}
+
 /// The `source` of an outgoing call: what the client gave, with the app's identity filled in.
 pub fn fill_source(
     given: Option<&Value>,

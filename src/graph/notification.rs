@@ -1,9 +1,12 @@
 //! `commsNotifications`: the envelope Graph POSTs to a bot's callback URL.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
+use super::call::{View, write as write_call};
 use super::odata_type;
-use crate::domain::{CallId, ChangeType};
+use super::participant::Names;
+use crate::domain::conversation::{Conversation, Emit};
+use crate::domain::{Call, CallId, CallState, ChangeType};
 
 /// How every envelope begins: the `value` list follows.
 pub const ENVELOPE_HEAD: &str =
@@ -29,6 +32,56 @@ impl Notification {
             resource: format!("calls/{id}"),
             callback_uri: callback_uri.to_string(),
             data,
+        }
+    }
+
+    /// What a bot's call is told of one thing that happened in its conversation (`emit`):
+    /// its state, a tone, an operation finished, or the roster. `recording_url` gives a
+    /// recording's download address from its operation id.
+    pub fn for_emit(
+        call: &Call,
+        conversation: &Conversation,
+        names: Names,
+        emit: &Emit,
+        recording_url: impl Fn(&str) -> String,
+    ) -> Self {
+        match emit {
+            Emit::State(notice) => {
+                let view = View {
+                    notification: true,
+                    state: Some(notice.state),
+                    hide_result: notice.state == CallState::Terminating,
+                    ..View::default()
+                };
+                let data = write_call(call, &view);
+                Notification::for_call(notice.change, call.id, &call.callback_uri, data)
+            }
+            Emit::Tone(tone, seq) => {
+                let view = View {
+                    notification: true,
+                    tone: Some((tone, *seq)),
+                    ..View::default()
+                };
+                let data = write_call(call, &view);
+                Notification::for_call(ChangeType::Updated, call.id, &call.callback_uri, data)
+            }
+            Emit::Operation(op) => {
+                let resource = super::operation::resource(call.id, &op.id);
+                let mut data = super::operation::render(op, Some(&recording_url(&op.id)));
+                data["@odata.id"] = json!(format!("/communications/{resource}"));
+                Notification {
+                    change: ChangeType::Deleted,
+                    resource,
+                    callback_uri: call.callback_uri.clone(),
+                    data: data.to_string(),
+                }
+            }
+            Emit::Roster => Notification {
+                change: ChangeType::Updated,
+                resource: format!("calls/{}/participants", call.id),
+                callback_uri: call.callback_uri.clone(),
+                data: Value::Array(super::participant::roster(conversation, names)).to_string(),
+            },
         }
     }
 
