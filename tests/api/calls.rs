@@ -92,7 +92,7 @@ async fn a_call_is_created_established_and_hung_up_with_notifications_in_order()
 
 #[tokio::test]
 async fn an_ended_call_is_gone_for_every_verb() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let token = app.token().await;
     let id = app.established(&token).await;
     assert_eq!(
@@ -116,7 +116,7 @@ async fn an_ended_call_is_gone_for_every_verb() {
 
 #[tokio::test]
 async fn paths_and_ids_are_case_insensitive_and_actions_may_be_qualified() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let token = app.token().await;
     let id = app.established(&token).await;
     let upper = id.to_uppercase();
@@ -152,7 +152,7 @@ async fn paths_and_ids_are_case_insensitive_and_actions_may_be_qualified() {
 
 #[tokio::test]
 async fn each_party_behaviour_ends_the_call_with_its_reason() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let token = app.token().await;
     let cases = [
         ("5e9f0000-0000-4000-8000-000000000005", (480, 10037)),
@@ -184,7 +184,7 @@ async fn each_party_behaviour_ends_the_call_with_its_reason() {
 
 #[tokio::test]
 async fn a_callee_who_never_answers_rings_until_the_ringing_timeout() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let token = app.token().await;
     let id = app
         .create(&token, "5e9f0000-0000-4000-8000-000000000011")
@@ -237,7 +237,7 @@ async fn a_call_without_keep_alive_for_45_minutes_is_cleaned_up_and_a_kept_one_i
 
 #[tokio::test]
 async fn the_other_side_hanging_up_ends_with_the_reason_for_its_kind() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let token = app.token().await;
     for (party, reason) in [(ALICE, (200, 4521)), (PHONE, (200, 560000))] {
         let id = app.create(&token, party).await;
@@ -263,7 +263,7 @@ async fn the_other_side_hanging_up_ends_with_the_reason_for_its_kind() {
 
 #[tokio::test]
 async fn an_injected_failure_ends_the_call_with_the_given_reason() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let token = app.token().await;
     let id = app.established(&token).await;
     let f = app
@@ -290,7 +290,7 @@ async fn an_injected_failure_ends_the_call_with_the_given_reason() {
 
 #[tokio::test]
 async fn bad_input_gets_a_graph_error_with_the_right_status() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let token = app.token().await;
     let good = app.p2p(ALICE);
     let mut cases = vec![];
@@ -384,7 +384,7 @@ async fn bad_input_gets_a_graph_error_with_the_right_status() {
 
 #[tokio::test]
 async fn sloppy_but_valid_requests_are_accepted_and_unknown_properties_kept() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let token = app.token().await;
     let body = json!({
         "callbackUri": app.receiver.url(),
@@ -411,7 +411,7 @@ async fn sloppy_but_valid_requests_are_accepted_and_unknown_properties_kept() {
 
 #[tokio::test]
 async fn every_response_carries_a_request_id_and_echoes_the_client_request_id() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let token = app.token().await;
     let r = app
         .http
@@ -442,7 +442,7 @@ async fn every_response_carries_a_request_id_and_echoes_the_client_request_id() 
 #[tokio::test]
 async fn the_control_api_reads_json_whatever_the_content_type_says() {
     // `curl -d '{"seconds": 1}'` labels its JSON as a form.
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let before = app.admin("GET", "/clock", None).await.body["now"].clone();
     let r = app
         .http

@@ -102,7 +102,7 @@ fn post_head(app: &TestApp, path: &str, token: &str, len: usize) -> String {
 
 #[tokio::test]
 async fn an_answer_that_leaves_a_large_body_unread_says_connection_close() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let (mut rd, mut wr) = TcpStream::connect(host(&app)).await.unwrap().into_split();
     let body = vec![b'x'; 100 * 1024];
     wr.write_all(post_head(&app, CALLS, "not-a-token", body.len()).as_bytes())
@@ -123,7 +123,7 @@ async fn an_answer_that_leaves_a_large_body_unread_says_connection_close() {
 
 #[tokio::test]
 async fn a_small_unread_body_is_drained_and_the_connection_kept() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let mut s = TcpStream::connect(host(&app)).await.unwrap();
     let body = vec![b'x'; 1024];
     for _ in 0..2 {
@@ -149,7 +149,7 @@ async fn a_small_unread_body_is_drained_and_the_connection_kept() {
 
 #[tokio::test]
 async fn an_ipv4_client_of_a_dual_stack_listener_is_served_the_control_api_as_loopback() {
-    let app = match spawn_app_on(Backend::Memory, "", "[::]:0", |s| s.admin.token = None).await {
+    let app = match spawn_app_on(Backend::Suite, "", "[::]:0", |s| s.admin.token = None).await {
         Ok(app) => app,
         Err(e) => {
             println!("skipped: cannot listen on [::] here ({e:#})");
@@ -205,7 +205,7 @@ const SMALL_LIMIT: &str = "[limits]\nmax_connections = 8\n";
 
 #[tokio::test]
 async fn at_the_connection_limit_the_connection_idle_longest_is_closed_for_a_new_one() {
-    let app = spawn_app_with(Backend::Memory, SMALL_LIMIT).await;
+    let app = spawn_app_with(Backend::Suite, SMALL_LIMIT).await;
     let mut idle = Vec::new();
     for _ in 0..8 {
         idle.push(connect(&app).await);
@@ -228,7 +228,7 @@ async fn at_the_connection_limit_the_connection_idle_longest_is_closed_for_a_new
 
 #[tokio::test]
 async fn a_connection_in_the_middle_of_a_request_is_not_shed() {
-    let app = spawn_app_with(Backend::Memory, SMALL_LIMIT).await;
+    let app = spawn_app_with(Backend::Suite, SMALL_LIMIT).await;
     let mut busy = connect(&app).await;
     start_advance(&app, &mut busy).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -258,7 +258,7 @@ async fn a_connection_in_the_middle_of_a_request_is_not_shed() {
 
 #[tokio::test]
 async fn when_every_connection_is_busy_a_new_one_waits_for_one_to_finish() {
-    let app = spawn_app_with(Backend::Memory, "[limits]\nmax_connections = 2\n").await;
+    let app = spawn_app_with(Backend::Suite, "[limits]\nmax_connections = 2\n").await;
     let mut a = connect(&app).await;
     start_advance(&app, &mut a).await;
     let mut b = connect(&app).await;

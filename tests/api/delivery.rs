@@ -50,7 +50,7 @@ async fn a_failing_receiver_gets_retries_in_order_and_the_log_shows_every_attemp
 /// The first attempt is answered 429 with `Retry-After: value` (120 s from now): the retry waits
 /// for it, on the call clock.
 async fn retry_after_is_honoured(value: &'static str) {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let token = app.token().await;
     app.receiver.fail_next(&[(429, Some(value))]);
     let id = app.create(&token, ALICE).await;
@@ -115,7 +115,7 @@ async fn a_notification_that_keeps_failing_is_marked_dead_and_the_next_one_goes_
 
 #[tokio::test]
 async fn notifications_due_together_go_out_in_one_post_in_order() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let token = app.token().await;
     let id = app.established(&token).await;
     let r = app
@@ -180,7 +180,7 @@ async fn hanging_receiver() -> (String, tokio::task::JoinHandle<()>) {
 #[tokio::test]
 async fn a_hanging_receiver_of_one_app_does_not_delay_another_apps_notifications() {
     let app = spawn_app_with(
-        Backend::Memory,
+        Backend::Suite,
         "[delivery]\ntimeout_ms = 4000\nconcurrency = 16\nper_app_concurrency = 8\nper_receiver_concurrency = 4\n",
     )
     .await;

@@ -392,7 +392,7 @@ async fn joining_a_meeting_gives_chat_and_meeting_info_and_a_roster_of_everyone_
 
 #[tokio::test]
 async fn a_meeting_needs_its_id_its_passcode_and_a_join_role() {
-    let app = spawn(Backend::Memory).await;
+    let app = spawn(Backend::Suite).await;
     let token = app.token().await;
     let cases = [
         (
@@ -482,7 +482,7 @@ async fn a_meeting_needs_its_id_its_passcode_and_a_join_role() {
 
 #[tokio::test]
 async fn when_everyone_else_leaves_a_meeting_the_bots_call_ends_with_5002() {
-    let app = spawn(Backend::Memory).await;
+    let app = spawn(Backend::Suite).await;
     let token = app.token().await;
     let (id, _) = join_meeting(&app, &token).await;
     wait_roster(&app, &id, &[CAROL, DAVE, APP_A]).await;
@@ -614,7 +614,7 @@ async fn a_group_call_is_established_when_the_first_target_answers() {
 
 #[tokio::test]
 async fn a_group_call_needs_the_initiate_group_call_role() {
-    let app = spawn(Backend::Memory).await;
+    let app = spawn(Backend::Suite).await;
     let b = app.token_for(APP_B).await;
     let r = app
         .send("POST", CALLS, Some(&b), Some(app.group(&[ALICE, BOB])))
@@ -632,7 +632,7 @@ async fn a_group_call_needs_the_initiate_group_call_role() {
 
 #[tokio::test]
 async fn a_group_call_nobody_joins_ends_with_5013_at_the_ringing_timeout_and_not_before() {
-    let app = spawn(Backend::Memory).await;
+    let app = spawn(Backend::Suite).await;
     let token = app.token().await;
     let (id, _) = create_group(&app, &token, &[SILENT, NOT_FOUND]).await;
     app.advance(59.0).await;
@@ -718,7 +718,7 @@ async fn a_removed_participant_ends_with_5300_and_when_the_last_other_hangs_up_t
 
 #[tokio::test]
 async fn the_bot_leaving_a_group_call_leaves_the_others_talking() {
-    let app = spawn(Backend::Memory).await;
+    let app = spawn(Backend::Suite).await;
     let token = app.token().await;
     let id = group_with(&app, &token, &[ALICE, BOB]).await;
     let d = app
@@ -742,7 +742,7 @@ async fn the_bot_leaving_a_group_call_leaves_the_others_talking() {
 
 #[tokio::test]
 async fn a_party_hanging_up_updates_the_roster_and_the_call_goes_on_until_the_last_leaves() {
-    let app = spawn(Backend::Memory).await;
+    let app = spawn(Backend::Suite).await;
     let token = app.token().await;
     let id = group_with(&app, &token, &[ALICE, BOB, PHONE]).await;
     let list = participants(&app, &token, &id).await;
@@ -773,7 +773,7 @@ async fn a_party_hanging_up_updates_the_roster_and_the_call_goes_on_until_the_la
 
 #[tokio::test]
 async fn an_unknown_participant_is_404_for_get_delete_and_mute() {
-    let app = spawn(Backend::Memory).await;
+    let app = spawn(Backend::Suite).await;
     let token = app.token().await;
     let id = group_with(&app, &token, &[ALICE, BOB]).await;
     let unknown = uuid::Uuid::new_v4().to_string();
@@ -800,7 +800,7 @@ async fn an_unknown_participant_is_404_for_get_delete_and_mute() {
 
 #[tokio::test]
 async fn a_p2p_call_lists_its_two_participants_but_refuses_removal_and_mute() {
-    let app = spawn(Backend::Memory).await;
+    let app = spawn(Backend::Suite).await;
     let token = app.token().await;
     let id = app.established(&token).await;
     let list = participants(&app, &token, &id).await;
@@ -881,7 +881,7 @@ async fn an_invitee_who_answers_completes_the_operation_and_then_joins_the_roste
 
 #[tokio::test]
 async fn an_invitee_who_cannot_be_found_fails_the_operation_with_480_10037() {
-    let app = spawn(Backend::Memory).await;
+    let app = spawn(Backend::Suite).await;
     let token = app.token().await;
     let id = group_with(&app, &token, &[ALICE, BOB]).await;
     let r = invite(
@@ -916,7 +916,7 @@ async fn an_invitee_who_cannot_be_found_fails_the_operation_with_480_10037() {
 
 #[tokio::test]
 async fn an_invite_needs_participants_with_an_identity() {
-    let app = spawn(Backend::Memory).await;
+    let app = spawn(Backend::Suite).await;
     let token = app.token().await;
     let id = group_with(&app, &token, &[ALICE, BOB]).await;
     for (label, body) in [
@@ -935,7 +935,7 @@ async fn an_invite_needs_participants_with_an_identity() {
 
 #[tokio::test]
 async fn removing_a_ringing_invitee_cancels_the_invite_with_8508() {
-    let app = spawn(Backend::Memory).await;
+    let app = spawn(Backend::Suite).await;
     let token = app.token().await;
     let id = group_with(&app, &token, &[ALICE, BOB]).await;
     let mut who_rings = invitee(SILENT);
@@ -980,7 +980,7 @@ async fn removing_a_ringing_invitee_cancels_the_invite_with_8508() {
 
 #[tokio::test]
 async fn inviting_into_a_p2p_call_makes_it_a_group_call() {
-    let app = spawn(Backend::Memory).await;
+    let app = spawn(Backend::Suite).await;
     let token = app.token().await;
     let id = app.established(&token).await;
     let r = invite(&app, &token, &id, json!({"participants": [invitee(BOB)]})).await;
@@ -999,7 +999,7 @@ async fn inviting_into_a_p2p_call_makes_it_a_group_call() {
 
 #[tokio::test]
 async fn an_invite_replacing_a_p2p_call_brings_its_party_in_and_ends_that_call() {
-    let app = spawn(Backend::Memory).await;
+    let app = spawn(Backend::Suite).await;
     let token = app.token().await;
     let p2p = app.established(&token).await;
     let id = group_with(&app, &token, &[BOB, PHONE]).await;
@@ -1038,7 +1038,7 @@ async fn an_invite_replacing_a_p2p_call_brings_its_party_in_and_ends_that_call()
 
 #[tokio::test]
 async fn muting_a_participant_completes_at_once_and_the_roster_shows_them_muted() {
-    let app = spawn(Backend::Memory).await;
+    let app = spawn(Backend::Suite).await;
     let token = app.token().await;
     let id = group_with(&app, &token, &[ALICE, BOB]).await;
     let alice = pid_of(&participants(&app, &token, &id).await, ALICE);
@@ -1074,7 +1074,7 @@ async fn muting_a_participant_completes_at_once_and_the_roster_shows_them_muted(
 
 #[tokio::test]
 async fn hold_music_starts_and_stops_with_completions_and_one_participant_at_a_time() {
-    let app = spawn(Backend::Memory).await;
+    let app = spawn(Backend::Suite).await;
     let token = app.token().await;
     let id = group_with(&app, &token, &[ALICE, BOB]).await;
     let list = participants(&app, &token, &id).await;

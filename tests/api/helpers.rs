@@ -36,6 +36,23 @@ pub const MEETING_PASSCODE: &str = "s3cret-pass";
 pub enum Backend {
     Memory,
     Sqlite,
+    /// The store this run of the suite is on: `SWITCHBOARD_TEST_STORE` (`memory`, the default,
+    /// or `sqlite`). `scripts/test` runs the suite once on each.
+    Suite,
+}
+
+impl Backend {
+    /// `Suite` made concrete.
+    fn resolve(self) -> Backend {
+        match self {
+            Backend::Suite => match std::env::var("SWITCHBOARD_TEST_STORE").as_deref() {
+                Ok("sqlite") => Backend::Sqlite,
+                Ok("memory") | Err(_) => Backend::Memory,
+                Ok(other) => panic!("SWITCHBOARD_TEST_STORE={other}: expected memory or sqlite"),
+            },
+            b => b,
+        }
+    }
 }
 
 pub const BACKENDS: [Backend; 2] = [Backend::Memory, Backend::Sqlite];
@@ -409,6 +426,7 @@ async fn start_app(
     // The receiver starts first so the apps' incoming_call_uri can point at it.
     let receiver = Receiver::start().await;
     let settings = settings(&receiver.url_for("/incoming"))?;
+    let backend = backend.resolve();
     let dir = (store.is_none() && matches!(backend, Backend::Sqlite)).then(TempDir::new);
     let (store, opened) = match (&dir, store) {
         (_, Some(Ok(url))) => (url, None),

@@ -21,7 +21,7 @@ async fn token_request(app: &TestApp, tenant: &str, form: &[(&str, &str)]) -> Re
 
 #[tokio::test]
 async fn the_token_endpoint_answers_as_entra_does() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let ok = [
         ("grant_type", "client_credentials"),
         ("client_id", APP_A),
@@ -134,7 +134,7 @@ fn claims(roles: Option<Vec<&str>>) -> Value {
 
 #[tokio::test]
 async fn graph_routes_refuse_bad_tokens_with_401_and_delegated_tokens_with_403() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let body = app.p2p(ALICE);
     let now = chrono::Utc::now().timestamp();
     let stranger = {
@@ -199,7 +199,7 @@ async fn graph_routes_refuse_bad_tokens_with_401_and_delegated_tokens_with_403()
 
 #[tokio::test]
 async fn each_kind_of_call_needs_its_role_at_creation_only() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let p2p = app.p2p(ALICE);
     let mut app_hosted = p2p.clone();
     app_hosted["mediaConfig"] =
@@ -319,7 +319,7 @@ async fn another_apps_call_looks_exactly_like_no_call_and_stays_untouched() {
 
 #[tokio::test]
 async fn a_request_for_another_tenant_is_refused_with_7505() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let token = app.token().await;
     let mut body = app.p2p(ALICE);
     body["tenantId"] = json!("00000000-0000-4000-8000-0000000000ff");
@@ -335,7 +335,7 @@ async fn a_request_for_another_tenant_is_refused_with_7505() {
 #[tokio::test]
 async fn limits_on_concurrent_calls_and_request_rate_answer_429_with_retry_after() {
     let extra = "[[apps]]\napp_id = \"1a2b3c4d-0000-4000-8000-00000000000d\"\ntenant_id = \"8e4c2a5b-6f0d-4c1e-9a3b-2d7f1e0c9b11\"\nclient_secret = \"secret-d\"\nroles = [\"Calls.Initiate.All\"]\nmax_concurrent_calls = 2\n\n[[apps]]\napp_id = \"1a2b3c4d-0000-4000-8000-00000000000e\"\ntenant_id = \"8e4c2a5b-6f0d-4c1e-9a3b-2d7f1e0c9b11\"\nclient_secret = \"secret-e\"\nroles = [\"Calls.Initiate.All\"]\nrequests_per_second = 2\n";
-    let app = spawn_app_with(Backend::Memory, extra).await;
+    let app = spawn_app_with(Backend::Suite, extra).await;
     let d = app.token_for("1a2b3c4d-0000-4000-8000-00000000000d").await;
     let first = app.create(&d, ALICE).await;
     app.create(&d, ALICE).await;
@@ -378,7 +378,7 @@ async fn limits_on_concurrent_calls_and_request_rate_answer_429_with_retry_after
 
 #[tokio::test]
 async fn notifications_carry_a_jwt_that_validates_against_the_published_metadata() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let token = app.token().await;
     let id = app.established(&token).await;
     let md = app
@@ -422,7 +422,7 @@ async fn notifications_carry_a_jwt_that_validates_against_the_published_metadata
 
 #[tokio::test]
 async fn the_control_api_wants_the_admin_token_and_never_an_app_token() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let token = app.token().await;
     assert_eq!(
         app.send("GET", "/_switchboard/v1/clock", Some(&token), None)
@@ -501,7 +501,7 @@ async fn a_trusted_issuer_with_a_jwks_uri_fronts_the_server() {
     let (jwks_uri, key) = outside_issuer().await;
     let issuer = "https://login.example.test/tenant/v2.0";
     let app = spawn_app_with(
-        Backend::Memory,
+        Backend::Suite,
         &format!("[[trusted_issuers]]\nissuer = \"{issuer}\"\njwks_uri = \"{jwks_uri}\"\n"),
     )
     .await;
@@ -571,7 +571,7 @@ async fn trusted_issuer_tokens_must_be_app_only_in_the_apps_tenant_for_an_app_it
     let (jwks_uri, key) = outside_issuer().await;
     let issuer = "https://login.example.test/tenant/v2.0";
     let app = spawn_app_with(
-        Backend::Memory,
+        Backend::Suite,
         &format!(
             "[[trusted_issuers]]\nissuer = \"{issuer}\"\njwks_uri = \"{jwks_uri}\"\napp_ids = [\"{APP_A}\"]\n"
         ),
@@ -642,7 +642,7 @@ async fn with_the_strict_policy_a_jwks_uri_is_fetched_only_from_public_addresses
     };
     let start = |toml: String| async move {
         let settings = switchboard::config::Settings::from_toml(&config_toml(&toml)).unwrap();
-        spawn_app_from(Backend::Memory, |_| settings).await
+        spawn_app_from(Backend::Suite, |_| settings).await
     };
     let unknown_call = "/v1.0/communications/calls/00000000-0000-4000-8000-000000000001";
     let token = outside_token(&key, issuer, json!({}));
@@ -702,7 +702,7 @@ async fn token_from(app: &TestApp, from: [u8; 4], client: &str, secret: &str) ->
 #[tokio::test]
 async fn wrong_client_secrets_are_throttled_per_client_id_and_per_peer() {
     let app = spawn_app_with(
-        Backend::Memory,
+        Backend::Suite,
         "[token_throttle]\nmax_failures = 3\nwindow_secs = 60\nlockout_secs = 2\n",
     )
     .await;

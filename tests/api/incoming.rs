@@ -245,7 +245,7 @@ async fn a_party_dialing_the_app_sends_an_incoming_call_to_its_incoming_call_uri
 
 #[tokio::test]
 async fn a_phone_calling_in_is_the_source_and_its_hang_up_ends_with_540000() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let token = app.token().await;
     let (id, created) = app.incoming(PHONE).await;
     assert_eq!(
@@ -276,7 +276,7 @@ async fn a_phone_calling_in_is_the_source_and_its_hang_up_ends_with_540000() {
 
 #[tokio::test]
 async fn dialing_needs_a_known_party_a_known_app_and_an_incoming_call_uri() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let cases = [
         (
             "unknown party",
@@ -368,7 +368,7 @@ async fn answering_sends_establishing_then_established_to_the_answers_callback_u
 
 #[tokio::test]
 async fn answering_twice_or_answering_an_outgoing_call_is_refused_without_a_second_call() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let token = app.token().await;
     let id = app.answered(&token, ALICE).await;
     let again = act(
@@ -445,7 +445,7 @@ async fn two_answers_at_once_give_one_call() {
 
 #[tokio::test]
 async fn another_apps_incoming_call_cannot_be_seen_or_answered() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let other = app.token_for(APP_B).await;
     let (id, _) = app.incoming(ALICE).await;
     let g = app
@@ -469,7 +469,7 @@ async fn another_apps_incoming_call_cannot_be_seen_or_answered() {
 
 #[tokio::test]
 async fn an_incoming_call_left_alone_for_15_seconds_ends_with_408_1106() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let token = app.token().await;
     let (id, _) = app.incoming(ALICE).await;
     app.advance(14.9).await;
@@ -523,7 +523,7 @@ async fn an_incoming_call_left_alone_for_15_seconds_ends_with_408_1106() {
 
 #[tokio::test]
 async fn an_answer_just_inside_the_window_is_in_time() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let token = app.token().await;
     let (id, _) = app.incoming(ALICE).await;
     app.advance(14.9).await;
@@ -551,7 +551,7 @@ async fn an_answer_just_inside_the_window_is_in_time() {
 
 #[tokio::test]
 async fn each_reject_reason_ends_the_call_and_the_caller_sees_why() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let token = app.token().await;
     for (reason, want) in [
         ("none", (603, 8538)),
@@ -581,7 +581,7 @@ async fn each_reject_reason_ends_the_call_and_the_caller_sees_why() {
 
 #[tokio::test]
 async fn a_reject_goes_to_its_callback_uri_and_a_bad_reason_is_refused() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let token = app.token().await;
     let (id, _) = app.incoming(ALICE).await;
     let r = act(&app, &token, &id, "reject", json!({"reason": "maybe"})).await;
@@ -611,7 +611,7 @@ async fn a_reject_goes_to_its_callback_uri_and_a_bad_reason_is_refused() {
 
 #[tokio::test]
 async fn a_redirected_call_connects_the_caller_to_the_first_target_that_answers() {
-    let app = spawn_app_with(Backend::Memory, &extra_parties()).await;
+    let app = spawn_app_with(Backend::Suite, &extra_parties()).await;
     let token = app.token().await;
     let (id, _) = app.incoming(ALICE).await;
     let r = act(
@@ -671,7 +671,7 @@ async fn a_redirected_call_connects_the_caller_to_the_first_target_that_answers(
 
 #[tokio::test]
 async fn a_redirect_nobody_answers_ends_when_its_timeout_passes() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let token = app.token().await;
     let (id, _) = app.incoming(ALICE).await;
     let r = act(
@@ -715,7 +715,7 @@ async fn a_redirect_nobody_answers_ends_when_its_timeout_passes() {
 
 #[tokio::test]
 async fn redirect_needs_targets_and_a_timeout_from_15_to_90_seconds() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let token = app.token().await;
     let (id, _) = app.incoming(ALICE).await;
     for (label, body) in [
@@ -827,7 +827,7 @@ async fn a_prompt_plays_for_the_length_of_its_wav_file_on_the_virtual_clock() {
 #[tokio::test]
 async fn prompts_fetched_over_http_are_timed_by_their_files_and_queue_in_order() {
     let dir = TempDir::new();
-    let app = spawn_app_with(Backend::Memory, &prompt_folder(&dir)).await;
+    let app = spawn_app_with(Backend::Suite, &prompt_folder(&dir)).await;
     let token = app.token().await;
     let id = app.answered(&token, ALICE).await;
     let two = app.receiver.serve("two.wav", wav_bytes(2.0));
@@ -873,7 +873,7 @@ async fn prompts_fetched_over_http_are_timed_by_their_files_and_queue_in_order()
 #[tokio::test]
 async fn client_context_is_echoed_and_more_than_256_characters_is_refused() {
     let dir = TempDir::new();
-    let app = spawn_app_with(Backend::Memory, &prompt_folder(&dir)).await;
+    let app = spawn_app_with(Backend::Suite, &prompt_folder(&dir)).await;
     let token = app.token().await;
     let id = app.answered(&token, ALICE).await;
     let uri = wav_file(&dir, "one.wav", 1.0);
@@ -922,7 +922,7 @@ async fn client_context_is_echoed_and_more_than_256_characters_is_refused() {
 
 #[tokio::test]
 async fn a_recording_stops_at_its_max_duration_and_is_served_as_wav_with_its_token() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let token = app.token().await;
     let id = app.answered(&token, ALICE).await;
     let r = act(
@@ -989,7 +989,7 @@ async fn a_recording_stops_at_its_max_duration_and_is_served_as_wav_with_its_tok
 
 #[tokio::test]
 async fn a_stop_tone_ends_a_recording_early() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let token = app.token().await;
     let id = app.answered(&token, ALICE).await;
     let r = act(
@@ -1024,7 +1024,7 @@ async fn a_stop_tone_ends_a_recording_early() {
 #[tokio::test]
 async fn a_prompt_queued_behind_a_recording_plays_as_soon_as_a_stop_tone_ends_it() {
     let dir = TempDir::new();
-    let app = spawn_app_with(Backend::Memory, &prompt_folder(&dir)).await;
+    let app = spawn_app_with(Backend::Suite, &prompt_folder(&dir)).await;
     let token = app.token().await;
     let id = app.answered(&token, ALICE).await;
     let r = act(
@@ -1067,7 +1067,7 @@ async fn a_prompt_queued_behind_a_recording_plays_as_soon_as_a_stop_tone_ends_it
 #[tokio::test]
 async fn cancel_media_processing_fails_the_running_prompt_and_the_queued_recording() {
     let dir = TempDir::new();
-    let app = spawn_app_with(Backend::Memory, &prompt_folder(&dir)).await;
+    let app = spawn_app_with(Backend::Suite, &prompt_folder(&dir)).await;
     let token = app.token().await;
     let id = app.answered(&token, ALICE).await;
     let ten = wav_file(&dir, "ten.wav", 10.0);
@@ -1161,7 +1161,7 @@ async fn cancel_media_processing_fails_the_running_prompt_and_the_queued_recordi
 
 #[tokio::test]
 async fn keys_the_party_presses_after_subscribe_to_tone_arrive_as_tone_info() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let token = app.token().await;
     let id = app.answered(&token, ALICE).await;
     let before = press(&app, ALICE, "5").await;
@@ -1238,7 +1238,7 @@ async fn keys_the_party_presses_after_subscribe_to_tone_arrive_as_tone_info() {
 
 #[tokio::test]
 async fn dtmf_tones_the_bot_sends_reach_the_party_when_the_operation_completes() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let token = app.token().await;
     let id = app.answered(&token, ALICE).await;
     let bad = act(
@@ -1281,7 +1281,7 @@ async fn dtmf_tones_the_bot_sends_reach_the_party_when_the_operation_completes()
 
 #[tokio::test]
 async fn mute_unmute_recording_status_and_screen_sharing_role_are_accepted() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let token = app.token().await;
     let id = app.answered(&token, ALICE).await;
     for (action, body, kind) in [
@@ -1347,7 +1347,7 @@ async fn mute_unmute_recording_status_and_screen_sharing_role_are_accepted() {
 
 #[tokio::test]
 async fn a_transfer_to_a_party_who_answers_ends_the_bots_call_with_7015() {
-    let app = spawn_app_with(Backend::Memory, &extra_parties()).await;
+    let app = spawn_app_with(Backend::Suite, &extra_parties()).await;
     let token = app.token().await;
     let id = app.answered(&token, ALICE).await;
     let r = act(
@@ -1404,7 +1404,7 @@ async fn a_transfer_to_a_party_who_answers_ends_the_bots_call_with_7015() {
 
 #[tokio::test]
 async fn a_transfer_nobody_answers_fails_after_the_ringing_timeout_and_the_call_goes_on() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let token = app.token().await;
     let id = app.answered(&token, ALICE).await;
     let r = act(
@@ -1505,7 +1505,7 @@ fn every_action(app: &TestApp) -> Vec<(&'static str, Value)> {
 
 #[tokio::test]
 async fn actions_on_an_ended_call_answer_404() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let token = app.token().await;
     let id = app.answered(&token, ALICE).await;
     let d = app
@@ -1521,7 +1521,7 @@ async fn actions_on_an_ended_call_answer_404() {
 
 #[tokio::test]
 async fn actions_that_make_no_sense_in_the_calls_state_answer_400() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let token = app.token().await;
 
     // Not answered yet: only answer, reject and redirect apply.
@@ -1588,7 +1588,7 @@ async fn actions_that_make_no_sense_in_the_calls_state_answer_400() {
 
 #[tokio::test]
 async fn media_actions_on_a_call_with_app_hosted_media_are_refused() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let token = app.token().await;
     let (id, _) = app.incoming(ALICE).await;
     let r = act(

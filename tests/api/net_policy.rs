@@ -26,7 +26,7 @@ fn strict() -> CallbackPolicy {
 /// loopback, which the policy refuses at start.
 async fn strict_app() -> TestApp {
     let settings = Settings::from_toml(&config_toml(STRICT)).unwrap();
-    spawn_app_from(Backend::Memory, |_| settings).await
+    spawn_app_from(Backend::Suite, |_| settings).await
 }
 
 #[tokio::test]

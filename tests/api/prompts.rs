@@ -64,7 +64,7 @@ fn vm_rss_kb() -> u64 {
 async fn file_prompts_come_only_from_the_prompt_folder() {
     let folder = TempDir::new();
     let elsewhere = TempDir::new();
-    let app = spawn_app_with(Backend::Memory, &prompt_folder(&folder)).await;
+    let app = spawn_app_with(Backend::Suite, &prompt_folder(&folder)).await;
     let token = app.token().await;
     let id = app.answered(&token, ALICE).await;
 
@@ -116,7 +116,7 @@ async fn without_a_setting_the_prompt_folder_is_the_config_files_folder_and_empt
     let dir = TempDir::new();
     let other = TempDir::new();
     let config = dir.0.join("switchboard.toml");
-    let app = spawn_app_from(Backend::Memory, |incoming| {
+    let app = spawn_app_from(Backend::Suite, |incoming| {
         std::fs::write(&config, config_toml_with("", Some(incoming))).unwrap();
         Settings::from_file(&config).unwrap()
     })
@@ -131,7 +131,7 @@ async fn without_a_setting_the_prompt_folder_is_the_config_files_folder_and_empt
     let (r, _) = play(&app, &token, &id, &file_uri(&away)).await;
     refused(&r, "prompt folder");
 
-    let off = spawn_app_with(Backend::Memory, "[media]\nprompt_folder = \"\"\n").await;
+    let off = spawn_app_with(Backend::Suite, "[media]\nprompt_folder = \"\"\n").await;
     let token = off.token().await;
     let id = off.answered(&token, ALICE).await;
     let (r, _) = play(&off, &token, &id, &file_uri(&beside)).await;
@@ -141,7 +141,7 @@ async fn without_a_setting_the_prompt_folder_is_the_config_files_folder_and_empt
 #[tokio::test]
 async fn devices_and_proc_files_are_answered_at_once_without_reading_them() {
     // Even with the whole file system as prompt folder.
-    let app = spawn_app_with(Backend::Memory, "[media]\nprompt_folder = \"/\"\n").await;
+    let app = spawn_app_with(Backend::Suite, "[media]\nprompt_folder = \"/\"\n").await;
     let token = app.token().await;
     let id = app.answered(&token, ALICE).await;
     let before = vm_rss_kb();
@@ -159,7 +159,7 @@ async fn devices_and_proc_files_are_answered_at_once_without_reading_them() {
     assert!(r.status == 200 || r.status == 400, "{}", r.text);
 
     // The default folder (the working directory here) holds neither.
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let token = app.token().await;
     let id = app.answered(&token, ALICE).await;
     for uri in ["file:///dev/zero", "file:///proc/self/fd/1"] {
@@ -241,7 +241,7 @@ async fn a_huge_http_prompt_is_timed_by_its_header_and_not_read_on() {
     )
     .await;
     let app = spawn_app_with(
-        Backend::Memory,
+        Backend::Suite,
         "[calls]\nkeep_alive_timeout_secs = 100000\n",
     )
     .await;
@@ -263,7 +263,7 @@ async fn a_huge_http_prompt_is_timed_by_its_header_and_not_read_on() {
 #[tokio::test]
 async fn an_http_prompt_without_a_length_is_read_only_up_to_the_cap() {
     let server = EndlessPrompt::start(wav_header(16_000, 1, 16, 3600 * 32_000), None).await;
-    let app = spawn_app_with(Backend::Memory, "[media]\nmax_prompt_bytes = 1000000\n").await;
+    let app = spawn_app_with(Backend::Suite, "[media]\nmax_prompt_bytes = 1000000\n").await;
     let token = app.token().await;
     let id = app.answered(&token, ALICE).await;
     let (r, took) = play(&app, &token, &id, &format!("{}?sig=SECRET", server.url)).await;
@@ -289,7 +289,7 @@ async fn an_http_prompt_that_does_not_answer_gives_up_at_the_fetch_timeout() {
             socks.push(s);
         }
     });
-    let app = spawn_app_with(Backend::Memory, "[media]\nfetch_timeout_secs = 0.5\n").await;
+    let app = spawn_app_with(Backend::Suite, "[media]\nfetch_timeout_secs = 0.5\n").await;
     let token = app.token().await;
     let id = app.answered(&token, ALICE).await;
     let (r, took) = play(&app, &token, &id, &url).await;
@@ -311,7 +311,7 @@ async fn an_8_khz_stereo_prompt_plays_for_its_own_duration_from_a_file_or_over_h
     let folder = TempDir::new();
     let path = folder.0.join("stereo.wav");
     std::fs::write(&path, &wav).unwrap();
-    let app = spawn_app_with(Backend::Memory, &prompt_folder(&folder)).await;
+    let app = spawn_app_with(Backend::Suite, &prompt_folder(&folder)).await;
     let token = app.token().await;
     let id = app.answered(&token, ALICE).await;
     let served = app.receiver.serve("stereo.wav", wav);
@@ -323,7 +323,7 @@ async fn an_8_khz_stereo_prompt_plays_for_its_own_duration_from_a_file_or_over_h
 async fn the_callback_policy_refuses_prompts_it_would_not_call() {
     // Under the strict policy no notification can reach a loopback receiver (nor may an
     // incoming_call_uri name one), so the bot's call is outgoing, with an https callback.
-    let app = spawn_app_from(Backend::Memory, |_| {
+    let app = spawn_app_from(Backend::Suite, |_| {
         let toml = config_toml_with("[callbacks]\nstrict = true\nforbid_private = true\n", None);
         Settings::from_toml(&toml).unwrap()
     })
@@ -381,7 +381,7 @@ async fn a_party_whose_record_wav_is_a_fifo_is_recorded_at_once() {
         "[[parties]]\nid = \"{FIFO_PARTY}\"\nkind = \"user\"\nbehavior = \"answer\"\nrecord_wav = {:?}\n\n",
         fifo.display().to_string()
     );
-    let app = spawn_app_with(Backend::Memory, &party).await;
+    let app = spawn_app_with(Backend::Suite, &party).await;
     let token = app.token().await;
     let id = app.answered(&token, FIFO_PARTY).await;
     let at = Instant::now();

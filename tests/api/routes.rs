@@ -9,7 +9,7 @@ const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OP
 
 #[tokio::test]
 async fn every_route_answers_every_method_with_405_and_allow_unless_it_serves_it() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let token = app.token().await;
     let live = app.established(&token).await;
     let gone = "00000000-0000-4000-8000-000000000000";
@@ -103,7 +103,7 @@ async fn every_route_answers_every_method_with_405_and_allow_unless_it_serves_it
 
 #[tokio::test]
 async fn head_on_a_call_answers_like_get_without_a_body() {
-    let app = spawn_app(Backend::Memory).await;
+    let app = spawn_app(Backend::Suite).await;
     let token = app.token().await;
     let id = app.established(&token).await;
     let path = format!("/v1.0/communications/calls/{id}");
