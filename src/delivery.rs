@@ -286,10 +286,13 @@ pub struct Delivery {
     policy: DeliverySettings,
 }
 
-/// What a POST came back with.
-enum Response {
-    Status(u16, Option<Duration>),
-    Error(String),
+/// What one POST came back with: an HTTP status (and its `Retry-After`), or why there was none.
+#[derive(Clone, Debug, Default)]
+pub struct PostResult {
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub retry_after: Option<Duration>,
+    pub latency_ms: u64,
 }
 
 impl Delivery {
@@ -410,7 +413,8 @@ impl Delivery {
         let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
     }
 
-    async fn post(&self, batch: &[OutboxItem]) -> Response {
+    async fn post(&self, batch: &[OutboxItem]) -> PostResult {
+        let started = Instant::now();
         let item = &batch[0];
         let token = self.signer.token(&item.app_id, &item.tenant_id);
         let seqs: Vec<String> = batch.iter().map(|i| i.seq.to_string()).collect();
@@ -435,60 +439,57 @@ impl Delivery {
             .body(merged_body(batch))
             .send()
             .await;
+        let latency_ms = started.elapsed().as_millis() as u64;
         match result {
-            Ok(resp) => {
-                let retry_after = resp
+            Ok(resp) => PostResult {
+                status: Some(resp.status().as_u16()),
+                retry_after: resp
                     .headers()
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| retry_after(v, std::time::SystemTime::now()));
-                Response::Status(resp.status().as_u16(), retry_after)
-            }
-            Err(e) => Response::Error(describe(&e)),
+                    .and_then(|v| retry_after(v, std::time::SystemTime::now())),
+                error: None,
+                latency_ms,
+            },
+            Err(e) => PostResult {
+                error: Some(describe(&e)),
+                latency_ms,
+                ..PostResult::default()
+            },
         }
+    }
+
+    /// The delivery step, for tests and for a clock that was just moved: attempts every call's
+    /// head that is due now (as many as `concurrency` allows, each lane within its share), waits
+    /// for those POSTs and records their attempts. Returns how many POSTs it made.
+    pub async fn run_due(self: &Arc<Self>) -> usize {
+        let (due, _) = self.take_due(self.policy.concurrency.max(1));
+        let posts = due.len();
+        let mut set = tokio::task::JoinSet::new();
+        for batch in due {
+            let me = self.clone();
+            set.spawn(async move { me.attempt(batch).await });
+        }
+        set.join_all().await;
+        posts
     }
 
     /// One attempt at the head of a call's queue (one or more notifications in one POST):
     /// POST, record an attempt for each, then move the queue on.
     async fn attempt(&self, batch: Vec<OutboxItem>) {
-        let started = Instant::now();
-        let response = self.post(&batch).await;
-        let latency_ms = started.elapsed().as_millis() as u64;
+        let result = self.post(&batch).await;
         let now = self.clock.now();
-        let (status_code, error, retry_after) = match response {
-            Response::Status(s, ra) => (Some(s), None, ra),
-            Response::Error(e) => (None, Some(e), None),
-        };
-        let delivered = status_code.is_some_and(|s| (200..300).contains(&s));
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for item in &batch {
-            let attempts = item.attempts + 1;
-            let (status, next_attempt_at) = if delivered {
-                (DeliveryStatus::Delivered, now)
-            } else if attempts >= self.policy.max_attempts
-                || (now - item.created_at).num_seconds() >= self.policy.max_age_secs as i64
-            {
-                tracing::warn!(seq = item.seq, call = %item.call_id, "notification marked dead after {attempts} attempts");
-                (DeliveryStatus::Dead, now)
-            } else {
-                (
-                    DeliveryStatus::Pending,
-                    now + self.backoff(attempts, retry_after),
-                )
-            };
-            outcomes.push(AttemptOutcome {
-                attempt: Attempt {
-                    seq: item.seq,
-                    at: now,
-                    status: status_code,
-                    error: error.clone(),
-                    latency_ms,
-                },
-                status,
-                attempts,
-                next_attempt_at,
-            });
-        }
+        let outcomes: Vec<AttemptOutcome> = batch
+            .iter()
+            .map(|item| {
+                let jitter = rand::rng().random_range(0.8..1.2);
+                let o = settle(item, &result, now, &self.policy, jitter);
+                if o.status == DeliveryStatus::Dead {
+                    tracing::warn!(seq = item.seq, call = %item.call_id, "notification marked dead after {} attempts", o.attempts);
+                }
+                o
+            })
+            .collect();
         let call_id = batch[0].call_id;
         let mut q = self.queues.lock().expect("queues lock");
         if let Some(queue) = q.per_call.get_mut(&call_id) {
@@ -527,20 +528,60 @@ impl Delivery {
             ..Change::default()
         });
     }
+}
 
-    /// The wait before attempt `attempts + 1`: exponential from `initial_backoff`, ±20 % jitter,
-    /// at least `Retry-After`, at most `max_backoff`.
-    fn backoff(&self, attempts: u32, retry_after: Option<Duration>) -> chrono::Duration {
-        let base = self.policy.initial_backoff_ms as f64
-            * 2f64.powi(attempts.saturating_sub(1).min(30) as i32);
-        let jittered = base * rand::rng().random_range(0.8..1.2);
-        let max_ms = (self.policy.max_backoff_secs * 1000) as f64;
-        let mut ms = jittered.min(max_ms);
-        if let Some(ra) = retry_after {
-            ms = ms.max((ra.as_millis() as f64).min(max_ms));
-        }
-        chrono::Duration::milliseconds(ms as i64)
+/// The outcome of one attempt at `item` that came back with `result`: delivered on a 2xx; dead
+/// once `max_attempts` are used or the notification is older than `max_age_secs`; otherwise
+/// pending until the backoff (with this `jitter`, 0.8 to 1.2) has passed.
+pub fn settle(
+    item: &OutboxItem,
+    result: &PostResult,
+    now: Timestamp,
+    policy: &DeliverySettings,
+    jitter: f64,
+) -> AttemptOutcome {
+    let attempts = item.attempts + 1;
+    let delivered = result.status.is_some_and(|s| (200..300).contains(&s));
+    let (status, next_attempt_at) = if delivered {
+        (DeliveryStatus::Delivered, now)
+    } else if attempts >= policy.max_attempts
+        || (now - item.created_at).num_seconds() >= policy.max_age_secs as i64
+    {
+        (DeliveryStatus::Dead, now)
+    } else {
+        let wait = backoff(policy, attempts, result.retry_after, jitter);
+        (DeliveryStatus::Pending, now + wait)
+    };
+    AttemptOutcome {
+        attempt: Attempt {
+            seq: item.seq,
+            at: now,
+            status: result.status,
+            error: result.error.clone(),
+            latency_ms: result.latency_ms,
+        },
+        status,
+        attempts,
+        next_attempt_at,
     }
+}
+
+/// The wait before attempt `attempts + 1`: exponential from `initial_backoff`, times `jitter`
+/// (0.8 to 1.2), at least `Retry-After`, at most `max_backoff`.
+pub fn backoff(
+    policy: &DeliverySettings,
+    attempts: u32,
+    retry_after: Option<Duration>,
+    jitter: f64,
+) -> chrono::Duration {
+    let base =
+        policy.initial_backoff_ms as f64 * 2f64.powi(attempts.saturating_sub(1).min(30) as i32);
+    let max_ms = (policy.max_backoff_secs * 1000) as f64;
+    let mut ms = (base * jitter).min(max_ms);
+    if let Some(ra) = retry_after {
+        ms = ms.max((ra.as_millis() as f64).min(max_ms));
+    }
+    chrono::Duration::milliseconds(ms as i64)
 }
 
 /// Notifications sent in one POST at most.
@@ -612,5 +653,202 @@ fn describe(e: &reqwest::Error) -> String {
     match io {
         Some(io) => format!("{what}: {io}"),
         None => what.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::graph::notification::Notification;
+    use crate::store::memory::MemoryStore;
+
+    fn policy() -> DeliverySettings {
+        DeliverySettings {
+            max_attempts: 4,
+            max_age_secs: 3600,
+            initial_backoff_ms: 1000,
+            max_backoff_secs: 30,
+            ..DeliverySettings::default()
+        }
+    }
+
+    /// A notification of `call` to `uri`, as the engine stores it.
+    fn item(seq: i64, call: CallId, uri: &str, now: Timestamp) -> OutboxItem {
+        let n = Notification::for_call(
+            crate::domain::ChangeType::Updated,
+            call,
+            uri,
+            format!("{{\"seq\":{seq}}}"),
+        );
+        OutboxItem {
+            seq,
+            call_id: call,
+            app_id: "app".into(),
+            tenant_id: "tenant".into(),
+            callback_uri: uri.into(),
+            change_type: "updated".into(),
+            resource_url: n.resource_url(),
+            body: n.envelope(),
+            created_at: now,
+            status: DeliveryStatus::Pending,
+            attempts: 0,
+            next_attempt_at: now,
+        }
+    }
+
+    fn failed(status: u16) -> PostResult {
+        PostResult {
+            status: Some(status),
+            ..PostResult::default()
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_from_the_first_wait_within_its_jitter_and_stops_at_the_cap() {
+        let p = policy();
+        let ms = |attempts, jitter| backoff(&p, attempts, None, jitter).num_milliseconds();
+        assert_eq!(ms(1, 1.0), 1000);
+        assert_eq!(ms(2, 1.0), 2000);
+        assert_eq!(ms(4, 1.0), 8000);
+        assert_eq!(ms(3, 0.8), 3200);
+        assert_eq!(ms(3, 1.2), 4800);
+        assert_eq!(ms(10, 1.0), 30_000, "at most max_backoff");
+        assert_eq!(ms(u32::MAX, 1.2), 30_000, "no overflow");
+    }
+
+    #[test]
+    fn retry_after_raises_the_wait_but_not_past_the_cap() {
+        let p = policy();
+        let ra = |secs| backoff(&p, 1, Some(Duration::from_secs(secs)), 1.0);
+        assert_eq!(ra(7).num_milliseconds(), 7000);
+        assert_eq!(ra(0).num_milliseconds(), 1000, "never below the backoff");
+        assert_eq!(ra(3600).num_milliseconds(), 30_000);
+    }
+
+    #[test]
+    fn a_2xx_delivers_a_failure_retries_later_and_the_last_attempt_or_old_age_is_dead() {
+        let (p, now) = (policy(), chrono::Utc::now());
+        let it = item(1, CallId::new(), "http://127.0.0.1:9/cb", now);
+        let ok = settle(&it, &failed(202), now, &p, 1.0);
+        assert_eq!((ok.status, ok.attempts), (DeliveryStatus::Delivered, 1));
+        let retry = settle(&it, &failed(500), now, &p, 1.0);
+        assert_eq!(retry.status, DeliveryStatus::Pending);
+        assert_eq!(retry.next_attempt_at, now + chrono::Duration::seconds(1));
+        assert_eq!(retry.attempt.status, Some(500));
+        let refused = PostResult {
+            error: Some("connection failed: refused".into()),
+            ..PostResult::default()
+        };
+        let third = OutboxItem {
+            attempts: 3,
+            ..it.clone()
+        };
+        let dead = settle(&third, &refused, now, &p, 1.0);
+        assert_eq!((dead.status, dead.attempts), (DeliveryStatus::Dead, 4));
+        assert_eq!(
+            dead.attempt.error.as_deref(),
+            Some("connection failed: refused")
+        );
+        let old = settle(&it, &failed(503), now + chrono::Duration::hours(1), &p, 1.0);
+        assert_eq!(old.status, DeliveryStatus::Dead, "max_age_secs");
+    }
+
+    fn delivery(clock: &Clock) -> Arc<Delivery> {
+        let committer = Committer::start(Arc::new(MemoryStore::default()), Arc::default());
+        let keys = Arc::new(RwLock::new(KeyRing::ephemeral().unwrap()));
+        let signer = Signer::new(keys, NotificationSettings::default());
+        Arc::new(Delivery::new(
+            committer,
+            clock.clone(),
+            signer,
+            reqwest::Client::new(),
+            policy(),
+        ))
+    }
+
+    #[tokio::test]
+    async fn first_attempts_of_a_call_to_one_url_share_a_post_of_at_most_sixteen() {
+        let clock = Clock::virtual_at(chrono::Utc::now());
+        let now = clock.now();
+        let d = delivery(&clock);
+        let (a, b) = (CallId::new(), CallId::new());
+        let mut items: Vec<OutboxItem> = (1..=20)
+            .map(|seq| item(seq, a, "http://127.0.0.1:9/a", now))
+            .collect();
+        items.push(item(21, a, "http://127.0.0.1:9/elsewhere", now));
+        items.push(item(22, b, "http://127.0.0.1:9/b", now));
+        d.enqueue(items);
+        let (due, _) = d.take_due(10);
+        let seqs: Vec<Vec<i64>> = due
+            .iter()
+            .map(|batch| batch.iter().map(|i| i.seq).collect())
+            .collect();
+        assert_eq!(seqs.len(), 2, "one POST per call at a time: {seqs:?}");
+        assert!(seqs.contains(&(1..=16).collect()), "{seqs:?}");
+        assert!(seqs.contains(&vec![22]), "{seqs:?}");
+        assert_eq!(
+            d.take_due(10).0.len(),
+            0,
+            "a call with a POST in flight waits"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_retry_goes_alone_once_due() {
+        let clock = Clock::virtual_at(chrono::Utc::now());
+        let now = clock.now();
+        let d = delivery(&clock);
+        let call = CallId::new();
+        let mut head = item(1, call, "http://127.0.0.1:9/a", now);
+        head.attempts = 1;
+        head.next_attempt_at = now + chrono::Duration::seconds(5);
+        d.enqueue(vec![head, item(2, call, "http://127.0.0.1:9/a", now)]);
+        let (due, next) = d.take_due(10);
+        assert!(due.is_empty(), "not before its time");
+        assert_eq!(next, Some(now + chrono::Duration::seconds(5)));
+        clock.advance(chrono::Duration::seconds(5)).unwrap();
+        let (due, _) = d.take_due(10);
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].iter().map(|i| i.seq).collect::<Vec<_>>(), vec![1]);
+    }
+
+    #[tokio::test]
+    async fn the_step_posts_what_is_due_and_moves_each_call_on() {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let bodies = Arc::new(Mutex::new(vec![]));
+        let app = {
+            let (hits, bodies) = (hits.clone(), bodies.clone());
+            axum::Router::new().route(
+                "/cb",
+                axum::routing::post(move |body: String| async move {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    bodies.lock().unwrap().push(body);
+                    axum::http::StatusCode::ACCEPTED
+                }),
+            )
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let uri = format!("http://{}/cb", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let clock = Clock::virtual_at(chrono::Utc::now());
+        let now = clock.now();
+        let d = delivery(&clock);
+        let (a, b) = (CallId::new(), CallId::new());
+        d.enqueue(vec![
+            item(1, a, &uri, now),
+            item(2, a, &uri, now),
+            item(3, b, &uri, now),
+        ]);
+        assert_eq!(d.run_due().await, 2, "one POST per call");
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+        let batched = bodies.lock().unwrap().iter().any(|b| {
+            let v: serde_json::Value = serde_json::from_str(b).unwrap();
+            v["value"].as_array().map(Vec::len) == Some(2)
+        });
+        assert!(batched, "call a's two notifications went in one envelope");
+        assert_eq!(d.run_due().await, 0, "nothing left");
     }
 }
