@@ -3,7 +3,7 @@
 //! Live calls and conversations are rows of JSON; the outbox and its attempts are tables of their own so the
 //! deliveries log survives the call, for as long as the retention policy keeps it (`ended_calls`
 //! says in which order calls ended; `pruned_calls` remembers whose log was cut). Migrations are
-//! numbered and tracked in `user_version`.
+//! numbered `.sql` files in `migrations/`, tracked in `user_version`.
 //!
 //! The write-ahead log is checkpointed from a thread of its own (passive checkpoints never make a
 //! commit wait); once it holds more than `[store] wal_limit_mb`, that thread syncs what it copied,
@@ -26,56 +26,12 @@ use crate::clock::Timestamp;
 use crate::domain::conversation::Conversation;
 use crate::domain::{Call, CallId};
 
-/// Each entry moves the schema one version up. (The benchmark's SQLite baseline runs these too.)
+/// Each entry moves the schema one version up (`user_version` counts them); the files are beside
+/// this module. (The benchmark's SQLite baseline runs these too.)
 pub const MIGRATIONS: &[&str] = &[
-    "CREATE TABLE calls (
-         id TEXT PRIMARY KEY,
-         app_id TEXT NOT NULL,
-         body TEXT NOT NULL
-     );
-     CREATE TABLE notifications (
-         seq INTEGER PRIMARY KEY,
-         call_id TEXT NOT NULL,
-         app_id TEXT NOT NULL,
-         tenant_id TEXT NOT NULL,
-         callback_uri TEXT NOT NULL,
-         change_type TEXT NOT NULL,
-         resource_url TEXT NOT NULL,
-         body TEXT NOT NULL,
-         created_at INTEGER NOT NULL,
-         status INTEGER NOT NULL,
-         attempts INTEGER NOT NULL,
-         next_attempt_at INTEGER NOT NULL
-     );
-     CREATE INDEX notifications_by_call ON notifications (call_id, seq);
-     CREATE INDEX notifications_pending ON notifications (seq) WHERE status = 0;
-     CREATE TABLE attempts (
-         seq INTEGER NOT NULL,
-         at INTEGER NOT NULL,
-         http_status INTEGER,
-         error TEXT,
-         latency_ms INTEGER NOT NULL
-     );
-     CREATE INDEX attempts_by_seq ON attempts (seq);",
-    "CREATE TABLE conversations (
-         id TEXT PRIMARY KEY,
-         body TEXT NOT NULL
-     ) WITHOUT ROWID;",
-    "CREATE TABLE meta (
-         key TEXT PRIMARY KEY,
-         value INTEGER NOT NULL
-     ) WITHOUT ROWID;
-     CREATE TABLE ended_calls (
-         n INTEGER PRIMARY KEY,
-         call_id TEXT NOT NULL,
-         ended_at INTEGER NOT NULL
-     );
-     CREATE TABLE pruned_calls (
-         n INTEGER PRIMARY KEY,
-         call_id TEXT NOT NULL UNIQUE,
-         at INTEGER NOT NULL,
-         notifications INTEGER NOT NULL
-     );",
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_conversations.sql"),
+    include_str!("migrations/0003_retention.sql"),
 ];
 
 pub struct SqliteStore {

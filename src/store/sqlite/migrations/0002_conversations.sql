@@ -1,0 +1,4 @@
+CREATE TABLE conversations (
+    id TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+) WITHOUT ROWID;
