@@ -105,6 +105,7 @@ impl Engine {
         );
         wire.insert("source".into(), source);
         let st = self.write_state().await?;
+        Self::admit(&st, app)?;
         let mut scene = match meeting {
             Some((join_id, passcode)) => {
                 let (conv, expected) = st.meetings.get(&join_id).cloned().ok_or_else(|| {
@@ -161,7 +162,16 @@ impl Engine {
         self.insert(st, app, scene).await.map(|_| call)
     }
 
-    /// Stages a scene with a new call, if the app may have one more.
+    /// Whether the app may have one more live call: decided before anything rings.
+    pub(super) fn admit(st: &State, app: &AppRef) -> Result<(), EngineError> {
+        let live = st.live_per_app.get(&app.app_id).copied().unwrap_or(0);
+        if live >= app.max_concurrent_calls {
+            return Err(EngineError::TooManyCalls(app.max_concurrent_calls));
+        }
+        Ok(())
+    }
+
+    /// Stages a scene with a new call, which [`Engine::admit`] let in under this same lock.
     /// The lock is let go before waiting for the commit.
     pub(super) async fn insert(
         &self,
@@ -169,10 +179,6 @@ impl Engine {
         app: &AppRef,
         scene: Scene,
     ) -> Result<(), EngineError> {
-        let live = st.live_per_app.get(&app.app_id).copied().unwrap_or(0);
-        if live >= app.max_concurrent_calls {
-            return Err(EngineError::TooManyCalls(app.max_concurrent_calls));
-        }
         *st.live_per_app.entry(app.app_id.clone()).or_default() += 1;
         let done = self.stage(&mut st, vec![scene]);
         drop(st);

@@ -46,6 +46,7 @@ impl Engine {
         };
         scene.emit(call.id, Emit::State(first));
         let st = self.write_state().await?;
+        Self::admit(&st, app)?;
         self.insert(st, app, scene).await.map(|_| call)
     }
 
