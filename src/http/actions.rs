@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::calls::{call_id, check_callback_policy, json_response, owned_call};
+use super::dispatch::Target;
 use super::error::ApiError;
-use super::graph::Target;
 use crate::auth::Principal;
 use crate::domain::operation::{OpKind, Operation, RecordPlan, tone_key};
 use crate::domain::{CallId, EndReason, Peer};

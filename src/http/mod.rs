@@ -1,7 +1,8 @@
 //! The HTTP layer: one listener answers for the three hosts a bot talks to (Graph, the token
 //! authority, the notification-signing metadata) and for the control API.
 //!
-//! - [`graph`]: `/v1.0` and `/beta` routes, parsed case-insensitively and dispatched by hand;
+//! - [`dispatch`]: `/v1.0` and `/beta` routes, parsed case-insensitively and dispatched by hand
+//!   (the Graph dispatcher; `crate::graph` is the wire format);
 //! - [`calls`]: the call handlers;
 //! - [`identity`]: the token endpoint and the metadata documents;
 //! - [`throttle`]: the token endpoint's throttling of wrong client secrets;
@@ -12,9 +13,9 @@
 pub mod actions;
 pub mod calls;
 pub mod control;
+pub mod dispatch;
 mod drain;
 pub mod error;
-pub mod graph;
 pub mod identity;
 mod participants;
 pub mod throttle;
@@ -353,7 +354,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/keys", get(identity::keys))
         .route("/recordings/{file}", get(recording))
         .nest("/_switchboard/v1", control::router(state.clone()))
-        .fallback(graph::dispatch)
+        .fallback(dispatch::dispatch)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             request_context,
