@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::calls::{call_id, check_callback_policy, json_response, owned_call};
-use super::dispatch::Target;
 use super::error::ApiError;
+use super::route::{Action, Target};
 use crate::auth::Principal;
 use crate::domain::operation::{OpKind, Operation, RecordPlan, tone_key};
 use crate::domain::{CallId, EndReason, Peer};
@@ -19,53 +19,6 @@ use crate::engine::AppRef;
 use crate::graph::call::{parse_callback_uri, parse_media_config, parse_modalities, parse_target};
 use crate::graph::operation::render;
 use crate::prompts::PromptError;
-
-/// The actions of the Graph surface on a call, with their Graph names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    KeepAlive,
-    Answer,
-    Reject,
-    Redirect,
-    Transfer,
-    PlayPrompt,
-    RecordResponse,
-    CancelMediaProcessing,
-    SubscribeToTone,
-    SendDtmfTones,
-    Mute,
-    Unmute,
-    UpdateRecordingStatus,
-    ChangeScreenSharingRole,
-    /// Known to Graph, not built yet.
-    AddLargeGalleryView,
-}
-
-impl Action {
-    /// Reads an action name in any case, namespace-qualified or not.
-    pub fn parse(segment: &str) -> Option<Action> {
-        let lower = segment.to_ascii_lowercase();
-        let name = lower.strip_prefix("microsoft.graph.").unwrap_or(&lower);
-        Some(match name {
-            "keepalive" => Action::KeepAlive,
-            "answer" => Action::Answer,
-            "reject" => Action::Reject,
-            "redirect" => Action::Redirect,
-            "transfer" => Action::Transfer,
-            "playprompt" => Action::PlayPrompt,
-            "recordresponse" | "record" => Action::RecordResponse,
-            "cancelmediaprocessing" => Action::CancelMediaProcessing,
-            "subscribetotone" => Action::SubscribeToTone,
-            "senddtmftones" => Action::SendDtmfTones,
-            "mute" => Action::Mute,
-            "unmute" => Action::Unmute,
-            "updaterecordingstatus" => Action::UpdateRecordingStatus,
-            "changescreensharingrole" => Action::ChangeScreenSharingRole,
-            "addlargegalleryview" => Action::AddLargeGalleryView,
-            _ => return None,
-        })
-    }
-}
 
 pub fn client_context(body: &Value) -> Result<Option<String>, ApiError> {
     match &body["clientContext"] {

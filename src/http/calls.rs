@@ -6,8 +6,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::AppState;
-use super::dispatch::Target;
 use super::error::ApiError;
+use super::route::Target;
 use crate::auth::Principal;
 use crate::config::CallbackPolicy;
 use crate::domain::{Call, CallId};

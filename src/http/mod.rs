@@ -1,8 +1,8 @@
 //! The HTTP layer: one listener answers for the three hosts a bot talks to (Graph, the token
 //! authority, the notification-signing metadata) and for the control API.
 //!
-//! - [`dispatch`]: `/v1.0` and `/beta` routes, parsed case-insensitively and dispatched by hand
-//!   (the Graph dispatcher; `crate::graph` is the wire format);
+//! - [`route`]: the Graph path grammar (`/v1.0` and `/beta` paths, parsed case-insensitively);
+//! - [`dispatch`]: the Graph dispatcher, the router's fallback (`crate::graph` is the wire format);
 //! - [`calls`]: the call handlers;
 //! - [`identity`]: the token endpoint and the metadata documents;
 //! - [`throttle`]: the token endpoint's throttling of wrong client secrets;
@@ -18,6 +18,7 @@ mod drain;
 pub mod error;
 pub mod identity;
 mod participants;
+pub mod route;
 pub mod throttle;
 
 use std::collections::HashMap;

@@ -7,34 +7,13 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::actions::{client_context, operation_response};
 use super::calls::{call_id, json_response};
-use super::dispatch::Target;
 use super::error::ApiError;
+use super::route::{ParticipantAction, Target};
 use crate::auth::Principal;
 use crate::domain::CallId;
 use crate::engine::{AppRef, Invitee};
 use crate::graph::call::parse_target;
 use crate::graph::participant::{render, roster};
-
-/// Actions on one participant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ParticipantAction {
-    Mute,
-    StartHoldMusic,
-    StopHoldMusic,
-}
-
-impl ParticipantAction {
-    /// Reads an action name in any case, namespace-qualified or not.
-    pub fn parse(segment: &str) -> Option<Self> {
-        let lower = segment.to_ascii_lowercase();
-        match lower.strip_prefix("microsoft.graph.").unwrap_or(&lower) {
-            "mute" => Some(ParticipantAction::Mute),
-            "startholdmusic" => Some(ParticipantAction::StartHoldMusic),
-            "stopholdmusic" => Some(ParticipantAction::StopHoldMusic),
-            _ => None,
-        }
-    }
-}
 
 fn context(state: &AppState, target: &Target, call: CallId) -> String {
     let at = target.addressing(&state.public_url);
