@@ -4,32 +4,23 @@
 //! Each handler first finds the call (so an ended call answers 404 whatever the body), then reads
 //! the body leniently, then asks the engine.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::calls::{call_id, check_callback_policy, json_response, owned_call};
 use super::error::ApiError;
+use super::extract::{
+    bool_or, call_id, check_callback_policy, client_context, enum_value, int_in, owned_call,
+};
+use super::respond::operation_response;
 use super::route::{Action, Target};
 use crate::auth::Principal;
 use crate::domain::operation::{OpKind, Operation, RecordPlan, tone_key};
-use crate::domain::{CallId, EndReason, Peer};
+use crate::domain::{EndReason, Peer};
 use crate::engine::AppRef;
 use crate::graph::call::{parse_callback_uri, parse_media_config, parse_modalities, parse_target};
-use crate::graph::operation::render;
 use crate::prompts::PromptError;
-
-pub fn client_context(body: &Value) -> Result<Option<String>, ApiError> {
-    match &body["clientContext"] {
-        Value::Null => Ok(None),
-        Value::String(s) if s.chars().count() <= 256 => Ok(Some(s.clone())),
-        Value::String(_) => Err(ApiError::bad_request(
-            "clientContext must be at most 256 characters.",
-        )),
-        _ => Err(ApiError::bad_request("clientContext must be a string.")),
-    }
-}
 
 fn optional_callback(state: &AppState, body: &Value) -> Result<Option<String>, ApiError> {
     match body.get("callbackUri") {
@@ -40,67 +31,6 @@ fn optional_callback(state: &AppState, body: &Value) -> Result<Option<String>, A
             Ok(Some(uri))
         }
     }
-}
-
-fn int_in(body: &Value, name: &str, default: i64, min: i64, max: i64) -> Result<i64, ApiError> {
-    match &body[name] {
-        Value::Null => Ok(default),
-        v => v
-            .as_i64()
-            .filter(|n| (min..=max).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!("{name} must be an integer from {min} to {max}."))
-            }),
-    }
-}
-
-fn bool_or(body: &Value, name: &str, default: bool) -> Result<bool, ApiError> {
-    match &body[name] {
-        Value::Null => Ok(default),
-        Value::Bool(b) => Ok(*b),
-        _ => Err(ApiError::bad_request(format!(
-            "{name} must be true or false."
-        ))),
-    }
-}
-
-fn enum_value<'a>(
-    body: &Value,
-    name: &str,
-    allowed: &[&'a str],
-) -> Result<Option<&'a str>, ApiError> {
-    match &body[name] {
-        Value::Null => Ok(None),
-        Value::String(s) => allowed
-            .iter()
-            .find(|a| a.eq_ignore_ascii_case(s))
-            .map(|a| Some(*a))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "'{s}' is not a valid {name}; use one of {}.",
-                    allowed.join(", ")
-                ))
-            }),
-        _ => Err(ApiError::bad_request(format!("{name} must be a string."))),
-    }
-}
-
-/// `200` with the operation and a `Location` to it.
-pub fn operation_response(
-    state: &AppState,
-    target: &Target,
-    call: CallId,
-    op: &Operation,
-) -> Response {
-    let at = target.addressing(&state.public_url);
-    let mut body = render(op, Some(&state.engine.recording_url(&op.id)));
-    body["@odata.context"] = json!(format!("{}/$metadata#{}", at.base, op.kind.type_name()));
-    let mut resp = json_response(StatusCode::OK, &body);
-    let location = format!("{}/{}/{call}/operations/{}", at.base, at.collection, op.id);
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    resp
 }
 
 /// How long one prompt plays: its WAV file's duration, or the configured default when the file

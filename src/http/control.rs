@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use super::calls::json_response;
 use super::error::ApiError;
+use super::respond::json_response;
 use super::{AppState, PeerAddr};
 use crate::clock::ClockError;
 use crate::config::Settings;
@@ -149,7 +149,7 @@ async fn hang_up_party(
 /// control API is ours, and `curl -d` sends JSON labelled as a form.
 async fn read_json(state: &AppState, req: Request) -> Result<Value, ApiError> {
     let body = req.into_body();
-    let bytes = super::read_body(body, state.settings.limits.max_body_bytes).await?;
+    let bytes = super::extract::read_body(body, state.settings.limits.max_body_bytes).await?;
     serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad_request(format!("The request body must be a JSON object. ({e})"))
     })

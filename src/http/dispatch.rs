@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::ApiError;
+use super::extract::{json_body, optional_json_body, owned_call};
 use super::route::{Route, allowed, parse};
 use super::{actions, calls, participants};
 
@@ -44,13 +45,13 @@ async fn serve(state: Arc<AppState>, req: Request) -> Result<Response, ApiError>
     let delete = parts.method == Method::DELETE;
     match &target.route {
         Route::Calls => {
-            let body = calls::json_body(&state, &parts.headers, body).await?;
+            let body = json_body(&state, &parts.headers, body).await?;
             calls::create_call(&state, &target, &principal, &app, body).await
         }
         Route::Call(id) if delete => calls::delete_call(&state, &app, id).await,
         Route::Call(id) => calls::get_call(&state, &target, &app, id).await,
         Route::CallAction(id, action) => {
-            let body = calls::optional_json_body(&state, &parts.headers, body).await?;
+            let body = optional_json_body(&state, &parts.headers, body).await?;
             actions::run(&state, &target, &principal, &app, id, *action, body).await
         }
         Route::Operation(id, op) => actions::get_operation(&state, &target, &app, id, op).await,
@@ -58,15 +59,15 @@ async fn serve(state: Arc<AppState>, req: Request) -> Result<Response, ApiError>
         Route::Participant(id, pid) if delete => participants::remove(&state, &app, id, pid).await,
         Route::Participant(id, pid) => participants::get(&state, &target, &app, id, pid).await,
         Route::Invite(id) => {
-            let body = calls::json_body(&state, &parts.headers, body).await?;
+            let body = json_body(&state, &parts.headers, body).await?;
             participants::invite(&state, &target, &principal, &app, id, body).await
         }
         Route::ParticipantAction(id, pid, action) => {
-            let body = calls::optional_json_body(&state, &parts.headers, body).await?;
+            let body = optional_json_body(&state, &parts.headers, body).await?;
             participants::act(&state, &target, &app, id, pid, *action, body).await
         }
         Route::Unbuilt(id, what) => {
-            calls::owned_call(&state, &app, id).await?;
+            owned_call(&state, &app, id).await?;
             Err(ApiError::not_implemented(what.what()))
         }
     }

@@ -103,7 +103,7 @@ pub async fn token(
 ) -> Response {
     let peer = peer.map(|Extension(PeerAddr(a))| a.ip());
     let bad = |error, code, desc: &str| entra_error(StatusCode::BAD_REQUEST, error, code, desc);
-    let Ok(bytes) = super::read_body(body, 64 * 1024).await else {
+    let Ok(bytes) = super::extract::read_body(body, 64 * 1024).await else {
         return bad(
             "invalid_request",
             900144,

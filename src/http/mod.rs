@@ -16,8 +16,10 @@ pub mod control;
 pub mod dispatch;
 mod drain;
 pub mod error;
+pub mod extract;
 pub mod identity;
 mod participants;
+pub mod respond;
 pub mod route;
 pub mod throttle;
 
@@ -34,7 +36,6 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http_body_util::BodyExt;
 use serde_json::json;
 
 use crate::auth::{AuthError, KeyRing, Principal, Validator};
@@ -165,31 +166,6 @@ impl AppState {
             ))
         }
     }
-}
-
-/// Reads a request body up to `limit` bytes. A larger body is drained (so the client can read
-/// the answer) and refused with 413.
-pub async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
-    let mut body = body;
-    let mut buf = bytes::BytesMut::new();
-    let mut total = 0usize;
-    let drain_cap = limit.saturating_mul(64).max(64 * 1024 * 1024);
-    while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|_| ApiError::bad_request("The request body could not be read."))?;
-        if let Ok(data) = frame.into_data() {
-            total += data.len();
-            if total <= limit {
-                buf.extend_from_slice(&data);
-            } else if total > drain_cap {
-                break;
-            }
-        }
-    }
-    if total > limit {
-        return Err(ApiError::payload_too_large(limit));
-    }
-    Ok(buf.freeze())
 }
 
 /// Request ids on every response, the Graph error body where a handler failed, and the request

@@ -5,9 +5,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::actions::{client_context, operation_response};
-use super::calls::{call_id, json_response};
 use super::error::ApiError;
+use super::extract::{call_id, client_context};
+use super::respond::{json_response, operation_response};
 use super::route::{ParticipantAction, Target};
 use crate::auth::Principal;
 use crate::domain::CallId;
