@@ -11,14 +11,12 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{
-    bool_or, call_id, check_callback_policy, client_context, enum_value, int_in, owned_call,
+    GraphCall, bool_or, call_id, check_callback_policy, client_context, enum_value, int_in,
 };
 use super::respond::operation_response;
-use super::route::{Action, Target};
-use crate::auth::Principal;
+use super::route::Action;
 use crate::domain::operation::{OpKind, Operation, RecordPlan, tone_key};
 use crate::domain::{EndReason, Peer};
-use crate::engine::AppRef;
 use crate::graph::call::{parse_callback_uri, parse_media_config, parse_modalities, parse_target};
 use crate::prompts::PromptError;
 
@@ -111,20 +109,18 @@ fn targets(body: &Value, name: &str) -> Result<Vec<Peer>, ApiError> {
 }
 
 pub async fn run(
-    state: &AppState,
-    target: &Target,
-    principal: &Principal,
-    app: &AppRef,
+    cx: &GraphCall,
     id: &str,
     action: Action,
     body: Value,
 ) -> Result<Response, ApiError> {
-    let call = owned_call(state, app, id).await?;
+    let (state, principal, app) = (&cx.state, &cx.principal, &cx.app);
+    let call = cx.owned_call(id).await?;
     let cid = call.id;
     let e = &state.engine;
     let me = app.app_id.as_str();
     let accepted = || Ok(StatusCode::ACCEPTED.into_response());
-    let op = |op: Operation| Ok(operation_response(state, target, cid, &op));
+    let op = |op: Operation| Ok(operation_response(cx, cid, &op));
     match action {
         Action::KeepAlive => {
             e.keep_alive(me, cid).await?;
@@ -288,18 +284,13 @@ pub async fn run(
 }
 
 /// `GET .../calls/{id}/operations/{opId}`: an operation still running.
-pub async fn get_operation(
-    state: &AppState,
-    target: &Target,
-    app: &AppRef,
-    id: &str,
-    op_id: &str,
-) -> Result<Response, ApiError> {
+pub async fn get_operation(cx: &GraphCall, id: &str, op_id: &str) -> Result<Response, ApiError> {
     let cid = call_id(id)?;
-    let op = state
+    let op = cx
+        .state
         .engine
-        .get_operation(&app.app_id, cid, op_id)
+        .get_operation(&cx.app.app_id, cid, op_id)
         .await
         .map_err(|_| ApiError::not_found("Operation not found; it finished or never existed."))?;
-    Ok(operation_response(state, target, cid, &op))
+    Ok(operation_response(cx, cid, &op))
 }

@@ -4,13 +4,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use super::AppState;
 use super::error::ApiError;
-use super::extract::{call_id, check_callback_policy};
+use super::extract::{GraphCall, call_id, check_callback_policy};
 use super::respond::json_text_response;
-use super::route::Target;
-use crate::auth::Principal;
-use crate::engine::AppRef;
 use crate::graph::call::{CallKind, parse_create, render};
 
 /// The roles a create request needs, as (what it is, roles of which one is enough).
@@ -35,13 +31,8 @@ fn insufficient(what: &str, roles: &[&str]) -> ApiError {
     )
 }
 
-pub async fn create_call(
-    state: &AppState,
-    target: &Target,
-    principal: &Principal,
-    app: &AppRef,
-    body: Value,
-) -> Result<Response, ApiError> {
+pub async fn create_call(cx: &GraphCall, body: Value) -> Result<Response, ApiError> {
+    let (state, principal, app) = (&cx.state, &cx.principal, &cx.app);
     let req = parse_create(&body).map_err(|e| ApiError::bad_request(e.0))?;
     check_callback_policy(&state.settings.callbacks, &req.callback_uri)?;
     if let Some(t) = &req.tenant_id
@@ -68,7 +59,7 @@ pub async fn create_call(
         CallKind::Meeting => (vec![], Some(join_meeting_id(&body)?)),
     };
     let call = state.engine.create_call(app, req, targets, meeting).await?;
-    let at = target.addressing(&state.public_url);
+    let at = cx.addressing();
     let mut resp = json_text_response(StatusCode::CREATED, render(&call, &at));
     let location = format!("{}/{}/{}", at.base, at.collection, call.id);
     if let Ok(v) = HeaderValue::from_str(&location) {
@@ -106,21 +97,20 @@ fn join_meeting_id(body: &Value) -> Result<(String, Option<String>), ApiError> {
     }
 }
 
-pub async fn get_call(
-    state: &AppState,
-    target: &Target,
-    app: &AppRef,
-    id: &str,
-) -> Result<Response, ApiError> {
-    let at = target.addressing(&state.public_url);
-    let body = state
+pub async fn get_call(cx: &GraphCall, id: &str) -> Result<Response, ApiError> {
+    let at = cx.addressing();
+    let body = cx
+        .state
         .engine
-        .with_call(&app.app_id, call_id(id)?, |c| render(c, &at))
+        .with_call(&cx.app.app_id, call_id(id)?, |c| render(c, &at))
         .await?;
     Ok(json_text_response(StatusCode::OK, body))
 }
 
-pub async fn delete_call(state: &AppState, app: &AppRef, id: &str) -> Result<Response, ApiError> {
-    state.engine.hang_up(&app.app_id, call_id(id)?).await?;
+pub async fn delete_call(cx: &GraphCall, id: &str) -> Result<Response, ApiError> {
+    cx.state
+        .engine
+        .hang_up(&cx.app.app_id, call_id(id)?)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

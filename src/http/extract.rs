@@ -1,6 +1,8 @@
-//! What handlers read from a request: the body (within its limit), JSON bodies as Graph takes
-//! them, the fields every action shares, the call a path names. Handlers import these from here,
-//! never from each other.
+//! What handlers read from a request: the Graph handlers' context ([`GraphCall`]), the body
+//! (within its limit), JSON bodies as Graph takes them, the fields every action shares, the call a
+//! path names. Handlers import these from here, never from each other.
+
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, header};
@@ -9,9 +11,41 @@ use serde_json::Value;
 
 use super::AppState;
 use super::error::ApiError;
+use super::route::Target;
+use crate::auth::Principal;
 use crate::config::CallbackPolicy;
 use crate::domain::{Call, CallId};
 use crate::engine::AppRef;
+use crate::graph::call::Addressing;
+
+/// What every Graph handler is given, built by the dispatcher once the path is parsed and the
+/// token accepted. The ids and the body a handler needs come beside it.
+pub struct GraphCall {
+    pub state: Arc<AppState>,
+    /// The parsed path, with the version and collection it was reached by.
+    pub target: Target,
+    /// The validated token.
+    pub principal: Principal,
+    /// The registered app the token speaks for.
+    pub app: AppRef,
+}
+
+impl GraphCall {
+    /// Where `Location` headers and `@odata.context` point: the public URL, addressed as this
+    /// request was.
+    pub fn addressing(&self) -> Addressing {
+        self.target.addressing(&self.state.public_url)
+    }
+
+    /// The call, if this app owns it and it is live.
+    pub async fn owned_call(&self, id: &str) -> Result<Call, ApiError> {
+        Ok(self
+            .state
+            .engine
+            .get_call(&self.app.app_id, call_id(id)?)
+            .await?)
+    }
+}
 
 /// Reads a request body up to `limit` bytes. A larger body is drained (so the client can read
 /// the answer) and refused with 413.
@@ -103,11 +137,6 @@ fn parse_json(headers: &HeaderMap, bytes: &[u8]) -> Result<Value, ApiError> {
 /// Parses a call id from the path; an id that is not a GUID names no call.
 pub fn call_id(id: &str) -> Result<CallId, ApiError> {
     CallId::parse(id).ok_or_else(ApiError::call_not_found)
-}
-
-/// The call, if this app owns it and it is live.
-pub async fn owned_call(state: &AppState, app: &AppRef, id: &str) -> Result<Call, ApiError> {
-    Ok(state.engine.get_call(&app.app_id, call_id(id)?).await?)
 }
 
 /// `clientContext`: the bot's own string, echoed on the operation (at most 256 characters).

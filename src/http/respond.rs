@@ -4,8 +4,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::AppState;
-use super::route::Target;
+use super::extract::GraphCall;
 use crate::domain::CallId;
 use crate::domain::operation::Operation;
 use crate::graph::operation::render;
@@ -27,14 +26,9 @@ pub fn json_text_response(status: StatusCode, text: String) -> Response {
 }
 
 /// `200` with the operation and a `Location` to it.
-pub fn operation_response(
-    state: &AppState,
-    target: &Target,
-    call: CallId,
-    op: &Operation,
-) -> Response {
-    let at = target.addressing(&state.public_url);
-    let mut body = render(op, Some(&state.engine.recording_url(&op.id)));
+pub fn operation_response(cx: &GraphCall, call: CallId, op: &Operation) -> Response {
+    let at = cx.addressing();
+    let mut body = render(op, Some(&cx.state.engine.recording_url(&op.id)));
     body["@odata.context"] = json!(format!("{}/$metadata#{}", at.base, op.kind.type_name()));
     let mut resp = json_response(StatusCode::OK, &body);
     let location = format!("{}/{}/{call}/operations/{}", at.base, at.collection, op.id);

@@ -22,6 +22,29 @@ pub enum Route {
     Unbuilt(String, Unbuilt),
 }
 
+/// A route's name without its ids (the [`Route`] variant's name, such as `CallAction`): a label
+/// with few values, for metrics. [`super::dispatch::dispatch`] puts it in the extensions of every
+/// response to a path that parses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RouteName(pub &'static str);
+
+impl Route {
+    /// This route's [`RouteName`].
+    pub fn name(&self) -> RouteName {
+        RouteName(match self {
+            Route::Calls => "Calls",
+            Route::Call(_) => "Call",
+            Route::CallAction(..) => "CallAction",
+            Route::Operation(..) => "Operation",
+            Route::Participants(_) => "Participants",
+            Route::Participant(..) => "Participant",
+            Route::Invite(_) => "Invite",
+            Route::ParticipantAction(..) => "ParticipantAction",
+            Route::Unbuilt(..) => "Unbuilt",
+        })
+    }
+}
+
 /// What Graph serves that Switchboard answers with `501`, each with the one method Graph takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unbuilt {
@@ -228,6 +251,7 @@ mod tests {
         assert_eq!((t.version, t.collection), ("beta", "app/calls"));
         let t = parse("/v1.0/communications/calls/x/playprompt").unwrap();
         assert_eq!(t.route, Route::CallAction("x".into(), Action::PlayPrompt));
+        assert_eq!(t.route.name(), RouteName("CallAction"));
     }
 
     #[test]
