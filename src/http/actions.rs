@@ -8,13 +8,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::AppState;
 use super::error::ApiError;
 use super::extract::{
     GraphCall, bool_or, call_id, check_callback_policy, client_context, enum_value, int_in,
 };
 use super::respond::operation_response;
 use super::route::Action;
+use super::state::AppState;
 use crate::domain::operation::{OpKind, Operation, RecordPlan, tone_key};
 use crate::domain::{EndReason, Peer};
 use crate::graph::call::{parse_callback_uri, parse_media_config, parse_modalities, parse_target};

@@ -11,10 +11,10 @@ use axum::http::Method;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 
-use super::AppState;
 use super::error::ApiError;
 use super::extract::{GraphCall, json_body, optional_json_body};
 use super::route::{Route, Target, allowed, parse};
+use super::state::AppState;
 use super::{actions, calls, participants};
 
 /// The fallback handler: every request that no other route took.

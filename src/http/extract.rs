@@ -1,7 +1,8 @@
-//! What handlers read from a request: the Graph handlers' context ([`GraphCall`]), the body
-//! (within its limit), JSON bodies as Graph takes them, the fields every action shares, the call a
+//! What handlers read from a request: the Graph handlers' context ([`GraphCall`]), the peer's
+//! address ([`PeerAddr`]), the body (within its limit), JSON bodies as Graph takes them, the fields every action shares, the call a
 //! path names. Handlers import these from here, never from each other.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -9,14 +10,26 @@ use axum::http::{HeaderMap, header};
 use http_body_util::BodyExt;
 use serde_json::Value;
 
-use super::AppState;
 use super::error::ApiError;
 use super::route::Target;
+use super::state::AppState;
 use crate::auth::Principal;
 use crate::config::CallbackPolicy;
 use crate::domain::{Call, CallId};
 use crate::engine::AppRef;
 use crate::graph::call::Addressing;
+
+/// The peer address of a connection, put into every request by the server loop.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub SocketAddr);
+
+impl PeerAddr {
+    /// Whether the peer is on this host. On a `[::]` listener an IPv4 client arrives as
+    /// `::ffff:127.0.0.1`, which is loopback too.
+    pub fn is_loopback(&self) -> bool {
+        self.0.ip().to_canonical().is_loopback()
+    }
+}
 
 /// What every Graph handler is given, built by the dispatcher once the path is parsed and the
 /// token accepted. The ids and the body a handler needs come beside it.
@@ -225,6 +238,14 @@ pub fn check_callback_policy(policy: &CallbackPolicy, uri: &str) -> Result<(), A
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv4_client_of_a_dual_stack_listener_is_loopback() {
+        assert!(PeerAddr("[::ffff:127.0.0.1]:5000".parse().unwrap()).is_loopback());
+        assert!(PeerAddr("[::1]:5000".parse().unwrap()).is_loopback());
+        assert!(!PeerAddr("[::ffff:10.0.0.1]:5000".parse().unwrap()).is_loopback());
+        assert!(!PeerAddr("10.0.0.1:5000".parse().unwrap()).is_loopback());
+    }
 
     #[test]
     fn the_strict_policy_wants_https_to_public_hosts() {
