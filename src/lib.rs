@@ -14,7 +14,8 @@
 //!   rules) and the HTTP clients that enforce it;
 //! - [`http`]: the HTTP layer (Graph routes, token endpoint, control API);
 //! - [`connections`]: the connection limit, shedding the connection idle longest;
-//! - [`app`]: builds everything from [`config::Settings`] and runs it until stopped.
+//! - [`app`]: builds everything from [`config::Settings`] and runs it until stopped;
+//! - [`telemetry`]: the log subscriber (and, later, metrics).
 
 pub mod app;
 pub mod auth;
@@ -31,3 +32,4 @@ pub mod media;
 pub mod net_policy;
 pub mod prompts;
 pub mod store;
+pub mod telemetry;

@@ -160,13 +160,7 @@ async fn wait_for_signal() {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    switchboard::telemetry::init();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve {

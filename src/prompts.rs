@@ -252,7 +252,7 @@ impl Prompts {
         uri: &str,
         scheme: &str,
     ) -> Result<u64, PromptError> {
-        if crate::http::calls::check_callback_policy(&self.policy, uri).is_err() {
+        if crate::http::extract::check_callback_policy(&self.policy, uri).is_err() {
             return Err(Refused(if self.policy.strict && scheme != "https" {
                 "With the strict callback policy, prompts are fetched only over https.".into()
             } else {

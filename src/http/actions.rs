@@ -4,79 +4,21 @@
 //! Each handler first finds the call (so an ended call answers 404 whatever the body), then reads
 //! the body leniently, then asks the engine.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::AppState;
-use super::calls::{call_id, check_callback_policy, json_response, owned_call};
 use super::error::ApiError;
-use super::graph::Target;
-use crate::auth::Principal;
+use super::extract::{
+    GraphCall, bool_or, call_id, check_callback_policy, client_context, enum_value, int_in,
+};
+use super::respond::operation_response;
+use super::route::Action;
+use super::state::AppState;
 use crate::domain::operation::{OpKind, Operation, RecordPlan, tone_key};
-use crate::domain::{CallId, EndReason, Peer};
-use crate::engine::AppRef;
+use crate::domain::{EndReason, Peer};
 use crate::graph::call::{parse_callback_uri, parse_media_config, parse_modalities, parse_target};
-use crate::graph::operation::render;
 use crate::prompts::PromptError;
-
-/// The actions of the Graph surface on a call, with their Graph names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    KeepAlive,
-    Answer,
-    Reject,
-    Redirect,
-    Transfer,
-    PlayPrompt,
-    RecordResponse,
-    CancelMediaProcessing,
-    SubscribeToTone,
-    SendDtmfTones,
-    Mute,
-    Unmute,
-    UpdateRecordingStatus,
-    ChangeScreenSharingRole,
-    /// Known to Graph, not built yet.
-    AddLargeGalleryView,
-}
-
-impl Action {
-    /// Reads an action name in any case, namespace-qualified or not.
-    pub fn parse(segment: &str) -> Option<Action> {
-        let lower = segment.to_ascii_lowercase();
-        let name = lower.strip_prefix("microsoft.graph.").unwrap_or(&lower);
-        Some(match name {
-            "keepalive" => Action::KeepAlive,
-            "answer" => Action::Answer,
-            "reject" => Action::Reject,
-            "redirect" => Action::Redirect,
-            "transfer" => Action::Transfer,
-            "playprompt" => Action::PlayPrompt,
-            "recordresponse" | "record" => Action::RecordResponse,
-            "cancelmediaprocessing" => Action::CancelMediaProcessing,
-            "subscribetotone" => Action::SubscribeToTone,
-            "senddtmftones" => Action::SendDtmfTones,
-            "mute" => Action::Mute,
-            "unmute" => Action::Unmute,
-            "updaterecordingstatus" => Action::UpdateRecordingStatus,
-            "changescreensharingrole" => Action::ChangeScreenSharingRole,
-            "addlargegalleryview" => Action::AddLargeGalleryView,
-            _ => return None,
-        })
-    }
-}
-
-pub fn client_context(body: &Value) -> Result<Option<String>, ApiError> {
-    match &body["clientContext"] {
-        Value::Null => Ok(None),
-        Value::String(s) if s.chars().count() <= 256 => Ok(Some(s.clone())),
-        Value::String(_) => Err(ApiError::bad_request(
-            "clientContext must be at most 256 characters.",
-        )),
-        _ => Err(ApiError::bad_request("clientContext must be a string.")),
-    }
-}
 
 fn optional_callback(state: &AppState, body: &Value) -> Result<Option<String>, ApiError> {
     match body.get("callbackUri") {
@@ -87,67 +29,6 @@ fn optional_callback(state: &AppState, body: &Value) -> Result<Option<String>, A
             Ok(Some(uri))
         }
     }
-}
-
-fn int_in(body: &Value, name: &str, default: i64, min: i64, max: i64) -> Result<i64, ApiError> {
-    match &body[name] {
-        Value::Null => Ok(default),
-        v => v
-            .as_i64()
-            .filter(|n| (min..=max).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!("{name} must be an integer from {min} to {max}."))
-            }),
-    }
-}
-
-fn bool_or(body: &Value, name: &str, default: bool) -> Result<bool, ApiError> {
-    match &body[name] {
-        Value::Null => Ok(default),
-        Value::Bool(b) => Ok(*b),
-        _ => Err(ApiError::bad_request(format!(
-            "{name} must be true or false."
-        ))),
-    }
-}
-
-fn enum_value<'a>(
-    body: &Value,
-    name: &str,
-    allowed: &[&'a str],
-) -> Result<Option<&'a str>, ApiError> {
-    match &body[name] {
-        Value::Null => Ok(None),
-        Value::String(s) => allowed
-            .iter()
-            .find(|a| a.eq_ignore_ascii_case(s))
-            .map(|a| Some(*a))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "'{s}' is not a valid {name}; use one of {}.",
-                    allowed.join(", ")
-                ))
-            }),
-        _ => Err(ApiError::bad_request(format!("{name} must be a string."))),
-    }
-}
-
-/// `200` with the operation and a `Location` to it.
-pub fn operation_response(
-    state: &AppState,
-    target: &Target,
-    call: CallId,
-    op: &Operation,
-) -> Response {
-    let at = target.addressing(&state.public_url);
-    let mut body = render(op, Some(&state.engine.recording_url(&op.id)));
-    body["@odata.context"] = json!(format!("{}/$metadata#{}", at.base, op.kind.type_name()));
-    let mut resp = json_response(StatusCode::OK, &body);
-    let location = format!("{}/{}/{call}/operations/{}", at.base, at.collection, op.id);
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    resp
 }
 
 /// How long one prompt plays: its WAV file's duration, or the configured default when the file
@@ -228,20 +109,18 @@ fn targets(body: &Value, name: &str) -> Result<Vec<Peer>, ApiError> {
 }
 
 pub async fn run(
-    state: &AppState,
-    target: &Target,
-    principal: &Principal,
-    app: &AppRef,
+    cx: &GraphCall,
     id: &str,
     action: Action,
     body: Value,
 ) -> Result<Response, ApiError> {
-    let call = owned_call(state, app, id).await?;
+    let (state, principal, app) = (&cx.state, &cx.principal, &cx.app);
+    let call = cx.owned_call(id).await?;
     let cid = call.id;
     let e = &state.engine;
     let me = app.app_id.as_str();
     let accepted = || Ok(StatusCode::ACCEPTED.into_response());
-    let op = |op: Operation| Ok(operation_response(state, target, cid, &op));
+    let op = |op: Operation| Ok(operation_response(cx, cid, &op));
     match action {
         Action::KeepAlive => {
             e.keep_alive(me, cid).await?;
@@ -405,18 +284,13 @@ pub async fn run(
 }
 
 /// `GET .../calls/{id}/operations/{opId}`: an operation still running.
-pub async fn get_operation(
-    state: &AppState,
-    target: &Target,
-    app: &AppRef,
-    id: &str,
-    op_id: &str,
-) -> Result<Response, ApiError> {
+pub async fn get_operation(cx: &GraphCall, id: &str, op_id: &str) -> Result<Response, ApiError> {
     let cid = call_id(id)?;
-    let op = state
+    let op = cx
+        .state
         .engine
-        .get_operation(&app.app_id, cid, op_id)
+        .get_operation(&cx.app.app_id, cid, op_id)
         .await
         .map_err(|_| ApiError::not_found("Operation not found; it finished or never existed."))?;
-    Ok(operation_response(state, target, cid, &op))
+    Ok(operation_response(cx, cid, &op))
 }

@@ -14,7 +14,8 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Value, json};
 
-use super::{AppState, PeerAddr};
+use super::extract::{PeerAddr, read_body};
+use super::state::AppState;
 use crate::auth::tokens::{APP_TOKEN_LIFETIME_SECS, issue_app_token};
 
 const GRAPH_SCOPES: [&str; 2] = [
@@ -103,7 +104,7 @@ pub async fn token(
 ) -> Response {
     let peer = peer.map(|Extension(PeerAddr(a))| a.ip());
     let bad = |error, code, desc: &str| entra_error(StatusCode::BAD_REQUEST, error, code, desc);
-    let Ok(bytes) = super::read_body(body, 64 * 1024).await else {
+    let Ok(bytes) = read_body(body, 64 * 1024).await else {
         return bad(
             "invalid_request",
             900144,

@@ -4,40 +4,17 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::AppState;
-use super::actions::{client_context, operation_response};
-use super::calls::{call_id, json_response};
 use super::error::ApiError;
-use super::graph::Target;
-use crate::auth::Principal;
+use super::extract::{GraphCall, call_id, client_context};
+use super::respond::{json_response, operation_response};
+use super::route::ParticipantAction;
 use crate::domain::CallId;
-use crate::engine::{AppRef, Invitee};
+use crate::engine::Invitee;
 use crate::graph::call::parse_target;
 use crate::graph::participant::{render, roster};
 
-/// Actions on one participant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ParticipantAction {
-    Mute,
-    StartHoldMusic,
-    StopHoldMusic,
-}
-
-impl ParticipantAction {
-    /// Reads an action name in any case, namespace-qualified or not.
-    pub fn parse(segment: &str) -> Option<Self> {
-        let lower = segment.to_ascii_lowercase();
-        match lower.strip_prefix("microsoft.graph.").unwrap_or(&lower) {
-            "mute" => Some(ParticipantAction::Mute),
-            "startholdmusic" => Some(ParticipantAction::StartHoldMusic),
-            "stopholdmusic" => Some(ParticipantAction::StopHoldMusic),
-            _ => None,
-        }
-    }
-}
-
-fn context(state: &AppState, target: &Target, call: CallId) -> String {
-    let at = target.addressing(&state.public_url);
+fn context(cx: &GraphCall, call: CallId) -> String {
+    let at = cx.addressing();
     format!(
         "{}/$metadata#{}('{call}')/participants",
         at.base, at.collection
@@ -45,64 +22,44 @@ fn context(state: &AppState, target: &Target, call: CallId) -> String {
 }
 
 /// `GET .../participants`: everyone who has joined, the bot included.
-pub async fn list(
-    state: &AppState,
-    target: &Target,
-    app: &AppRef,
-    id: &str,
-) -> Result<Response, ApiError> {
+pub async fn list(cx: &GraphCall, id: &str) -> Result<Response, ApiError> {
     let cid = call_id(id)?;
-    let value = state
+    let value = cx
+        .state
         .engine
-        .with_conversation(&app.app_id, cid, |_, c, apps| roster(c, apps))
+        .with_conversation(&cx.app.app_id, cid, |_, c, apps| roster(c, apps))
         .await?;
-    let body = json!({"@odata.context": context(state, target, cid), "value": value});
+    let body = json!({"@odata.context": context(cx, cid), "value": value});
     Ok(json_response(StatusCode::OK, &body))
 }
 
 /// `GET .../participants/{id}`.
-pub async fn get(
-    state: &AppState,
-    target: &Target,
-    app: &AppRef,
-    id: &str,
-    participant_id: &str,
-) -> Result<Response, ApiError> {
+pub async fn get(cx: &GraphCall, id: &str, participant_id: &str) -> Result<Response, ApiError> {
     let cid = call_id(id)?;
-    let found = state
+    let found = cx
+        .state
         .engine
-        .with_conversation(&app.app_id, cid, |_, c, apps| {
+        .with_conversation(&cx.app.app_id, cid, |_, c, apps| {
             c.leg(participant_id).map(|i| render(&c.legs[i], apps))
         })
         .await?;
     let mut body = found.ok_or_else(|| ApiError::not_found("Participant not found."))?;
-    body["@odata.context"] = json!(format!("{}/$entity", context(state, target, cid)));
+    body["@odata.context"] = json!(format!("{}/$entity", context(cx, cid)));
     Ok(json_response(StatusCode::OK, &body))
 }
 
 /// `DELETE .../participants/{id}`.
-pub async fn remove(
-    state: &AppState,
-    app: &AppRef,
-    id: &str,
-    participant_id: &str,
-) -> Result<Response, ApiError> {
-    state
+pub async fn remove(cx: &GraphCall, id: &str, participant_id: &str) -> Result<Response, ApiError> {
+    cx.state
         .engine
-        .remove_participant(&app.app_id, call_id(id)?, participant_id)
+        .remove_participant(&cx.app.app_id, call_id(id)?, participant_id)
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `POST .../participants/invite`.
-pub async fn invite(
-    state: &AppState,
-    target: &Target,
-    principal: &Principal,
-    app: &AppRef,
-    id: &str,
-    body: Value,
-) -> Result<Response, ApiError> {
+pub async fn invite(cx: &GraphCall, id: &str, body: Value) -> Result<Response, ApiError> {
+    let (state, principal, app) = (&cx.state, &cx.principal, &cx.app);
     let cid = call_id(id)?;
     state.engine.with_call(&app.app_id, cid, |_| ()).await?;
     const ROLE: &str = "Calls.InitiateGroupCall.All";
@@ -152,28 +109,26 @@ pub async fn invite(
         .engine
         .invite(&app.app_id, cid, invitees, normalized, ctx)
         .await?;
-    Ok(operation_response(state, target, cid, &op))
+    Ok(operation_response(cx, cid, &op))
 }
 
 /// `POST .../participants/{id}/mute`, `startHoldMusic`, `stopHoldMusic`.
 pub async fn act(
-    state: &AppState,
-    target: &Target,
-    app: &AppRef,
+    cx: &GraphCall,
     id: &str,
     participant_id: &str,
     action: ParticipantAction,
     body: Value,
 ) -> Result<Response, ApiError> {
     let cid = call_id(id)?;
-    state.engine.with_call(&app.app_id, cid, |_| ()).await?;
+    let e = &cx.state.engine;
+    let me = cx.app.app_id.as_str();
+    e.with_call(me, cid, |_| ()).await?;
     let ctx = client_context(&body)?;
-    let e = &state.engine;
-    let me = app.app_id.as_str();
     match action {
         ParticipantAction::Mute => {
             let op = e.mute_participant(me, cid, participant_id, ctx).await?;
-            Ok(operation_response(state, target, cid, &op))
+            Ok(operation_response(cx, cid, &op))
         }
         ParticipantAction::StartHoldMusic | ParticipantAction::StopHoldMusic => {
             if !body["customPrompt"].is_null() && !body["customPrompt"].is_object() {
@@ -181,7 +136,7 @@ pub async fn act(
             }
             let start = action == ParticipantAction::StartHoldMusic;
             let op = e.hold_music(me, cid, participant_id, ctx, start).await?;
-            let mut resp = operation_response(state, target, cid, &op);
+            let mut resp = operation_response(cx, cid, &op);
             *resp.status_mut() = StatusCode::ACCEPTED;
             Ok(resp)
         }

@@ -1,20 +1,10 @@
-//! Graph routes under `/v1.0` and `/beta`, for `/communications/calls` and the legacy
-//! `/app/calls`. Segments and action names are case-insensitive and actions may be
-//! namespace-qualified (`microsoft.graph.keepAlive`), so paths are parsed here by hand rather
-//! than by the router.
+//! The Graph path grammar: what a path under `/v1.0` or `/beta` names, for
+//! `/communications/calls` and the legacy `/app/calls`. Segments and action names are
+//! case-insensitive and actions may be namespace-qualified (`microsoft.graph.keepAlive`), so paths
+//! are parsed here by hand rather than by the router; [`super::dispatch`] serves what they name.
 
-use std::sync::Arc;
-
-use axum::body::Body;
-use axum::extract::{Request, State};
 use axum::http::Method;
-use axum::response::{IntoResponse, Response};
 
-use super::AppState;
-use super::actions::{self, Action};
-use super::calls;
-use super::error::ApiError;
-use super::participants::{self, ParticipantAction};
 use crate::graph::call::Addressing;
 
 /// A parsed Graph path.
@@ -32,6 +22,29 @@ pub enum Route {
     Unbuilt(String, Unbuilt),
 }
 
+/// A route's name without its ids (the [`Route`] variant's name, such as `CallAction`): a label
+/// with few values, for metrics. [`super::dispatch::dispatch`] puts it in the extensions of every
+/// response to a path that parses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RouteName(pub &'static str);
+
+impl Route {
+    /// This route's [`RouteName`].
+    pub fn name(&self) -> RouteName {
+        RouteName(match self {
+            Route::Calls => "Calls",
+            Route::Call(_) => "Call",
+            Route::CallAction(..) => "CallAction",
+            Route::Operation(..) => "Operation",
+            Route::Participants(_) => "Participants",
+            Route::Participant(..) => "Participant",
+            Route::Invite(_) => "Invite",
+            Route::ParticipantAction(..) => "ParticipantAction",
+            Route::Unbuilt(..) => "Unbuilt",
+        })
+    }
+}
+
 /// What Graph serves that Switchboard answers with `501`, each with the one method Graph takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unbuilt {
@@ -41,7 +54,8 @@ pub enum Unbuilt {
 }
 
 impl Unbuilt {
-    fn what(self) -> &'static str {
+    /// What the `501` says is not built.
+    pub fn what(self) -> &'static str {
         match self {
             Unbuilt::ListOperations => "Listing operations",
             Unbuilt::MuteAll => "The participants/muteAll action",
@@ -153,60 +167,70 @@ pub fn parse(path: &str) -> Result<Target, String> {
     })
 }
 
-/// The fallback handler: every request that no other route took.
-pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    match route(state, req).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
+/// The actions of the Graph surface on a call, with their Graph names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    KeepAlive,
+    Answer,
+    Reject,
+    Redirect,
+    Transfer,
+    PlayPrompt,
+    RecordResponse,
+    CancelMediaProcessing,
+    SubscribeToTone,
+    SendDtmfTones,
+    Mute,
+    Unmute,
+    UpdateRecordingStatus,
+    ChangeScreenSharingRole,
+    /// Known to Graph, not built yet.
+    AddLargeGalleryView,
+}
+
+impl Action {
+    /// Reads an action name in any case, namespace-qualified or not.
+    pub fn parse(segment: &str) -> Option<Action> {
+        let lower = segment.to_ascii_lowercase();
+        let name = lower.strip_prefix("microsoft.graph.").unwrap_or(&lower);
+        Some(match name {
+            "keepalive" => Action::KeepAlive,
+            "answer" => Action::Answer,
+            "reject" => Action::Reject,
+            "redirect" => Action::Redirect,
+            "transfer" => Action::Transfer,
+            "playprompt" => Action::PlayPrompt,
+            "recordresponse" | "record" => Action::RecordResponse,
+            "cancelmediaprocessing" => Action::CancelMediaProcessing,
+            "subscribetotone" => Action::SubscribeToTone,
+            "senddtmftones" => Action::SendDtmfTones,
+            "mute" => Action::Mute,
+            "unmute" => Action::Unmute,
+            "updaterecordingstatus" => Action::UpdateRecordingStatus,
+            "changescreensharingrole" => Action::ChangeScreenSharingRole,
+            "addlargegalleryview" => Action::AddLargeGalleryView,
+            _ => return None,
+        })
     }
 }
 
-async fn route(state: Arc<AppState>, req: Request) -> Result<Response, ApiError> {
-    let (parts, body): (_, Body) = req.into_parts();
-    let target = parse(parts.uri.path()).map_err(|seg| {
-        if parts.uri.path().trim_matches('/').is_empty() {
-            ApiError::not_found(
-                "Nothing is served at /; the calls API is at /v1.0/communications/calls.",
-            )
-        } else {
-            ApiError::bad_request(format!("Resource not found for the segment '{seg}'."))
-        }
-    })?;
-    let (principal, app) = state.authenticate(&parts.headers).await?;
-    let methods = allowed(&target.route);
-    if !methods.contains(&parts.method) {
-        let names: Vec<&str> = methods.iter().map(Method::as_str).collect();
-        return Err(ApiError::method_not_allowed(&names.join(", ")));
-    }
-    // Past this point the method is one of `allowed(route)`; `HEAD` is served as `GET` (hyper
-    // sends no body with it).
-    let delete = parts.method == Method::DELETE;
-    match &target.route {
-        Route::Calls => {
-            let body = calls::json_body(&state, &parts.headers, body).await?;
-            calls::create_call(&state, &target, &principal, &app, body).await
-        }
-        Route::Call(id) if delete => calls::delete_call(&state, &app, id).await,
-        Route::Call(id) => calls::get_call(&state, &target, &app, id).await,
-        Route::CallAction(id, action) => {
-            let body = calls::optional_json_body(&state, &parts.headers, body).await?;
-            actions::run(&state, &target, &principal, &app, id, *action, body).await
-        }
-        Route::Operation(id, op) => actions::get_operation(&state, &target, &app, id, op).await,
-        Route::Participants(id) => participants::list(&state, &target, &app, id).await,
-        Route::Participant(id, pid) if delete => participants::remove(&state, &app, id, pid).await,
-        Route::Participant(id, pid) => participants::get(&state, &target, &app, id, pid).await,
-        Route::Invite(id) => {
-            let body = calls::json_body(&state, &parts.headers, body).await?;
-            participants::invite(&state, &target, &principal, &app, id, body).await
-        }
-        Route::ParticipantAction(id, pid, action) => {
-            let body = calls::optional_json_body(&state, &parts.headers, body).await?;
-            participants::act(&state, &target, &app, id, pid, *action, body).await
-        }
-        Route::Unbuilt(id, what) => {
-            calls::owned_call(&state, &app, id).await?;
-            Err(ApiError::not_implemented(what.what()))
+/// Actions on one participant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParticipantAction {
+    Mute,
+    StartHoldMusic,
+    StopHoldMusic,
+}
+
+impl ParticipantAction {
+    /// Reads an action name in any case, namespace-qualified or not.
+    pub fn parse(segment: &str) -> Option<Self> {
+        let lower = segment.to_ascii_lowercase();
+        match lower.strip_prefix("microsoft.graph.").unwrap_or(&lower) {
+            "mute" => Some(ParticipantAction::Mute),
+            "startholdmusic" => Some(ParticipantAction::StartHoldMusic),
+            "stopholdmusic" => Some(ParticipantAction::StopHoldMusic),
+            _ => None,
         }
     }
 }
@@ -227,6 +251,7 @@ mod tests {
         assert_eq!((t.version, t.collection), ("beta", "app/calls"));
         let t = parse("/v1.0/communications/calls/x/playprompt").unwrap();
         assert_eq!(t.route, Route::CallAction("x".into(), Action::PlayPrompt));
+        assert_eq!(t.route.name(), RouteName("CallAction"));
     }
 
     #[test]

@@ -1,0 +1,58 @@
+//! The clock: read it, and move a virtual clock forward (running the timers that fall due).
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::json;
+
+use super::read_json;
+use crate::clock::ClockError;
+use crate::http::error::ApiError;
+use crate::http::respond::json_response;
+use crate::http::state::AppState;
+
+/// `GET /clock`: the time now, and whether the clock is virtual.
+pub async fn get_clock(State(state): State<Arc<AppState>>) -> Response {
+    let clock = state.engine.clock();
+    json_response(
+        StatusCode::OK,
+        &json!({"now": clock.now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "virtual": clock.is_virtual()}),
+    )
+}
+
+/// `POST /clock/advance {"seconds"}`: moves a virtual clock, running the timers due.
+pub async fn advance_clock(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let body = read_json(&state, req).await?;
+    let secs = body["seconds"]
+        .as_f64()
+        .filter(|s| s.is_finite() && *s >= 0.0 && *s <= 10.0 * 365.0 * 86400.0)
+        .ok_or_else(|| {
+            ApiError::bad_request("'seconds' must be a number of seconds, zero or more.")
+        })?;
+    if !state.engine.clock().is_virtual() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "clockIsReal",
+            "The clock is real; start the server with --clock virtual to move it.",
+        ));
+    }
+    let by = chrono::Duration::milliseconds((secs * 1000.0).round() as i64);
+    let now = state.engine.advance(by).await.map_err(|e| {
+        if let Some(ClockError::OutOfRange { .. }) = e.downcast_ref::<ClockError>() {
+            return ApiError::bad_request(format!("{e}."));
+        }
+        match e.downcast::<crate::engine::EngineError>() {
+            Ok(engine) => ApiError::from(engine),
+            Err(e) => ApiError::internal(e),
+        }
+    })?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"now": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "virtual": true}),
+    ))
+}

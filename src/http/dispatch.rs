@@ -1,0 +1,104 @@
+//! The Graph dispatcher: the router's fallback, which serves every Graph path. It parses the
+//! path ([`super::route`]), authenticates the request, checks the method, builds the handlers'
+//! context ([`GraphCall`]) and calls the handler the route names. It labels the response with the
+//! route's name, for metrics.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::Method;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use super::extract::{GraphCall, json_body, optional_json_body};
+use super::route::{Route, Target, allowed, parse};
+use super::state::AppState;
+use super::{actions, calls, participants};
+
+/// The fallback handler: every request that no other route took.
+///
+/// Once the path is parsed, the response carries the route's name
+/// ([`RouteName`](super::route::RouteName)) in its extensions, whatever the answer (a `401`, a
+/// `405`, a handler's error): the label a layer around the router, such as a metrics middleware,
+/// reads once the response is made. It cannot be in the request's extensions, where such a layer
+/// finds axum's `MatchedPath`: the route is parsed only here, in the fallback, after every layer
+/// has seen the request. A path that does not parse has no name.
+pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let (parts, body): (_, Body) = req.into_parts();
+    let target = match parse(parts.uri.path()) {
+        Ok(target) => target,
+        Err(_) if parts.uri.path().trim_matches('/').is_empty() => {
+            return ApiError::not_found(
+                "Nothing is served at /; the calls API is at /v1.0/communications/calls.",
+            )
+            .into_response();
+        }
+        Err(seg) => {
+            return ApiError::bad_request(format!("Resource not found for the segment '{seg}'."))
+                .into_response();
+        }
+    };
+    let name = target.route.name();
+    let mut resp = match serve(state, &parts, body, target).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    resp.extensions_mut().insert(name);
+    resp
+}
+
+/// Authenticates the request, checks its method, and calls the handler its route names with the
+/// [`GraphCall`] context.
+async fn serve(
+    state: Arc<AppState>,
+    parts: &Parts,
+    body: Body,
+    target: Target,
+) -> Result<Response, ApiError> {
+    let (principal, app) = state.authenticate(&parts.headers).await?;
+    let methods = allowed(&target.route);
+    if !methods.contains(&parts.method) {
+        let names: Vec<&str> = methods.iter().map(Method::as_str).collect();
+        return Err(ApiError::method_not_allowed(&names.join(", ")));
+    }
+    // Past this point the method is one of `allowed(route)`; `HEAD` is served as `GET` (hyper
+    // sends no body with it).
+    let delete = parts.method == Method::DELETE;
+    let cx = GraphCall {
+        state,
+        target,
+        principal,
+        app,
+    };
+    let headers = &parts.headers;
+    match &cx.target.route {
+        Route::Calls => {
+            let body = json_body(&cx.state, headers, body).await?;
+            calls::create_call(&cx, body).await
+        }
+        Route::Call(id) if delete => calls::delete_call(&cx, id).await,
+        Route::Call(id) => calls::get_call(&cx, id).await,
+        Route::CallAction(id, action) => {
+            let body = optional_json_body(&cx.state, headers, body).await?;
+            actions::run(&cx, id, *action, body).await
+        }
+        Route::Operation(id, op) => actions::get_operation(&cx, id, op).await,
+        Route::Participants(id) => participants::list(&cx, id).await,
+        Route::Participant(id, pid) if delete => participants::remove(&cx, id, pid).await,
+        Route::Participant(id, pid) => participants::get(&cx, id, pid).await,
+        Route::Invite(id) => {
+            let body = json_body(&cx.state, headers, body).await?;
+            participants::invite(&cx, id, body).await
+        }
+        Route::ParticipantAction(id, pid, action) => {
+            let body = optional_json_body(&cx.state, headers, body).await?;
+            participants::act(&cx, id, pid, *action, body).await
+        }
+        Route::Unbuilt(id, what) => {
+            cx.owned_call(id).await?;
+            Err(ApiError::not_implemented(what.what()))
+        }
+    }
+}
