@@ -1,7 +1,9 @@
 //! Switchboard: a self-hosted call-control server that speaks the Microsoft Graph calls API.
 //!
 //! The crate is laid out by layer (see `ARCHITECTURE.md`):
-//! - [`domain`]: the pure call state machine and the end-reason catalogue (no I/O);
+//! - [`domain`]: the pure call state machine, conversations, operations and the end-reason
+//!   catalogue; the crate `switchboard-domain` in `crates/domain`, so the compiler checks that it
+//!   does no I/O;
 //! - [`graph`]: Graph wire types: parsing requests leniently, rendering calls and notifications
 //!   exactly;
 //! - [`store`]: storage behind one trait, with the memory and SQLite backends;
@@ -22,7 +24,6 @@ pub mod clock;
 pub mod config;
 pub mod connections;
 pub mod delivery;
-pub mod domain;
 pub mod engine;
 pub mod fabric;
 pub mod graph;
@@ -31,3 +32,7 @@ pub mod media;
 pub mod net_policy;
 pub mod prompts;
 pub mod store;
+
+/// The pure domain lives in its own crate, `crates/domain`; every `crate::domain::…` path
+/// goes on working through this name.
+pub use switchboard_domain as domain;

@@ -13,3 +13,6 @@ pub mod operation;
 pub use call::{Call, CallState, ChangeType, Direction, Event, Notice, PartyKind, Peer, Timers};
 pub use end_reason::EndReason;
 pub use ids::CallId;
+
+/// A point in time on the call clock (the server's `clock` module reads it; the domain is given it).
+pub type Timestamp = chrono::DateTime<chrono::Utc>;

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::EndReason;
-use crate::clock::Timestamp;
+use crate::Timestamp;
 
 /// Which operation, and its Graph type name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,7 +205,7 @@ mod tests {
 
     #[test]
     fn prompts_queued_past_the_end_of_time_end_there_instead_of_overflowing() {
-        use crate::domain::{Call, CallState, Direction};
+        use crate::{Call, CallState, Direction};
         let now = chrono::Utc::now();
         let mut call = Call::new(
             "app",
