@@ -1,8 +1,12 @@
-//! The pure domain: call identity, the call state machine, conversations and their legs, and the
-//! end-reason catalogue.
+//! The pure domain: call identity, the call state machine, conversations and their legs, operations
+//! (media, recordings, DTMF) and the end-reason catalogue.
 //!
 //! Nothing here does I/O or reads a clock; time comes in as an argument. The engine applies these
 //! transitions and commits their effects.
+//!
+//! This is a crate of its own (`switchboard-domain`, used by the server as `switchboard::domain`)
+//! so that the compiler holds it to that: it depends on serde, serde_json, chrono, uuid and
+//! thiserror only, with no async runtime and no I/O crate among them.
 
 pub mod call;
 pub mod conversation;
