@@ -18,6 +18,8 @@
 //! - [`connections`]: the connection limit, shedding the connection idle longest;
 //! - [`app`]: builds everything from [`config::Settings`] and runs it until stopped.
 
+#![forbid(unsafe_code)]
+
 pub mod app;
 pub mod auth;
 pub mod clock;

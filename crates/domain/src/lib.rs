@@ -8,6 +8,8 @@
 //! so that the compiler holds it to that: it depends on serde, serde_json, chrono, uuid and
 //! thiserror only, with no async runtime and no I/O crate among them.
 
+#![forbid(unsafe_code)]
+
 pub mod call;
 pub mod conversation;
 pub mod end_reason;
