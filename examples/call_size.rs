@@ -2,6 +2,11 @@
 //! around 10,000 calls built as `Engine::create_call` builds them). The benchmark measures RSS;
 //! this says what of it is the call itself. Run: `cargo run --release --example call_size`.
 
+#![allow(
+    unsafe_code,
+    reason = "a counting allocator implements GlobalAlloc, an unsafe trait; it forwards to System"
+)]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
-/// A point in time on the call clock.
-pub type Timestamp = DateTime<Utc>;
+/// A point in time on the call clock; defined in the domain, which takes times as arguments.
+pub use switchboard_domain::Timestamp;
 
 /// The clock shared by the engine, the delivery worker and the HTTP layer.
 #[derive(Clone)]

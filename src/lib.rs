@@ -1,7 +1,9 @@
 //! Switchboard: a self-hosted call-control server that speaks the Microsoft Graph calls API.
 //!
 //! The crate is laid out by layer (see `ARCHITECTURE.md`):
-//! - [`domain`]: the pure call state machine and the end-reason catalogue (no I/O);
+//! - [`domain`]: the pure call state machine, conversations, operations and the end-reason
+//!   catalogue; the crate `switchboard-domain` in `crates/domain`, so the compiler checks that it
+//!   does no I/O;
 //! - [`graph`]: Graph wire types: parsing requests leniently, rendering calls and notifications
 //!   exactly;
 //! - [`store`]: storage behind one trait, with the memory and SQLite backends;
@@ -17,13 +19,14 @@
 //! - [`app`]: builds everything from [`config::Settings`] and runs it until stopped;
 //! - [`telemetry`]: the log subscriber (and, later, metrics).
 
+#![forbid(unsafe_code)]
+
 pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod connections;
 pub mod delivery;
-pub mod domain;
 pub mod engine;
 pub mod fabric;
 pub mod graph;
@@ -33,3 +36,7 @@ pub mod net_policy;
 pub mod prompts;
 pub mod store;
 pub mod telemetry;
+
+/// The pure domain lives in its own crate, `crates/domain`; every `crate::domain::…` path
+/// goes on working through this name.
+pub use switchboard_domain as domain;

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::EndReason;
-use crate::clock::Timestamp;
+use crate::Timestamp;
 
 /// Which operation, and its Graph type name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,57 +186,6 @@ pub fn tone_key(name: &str) -> Option<char> {
         "flash" => '!',
         _ => return None,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_and_tone_names_map_both_ways() {
-        for key in "0123456789*#ABCD".chars() {
-            let name = tone_name(key).unwrap();
-            assert_eq!(tone_key(name), Some(key));
-            assert_eq!(tone_key(&name.to_uppercase()), Some(key));
-        }
-        assert_eq!(tone_name('x'), None);
-        assert_eq!(tone_key("tone12"), None);
-    }
-
-    #[test]
-    fn prompts_queued_past_the_end_of_time_end_there_instead_of_overflowing() {
-        use crate::domain::{Call, CallState, Direction};
-        let now = chrono::Utc::now();
-        let mut call = Call::new(
-            "app",
-            "tenant",
-            Direction::Outgoing,
-            CallState::Established,
-            "https://bot.example/api/calls".into(),
-            now,
-        );
-        let prompt = |n: &str| Operation::new(n.into(), OpKind::PlayPrompt, None);
-        let first = call.play_prompt(prompt("a"), u64::MAX, now);
-        assert_eq!(
-            first.completes_at,
-            Some(chrono::DateTime::<chrono::Utc>::MAX_UTC)
-        );
-        // The next one starts where the first ends: at the end of time, not past it.
-        let second = call.play_prompt(prompt("b"), 4_000_000_000_000, now);
-        assert_eq!(
-            second.completes_at,
-            Some(chrono::DateTime::<chrono::Utc>::MAX_UTC)
-        );
-    }
-
-    #[test]
-    fn operation_status_is_written_in_pascal_case() {
-        assert_eq!(OpStatus::Running.as_str(), "Running");
-        assert_eq!(
-            serde_json::to_string(&OpStatus::NotStarted).unwrap(),
-            "\"NotStarted\""
-        );
-    }
 }
 
 /// How a recording will go, decided when it is asked for.
@@ -441,5 +390,56 @@ impl super::Call {
         }
         self.operations.retain(|o| o.completes_at.is_some());
         (tone, stopped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_tone_names_map_both_ways() {
+        for key in "0123456789*#ABCD".chars() {
+            let name = tone_name(key).unwrap();
+            assert_eq!(tone_key(name), Some(key));
+            assert_eq!(tone_key(&name.to_uppercase()), Some(key));
+        }
+        assert_eq!(tone_name('x'), None);
+        assert_eq!(tone_key("tone12"), None);
+    }
+
+    #[test]
+    fn prompts_queued_past_the_end_of_time_end_there_instead_of_overflowing() {
+        use crate::{Call, CallState, Direction};
+        let now = chrono::Utc::now();
+        let mut call = Call::new(
+            "app",
+            "tenant",
+            Direction::Outgoing,
+            CallState::Established,
+            "https://bot.example/api/calls".into(),
+            now,
+        );
+        let prompt = |n: &str| Operation::new(n.into(), OpKind::PlayPrompt, None);
+        let first = call.play_prompt(prompt("a"), u64::MAX, now);
+        assert_eq!(
+            first.completes_at,
+            Some(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+        );
+        // The next one starts where the first ends: at the end of time, not past it.
+        let second = call.play_prompt(prompt("b"), 4_000_000_000_000, now);
+        assert_eq!(
+            second.completes_at,
+            Some(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+        );
+    }
+
+    #[test]
+    fn operation_status_is_written_in_pascal_case() {
+        assert_eq!(OpStatus::Running.as_str(), "Running");
+        assert_eq!(
+            serde_json::to_string(&OpStatus::NotStarted).unwrap(),
+            "\"NotStarted\""
+        );
     }
 }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::call::{Call, Event, Rules, TransitionError, hang_up_reason, party_key};
 use super::operation::{OpKind, OpStatus, Operation, results};
 use super::{CallId, CallState, EndReason, Notice, PartyKind, Peer};
-use crate::clock::Timestamp;
+use crate::Timestamp;
 
 /// What sort of conversation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -921,7 +921,7 @@ pub fn identity_key(kind: PartyKind) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Direction;
+    use crate::Direction;
     use chrono::Duration;
     use proptest::prelude::*;
 

@@ -9,7 +9,7 @@ use chrono::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{CallId, EndReason};
-use crate::clock::Timestamp;
+use crate::Timestamp;
 
 /// Graph's `callState`, in declaration order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
