@@ -119,7 +119,7 @@ impl Engine {
     }
 
     /// Operations that complete at once and change a flag of the call.
-    pub async fn instant(
+    async fn instant(
         &self,
         app_id: &str,
         id: CallId,
@@ -160,7 +160,7 @@ impl Engine {
     }
 
     /// Changes something about a call that is up without an operation or a notification.
-    pub async fn modify(
+    async fn modify(
         &self,
         app_id: &str,
         id: CallId,
@@ -179,5 +179,46 @@ impl Engine {
         })
         .await
         .map(|(c, _)| c)
+    }
+
+    /// `subscribeToTone`: the bot hears the keys the party presses from now on.
+    pub async fn subscribe_to_tone(
+        &self,
+        app_id: &str,
+        id: CallId,
+        ctx: Option<String>,
+    ) -> Result<Operation, EngineError> {
+        self.instant(
+            app_id,
+            id,
+            OpKind::SubscribeToTone,
+            ctx,
+            Call::subscribe_to_tone,
+        )
+        .await
+    }
+
+    /// `updateRecordingStatus` (`notRecording`, `recording` or `failed`).
+    pub async fn update_recording_status(
+        &self,
+        app_id: &str,
+        id: CallId,
+        ctx: Option<String>,
+        status: &str,
+    ) -> Result<Operation, EngineError> {
+        let kind = OpKind::UpdateRecordingStatus;
+        self.instant(app_id, id, kind, ctx, |c| c.set_recording_status(status))
+            .await
+    }
+
+    /// `changeScreenSharingRole` (`viewer` or `sharer`).
+    pub async fn change_screen_sharing_role(
+        &self,
+        app_id: &str,
+        id: CallId,
+        role: &str,
+    ) -> Result<Call, EngineError> {
+        self.modify(app_id, id, |c| c.set_screen_sharing_role(role))
+            .await
     }
 }

@@ -6,7 +6,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::error::ApiError;
 use super::extract::{
@@ -15,7 +15,7 @@ use super::extract::{
 use super::respond::operation_response;
 use super::route::Action;
 use super::state::AppState;
-use crate::domain::operation::{OpKind, Operation, RecordPlan, tone_key};
+use crate::domain::operation::{Operation, RecordPlan, tone_key};
 use crate::domain::{EndReason, Peer};
 use crate::graph::call::{parse_callback_uri, parse_media_config, parse_modalities, parse_target};
 use crate::prompts::PromptError;
@@ -229,10 +229,7 @@ pub async fn run(
         }
         Action::SubscribeToTone => {
             let ctx = client_context(&body)?;
-            op(e.instant(me, cid, OpKind::SubscribeToTone, ctx, |c| {
-                c.tone_subscribed = true
-            })
-            .await?)
+            op(e.subscribe_to_tone(me, cid, ctx).await?)
         }
         Action::SendDtmfTones => {
             let ctx = client_context(&body)?;
@@ -261,20 +258,12 @@ pub async fn run(
                 .ok_or_else(|| {
                     ApiError::bad_request("status is required: notRecording, recording or failed.")
                 })?;
-            op(
-                e.instant(me, cid, OpKind::UpdateRecordingStatus, ctx, move |c| {
-                    c.wire.insert("recordingStatus", json!(status));
-                })
-                .await?,
-            )
+            op(e.update_recording_status(me, cid, ctx, status).await?)
         }
         Action::ChangeScreenSharingRole => {
             let role = enum_value(&body, "role", &["viewer", "sharer"])?
                 .ok_or_else(|| ApiError::bad_request("role is required: viewer or sharer."))?;
-            e.modify(me, cid, move |c| {
-                c.wire.insert("screenSharingRole", json!(role));
-            })
-            .await?;
+            e.change_screen_sharing_role(me, cid, role).await?;
             accepted()
         }
         Action::AddLargeGalleryView => {

@@ -336,6 +336,24 @@ impl super::Call {
             .collect()
     }
 
+    /// `subscribeToTone`: from now on, keys the party presses are told to the bot.
+    pub fn subscribe_to_tone(&mut self) {
+        self.tone_subscribed = true;
+    }
+
+    /// `updateRecordingStatus`: what the call says of its recording (`notRecording`,
+    /// `recording` or `failed`), kept as the call's `recordingStatus`.
+    pub fn set_recording_status(&mut self, status: &str) {
+        self.wire
+            .insert("recordingStatus", serde_json::Value::String(status.into()));
+    }
+
+    /// `changeScreenSharingRole`: `viewer` or `sharer`, kept as the call's `screenSharingRole`.
+    pub fn set_screen_sharing_role(&mut self, role: &str) {
+        self.wire
+            .insert("screenSharingRole", serde_json::Value::String(role.into()));
+    }
+
     /// The party pressed `key`: the tone to report (if the bot subscribed, with its sequence
     /// id), and recordings it stops.
     pub fn press(
