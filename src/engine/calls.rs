@@ -3,8 +3,9 @@
 
 use serde_json::Value;
 
-use super::{AppRef, Engine, EngineError, State, not_allowed, transition_error};
+use super::{AppRef, Engine, EngineError, State, transition_error};
 use crate::clock::Timestamp;
+use crate::domain::Refusal;
 use crate::domain::call::Wire;
 use crate::domain::conversation::{Conversation, Emit, Kind, Leg, LegState, Purpose, Scene, Who};
 use crate::domain::{
@@ -14,17 +15,6 @@ use crate::fabric::DialPlan;
 use crate::graph::call::{CreateCall, fill_source};
 use crate::store::committer::{self};
 use uuid::Uuid;
-
-/// The call must be up for actions in it.
-pub(super) fn check_up(call: &Call, what: &str) -> Result<(), EngineError> {
-    if !matches!(call.state, CallState::Established | CallState::Hold) {
-        return Err(not_allowed(format!(
-            "The {what} cannot run while the call is {}.",
-            call.state.as_str()
-        )));
-    }
-    Ok(())
-}
 
 impl Engine {
     pub(super) fn new_call(
@@ -108,15 +98,13 @@ impl Engine {
         Self::admit(&st, app)?;
         let mut scene = match meeting {
             Some((join_id, passcode)) => {
-                let (conv, expected) = st.meetings.get(&join_id).cloned().ok_or_else(|| {
-                    EngineError::Missing(format!(
-                        "No meeting with joinMeetingId '{join_id}' exists."
-                    ))
-                })?;
+                let (conv, expected) = st
+                    .meetings
+                    .get(&join_id)
+                    .cloned()
+                    .ok_or_else(|| Refusal::NoSuchMeeting(join_id.clone()))?;
                 if expected.is_some() && expected != passcode {
-                    return Err(EngineError::Refused(
-                        "The passcode does not match the meeting's passcode.".into(),
-                    ));
+                    return Err(Refusal::WrongPasscode.into());
                 }
                 let mut scene = st.scene(conv).ok_or(EngineError::NotFound)?;
                 call.conversation = conv;
@@ -227,11 +215,7 @@ impl Engine {
     ) -> Result<Call, EngineError> {
         self.update(Some(app_id), id, move |s, now, r| {
             let c = s.call_mut(id).ok_or(EngineError::NotFound)?;
-            if c.direction != Direction::Incoming {
-                return Err(not_allowed(
-                    "Only incoming calls can be answered, rejected or redirected; hang up with DELETE.",
-                ));
-            }
+            c.must_be_incoming()?;
             if let Some(cb) = callback_uri {
                 c.callback_uri = cb;
             }

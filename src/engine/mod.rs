@@ -33,6 +33,7 @@ use tokio::sync::{Mutex, Notify};
 use crate::clock::Clock;
 use crate::config::MeetingConfig;
 use crate::delivery::Delivery;
+use crate::domain::Refusal;
 use crate::domain::call::{Rules, TransitionError};
 use crate::domain::conversation::Who;
 use crate::domain::{Call, CallId};
@@ -60,14 +61,10 @@ pub enum EngineError {
     /// No such call, or not this app's call: the two answer the same.
     #[error("Call not found.")]
     NotFound,
-    /// Something else the request names does not exist (a participant, a meeting).
-    #[error("{0}")]
-    Missing(String),
-    /// The request is refused (a wrong meeting passcode).
-    #[error("{0}")]
-    Refused(String),
-    #[error("{0}")]
-    NotAllowed(String),
+    /// The request is well formed, but the domain refuses it now (its rules, typed; the words a
+    /// client reads are `http::error`'s).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
     #[error("The application has reached its limit of {0} concurrent calls.")]
     TooManyCalls(usize),
     #[error(transparent)]
@@ -120,12 +117,8 @@ pub struct Parts {
 fn transition_error(e: TransitionError) -> EngineError {
     match e {
         TransitionError::Gone => EngineError::NotFound,
-        e @ TransitionError::NotAllowed { .. } => EngineError::NotAllowed(e.to_string()),
+        e @ TransitionError::NotAllowed { .. } => Refusal::Transition(e).into(),
     }
-}
-
-fn not_allowed(msg: impl Into<String>) -> EngineError {
-    EngineError::NotAllowed(msg.into())
 }
 
 impl Engine {

@@ -1,28 +1,11 @@
 //! Operations on a call: prompts, recording, tones, DTMF, cancelling media, muting itself.
 
-use super::calls::check_up;
-use super::{Engine, EngineError, not_allowed};
+use super::{Engine, EngineError};
 use crate::clock::Timestamp;
 use crate::domain::conversation::Emit;
 use crate::domain::ids::new_guid;
 use crate::domain::operation::{OpKind, Operation, RecordPlan, results};
-use crate::domain::{Call, CallId, CallState};
-
-/// Operations need a call that is up; media ones also need service-hosted media.
-pub(super) fn check_can_operate(call: &Call, kind: OpKind) -> Result<(), EngineError> {
-    check_up(call, kind.type_name())?;
-    let media = kind.is_media()
-        || matches!(
-            kind,
-            OpKind::SubscribeToTone | OpKind::SendDtmfTones | OpKind::CancelMediaProcessing
-        );
-    if media && call.app_hosted_media {
-        return Err(not_allowed(
-            "This action is supported only for calls with service-hosted media (serviceHostedMediaConfig); the call uses app-hosted media.",
-        ));
-    }
-    Ok(())
-}
+use crate::domain::{Call, CallId};
 
 impl Engine {
     /// Starts an operation on a call that is up. `start` fills it in and gives the
@@ -41,7 +24,7 @@ impl Engine {
     ) -> Result<Operation, EngineError> {
         self.update(Some(app_id), id, move |s, now, _| {
             let c = s.call_mut(id).ok_or(EngineError::NotFound)?;
-            check_can_operate(c, kind)?;
+            c.may_operate(kind)?;
             let (op, emits) = start(c, Operation::new(new_guid(), kind, client_context), now)?;
             for e in emits {
                 s.emit(id, e);
@@ -146,7 +129,7 @@ impl Engine {
         let kind = if muted { OpKind::Mute } else { OpKind::Unmute };
         self.update(Some(app_id), id, move |s, now, r| {
             let c = s.call_mut(id).ok_or(EngineError::NotFound)?;
-            check_can_operate(c, kind)?;
+            c.may_operate(kind)?;
             c.muted = muted;
             let mut op = Operation::new(new_guid(), kind, ctx);
             op.result = Some(results::COMPLETED);
@@ -168,12 +151,7 @@ impl Engine {
     ) -> Result<Call, EngineError> {
         self.update(Some(app_id), id, |s, _, _| {
             let c = s.call_mut(id).ok_or(EngineError::NotFound)?;
-            if !matches!(c.state, CallState::Established | CallState::Hold) {
-                return Err(not_allowed(format!(
-                    "The call is {}; it must be established.",
-                    c.state.as_str()
-                )));
-            }
+            c.must_be_established()?;
             change(c);
             Ok(())
         })

@@ -2,13 +2,14 @@
 
 use serde_json::{Value, json};
 
-use super::calls::check_up;
-use super::{Engine, EngineError, not_allowed};
+use super::{Engine, EngineError};
 use crate::clock::Timestamp;
+use crate::domain::Refusal;
 use crate::domain::call::{Rules, party_key};
-use crate::domain::conversation::{Kind, LegState, Purpose, Scene};
+use crate::domain::conversation::{Kind, Purpose, Scene};
 use crate::domain::ids::new_guid;
 use crate::domain::operation::{OpKind, OpStatus, Operation, results};
+use crate::domain::refusal::ReplaceProblem;
 use crate::domain::{CallId, Peer};
 use uuid::Uuid;
 
@@ -20,20 +21,6 @@ pub struct Invitee {
     pub replaces: Option<CallId>,
     /// The participant id the client chose for the invitee, if any.
     pub participant_id: Option<Uuid>,
-}
-
-/// Participants are managed in group calls and meetings.
-pub(super) fn check_group(scene: &Scene, what: &str) -> Result<(), EngineError> {
-    if !scene.conversation.is_group() {
-        return Err(not_allowed(format!(
-            "{what} is possible in group calls and meetings; this is a peer-to-peer call."
-        )));
-    }
-    Ok(())
-}
-
-pub(super) fn participant_not_found() -> EngineError {
-    EngineError::Missing("Participant not found.".into())
 }
 
 impl Engine {
@@ -54,22 +41,9 @@ impl Engine {
         }
         self.update(Some(app_id), id, move |s, now, _| {
             let c = s.call(id).ok_or(EngineError::NotFound)?;
-            check_up(c, "inviteParticipantsOperation")?;
-            for (k, inv) in invitees.iter().enumerate() {
-                let key = party_key(&inv.peer.id);
-                if invitees[..k].iter().any(|o| party_key(&o.peer.id) == key) {
-                    return Err(not_allowed(format!(
-                        "{} is invited twice; the same identity cannot be invited twice.",
-                        inv.peer.id
-                    )));
-                }
-                if s.conversation.has_party(&key) {
-                    return Err(not_allowed(format!(
-                        "{} is already in the call.",
-                        inv.peer.id
-                    )));
-                }
-            }
+            c.must_be_up("inviteParticipantsOperation")?;
+            s.conversation
+                .may_invite(invitees.iter().map(|i| i.peer.id.as_str()))?;
             let mut op = Operation::new(new_guid(), OpKind::InviteParticipants, ctx);
             op.status = OpStatus::Running;
             if s.conversation.kind == Kind::PeerToPeer {
@@ -88,9 +62,7 @@ impl Engine {
                     leg.start_ringing(Some(now), None, now + self.rules.ringing_timeout);
                 }
                 if let Some(pid) = inv.participant_id {
-                    if s.conversation.position(pid).is_some() {
-                        return Err(not_allowed(format!("The participant id {pid} is taken.")));
-                    }
+                    s.conversation.may_take_id(pid)?;
                     leg.id = pid;
                 }
                 if let Some(p) = participants.get_mut(k) {
@@ -117,18 +89,18 @@ impl Engine {
         old: CallId,
         invitee: &Peer,
     ) -> Result<(), EngineError> {
-        let bad = |why: &str| not_allowed(format!("replacesCallId {old}: {why}"));
+        let bad = |problem| Refusal::NotReplaceable { call: old, problem };
         if old == id {
-            return Err(bad("it is the call being invited into."));
+            return Err(bad(ReplaceProblem::SameCall).into());
         }
         let ok = self
             .with_conversation(app_id, old, |_, c, _| {
                 c.kind == Kind::PeerToPeer && c.has_party(&party_key(&invitee.id))
             })
             .await
-            .map_err(|_| bad("no such live call of this application."))?;
+            .map_err(|_| bad(ReplaceProblem::NoSuchCall))?;
         if !ok {
-            return Err(bad("not a peer-to-peer call with the invitee."));
+            return Err(bad(ReplaceProblem::NotPeerToPeerWithInvitee).into());
         }
         Ok(())
     }
@@ -146,7 +118,7 @@ impl Engine {
             let i = s
                 .conversation
                 .leg(participant_id)
-                .ok_or_else(participant_not_found)?;
+                .ok_or(EngineError::Refused(Refusal::NoSuchParticipant))?;
             change(s, i, now, r)
         })
         .await
@@ -162,7 +134,7 @@ impl Engine {
         participant_id: &str,
     ) -> Result<(), EngineError> {
         self.participant(app_id, id, participant_id, |s, i, now, r| {
-            check_group(s, "Removing a participant")?;
+            s.conversation.must_be_group("Removing a participant")?;
             s.change_leg(|c| c.remove(i), now, r);
             Ok(())
         })
@@ -178,14 +150,10 @@ impl Engine {
         ctx: Option<String>,
     ) -> Result<Operation, EngineError> {
         self.participant(app_id, id, participant_id, |s, i, now, r| {
-            check_group(s, "Muting a participant")?;
-            check_up(
-                s.call(id).ok_or(EngineError::NotFound)?,
-                "muteParticipantOperation",
-            )?;
-            if s.conversation.legs[i].state != LegState::Connected {
-                return Err(not_allowed("The participant has not joined yet."));
-            }
+            s.conversation.must_be_group("Muting a participant")?;
+            let call = s.call(id).ok_or(EngineError::NotFound)?;
+            call.must_be_up("muteParticipantOperation")?;
+            s.conversation.must_have_joined(i)?;
             if let Some(bot) = s.conversation.legs[i].bot_call()
                 && let Some(c) = s.call_mut(bot)
             {
@@ -214,25 +182,9 @@ impl Engine {
             } else {
                 OpKind::StopHoldMusic
             };
-            check_up(s.call(id).ok_or(EngineError::NotFound)?, kind.type_name())?;
-            let leg = &s.conversation.legs[i];
-            if leg.party().is_none() || leg.state != LegState::Connected {
-                return Err(not_allowed(
-                    "Hold music is for a party that has joined the call.",
-                ));
-            }
-            let held = s.conversation.legs.iter().position(|l| l.on_hold);
-            match (start, held) {
-                (true, Some(h)) if h != i => {
-                    return Err(not_allowed(
-                        "Another participant is on hold; only one participant can be on hold at a time.",
-                    ));
-                }
-                (false, h) if h != Some(i) => {
-                    return Err(not_allowed("The participant is not on hold."));
-                }
-                _ => {}
-            }
+            let call = s.call(id).ok_or(EngineError::NotFound)?;
+            call.must_be_up(kind.type_name())?;
+            s.conversation.may_hold(i, start)?;
             s.change_leg(|c| c.set_on_hold(i, start), now, r);
             let mut op = Operation::new(new_guid(), kind, ctx);
             op.status = OpStatus::Running;

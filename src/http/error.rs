@@ -8,6 +8,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
 use crate::auth::AuthError;
+use crate::domain::Refusal;
+use crate::domain::refusal::ReplaceProblem;
 use crate::engine::EngineError;
 
 #[derive(Debug)]
@@ -153,9 +155,7 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
             EngineError::NotFound => ApiError::call_not_found(),
-            EngineError::Missing(m) => ApiError::not_found(m),
-            EngineError::Refused(m) => ApiError::forbidden("accessDenied", m),
-            EngineError::NotAllowed(m) => ApiError::bad_request(m),
+            EngineError::Refused(r) => ApiError::from(r),
             EngineError::TooManyCalls(n) => ApiError::throttled(
                 1.0,
                 &format!("The application has reached its limit of {n} concurrent calls."),
@@ -184,5 +184,65 @@ impl IntoResponse for ApiError {
             inner: d.inner,
         });
         resp
+    }
+}
+
+/// What a client reads when the domain refuses its request: every such sentence is here.
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        let bad = |m: String| ApiError::bad_request(m);
+        match r {
+            Refusal::NotUp { what, state } => bad(format!(
+                "The {what} cannot run while the call is {}.",
+                state.as_str()
+            )),
+            Refusal::NotEstablished { state } => bad(format!(
+                "The call is {}; it must be established.",
+                state.as_str()
+            )),
+            Refusal::AppHostedMedia => bad(
+                "This action is supported only for calls with service-hosted media (serviceHostedMediaConfig); the call uses app-hosted media.".into(),
+            ),
+            Refusal::NotIncoming => bad(
+                "Only incoming calls can be answered, rejected or redirected; hang up with DELETE."
+                    .into(),
+            ),
+            Refusal::NotGroup { what } => bad(format!(
+                "{what} is possible in group calls and meetings; this is a peer-to-peer call."
+            )),
+            Refusal::InvitedTwice(id) => bad(format!(
+                "{id} is invited twice; the same identity cannot be invited twice."
+            )),
+            Refusal::AlreadyInCall(id) => bad(format!("{id} is already in the call.")),
+            Refusal::ParticipantIdTaken(id) => bad(format!("The participant id {id} is taken.")),
+            Refusal::NotReplaceable { call, problem } => {
+                let why = match problem {
+                    ReplaceProblem::SameCall => "it is the call being invited into.",
+                    ReplaceProblem::NoSuchCall => "no such live call of this application.",
+                    ReplaceProblem::NotPeerToPeerWithInvitee => {
+                        "not a peer-to-peer call with the invitee."
+                    }
+                };
+                bad(format!("replacesCallId {call}: {why}"))
+            }
+            Refusal::NotJoined => bad("The participant has not joined yet.".into()),
+            Refusal::HoldMusicNotForParty => {
+                bad("Hold music is for a party that has joined the call.".into())
+            }
+            Refusal::AnotherOnHold => bad(
+                "Another participant is on hold; only one participant can be on hold at a time."
+                    .into(),
+            ),
+            Refusal::NotOnHold => bad("The participant is not on hold.".into()),
+            Refusal::NoSuchMeeting(id) => {
+                ApiError::not_found(format!("No meeting with joinMeetingId '{id}' exists."))
+            }
+            Refusal::WrongPasscode => ApiError::forbidden(
+                "accessDenied",
+                "The passcode does not match the meeting's passcode.",
+            ),
+            Refusal::NoSuchParticipant => ApiError::not_found("Participant not found."),
+            Refusal::Transition(e) => bad(e.to_string()),
+        }
     }
 }

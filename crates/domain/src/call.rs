@@ -459,6 +459,30 @@ pub struct Call {
 }
 
 impl Call {
+    /// Actions in the call need it up (established, or on hold): `what` names the operation.
+    pub fn must_be_up(&self, what: &'static str) -> Result<(), crate::Refusal> {
+        match self.state {
+            CallState::Established | CallState::Hold => Ok(()),
+            state => Err(crate::Refusal::NotUp { what, state }),
+        }
+    }
+
+    /// Changes of the call itself (its screen-sharing role) need it established (or on hold).
+    pub fn must_be_established(&self) -> Result<(), crate::Refusal> {
+        match self.state {
+            CallState::Established | CallState::Hold => Ok(()),
+            state => Err(crate::Refusal::NotEstablished { state }),
+        }
+    }
+
+    /// Only incoming calls are answered, rejected or redirected.
+    pub fn must_be_incoming(&self) -> Result<(), crate::Refusal> {
+        match self.direction {
+            Direction::Incoming => Ok(()),
+            _ => Err(crate::Refusal::NotIncoming),
+        }
+    }
+
     /// A new call of `app_id` in a conversation of its own (same id), with fresh participant
     /// and chain ids, no timers and no client properties yet.
     pub fn new(

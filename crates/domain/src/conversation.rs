@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::call::{Call, Event, Rules, TransitionError, hang_up_reason, party_key};
 use super::operation::{OpKind, OpStatus, Operation, results};
-use super::{CallId, CallState, EndReason, Notice, PartyKind, Peer};
+use super::{CallId, CallState, EndReason, Notice, PartyKind, Peer, Refusal};
 use crate::Timestamp;
 
 /// What sort of conversation.
@@ -251,6 +251,61 @@ pub struct Conversation {
 }
 
 impl Conversation {
+    /// Managing participants is for group calls and meetings: `what` names the action.
+    pub fn must_be_group(&self, what: &'static str) -> Result<(), Refusal> {
+        match self.is_group() {
+            true => Ok(()),
+            false => Err(Refusal::NotGroup { what }),
+        }
+    }
+
+    /// Who may be invited: each identity once, and nobody already in the call.
+    pub fn may_invite<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Result<(), Refusal> {
+        let mut seen: Vec<String> = vec![];
+        for id in ids {
+            let key = party_key(id);
+            if seen.contains(&key) {
+                return Err(Refusal::InvitedTwice(id.to_string()));
+            }
+            if self.has_party(&key) {
+                return Err(Refusal::AlreadyInCall(id.to_string()));
+            }
+            seen.push(key);
+        }
+        Ok(())
+    }
+
+    /// A participant id the client chose must be free.
+    pub fn may_take_id(&self, id: Uuid) -> Result<(), Refusal> {
+        match self.position(id) {
+            None => Ok(()),
+            Some(_) => Err(Refusal::ParticipantIdTaken(id)),
+        }
+    }
+
+    /// Muting a participant needs it joined.
+    pub fn must_have_joined(&self, i: usize) -> Result<(), Refusal> {
+        match self.legs[i].state {
+            LegState::Connected => Ok(()),
+            _ => Err(Refusal::NotJoined),
+        }
+    }
+
+    /// Hold music: for a party that has joined, one participant at a time, and stopped only
+    /// where it plays.
+    pub fn may_hold(&self, i: usize, start: bool) -> Result<(), Refusal> {
+        let leg = &self.legs[i];
+        if leg.party().is_none() || leg.state != LegState::Connected {
+            return Err(Refusal::HoldMusicNotForParty);
+        }
+        let held = self.legs.iter().position(|l| l.on_hold);
+        match (start, held) {
+            (true, Some(h)) if h != i => Err(Refusal::AnotherOnHold),
+            (false, h) if h != Some(i) => Err(Refusal::NotOnHold),
+            _ => Ok(()),
+        }
+    }
+
     pub fn new(id: CallId, kind: Kind, created_at: Timestamp) -> Self {
         Conversation {
             id,
@@ -1011,6 +1066,80 @@ mod tests {
         }));
         leg.start_ringing(None, None, at(s, 60));
         s.conversation.add(leg)
+    }
+
+    #[test]
+    fn the_request_rules_refuse_with_a_reason_a_client_can_act_on() {
+        // A group call with users 1 and 2 up, 3 ringing.
+        let (mut s, id) = placed(Kind::Group, &[(1, Ok(1)), (2, Ok(1)), (3, Ok(60))]);
+        let c = &s.conversation;
+        assert_eq!(
+            call(&s, id).must_be_up("muteParticipantOperation"),
+            Err(Refusal::NotUp {
+                what: "muteParticipantOperation",
+                state: CallState::Establishing
+            })
+        );
+        assert_eq!(
+            c.may_invite(["user-4", "USER-4"]),
+            Err(Refusal::InvitedTwice("USER-4".into())),
+            "the same identity in any case"
+        );
+        assert_eq!(
+            c.may_invite(["user-1"]),
+            Err(Refusal::AlreadyInCall("user-1".into()))
+        );
+        assert_eq!(c.may_invite(["user-4", "user-5"]), Ok(()));
+        run(&mut s, 1);
+        assert_eq!(call(&s, id).must_be_up("muteParticipantOperation"), Ok(()));
+        let leg = |s: &Scene, n: u8| {
+            s.conversation
+                .party_legs(&party_key(&user(n).id))
+                .next()
+                .unwrap()
+        };
+        let (one, two, three) = (leg(&s, 1), leg(&s, 2), leg(&s, 3));
+        assert_eq!(
+            s.conversation.must_have_joined(three),
+            Err(Refusal::NotJoined)
+        );
+        assert_eq!(
+            s.conversation.may_hold(three, true),
+            Err(Refusal::HoldMusicNotForParty)
+        );
+        assert_eq!(s.conversation.may_hold(one, false), Err(Refusal::NotOnHold));
+        assert_eq!(s.conversation.may_hold(one, true), Ok(()));
+        let now = at(&s, 2);
+        s.change_leg(|c| c.set_on_hold(one, true), now, &Rules::default());
+        assert_eq!(
+            s.conversation.may_hold(two, true),
+            Err(Refusal::AnotherOnHold)
+        );
+        assert_eq!(s.conversation.may_hold(one, false), Ok(()));
+        let taken = s.conversation.legs[one].id;
+        assert_eq!(
+            s.conversation.may_take_id(taken),
+            Err(Refusal::ParticipantIdTaken(taken))
+        );
+        let (p2p, _) = placed(Kind::PeerToPeer, &[(1, Ok(1))]);
+        assert_eq!(
+            p2p.conversation.must_be_group("Muting a participant"),
+            Err(Refusal::NotGroup {
+                what: "Muting a participant"
+            })
+        );
+        let mut media = call(&s, id).clone();
+        media.app_hosted_media = true;
+        assert_eq!(
+            media.may_operate(OpKind::PlayPrompt),
+            Err(Refusal::AppHostedMedia)
+        );
+        assert_eq!(
+            media.may_operate(OpKind::Mute),
+            Ok(()),
+            "not a media action"
+        );
+        assert_eq!(media.must_be_incoming(), Err(Refusal::NotIncoming));
     }
 
     #[test]

@@ -15,10 +15,12 @@ pub mod conversation;
 pub mod end_reason;
 pub mod ids;
 pub mod operation;
+pub mod refusal;
 
 pub use call::{Call, CallState, ChangeType, Direction, Event, Notice, PartyKind, Peer, Timers};
 pub use end_reason::EndReason;
 pub use ids::CallId;
+pub use refusal::Refusal;
 
 /// A point in time on the call clock (the server's `clock` module reads it; the domain is given it).
 pub type Timestamp = chrono::DateTime<chrono::Utc>;

@@ -336,6 +336,21 @@ impl super::Call {
             .collect()
     }
 
+    /// Operations need a call that is up; media ones (and tones, DTMF, cancelling media) also
+    /// need service-hosted media.
+    pub fn may_operate(&self, kind: OpKind) -> Result<(), crate::Refusal> {
+        self.must_be_up(kind.type_name())?;
+        let media = kind.is_media()
+            || matches!(
+                kind,
+                OpKind::SubscribeToTone | OpKind::SendDtmfTones | OpKind::CancelMediaProcessing
+            );
+        if media && self.app_hosted_media {
+            return Err(crate::Refusal::AppHostedMedia);
+        }
+        Ok(())
+    }
+
     /// `subscribeToTone`: from now on, keys the party presses are told to the bot.
     pub fn subscribe_to_tone(&mut self) {
         self.tone_subscribed = true;
