@@ -41,9 +41,11 @@ fn main() {
     });
     let n = 10_000;
     let before = LIVE.load(Ordering::Relaxed);
-    // As the engine holds them: boxed calls and conversations, one timer entry per conversation.
+    // As the engine holds them: boxed calls and conversations, one timer entry per conversation
+    // (in both directions: by time, and the due time by conversation).
     let mut calls = std::collections::HashMap::new();
     let mut conversations = std::collections::HashMap::new();
+    let mut due = std::collections::HashMap::new();
     // The engine shares one copy of each app and tenant id among their calls.
     let shared = sample_call(&body).0;
     let mut timers = std::collections::BTreeSet::new();
@@ -52,7 +54,9 @@ fn main() {
         call.app_id = shared.app_id.clone();
         call.tenant_id = shared.tenant_id.clone();
         conversation.compact();
-        conversation.scheduled = call.next_due();
+        if let Some(t) = call.next_due() {
+            due.insert(conversation.id, t);
+        }
         timers.insert((call.next_due(), conversation.id));
         conversations.insert(conversation.id, Box::new(conversation));
         calls.insert(call.id, Box::new(call));

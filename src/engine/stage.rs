@@ -172,12 +172,15 @@ impl Engine {
             conversation.compact();
             // Most changes (operations, keep-alives) leave the conversation as it was.
             let stored = st.conversations.get(&id);
-            if stored.is_none_or(|c| **c != conversation) {
+            let put = stored.is_none_or(|c| **c != conversation);
+            if put {
                 change.put_conversations.push(conversation.clone());
             }
-            conversation.scheduled = st.conversations.get(&id).and_then(|c| c.scheduled);
             st.conversations.insert(id, Box::new(conversation));
-            st.schedule(id, due);
+            // A row put anew has no due time yet; a due time that moved is written too.
+            if st.schedule(id, due) || put {
+                change.due.push((id, due));
+            }
         }
     }
 

@@ -24,6 +24,8 @@ pub(super) struct State {
     pub(super) meetings: HashMap<String, (CallId, Option<String>)>,
     /// (due time, conversation) for every conversation with a pending timer, ring or operation.
     pub(super) timers: BTreeSet<(Timestamp, CallId)>,
+    /// When each conversation in `timers` is due (the index's other direction).
+    pub(super) due: HashMap<CallId, Timestamp>,
     pub(super) live_per_app: HashMap<String, usize>,
     /// App and tenant ids, shared by the calls that name them.
     pub(super) names: HashSet<Arc<str>>,
@@ -59,6 +61,7 @@ impl State {
             conversations: HashMap::new(),
             meetings: HashMap::new(),
             timers: BTreeSet::new(),
+            due: HashMap::new(),
             live_per_app: HashMap::new(),
             names: HashSet::new(),
             ended: VecDeque::new(),
@@ -142,17 +145,22 @@ impl State {
         }
     }
 
-    /// Sets when a conversation is next due (`None`: nothing pending).
-    pub(super) fn schedule(&mut self, id: CallId, due: Option<Timestamp>) {
-        let Some(c) = self.conversations.get_mut(&id) else {
-            return;
+    /// Sets when a conversation is next due (`None`: nothing pending); `true` if that changed.
+    pub(super) fn schedule(&mut self, id: CallId, due: Option<Timestamp>) -> bool {
+        let old = match due {
+            Some(t) => self.due.insert(id, t),
+            None => self.due.remove(&id),
         };
-        if let Some(old) = std::mem::replace(&mut c.scheduled, due) {
+        if old == due {
+            return false;
+        }
+        if let Some(old) = old {
             self.timers.remove(&(old, id));
         }
         if let Some(t) = due {
             self.timers.insert((t, id));
         }
+        true
     }
 
     /// The ticket a reader of this conversation waits for (0: nothing pending).

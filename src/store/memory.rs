@@ -24,6 +24,8 @@ pub struct MemoryStore {
 struct Inner {
     calls: HashMap<CallId, Call>,
     conversations: HashMap<CallId, Conversation>,
+    /// When each live conversation is next due.
+    due: HashMap<CallId, Timestamp>,
     notifications: BTreeMap<i64, DeliveryRecord>,
     by_call: HashMap<CallId, Vec<i64>>,
     /// Ended calls whose log is still kept, oldest-ended first.
@@ -86,6 +88,7 @@ impl Store for MemoryStore {
         Ok(Snapshot {
             calls: inner.calls.values().cloned().collect(),
             conversations: inner.conversations.values().cloned().collect(),
+            due: inner.due.clone(),
             pending: inner
                 .notifications
                 .values()
@@ -108,8 +111,19 @@ impl Store for MemoryStore {
         for c in change.put_conversations {
             inner.conversations.insert(c.id, c);
         }
+        for (id, due) in change.due {
+            match due {
+                Some(t) if inner.conversations.contains_key(&id) => {
+                    inner.due.insert(id, t);
+                }
+                _ => {
+                    inner.due.remove(&id);
+                }
+            }
+        }
         for id in change.remove_conversations {
             inner.conversations.remove(&id);
+            inner.due.remove(&id);
         }
         for item in change.enqueue {
             inner

@@ -102,6 +102,10 @@ pub struct Change {
     pub remove_calls: Vec<(CallId, Timestamp)>,
     pub put_conversations: Vec<Conversation>,
     pub remove_conversations: Vec<CallId>,
+    /// When a live conversation is next due (a timer, a ring, an operation; `None`: nothing
+    /// pending), for every conversation whose due time changed: what a sweeper of several nodes
+    /// looks for. Applied after the puts.
+    pub due: Vec<(CallId, Option<Timestamp>)>,
     pub enqueue: Vec<OutboxItem>,
     pub attempts: Vec<AttemptOutcome>,
 }
@@ -116,6 +120,7 @@ impl Change {
             remove_calls,
             put_conversations,
             remove_conversations,
+            due,
             enqueue,
             attempts,
         } = later;
@@ -123,6 +128,7 @@ impl Change {
         self.remove_calls.extend(remove_calls);
         self.put_conversations.extend(put_conversations);
         self.remove_conversations.extend(remove_conversations);
+        self.due.extend(due);
         self.enqueue.extend(enqueue);
         self.attempts.extend(attempts);
     }
@@ -132,6 +138,7 @@ impl Change {
             && self.remove_calls.is_empty()
             && self.put_conversations.is_empty()
             && self.remove_conversations.is_empty()
+            && self.due.is_empty()
             && self.enqueue.is_empty()
             && self.attempts.is_empty()
     }
@@ -144,6 +151,8 @@ pub struct Snapshot {
     pub calls: Vec<Call>,
     /// Conversations that have not ended (meetings always).
     pub conversations: Vec<Conversation>,
+    /// When each live conversation is next due, as last committed.
+    pub due: std::collections::HashMap<CallId, Timestamp>,
     /// Notifications not yet delivered nor dead, in sequence order.
     pub pending: Vec<OutboxItem>,
     /// The next free notification sequence number.
@@ -379,11 +388,26 @@ mod contract_tests {
 
     async fn exercise(store: &dyn Store) {
         let (a, b) = (CallId::new(), CallId::new());
+        let t =
+            |secs: i64| chrono::DateTime::<chrono::Utc>::from_timestamp(1_900_000_000 + secs, 0);
         store
             .commit(Change {
                 put_calls: vec![call(a), call(b)],
                 put_conversations: vec![conversation(a), conversation(b)],
+                due: vec![(a, t(60)), (b, t(5))],
                 enqueue: vec![item(1, a), item(2, b), item(3, a)],
+                ..Change::default()
+            })
+            .await
+            .unwrap();
+        let due = store.load().await.unwrap().due;
+        assert_eq!((due.get(&a), due.get(&b)), (t(60).as_ref(), t(5).as_ref()));
+        // A due time moves without the conversation changing; the same row put again keeps
+        // the due time it is given with it.
+        store
+            .commit(Change {
+                put_conversations: vec![conversation(a)],
+                due: vec![(a, t(30)), (a, t(45))],
                 ..Change::default()
             })
             .await
@@ -431,6 +455,11 @@ mod contract_tests {
             .map(|c| (c.id, c.legs[0].id))
             .collect();
         assert_eq!(convs, vec![(a, uuid::Uuid::nil())]);
+        assert_eq!(
+            snap.due.into_iter().collect::<Vec<_>>(),
+            vec![(a, t(45).unwrap())],
+            "the last due time of a, none for the removed b"
+        );
         assert_eq!(
             snap.pending.iter().map(|i| i.seq).collect::<Vec<_>>(),
             vec![1, 3]

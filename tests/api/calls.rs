@@ -461,3 +461,46 @@ async fn the_control_api_reads_json_whatever_the_content_type_says() {
         .await;
     assert_eq!(bad.status, 400);
 }
+
+/// The store knows when each live conversation is next due (what a sweeper of several nodes
+/// will look for): here, the ringing timeout of a party that does not answer; once the call
+/// ends, the row is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_holds_each_conversations_next_due_time() {
+    let dir = TempDir::new();
+    let db = dir.0.join("sb.db");
+    let app = spawn_app_at(&format!("sqlite://{}", db.display()), "", |_| {})
+        .await
+        .unwrap();
+    let token = app.token().await;
+    let before = chrono::Utc::now().timestamp_millis();
+    let id = app
+        .create(&token, "5e9f0000-0000-4000-8000-000000000011")
+        .await;
+    let next_due = || {
+        let conn =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .unwrap();
+        conn.query_row(
+            "SELECT next_due FROM conversations WHERE id = ?1",
+            [&id],
+            |r| r.get::<_, Option<i64>>(0),
+        )
+    };
+    let due = next_due()
+        .unwrap()
+        .expect("a ringing call is due for its timeout");
+    let ringing_timeout = 60_000;
+    assert!(
+        due > before && due <= chrono::Utc::now().timestamp_millis() + ringing_timeout,
+        "due {due} ms, created after {before}"
+    );
+    let d = app
+        .send("DELETE", &format!("{CALLS}/{id}"), Some(&token), None)
+        .await;
+    assert_eq!(d.status, 204, "{}", d.text);
+    assert!(
+        matches!(next_due(), Err(rusqlite::Error::QueryReturnedNoRows)),
+        "the ended conversation's row is gone"
+    );
+}

@@ -245,9 +245,6 @@ pub struct Conversation {
     /// Legs ever added (numbers their media sources).
     #[serde(default)]
     pub legs_added: u32,
-    /// When the engine has this conversation's next timer scheduled (not stored).
-    #[serde(skip)]
-    pub scheduled: Option<Timestamp>,
 }
 
 impl Conversation {
@@ -315,7 +312,6 @@ impl Conversation {
             anyone_joined: false,
             roster_sequence: 0,
             legs_added: 0,
-            scheduled: None,
         }
     }
 

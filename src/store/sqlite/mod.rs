@@ -32,6 +32,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_conversations.sql"),
     include_str!("migrations/0003_retention.sql"),
+    include_str!("migrations/0004_next_due.sql"),
 ];
 
 pub struct SqliteStore {
@@ -421,16 +422,20 @@ impl Store for SqliteStore {
                 calls.push(call);
             }
             let mut conversations = vec![];
+            let mut due = std::collections::HashMap::new();
             let mut stmt = conn
-                .prepare("SELECT body FROM conversations")
+                .prepare("SELECT body, next_due FROM conversations")
                 .map_err(backend)?;
             let rows = stmt
-                .query_map([], |r| r.get::<_, String>(0))
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?)))
                 .map_err(backend)?;
-            for body in rows {
-                let body = body.map_err(backend)?;
+            for row in rows {
+                let (body, next_due) = row.map_err(backend)?;
                 let c: Conversation = serde_json::from_str(&body)
                     .map_err(|e| StoreError::Corrupt(format!("conversation row: {e}")))?;
+                if let Some(ms) = next_due {
+                    due.insert(c.id, from_millis(ms));
+                }
                 conversations.push(c);
             }
             let mut pending = vec![];
@@ -451,6 +456,7 @@ impl Store for SqliteStore {
             Ok(Snapshot {
                 calls,
                 conversations,
+                due,
                 pending,
                 next_seq: (max.unwrap_or(0) + 1).max(floor),
             })
@@ -494,6 +500,13 @@ impl Store for SqliteStore {
                 for c in &change.put_conversations {
                     let body = serde_json::to_string(c).map_err(backend)?;
                     put.execute(params![c.id.to_string(), body])
+                        .map_err(backend)?;
+                }
+                let mut due = tx
+                    .prepare_cached("UPDATE conversations SET next_due = ?2 WHERE id = ?1")
+                    .map_err(backend)?;
+                for (id, at) in &change.due {
+                    due.execute(params![id.to_string(), at.map(millis)])
                         .map_err(backend)?;
                 }
                 let mut del = tx
