@@ -312,46 +312,50 @@ impl Store for Held {
     }
 }
 
-/// A GET while a hang-up is staged but not yet durable waits for it: it must not answer from
-/// memory what the store may never hold (before, it answered 404 at once, and after the failed
-/// commit the call was still there).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_read_never_shows_a_change_whose_commit_then_fails() {
-    let store = Arc::new(Held::default());
+/// An established call's hang-up whose commit the store holds, a GET of the call sent meanwhile
+/// (checked to wait for that commit, not to answer from memory), then the commit let go:
+/// failed if `fail`. Returns the app, its token, the call's path, and what the DELETE and the GET
+/// were answered.
+async fn read_during_held_hang_up(
+    store: &Arc<Held>,
+    fail: bool,
+) -> (TestApp, String, String, Resp, Resp) {
     let app = spawn_app_over(store.clone()).await;
     let token = app.token().await;
     let id = app.established(&token).await;
     let path = format!("{CALLS}/{id}");
-
-    *store.hold.lock().unwrap() = Some(true);
-    let holding = store.holding.notified();
-    let delete = {
+    let spawn = |method: &'static str| {
         let (http, url, token) = (
             app.http.clone(),
             format!("{}{path}", app.base),
             token.clone(),
         );
-        tokio::spawn(async move { request(&http, "DELETE", &url, &token).await })
+        tokio::spawn(async move { request(&http, method, &url, &token).await })
     };
+    *store.hold.lock().unwrap() = Some(fail);
+    let holding = store.holding.notified();
+    let delete = spawn("DELETE");
     holding.await;
     // The hang-up is in memory, its commit held: a reader now must wait for it.
-    let get = {
-        let (http, url, token) = (
-            app.http.clone(),
-            format!("{}{path}", app.base),
-            token.clone(),
-        );
-        tokio::spawn(async move { request(&http, "GET", &url, &token).await })
-    };
+    let get = spawn("GET");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !get.is_finished(),
         "the GET waits for the hang-up's commit instead of answering from memory"
     );
     store.go.notify_one();
-    let d = delete.await.unwrap();
+    let (d, g) = (delete.await.unwrap(), get.await.unwrap());
+    (app, token, path, d, g)
+}
+
+/// A GET while a hang-up is staged but not yet durable waits for it: it must not answer from
+/// memory what the store may never hold (before, it answered 404 at once, and after the failed
+/// commit the call was still there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_never_shows_a_change_whose_commit_then_fails() {
+    let store = Arc::new(Held::default());
+    let (app, token, path, d, g) = read_during_held_hang_up(&store, true).await;
     assert_eq!(d.status, 503, "{}", d.text);
-    let g = get.await.unwrap();
     assert_eq!(
         g.status, 503,
         "the reader is told to retry, not 404: {}",
@@ -373,34 +377,7 @@ async fn a_read_never_shows_a_change_whose_commit_then_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_during_a_commit_answers_once_it_is_durable() {
     let store = Arc::new(Held::default());
-    let app = spawn_app_over(store.clone()).await;
-    let token = app.token().await;
-    let id = app.established(&token).await;
-    let path = format!("{CALLS}/{id}");
-
-    *store.hold.lock().unwrap() = Some(false);
-    let holding = store.holding.notified();
-    let delete = {
-        let (http, url, token) = (
-            app.http.clone(),
-            format!("{}{path}", app.base),
-            token.clone(),
-        );
-        tokio::spawn(async move { request(&http, "DELETE", &url, &token).await })
-    };
-    holding.await;
-    let get = {
-        let (http, url, token) = (
-            app.http.clone(),
-            format!("{}{path}", app.base),
-            token.clone(),
-        );
-        tokio::spawn(async move { request(&http, "GET", &url, &token).await })
-    };
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!get.is_finished(), "the GET waited for the commit");
-    store.go.notify_one();
-    assert_eq!(delete.await.unwrap().status, 204);
-    let g = get.await.unwrap();
+    let (_app, _, _, d, g) = read_during_held_hang_up(&store, false).await;
+    assert_eq!(d.status, 204, "{}", d.text);
     assert_eq!(g.status, 404, "{}", g.text);
 }
