@@ -103,7 +103,7 @@ const MAX_BATCH: usize = 512;
 const MAX_HELD: usize = 100_000;
 
 fn stopped() -> StoreError {
-    StoreError::Backend("the store has stopped".into())
+    StoreError::failed("the store has stopped")
 }
 
 impl Committer {
@@ -164,7 +164,7 @@ impl Committer {
     /// Waits until the change with `ticket` (0: none) is settled: `Ok` if it was committed, the
     /// store's error if it was refused. Answers at once for a ticket settled already.
     pub async fn durable(&self, ticket: u64) -> Result<(), StoreError> {
-        let refused = |s: &Settled| s.refusal(ticket).map(|why| StoreError::Backend(why.into()));
+        let refused = |s: &Settled| s.refusal(ticket).map(StoreError::failed);
         {
             let s = self.settled.borrow();
             if s.through >= ticket {
@@ -278,7 +278,7 @@ async fn run(
             Job::Prune(policy, now, tx) => {
                 let result = match &task.failed {
                     // Refused, not failed: nothing new is known about the store.
-                    Some(why) => Err(StoreError::Backend(why.clone())),
+                    Some(why) => Err(StoreError::failed(why.clone())),
                     None => {
                         let result = task.store.prune(policy, now).await;
                         if let Err(e) = &result {
@@ -331,7 +331,7 @@ impl Task {
                     self.health.fail(&why);
                 }
                 self.hold(merged.attempts);
-                Err(StoreError::Backend(why))
+                Err(StoreError::failed(why))
             }
             None => {
                 let attempts = merged.attempts.clone();
@@ -349,9 +349,7 @@ impl Task {
             }
         }
         if last > 0 {
-            let refused = result.as_ref().err().map(|e| match e {
-                StoreError::Backend(m) | StoreError::Corrupt(m) => m.clone(),
-            });
+            let refused = result.as_ref().err().map(|e| e.message().to_string());
             self.settled
                 .send_modify(|s| s.settle(first, last, refused.as_deref()));
         }
@@ -361,9 +359,7 @@ impl Task {
     }
 
     fn fail(&mut self, e: &StoreError) {
-        let why = match e {
-            StoreError::Backend(m) | StoreError::Corrupt(m) => m.clone(),
-        };
+        let why = e.message().to_string();
         if self.health.fail(&why) {
             tracing::error!(
                 "a commit failed: {why}; changes are refused (503) until the store can write again"
@@ -430,7 +426,7 @@ mod tests {
         }
         async fn commit(&self, c: Change) -> Result<(), StoreError> {
             if self.broken.load(Ordering::SeqCst) {
-                return Err(StoreError::Backend("database or disk is full".into()));
+                return Err(StoreError::failed("database or disk is full"));
             }
             self.commits.fetch_add(1, Ordering::SeqCst);
             self.attempts.fetch_add(c.attempts.len(), Ordering::SeqCst);

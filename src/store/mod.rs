@@ -237,12 +237,70 @@ pub const PRUNE_BATCH: usize = 50;
 /// How many notifications one prune removes at most (a call's log can be long).
 pub const PRUNE_ROWS: usize = 2000;
 
+/// Why a store could not do what it was asked. `NotFound` and `Conflict` are what a store
+/// shared by several nodes answers (another node removed the row, or changed it first: a version
+/// or fencing check failed); the memory and SQLite stores, which one process owns, never do.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
+    /// What the change or read names is not in the store.
+    #[error("not in the store: {0}")]
+    NotFound(String),
+    /// Another writer changed it first; retry on fresh data.
+    #[error("changed by another writer: {0}")]
+    Conflict(String),
+    /// The backend failed (I/O, a full disk, a read-only file system, a lost connection).
     #[error("storage failed: {0}")]
-    Backend(String),
+    Backend(#[source] Cause),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+}
+
+impl StoreError {
+    /// A backend failure described in words, with no error behind it.
+    pub fn failed(message: impl Into<String>) -> Self {
+        StoreError::Backend(Cause {
+            message: message.into(),
+            source: None,
+        })
+    }
+
+    /// A backend failure caused by `e`, which stays reachable as the error's source.
+    pub fn caused_by(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError::Backend(Cause {
+            message: e.to_string(),
+            source: Some(Arc::new(e)),
+        })
+    }
+
+    /// What went wrong, in words, without the variant's prefix (for the health view and logs).
+    pub fn message(&self) -> &str {
+        match self {
+            StoreError::NotFound(m) | StoreError::Conflict(m) | StoreError::Corrupt(m) => m,
+            StoreError::Backend(c) => &c.message,
+        }
+    }
+}
+
+/// A backend failure: what happened, and the error it came from, kept (not turned into text) so
+/// that a log can show the whole chain.
+#[derive(Clone, Debug)]
+pub struct Cause {
+    message: String,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
 }
 
 #[async_trait]
@@ -321,11 +379,11 @@ pub fn open(url: &str, settings: StoreSettings) -> Result<Opened, StoreError> {
         });
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(StoreError::Backend(
-            "the PostgreSQL store is not built yet; use sqlite://PATH or memory".into(),
+        return Err(StoreError::failed(
+            "the PostgreSQL store is not built yet; use sqlite://PATH or memory",
         ));
     }
-    Err(StoreError::Backend(format!(
+    Err(StoreError::failed(format!(
         "unknown store {url:?}: use memory or sqlite://PATH"
     )))
 }
@@ -697,6 +755,24 @@ mod contract_tests {
         store.close().await;
         assert_eq!(size(), 0, "a clean stop leaves an empty WAL");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_backend_failure_keeps_its_cause_and_says_it_once() {
+        let io = std::io::Error::other("No space left on device");
+        let e = StoreError::caused_by(io);
+        assert_eq!(e.to_string(), "storage failed: No space left on device");
+        assert_eq!(e.message(), "No space left on device");
+        let cause = std::error::Error::source(&e).expect("the cause");
+        let io = cause.source().expect("the I/O error behind it");
+        assert!(io.downcast_ref::<std::io::Error>().is_some());
+        let plain = StoreError::failed("the store has stopped");
+        assert!(
+            std::error::Error::source(&plain)
+                .unwrap()
+                .source()
+                .is_none()
+        );
     }
 
     #[test]

@@ -272,7 +272,7 @@ async fn request(http: &reqwest::Client, method: &str, url: &str, token: &str) -
 }
 
 fn full() -> StoreError {
-    StoreError::Backend("database or disk is full".into())
+    StoreError::failed("database or disk is full")
 }
 
 #[async_trait::async_trait]

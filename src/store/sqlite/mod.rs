@@ -239,8 +239,8 @@ impl Checkpointer {
     }
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::caused_by(e)
 }
 
 fn millis(t: Timestamp) -> i64 {
@@ -257,10 +257,10 @@ impl SqliteStore {
     pub fn open(path: &Path, settings: StoreSettings) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
-                .map_err(|e| backend(format!("cannot create {}: {e}", dir.display())))?;
+                .map_err(|e| StoreError::failed(format!("cannot create {}: {e}", dir.display())))?;
         }
         let cannot_write = |e: &dyn std::fmt::Display| {
-            backend(format!(
+            StoreError::failed(format!(
                 "the store {} cannot be written ({e}); Switchboard needs a writable store: check the permissions of the file and its folder, the free space, and that the file system is not mounted read-only",
                 path.display()
             ))
@@ -301,7 +301,7 @@ impl SqliteStore {
         tokio::task::spawn_blocking(move || {
             let mut conn = conn
                 .lock()
-                .map_err(|_| backend("connection lock poisoned"))?;
+                .map_err(|_| StoreError::failed("connection lock poisoned"))?;
             f(&mut conn)
         })
         .await
@@ -367,7 +367,7 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
             "BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;",
             i + 1
         ))
-        .map_err(|e| backend(format!("migration {} failed: {e}", i + 1)))?;
+        .map_err(|e| StoreError::failed(format!("migration {} failed: {e}", i + 1)))?;
     }
     Ok(())
 }
@@ -775,7 +775,7 @@ impl Store for SqliteStore {
                     .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
                     .map_err(backend)?;
                 if busy != 0 {
-                    return Err(backend("the database was busy"));
+                    return Err(StoreError::failed("the database was busy"));
                 }
                 Ok(())
             })
