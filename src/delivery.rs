@@ -23,7 +23,7 @@ use crate::auth::tokens::sign_notification_token;
 use crate::clock::{Clock, Timestamp};
 use crate::config::{DeliverySettings, NotificationSettings};
 use crate::domain::CallId;
-use crate::graph::notification::{ENVELOPE_HEAD, ENVELOPE_TAIL};
+use crate::graph::notification::envelope;
 use crate::store::committer::Committer;
 use crate::store::{Attempt, AttemptOutcome, Change, DeliveryStatus, OutboxItem};
 
@@ -436,7 +436,7 @@ impl Delivery {
             )
             .header("X-Microsoft-Tenant", &item.tenant_id)
             .header("Switchboard-Notification-Sequence", seqs.join(","))
-            .body(merged_body(batch))
+            .body(envelope(batch.iter().map(|i| i.body.as_str())))
             .send()
             .await;
         let latency_ms = started.elapsed().as_millis() as u64;
@@ -587,34 +587,6 @@ pub fn backoff(
 /// Notifications sent in one POST at most.
 const MAX_BATCH: usize = 16;
 
-/// One `commsNotifications` envelope holding the notifications of `batch`, in order: the
-/// envelopes' `value` lists spliced as text (a body from elsewhere is parsed instead).
-fn merged_body(batch: &[OutboxItem]) -> String {
-    if let [one] = batch {
-        return one.body.clone();
-    }
-    let mut parts = Vec::with_capacity(batch.len());
-    for item in batch {
-        let inner = item
-            .body
-            .strip_prefix(ENVELOPE_HEAD)
-            .and_then(|b| b.strip_suffix(ENVELOPE_TAIL))
-            .map(str::to_string)
-            .or_else(|| {
-                let v: serde_json::Value = serde_json::from_str(&item.body).ok()?;
-                let list = v.get("value")?.as_array()?;
-                Some(
-                    list.iter()
-                        .map(|n| n.to_string())
-                        .collect::<Vec<_>>()
-                        .join(","),
-                )
-            });
-        parts.extend(inner);
-    }
-    format!("{ENVELOPE_HEAD}{}{ENVELOPE_TAIL}", parts.join(","))
-}
-
 /// Reads `Retry-After`: delay-seconds, or an HTTP date (a date in the past means now).
 fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
     let value = value.trim();
@@ -690,7 +662,7 @@ mod tests {
             callback_uri: uri.into(),
             change_type: "updated".into(),
             resource_url: n.resource_url(),
-            body: n.envelope(),
+            body: n.item(),
             created_at: now,
             status: DeliveryStatus::Pending,
             attempts: 0,

@@ -215,7 +215,7 @@ impl State {
             callback_uri: call.callback_uri.clone(),
             change_type,
             resource_url: n.resource_url(),
-            body: n.envelope(),
+            body: n.item(),
             created_at: now,
             status: DeliveryStatus::Pending,
             attempts: 0,

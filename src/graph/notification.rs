@@ -90,8 +90,9 @@ impl Notification {
         format!("/communications/{}", self.resource)
     }
 
-    /// The envelope, exactly as POSTed: both `resourceUrl` and the legacy `resource`.
-    pub fn envelope(&self) -> String {
+    /// This one `commsNotification`, as the outbox stores it: both `resourceUrl` and the legacy
+    /// `resource`. [`envelope`] puts one or more of them in what is POSTed.
+    pub fn item(&self) -> String {
         let head = json!({
             "@odata.type": odata_type("commsNotification"),
             "changeType": self.change.as_str(),
@@ -102,11 +103,25 @@ impl Notification {
         .to_string();
         // `head` is a JSON object; `resourceData` goes in before its closing brace.
         format!(
-            "{ENVELOPE_HEAD}{},\"resourceData\":{}}}{ENVELOPE_TAIL}",
+            "{},\"resourceData\":{}}}",
             &head[..head.len() - 1],
             self.data
         )
     }
+}
+
+/// The `commsNotifications` envelope POSTed to a callback URL, holding these notifications (each
+/// as [`Notification::item`] wrote it), in order.
+pub fn envelope<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
+    let mut out = String::from(ENVELOPE_HEAD);
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(item);
+    }
+    out.push_str(ENVELOPE_TAIL);
+    out
 }
 
 #[cfg(test)]
@@ -123,7 +138,9 @@ mod tests {
             "https://bot/cb",
             json!({"state": "terminated"}).to_string(),
         );
-        let e: Value = serde_json::from_str(&n.envelope()).unwrap();
+        let item = n.item();
+        let e: Value = serde_json::from_str(&envelope([item.as_str(), item.as_str()])).unwrap();
+        assert_eq!(e["value"].as_array().map(Vec::len), Some(2));
         assert_eq!(e["@odata.type"], "#microsoft.graph.commsNotifications");
         let v = &e["value"][0];
         assert_eq!(v["changeType"], "deleted");

@@ -62,7 +62,7 @@ pub struct OutboxItem {
     pub callback_uri: String,
     pub change_type: String,
     pub resource_url: String,
-    /// The `commsNotifications` JSON, exactly as it is POSTed.
+    /// One `commsNotification` (JSON); the envelope around one or more is added when POSTed.
     pub body: String,
     pub created_at: Timestamp,
     pub status: DeliveryStatus,
@@ -754,6 +754,54 @@ mod contract_tests {
         );
         store.close().await;
         assert_eq!(size(), 0, "a clean stop leaves an empty WAL");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[tokio::test]
+    async fn rows_stored_with_their_envelope_are_read_back_as_one_notification() {
+        let dir = std::env::temp_dir().join(format!("sb-env-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sb.db");
+        let call = CallId::new();
+        let n = crate::graph::notification::Notification::for_call(
+            crate::domain::ChangeType::Updated,
+            call,
+            "https://bot.example/cb",
+            serde_json::json!({"state": "establishing", "note": "a/b é \"q\""}).to_string(),
+        );
+        let old_body = crate::graph::notification::envelope([n.item().as_str()]);
+        {
+            // A store as the version before wrote it: schema 4, the envelope in the row.
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            for (i, sql) in sqlite::MIGRATIONS[..4].iter().enumerate() {
+                conn.execute_batch(&format!("{sql}; PRAGMA user_version = {};", i + 1))
+                    .unwrap();
+            }
+            let mut it = item(1, call);
+            it.body = old_body.clone();
+            conn.execute(
+                "INSERT INTO notifications (seq, call_id, app_id, tenant_id, callback_uri, \
+                 change_type, resource_url, body, created_at, status, attempts, next_attempt_at) \
+                 VALUES (1, ?1, 'app', 'tenant', 'https://bot.example/cb', 'updated', 'r', ?2, 0, 0, 0, 0)",
+                rusqlite::params![call.to_string(), it.body],
+            )
+            .unwrap();
+        }
+        let store = sqlite::SqliteStore::open(&path, StoreSettings::default()).unwrap();
+        let pending = store.load().await.unwrap().pending;
+        let body = &pending[0].body;
+        let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap();
+        assert_eq!(
+            parse(body),
+            parse(&n.item()),
+            "one notification, not an envelope"
+        );
+        assert_eq!(
+            parse(&crate::graph::notification::envelope([body.as_str()])),
+            parse(&old_body),
+            "POSTed as before"
+        );
+        store.close().await;
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::{read_json, result_info};
 use crate::domain::{CallId, EndReason};
+use crate::graph::notification::envelope;
 use crate::http::error::ApiError;
 use crate::http::respond::json_response;
 use crate::http::state::AppState;
@@ -48,7 +49,9 @@ fn delivery_json(r: &DeliveryRecord) -> Value {
         "status": r.item.status,
         "attemptCount": r.item.attempts,
         "nextAttemptAt": if r.item.status == crate::store::DeliveryStatus::Pending { json!(r.item.next_attempt_at) } else { Value::Null },
-        "body": serde_json::from_str::<Value>(&r.item.body).unwrap_or(Value::Null),
+        // As POSTed (alone, or with the notifications behind it in one envelope).
+        "body": serde_json::from_str::<Value>(&envelope([r.item.body.as_str()]))
+            .unwrap_or(Value::Null),
         "attempts": r.attempts,
     })
 }

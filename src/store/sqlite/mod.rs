@@ -33,6 +33,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_conversations.sql"),
     include_str!("migrations/0003_retention.sql"),
     include_str!("migrations/0004_next_due.sql"),
+    include_str!("migrations/0005_notification_without_envelope.sql"),
 ];
 
 pub struct SqliteStore {
