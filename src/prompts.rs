@@ -10,8 +10,9 @@
 //!
 //! Files are read on tokio's blocking pool, which the SQLite store's commits use too. They
 //! cannot hold it: a file is opened only when `stat` says it is a regular file, with
-//! `O_NONBLOCK` (a FIFO swapped in does not block the open) and `O_NOFOLLOW`, then `fstat` of the
-//! open handle must say so again; and at most `fetch_concurrency` threads read files at once, so
+//! `O_NONBLOCK` (a FIFO swapped in does not block the open) and, for prompts, beneath the prompt
+//! folder by the kernel's own rule (`openat2` with `RESOLVE_BENEATH`; `O_NOFOLLOW` where that is
+//! missing), then `fstat` of the open handle must say so again; and at most `fetch_concurrency` threads read files at once, so
 //! even a file system that hangs (a dead NFS mount) takes that many threads, not the pool.
 //!
 //! A prompt the server's policy refuses ([`PromptError::Refused`]) is the client's error (`400`);
@@ -203,7 +204,11 @@ impl Prompts {
             if !real.starts_with(&folder) {
                 return Err(outside());
             }
-            let (file, len) = open_regular(&real)?;
+            // Opened so that it stays inside, whatever is swapped in since the check.
+            let (file, len) = open_regular_in(&folder, &real).map_err(|e| match e {
+                Escaped => outside(),
+                Failed(e) => e,
+            })?;
             header_ms(file, len)
         })
         .await
@@ -322,6 +327,52 @@ impl Prompts {
             }
         }
     }
+}
+
+/// Why [`open_regular_in`] did not open a file.
+enum Beneath {
+    /// Its path leads out of the folder now (a component was swapped for a link out).
+    Escaped,
+    Failed(PromptError),
+}
+use Beneath::{Escaped, Failed};
+
+/// Opens `real` (a path inside `folder`) as [`open_regular`] does, but so that the kernel keeps
+/// it beneath `folder` however the folder's contents change between the check and the open:
+/// `openat2` with `RESOLVE_BENEATH` (Linux 5.6 and later; elsewhere, or on an older kernel, the
+/// checked path is opened as before, with only its last component kept from being a link).
+fn open_regular_in(folder: &Path, real: &Path) -> Result<(File, u64), Beneath> {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::fs::{Mode, OFlags, ResolveFlags};
+        let rel = real.strip_prefix(folder).map_err(|_| Escaped)?;
+        let not_regular = || Failed(Refused("The prompt is not a regular file.".into()));
+        let cannot = |e: &dyn std::fmt::Display| Failed(Unreadable(format!("cannot open it: {e}")));
+        // `stat` first, so a device or FIFO is not even opened.
+        let meta = std::fs::metadata(real).map_err(|e| cannot(&e))?;
+        if !meta.is_file() {
+            return Err(not_regular());
+        }
+        let dir = File::open(folder).map_err(|e| cannot(&e))?;
+        let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+        let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+        match rustix::fs::openat2(&dir, rel, flags, Mode::empty(), resolve) {
+            Ok(fd) => {
+                let file = File::from(fd);
+                let meta = file.metadata().map_err(|e| cannot(&e))?;
+                if !meta.is_file() {
+                    return Err(not_regular());
+                }
+                return Ok((file, meta.len()));
+            }
+            // The path would leave the folder.
+            Err(rustix::io::Errno::XDEV) => return Err(Escaped),
+            // No openat2 in this kernel (or a sandbox forbids it): the checked path, as before.
+            Err(rustix::io::Errno::NOSYS) | Err(rustix::io::Errno::PERM) => {}
+            Err(e) => return Err(cannot(&e)),
+        }
+    }
+    open_regular(real).map_err(Failed)
 }
 
 /// Opens `path` for reading only if it is a regular file, and gives its length. `stat` first,
@@ -448,6 +499,41 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the check saw was a file inside the folder; by the open, a component of its path is
+    /// a link out of it (a folder swapped, a file replaced): the open itself refuses.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_prompt_opened_after_a_swap_cannot_leave_the_folder() {
+        let base = std::env::temp_dir().join(format!("sb-beneath-{}", uuid::Uuid::new_v4()));
+        let (folder, elsewhere) = (base.join("prompts"), base.join("secret"));
+        std::fs::create_dir_all(folder.join("greetings")).unwrap();
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::fs::write(folder.join("greetings/hello.wav"), b"RIFF").unwrap();
+        std::fs::write(elsewhere.join("hello.wav"), b"RIFF").unwrap();
+        let folder = std::fs::canonicalize(&folder).unwrap();
+        let inside = folder.join("greetings/hello.wav");
+        let (_, len) = open_regular_in(&folder, &inside)
+            .ok()
+            .expect("a file inside opens");
+        assert_eq!(len, 4);
+        // The folder `greetings` swapped for a link to the secret folder, same path.
+        std::fs::remove_dir_all(folder.join("greetings")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, folder.join("greetings")).unwrap();
+        assert!(
+            matches!(open_regular_in(&folder, &inside), Err(Escaped)),
+            "the same path now leads out: refused"
+        );
+        // A relative link that stays inside is still followed (an absolute one is not: the kernel
+        // cannot tell where it leads without leaving the folder).
+        std::fs::create_dir_all(folder.join("real")).unwrap();
+        std::fs::write(folder.join("real/hello.wav"), b"RIFFRIFF").unwrap();
+        std::fs::remove_file(folder.join("greetings")).unwrap();
+        std::os::unix::fs::symlink("real", folder.join("greetings")).unwrap();
+        let opened = open_regular_in(&folder, &inside).ok().map(|(_, len)| len);
+        assert_eq!(opened, Some(8));
+        std::fs::remove_dir_all(&base).ok();
+    }
 
     #[test]
     fn the_cache_stays_bounded_and_keeps_what_is_used() {
