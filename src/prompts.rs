@@ -187,28 +187,19 @@ impl Prompts {
             )
         })?;
         self.on_file_thread(move || {
-            let outside = || {
-                Refused(
-                    "file:// prompts are read only from the server's prompt folder ([media] prompt_folder), and this one is not in it."
-                        .into(),
-                )
-            };
             let real = match std::fs::canonicalize(&path) {
                 Ok(real) => real,
                 Err(e) if path.starts_with(&folder) || path.starts_with(&given) => {
                     return Err(Unreadable(format!("cannot open it: {e}")));
                 }
-                Err(_) => return Err(outside()),
+                Err(_) => return Err(outside_folder()),
             };
             // The real path, symlinks resolved: a link in the folder to a file outside is outside.
             if !real.starts_with(&folder) {
-                return Err(outside());
+                return Err(outside_folder());
             }
             // Opened so that it stays inside, whatever is swapped in since the check.
-            let (file, len) = open_regular_in(&folder, &real).map_err(|e| match e {
-                Escaped => outside(),
-                Failed(e) => e,
-            })?;
+            let (file, len) = open_regular_in(&folder, &real)?;
             header_ms(file, len)
         })
         .await
@@ -329,74 +320,83 @@ impl Prompts {
     }
 }
 
-/// Why [`open_regular_in`] did not open a file.
-enum Beneath {
-    /// Its path leads out of the folder now (a component was swapped for a link out).
-    Escaped,
-    Failed(PromptError),
-}
-use Beneath::{Escaped, Failed};
-
-/// Opens `real` (a path inside `folder`) as [`open_regular`] does, but so that the kernel keeps
-/// it beneath `folder` however the folder's contents change between the check and the open:
-/// `openat2` with `RESOLVE_BENEATH` (Linux 5.6 and later; elsewhere, or on an older kernel, the
-/// checked path is opened as before, with only its last component kept from being a link).
-fn open_regular_in(folder: &Path, real: &Path) -> Result<(File, u64), Beneath> {
-    #[cfg(target_os = "linux")]
-    {
-        use rustix::fs::{Mode, OFlags, ResolveFlags};
-        let rel = real.strip_prefix(folder).map_err(|_| Escaped)?;
-        let not_regular = || Failed(Refused("The prompt is not a regular file.".into()));
-        let cannot = |e: &dyn std::fmt::Display| Failed(Unreadable(format!("cannot open it: {e}")));
-        // `stat` first, so a device or FIFO is not even opened.
-        let meta = std::fs::metadata(real).map_err(|e| cannot(&e))?;
-        if !meta.is_file() {
-            return Err(not_regular());
-        }
-        let dir = File::open(folder).map_err(|e| cannot(&e))?;
-        let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
-        let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
-        match rustix::fs::openat2(&dir, rel, flags, Mode::empty(), resolve) {
-            Ok(fd) => {
-                let file = File::from(fd);
-                let meta = file.metadata().map_err(|e| cannot(&e))?;
-                if !meta.is_file() {
-                    return Err(not_regular());
-                }
-                return Ok((file, meta.len()));
-            }
-            // The path would leave the folder.
-            Err(rustix::io::Errno::XDEV) => return Err(Escaped),
-            // No openat2 in this kernel (or a sandbox forbids it): the checked path, as before.
-            Err(rustix::io::Errno::NOSYS) | Err(rustix::io::Errno::PERM) => {}
-            Err(e) => return Err(cannot(&e)),
-        }
-    }
-    open_regular(real).map_err(Failed)
+/// What a `file://` prompt outside the prompt folder is told.
+fn outside_folder() -> PromptError {
+    Refused(
+        "file:// prompts are read only from the server's prompt folder ([media] prompt_folder), and this one is not in it."
+            .into(),
+    )
 }
 
-/// Opens `path` for reading only if it is a regular file, and gives its length. `stat` first,
-/// so a device or FIFO is not even opened; then `O_NONBLOCK` and `fstat` of the handle, so one
-/// swapped in since cannot block or pass.
-fn open_regular(path: &Path) -> Result<(File, u64), PromptError> {
-    use std::os::unix::fs::OpenOptionsExt;
+fn cannot_open(e: impl std::fmt::Display) -> PromptError {
+    Unreadable(format!("cannot open it: {e}"))
+}
+
+/// Opens `path` with `open` only if it is a regular file, and gives its length. `stat` first, so
+/// a device or FIFO is not even opened; then `fstat` of the handle, so one swapped in since (the
+/// opens are `O_NONBLOCK`: it cannot block either) does not pass.
+fn regular(
+    path: &Path,
+    open: impl FnOnce() -> Result<File, PromptError>,
+) -> Result<(File, u64), PromptError> {
     let not_regular = || Refused("The prompt is not a regular file.".into());
-    let meta = std::fs::metadata(path).map_err(|e| Unreadable(format!("cannot open it: {e}")))?;
+    let meta = std::fs::metadata(path).map_err(cannot_open)?;
     if !meta.is_file() {
         return Err(not_regular());
     }
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| Unreadable(format!("cannot open it: {e}")))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| Unreadable(format!("cannot open it: {e}")))?;
+    let file = open()?;
+    let meta = file.metadata().map_err(cannot_open)?;
     if !meta.is_file() {
         return Err(not_regular());
     }
     Ok((file, meta.len()))
+}
+
+/// Opens `path` for reading if it is a regular file (see [`regular`]); its last component may
+/// not be a link.
+fn open_regular(path: &Path) -> Result<(File, u64), PromptError> {
+    regular(path, || open_path(path))
+}
+
+/// Opens `real` (a path inside `folder`) as [`open_regular`] does, but so that the kernel keeps
+/// it beneath `folder` however the folder's contents change between the check and the open.
+fn open_regular_in(folder: &Path, real: &Path) -> Result<(File, u64), PromptError> {
+    regular(real, || open_beneath(folder, real))
+}
+
+fn open_path(path: &Path) -> Result<File, PromptError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
+        .open(path)
+        .map_err(cannot_open)
+}
+
+/// `openat2` with `RESOLVE_BENEATH` (Linux 5.6 and later): a path that leads out of `folder`
+/// (`..`, a link out, an absolute link) is refused by the kernel. Elsewhere, or on an older
+/// kernel, the checked path is opened as [`open_path`] does.
+fn open_beneath(folder: &Path, real: &Path) -> Result<File, PromptError> {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::fs::{Mode, OFlags, ResolveFlags};
+        use rustix::io::Errno;
+        let rel = real.strip_prefix(folder).map_err(|_| outside_folder())?;
+        let dir = File::open(folder).map_err(cannot_open)?;
+        let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+        let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+        match rustix::fs::openat2(&dir, rel, flags, Mode::empty(), resolve) {
+            Ok(fd) => return Ok(File::from(fd)),
+            // The path would leave the folder.
+            Err(Errno::XDEV) => return Err(outside_folder()),
+            // No openat2 in this kernel (or a sandbox forbids it): the checked path, as before.
+            Err(Errno::NOSYS) | Err(Errno::PERM) => {}
+            Err(e) => return Err(cannot_open(e)),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = folder;
+    open_path(real)
 }
 
 /// Reads a WAV header from an open regular file of `len` bytes: a few KB at most, seeking over
@@ -513,16 +513,14 @@ mod tests {
         std::fs::write(elsewhere.join("hello.wav"), b"RIFF").unwrap();
         let folder = std::fs::canonicalize(&folder).unwrap();
         let inside = folder.join("greetings/hello.wav");
-        let (_, len) = open_regular_in(&folder, &inside)
-            .ok()
-            .expect("a file inside opens");
+        let (_, len) = open_regular_in(&folder, &inside).expect("a file inside opens");
         assert_eq!(len, 4);
         // The folder `greetings` swapped for a link to the secret folder, same path.
         std::fs::remove_dir_all(folder.join("greetings")).unwrap();
         std::os::unix::fs::symlink(&elsewhere, folder.join("greetings")).unwrap();
         assert!(
-            matches!(open_regular_in(&folder, &inside), Err(Escaped)),
-            "the same path now leads out: refused"
+            matches!(open_regular_in(&folder, &inside), Err(Refused(m)) if m.contains("not in it")),
+            "the same path now leads out: refused as outside the folder"
         );
         // A relative link that stays inside is still followed (an absolute one is not: the kernel
         // cannot tell where it leads without leaving the folder).
