@@ -482,7 +482,7 @@ impl Delivery {
         let outcomes: Vec<AttemptOutcome> = batch
             .iter()
             .map(|item| {
-                let jitter = rand::rng().random_range(0.8..1.2);
+                let jitter = || rand::rng().random_range(0.8..1.2);
                 let o = settle(item, &result, now, &self.policy, jitter);
                 if o.status == DeliveryStatus::Dead {
                     tracing::warn!(seq = item.seq, call = %item.call_id, "notification marked dead after {} attempts", o.attempts);
@@ -532,13 +532,13 @@ impl Delivery {
 
 /// The outcome of one attempt at `item` that came back with `result`: delivered on a 2xx; dead
 /// once `max_attempts` are used or the notification is older than `max_age_secs`; otherwise
-/// pending until the backoff (with this `jitter`, 0.8 to 1.2) has passed.
+/// pending until the backoff (with a `jitter` of 0.8 to 1.2, drawn only then) has passed.
 pub fn settle(
     item: &OutboxItem,
     result: &PostResult,
     now: Timestamp,
     policy: &DeliverySettings,
-    jitter: f64,
+    jitter: impl FnOnce() -> f64,
 ) -> AttemptOutcome {
     let attempts = item.attempts + 1;
     let delivered = result.status.is_some_and(|s| (200..300).contains(&s));
@@ -549,7 +549,7 @@ pub fn settle(
     {
         (DeliveryStatus::Dead, now)
     } else {
-        let wait = backoff(policy, attempts, result.retry_after, jitter);
+        let wait = backoff(policy, attempts, result.retry_after, jitter());
         (DeliveryStatus::Pending, now + wait)
     };
     AttemptOutcome {
@@ -703,9 +703,9 @@ mod tests {
     fn a_2xx_delivers_a_failure_retries_later_and_the_last_attempt_or_old_age_is_dead() {
         let (p, now) = (policy(), chrono::Utc::now());
         let it = item(1, CallId::new(), "http://127.0.0.1:9/cb", now);
-        let ok = settle(&it, &failed(202), now, &p, 1.0);
+        let ok = settle(&it, &failed(202), now, &p, || 1.0);
         assert_eq!((ok.status, ok.attempts), (DeliveryStatus::Delivered, 1));
-        let retry = settle(&it, &failed(500), now, &p, 1.0);
+        let retry = settle(&it, &failed(500), now, &p, || 1.0);
         assert_eq!(retry.status, DeliveryStatus::Pending);
         assert_eq!(retry.next_attempt_at, now + chrono::Duration::seconds(1));
         assert_eq!(retry.attempt.status, Some(500));
@@ -717,13 +717,13 @@ mod tests {
             attempts: 3,
             ..it.clone()
         };
-        let dead = settle(&third, &refused, now, &p, 1.0);
+        let dead = settle(&third, &refused, now, &p, || 1.0);
         assert_eq!((dead.status, dead.attempts), (DeliveryStatus::Dead, 4));
         assert_eq!(
             dead.attempt.error.as_deref(),
             Some("connection failed: refused")
         );
-        let old = settle(&it, &failed(503), now + chrono::Duration::hours(1), &p, 1.0);
+        let old = settle(&it, &failed(503), now + chrono::Duration::hours(1), &p, || 1.0);
         assert_eq!(old.status, DeliveryStatus::Dead, "max_age_secs");
     }
 
