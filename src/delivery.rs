@@ -723,7 +723,13 @@ mod tests {
             dead.attempt.error.as_deref(),
             Some("connection failed: refused")
         );
-        let old = settle(&it, &failed(503), now + chrono::Duration::hours(1), &p, || 1.0);
+        let old = settle(
+            &it,
+            &failed(503),
+            now + chrono::Duration::hours(1),
+            &p,
+            || 1.0,
+        );
         assert_eq!(old.status, DeliveryStatus::Dead, "max_age_secs");
     }
 
