@@ -102,13 +102,14 @@ impl Application {
             ),
             ringing_timeout: chrono::Duration::seconds(settings.calls.ringing_timeout_secs as i64),
         };
+        let parties = Arc::new(SimulatedFabric::new(&settings.parties, clock.clone()));
         let engine = Arc::new(Engine::new(
             &snapshot,
             Parts {
                 store: opened.store.clone(),
                 committer,
                 clock,
-                fabric: Arc::new(SimulatedFabric::new(&settings.parties)),
+                fabric: parties.clone(),
                 rules,
                 delivery: delivery.clone(),
                 public_url: public_url.clone(),
@@ -129,8 +130,8 @@ impl Application {
             keys,
             settings,
             public_url,
-            outbound.fetches.clone(),
-            prompts,
+            (outbound.fetches.clone(), prompts),
+            parties,
         ));
         Ok(Application {
             listener,
@@ -159,6 +160,7 @@ impl Application {
         let delivery = tokio::spawn(self.delivery.clone().run(workers.clone()));
         let watch = tokio::spawn(self.engine.clone().watch_store(workers.clone()));
         let retention = tokio::spawn(self.engine.clone().run_retention(workers.clone()));
+        let fabric = tokio::spawn(self.engine.clone().run_fabric_events(workers.clone()));
         if let Some(dir) = self.key_dir.clone() {
             tokio::spawn(watch_keys(dir, self.state.keys.clone(), workers.clone()));
         }
@@ -227,6 +229,7 @@ impl Application {
         let _ = delivery.await;
         let _ = watch.await;
         let _ = retention.await;
+        let _ = fabric.await;
         // The last attempts recorded are committed before the store closes.
         self.engine.flush().await;
         self.store.close().await;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::fabric::Behavior;
+pub use crate::fabric::simulated::{Behavior, PartyConfig};
 use crate::store::{Retention, StoreSettings};
 
 /// A secret string: compared in constant time, never printed.
@@ -140,30 +140,6 @@ pub struct TrustedIssuerConfig {
     /// private addresses (an issuer inside the operator's own network).
     #[serde(default)]
     pub allow_private_network: bool,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PartyConfig {
-    pub id: String,
-    #[serde(default = "default_kind")]
-    pub kind: crate::domain::PartyKind,
-    #[serde(default)]
-    pub display_name: Option<String>,
-    #[serde(default)]
-    pub behavior: Behavior,
-    #[serde(default)]
-    pub answer_after_ms: Option<u64>,
-    /// How long the party speaks when the bot records it (generated voice-like tones).
-    #[serde(default)]
-    pub record_seconds: Option<f64>,
-    /// A WAV file the party speaks when the bot records it (instead of generated tones).
-    #[serde(default)]
-    pub record_wav: Option<String>,
-}
-
-fn default_kind() -> crate::domain::PartyKind {
-    crate::domain::PartyKind::User
 }
 
 #[derive(Clone, Debug, Deserialize)]

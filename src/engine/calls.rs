@@ -55,7 +55,7 @@ impl Engine {
         let mut leg = Leg::new(Uuid::new_v4(), Who::Party(peer.clone()), LegState::Ringing);
         leg.purpose = purpose;
         let at = |d: std::time::Duration| now + chrono::Duration::from_std(d).unwrap_or_default();
-        match self.fabric.dial(peer) {
+        match self.fabric.plan(peer) {
             DialPlan::Answer { after } => leg.start_ringing(Some(at(after)), None, now + timeout),
             DialPlan::Fail { after, reason } => {
                 leg.start_ringing(None, Some((at(after), reason)), now + timeout)
@@ -167,11 +167,21 @@ impl Engine {
         app: &AppRef,
         scene: Scene,
     ) -> Result<(), EngineError> {
-        *st.live_per_app.entry(app.app_id.clone()).or_default() += 1;
-        let done = self.stage(&mut st, vec![scene]);
+        let done = self.stage_new(&mut st, app, scene);
         drop(st);
         committer::wait(done).await?;
         Ok(())
+    }
+
+    /// Stages a scene with a new call of `app`, admitted under this same lock.
+    pub(super) fn stage_new(
+        &self,
+        st: &mut State,
+        app: &AppRef,
+        scene: Scene,
+    ) -> committer::Pending {
+        *st.live_per_app.entry(app.app_id.clone()).or_default() += 1;
+        self.stage(st, vec![scene])
     }
 
     /// Applies one state event to a call (owned by `owner`, or by anyone).

@@ -1,21 +1,166 @@
-//! What happens on a party's side of a call: it dials in, presses keys, hangs up.
+//! What happens on a party's side of a call, as the fabric reports it: a party answers, fails,
+//! hangs up, presses keys, or calls an app.
+//!
+//! Every [`FabricEvent`] comes through one channel, drained in order by
+//! [`Engine::run_fabric_events`]: a fabric sends through [`Engine::event_sink`], and the control
+//! API, which must answer with the outcome, through [`Engine::report`]. Each event is applied
+//! under the engine lock and staged at once; the drain does not wait for one to be durable before
+//! staging the next (commits keep their order), and whoever waits for an outcome gets it once the
+//! change is durable.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use super::{AppRef, Engine, EngineError};
 use crate::clock::Timestamp;
-use crate::domain::call::{Wire, party_key};
+use crate::domain::call::Wire;
 use crate::domain::conversation::{Conversation, Emit, Kind, Leg, LegState, Scene, Who};
 use crate::domain::{Call, CallId, CallState, ChangeType, Direction, Notice, Peer};
-use uuid::Uuid;
+use crate::fabric::{EventSink, FabricEvent, LegRef};
+use crate::store::committer::{self, Pending};
+
+/// What came of a fabric event.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The leg was not (or no longer) in a state for it: nothing changed.
+    Stale,
+    /// It was applied; these bots' calls heard it (for a hang-up: the calls that ended).
+    Calls(Vec<CallId>),
+    /// A party called an app: its new call.
+    Created(Box<Call>),
+}
+
+/// An event on its way to the engine, with whoever waits for its outcome.
+pub(super) struct Inbound {
+    event: FabricEvent,
+    reply: Option<oneshot::Sender<Result<Outcome, EngineError>>>,
+}
+
+pub(super) type Inbox = mpsc::UnboundedReceiver<Inbound>;
+pub(super) type Outbox = mpsc::UnboundedSender<Inbound>;
 
 impl Engine {
-    /// A simulated party calls the app: a call in state `incoming`, notified to `callback_uri`.
-    pub async fn dial_in(
+    /// Where a fabric reports its events.
+    pub fn event_sink(&self) -> EventSink {
+        let events = self.events.clone();
+        Arc::new(move |event| {
+            let _ = events.send(Inbound { event, reply: None });
+        })
+    }
+
+    /// Reports an event and waits until its change is durable: the control API's way in.
+    pub async fn report(&self, event: FabricEvent) -> Result<Outcome, EngineError> {
+        let (reply, outcome) = oneshot::channel();
+        self.events
+            .send(Inbound {
+                event,
+                reply: Some(reply),
+            })
+            .map_err(|_| self.stopped())?;
+        outcome.await.map_err(|_| self.stopped())?
+    }
+
+    fn stopped(&self) -> EngineError {
+        EngineError::Unavailable("The service is stopping; retry later.".into())
+    }
+
+    /// Applies fabric events in the order they come until `stop` is cancelled.
+    pub async fn run_fabric_events(self: Arc<Self>, stop: CancellationToken) {
+        let Some(mut inbox) = self.inbox.lock().expect("inbox lock").take() else {
+            tracing::error!("fabric events are already being applied");
+            return;
+        };
+        loop {
+            let Inbound { event, reply } = tokio::select! {
+                _ = stop.cancelled() => return,
+                next = inbox.recv() => match next {
+                    Some(inbound) => inbound,
+                    None => return,
+                },
+            };
+            let what = format!("{event:?}");
+            let staged = self.apply(event).await;
+            tokio::spawn(async move {
+                let result = match staged {
+                    Ok((outcome, Some(pending))) => committer::wait(pending)
+                        .await
+                        .map(|_| outcome)
+                        .map_err(EngineError::from),
+                    Ok((outcome, None)) => Ok(outcome),
+                    Err(e) => Err(e),
+                };
+                match reply {
+                    Some(reply) => {
+                        let _ = reply.send(result);
+                    }
+                    None => match result {
+                        Ok(Outcome::Stale) => tracing::debug!("fabric event ignored: {what}"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!("fabric event {what} failed: {e}"),
+                    },
+                }
+            });
+        }
+    }
+
+    /// Applies one event and stages its change (`None` when nothing changed).
+    async fn apply(&self, event: FabricEvent) -> Result<(Outcome, Option<Pending>), EngineError> {
+        let (leg, change): (LegRef, LegChange) = match event {
+            FabricEvent::Incoming {
+                leg,
+                from,
+                display_name,
+                app,
+                callback_uri,
+            } => {
+                let (call, pending) = self
+                    .incoming(&app, leg, from, display_name.as_deref(), callback_uri)
+                    .await?;
+                return Ok((Outcome::Created(Box::new(call)), Some(pending)));
+            }
+            FabricEvent::Answered(leg) => (leg, LegChange::Answered),
+            FabricEvent::Failed(leg, reason) => (leg, LegChange::Failed(reason)),
+            FabricEvent::HungUp(leg) => (leg, LegChange::HungUp),
+            FabricEvent::Tones(leg, keys) => (leg, LegChange::Pressed(keys)),
+        };
+        let mut st = self.write_state().await?;
+        let Some(mut scene) = st.scene(leg.conversation) else {
+            return Ok((Outcome::Stale, None));
+        };
+        let (now, rules) = (self.clock.now(), &self.rules);
+        let calls = match change {
+            LegChange::Answered => scene.leg_answers(leg.leg, now, rules).then(Vec::new),
+            LegChange::Failed(reason) => {
+                scene.leg_fails(leg.leg, reason, now, rules).then(Vec::new)
+            }
+            LegChange::HungUp => scene.leg_hangs_up(leg.leg, now, rules).then(|| {
+                let ended = scene.calls.iter().filter(|c| !c.state.is_live());
+                ended.map(|c| c.id).collect()
+            }),
+            LegChange::Pressed(keys) => {
+                Some(scene.leg_presses(leg.leg, &keys, now)).filter(|heard| !heard.is_empty())
+            }
+        };
+        let Some(calls) = calls else {
+            return Ok((Outcome::Stale, None));
+        };
+        let pending = self.stage(&mut st, vec![scene]);
+        Ok((Outcome::Calls(calls), Some(pending)))
+    }
+
+    /// A party calls an app: a call in state `incoming`, notified to `callback_uri`; `leg` is
+    /// the caller's participant id.
+    async fn incoming(
         &self,
         app: &AppRef,
+        leg: Uuid,
         party: Peer,
         display_name: Option<&str>,
         callback_uri: String,
-    ) -> Result<Call, EngineError> {
+    ) -> Result<(Call, Pending), EngineError> {
         let now = self.clock.now();
         let mut call = self.new_call(
             app,
@@ -25,9 +170,8 @@ impl Engine {
             now,
         );
         call.timers.acknowledge_deadline = Some(now + chrono::Duration::seconds(15));
-        let caller_pid = Uuid::new_v4();
         let wire = crate::graph::call::incoming(
-            (&party, display_name, caller_pid),
+            (&party, display_name, leg),
             (
                 &app.app_id,
                 app.display_name.as_deref(),
@@ -38,83 +182,33 @@ impl Engine {
         let mut conv = Conversation::new(call.id, Kind::PeerToPeer, now);
         conv.add(Self::bot_leg(&call));
         conv.legs
-            .push(Leg::new(caller_pid, Who::Party(party), LegState::Ringing));
+            .push(Leg::new(leg, Who::Party(party), LegState::Ringing));
         let mut scene = Scene::new(conv, vec![call.clone()]);
         let first = Notice {
             change: ChangeType::Created,
             state: CallState::Incoming,
         };
         scene.emit(call.id, Emit::State(first));
-        let st = self.write_state().await?;
+        let mut st = self.write_state().await?;
         Self::admit(&st, app)?;
-        self.insert(st, app, scene).await.map(|_| call)
+        let pending = self.stage_new(&mut st, app, scene);
+        Ok((call, pending))
     }
 
-    /// A party presses keys in its current call(s). Returns the calls that heard them.
-    pub async fn party_tones(
-        &self,
-        party_id: &str,
-        keys: &str,
-    ) -> Result<Vec<CallId>, EngineError> {
-        let key = party_key(party_id);
-        let mut heard = vec![];
+    /// The live legs a party has, oldest conversation first.
+    pub async fn live_legs_of(&self, party_id: &str) -> Result<Vec<LegRef>, EngineError> {
+        let key = crate::domain::call::party_key(party_id);
+        let mut out = vec![];
         for conv in self.conversations_of(&key).await? {
-            let keys = keys.to_string();
-            let key = key.clone();
-            let calls = self
-                .update_conversation(conv, move |s, now, _| {
-                    let joined = s
-                        .conversation
-                        .party_legs(&key)
-                        .any(|i| s.conversation.legs[i].state == LegState::Connected);
-                    let mut heard = vec![];
-                    if !joined {
-                        return Ok(heard);
-                    }
-                    let bots: Vec<CallId> = s.conversation.bot_calls().collect();
-                    for id in bots {
-                        let Some(c) = s.call_mut(id).filter(|c| c.state == CallState::Established)
-                        else {
-                            continue;
-                        };
-                        let mut emits = vec![];
-                        for k in keys.chars() {
-                            let (tone, stopped) = c.press(k, now);
-                            emits.extend(tone.map(|(t, seq)| Emit::Tone(t, seq)));
-                            emits.extend(stopped.into_iter().map(Emit::operation));
-                        }
-                        for e in emits {
-                            s.emit(id, e);
-                        }
-                        heard.push(id);
-                    }
-                    Ok(heard)
-                })
-                .await?;
-            heard.extend(calls);
+            let st = self.read_state().await?;
+            if let Some(c) = st.conversations.get(&conv) {
+                out.extend(c.party_legs(&key).map(|i| LegRef {
+                    conversation: conv,
+                    leg: c.legs[i].id,
+                }));
+            }
         }
-        Ok(heard)
-    }
-
-    /// A party hangs up every call leg it is in. Returns the bots' calls that ended.
-    pub async fn party_hang_up(&self, party_id: &str) -> Result<Vec<CallId>, EngineError> {
-        let key = party_key(party_id);
-        let mut ended = vec![];
-        for conv in self.conversations_of(&key).await? {
-            let key = key.clone();
-            let calls = self
-                .update_conversation(conv, move |s, now, r| {
-                    s.party_hangs_up(&key, now, r);
-                    Ok(s.calls
-                        .iter()
-                        .filter(|c| !c.state.is_live())
-                        .map(|c| c.id)
-                        .collect::<Vec<_>>())
-                })
-                .await?;
-            ended.extend(calls);
-        }
-        Ok(ended)
+        Ok(out)
     }
 
     /// The live conversations a party is in, oldest first.
@@ -132,4 +226,12 @@ impl Engine {
         self.settled(found.into_iter().map(|(_, id)| id).collect(), ticket)
             .await
     }
+}
+
+/// A change on a party's leg.
+enum LegChange {
+    Answered,
+    Failed(crate::domain::EndReason),
+    HungUp,
+    Pressed(String),
 }

@@ -10,7 +10,8 @@
 //! - `operations.rs`: media and other operations on a call (prompts, recording, tones, mute);
 //! - `participants.rs`: the participants of group calls and meetings (invite, remove, mute,
 //!   hold music);
-//! - `legs.rs`: what happens on a party's side (it dials in, presses keys, hangs up);
+//! - `legs.rs`: fabric events: what happens on a party's side (it answers, fails, hangs up,
+//!   presses keys, calls an app), drained in order from one channel;
 //! - `timers.rs`: timers falling due, and the virtual clock's advance;
 //! - `views.rs`: what readers are told (a call, an operation, a party's legs, a meeting, a
 //!   recording, the deliveries log), never ahead of the store;
@@ -51,6 +52,7 @@ mod state;
 mod timers;
 mod views;
 
+pub use legs::Outcome;
 pub use participants::Invitee;
 pub use views::{MeetingView, PartyLeg};
 
@@ -75,13 +77,7 @@ pub enum EngineError {
 }
 
 /// The app a request acts for, as far as the engine cares.
-#[derive(Clone, Debug)]
-pub struct AppRef {
-    pub app_id: String,
-    pub tenant_id: String,
-    pub display_name: Option<String>,
-    pub max_concurrent_calls: usize,
-}
+pub use crate::domain::AppRef;
 
 pub struct Engine {
     state: Mutex<State>,
@@ -96,6 +92,9 @@ pub struct Engine {
     delivery: Arc<Delivery>,
     public_url: String,
     timers_changed: Notify,
+    /// Fabric events on their way in, and (until the drain starts) where they wait.
+    events: legs::Outbox,
+    inbox: std::sync::Mutex<Option<legs::Inbox>>,
 }
 
 /// What the engine is built from, besides the snapshot.
@@ -136,6 +135,7 @@ impl Engine {
             retention,
         } = parts;
         let state = State::build(snapshot, &meetings, fabric.as_ref(), clock.now());
+        let (events, inbox) = tokio::sync::mpsc::unbounded_channel();
         Engine {
             state: Mutex::new(state),
             store,
@@ -149,6 +149,8 @@ impl Engine {
             delivery,
             public_url,
             timers_changed: Notify::new(),
+            events,
+            inbox: std::sync::Mutex::new(Some(inbox)),
         }
     }
 
@@ -188,10 +190,6 @@ impl Engine {
 
     pub fn clock(&self) -> &Clock {
         &self.clock
-    }
-
-    pub fn fabric(&self) -> &dyn Fabric {
-        self.fabric.as_ref()
     }
 
     /// Where a finished recording is served.

@@ -95,10 +95,18 @@ impl Engine {
         keys: String,
         delay_ms: u64,
     ) -> Result<Operation, EngineError> {
-        self.operate(app_id, id, OpKind::SendDtmfTones, ctx, |c, op, now| {
-            Ok((c.send_dtmf(op, keys, delay_ms, now), vec![]))
+        let kind = OpKind::SendDtmfTones;
+        self.update(Some(app_id), id, move |s, now, _| {
+            let c = s.call_mut(id).ok_or(EngineError::NotFound)?;
+            c.may_operate(kind)?;
+            let op = Operation::new(new_guid(), kind, ctx);
+            let op = c.send_dtmf(op, keys.clone(), delay_ms, now);
+            // The fabric sends them now; they count as heard once the operation completes.
+            s.send_dtmf(&keys, delay_ms);
+            Ok(op)
         })
         .await
+        .map(|(_, op)| op)
     }
 
     /// Operations that complete at once and change a flag of the call.

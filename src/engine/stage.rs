@@ -9,7 +9,7 @@ use super::{Engine, EngineError, State};
 use crate::clock::Timestamp;
 use crate::domain::call::{Rules, party_key};
 use crate::domain::conversation::{Conversation, Emit, Scene, Who};
-use crate::domain::{Call, CallId, EndReason, Event};
+use crate::domain::{Call, CallId, EndReason, Event, FabricCommand};
 use crate::graph::notification::Notification;
 use crate::graph::participant::Names;
 use crate::store::committer::{self};
@@ -39,16 +39,6 @@ impl Engine {
         .await
     }
 
-    /// Changes a conversation and commits it.
-    pub(super) async fn update_conversation<T>(
-        &self,
-        conv: CallId,
-        f: impl FnOnce(&mut Scene, Timestamp, &Rules) -> Result<T, EngineError>,
-    ) -> Result<T, EngineError> {
-        let st = self.write_state().await?;
-        self.change_scene(st, conv, f).await
-    }
-
     /// Loads a conversation's scene, lets `f` change it and stages it; the lock is let go
     /// before waiting for the commit. On error nothing changes.
     pub(super) async fn change_scene<T>(
@@ -71,12 +61,15 @@ impl Engine {
     pub(super) fn stage(&self, st: &mut State, scenes: Vec<Scene>) -> committer::Pending {
         let now = self.clock.now();
         let mut change = Change::default();
+        let mut commands = vec![];
         let mut touched = vec![];
         let mut queue: VecDeque<Scene> = scenes.into();
         while let Some(mut scene) = queue.pop_front() {
             scene.settle();
             touched.push(scene.conversation.id);
             let replaced = std::mem::take(&mut scene.replaced);
+            let before = st.conversations.get(&scene.conversation.id);
+            commands.extend(scene.take_commands(before.map(|c| &**c)));
             self.stage_scene(st, scene, now, &mut change);
             // Invitees that moved over from a peer-to-peer call: that call ends.
             for old in replaced {
@@ -93,13 +86,11 @@ impl Engine {
                 }
             }
         }
-        let after: Option<committer::AfterCommit> = if change.enqueue.is_empty() {
-            None
-        } else {
-            let items = change.enqueue.clone();
-            let delivery = self.delivery.clone();
-            Some(Box::new(move || delivery.enqueue(items)))
-        };
+        let after = AfterCommit {
+            deliver: change.enqueue.clone(),
+            fabric: std::mem::take(&mut commands),
+        }
+        .hook(self);
         self.timers_changed.notify_one();
         let pending = self.committer.submit(change, after);
         if st.pending.len() >= PENDING_SWEEP {
@@ -187,6 +178,32 @@ impl Engine {
     /// Waits until everything submitted so far was committed (or refused).
     pub async fn flush(&self) {
         self.committer.barrier().await;
+    }
+}
+
+/// What happens once a change is durable, in commit order: its notifications go to the delivery
+/// worker, and its commands to the fabric.
+struct AfterCommit {
+    deliver: Vec<OutboxItem>,
+    fabric: Vec<FabricCommand>,
+}
+
+impl AfterCommit {
+    /// The committer's hook, or none when there is nothing to do.
+    fn hook(self, engine: &Engine) -> Option<committer::AfterCommit> {
+        if self.deliver.is_empty() && self.fabric.is_empty() {
+            return None;
+        }
+        let delivery = engine.delivery.clone();
+        let fabric = engine.fabric.clone();
+        Some(Box::new(move || {
+            if !self.deliver.is_empty() {
+                delivery.enqueue(self.deliver);
+            }
+            if !self.fabric.is_empty() {
+                fabric.execute(self.fabric);
+            }
+        }))
     }
 }
 

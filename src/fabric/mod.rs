@@ -1,62 +1,57 @@
-//! The telephony fabric: who is at the other end of a call and how they respond.
+//! The telephony fabric: the parties at the other end of calls, and how the engine talks to them.
 //!
-//! [`Fabric`] is the seam between the engine and the world of endpoints. Today it has one
-//! implementation, [`simulated::SimulatedFabric`], whose parties come from the config file and
-//! answer on the call clock. A SIP fabric will implement the same trait, placing real calls and
-//! reporting their progress back to the engine.
+//! The seam has two directions. Events come in: a fabric reports what happens on a party's side
+//! ([`FabricEvent`]: answered, failed, hung up, pressed keys, called an app) through an
+//! [`EventSink`], which the engine drains in order (`engine/legs.rs`). Commands go out: the
+//! domain's changes become [`FabricCommand`]s (ring, attach a caller, cancel, hang up, send DTMF)
+//! that the engine hands to [`Fabric::execute`] only once the change that decided them is
+//! durable, in commit order.
+//!
+//! Today there is one implementation, [`simulated::SimulatedFabric`]: parties from the config
+//! file, driven by the control API. A SIP fabric will implement the same trait, placing real
+//! calls and reporting their progress as events.
 
 pub mod simulated;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
+pub use crate::domain::fabric::{AppRef, FabricCommand, FabricEvent, LegRef};
 use crate::domain::{EndReason, PartyKind, Peer};
 
-/// How a simulated party responds when called.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Behavior {
-    #[default]
-    Answer,
-    NoAnswer,
-    Reject,
-    Busy,
-    NotFound,
-    Unreachable,
-    Unroutable,
-    PrivateCallingDisabled,
-}
+/// How a fabric reports events; the engine gives each fabric one (`Engine::event_sink`).
+pub type EventSink = Arc<dyn Fn(FabricEvent) + Send + Sync>;
 
-/// What will happen when a call is placed to a target, on the call clock.
+/// What a fabric can say in advance about a party it is about to ring, on the call clock.
+///
+/// The simulated parties know their answer ahead (it keeps them deterministic under the virtual
+/// clock, and their plan is stored with the leg, so a restart keeps it); a real trunk always
+/// says [`DialPlan::Ring`] and reports the outcome later as an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DialPlan {
     /// The party picks up after this long.
     Answer { after: Duration },
     /// The call fails after this long with this reason.
     Fail { after: Duration, reason: EndReason },
-    /// It rings until the ringing timeout.
+    /// It rings until it answers, fails or the ringing times out: the fabric will say.
     Ring,
 }
 
-/// A party as the control API shows it.
+/// A party as the control API and rosters show it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartyInfo {
     pub id: String,
     pub kind: PartyKind,
     pub display_name: Option<String>,
-    pub behavior: Behavior,
-    /// How long the party speaks when recorded.
-    pub speech_ms: u64,
-    /// The WAV file the party speaks from, when it has one (its length is the speech).
-    pub record_wav: Option<String>,
 }
 
 pub trait Fabric: Send + Sync + 'static {
-    /// What happens when the bot calls `target`.
-    fn dial(&self, target: &Peer) -> DialPlan;
+    /// What is known in advance of ringing `target`. Pure: the engine calls it under its lock,
+    /// after admission, while it builds the change; nothing rings until [`Fabric::execute`].
+    fn plan(&self, target: &Peer) -> DialPlan;
+    /// Carries out commands of a change that is durable, in commit order. It must not block:
+    /// what takes time runs elsewhere and reports back as events.
+    fn execute(&self, commands: Vec<FabricCommand>);
     /// The party with this id (a user id in any case, or a phone number in any common spelling).
     fn party(&self, id: &str) -> Option<PartyInfo>;
-    /// Every known party.
-    fn parties(&self) -> Vec<PartyInfo>;
 }

@@ -1,61 +1,176 @@
 //! Simulated parties from the config file. Each answers, declines, is busy or cannot be reached,
-//! as its `behavior` says, after `answer_after_ms` on the call clock. An identity that no party
-//! names behaves as `not_found`.
+//! as its `behavior` says, after `answer_after_ms` on the call clock; an identity that no party
+//! names behaves as `not_found`. What the control API makes a party do (hang up, press keys, call
+//! an app) becomes the [`FabricEvent`]s a trunk would report; the commands the engine sends it
+//! are kept, per party, as what the party heard (`GET /_switchboard/v1/parties/{id}`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use super::{Behavior, DialPlan, Fabric, PartyInfo};
-use crate::config::PartyConfig;
-use crate::domain::{EndReason, Peer};
+use serde::{Deserialize, Serialize};
 
-pub struct SimulatedFabric {
-    parties: HashMap<String, (PartyInfo, Duration)>,
-    order: Vec<String>,
+use super::{DialPlan, Fabric, FabricCommand, PartyInfo};
+use crate::clock::{Clock, Timestamp};
+pub use crate::domain::call::party_key;
+use crate::domain::{EndReason, PartyKind, Peer};
+
+/// How a simulated party responds when called.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Behavior {
+    #[default]
+    Answer,
+    NoAnswer,
+    Reject,
+    Busy,
+    NotFound,
+    Unreachable,
+    Unroutable,
+    PrivateCallingDisabled,
 }
 
-pub use crate::domain::call::party_key;
+/// A `[[parties]]` entry of the config file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartyConfig {
+    pub id: String,
+    #[serde(default = "default_kind")]
+    pub kind: PartyKind,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub behavior: Behavior,
+    #[serde(default)]
+    pub answer_after_ms: Option<u64>,
+    /// How long the party speaks when the bot records it (generated voice-like tones).
+    #[serde(default)]
+    pub record_seconds: Option<f64>,
+    /// A WAV file the party speaks when the bot records it (instead of generated tones).
+    #[serde(default)]
+    pub record_wav: Option<String>,
+}
+
+fn default_kind() -> PartyKind {
+    PartyKind::User
+}
+
+/// A simulated party.
+#[derive(Clone, Debug)]
+pub struct Party {
+    pub info: PartyInfo,
+    pub behavior: Behavior,
+    answer_after: Duration,
+    /// What the party says when recorded.
+    pub speech: Speech,
+}
+
+/// What a party says when the bot records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Speech {
+    /// Voice-like tones this long.
+    Generated { ms: u64 },
+    /// This WAV file (its length is the speech).
+    Wav(String),
+}
+
+/// A command the party received, as the control API shows it.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Heard {
+    pub at: Timestamp,
+    /// `dial`, `attach`, `cancel`, `hangUp` or `sendDtmf`.
+    pub command: &'static str,
+    /// The conversation's id (the first bot call's id).
+    pub call_id: String,
+    /// The party's participant id in it.
+    pub participant_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tones: Option<String>,
+    /// For `hangUp`: the end reason's code and subcode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<(i32, i32)>,
+}
+
+/// How many received commands are kept per party.
+const HEARD_PER_PARTY: usize = 50;
+
+pub struct SimulatedFabric {
+    parties: HashMap<String, Party>,
+    order: Vec<String>,
+    clock: Clock,
+    heard: Mutex<HashMap<String, VecDeque<Heard>>>,
+}
 
 impl SimulatedFabric {
-    pub fn new(parties: &[PartyConfig]) -> Self {
+    pub fn new(parties: &[PartyConfig], clock: Clock) -> Self {
         let mut map = HashMap::new();
         let mut order = vec![];
         for p in parties {
             let key = party_key(&p.id);
-            let info = PartyInfo {
-                id: p.id.clone(),
-                kind: p.kind,
-                display_name: p.display_name.clone(),
-                behavior: p.behavior,
-                speech_ms: (p.record_seconds.unwrap_or(3.0).clamp(0.0, 600.0) * 1000.0) as u64,
-                record_wav: p.record_wav.clone(),
+            let speech = match &p.record_wav {
+                Some(path) => Speech::Wav(path.clone()),
+                None => Speech::Generated {
+                    ms: (p.record_seconds.unwrap_or(3.0).clamp(0.0, 600.0) * 1000.0) as u64,
+                },
             };
-            let after = Duration::from_millis(p.answer_after_ms.unwrap_or(0));
-            if map.insert(key.clone(), (info, after)).is_none() {
+            let party = Party {
+                info: PartyInfo {
+                    id: p.id.clone(),
+                    kind: p.kind,
+                    display_name: p.display_name.clone(),
+                },
+                behavior: p.behavior,
+                answer_after: Duration::from_millis(p.answer_after_ms.unwrap_or(0)),
+                speech,
+            };
+            if map.insert(key.clone(), party).is_none() {
                 order.push(key);
             }
         }
         SimulatedFabric {
             parties: map,
             order,
+            clock,
+            heard: Mutex::default(),
         }
+    }
+
+    /// The configured party with this id, in any common spelling.
+    pub fn get(&self, id: &str) -> Option<&Party> {
+        self.parties.get(&party_key(id))
+    }
+
+    /// Every configured party, in the config file's order.
+    pub fn parties(&self) -> impl Iterator<Item = &Party> {
+        self.order.iter().filter_map(|k| self.parties.get(k))
+    }
+
+    /// The commands this party received, oldest first (the last [`HEARD_PER_PARTY`]).
+    pub fn heard(&self, id: &str) -> Vec<Heard> {
+        let heard = self.heard.lock().expect("heard lock");
+        heard
+            .get(&party_key(id))
+            .map(|q| q.iter().cloned().collect())
+            .unwrap_or_default()
     }
 }
 
 impl Fabric for SimulatedFabric {
-    fn dial(&self, target: &Peer) -> DialPlan {
-        let Some((party, after)) = self.parties.get(&party_key(&target.id)) else {
+    fn plan(&self, target: &Peer) -> DialPlan {
+        let Some(party) = self.get(&target.id) else {
             return DialPlan::Fail {
                 after: Duration::ZERO,
                 reason: EndReason::NOT_FOUND,
             };
         };
+        let after = party.answer_after;
         let fail = |after, reason| DialPlan::Fail { after, reason };
         match party.behavior {
-            Behavior::Answer => DialPlan::Answer { after: *after },
+            Behavior::Answer => DialPlan::Answer { after },
             Behavior::NoAnswer => DialPlan::Ring,
-            Behavior::Reject => fail(*after, EndReason::DECLINED),
-            Behavior::Busy => fail(*after, EndReason::BUSY),
+            Behavior::Reject => fail(after, EndReason::DECLINED),
+            Behavior::Busy => fail(after, EndReason::BUSY),
             Behavior::NotFound => fail(Duration::ZERO, EndReason::NOT_FOUND),
             Behavior::Unreachable => fail(Duration::ZERO, EndReason::UNREACHABLE),
             Behavior::Unroutable => fail(Duration::ZERO, EndReason::UNROUTABLE),
@@ -65,15 +180,42 @@ impl Fabric for SimulatedFabric {
         }
     }
 
-    fn party(&self, id: &str) -> Option<PartyInfo> {
-        self.parties.get(&party_key(id)).map(|(p, _)| p.clone())
+    fn execute(&self, commands: Vec<FabricCommand>) {
+        let at = self.clock.now();
+        let mut heard = self.heard.lock().expect("heard lock");
+        for c in commands {
+            let (command, tones, reason) = match &c {
+                FabricCommand::Dial { .. } => ("dial", None, None),
+                FabricCommand::Attach { .. } => ("attach", None, None),
+                FabricCommand::Cancel { .. } => ("cancel", None, None),
+                FabricCommand::HangUp { reason, .. } => {
+                    ("hangUp", None, Some((reason.code, reason.subcode)))
+                }
+                FabricCommand::SendDtmf { keys, .. } => ("sendDtmf", Some(keys.clone()), None),
+            };
+            let key = party_key(&c.peer().id);
+            // Only configured parties keep a log: an unknown identity cannot fill memory.
+            if !self.parties.contains_key(&key) {
+                continue;
+            }
+            let leg = c.leg();
+            let q = heard.entry(key).or_default();
+            if q.len() == HEARD_PER_PARTY {
+                q.pop_front();
+            }
+            q.push_back(Heard {
+                at,
+                command,
+                call_id: leg.conversation.to_string(),
+                participant_id: leg.leg.to_string(),
+                tones,
+                reason,
+            });
+        }
     }
 
-    fn parties(&self) -> Vec<PartyInfo> {
-        self.order
-            .iter()
-            .filter_map(|k| self.parties.get(k).map(|(p, _)| p.clone()))
-            .collect()
+    fn party(&self, id: &str) -> Option<PartyInfo> {
+        self.get(id).map(|p| p.info.clone())
     }
 }
 
@@ -155,16 +297,17 @@ mod tests {
             ),
         ];
         for (behavior, want) in cases {
-            let f = SimulatedFabric::new(&[party("A-1", PartyKind::User, behavior, Some(200))]);
-            assert_eq!(f.dial(&peer("a-1")), want, "{behavior:?}");
+            let parties = [party("A-1", PartyKind::User, behavior, Some(200))];
+            let f = SimulatedFabric::new(&parties, Clock::real());
+            assert_eq!(f.plan(&peer("a-1")), want, "{behavior:?}");
         }
     }
 
     #[test]
     fn an_unknown_identity_is_not_found() {
-        let f = SimulatedFabric::new(&[]);
+        let f = SimulatedFabric::new(&[], Clock::real());
         assert_eq!(
-            f.dial(&peer("nobody")),
+            f.plan(&peer("nobody")),
             DialPlan::Fail {
                 after: Duration::ZERO,
                 reason: EndReason::NOT_FOUND
@@ -174,12 +317,15 @@ mod tests {
 
     #[test]
     fn phone_numbers_match_in_any_common_spelling() {
-        let f = SimulatedFabric::new(&[party(
-            "+1 555 0100",
-            PartyKind::Phone,
-            Behavior::Answer,
-            None,
-        )]);
+        let f = SimulatedFabric::new(
+            &[party(
+                "+1 555 0100",
+                PartyKind::Phone,
+                Behavior::Answer,
+                None,
+            )],
+            Clock::real(),
+        );
         assert!(f.party("+15550100").is_some());
         assert!(f.party("tel:+1-555-0100").is_some());
         assert!(f.party("+15550101").is_none());

@@ -17,6 +17,7 @@ use super::route::Action;
 use super::state::AppState;
 use crate::domain::operation::{Operation, RecordPlan, tone_key};
 use crate::domain::{EndReason, Peer};
+use crate::fabric::simulated::Speech;
 use crate::graph::call::{parse_callback_uri, parse_media_config, parse_modalities, parse_target};
 use crate::prompts::PromptError;
 
@@ -193,17 +194,19 @@ pub async fn run(
                 }
             };
             let speaker = e.speaker(me, cid).await?;
-            let party = speaker.and_then(|p| e.fabric().party(&p.id));
-            let source_wav = party.as_ref().and_then(|p| p.record_wav.clone());
-            let speech_ms = match &source_wav {
-                Some(path) => match state.prompts.operator_file_ms(path.as_ref()).await {
-                    Ok(ms) => ms,
-                    Err(e) => {
-                        tracing::warn!("record_wav {path}: {e}; the party says nothing");
-                        0
+            let speech = speaker.and_then(|p| state.parties.get(&p.id).map(|p| p.speech.clone()));
+            let (speech_ms, source_wav) = match speech {
+                Some(Speech::Wav(path)) => {
+                    match state.prompts.operator_file_ms(path.as_ref()).await {
+                        Ok(ms) => (ms, Some(path)),
+                        Err(e) => {
+                            tracing::warn!("record_wav {path}: {e}; the party says nothing");
+                            (0, Some(path))
+                        }
                     }
-                },
-                None => party.map_or(3000, |p| p.speech_ms),
+                }
+                Some(Speech::Generated { ms }) => (ms, None),
+                None => (3000, None),
             };
             let plan = RecordPlan {
                 prompt_ms,

@@ -13,6 +13,7 @@ use super::throttle;
 use crate::auth::{AuthError, KeyRing, Principal, Validator};
 use crate::config::{AppConfig, Settings};
 use crate::engine::{AppRef, Engine};
+use crate::fabric::simulated::SimulatedFabric;
 
 /// Everything a handler may need.
 pub struct AppState {
@@ -27,6 +28,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// How long prompts play (fetching them within the `[media]` limits).
     pub prompts: crate::prompts::Prompts,
+    /// The simulated parties the control API drives.
+    pub parties: Arc<SimulatedFabric>,
     /// Failed client-secret attempts at the token endpoint.
     pub secret_throttle: throttle::SecretThrottle,
     apps: HashMap<String, AppConfig>,
@@ -40,8 +43,8 @@ impl AppState {
         keys: Arc<RwLock<KeyRing>>,
         settings: Settings,
         public_url: String,
-        http: reqwest::Client,
-        prompts: crate::prompts::Prompts,
+        (http, prompts): (reqwest::Client, crate::prompts::Prompts),
+        parties: Arc<SimulatedFabric>,
     ) -> Self {
         let apps = settings
             .apps
@@ -58,6 +61,7 @@ impl AppState {
             public_url: public_url.trim_end_matches('/').to_string(),
             http,
             prompts,
+            parties,
             apps,
             buckets: Mutex::new(HashMap::new()),
         }

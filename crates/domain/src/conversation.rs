@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::call::{Call, Event, Rules, TransitionError, hang_up_reason, party_key};
+use super::fabric::{FabricCommand, LegRef};
 use super::operation::{OpKind, OpStatus, Operation, results};
 use super::{CallId, CallState, EndReason, Notice, PartyKind, Peer, Refusal};
 use crate::Timestamp;
@@ -142,6 +143,17 @@ impl Ring {
             .flatten()
             .fold(self.deadline, Timestamp::min)
     }
+}
+
+/// How a party's ringing ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RingOutcome {
+    /// It answered, as planned.
+    Answered,
+    /// It declined or could not be reached, as planned.
+    Failed(EndReason),
+    /// Nobody answered before the ringing timeout.
+    TimedOut,
 }
 
 impl Leg {
@@ -412,8 +424,8 @@ impl Conversation {
         self.legs.iter().filter_map(Leg::next_due).min()
     }
 
-    /// The earliest ring outcome due at `now`: (leg, `None` for an answer or the failure).
-    pub fn take_due(&mut self, now: Timestamp) -> Option<(usize, Option<EndReason>)> {
+    /// The earliest ring outcome due at `now`: the leg, and how its ringing ends.
+    pub fn take_due(&mut self, now: Timestamp) -> Option<(usize, RingOutcome)> {
         let (i, due) = self
             .legs
             .iter()
@@ -423,15 +435,63 @@ impl Conversation {
             .min_by_key(|(_, t)| *t)?;
         let ring = self.legs[i].ring.as_ref()?;
         let outcome = if ring.answer_at == Some(due) {
-            None
+            RingOutcome::Answered
         } else if let Some((t, reason)) = ring.fails_at
             && t == due
         {
-            Some(reason)
+            RingOutcome::Failed(reason)
         } else {
-            Some(EndReason::NO_ANSWER)
+            RingOutcome::TimedOut
         };
         Some((i, outcome))
+    }
+
+    /// What the fabric must be told about the party legs that changed since `before` (`None`
+    /// for a conversation that is new): ring the new ones, attach new callers, cancel or hang
+    /// up those that went, except the legs in `heard`, whose end the fabric itself reported.
+    pub fn commands_since(
+        &self,
+        before: Option<&Conversation>,
+        heard: &[Uuid],
+    ) -> Vec<FabricCommand> {
+        let mut out = vec![];
+        for leg in &self.legs {
+            let Some(peer) = leg.party() else {
+                continue;
+            };
+            let at = LegRef {
+                conversation: self.id,
+                leg: leg.id,
+            };
+            let was = before.and_then(|b| b.legs.iter().find(|l| l.id == leg.id));
+            match (was, leg.state) {
+                (None, LegState::Gone) => {}
+                (None, _) if leg.is_dialled() => out.push(FabricCommand::Dial {
+                    leg: at,
+                    peer: peer.clone(),
+                }),
+                (None, _) => out.push(FabricCommand::Attach {
+                    leg: at,
+                    peer: peer.clone(),
+                }),
+                (Some(w), LegState::Gone) if w.is_live() && !heard.contains(&leg.id) => {
+                    out.push(if w.state == LegState::Ringing {
+                        FabricCommand::Cancel {
+                            leg: at,
+                            peer: peer.clone(),
+                        }
+                    } else {
+                        FabricCommand::HangUp {
+                            leg: at,
+                            peer: peer.clone(),
+                            reason: leg.result.unwrap_or(EndReason::BOT_HANG_UP),
+                        }
+                    })
+                }
+                _ => {}
+            }
+        }
+        out
     }
 
     fn touch(&mut self, i: usize) {
@@ -765,6 +825,11 @@ pub struct Scene {
     pub gone: Vec<Leg>,
     /// Calls of other conversations to end (an invitee with `replacesCallId` joined).
     pub replaced: Vec<CallId>,
+    /// Party legs whose end the fabric decided (it reported it, or the simulated party's plan
+    /// said so): nothing is sent back to them.
+    pub heard: Vec<Uuid>,
+    /// What the fabric must do besides what the legs' changes say (DTMF to send).
+    pub commands: Vec<FabricCommand>,
     roster: bool,
 }
 
@@ -776,6 +841,8 @@ impl Scene {
             out: vec![],
             gone: vec![],
             replaced: vec![],
+            heard: vec![],
+            commands: vec![],
             roster: false,
         }
     }
@@ -889,10 +956,14 @@ impl Scene {
             }
             if let Some((i, outcome)) = self.conversation.take_due(now) {
                 fired += 1;
+                if outcome != RingOutcome::TimedOut {
+                    self.heard.push(self.conversation.legs[i].id);
+                }
                 self.change_leg(
                     |c| match outcome {
-                        None => c.connect(i),
-                        Some(reason) => c.fail(i, reason),
+                        RingOutcome::Answered => c.connect(i),
+                        RingOutcome::Failed(reason) => c.fail(i, reason),
+                        RingOutcome::TimedOut => c.fail(i, EndReason::NO_ANSWER),
                     },
                     now,
                     rules,
@@ -913,23 +984,122 @@ impl Scene {
         }
     }
 
-    /// A party hangs up every leg it has here.
-    pub fn party_hangs_up(&mut self, key: &str, now: Timestamp, rules: &Rules) -> bool {
-        let legs: Vec<usize> = self.conversation.party_legs(key).collect();
-        for &i in &legs {
-            let Some(peer) = self.conversation.legs[i].party().cloned() else {
+    /// The party on leg `leg` picked up. Returns whether it was being rung.
+    pub fn leg_answers(&mut self, leg: Uuid, now: Timestamp, rules: &Rules) -> bool {
+        let Some(i) = self.ringing(leg) else {
+            return false;
+        };
+        self.heard.push(leg);
+        self.change_leg(|c| c.connect(i), now, rules);
+        true
+    }
+
+    /// The party on leg `leg` declined, was busy or could not be reached. Returns whether it
+    /// was being rung.
+    pub fn leg_fails(
+        &mut self,
+        leg: Uuid,
+        reason: EndReason,
+        now: Timestamp,
+        rules: &Rules,
+    ) -> bool {
+        let Some(i) = self.ringing(leg) else {
+            return false;
+        };
+        self.heard.push(leg);
+        self.change_leg(|c| c.fail(i, reason), now, rules);
+        true
+    }
+
+    /// A dialled leg still ringing.
+    fn ringing(&self, leg: Uuid) -> Option<usize> {
+        self.conversation
+            .position(leg)
+            .filter(|&i| self.conversation.legs[i].is_dialled())
+    }
+
+    /// The party on leg `leg` hangs up (while being rung, it declines). Returns whether the leg
+    /// was live.
+    pub fn leg_hangs_up(&mut self, leg: Uuid, now: Timestamp, rules: &Rules) -> bool {
+        let Some(i) = self
+            .conversation
+            .position(leg)
+            .filter(|&i| self.conversation.legs[i].is_live())
+        else {
+            return false;
+        };
+        let Some(peer) = self.conversation.legs[i].party().cloned() else {
+            return false;
+        };
+        let direction = self
+            .conversation
+            .bot_calls()
+            .next()
+            .and_then(|c| self.call(c))
+            .map(|c| c.direction);
+        let result = hang_up_reason(peer.kind, direction);
+        self.heard.push(leg);
+        self.change_leg(|c| c.leave(i, result), now, rules);
+        true
+    }
+
+    /// The party on leg `leg` presses `keys`: every bot whose call is established hears them
+    /// (a tone notification where it subscribed; a running recording or tone collection may
+    /// stop). Returns the bots' calls that heard them; none unless the leg is connected.
+    pub fn leg_presses(&mut self, leg: Uuid, keys: &str, now: Timestamp) -> Vec<CallId> {
+        let connected = self
+            .conversation
+            .position(leg)
+            .is_some_and(|i| self.conversation.legs[i].state == LegState::Connected);
+        if !connected {
+            return vec![];
+        }
+        let mut heard = vec![];
+        let bots: Vec<CallId> = self.conversation.bot_calls().collect();
+        for id in bots {
+            let Some(c) = self
+                .call_mut(id)
+                .filter(|c| c.state == CallState::Established)
+            else {
                 continue;
             };
-            let direction = self
-                .conversation
-                .bot_calls()
-                .next()
-                .and_then(|c| self.call(c))
-                .map(|c| c.direction);
-            let result = hang_up_reason(peer.kind, direction);
-            self.change_leg(|c| c.leave(i, result), now, rules);
+            let mut emits = vec![];
+            for k in keys.chars() {
+                let (tone, stopped) = c.press(k, now);
+                emits.extend(tone.map(|(t, seq)| Emit::Tone(t, seq)));
+                emits.extend(stopped.into_iter().map(Emit::operation));
+            }
+            for e in emits {
+                self.emit(id, e);
+            }
+            heard.push(id);
         }
-        !legs.is_empty()
+        heard
+    }
+
+    /// DTMF keys a bot starts sending, `gap_ms` apart, go to every connected party.
+    pub fn send_dtmf(&mut self, keys: &str, gap_ms: u64) {
+        for l in &self.conversation.legs {
+            if let (LegState::Connected, Some(peer)) = (l.state, l.party()) {
+                self.commands.push(FabricCommand::SendDtmf {
+                    leg: LegRef {
+                        conversation: self.conversation.id,
+                        leg: l.id,
+                    },
+                    peer: peer.clone(),
+                    keys: keys.to_string(),
+                    gap_ms,
+                });
+            }
+        }
+    }
+
+    /// What the fabric must do after this change: the explicit commands, then those the legs'
+    /// changes since `before` call for.
+    pub fn take_commands(&mut self, before: Option<&Conversation>) -> Vec<FabricCommand> {
+        let mut out = std::mem::take(&mut self.commands);
+        out.extend(self.conversation.commands_since(before, &self.heard));
+        out
     }
 
     /// When anything of this scene falls due next.
@@ -1044,7 +1214,14 @@ mod tests {
 
     fn hang_up(scene: &mut Scene, n: u8, secs: i64) {
         let now = at(scene, secs);
-        scene.party_hangs_up(&party_key(&user(n).id), now, &Rules::default());
+        let legs: Vec<Uuid> = scene
+            .conversation
+            .party_legs(&party_key(&user(n).id))
+            .map(|i| scene.conversation.legs[i].id)
+            .collect();
+        for leg in legs {
+            scene.leg_hangs_up(leg, now, &Rules::default());
+        }
         scene.settle();
     }
 
@@ -1276,6 +1453,85 @@ mod tests {
         let last = s.gone.last().unwrap();
         assert_eq!(last.party(), Some(&user(2)));
         assert_eq!(last.result, Some(EndReason::EVERYONE_LEFT));
+    }
+
+    /// The commands a change sends to the fabric, by kind and party number.
+    fn commands(s: &mut Scene, before: Option<&Conversation>) -> Vec<(&'static str, String)> {
+        s.take_commands(before)
+            .iter()
+            .map(|c| {
+                let kind = match c {
+                    FabricCommand::Dial { .. } => "dial",
+                    FabricCommand::Attach { .. } => "attach",
+                    FabricCommand::Cancel { .. } => "cancel",
+                    FabricCommand::HangUp { .. } => "hangUp",
+                    FabricCommand::SendDtmf { .. } => "sendDtmf",
+                };
+                (kind, c.peer().id.clone())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_fabric_is_told_to_ring_cancel_and_hang_up_but_not_about_what_it_reported() {
+        // User 1 answers at 1 s, user 2 is busy at 1 s, user 3 rings until the 60 s timeout.
+        let busy = (1, EndReason::BUSY);
+        let (mut s, id) = placed(Kind::Group, &[(1, Ok(1)), (2, Err(busy)), (3, Ok(90))]);
+        let dialled = commands(&mut s, None);
+        let want = |k: &'static str, ns: &[u8]| -> Vec<(&'static str, String)> {
+            ns.iter().map(|n| (k, user(*n).id)).collect()
+        };
+        assert_eq!(dialled, want("dial", &[1, 2, 3]), "each target is rung");
+        let mut step = |s: &mut Scene, f: &dyn Fn(&mut Scene)| {
+            let before = s.conversation.clone();
+            s.heard.clear();
+            f(s);
+            commands(s, Some(&before))
+        };
+        let answered_and_busy = step(&mut s, &|s| run(s, 1));
+        assert_eq!(
+            answered_and_busy,
+            vec![],
+            "the party's own answer and decline"
+        );
+        let timed_out = step(&mut s, &|s| run(s, 60));
+        assert_eq!(timed_out, want("cancel", &[3]), "ringing timed out");
+        s.send_dtmf("12", 100);
+        let tones = step(&mut s, &|_| {});
+        assert_eq!(
+            tones,
+            want("sendDtmf", &[1]),
+            "only a connected party hears"
+        );
+        let bot_left = step(&mut s, &|s| {
+            s.apply(id, Event::BotHungUp, at(s, 70), &Rules::default())
+                .unwrap();
+        });
+        assert_eq!(
+            bot_left,
+            want("hangUp", &[1]),
+            "user 1, left alone, is hung up on"
+        );
+
+        // A peer-to-peer call: the party hanging up is not told to hang up; the bot's is.
+        for bot_hangs_up in [false, true] {
+            let (mut s, id) = placed(Kind::PeerToPeer, &[(1, Ok(0))]);
+            run(&mut s, 0);
+            let ended = step(&mut s, &|s| {
+                if bot_hangs_up {
+                    s.apply(id, Event::BotHungUp, at(s, 5), &Rules::default())
+                        .unwrap();
+                } else {
+                    hang_up(s, 1, 5);
+                }
+            });
+            let want = if bot_hangs_up {
+                want("hangUp", &[1])
+            } else {
+                vec![]
+            };
+            assert_eq!(ended, want, "bot hangs up: {bot_hangs_up}");
+        }
     }
 
     #[test]

@@ -13,12 +13,14 @@
 pub mod call;
 pub mod conversation;
 pub mod end_reason;
+pub mod fabric;
 pub mod ids;
 pub mod operation;
 pub mod refusal;
 
 pub use call::{Call, CallState, ChangeType, Direction, Event, Notice, PartyKind, Peer, Timers};
 pub use end_reason::EndReason;
+pub use fabric::{AppRef, FabricCommand, FabricEvent, LegRef};
 pub use ids::CallId;
 pub use refusal::Refusal;
 

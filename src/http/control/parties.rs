@@ -1,5 +1,6 @@
-//! The simulated parties: list them, read one with the calls it is in, and make one hang up,
-//! call an app, or press keys.
+//! The simulated parties: list them, read one with the calls it is in and the commands it
+//! received, and make one hang up, call an app, or press keys. Each action becomes the fabric
+//! events a trunk would report, applied by the engine like any other.
 
 use std::sync::Arc;
 
@@ -9,44 +10,57 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::{read_json, result_info};
-use crate::domain::CallId;
-use crate::fabric::PartyInfo;
+use crate::domain::{CallId, Peer};
+use crate::engine::Outcome;
+use crate::fabric::simulated::Party;
+use crate::fabric::{AppRef, FabricEvent, LegRef};
 use crate::http::error::ApiError;
 use crate::http::respond::json_response;
 use crate::http::state::AppState;
 
-fn party_json(p: &PartyInfo) -> Value {
+fn party_json(p: &Party) -> Value {
     json!({
-        "id": p.id,
-        "kind": p.kind,
-        "displayName": p.display_name,
+        "id": p.info.id,
+        "kind": p.info.kind,
+        "displayName": p.info.display_name,
         "behavior": p.behavior,
     })
 }
 
+fn no_such_party(id: &str) -> ApiError {
+    ApiError::not_found(format!("No party '{id}' is configured."))
+}
+
+/// Reports `event` for each of the party's live legs; returns the bots' calls they reached.
+async fn on_each_leg(
+    state: &AppState,
+    legs: Vec<LegRef>,
+    event: impl Fn(LegRef) -> FabricEvent,
+) -> Result<Vec<CallId>, ApiError> {
+    let mut calls = vec![];
+    for leg in legs {
+        if let Outcome::Calls(c) = state.engine.report(event(leg)).await? {
+            calls.extend(c);
+        }
+    }
+    Ok(calls)
+}
+
 /// `GET /parties`: the configured parties.
 pub async fn list_parties(State(state): State<Arc<AppState>>) -> Response {
-    let parties: Vec<Value> = state
-        .engine
-        .fabric()
-        .parties()
-        .iter()
-        .map(party_json)
-        .collect();
+    let parties: Vec<Value> = state.parties.parties().map(party_json).collect();
     json_response(StatusCode::OK, &json!({"value": parties}))
 }
 
-/// `GET /parties/{id}`: a party, with the calls it is or was in.
+/// `GET /parties/{id}`: a party, with the calls it is or was in and the commands it received.
 pub async fn get_party(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let party = state.engine.fabric().party(&id);
+    let party = state.parties.get(&id);
     let legs = state.engine.party_legs(&id).await?;
     if party.is_none() && legs.is_empty() {
-        return Err(ApiError::not_found(format!(
-            "No party '{id}' is configured."
-        )));
+        return Err(no_such_party(&id));
     }
     let calls: Vec<Value> = legs
         .iter()
@@ -59,11 +73,9 @@ pub async fn get_party(
             })
         })
         .collect();
-    let mut body = party
-        .as_ref()
-        .map(party_json)
-        .unwrap_or_else(|| json!({"id": id}));
+    let mut body = party.map(party_json).unwrap_or_else(|| json!({"id": id}));
     body["calls"] = Value::Array(calls);
+    body["heard"] = json!(state.parties.heard(&id));
     Ok(json_response(StatusCode::OK, &body))
 }
 
@@ -72,13 +84,11 @@ pub async fn hang_up_party(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    if state.engine.fabric().party(&id).is_none() && state.engine.party_legs(&id).await?.is_empty()
-    {
-        return Err(ApiError::not_found(format!(
-            "No party '{id}' is configured."
-        )));
+    if state.parties.get(&id).is_none() && state.engine.party_legs(&id).await?.is_empty() {
+        return Err(no_such_party(&id));
     }
-    let ended = state.engine.party_hang_up(&id).await?;
+    let legs = state.engine.live_legs_of(&id).await?;
+    let ended = on_each_leg(&state, legs, FabricEvent::HungUp).await?;
     let ids: Vec<String> = ended.iter().map(CallId::to_string).collect();
     Ok(json_response(
         StatusCode::OK,
@@ -93,11 +103,7 @@ pub async fn dial(
     req: Request,
 ) -> Result<Response, ApiError> {
     let body = read_json(&state, req).await?;
-    let party = state
-        .engine
-        .fabric()
-        .party(&id)
-        .ok_or_else(|| ApiError::not_found(format!("No party '{id}' is configured.")))?;
+    let party = state.parties.get(&id).ok_or_else(|| no_such_party(&id))?;
     let app_id = body["appId"]
         .as_str()
         .ok_or_else(|| ApiError::bad_request("appId is required."))?;
@@ -109,20 +115,24 @@ pub async fn dial(
             "The app '{app_id}' has no incoming_call_uri to notify."
         ))
     })?;
-    let app_ref = crate::engine::AppRef {
-        app_id: app.app_id.clone(),
-        tenant_id: app.tenant_id.clone(),
-        display_name: app.display_name.clone(),
-        max_concurrent_calls: app.max_concurrent_calls,
+    let event = FabricEvent::Incoming {
+        leg: uuid::Uuid::new_v4(),
+        from: Peer {
+            id: party.info.id.clone(),
+            kind: party.info.kind,
+        },
+        display_name: party.info.display_name.clone(),
+        app: AppRef {
+            app_id: app.app_id.clone(),
+            tenant_id: app.tenant_id.clone(),
+            display_name: app.display_name.clone(),
+            max_concurrent_calls: app.max_concurrent_calls,
+        },
+        callback_uri: uri,
     };
-    let peer = crate::domain::Peer {
-        id: party.id.clone(),
-        kind: party.kind,
+    let Outcome::Created(call) = state.engine.report(event).await? else {
+        return Err(ApiError::internal("the incoming call was not created"));
     };
-    let call = state
-        .engine
-        .dial_in(&app_ref, peer, party.display_name.as_deref(), uri)
-        .await?;
     Ok(json_response(
         StatusCode::CREATED,
         &json!({"callId": call.id.to_string()}),
@@ -144,7 +154,11 @@ pub async fn tones(
                     .all(|c| crate::domain::operation::tone_name(c).is_some())
         })
         .ok_or_else(|| ApiError::bad_request("tones must be a string of keys: 0-9, *, #, A-D."))?;
-    let heard = state.engine.party_tones(&id, keys).await?;
+    let legs = state.engine.live_legs_of(&id).await?;
+    let heard = on_each_leg(&state, legs, |leg| {
+        FabricEvent::Tones(leg, keys.to_string())
+    })
+    .await?;
     if heard.is_empty() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -1,0 +1,111 @@
+//! What the domain and the telephony fabric say to each other, as data.
+//!
+//! A fabric (the simulated parties, later a SIP trunk) reports what happens on a party's side of a
+//! call as [`FabricEvent`]s: the party answered, could not be reached, hung up, pressed keys, or
+//! called an app. The domain's changes tell the fabric what to do as [`FabricCommand`]s: ring a
+//! party, stop ringing, hang up, send DTMF. The engine applies events and runs commands only once
+//! the change that decided them is durable, in commit order.
+
+use uuid::Uuid;
+
+use super::{CallId, EndReason, Peer};
+
+/// A party's leg in a conversation: the conversation's id and the leg's participant id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LegRef {
+    pub conversation: CallId,
+    pub leg: Uuid,
+}
+
+/// The app a call is for, as far as the domain and the fabric care.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppRef {
+    pub app_id: String,
+    pub tenant_id: String,
+    pub display_name: Option<String>,
+    pub max_concurrent_calls: usize,
+}
+
+/// Something that happened on a party's side of a call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FabricEvent {
+    /// The party being rung picked up.
+    Answered(LegRef),
+    /// The party being rung declined, was busy or could not be reached.
+    Failed(LegRef, EndReason),
+    /// The party hung up (while ringing: it declined).
+    HungUp(LegRef),
+    /// The party pressed keys (`0-9`, `*`, `#`, `A-D`).
+    Tones(LegRef, String),
+    /// A party calls an app: a new call, `incoming`, notified to `callback_uri`. `leg` is the
+    /// participant id the caller's leg takes.
+    Incoming {
+        leg: Uuid,
+        from: Peer,
+        display_name: Option<String>,
+        app: AppRef,
+        callback_uri: String,
+    },
+}
+
+impl FabricEvent {
+    /// The leg the event is about, if it is about a leg that exists.
+    pub fn leg(&self) -> Option<LegRef> {
+        match self {
+            FabricEvent::Answered(l)
+            | FabricEvent::Failed(l, _)
+            | FabricEvent::HungUp(l)
+            | FabricEvent::Tones(l, _) => Some(*l),
+            FabricEvent::Incoming { .. } => None,
+        }
+    }
+}
+
+/// What the fabric must do, once the change that decided it is durable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FabricCommand {
+    /// Ring this party on this leg; report [`FabricEvent::Answered`] or
+    /// [`FabricEvent::Failed`].
+    Dial { leg: LegRef, peer: Peer },
+    /// A caller's leg was taken into a conversation (its call was admitted).
+    Attach { leg: LegRef, peer: Peer },
+    /// Stop ringing this leg (another target answered, ringing timed out, the bot gave up).
+    Cancel { leg: LegRef, peer: Peer },
+    /// End this connected leg: the bot hung up, removed the party, or the call ended around it.
+    HangUp {
+        leg: LegRef,
+        peer: Peer,
+        reason: EndReason,
+    },
+    /// Send these DTMF keys to the party, `gap_ms` apart.
+    SendDtmf {
+        leg: LegRef,
+        peer: Peer,
+        keys: String,
+        gap_ms: u64,
+    },
+}
+
+impl FabricCommand {
+    /// The party the command is for.
+    pub fn peer(&self) -> &Peer {
+        match self {
+            FabricCommand::Dial { peer, .. }
+            | FabricCommand::Attach { peer, .. }
+            | FabricCommand::Cancel { peer, .. }
+            | FabricCommand::HangUp { peer, .. }
+            | FabricCommand::SendDtmf { peer, .. } => peer,
+        }
+    }
+
+    /// The leg the command is for.
+    pub fn leg(&self) -> LegRef {
+        match self {
+            FabricCommand::Dial { leg, .. }
+            | FabricCommand::Attach { leg, .. }
+            | FabricCommand::Cancel { leg, .. }
+            | FabricCommand::HangUp { leg, .. }
+            | FabricCommand::SendDtmf { leg, .. } => *leg,
+        }
+    }
+}
