@@ -26,6 +26,7 @@ use crate::connections::{self, Connections, Throttle};
 use crate::delivery::{Delivery, Signer};
 use crate::domain::call::Rules;
 use crate::engine::{Engine, Parts};
+use crate::fabric::Fabric;
 use crate::fabric::simulated::SimulatedFabric;
 use crate::http::{self, AppState, PeerAddr};
 use crate::net_policy::Outbound;
@@ -60,6 +61,17 @@ impl Application {
         settings: Settings,
         opts: &ServeOptions,
         opened: crate::store::Opened,
+    ) -> anyhow::Result<Self> {
+        Self::build_with(settings, opts, opened, None).await
+    }
+
+    /// Builds the server with `fabric` behind its calls instead of the simulated parties (which
+    /// the control API still drives): the seam for a test's own fabric, and later SIP's.
+    pub async fn build_with(
+        settings: Settings,
+        opts: &ServeOptions,
+        opened: crate::store::Opened,
+        fabric: Option<Arc<dyn Fabric>>,
     ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(&opts.listen)
             .await
@@ -109,7 +121,7 @@ impl Application {
                 store: opened.store.clone(),
                 committer,
                 clock,
-                fabric: parties.clone(),
+                fabric: fabric.unwrap_or_else(|| parties.clone()),
                 rules,
                 delivery: delivery.clone(),
                 public_url: public_url.clone(),

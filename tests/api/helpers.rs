@@ -364,7 +364,14 @@ pub async fn spawn_app_on(
     listen: &str,
     tweak: impl FnOnce(&mut Settings),
 ) -> anyhow::Result<TestApp> {
-    start_app(backend, None, listen, test_settings(extra_config, tweak)).await
+    start_app(
+        backend,
+        None,
+        listen,
+        test_settings(extra_config, tweak),
+        None,
+    )
+    .await
 }
 
 /// The test config with `extra_config`, its apps' incoming_call_uri the receiver's, then
@@ -382,7 +389,7 @@ fn test_settings(
 
 /// Starts the app with the settings `settings` makes from the receiver's incoming-call URL.
 pub async fn spawn_app_from(backend: Backend, settings: impl FnOnce(&str) -> Settings) -> TestApp {
-    start_app(backend, None, "127.0.0.1:0", |i| Ok(settings(i)))
+    start_app(backend, None, "127.0.0.1:0", |i| Ok(settings(i)), None)
         .await
         .unwrap()
 }
@@ -400,6 +407,7 @@ pub async fn spawn_app_at(
         Some(Ok(store.into())),
         "127.0.0.1:0",
         settings,
+        None,
     )
     .await
 }
@@ -411,9 +419,31 @@ pub async fn spawn_app_over(store: Arc<dyn switchboard::store::Store>) -> TestAp
         data_dir: None,
     };
     let settings = test_settings("", |_| {});
-    start_app(Backend::Memory, Some(Err(opened)), "127.0.0.1:0", settings)
-        .await
-        .unwrap()
+    start_app(
+        Backend::Memory,
+        Some(Err(opened)),
+        "127.0.0.1:0",
+        settings,
+        None,
+    )
+    .await
+    .unwrap()
+}
+
+/// The test app with `fabric` behind its calls (a test's own trunk) instead of the simulated
+/// parties.
+pub async fn spawn_app_with_fabric(fabric: Arc<dyn switchboard::fabric::Fabric>) -> TestApp {
+    let opened = switchboard::store::open("memory", Default::default()).unwrap();
+    let settings = test_settings("", |_| {});
+    start_app(
+        Backend::Memory,
+        Some(Err(opened)),
+        "127.0.0.1:0",
+        settings,
+        Some(fabric),
+    )
+    .await
+    .unwrap()
 }
 
 /// `store`: a URL, or a store already opened; none: the backend's own, fresh.
@@ -422,6 +452,7 @@ async fn start_app(
     store: Option<Result<String, switchboard::store::Opened>>,
     listen: &str,
     settings: impl FnOnce(&str) -> anyhow::Result<Settings>,
+    fabric: Option<Arc<dyn switchboard::fabric::Fabric>>,
 ) -> anyhow::Result<TestApp> {
     // The receiver starts first so the apps' incoming_call_uri can point at it.
     let receiver = Receiver::start().await;
@@ -440,7 +471,7 @@ async fn start_app(
         virtual_clock: true,
     };
     let app = match opened {
-        Some(opened) => Application::build_on(settings, &opts, opened).await?,
+        Some(opened) => Application::build_with(settings, &opts, opened, fabric).await?,
         None => Application::build(settings, &opts).await?,
     };
     let base = format!("http://{}", app.local_addr());

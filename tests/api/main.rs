@@ -8,6 +8,7 @@ mod clock;
 mod connections;
 mod crash;
 mod delivery;
+mod fabric;
 mod group;
 mod identity;
 mod incoming;
