@@ -131,7 +131,7 @@ impl Application {
         ));
         let validator = Validator::new(keys.clone(), &settings.trusted_issuers, &outbound);
         validator.load_trusted_keys().await?;
-        let prompts = crate::prompts::Prompts::new(&settings)?;
+        let prompts = crate::media::prompts::Prompts::new(&settings)?;
         match prompts.folder() {
             Some(dir) => tracing::info!("file:// prompts are read from {}", dir.display()),
             None => tracing::info!("file:// prompts are off"),

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use crate::fabric::simulated::{Behavior, PartyConfig};
+pub use crate::net_policy::CallbackPolicy;
 use crate::store::{Retention, StoreSettings};
 
 /// A secret string: compared in constant time, never printed.
@@ -273,24 +274,6 @@ impl Default for TokenThrottleSettings {
             window_secs: 60,
             lockout_secs: 60,
         }
-    }
-}
-
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CallbackPolicy {
-    /// Require `https` callback URLs.
-    pub strict: bool,
-    /// With `strict`, also refuse loopback, private, link-local and other non-public addresses
-    /// (`net_policy`): in callback and prompt URLs, and in every address a name resolves to.
-    pub forbid_private: bool,
-}
-
-impl CallbackPolicy {
-    /// Whether outbound requests must stay off non-public addresses (`strict` and
-    /// `forbid_private`).
-    pub fn forbids_private(&self) -> bool {
-        self.strict && self.forbid_private
     }
 }
 

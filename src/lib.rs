@@ -7,8 +7,10 @@
 //! - [`graph`]: Graph wire types: parsing requests leniently, rendering calls and notifications
 //!   exactly;
 //! - [`store`]: storage behind one trait, with the memory and SQLite backends;
-//! - [`fabric`]: the telephony fabric behind one trait (simulated parties today);
-//! - [`prompts`]: how long a prompt plays (its WAV header, fetched within limits);
+//! - [`fabric`]: the telephony fabric: events in, commands out after commit (simulated parties
+//!   today);
+//! - [`media`]: WAV files, how long a prompt plays (fetched within limits), what a recording
+//!   holds;
 //! - [`engine`]: applies domain transitions, commits them with their notifications, runs timers;
 //! - [`delivery`]: the worker that POSTs notifications from the durable outbox;
 //! - [`auth`]: signing keys, app tokens, token validation;
@@ -33,7 +35,6 @@ pub mod graph;
 pub mod http;
 pub mod media;
 pub mod net_policy;
-pub mod prompts;
 pub mod store;
 pub mod telemetry;
 

@@ -26,8 +26,7 @@ use std::time::Duration;
 
 use hyper_util::client::legacy::connect::{Connection, HttpInfo};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-
-use crate::config::CallbackPolicy;
+use serde::Deserialize;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -430,6 +429,45 @@ pub fn redact_url(raw: &str) -> String {
         out.push_str("?<redacted>");
     }
     out
+}
+
+/// The `[callbacks]` section: where callbacks and prompts may point.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CallbackPolicy {
+    /// Require `https` callback URLs.
+    pub strict: bool,
+    /// With `strict`, also refuse loopback, private, link-local and other non-public addresses
+    /// (`net_policy`): in callback and prompt URLs, and in every address a name resolves to.
+    pub forbid_private: bool,
+}
+
+impl CallbackPolicy {
+    /// Whether outbound requests must stay off non-public addresses (`strict` and
+    /// `forbid_private`).
+    pub fn forbids_private(&self) -> bool {
+        self.strict && self.forbid_private
+    }
+}
+
+/// Why the callback policy refuses `uri` as a callback or prompt URL, in words for the client;
+/// `None` when it may be used. With `strict`, https only, and with `forbid_private` no
+/// `localhost` name and no literal non-public address in any spelling ([`literal_refusal`]).
+/// Names are checked again, on every address they resolve to, when Switchboard connects.
+pub fn callback_refusal(policy: &CallbackPolicy, uri: &str) -> Option<String> {
+    if !policy.strict {
+        return None;
+    }
+    let Ok(url) = url::Url::parse(uri) else {
+        return Some("The callbackUri is not a URL.".into());
+    };
+    if url.scheme() != "https" {
+        return Some("The callbackUri must be an https URL.".into());
+    }
+    let refusal = literal_refusal(&url).filter(|_| policy.forbids_private())?;
+    Some(format!(
+        "The callbackUri points at a loopback, private or otherwise non-public address, which this server does not call ({refusal})."
+    ))
 }
 
 #[cfg(test)]

@@ -17,9 +17,9 @@ use super::route::Action;
 use super::state::AppState;
 use crate::domain::operation::{Operation, RecordPlan, tone_key};
 use crate::domain::{EndReason, Peer};
-use crate::fabric::simulated::Speech;
 use crate::graph::call::{parse_callback_uri, parse_media_config, parse_modalities, parse_target};
-use crate::prompts::PromptError;
+use crate::media::prompts::PromptError;
+use crate::media::recordings;
 
 fn optional_callback(state: &AppState, body: &Value) -> Result<Option<String>, ApiError> {
     match body.get("callbackUri") {
@@ -46,7 +46,7 @@ async fn prompt_ms(state: &AppState, prompt: &Value, which: &str) -> Result<u64,
             let secs = state.settings.media.default_prompt_secs.max(0.0);
             tracing::warn!(
                 "prompt {}: {why}; it plays the default {secs} s",
-                crate::prompts::redact(uri)
+                crate::media::prompts::redact(uri)
             );
             Ok((secs * 1000.0) as u64)
         }
@@ -195,19 +195,7 @@ pub async fn run(
             };
             let speaker = e.speaker(me, cid).await?;
             let speech = speaker.and_then(|p| state.parties.get(&p.id).map(|p| p.speech.clone()));
-            let (speech_ms, source_wav) = match speech {
-                Some(Speech::Wav(path)) => {
-                    match state.prompts.operator_file_ms(path.as_ref()).await {
-                        Ok(ms) => (ms, Some(path)),
-                        Err(e) => {
-                            tracing::warn!("record_wav {path}: {e}; the party says nothing");
-                            (0, Some(path))
-                        }
-                    }
-                }
-                Some(Speech::Generated { ms }) => (ms, None),
-                None => (3000, None),
-            };
+            let (speech_ms, source_wav) = recordings::speech(&state.prompts, speech).await;
             let plan = RecordPlan {
                 prompt_ms,
                 max_record_ms: int_in(&body, "maxRecordDurationInSeconds", 5, 1, 120)? as u64
@@ -222,8 +210,7 @@ pub async fn run(
                 barge_in: bool_or(&body, "bargeInAllowed", false)?,
                 speech_ms,
                 source_wav,
-                access_token: crate::domain::ids::new_guid().replace('-', "")
-                    + &crate::domain::ids::new_guid().replace('-', ""),
+                access_token: recordings::access_token(),
             };
             op(e.record(me, cid, ctx, plan).await?)
         }

@@ -210,29 +210,12 @@ pub fn enum_value<'a>(
     }
 }
 
-/// The callback URL policy on a URL's text: always absolute http(s) (checked when parsing);
-/// with `strict`, https only, and with `forbid_private` no `localhost` name and no literal
-/// non-public address in any spelling (`net_policy::literal_refusal`). Names are checked again,
-/// on every address they resolve to, when Switchboard connects.
+/// The callback URL policy on a URL's text (`net_policy::callback_refusal`), refused as `400`.
 pub fn check_callback_policy(policy: &CallbackPolicy, uri: &str) -> Result<(), ApiError> {
-    if !policy.strict {
-        return Ok(());
+    match crate::net_policy::callback_refusal(policy, uri) {
+        Some(why) => Err(ApiError::bad_request(why)),
+        None => Ok(()),
     }
-    let url =
-        url::Url::parse(uri).map_err(|_| ApiError::bad_request("The callbackUri is not a URL."))?;
-    if url.scheme() != "https" {
-        return Err(ApiError::bad_request(
-            "The callbackUri must be an https URL.",
-        ));
-    }
-    if policy.forbids_private()
-        && let Some(refusal) = crate::net_policy::literal_refusal(&url)
-    {
-        return Err(ApiError::bad_request(format!(
-            "The callbackUri points at a loopback, private or otherwise non-public address, which this server does not call ({refusal})."
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,7 +1,6 @@
 //! Recording downloads: `GET /recordings/{opId}.wav`, the file a `recordResponse` operation's
 //! `recordingLocation` points at, fetched with its `recordingAccessToken`.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -38,18 +37,7 @@ pub async fn get_recording(
         )
         .with_header(header::WWW_AUTHENTICATE, "Bearer"));
     }
-    let from_file = match &rec.source_wav {
-        Some(path) => match state.prompts.read_operator_file(Path::new(path)).await {
-            Ok(b) => crate::media::recording_from_wav(&b, rec.length_ms),
-            Err(e) => {
-                tracing::warn!("record_wav {path}: {e}; the recording is generated tones");
-                None
-            }
-        },
-        None => None,
-    };
-    let wav = from_file
-        .unwrap_or_else(|| crate::media::recording_wav(rec.length_ms, rec.speech_ms, rec.beep));
+    let wav = crate::media::recordings::file(&state.prompts, &rec).await;
     let mut resp = (axum::http::StatusCode::OK, wav).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

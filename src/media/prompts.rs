@@ -29,8 +29,8 @@ use anyhow::Context;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use super::wav::{HeaderScanner, Scan, WavHeader};
 use crate::config::{CallbackPolicy, Settings};
-use crate::media::{HeaderScanner, Scan, WavHeader};
 
 /// Why a prompt has no duration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -248,7 +248,7 @@ impl Prompts {
         uri: &str,
         scheme: &str,
     ) -> Result<u64, PromptError> {
-        if crate::http::extract::check_callback_policy(&self.policy, uri).is_err() {
+        if crate::net_policy::callback_refusal(&self.policy, uri).is_some() {
             return Err(Refused(if self.policy.strict && scheme != "https" {
                 "With the strict callback policy, prompts are fetched only over https.".into()
             } else {
@@ -586,7 +586,7 @@ mod tests {
 
     #[test]
     fn a_file_header_is_read_by_seeking_over_large_chunks() {
-        let mut wav = crate::media::recording_wav(1500, 0, false);
+        let mut wav = crate::media::wav::recording_wav(1500, 0, false);
         // 10 MB of LIST before the data: seeked over, not read.
         let list_len = 10 * 1024 * 1024u32;
         let mut list = b"LIST".to_vec();
@@ -598,7 +598,7 @@ mod tests {
 
     #[test]
     fn a_file_whose_data_is_shorter_than_declared_plays_what_it_holds() {
-        let mut wav = crate::media::recording_wav(2000, 0, false);
+        let mut wav = crate::media::wav::recording_wav(2000, 0, false);
         wav.truncate(44 + 16_000);
         assert_eq!(header_of(&wav), Ok(500));
         assert!(matches!(header_of(&wav[..40]), Err(Unreadable(_))));

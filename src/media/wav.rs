@@ -1,6 +1,6 @@
 //! WAV files: reading a prompt's header (incrementally, so a caller reads only the bytes it
 //! needs), and writing recordings (16 kHz, mono, 16-bit PCM, the format Graph's media accepts).
-//! No I/O here; [`crate::prompts`] does the reading.
+//! No I/O here; [`super::prompts`] does the reading.
 
 /// What a WAV file's header says about its audio: enough to tell how long it plays.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
