@@ -99,8 +99,6 @@ struct Queues {
     open: BTreeSet<(Timestamp, i64, LaneId)>,
     /// Calls with a POST in flight, and the lane it counts against.
     busy: HashMap<CallId, LaneId>,
-    /// The highest sequence number ever queued (they arrive in commit order, ascending).
-    max_seq: i64,
     shares: Shares,
 }
 
@@ -127,13 +125,11 @@ impl Queues {
             apps: HashMap::new(),
             open: BTreeSet::new(),
             busy: HashMap::new(),
-            max_seq: 0,
             shares,
         }
     }
 
     fn push(&mut self, item: OutboxItem) {
-        self.max_seq = self.max_seq.max(item.seq);
         let call = item.call_id;
         let q = self.per_call.entry(call).or_default();
         q.push_back(item);
@@ -328,11 +324,17 @@ impl Delivery {
         self.wake.notify_one();
     }
 
-    /// Queues the pending notifications among `items` that were never queued (after a reload:
-    /// a commit reported as failed may have happened after all).
-    pub fn enqueue_missing(&self, items: Vec<OutboxItem>) {
-        let max = self.queues.lock().expect("queues lock").max_seq;
-        let missing: Vec<OutboxItem> = items.into_iter().filter(|i| i.seq > max).collect();
+    /// Queues the pending notifications among `items` that a commit reported failed (`uncertain`,
+    /// as `(call, seq)`) had written after all: delivery was never told of them. After a reload.
+    pub fn enqueue_missing(&self, items: Vec<OutboxItem>, uncertain: &[(CallId, i64)]) {
+        if uncertain.is_empty() {
+            return;
+        }
+        let uncertain: HashSet<(CallId, i64)> = uncertain.iter().copied().collect();
+        let missing: Vec<OutboxItem> = items
+            .into_iter()
+            .filter(|i| uncertain.contains(&(i.call_id, i.seq)))
+            .collect();
         if !missing.is_empty() {
             tracing::warn!(
                 "{} committed notifications had not been queued; queued now",
@@ -554,6 +556,7 @@ pub fn settle(
     };
     AttemptOutcome {
         attempt: Attempt {
+            call_id: item.call_id,
             seq: item.seq,
             at: now,
             status: result.status,

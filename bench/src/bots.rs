@@ -206,16 +206,20 @@ pub struct Note {
 /// The call notifications in one callback POST (none if the body is not JSON).
 pub fn parse_notes(headers: &HeaderMap, body: &[u8]) -> Option<Vec<Note>> {
     let at = Instant::now();
-    let seq = headers
+    // One number per notification in the POST, in order; each call numbers its own.
+    let seqs: Vec<Option<i64>> = headers
         .get("switchboard-notification-sequence")
         .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.parse().ok());
+        .map(|s| s.split(',').map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_default();
     let v = serde_json::from_slice::<Value>(body).ok()?;
     let notes = v["value"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|n| {
+        .enumerate()
+        .filter_map(|(i, n)| {
+            let seq = seqs.get(i).copied().flatten();
             let id = n["resourceUrl"]
                 .as_str()
                 .and_then(|u| u.strip_prefix("/communications/calls/"))
@@ -346,7 +350,8 @@ pub struct Bot {
     rx: Option<UnboundedReceiver<Note>>,
     body: Vec<u8>,
     calls: HashMap<String, CallRecord>,
-    seqs: HashSet<i64>,
+    /// `(call id, sequence number)` of every notification received.
+    seqs: HashSet<(String, i64)>,
     /// The call a GET loop reads.
     get_call: Option<String>,
     tally: Tally,
@@ -534,7 +539,7 @@ impl Bot {
     fn record(&mut self, note: Note) {
         self.tally.received_notes += 1;
         if let Some(seq) = note.seq
-            && !self.seqs.insert(seq)
+            && !self.seqs.insert((note.call_id.clone(), seq))
         {
             self.tally.duplicate_notes += 1;
             return;

@@ -916,6 +916,7 @@ class Campaign:
         seq_reuse = []
         after_terminated = []
         all_seqs = set()
+        gaps = []
         distinct_by_state = collections.Counter()
         out_of_order = 0
         state_counts = collections.Counter()
@@ -958,15 +959,13 @@ class Campaign:
                 if later:
                     after_terminated.append({"call": c, "terminated_seq": tq, "later": later})
             all_seqs.update(by_seq)
+            # Each call numbers its own notifications 1, 2, 3, ...; every one the server made
+            # for a call went to this receiver, so a number never received is worth a look.
+            if by_seq:
+                gaps.extend({"call": c, "seq": q} for q in range(1, max(by_seq) + 1) if q not in by_seq)
             for s, n in collections.Counter(k[0] for k in by_seq.values()).items():
                 distinct_by_state[s] += n
 
-        # Sequence numbers are global (one counter for the store); every notification the server
-        # ever made went to this receiver, so a number never received is worth a look.
-        gaps = []
-        if all_seqs:
-            mx = max(all_seqs)
-            gaps = [q for q in range(1, mx + 1) if q not in all_seqs]
         end_reasons = collections.Counter()
         for c, lst in self.rx.items():
             for x in lst:

@@ -221,7 +221,7 @@ impl Engine {
             .map(|c| (c.created_at, c.id))
             .collect();
         found.sort();
-        let ticket = self.committer.last_ticket();
+        let ticket = self.committer.last_open_ticket();
         drop(st);
         self.settled(found.into_iter().map(|(_, id)| id).collect(), ticket)
             .await

@@ -106,7 +106,9 @@ impl Engine {
             .recording_order
             .retain(|id| fresh.recordings.contains_key(id));
         *st = fresh;
-        self.delivery.enqueue_missing(snapshot.pending.clone());
+        let uncertain = self.committer.take_uncertain();
+        self.delivery
+            .enqueue_missing(snapshot.pending.clone(), &uncertain);
     }
 
     /// Applies the retention policy every `[retention] interval_ms` until `stop`.

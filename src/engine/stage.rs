@@ -115,15 +115,23 @@ impl Engine {
         let due = scene.next_due();
         let Scene {
             conversation,
-            calls,
+            mut calls,
             out,
             gone,
             ..
         } = scene;
+        // Each call numbers its own notifications, in the order they go out.
+        let mut seqs = Vec::with_capacity(out.len());
+        for (id, _) in &out {
+            seqs.push(calls.iter_mut().find(|c| c.id == *id).map(|c| {
+                c.last_seq += 1;
+                c.last_seq
+            }));
+        }
         let names = |w: &Who| self.names(w, |id| calls.iter().find(|c| c.id == id));
-        for (id, emit) in &out {
-            if let Some(call) = calls.iter().find(|c| c.id == *id) {
-                let item = st.outbox_item(call, &conversation, &names, emit, now, self);
+        for ((id, emit), seq) in out.iter().zip(seqs) {
+            if let (Some(call), Some(seq)) = (calls.iter().find(|c| c.id == *id), seq) {
+                let item = outbox_item(call, seq, &conversation, &names, emit, now, self);
                 change.enqueue.push(item);
             }
             if let Emit::Operation(op) = emit
@@ -207,36 +215,32 @@ impl AfterCommit {
     }
 }
 
-impl State {
-    /// Builds the outbox entry for one emit about `call`, taking the next sequence number.
-    pub(super) fn outbox_item(
-        &mut self,
-        call: &Call,
-        conversation: &Conversation,
-        names: Names,
-        emit: &Emit,
-        now: Timestamp,
-        engine: &Engine,
-    ) -> OutboxItem {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let n = Notification::for_emit(call, conversation, names, emit, |op| {
-            engine.recording_url(op)
-        });
-        let change_type = n.change.as_str().to_string();
-        OutboxItem {
-            seq,
-            call_id: call.id,
-            app_id: call.app_id.to_string(),
-            tenant_id: call.tenant_id.to_string(),
-            callback_uri: call.callback_uri.clone(),
-            change_type,
-            resource_url: n.resource_url(),
-            body: n.item(),
-            created_at: now,
-            status: DeliveryStatus::Pending,
-            attempts: 0,
-            next_attempt_at: now,
-        }
+/// The outbox entry for one emit about `call`, numbered `seq`.
+fn outbox_item(
+    call: &Call,
+    seq: i64,
+    conversation: &Conversation,
+    names: Names,
+    emit: &Emit,
+    now: Timestamp,
+    engine: &Engine,
+) -> OutboxItem {
+    let n = Notification::for_emit(call, conversation, names, emit, |op| {
+        engine.recording_url(op)
+    });
+    let change_type = n.change.as_str().to_string();
+    OutboxItem {
+        seq,
+        call_id: call.id,
+        app_id: call.app_id.to_string(),
+        tenant_id: call.tenant_id.to_string(),
+        callback_uri: call.callback_uri.clone(),
+        change_type,
+        resource_url: n.resource_url(),
+        body: n.item(),
+        created_at: now,
+        status: DeliveryStatus::Pending,
+        attempts: 0,
+        next_attempt_at: now,
     }
 }

@@ -38,7 +38,6 @@ pub(super) struct State {
     /// Conversation -> the ticket of the last change staged for it, while it may not be settled:
     /// a reader waits for it before answering (see [`Committer::durable`]).
     pub(super) pending: HashMap<CallId, u64>,
-    pub(super) next_seq: i64,
 }
 
 /// Settled tickets are dropped from `State::pending` once it holds this many.
@@ -68,7 +67,6 @@ impl State {
             recordings: HashMap::new(),
             pending: HashMap::new(),
             recording_order: VecDeque::new(),
-            next_seq: snapshot.next_seq,
         };
         for call in &snapshot.calls {
             *state

@@ -51,7 +51,7 @@ impl Engine {
         let (out, ticket) = match st.calls.get(&id).filter(|c| *c.app_id == *app_id) {
             Some(c) => (Some(read(c)), st.ticket_of(c.conversation)),
             // Not found may be a change not yet durable (a hang-up): wait for everything staged.
-            None => (None, self.committer.last_ticket()),
+            None => (None, self.committer.last_open_ticket()),
         };
         drop(st);
         self.settled(out, ticket)
@@ -78,7 +78,7 @@ impl Engine {
             });
         let (out, ticket) = match found {
             Some((out, ticket)) => (Some(out), ticket),
-            None => (None, self.committer.last_ticket()),
+            None => (None, self.committer.last_open_ticket()),
         };
         drop(st);
         self.settled(out, ticket)
@@ -140,7 +140,7 @@ impl Engine {
         }
         live.sort_by_key(|(t, _)| *t);
         out.extend(live.into_iter().map(|(_, l)| l));
-        let ticket = self.committer.last_ticket();
+        let ticket = self.committer.last_open_ticket();
         drop(st);
         self.settled(out, ticket).await
     }
@@ -175,7 +175,7 @@ impl Engine {
             active: c.is_active(),
             participants,
         };
-        let ticket = self.committer.last_ticket();
+        let ticket = self.committer.last_open_ticket();
         drop(st);
         self.settled(Some(view), ticket).await
     }

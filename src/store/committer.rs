@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{Change, Health, Pruned, Retention, Store, StoreError};
 use crate::clock::Timestamp;
+use crate::domain::CallId;
 
 /// Runs after a commit succeeds, in commit order.
 pub type AfterCommit = Box<dyn FnOnce() + Send>;
@@ -52,7 +53,13 @@ pub struct Committer {
     /// The last ticket given; held while a change is queued, so tickets follow the queue.
     tickets: Arc<Mutex<u64>>,
     settled: watch::Receiver<Settled>,
+    /// The notifications of commits that failed, as `(call, seq)`: a commit reported failed
+    /// may have happened all the same, and then they are in the store without delivery
+    /// having been told.
+    uncertain: Uncertain,
 }
+
+type Uncertain = Arc<Mutex<Vec<(CallId, i64)>>>;
 
 /// A submitted change: its ticket, and the answer once it is durable (or failed).
 pub struct Pending {
@@ -111,12 +118,14 @@ impl Committer {
     pub fn start(store: Arc<dyn Store>, health: Arc<Health>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let (settle, settled) = watch::channel(Settled::default());
-        tokio::spawn(run(store, health.clone(), rx, settle));
+        let uncertain = Uncertain::default();
+        tokio::spawn(run(store, health.clone(), rx, settle, uncertain.clone()));
         Committer {
             tx,
             health,
             tickets: Arc::default(),
             settled,
+            uncertain,
         }
     }
 
@@ -149,6 +158,20 @@ impl Committer {
     /// change it depends on.
     pub fn last_ticket(&self) -> u64 {
         *self.tickets.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The last ticket given if it is not settled yet, else 0 (nothing to wait for): what a
+    /// reader waits for when it cannot tell which change it depends on. A settled ticket needs no
+    /// wait: committed, memory shows it; refused, the reader holding the engine lock with the
+    /// store readable sees memory reloaded since (the store fails before a refusal settles, and
+    /// is readable again only once memory is reloaded).
+    pub fn last_open_ticket(&self) -> u64 {
+        let last = self.last_ticket();
+        if last <= self.settled_through() {
+            0
+        } else {
+            last
+        }
     }
 
     /// Whether the change with `ticket` was refused (known once it is settled).
@@ -187,6 +210,17 @@ impl Committer {
             done: None,
             ticket: 0,
         });
+    }
+
+    /// Takes the notifications of the commits that failed since the last call (see
+    /// [`Committer::uncertain`]'s field): those the store holds after all must be delivered.
+    pub fn take_uncertain(&self) -> Vec<(CallId, i64)> {
+        std::mem::take(
+            &mut *self
+                .uncertain
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
     }
 
     /// Waits until everything submitted before this call was committed or refused.
@@ -235,6 +269,7 @@ struct Task {
     failed: Option<String>,
     /// Delivery attempts recorded while refusing, to commit on resume.
     held: Vec<crate::store::AttemptOutcome>,
+    uncertain: Uncertain,
 }
 
 async fn run(
@@ -242,6 +277,7 @@ async fn run(
     health: Arc<Health>,
     mut rx: mpsc::UnboundedReceiver<Job>,
     settled: watch::Sender<Settled>,
+    uncertain: Uncertain,
 ) {
     let mut task = Task {
         store,
@@ -249,6 +285,7 @@ async fn run(
         settled,
         failed: None,
         held: vec![],
+        uncertain,
     };
     let mut next: Option<Job> = None;
     loop {
@@ -335,10 +372,16 @@ impl Task {
             }
             None => {
                 let attempts = merged.attempts.clone();
+                let notified: Vec<(CallId, i64)> =
+                    merged.enqueue.iter().map(|i| (i.call_id, i.seq)).collect();
                 let result = self.store.commit(merged).await;
                 if let Err(e) = &result {
                     self.fail(e);
                     self.hold(attempts);
+                    self.uncertain
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .extend(notified);
                 }
                 result
             }
@@ -449,6 +492,7 @@ mod tests {
         Change {
             attempts: vec![AttemptOutcome {
                 attempt: Attempt {
+                    call_id: CallId::default(),
                     seq,
                     at: now,
                     status: Some(202),

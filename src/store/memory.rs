@@ -26,28 +26,31 @@ struct Inner {
     conversations: HashMap<CallId, Conversation>,
     /// When each live conversation is next due.
     due: HashMap<CallId, Timestamp>,
-    notifications: BTreeMap<i64, DeliveryRecord>,
-    by_call: HashMap<CallId, Vec<i64>>,
+    /// Every notification kept, by the order it was committed in (the retention policy reads
+    /// the oldest first).
+    notifications: BTreeMap<u64, DeliveryRecord>,
+    next_order: u64,
+    /// A notification's place in `notifications`, by `(call, seq)`.
+    index: HashMap<(CallId, i64), u64>,
+    by_call: HashMap<CallId, Vec<u64>>,
     /// Ended calls whose log is still kept, oldest-ended first.
     ended: VecDeque<(CallId, Timestamp)>,
     /// Calls the retention policy removed notifications of, oldest first.
     pruned: HashMap<CallId, PrunedCall>,
     pruned_order: VecDeque<CallId>,
-    /// The next sequence number can never be below this, even once every row is gone.
-    seq_floor: i64,
 }
 
 impl Inner {
     /// Removes up to `limit` of `call`'s delivered and dead notifications, oldest first; returns
     /// (notifications, attempts).
     fn remove_done(&mut self, call: CallId, limit: usize, now: Timestamp) -> (u64, u64) {
-        let Some(seqs) = self.by_call.get_mut(&call) else {
+        let Some(orders) = self.by_call.get_mut(&call) else {
             return (0, 0);
         };
         let (mut n, mut a) = (0, 0);
-        let notifications = &mut self.notifications;
-        seqs.retain(|seq| {
-            let Some(rec) = notifications.get(seq) else {
+        let (notifications, index) = (&mut self.notifications, &mut self.index);
+        orders.retain(|order| {
+            let Some(rec) = notifications.get(order) else {
                 return false;
             };
             if rec.item.status == DeliveryStatus::Pending || n as usize >= limit {
@@ -55,10 +58,11 @@ impl Inner {
             }
             a += rec.attempts.len() as u64;
             n += 1;
-            notifications.remove(seq);
+            index.remove(&(call, rec.item.seq));
+            notifications.remove(order);
             false
         });
-        if seqs.is_empty() {
+        if orders.is_empty() {
             self.by_call.remove(&call);
         }
         if n > 0 {
@@ -84,7 +88,6 @@ impl Inner {
 impl Store for MemoryStore {
     async fn load(&self) -> Result<Snapshot, StoreError> {
         let inner = self.inner.lock().expect("memory store lock");
-        let next = inner.notifications.keys().next_back().map_or(1, |s| s + 1);
         Ok(Snapshot {
             calls: inner.calls.values().cloned().collect(),
             conversations: inner.conversations.values().cloned().collect(),
@@ -95,7 +98,6 @@ impl Store for MemoryStore {
                 .filter(|r| r.item.status == DeliveryStatus::Pending)
                 .map(|r| r.item.clone())
                 .collect(),
-            next_seq: next.max(inner.seq_floor),
         })
     }
 
@@ -126,13 +128,12 @@ impl Store for MemoryStore {
             inner.due.remove(&id);
         }
         for item in change.enqueue {
-            inner
-                .by_call
-                .entry(item.call_id)
-                .or_default()
-                .push(item.seq);
+            let order = inner.next_order;
+            inner.next_order += 1;
+            inner.by_call.entry(item.call_id).or_default().push(order);
+            inner.index.insert((item.call_id, item.seq), order);
             inner.notifications.insert(
-                item.seq,
+                order,
                 DeliveryRecord {
                     item,
                     attempts: vec![],
@@ -140,7 +141,11 @@ impl Store for MemoryStore {
             );
         }
         for outcome in change.attempts {
-            if let Some(rec) = inner.notifications.get_mut(&outcome.attempt.seq) {
+            let key = (outcome.attempt.call_id, outcome.attempt.seq);
+            let Some(&order) = inner.index.get(&key) else {
+                continue;
+            };
+            if let Some(rec) = inner.notifications.get_mut(&order) {
                 rec.item.status = outcome.status;
                 rec.item.attempts = outcome.attempts;
                 rec.item.next_attempt_at = outcome.next_attempt_at;
@@ -155,9 +160,10 @@ impl Store for MemoryStore {
         let records = inner
             .by_call
             .get(&call_id)
-            .map(|seqs| {
-                seqs.iter()
-                    .filter_map(|s| inner.notifications.get(s).cloned())
+            .map(|orders| {
+                orders
+                    .iter()
+                    .filter_map(|o| inner.notifications.get(o).cloned())
                     .collect()
             })
             .unwrap_or_default();
@@ -174,9 +180,6 @@ impl Store for MemoryStore {
     async fn prune(&self, policy: Retention, now: Timestamp) -> Result<Pruned, StoreError> {
         let mut inner = self.inner.lock().expect("memory store lock");
         let cutoff = policy.cutoff(now);
-        if let Some(last) = inner.notifications.keys().next_back() {
-            inner.seq_floor = inner.seq_floor.max(last + 1);
-        }
         let mut out = Pruned::default();
         let mut budget = PRUNE_ROWS;
         // Ended calls past the count or the age go whole (a long log over several rounds).
@@ -200,31 +203,32 @@ impl Store for MemoryStore {
             out.calls += 1;
         }
         // Old delivered or dead notifications of calls still going on (or still retrying).
-        let window: Vec<(i64, CallId, bool)> = inner
+        let window: Vec<(u64, CallId, bool)> = inner
             .notifications
-            .values()
+            .iter()
             .take(budget)
-            .take_while(|r| r.item.created_at < cutoff)
-            .map(|r| {
+            .take_while(|(_, r)| r.item.created_at < cutoff)
+            .map(|(order, r)| {
                 let done = r.item.status != DeliveryStatus::Pending;
-                (r.item.seq, r.item.call_id, done)
+                (*order, r.item.call_id, done)
             })
             .collect();
         if budget > 0 && window.len() == budget {
             out.more = true;
         }
-        let mut per_call: HashMap<CallId, Vec<i64>> = HashMap::new();
-        for (seq, call, done) in window {
-            if done && let Some(rec) = inner.notifications.remove(&seq) {
+        let mut per_call: HashMap<CallId, Vec<u64>> = HashMap::new();
+        for (order, call, done) in window {
+            if done && let Some(rec) = inner.notifications.remove(&order) {
+                inner.index.remove(&(call, rec.item.seq));
                 out.notifications += 1;
                 out.attempts += rec.attempts.len() as u64;
-                per_call.entry(call).or_default().push(seq);
+                per_call.entry(call).or_default().push(order);
             }
         }
         for (call, gone) in per_call {
-            if let Some(seqs) = inner.by_call.get_mut(&call) {
-                seqs.retain(|s| gone.binary_search(s).is_err());
-                if seqs.is_empty() {
+            if let Some(orders) = inner.by_call.get_mut(&call) {
+                orders.retain(|o| gone.binary_search(o).is_err());
+                if orders.is_empty() {
                     inner.by_call.remove(&call);
                 }
             }

@@ -54,7 +54,8 @@ impl DeliveryStatus {
 /// One notification in the outbox.
 #[derive(Clone, Debug)]
 pub struct OutboxItem {
-    /// Global sequence number; per call, notifications go out in this order.
+    /// The call's own sequence number (1, 2, 3, …): its notifications go out in this order.
+    /// A notification is `(call_id, seq)`.
     pub seq: i64,
     pub call_id: CallId,
     pub app_id: String,
@@ -74,6 +75,9 @@ pub struct OutboxItem {
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Attempt {
+    /// The notification it was for: `(call_id, seq)`.
+    #[serde(skip)]
+    pub call_id: CallId,
     #[serde(skip)]
     pub seq: i64,
     pub at: Timestamp,
@@ -153,10 +157,8 @@ pub struct Snapshot {
     pub conversations: Vec<Conversation>,
     /// When each live conversation is next due, as last committed.
     pub due: std::collections::HashMap<CallId, Timestamp>,
-    /// Notifications not yet delivered nor dead, in sequence order.
+    /// Notifications not yet delivered nor dead, in the order they were committed.
     pub pending: Vec<OutboxItem>,
-    /// The next free notification sequence number.
-    pub next_seq: i64,
 }
 
 /// A notification with every attempt made to deliver it.
@@ -453,7 +455,7 @@ mod contract_tests {
                 put_calls: vec![call(a), call(b)],
                 put_conversations: vec![conversation(a), conversation(b)],
                 due: vec![(a, t(60)), (b, t(5))],
-                enqueue: vec![item(1, a), item(2, b), item(3, a)],
+                enqueue: vec![item(1, a), item(1, b), item(2, a)],
                 ..Change::default()
             })
             .await
@@ -478,6 +480,7 @@ mod contract_tests {
                 attempts: vec![
                     AttemptOutcome {
                         attempt: Attempt {
+                            call_id: a,
                             seq: 1,
                             at: now,
                             status: Some(503),
@@ -490,7 +493,8 @@ mod contract_tests {
                     },
                     AttemptOutcome {
                         attempt: Attempt {
-                            seq: 2,
+                            call_id: b,
+                            seq: 1,
                             at: now,
                             status: Some(202),
                             error: None,
@@ -519,15 +523,18 @@ mod contract_tests {
             "the last due time of a, none for the removed b"
         );
         assert_eq!(
-            snap.pending.iter().map(|i| i.seq).collect::<Vec<_>>(),
-            vec![1, 3]
+            snap.pending
+                .iter()
+                .map(|i| (i.call_id, i.seq))
+                .collect::<Vec<_>>(),
+            vec![(a, 1), (a, 2)],
+            "b's 1 was delivered; each call numbers its own"
         );
         assert_eq!(snap.pending[0].attempts, 1);
-        assert_eq!(snap.next_seq, 4);
         let log = store.deliveries(a).await.unwrap().records;
         assert_eq!(
             log.iter().map(|r| r.item.seq).collect::<Vec<_>>(),
-            vec![1, 3]
+            vec![1, 2]
         );
         assert_eq!(log[0].attempts.len(), 1);
         assert_eq!(log[0].attempts[0].status, Some(503));
@@ -559,7 +566,6 @@ mod contract_tests {
         let again = sqlite::SqliteStore::open(&path, full).unwrap();
         let snap = again.load().await.unwrap();
         assert_eq!(snap.pending.len(), 2);
-        assert_eq!(snap.next_seq, 4);
         std::fs::remove_dir_all(&dir).ok();
     }
 
@@ -578,6 +584,7 @@ mod contract_tests {
             it.created_at = at(i as i64);
             delivered.push(AttemptOutcome {
                 attempt: Attempt {
+                    call_id: *id,
                     seq,
                     at: at(i as i64),
                     status: Some(202),
@@ -638,12 +645,11 @@ mod contract_tests {
             vec![seq]
         );
         assert_eq!(log.pruned.map(|p| p.notifications), Some(1));
-        // Nothing is removed twice, and sequence numbers never go back.
+        // Nothing is removed twice.
         assert_eq!(
             store.prune(policy, at(1000)).await.unwrap(),
             Pruned::default()
         );
-        assert_eq!(store.load().await.unwrap().next_seq, seq + 1);
     }
 
     /// An ended call with a long log goes over several rounds, never more than `PRUNE_ROWS`
@@ -801,6 +807,79 @@ mod contract_tests {
             parse(&old_body),
             "POSTed as before"
         );
+        store.close().await;
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[tokio::test]
+    async fn a_store_numbered_globally_goes_on_per_call_from_each_calls_highest() {
+        let dir = std::env::temp_dir().join(format!("sb-seq-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sb.db");
+        let (a, b) = (CallId::new(), CallId::new());
+        {
+            // Schema 5: one global sequence; call a has 1 and 3 (3 pending), b has 2.
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            for (i, sql) in sqlite::MIGRATIONS[..5].iter().enumerate() {
+                conn.execute_batch(&format!("{sql}; PRAGMA user_version = {};", i + 1))
+                    .unwrap();
+            }
+            for (seq, id, status) in [(1, a, 1), (2, b, 1), (3, a, 0)] {
+                conn.execute(
+                    "INSERT INTO notifications (seq, call_id, app_id, tenant_id, callback_uri, \
+                     change_type, resource_url, body, created_at, status, attempts, next_attempt_at) \
+                     VALUES (?1, ?2, 'app', 'tenant', 'https://bot.example/cb', 'updated', 'r', '{}', 0, ?3, 1, 0)",
+                    rusqlite::params![seq, id.to_string(), status],
+                )
+                .unwrap();
+                conn.execute(
+                    "INSERT INTO attempts (seq, at, http_status, latency_ms) VALUES (?1, 0, ?2, 1)",
+                    rusqlite::params![seq, if status == 1 { 202 } else { 503 }],
+                )
+                .unwrap();
+            }
+            let body = serde_json::to_string(&call(a)).unwrap();
+            conn.execute(
+                "INSERT INTO calls (id, app_id, body) VALUES (?1, 'app', ?2)",
+                rusqlite::params![a.to_string(), body],
+            )
+            .unwrap();
+            conn.execute("INSERT INTO meta (key, value) VALUES ('seq_floor', 4)", [])
+                .unwrap();
+        }
+        let store = sqlite::SqliteStore::open(&path, StoreSettings::default()).unwrap();
+        let snap = store.load().await.unwrap();
+        assert_eq!(snap.calls[0].last_seq, 3, "a goes on after its highest");
+        let pending: Vec<_> = snap.pending.iter().map(|i| (i.call_id, i.seq)).collect();
+        assert_eq!(pending, vec![(a, 3)]);
+        let log = store.deliveries(a).await.unwrap().records;
+        let statuses: Vec<_> = log
+            .iter()
+            .map(|r| {
+                (
+                    r.item.seq,
+                    r.attempts.iter().map(|t| t.status).collect::<Vec<_>>(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            statuses,
+            vec![(1, vec![Some(202)]), (3, vec![Some(503)])],
+            "each attempt stays with its notification"
+        );
+        // b's 2 and a new call's 2 are two notifications.
+        let c = CallId::new();
+        store
+            .commit(Change {
+                enqueue: vec![item(1, c), item(2, c), item(4, a)],
+                ..Change::default()
+            })
+            .await
+            .unwrap();
+        let seqs = |log: DeliveryLog| log.records.iter().map(|r| r.item.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(store.deliveries(b).await.unwrap()), vec![2]);
+        assert_eq!(seqs(store.deliveries(c).await.unwrap()), vec![1, 2]);
+        assert_eq!(seqs(store.deliveries(a).await.unwrap()), vec![1, 3, 4]);
         store.close().await;
         std::fs::remove_dir_all(&dir).ok();
     }

@@ -118,6 +118,7 @@ async fn notifications_due_together_go_out_in_one_post_in_order() {
     let app = spawn_app(Backend::Suite).await;
     let token = app.token().await;
     let id = app.established(&token).await;
+    let other = app.established(&token).await;
     let r = app
         .send(
             "DELETE",
@@ -146,16 +147,21 @@ async fn notifications_due_together_go_out_in_one_post_in_order() {
         .unwrap()
         .to_string();
     assert_eq!(seqs.split(',').count(), 2, "{seqs}");
-    let log = app
-        .admin("GET", &format!("/calls/{id}/deliveries"), None)
-        .await;
-    let logged: Vec<_> = log.body["notifications"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["sequence"].to_string())
-        .collect();
-    assert_eq!(seqs, logged[logged.len() - 2..].join(","));
+    let app = &app;
+    let logged = |id: String| async move {
+        let log = app
+            .admin("GET", &format!("/calls/{id}/deliveries"), None)
+            .await;
+        log.body["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["sequence"].to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(seqs, "3,4", "each call numbers its own notifications");
+    assert_eq!(logged(id).await, ["1", "2", "3", "4"]);
+    assert_eq!(logged(other).await, ["1", "2"]);
 }
 
 #[tokio::test]

@@ -259,6 +259,8 @@ struct Held {
     /// Some(fail): hold the next commit; when let go, fail it (and the probes) or not.
     hold: Mutex<Option<bool>>,
     broken: std::sync::atomic::AtomicBool,
+    /// The next commit happens but is reported failed (the store breaks after writing it).
+    lie: std::sync::atomic::AtomicBool,
     holding: tokio::sync::Notify,
     go: tokio::sync::Notify,
 }
@@ -292,7 +294,13 @@ impl Store for Held {
         if self.broken.load(Ordering::SeqCst) {
             return Err(full());
         }
-        self.inner.commit(change).await
+        let lie = self.lie.swap(false, Ordering::SeqCst);
+        self.inner.commit(change).await?;
+        if lie {
+            self.broken.store(true, Ordering::SeqCst);
+            return Err(full());
+        }
+        Ok(())
     }
     async fn deliveries(&self, id: switchboard::domain::CallId) -> Result<DeliveryLog, StoreError> {
         self.inner.deliveries(id).await
@@ -380,4 +388,34 @@ async fn a_read_during_a_commit_answers_once_it_is_durable() {
     let (_app, _, _, d, g) = read_during_held_hang_up(&store, false).await;
     assert_eq!(d.status, 204, "{}", d.text);
     assert_eq!(g.status, 404, "{}", g.text);
+}
+
+/// A commit reported failed that did happen: once memory is reloaded from the store, the
+/// notifications it wrote are delivered, though delivery was never told of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_a_failed_commit_wrote_after_all_are_delivered_after_the_reload() {
+    let store = Arc::new(Held::default());
+    let app = spawn_app_over(store.clone()).await;
+    let token = app.token().await;
+    let id = app.established(&token).await;
+    store.lie.store(true, Ordering::SeqCst);
+    let d = app
+        .send("DELETE", &format!("{CALLS}/{id}"), Some(&token), None)
+        .await;
+    assert_eq!(d.status, 503, "the client is told it failed: {}", d.text);
+    store.broken.store(false, Ordering::SeqCst);
+    let states = app
+        .receiver
+        .wait_for(&id, |s| has(s, "deleted", "terminated"))
+        .await;
+    assert!(
+        has(&states, "deleted", "terminated"),
+        "the hang-up the store holds is notified: {states:?}"
+    );
+    let path = format!("{CALLS}/{id}");
+    let gone = eventually(15, || async {
+        app.send("GET", &path, Some(&token), None).await.status == 404
+    })
+    .await;
+    assert!(gone, "memory agrees with the store once it writes again");
 }

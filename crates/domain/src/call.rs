@@ -456,6 +456,10 @@ pub struct Call {
     /// The bot muted itself.
     #[serde(default)]
     pub muted: bool,
+    /// The sequence number of the last notification about this call: each call numbers its
+    /// own notifications 1, 2, 3, … in the order they go out.
+    #[serde(default)]
+    pub last_seq: i64,
 }
 
 impl Call {
@@ -513,6 +517,7 @@ impl Call {
             operations: vec![],
             tone_subscribed: false,
             tone_sequence: 0,
+            last_seq: 0,
             muted: false,
         }
     }

@@ -1482,7 +1482,7 @@ mod tests {
             ns.iter().map(|n| (k, user(*n).id)).collect()
         };
         assert_eq!(dialled, want("dial", &[1, 2, 3]), "each target is rung");
-        let mut step = |s: &mut Scene, f: &dyn Fn(&mut Scene)| {
+        let step = |s: &mut Scene, f: &dyn Fn(&mut Scene)| {
             let before = s.conversation.clone();
             s.heard.clear();
             f(s);

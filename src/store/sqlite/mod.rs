@@ -34,6 +34,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_retention.sql"),
     include_str!("migrations/0004_next_due.sql"),
     include_str!("migrations/0005_notification_without_envelope.sql"),
+    include_str!("migrations/0006_sequence_per_call.sql"),
 ];
 
 pub struct SqliteStore {
@@ -321,12 +322,6 @@ fn probe(conn: &Connection) -> Result<(), StoreError> {
     .map_err(backend)
 }
 
-fn meta(conn: &Connection, key: &str) -> Result<Option<i64>, StoreError> {
-    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-        .optional()
-        .map_err(backend)
-}
-
 /// Remembers that `removed` notifications of `call` were pruned at `at`.
 fn tombstone(tx: &Connection, call: &str, removed: u64, at: i64) -> Result<(), StoreError> {
     tx.prepare_cached(
@@ -344,14 +339,14 @@ fn tombstone(tx: &Connection, call: &str, removed: u64, at: i64) -> Result<(), S
 fn remove_done(tx: &Connection, call: &str, limit: usize) -> Result<(u64, u64), StoreError> {
     let attempts = tx
         .prepare_cached(
-            "DELETE FROM attempts WHERE seq IN (SELECT seq FROM notifications \
+            "DELETE FROM attempts WHERE call_id = ?1 AND seq IN (SELECT seq FROM notifications \
              WHERE call_id = ?1 AND status != 0 ORDER BY seq LIMIT ?2)",
         )
         .and_then(|mut st| st.execute(params![call, limit as i64]))
         .map_err(backend)?;
     let notifications = tx
         .prepare_cached(
-            "DELETE FROM notifications WHERE seq IN (SELECT seq FROM notifications \
+            "DELETE FROM notifications WHERE n IN (SELECT n FROM notifications \
              WHERE call_id = ?1 AND status != 0 ORDER BY seq LIMIT ?2)",
         )
         .and_then(|mut st| st.execute(params![call, limit as i64]))
@@ -442,24 +437,17 @@ impl Store for SqliteStore {
             let mut pending = vec![];
             let mut stmt = conn
                 .prepare(&format!(
-                    "SELECT {ITEM_COLUMNS} FROM notifications WHERE status = 0 ORDER BY seq"
+                    "SELECT {ITEM_COLUMNS} FROM notifications WHERE status = 0 ORDER BY n"
                 ))
                 .map_err(backend)?;
             for row in stmt.query_map([], read_item).map_err(backend)? {
                 pending.push(with_call_id(row.map_err(backend)?)?);
             }
-            let max: Option<i64> = conn
-                .query_row("SELECT MAX(seq) FROM notifications", [], |r| r.get(0))
-                .optional()
-                .map_err(backend)?
-                .flatten();
-            let floor = meta(conn, "seq_floor")?.unwrap_or(1);
             Ok(Snapshot {
                 calls,
                 conversations,
                 due,
                 pending,
-                next_seq: (max.unwrap_or(0) + 1).max(floor),
             })
         })
         .await
@@ -541,19 +529,21 @@ impl Store for SqliteStore {
                 }
                 let mut att = tx
                     .prepare_cached(
-                        "INSERT INTO attempts (seq, at, http_status, error, latency_ms) \
-                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                        "INSERT INTO attempts (call_id, seq, at, http_status, error, latency_ms) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     )
                     .map_err(backend)?;
                 let mut upd = tx
                     .prepare_cached(
-                        "UPDATE notifications SET status = ?2, attempts = ?3, next_attempt_at = ?4 \
-                         WHERE seq = ?1",
+                        "UPDATE notifications SET status = ?3, attempts = ?4, next_attempt_at = ?5 \
+                         WHERE call_id = ?1 AND seq = ?2",
                     )
                     .map_err(backend)?;
                 for o in &change.attempts {
                     let a = &o.attempt;
+                    let call = a.call_id.to_string();
                     att.execute(params![
+                        call,
                         a.seq,
                         millis(a.at),
                         a.status,
@@ -562,6 +552,7 @@ impl Store for SqliteStore {
                     ])
                     .map_err(backend)?;
                     upd.execute(params![
+                        call,
                         a.seq,
                         o.status.to_i64(),
                         o.attempts,
@@ -607,14 +598,17 @@ impl Store for SqliteStore {
             }
             let mut att = conn
                 .prepare_cached(
-                    "SELECT at, http_status, error, latency_ms FROM attempts WHERE seq = ?1 ORDER BY rowid",
+                    "SELECT at, http_status, error, latency_ms FROM attempts \
+                     WHERE call_id = ?1 AND seq = ?2 ORDER BY rowid",
                 )
                 .map_err(backend)?;
+            let call = call_id.to_string();
             for rec in &mut records {
                 let seq = rec.item.seq;
                 for a in att
-                    .query_map(params![seq], |r| {
+                    .query_map(params![call, seq], |r| {
                         Ok(Attempt {
+                            call_id,
                             seq,
                             at: from_millis(r.get(0)?),
                             status: r.get(1)?,
@@ -642,18 +636,6 @@ impl Store for SqliteStore {
             let at = millis(now);
             let tx = conn.transaction().map_err(backend)?;
             let mut out = Pruned::default();
-            // The sequence goes on from here even once every notification is gone.
-            let max: Option<i64> = tx
-                .query_row("SELECT MAX(seq) FROM notifications", [], |r| r.get(0))
-                .map_err(backend)?;
-            if let Some(max) = max {
-                tx.execute(
-                    "INSERT INTO meta (key, value) VALUES ('seq_floor', ?1) \
-                     ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)",
-                    params![max + 1],
-                )
-                .map_err(backend)?;
-            }
             // Ended calls past the count or the age go whole, oldest-ended first.
             // Rows go from the front only, so their numbers are contiguous.
             let count: i64 = tx
@@ -703,7 +685,7 @@ impl Store for SqliteStore {
             // looked for only when the oldest notification is old enough.
             let oldest: Option<i64> = tx
                 .query_row(
-                    "SELECT created_at FROM notifications ORDER BY seq LIMIT 1",
+                    "SELECT created_at FROM notifications ORDER BY n LIMIT 1",
                     [],
                     |r| r.get(0),
                 )
@@ -714,20 +696,20 @@ impl Store for SqliteStore {
             } else {
                 0
             };
-            let window: Vec<(i64, String, i64, i64)> = tx
+            let window: Vec<(i64, String, i64, i64, i64)> = tx
                 .prepare_cached(
-                    "SELECT seq, call_id, created_at, status FROM notifications ORDER BY seq LIMIT ?1",
+                    "SELECT n, call_id, created_at, status, seq FROM notifications ORDER BY n LIMIT ?1",
                 )
                 .and_then(|mut st| {
                     st.query_map(params![scan as i64], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                     })?
                     .collect::<rusqlite::Result<Vec<_>>>()
                 })
                 .map_err(backend)?;
             let old = window
                 .iter()
-                .take_while(|(_, _, created, _)| *created < cutoff)
+                .take_while(|(_, _, created, _, _)| *created < cutoff)
                 .count();
             if scan > 0 && old == window.len() && window.len() == scan {
                 out.more = true;
@@ -735,17 +717,17 @@ impl Store for SqliteStore {
             let mut per_call: std::collections::HashMap<&str, u64> = Default::default();
             {
                 let mut del_att = tx
-                    .prepare_cached("DELETE FROM attempts WHERE seq = ?1")
+                    .prepare_cached("DELETE FROM attempts WHERE call_id = ?1 AND seq = ?2")
                     .map_err(backend)?;
                 let mut del = tx
-                    .prepare_cached("DELETE FROM notifications WHERE seq = ?1")
+                    .prepare_cached("DELETE FROM notifications WHERE n = ?1")
                     .map_err(backend)?;
-                for (seq, call, _, status) in &window[..old] {
+                for (n, call, _, status, seq) in &window[..old] {
                     if *status == 0 {
                         continue;
                     }
-                    out.attempts += del_att.execute(params![seq]).map_err(backend)? as u64;
-                    out.notifications += del.execute(params![seq]).map_err(backend)? as u64;
+                    out.attempts += del_att.execute(params![call, seq]).map_err(backend)? as u64;
+                    out.notifications += del.execute(params![n]).map_err(backend)? as u64;
                     *per_call.entry(call.as_str()).or_default() += 1;
                 }
             }

@@ -1,0 +1,39 @@
+-- Each call numbers its own notifications: a notification is (call_id, seq). `n` keeps the order
+-- rows were committed in, which the retention policy reads oldest first. Rows written before
+-- keep their numbers (unique and rising per call already), and each live call goes on from its
+-- highest; attempts name their notification by both.
+CREATE TABLE notifications_by_call_seq (
+    n INTEGER PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    call_id TEXT NOT NULL,
+    app_id TEXT NOT NULL,
+    tenant_id TEXT NOT NULL,
+    callback_uri TEXT NOT NULL,
+    change_type TEXT NOT NULL,
+    resource_url TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_attempt_at INTEGER NOT NULL
+);
+INSERT INTO notifications_by_call_seq (n, seq, call_id, app_id, tenant_id, callback_uri,
+    change_type, resource_url, body, created_at, status, attempts, next_attempt_at)
+SELECT seq, seq, call_id, app_id, tenant_id, callback_uri, change_type, resource_url, body,
+    created_at, status, attempts, next_attempt_at
+FROM notifications;
+DROP TABLE notifications;
+ALTER TABLE notifications_by_call_seq RENAME TO notifications;
+CREATE UNIQUE INDEX notifications_by_call ON notifications (call_id, seq);
+CREATE INDEX notifications_pending ON notifications (n) WHERE status = 0;
+ALTER TABLE attempts ADD COLUMN call_id TEXT NOT NULL DEFAULT '';
+UPDATE attempts
+SET call_id = COALESCE((SELECT call_id FROM notifications WHERE notifications.n = attempts.seq), '');
+DROP INDEX attempts_by_seq;
+CREATE INDEX attempts_by_notification ON attempts (call_id, seq);
+UPDATE calls
+SET body = json_set(body, '$.lastSeq',
+    (SELECT MAX(seq) FROM notifications WHERE notifications.call_id = calls.id))
+WHERE EXISTS (SELECT 1 FROM notifications WHERE notifications.call_id = calls.id);
+-- This row kept one global sequence from going back; each call keeps its own now.
+DELETE FROM meta WHERE key = 'seq_floor';
