@@ -23,6 +23,7 @@ use crate::auth::{KeyRing, Validator, keys::KEY_FILE};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::connections::{self, Connections, Throttle};
+use crate::delivery::queue::LocalOutbox;
 use crate::delivery::{Delivery, Signer};
 use crate::domain::call::Rules;
 use crate::engine::{Engine, Parts};
@@ -100,8 +101,9 @@ impl Application {
         let outbound = Outbound::new(&settings.callbacks).context("building the HTTP clients")?;
         let signer = Signer::new(keys.clone(), settings.notifications.clone());
         let committer = Committer::start(opened.store.clone(), Arc::default());
+        let outbox = Arc::new(LocalOutbox::new(committer.clone(), &settings.delivery));
         let delivery = Arc::new(Delivery::new(
-            committer.clone(),
+            outbox,
             clock.clone(),
             signer,
             outbound.deliveries.clone(),

@@ -3,6 +3,7 @@
 //! platform does).
 
 pub mod keys;
+pub mod signer;
 pub mod tokens;
 
 pub use keys::KeyRing;

@@ -10,6 +10,7 @@
 pub mod committer;
 pub mod health;
 pub mod memory;
+pub mod outbox;
 pub mod sqlite;
 
 pub use health::Health;
