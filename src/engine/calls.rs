@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::{AppRef, Engine, EngineError, State, transition_error};
+use super::{AppRef, Engine, EngineError, transition_error};
 use crate::clock::Timestamp;
 use crate::domain::Refusal;
 use crate::domain::call::Wire;
@@ -14,6 +14,7 @@ use crate::domain::{
 use crate::fabric::DialPlan;
 use crate::graph::call::{CreateCall, fill_source};
 use crate::store::committer::{self};
+use crate::store::scenes::SceneTx;
 use uuid::Uuid;
 
 impl Engine {
@@ -94,19 +95,18 @@ impl Engine {
             &call.my_participant_id.to_string(),
         );
         wire.insert("source".into(), source);
-        let st = self.write_state().await?;
-        Self::admit(&st, app)?;
+        let mut tx = self.begin().await?;
+        Self::admit(&mut *tx, app).await?;
         let mut scene = match meeting {
             Some((join_id, passcode)) => {
-                let (conv, expected) = st
-                    .meetings
-                    .get(&join_id)
-                    .cloned()
+                let (conv, expected) = tx
+                    .meeting(&join_id)
+                    .await?
                     .ok_or_else(|| Refusal::NoSuchMeeting(join_id.clone()))?;
                 if expected.is_some() && expected != passcode {
                     return Err(Refusal::WrongPasscode.into());
                 }
-                let mut scene = st.scene(conv).ok_or(EngineError::NotFound)?;
+                let mut scene = tx.scene(conv).await?.ok_or(EngineError::NotFound)?;
                 call.conversation = conv;
                 // The meeting lets the bot in at once.
                 call.timers.answer_at = Some(now);
@@ -147,41 +147,16 @@ impl Engine {
             state: CallState::Establishing,
         };
         scene.emit(call.id, Emit::State(first));
-        self.insert(st, app, scene).await.map(|_| call)
+        committer::wait(tx.stage(vec![scene], &[&app.app_id])).await?;
+        Ok(call)
     }
 
     /// Whether the app may have one more live call: decided before anything rings.
-    pub(super) fn admit(st: &State, app: &AppRef) -> Result<(), EngineError> {
-        let live = st.live_per_app.get(&app.app_id).copied().unwrap_or(0);
-        if live >= app.max_concurrent_calls {
+    pub(super) async fn admit(tx: &mut dyn SceneTx, app: &AppRef) -> Result<(), EngineError> {
+        if tx.live_calls(&app.app_id).await? >= app.max_concurrent_calls {
             return Err(EngineError::TooManyCalls(app.max_concurrent_calls));
         }
         Ok(())
-    }
-
-    /// Stages a scene with a new call, which [`Engine::admit`] let in under this same lock.
-    /// The lock is let go before waiting for the commit.
-    pub(super) async fn insert(
-        &self,
-        mut st: tokio::sync::MutexGuard<'_, State>,
-        app: &AppRef,
-        scene: Scene,
-    ) -> Result<(), EngineError> {
-        let done = self.stage_new(&mut st, app, scene);
-        drop(st);
-        committer::wait(done).await?;
-        Ok(())
-    }
-
-    /// Stages a scene with a new call of `app`, admitted under this same lock.
-    pub(super) fn stage_new(
-        &self,
-        st: &mut State,
-        app: &AppRef,
-        scene: Scene,
-    ) -> committer::Pending {
-        *st.live_per_app.entry(app.app_id.clone()).or_default() += 1;
-        self.stage(st, vec![scene])
     }
 
     /// Applies one state event to a call (owned by `owner`, or by anyone).

@@ -126,8 +126,8 @@ impl Engine {
             FabricEvent::HungUp(leg) => (leg, LegChange::HungUp),
             FabricEvent::Tones(leg, keys) => (leg, LegChange::Pressed(keys)),
         };
-        let mut st = self.write_state().await?;
-        let Some(mut scene) = st.scene(leg.conversation) else {
+        let mut tx = self.begin().await?;
+        let Some(mut scene) = tx.scene(leg.conversation).await? else {
             return Ok((Outcome::Stale, None));
         };
         let (now, rules) = (self.clock.now(), &self.rules);
@@ -147,7 +147,7 @@ impl Engine {
         let Some(calls) = calls else {
             return Ok((Outcome::Stale, None));
         };
-        let pending = self.stage(&mut st, vec![scene]);
+        let pending = tx.stage(vec![scene], &[]);
         Ok((Outcome::Calls(calls), Some(pending)))
     }
 
@@ -189,9 +189,9 @@ impl Engine {
             state: CallState::Incoming,
         };
         scene.emit(call.id, Emit::State(first));
-        let mut st = self.write_state().await?;
-        Self::admit(&st, app)?;
-        let pending = self.stage_new(&mut st, app, scene);
+        let mut tx = self.begin().await?;
+        Self::admit(&mut *tx, app).await?;
+        let pending = tx.stage(vec![scene], &[&app.app_id]);
         Ok((call, pending))
     }
 

@@ -40,6 +40,7 @@ use crate::domain::conversation::Who;
 use crate::domain::{Call, CallId};
 use crate::fabric::Fabric;
 use crate::store::committer::Committer;
+use crate::store::scenes::SceneTx;
 use crate::store::{Health, Retention, Snapshot, Store, StoreError};
 
 mod calls;
@@ -168,13 +169,13 @@ impl Engine {
         Ok(st)
     }
 
-    /// The state, to change: refused while the store cannot write.
-    async fn write_state(&self) -> Result<tokio::sync::MutexGuard<'_, State>, EngineError> {
+    /// Begins a change (see [`SceneTx`]): refused while the store cannot write.
+    async fn begin(&self) -> Result<Box<dyn SceneTx + '_>, EngineError> {
         let st = self.state.lock().await;
         if !self.health.writable() {
             return Err(self.unavailable());
         }
-        Ok(st)
+        Ok(Box::new(state::LocalTx { st, engine: self }))
     }
 
     fn unavailable(&self) -> EngineError {

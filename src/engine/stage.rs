@@ -13,6 +13,7 @@ use crate::domain::{Call, CallId, EndReason, Event, FabricCommand};
 use crate::graph::notification::Notification;
 use crate::graph::participant::Names;
 use crate::store::committer::{self};
+use crate::store::scenes::SceneTx;
 use crate::store::{Change, DeliveryStatus, OutboxItem};
 
 impl Engine {
@@ -24,14 +25,14 @@ impl Engine {
         id: CallId,
         f: impl FnOnce(&mut Scene, Timestamp, &Rules) -> Result<T, EngineError>,
     ) -> Result<(Call, T), EngineError> {
-        let st = self.write_state().await?;
-        let conv = st
-            .calls
-            .get(&id)
-            .filter(|c| owner.is_none_or(|o| *c.app_id == *o) && c.state.is_live())
+        let mut tx = self.begin().await?;
+        let conv = tx
+            .call(id)
+            .await?
+            .filter(|c| owner.is_none_or(|o| *c.app_id == *o) && c.live)
             .map(|c| c.conversation)
             .ok_or(EngineError::NotFound)?;
-        self.change_scene(st, conv, |s, now, r| {
+        self.change_scene(tx, conv, |s, now, r| {
             let out = f(s, now, r)?;
             let call = s.call(id).cloned().ok_or(EngineError::NotFound)?;
             Ok((call, out))
@@ -43,14 +44,13 @@ impl Engine {
     /// before waiting for the commit. On error nothing changes.
     pub(super) async fn change_scene<T>(
         &self,
-        mut st: tokio::sync::MutexGuard<'_, State>,
+        mut tx: Box<dyn SceneTx + '_>,
         conv: CallId,
         f: impl FnOnce(&mut Scene, Timestamp, &Rules) -> Result<T, EngineError>,
     ) -> Result<T, EngineError> {
-        let mut scene = st.scene(conv).ok_or(EngineError::NotFound)?;
+        let mut scene = tx.scene(conv).await?.ok_or(EngineError::NotFound)?;
         let out = f(&mut scene, self.clock.now(), &self.rules)?;
-        let done = self.stage(&mut st, vec![scene]);
-        drop(st);
+        let done = tx.stage(vec![scene], &[]);
         committer::wait(done).await?;
         Ok(out)
     }

@@ -3,6 +3,9 @@
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
+use async_trait::async_trait;
+
+use super::Engine;
 use super::views::PartyLeg;
 use crate::clock::Timestamp;
 use crate::config::MeetingConfig;
@@ -10,7 +13,9 @@ use crate::domain::conversation::{Conversation, Kind, Leg, LegState, Scene, Who}
 use crate::domain::operation::Recording;
 use crate::domain::{Call, CallId, PartyKind, Peer};
 use crate::fabric::Fabric;
-use crate::store::Snapshot;
+use crate::store::committer::Pending;
+use crate::store::scenes::{CallRef, SceneTx};
+use crate::store::{Snapshot, StoreError};
 use uuid::Uuid;
 
 /// How many ended call legs are remembered for `GET /_switchboard/v1/parties/{id}`.
@@ -197,5 +202,65 @@ impl State {
         self.recording_order.push_back(op_id.to_string());
         // Its ticket once the change is submitted (`Engine::stage`).
         self.recordings.insert(op_id.to_string(), (rec.clone(), 0));
+    }
+}
+
+/// The local [`SceneTx`]: the live registry under the engine lock, staged through the group
+/// committer. The lock is held until [`SceneTx::stage`] (or until it is dropped).
+pub(super) struct LocalTx<'a> {
+    pub(super) st: tokio::sync::MutexGuard<'a, State>,
+    pub(super) engine: &'a Engine,
+}
+
+#[async_trait]
+impl SceneTx for LocalTx<'_> {
+    async fn call(&mut self, id: CallId) -> Result<Option<CallRef>, StoreError> {
+        Ok(self.st.calls.get(&id).map(|c| CallRef {
+            conversation: c.conversation,
+            app_id: c.app_id.clone(),
+            live: c.state.is_live(),
+        }))
+    }
+
+    async fn scene(&mut self, conversation: CallId) -> Result<Option<Scene>, StoreError> {
+        Ok(self.st.scene(conversation))
+    }
+
+    async fn live_calls(&mut self, app_id: &str) -> Result<usize, StoreError> {
+        Ok(self.st.live_per_app.get(app_id).copied().unwrap_or(0))
+    }
+
+    async fn meeting(
+        &mut self,
+        join_meeting_id: &str,
+    ) -> Result<Option<(CallId, Option<String>)>, StoreError> {
+        Ok(self.st.meetings.get(join_meeting_id).cloned())
+    }
+
+    async fn due(&mut self, now: Timestamp) -> Result<Vec<CallId>, StoreError> {
+        let st = &mut *self.st;
+        let due: Vec<(Timestamp, CallId)> = st
+            .timers
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .copied()
+            .collect();
+        let mut out = Vec::with_capacity(due.len());
+        for (t, id) in due {
+            if st.conversations.contains_key(&id) {
+                out.push(id);
+            } else {
+                // Its conversation is gone: nothing is due there any more.
+                st.timers.remove(&(t, id));
+            }
+        }
+        Ok(out)
+    }
+
+    fn stage(mut self: Box<Self>, scenes: Vec<Scene>, admitted: &[&str]) -> Pending {
+        for app in admitted {
+            *self.st.live_per_app.entry(app.to_string()).or_default() += 1;
+        }
+        self.engine.stage(&mut self.st, scenes)
     }
 }

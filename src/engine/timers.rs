@@ -6,36 +6,27 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Engine, EngineError};
 use crate::clock::Timestamp;
-use crate::domain::CallId;
 use crate::store::committer::{self};
 
 impl Engine {
     /// Runs every timer, ring and operation due at the clock's current time. Returns how many
     /// fired.
     pub async fn run_due_timers(&self) -> Result<usize, EngineError> {
-        let mut st = self.write_state().await?;
+        let mut tx = self.begin().await?;
         let now = self.clock.now();
-        let due: Vec<(Timestamp, CallId)> = st
-            .timers
-            .iter()
-            .take_while(|(t, _)| *t <= now)
-            .copied()
-            .collect();
+        let due = tx.due(now).await?;
         if due.is_empty() {
             return Ok(0);
         }
         let mut scenes = vec![];
         let mut fired = 0;
-        for (t, id) in due {
-            let Some(mut scene) = st.scene(id) else {
-                st.timers.remove(&(t, id));
-                continue;
-            };
-            fired += scene.run_due(now, &self.rules);
-            scenes.push(scene);
+        for id in due {
+            if let Some(mut scene) = tx.scene(id).await? {
+                fired += scene.run_due(now, &self.rules);
+                scenes.push(scene);
+            }
         }
-        let done = self.stage(&mut st, scenes);
-        drop(st);
+        let done = tx.stage(scenes, &[]);
         committer::wait(done).await?;
         Ok(fired)
     }

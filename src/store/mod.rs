@@ -11,6 +11,7 @@ pub mod committer;
 pub mod health;
 pub mod memory;
 pub mod outbox;
+pub mod scenes;
 pub mod sqlite;
 
 pub use health::Health;
