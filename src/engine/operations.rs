@@ -5,7 +5,7 @@ use crate::clock::Timestamp;
 use crate::domain::conversation::Emit;
 use crate::domain::ids::new_guid;
 use crate::domain::operation::{OpKind, Operation, RecordPlan, results};
-use crate::domain::{Call, CallId};
+use crate::domain::{Call, CallId, FabricCommand, LegRef, Peer};
 
 impl Engine {
     /// Starts an operation on a call that is up. `start` fills it in and gives the
@@ -22,45 +22,112 @@ impl Engine {
             Timestamp,
         ) -> Result<(Operation, Vec<Emit>), EngineError>,
     ) -> Result<Operation, EngineError> {
+        self.operate_and_tell(app_id, id, kind, client_context, start, |_, _, _| None)
+            .await
+    }
+
+    /// [`Engine::operate`], and what the parties' side must do about the new operation
+    /// (`tell`: play, record). Media operations it cancelled are stopped there too.
+    async fn operate_and_tell(
+        &self,
+        app_id: &str,
+        id: CallId,
+        kind: OpKind,
+        client_context: Option<String>,
+        start: impl FnOnce(
+            &mut Call,
+            Operation,
+            Timestamp,
+        ) -> Result<(Operation, Vec<Emit>), EngineError>,
+        tell: impl Fn(&Operation, LegRef, Peer) -> Option<FabricCommand>,
+    ) -> Result<Operation, EngineError> {
         self.update(Some(app_id), id, move |s, now, _| {
             let c = s.call_mut(id).ok_or(EngineError::NotFound)?;
             c.may_operate(kind)?;
             let (op, emits) = start(c, Operation::new(new_guid(), kind, client_context), now)?;
+            let cancelled: Vec<String> = emits
+                .iter()
+                .filter_map(|e| match e {
+                    Emit::Operation(o) if o.kind.is_media() => Some(o.id.clone()),
+                    _ => None,
+                })
+                .collect();
             for e in emits {
                 s.emit(id, e);
             }
+            if !cancelled.is_empty() {
+                s.to_parties(|leg, peer| {
+                    Some(FabricCommand::StopMedia {
+                        leg,
+                        peer,
+                        op_ids: cancelled.clone(),
+                    })
+                });
+            }
+            s.to_parties(|leg, peer| tell(&op, leg, peer));
             Ok(op)
         })
         .await
         .map(|(_, op)| op)
     }
 
-    /// Queues prompts lasting `duration_ms`.
+    /// Queues `prompts` (their URIs) lasting `duration_ms` in all.
     pub async fn play_prompt(
         &self,
         app_id: &str,
         id: CallId,
         ctx: Option<String>,
-        duration_ms: u64,
+        (prompts, duration_ms): (Vec<String>, u64),
     ) -> Result<Operation, EngineError> {
-        self.operate(app_id, id, OpKind::PlayPrompt, ctx, |c, op, now| {
-            Ok((c.play_prompt(op, duration_ms, now), vec![]))
-        })
+        self.operate_and_tell(
+            app_id,
+            id,
+            OpKind::PlayPrompt,
+            ctx,
+            |c, op, now| Ok((c.play_prompt(op, duration_ms, now), vec![])),
+            |op, leg, peer| {
+                Some(FabricCommand::Play {
+                    leg,
+                    peer,
+                    op_id: op.id.clone(),
+                    prompts: prompts.clone(),
+                })
+            },
+        )
         .await
     }
 
-    /// Records the party's answer. `plan` is completed with the party's speech.
+    /// Records the party's answer after `prompts` (their URIs). `plan` is completed with the
+    /// party's speech.
     pub async fn record(
         &self,
         app_id: &str,
         id: CallId,
         ctx: Option<String>,
+        prompts: Vec<String>,
         plan: RecordPlan,
     ) -> Result<Operation, EngineError> {
-        self.operate(app_id, id, OpKind::RecordResponse, ctx, |c, op, now| {
-            let (op, cancelled) = c.record(op, plan, now);
-            Ok((op, cancelled.into_iter().map(Emit::operation).collect()))
-        })
+        let (max_ms, stop_tones) = (plan.max_record_ms, plan.stop_tones.clone());
+        self.operate_and_tell(
+            app_id,
+            id,
+            OpKind::RecordResponse,
+            ctx,
+            |c, op, now| {
+                let (op, cancelled) = c.record(op, plan, now);
+                Ok((op, cancelled.into_iter().map(Emit::operation).collect()))
+            },
+            |op, leg, peer| {
+                Some(FabricCommand::Record {
+                    leg,
+                    peer,
+                    op_id: op.id.clone(),
+                    prompts: prompts.clone(),
+                    max_ms,
+                    stop_tones: stop_tones.clone(),
+                })
+            },
+        )
         .await
     }
 

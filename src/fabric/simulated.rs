@@ -79,7 +79,7 @@ pub enum Speech {
 #[serde(rename_all = "camelCase")]
 pub struct Heard {
     pub at: Timestamp,
-    /// `dial`, `attach`, `cancel`, `hangUp` or `sendDtmf`.
+    /// `dial`, `attach`, `cancel`, `hangUp`, `sendDtmf`, `play`, `record` or `stopMedia`.
     pub command: &'static str,
     /// The conversation's id (the first bot call's id).
     pub call_id: String,
@@ -87,6 +87,12 @@ pub struct Heard {
     pub participant_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tones: Option<String>,
+    /// For `play`, `record` and `stopMedia`: the bot's operation ids.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub operation_ids: Vec<String>,
+    /// For `play` and `record`: the prompts' URIs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub prompts: Vec<String>,
     /// For `hangUp`: the end reason's code and subcode.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<(i32, i32)>,
@@ -182,35 +188,53 @@ impl Fabric for SimulatedFabric {
 
     fn execute(&self, commands: Vec<FabricCommand>) {
         let at = self.clock.now();
-        let mut heard = self.heard.lock().expect("heard lock");
+        let mut log = self.heard.lock().expect("heard lock");
         for c in commands {
-            let (command, tones, reason) = match &c {
-                FabricCommand::Dial { .. } => ("dial", None, None),
-                FabricCommand::Attach { .. } => ("attach", None, None),
-                FabricCommand::Cancel { .. } => ("cancel", None, None),
+            let mut heard = Heard {
+                at,
+                command: "",
+                call_id: c.leg().conversation.to_string(),
+                participant_id: c.leg().leg.to_string(),
+                tones: None,
+                operation_ids: vec![],
+                prompts: vec![],
+                reason: None,
+            };
+            heard.command = match &c {
+                FabricCommand::Dial { .. } => "dial",
+                FabricCommand::Attach { .. } => "attach",
+                FabricCommand::Cancel { .. } => "cancel",
                 FabricCommand::HangUp { reason, .. } => {
-                    ("hangUp", None, Some((reason.code, reason.subcode)))
+                    heard.reason = Some((reason.code, reason.subcode));
+                    "hangUp"
                 }
-                FabricCommand::SendDtmf { keys, .. } => ("sendDtmf", Some(keys.clone()), None),
+                FabricCommand::SendDtmf { keys, .. } => {
+                    heard.tones = Some(keys.clone());
+                    "sendDtmf"
+                }
+                FabricCommand::Play { op_id, prompts, .. } => {
+                    (heard.operation_ids, heard.prompts) = (vec![op_id.clone()], prompts.clone());
+                    "play"
+                }
+                FabricCommand::Record { op_id, prompts, .. } => {
+                    (heard.operation_ids, heard.prompts) = (vec![op_id.clone()], prompts.clone());
+                    "record"
+                }
+                FabricCommand::StopMedia { op_ids, .. } => {
+                    heard.operation_ids = op_ids.clone();
+                    "stopMedia"
+                }
             };
             let key = party_key(&c.peer().id);
             // Only configured parties keep a log: an unknown identity cannot fill memory.
             if !self.parties.contains_key(&key) {
                 continue;
             }
-            let leg = c.leg();
-            let q = heard.entry(key).or_default();
+            let q = log.entry(key).or_default();
             if q.len() == HEARD_PER_PARTY {
                 q.pop_front();
             }
-            q.push_back(Heard {
-                at,
-                command,
-                call_id: leg.conversation.to_string(),
-                participant_id: leg.leg.to_string(),
-                tones,
-                reason,
-            });
+            q.push_back(heard);
         }
     }
 

@@ -34,33 +34,41 @@ fn optional_callback(state: &AppState, body: &Value) -> Result<Option<String>, A
 
 /// How long one prompt plays: its WAV file's duration, or the configured default when the file
 /// cannot be fetched or read (with a warning). A prompt the server's policy refuses is `400`.
-async fn prompt_ms(state: &AppState, prompt: &Value, which: &str) -> Result<u64, ApiError> {
+async fn prompt_ms(
+    state: &AppState,
+    prompt: &Value,
+    which: &str,
+) -> Result<(String, u64), ApiError> {
     let uri = prompt["mediaInfo"]["uri"]
         .as_str()
         .filter(|s| !s.trim().is_empty())
         .ok_or_else(|| ApiError::bad_request("Each prompt needs a mediaInfo with a uri."))?;
-    match state.prompts.duration_ms(&state.http, uri).await {
-        Ok(ms) => Ok(ms),
-        Err(PromptError::Refused(why)) => Err(ApiError::bad_request(format!("{which}: {why}"))),
+    let ms = match state.prompts.duration_ms(&state.http, uri).await {
+        Ok(ms) => ms,
+        Err(PromptError::Refused(why)) => {
+            return Err(ApiError::bad_request(format!("{which}: {why}")));
+        }
         Err(PromptError::Unreadable(why)) => {
             let secs = state.settings.media.default_prompt_secs.max(0.0);
             tracing::warn!(
                 "prompt {}: {why}; it plays the default {secs} s",
                 crate::media::prompts::redact(uri)
             );
-            Ok((secs * 1000.0) as u64)
+            (secs * 1000.0) as u64
         }
-    }
+    };
+    Ok((uri.to_string(), ms))
 }
 
+/// The prompts of a media action: their URIs, and how long they play in all.
 async fn prompts_ms(
     state: &AppState,
     body: &Value,
     max: usize,
     required: bool,
-) -> Result<u64, ApiError> {
+) -> Result<(Vec<String>, u64), ApiError> {
     let list = match &body["prompts"] {
-        Value::Null if !required => return Ok(0),
+        Value::Null if !required => return Ok((vec![], 0)),
         Value::Array(a) => a,
         _ => {
             return Err(ApiError::bad_request(
@@ -79,15 +87,18 @@ async fn prompts_ms(
         )));
     }
     let mut total = 0;
+    let mut uris = Vec::with_capacity(list.len());
     for (i, p) in list.iter().enumerate() {
         let which = if list.len() == 1 {
             "The prompt".to_string()
         } else {
             format!("Prompt {} of {}", i + 1, list.len())
         };
-        total += prompt_ms(state, p, &which).await?;
+        let (uri, ms) = prompt_ms(state, p, &which).await?;
+        uris.push(uri);
+        total += ms;
     }
-    Ok(total)
+    Ok((uris, total))
 }
 
 fn targets(body: &Value, name: &str) -> Result<Vec<Peer>, ApiError> {
@@ -175,12 +186,12 @@ pub async fn run(
         }
         Action::PlayPrompt => {
             let ctx = client_context(&body)?;
-            let ms = prompts_ms(state, &body, 20, true).await?;
-            op(e.play_prompt(me, cid, ctx, ms).await?)
+            let prompts = prompts_ms(state, &body, 20, true).await?;
+            op(e.play_prompt(me, cid, ctx, prompts).await?)
         }
         Action::RecordResponse => {
             let ctx = client_context(&body)?;
-            let prompt_ms = prompts_ms(state, &body, 1, false).await?;
+            let (prompts, prompt_ms) = prompts_ms(state, &body, 1, false).await?;
             let stop_tones = match &body["stopTones"] {
                 Value::Null => vec![],
                 Value::Array(a) => a
@@ -212,7 +223,7 @@ pub async fn run(
                 source_wav,
                 access_token: recordings::access_token(),
             };
-            op(e.record(me, cid, ctx, plan).await?)
+            op(e.record(me, cid, ctx, prompts, plan).await?)
         }
         Action::CancelMediaProcessing => {
             op(e.cancel_media(me, cid, client_context(&body)?).await?)

@@ -217,3 +217,70 @@ async fn a_simulated_party_hears_the_commands_of_its_calls_and_none_after_hangin
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_party_hears_the_prompts_played_and_the_recording_started_and_stopped() {
+    let app = spawn_app(Backend::Memory).await;
+    let token = app.token().await;
+    let id = app.answered(&token, BOB).await;
+    let menu = app.receiver.serve("menu.wav", wav_bytes(2.0));
+    let beep = app.receiver.serve("beep.wav", wav_bytes(0.5));
+    let act = |action: &'static str, body: serde_json::Value| {
+        let (app, token, id) = (&app, &token, &id);
+        async move {
+            let r = app
+                .send(
+                    "POST",
+                    &format!("{CALLS}/{id}/{action}"),
+                    Some(token),
+                    Some(body),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{action}: {}", r.text);
+            r.body["id"].as_str().unwrap().to_string()
+        }
+    };
+    let media = |uri: &str| crate::incoming::prompts(&[uri]);
+    let play = act("playPrompt", serde_json::json!({"prompts": media(&menu)})).await;
+    let record = act(
+        "recordResponse",
+        serde_json::json!({"prompts": media(&beep), "stopTones": ["#"], "maxRecordDurationInSeconds": 10}),
+    )
+    .await;
+    let cancel = act("cancelMediaProcessing", serde_json::json!({})).await;
+    assert!(!cancel.is_empty());
+    let p = app.party(BOB).await;
+    let heard: Vec<_> = p["heard"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["command"].as_str().unwrap().to_string(),
+                h["operationIds"].clone(),
+                h["prompts"].clone(),
+            )
+        })
+        .collect();
+    let s = |v: &str| v.to_string();
+    let none = serde_json::Value::Null;
+    assert_eq!(
+        heard,
+        vec![
+            (s("attach"), none.clone(), none.clone()),
+            (
+                s("play"),
+                serde_json::json!([play]),
+                serde_json::json!([menu])
+            ),
+            (
+                s("record"),
+                serde_json::json!([record]),
+                serde_json::json!([beep])
+            ),
+            (s("stopMedia"), serde_json::json!([play, record]), none),
+        ],
+        "{p}"
+    );
+    app.stop().await;
+}

@@ -1079,17 +1079,26 @@ impl Scene {
 
     /// DTMF keys a bot starts sending, `gap_ms` apart, go to every connected party.
     pub fn send_dtmf(&mut self, keys: &str, gap_ms: u64) {
+        self.to_parties(|leg, peer| {
+            Some(FabricCommand::SendDtmf {
+                leg,
+                peer,
+                keys: keys.to_string(),
+                gap_ms,
+            })
+        });
+    }
+
+    /// A command for each connected party (`None`: none for it): what the bots' media does
+    /// reaches all of them.
+    pub fn to_parties(&mut self, command: impl Fn(LegRef, Peer) -> Option<FabricCommand>) {
         for l in &self.conversation.legs {
             if let (LegState::Connected, Some(peer)) = (l.state, l.party()) {
-                self.commands.push(FabricCommand::SendDtmf {
-                    leg: LegRef {
-                        conversation: self.conversation.id,
-                        leg: l.id,
-                    },
-                    peer: peer.clone(),
-                    keys: keys.to_string(),
-                    gap_ms,
-                });
+                let leg = LegRef {
+                    conversation: self.conversation.id,
+                    leg: l.id,
+                };
+                self.commands.extend(command(leg, peer.clone()));
             }
         }
     }
@@ -1466,6 +1475,9 @@ mod tests {
                     FabricCommand::Cancel { .. } => "cancel",
                     FabricCommand::HangUp { .. } => "hangUp",
                     FabricCommand::SendDtmf { .. } => "sendDtmf",
+                    FabricCommand::Play { .. } => "play",
+                    FabricCommand::Record { .. } => "record",
+                    FabricCommand::StopMedia { .. } => "stopMedia",
                 };
                 (kind, c.peer().id.clone())
             })

@@ -3,7 +3,7 @@
 //! A fabric (the simulated parties, later a SIP trunk) reports what happens on a party's side of a
 //! call as [`FabricEvent`]s: the party answered, could not be reached, hung up, pressed keys, or
 //! called an app. The domain's changes tell the fabric what to do as [`FabricCommand`]s: ring a
-//! party, stop ringing, hang up, send DTMF. The engine applies events and runs commands only once
+//! party, stop ringing, hang up, send DTMF, play prompts, record, stop media. The engine applies events and runs commands only once
 //! the change that decided them is durable, in commit order.
 
 use uuid::Uuid;
@@ -84,6 +84,30 @@ pub enum FabricCommand {
         keys: String,
         gap_ms: u64,
     },
+    /// Play these prompts (their URIs, in order) to the party, after what is playing already;
+    /// the operation `op_id` is the bot's `playPrompt`.
+    Play {
+        leg: LegRef,
+        peer: Peer,
+        op_id: String,
+        prompts: Vec<String>,
+    },
+    /// Play these prompts, then record what the party says, for at most `max_ms`, stopping at
+    /// any of `stop_tones`; the operation `op_id` is the bot's `recordResponse`.
+    Record {
+        leg: LegRef,
+        peer: Peer,
+        op_id: String,
+        prompts: Vec<String>,
+        max_ms: u64,
+        stop_tones: Vec<String>,
+    },
+    /// Stop these media operations (prompts and recordings) at once: they were cancelled.
+    StopMedia {
+        leg: LegRef,
+        peer: Peer,
+        op_ids: Vec<String>,
+    },
 }
 
 impl FabricCommand {
@@ -94,7 +118,10 @@ impl FabricCommand {
             | FabricCommand::Attach { peer, .. }
             | FabricCommand::Cancel { peer, .. }
             | FabricCommand::HangUp { peer, .. }
-            | FabricCommand::SendDtmf { peer, .. } => peer,
+            | FabricCommand::SendDtmf { peer, .. }
+            | FabricCommand::Play { peer, .. }
+            | FabricCommand::Record { peer, .. }
+            | FabricCommand::StopMedia { peer, .. } => peer,
         }
     }
 
@@ -105,7 +132,10 @@ impl FabricCommand {
             | FabricCommand::Attach { leg, .. }
             | FabricCommand::Cancel { leg, .. }
             | FabricCommand::HangUp { leg, .. }
-            | FabricCommand::SendDtmf { leg, .. } => *leg,
+            | FabricCommand::SendDtmf { leg, .. }
+            | FabricCommand::Play { leg, .. }
+            | FabricCommand::Record { leg, .. }
+            | FabricCommand::StopMedia { leg, .. } => *leg,
         }
     }
 }
