@@ -16,7 +16,6 @@
 pub mod queue;
 mod retry;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,7 +29,6 @@ pub use retry::{backoff, outcome};
 pub use crate::auth::signer::Signer;
 use crate::clock::Clock;
 use crate::config::DeliverySettings;
-use crate::domain::CallId;
 use crate::graph::notification::envelope;
 use crate::store::outbox::{Claim, Outbox};
 use crate::store::{AttemptOutcome, DeliveryStatus, OutboxItem};
@@ -75,26 +73,6 @@ impl Delivery {
     pub fn enqueue(&self, items: Vec<OutboxItem>) {
         self.outbox.committed(items);
         self.wake.notify_one();
-    }
-
-    /// Queues the pending notifications among `items` that a commit reported failed (`uncertain`,
-    /// as `(call, seq)`) had written after all: delivery was never told of them. After a reload.
-    pub fn enqueue_missing(&self, items: Vec<OutboxItem>, uncertain: &[(CallId, i64)]) {
-        if uncertain.is_empty() {
-            return;
-        }
-        let uncertain: HashSet<(CallId, i64)> = uncertain.iter().copied().collect();
-        let missing: Vec<OutboxItem> = items
-            .into_iter()
-            .filter(|i| uncertain.contains(&(i.call_id, i.seq)))
-            .collect();
-        if !missing.is_empty() {
-            tracing::warn!(
-                "{} committed notifications had not been queued; queued now",
-                missing.len()
-            );
-            self.enqueue(missing);
-        }
     }
 
     /// Claims what is due now, up to `room` POSTs; also when the next head falls due.
@@ -274,6 +252,7 @@ fn describe(e: &reqwest::Error) -> String {
 pub(crate) mod testing {
     use super::*;
     use crate::clock::Timestamp;
+    use crate::domain::CallId;
     use crate::graph::notification::Notification;
 
     pub fn policy() -> DeliverySettings {
@@ -314,6 +293,8 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
+
+    use crate::domain::CallId;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::testing::{item, policy};

@@ -82,7 +82,20 @@ impl Engine {
                 },
             };
             let what = format!("{event:?}");
-            let staged = self.apply(event).await;
+            // A fabric's event waits while the store cannot take changes (in order: the events
+            // behind it wait too); the control API's caller is told to retry instead.
+            let staged = loop {
+                match self.apply(event.clone()).await {
+                    Err(EngineError::Unavailable(_)) if reply.is_none() => {
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = self.health.wait_writable() => {}
+                        }
+                    }
+                    other => break other,
+                }
+            };
+            let again = self.events.clone();
             tokio::spawn(async move {
                 let result = match staged {
                     Ok((outcome, Some(pending))) => committer::wait(pending)
@@ -99,6 +112,12 @@ impl Engine {
                     None => match result {
                         Ok(Outcome::Stale) => tracing::debug!("fabric event ignored: {what}"),
                         Ok(_) => {}
+                        // Its commit was refused (the store failed under it): it is applied
+                        // again once memory is reloaded, behind the events that came since.
+                        Err(EngineError::Store(e)) => {
+                            tracing::warn!("fabric event {what} is applied again: {e}");
+                            let _ = again.send(Inbound { event, reply: None });
+                        }
                         Err(e) => tracing::warn!("fabric event {what} failed: {e}"),
                     },
                 }
@@ -221,7 +240,7 @@ impl Engine {
             .map(|c| (c.created_at, c.id))
             .collect();
         found.sort();
-        let ticket = self.committer.last_open_ticket();
+        let ticket = self.open_ticket()?;
         drop(st);
         self.settled(found.into_iter().map(|(_, id)| id).collect(), ticket)
             .await

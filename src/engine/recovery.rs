@@ -1,11 +1,13 @@
 //! The engine and its store over time: reload memory after a failed commit, probe and resume,
 //! and the retention rounds.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
 use super::{Engine, State};
+use crate::domain::CallId;
 use crate::store::Snapshot;
 
 /// Sleeps for `backoff` (then doubles it, up to 5 s); `true` if stopped meanwhile.
@@ -106,9 +108,34 @@ impl Engine {
             .recording_order
             .retain(|id| fresh.recordings.contains_key(id));
         *st = fresh;
-        let uncertain = self.committer.take_uncertain();
-        self.delivery
-            .enqueue_missing(snapshot.pending.clone(), &uncertain);
+        self.after_uncertain(snapshot);
+    }
+
+    /// Runs the after-commit steps of commits reported failed that the store holds after all
+    /// (one of their notifications is there): their notifications go to delivery, their fabric
+    /// commands to the fabric. A commit with no notification cannot be told apart, and its
+    /// steps are dropped (logged).
+    fn after_uncertain(&self, snapshot: &Snapshot) {
+        let pending: HashSet<(CallId, i64)> = snapshot
+            .pending
+            .iter()
+            .map(|i| (i.call_id, i.seq))
+            .collect();
+        for u in self.committer.take_uncertain() {
+            if u.notified.iter().any(|k| pending.contains(k)) {
+                tracing::warn!(
+                    "a commit reported failed had happened: its {} notifications and fabric commands go out now",
+                    u.notified.len()
+                );
+                for after in u.after {
+                    after();
+                }
+            } else if u.notified.is_empty() && !u.after.is_empty() {
+                tracing::warn!(
+                    "a commit reported failed had no notification to tell whether it happened; its fabric commands were not carried out"
+                );
+            }
+        }
     }
 
     /// Applies the retention policy every `[retention] interval_ms` until `stop`.

@@ -51,7 +51,7 @@ impl Engine {
         let (out, ticket) = match st.calls.get(&id).filter(|c| *c.app_id == *app_id) {
             Some(c) => (Some(read(c)), st.ticket_of(c.conversation)),
             // Not found may be a change not yet durable (a hang-up): wait for everything staged.
-            None => (None, self.committer.last_open_ticket()),
+            None => (None, self.open_ticket()?),
         };
         drop(st);
         self.settled(out, ticket)
@@ -78,12 +78,26 @@ impl Engine {
             });
         let (out, ticket) = match found {
             Some((out, ticket)) => (Some(out), ticket),
-            None => (None, self.committer.last_open_ticket()),
+            None => (None, self.open_ticket()?),
         };
         drop(st);
         self.settled(out, ticket)
             .await?
             .ok_or(EngineError::NotFound)
+    }
+
+    /// What a reader holding the engine lock waits for when it cannot tell which change it
+    /// depends on: the last change staged, unless settled (see
+    /// [`Committer::last_open_ticket`]). If a commit failed since the reader checked the store
+    /// (memory may now be ahead of it, not yet reloaded), the reader is refused instead.
+    ///
+    /// [`Committer::last_open_ticket`]: crate::store::committer::Committer::last_open_ticket
+    pub(super) fn open_ticket(&self) -> Result<u64, EngineError> {
+        let ticket = self.committer.last_open_ticket();
+        if !self.health.readable() {
+            return Err(self.unavailable());
+        }
+        Ok(ticket)
     }
 
     /// Answers `out`, read from memory, once the change it may show (`ticket`, 0: none) is
@@ -140,7 +154,7 @@ impl Engine {
         }
         live.sort_by_key(|(t, _)| *t);
         out.extend(live.into_iter().map(|(_, l)| l));
-        let ticket = self.committer.last_open_ticket();
+        let ticket = self.open_ticket()?;
         drop(st);
         self.settled(out, ticket).await
     }
@@ -175,7 +189,7 @@ impl Engine {
             active: c.is_active(),
             participants,
         };
-        let ticket = self.committer.last_open_ticket();
+        let ticket = self.open_ticket()?;
         drop(st);
         self.settled(Some(view), ticket).await
     }

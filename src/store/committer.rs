@@ -53,13 +53,18 @@ pub struct Committer {
     /// The last ticket given; held while a change is queued, so tickets follow the queue.
     tickets: Arc<Mutex<u64>>,
     settled: watch::Receiver<Settled>,
-    /// The notifications of commits that failed, as `(call, seq)`: a commit reported failed
-    /// may have happened all the same, and then they are in the store without delivery
-    /// having been told.
-    uncertain: Uncertain,
+    /// Commits reported failed: they may have happened all the same.
+    uncertain: Arc<Mutex<Vec<Uncertain>>>,
 }
 
-type Uncertain = Arc<Mutex<Vec<(CallId, i64)>>>;
+/// A commit reported failed, which may have happened all the same: then its notifications are
+/// in the store and its after-commit steps (handing them to delivery, fabric commands) are due.
+pub struct Uncertain {
+    /// Its notifications, as `(call, seq)`: finding one in the store tells that it happened.
+    pub notified: Vec<(CallId, i64)>,
+    /// Its after-commit steps, in order, not run.
+    pub after: Vec<AfterCommit>,
+}
 
 /// A submitted change: its ticket, and the answer once it is durable (or failed).
 pub struct Pending {
@@ -118,7 +123,7 @@ impl Committer {
     pub fn start(store: Arc<dyn Store>, health: Arc<Health>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let (settle, settled) = watch::channel(Settled::default());
-        let uncertain = Uncertain::default();
+        let uncertain: Arc<Mutex<Vec<Uncertain>>> = Arc::default();
         tokio::spawn(run(store, health.clone(), rx, settle, uncertain.clone()));
         Committer {
             tx,
@@ -162,9 +167,9 @@ impl Committer {
 
     /// The last ticket given if it is not settled yet, else 0 (nothing to wait for): what a
     /// reader waits for when it cannot tell which change it depends on. A settled ticket needs no
-    /// wait: committed, memory shows it; refused, the reader holding the engine lock with the
-    /// store readable sees memory reloaded since (the store fails before a refusal settles, and
-    /// is readable again only once memory is reloaded).
+    /// wait: committed, memory shows it; refused, memory was reloaded since, provided the store
+    /// reads as healthy *after* this is called (the store is marked failed before a refusal
+    /// settles, and readable again only once memory is reloaded under the engine lock).
     pub fn last_open_ticket(&self) -> u64 {
         let last = self.last_ticket();
         if last <= self.settled_through() {
@@ -212,9 +217,9 @@ impl Committer {
         });
     }
 
-    /// Takes the notifications of the commits that failed since the last call (see
-    /// [`Committer::uncertain`]'s field): those the store holds after all must be delivered.
-    pub fn take_uncertain(&self) -> Vec<(CallId, i64)> {
+    /// Takes the commits reported failed since the last call: the engine, having reloaded
+    /// memory from the store, runs the after-commit steps of those that happened.
+    pub fn take_uncertain(&self) -> Vec<Uncertain> {
         std::mem::take(
             &mut *self
                 .uncertain
@@ -269,7 +274,7 @@ struct Task {
     failed: Option<String>,
     /// Delivery attempts recorded while refusing, to commit on resume.
     held: Vec<crate::store::AttemptOutcome>,
-    uncertain: Uncertain,
+    uncertain: Arc<Mutex<Vec<Uncertain>>>,
 }
 
 async fn run(
@@ -277,7 +282,7 @@ async fn run(
     health: Arc<Health>,
     mut rx: mpsc::UnboundedReceiver<Job>,
     settled: watch::Sender<Settled>,
-    uncertain: Uncertain,
+    uncertain: Arc<Mutex<Vec<Uncertain>>>,
 ) {
     let mut task = Task {
         store,
@@ -378,10 +383,11 @@ impl Task {
                 if let Err(e) = &result {
                     self.fail(e);
                     self.hold(attempts);
+                    let after = std::mem::take(&mut hooks);
                     self.uncertain
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
-                        .extend(notified);
+                        .push(Uncertain { notified, after });
                 }
                 result
             }

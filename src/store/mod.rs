@@ -814,7 +814,7 @@ mod contract_tests {
     }
 
     #[tokio::test]
-    async fn a_store_numbered_globally_goes_on_per_call_from_each_calls_highest() {
+    async fn a_store_numbered_globally_goes_on_per_call_above_every_number_given() {
         let dir = std::env::temp_dir().join(format!("sb-seq-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("sb.db");
@@ -846,12 +846,16 @@ mod contract_tests {
                 rusqlite::params![a.to_string(), body],
             )
             .unwrap();
-            conn.execute("INSERT INTO meta (key, value) VALUES ('seq_floor', 4)", [])
+            // Retention had removed rows up to 9: numbers up to 9 were given.
+            conn.execute("INSERT INTO meta (key, value) VALUES ('seq_floor', 10)", [])
                 .unwrap();
         }
         let store = sqlite::SqliteStore::open(&path, StoreSettings::default()).unwrap();
         let snap = store.load().await.unwrap();
-        assert_eq!(snap.calls[0].last_seq, 3, "a goes on after its highest");
+        assert_eq!(
+            snap.calls[0].last_seq, 9,
+            "a goes on above every number ever given, though its rows were pruned"
+        );
         let pending: Vec<_> = snap.pending.iter().map(|i| (i.call_id, i.seq)).collect();
         assert_eq!(pending, vec![(a, 3)]);
         let log = store.deliveries(a).await.unwrap().records;
@@ -873,7 +877,7 @@ mod contract_tests {
         let c = CallId::new();
         store
             .commit(Change {
-                enqueue: vec![item(1, c), item(2, c), item(4, a)],
+                enqueue: vec![item(1, c), item(2, c), item(10, a)],
                 ..Change::default()
             })
             .await
@@ -881,7 +885,7 @@ mod contract_tests {
         let seqs = |log: DeliveryLog| log.records.iter().map(|r| r.item.seq).collect::<Vec<_>>();
         assert_eq!(seqs(store.deliveries(b).await.unwrap()), vec![2]);
         assert_eq!(seqs(store.deliveries(c).await.unwrap()), vec![1, 2]);
-        assert_eq!(seqs(store.deliveries(a).await.unwrap()), vec![1, 3, 4]);
+        assert_eq!(seqs(store.deliveries(a).await.unwrap()), vec![1, 3, 10]);
         store.close().await;
         std::fs::remove_dir_all(&dir).ok();
     }

@@ -13,8 +13,19 @@ use crate::helpers::*;
 const CALLS: &str = "/v1.0/communications/calls";
 
 /// A trunk that knows nothing in advance: it rings, and the test says what happened.
-struct Trunk {
+pub(crate) struct Trunk {
     commands: Mutex<mpsc::UnboundedSender<FabricCommand>>,
+}
+
+impl Trunk {
+    /// A trunk, and the commands it is given.
+    pub(crate) fn new() -> (Arc<Trunk>, mpsc::UnboundedReceiver<FabricCommand>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let trunk = Trunk {
+            commands: Mutex::new(tx),
+        };
+        (Arc::new(trunk), rx)
+    }
 }
 
 impl Fabric for Trunk {
@@ -32,7 +43,7 @@ impl Fabric for Trunk {
     }
 }
 
-async fn next(rx: &mut mpsc::UnboundedReceiver<FabricCommand>) -> FabricCommand {
+pub(crate) async fn next(rx: &mut mpsc::UnboundedReceiver<FabricCommand>) -> FabricCommand {
     tokio::time::timeout(Duration::from_secs(5), rx.recv())
         .await
         .expect("a command within 5 s")
@@ -41,11 +52,8 @@ async fn next(rx: &mut mpsc::UnboundedReceiver<FabricCommand>) -> FabricCommand 
 
 #[tokio::test]
 async fn a_trunk_reports_answers_and_failures_as_events_and_hears_hang_ups_after_commit() {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let app = spawn_app_with_fabric(Arc::new(Trunk {
-        commands: Mutex::new(tx),
-    }))
-    .await;
+    let (trunk, mut rx) = Trunk::new();
+    let app = spawn_app_with_fabric(trunk, None).await;
     let sink = app.state.engine.event_sink();
     let token = app.token().await;
 

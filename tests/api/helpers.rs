@@ -431,9 +431,18 @@ pub async fn spawn_app_over(store: Arc<dyn switchboard::store::Store>) -> TestAp
 }
 
 /// The test app with `fabric` behind its calls (a test's own trunk) instead of the simulated
-/// parties.
-pub async fn spawn_app_with_fabric(fabric: Arc<dyn switchboard::fabric::Fabric>) -> TestApp {
-    let opened = switchboard::store::open("memory", Default::default()).unwrap();
+/// parties, on `store` (or a memory store).
+pub async fn spawn_app_with_fabric(
+    fabric: Arc<dyn switchboard::fabric::Fabric>,
+    store: Option<Arc<dyn switchboard::store::Store>>,
+) -> TestApp {
+    let opened = match store {
+        Some(store) => switchboard::store::Opened {
+            store,
+            data_dir: None,
+        },
+        None => switchboard::store::open("memory", Default::default()).unwrap(),
+    };
     let settings = test_settings("", |_| {});
     start_app(
         Backend::Memory,

@@ -391,7 +391,8 @@ async fn a_read_during_a_commit_answers_once_it_is_durable() {
 }
 
 /// A commit reported failed that did happen: once memory is reloaded from the store, the
-/// notifications it wrote are delivered, though delivery was never told of them.
+/// notifications it wrote are delivered and its fabric commands carried out, though neither
+/// was done after the commit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_a_failed_commit_wrote_after_all_are_delivered_after_the_reload() {
     let store = Arc::new(Held::default());
@@ -412,10 +413,52 @@ async fn notifications_a_failed_commit_wrote_after_all_are_delivered_after_the_r
         has(&states, "deleted", "terminated"),
         "the hang-up the store holds is notified: {states:?}"
     );
+    let heard = app.party(ALICE).await["heard"].clone();
+    let commands: Vec<_> = heard
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["command"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(commands, ["dial", "hangUp"], "its fabric commands ran too");
     let path = format!("{CALLS}/{id}");
     let gone = eventually(15, || async {
         app.send("GET", &path, Some(&token), None).await.status == 404
     })
     .await;
     assert!(gone, "memory agrees with the store once it writes again");
+}
+
+/// A trunk's event that comes while the store cannot write is not lost: it is applied once the
+/// store writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trunks_hang_up_during_a_store_failure_is_applied_once_it_writes_again() {
+    use switchboard::fabric::{FabricCommand, FabricEvent};
+    let store = Arc::new(Held::default());
+    let (trunk, mut commands) = crate::fabric::Trunk::new();
+    let app = spawn_app_with_fabric(trunk, Some(store.clone())).await;
+    let sink = app.state.engine.event_sink();
+    let token = app.token().await;
+    let id = app.create(&token, ALICE).await;
+    let FabricCommand::Dial { leg, .. } = crate::fabric::next(&mut commands).await else {
+        panic!("ringing first");
+    };
+    sink(FabricEvent::Answered(leg));
+    app.receiver
+        .wait_for(&id, |s| has(s, "updated", "established"))
+        .await;
+    store.broken.store(true, Ordering::SeqCst);
+    sink(FabricEvent::HungUp(leg));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !has(&app.receiver.states(&id), "deleted", "terminated"),
+        "nothing can be stored yet"
+    );
+    store.broken.store(false, Ordering::SeqCst);
+    let states = app
+        .receiver
+        .wait_for(&id, |s| has(s, "deleted", "terminated"))
+        .await;
+    assert!(has(&states, "deleted", "terminated"), "{states:?}");
+    assert_eq!(app.receiver.end_reason(&id), Some((200, 4521)));
 }

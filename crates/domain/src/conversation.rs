@@ -825,8 +825,9 @@ pub struct Scene {
     pub gone: Vec<Leg>,
     /// Calls of other conversations to end (an invitee with `replacesCallId` joined).
     pub replaced: Vec<CallId>,
-    /// Party legs whose end the fabric decided (it reported it, or the simulated party's plan
-    /// said so): nothing is sent back to them.
+    /// Party legs whose end the fabric decided (it reported a failure or a hang-up, or the
+    /// simulated party's plan said so): nothing is sent back to them. An answer is not an end:
+    /// a leg that answers and is ended in the same change is told to hang up.
     pub heard: Vec<Uuid>,
     /// What the fabric must do besides what the legs' changes say (DTMF to send).
     pub commands: Vec<FabricCommand>,
@@ -956,7 +957,8 @@ impl Scene {
             }
             if let Some((i, outcome)) = self.conversation.take_due(now) {
                 fired += 1;
-                if outcome != RingOutcome::TimedOut {
+                if let RingOutcome::Failed(_) = outcome {
+                    // The party's own decline: nothing to tell it back.
                     self.heard.push(self.conversation.legs[i].id);
                 }
                 self.change_leg(
@@ -989,7 +991,6 @@ impl Scene {
         let Some(i) = self.ringing(leg) else {
             return false;
         };
-        self.heard.push(leg);
         self.change_leg(|c| c.connect(i), now, rules);
         true
     }

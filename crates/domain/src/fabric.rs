@@ -69,7 +69,9 @@ pub enum FabricCommand {
     Dial { leg: LegRef, peer: Peer },
     /// A caller's leg was taken into a conversation (its call was admitted).
     Attach { leg: LegRef, peer: Peer },
-    /// Stop ringing this leg (another target answered, ringing timed out, the bot gave up).
+    /// Stop ringing this leg (another target answered, ringing timed out, the bot gave up). If
+    /// the party answers all the same (an answer crossing the cancel), the fabric ends that leg
+    /// itself, as a SIP user agent must; the engine ignores the late answer.
     Cancel { leg: LegRef, peer: Peer },
     /// End this connected leg: the bot hung up, removed the party, or the call ended around it.
     HangUp {

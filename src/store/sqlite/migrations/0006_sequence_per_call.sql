@@ -1,7 +1,7 @@
 -- Each call numbers its own notifications: a notification is (call_id, seq). `n` keeps the order
 -- rows were committed in, which the retention policy reads oldest first. Rows written before
--- keep their numbers (unique and rising per call already), and each live call goes on from its
--- highest; attempts name their notification by both.
+-- keep their numbers (unique and rising per call already), and each live call goes on above the
+-- highest number ever given; attempts name their notification by both.
 CREATE TABLE notifications_by_call_seq (
     n INTEGER PRIMARY KEY,
     seq INTEGER NOT NULL,
@@ -31,9 +31,11 @@ UPDATE attempts
 SET call_id = COALESCE((SELECT call_id FROM notifications WHERE notifications.n = attempts.seq), '');
 DROP INDEX attempts_by_seq;
 CREATE INDEX attempts_by_notification ON attempts (call_id, seq);
+-- Every number handed out so far was global, so every live call goes on above the highest ever
+-- given (kept in `seq_floor` once retention removed the rows that held it).
 UPDATE calls
-SET body = json_set(body, '$.lastSeq',
-    (SELECT MAX(seq) FROM notifications WHERE notifications.call_id = calls.id))
-WHERE EXISTS (SELECT 1 FROM notifications WHERE notifications.call_id = calls.id);
+SET body = json_set(body, '$.lastSeq', (
+    SELECT MAX(COALESCE((SELECT MAX(seq) FROM notifications), 0),
+               COALESCE((SELECT value - 1 FROM meta WHERE key = 'seq_floor'), 0))));
 -- This row kept one global sequence from going back; each call keeps its own now.
 DELETE FROM meta WHERE key = 'seq_floor';
