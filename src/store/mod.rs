@@ -568,6 +568,33 @@ mod contract_tests {
         let again = sqlite::SqliteStore::open(&path, full).unwrap();
         let snap = again.load().await.unwrap();
         assert_eq!(snap.pending.len(), 2);
+        // An attempt at a notification committed before the reopening finds its row.
+        let now = chrono::Utc::now();
+        let a = snap.pending[1].call_id;
+        let delivered = AttemptOutcome {
+            attempt: Attempt {
+                call_id: a,
+                seq: 2,
+                at: now,
+                status: Some(202),
+                error: None,
+                latency_ms: 4,
+            },
+            status: DeliveryStatus::Delivered,
+            attempts: 1,
+            next_attempt_at: now,
+        };
+        again
+            .commit(Change {
+                attempts: vec![delivered],
+                ..Change::default()
+            })
+            .await
+            .unwrap();
+        let log = again.deliveries(a).await.unwrap().records;
+        assert_eq!(log[1].item.status, DeliveryStatus::Delivered);
+        assert_eq!(log[1].attempts[0].latency_ms, 4);
+        assert_eq!(again.load().await.unwrap().pending.len(), 1);
         std::fs::remove_dir_all(&dir).ok();
     }
 

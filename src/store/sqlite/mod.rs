@@ -10,8 +10,9 @@
 //! then pauses commits for the last few frames (well under a millisecond) and starts the WAL over,
 //! so it stays bounded under any steady load. At a clean stop it is emptied.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -39,6 +40,10 @@ pub const MIGRATIONS: &[&str] = &[
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// The row (`n`) of each pending notification, by `(call, seq)`: a delivery attempt updates
+    /// its row by row id, as cheap as when the sequence number was the row id. Filled at load
+    /// and by commits; a row leaves it once delivered or dead.
+    rows: Arc<Mutex<HashMap<(CallId, i64), i64>>>,
     /// Tells the checkpointer thread to stop.
     stop: Arc<std::sync::atomic::AtomicBool>,
     checkpointer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -289,6 +294,7 @@ impl SqliteStore {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let checkpointer = spawn_checkpointer(path, conn.clone(), limit, stop.clone())?;
         Ok(SqliteStore {
+            rows: Arc::default(),
             conn,
             stop,
             checkpointer: Mutex::new(Some(checkpointer)),
@@ -339,7 +345,7 @@ fn tombstone(tx: &Connection, call: &str, removed: u64, at: i64) -> Result<(), S
 fn remove_done(tx: &Connection, call: &str, limit: usize) -> Result<(u64, u64), StoreError> {
     let attempts = tx
         .prepare_cached(
-            "DELETE FROM attempts WHERE call_id = ?1 AND seq IN (SELECT seq FROM notifications \
+            "DELETE FROM attempts WHERE n IN (SELECT n FROM notifications \
              WHERE call_id = ?1 AND status != 0 ORDER BY seq LIMIT ?2)",
         )
         .and_then(|mut st| st.execute(params![call, limit as i64]))
@@ -368,24 +374,30 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn read_item(r: &rusqlite::Row<'_>) -> rusqlite::Result<(OutboxItem, String)> {
+/// A notification row read with `SELECT {ITEM_COLUMNS}, n`: the item (its call id still
+/// text), and its row id.
+fn read_item(r: &rusqlite::Row<'_>) -> rusqlite::Result<((OutboxItem, String), i64)> {
     let call_id: String = r.get(1)?;
+    let n: i64 = r.get(12)?;
     Ok((
-        OutboxItem {
-            seq: r.get(0)?,
-            call_id: CallId::default(),
-            app_id: r.get(2)?,
-            tenant_id: r.get(3)?,
-            callback_uri: r.get(4)?,
-            change_type: r.get(5)?,
-            resource_url: r.get(6)?,
-            body: r.get(7)?,
-            created_at: from_millis(r.get(8)?),
-            status: DeliveryStatus::from_i64(r.get(9)?),
-            attempts: r.get(10)?,
-            next_attempt_at: from_millis(r.get(11)?),
-        },
-        call_id,
+        (
+            OutboxItem {
+                seq: r.get(0)?,
+                call_id: CallId::default(),
+                app_id: r.get(2)?,
+                tenant_id: r.get(3)?,
+                callback_uri: r.get(4)?,
+                change_type: r.get(5)?,
+                resource_url: r.get(6)?,
+                body: r.get(7)?,
+                created_at: from_millis(r.get(8)?),
+                status: DeliveryStatus::from_i64(r.get(9)?),
+                attempts: r.get(10)?,
+                next_attempt_at: from_millis(r.get(11)?),
+            },
+            call_id,
+        ),
+        n,
     ))
 }
 
@@ -401,7 +413,8 @@ const ITEM_COLUMNS: &str = "seq, call_id, app_id, tenant_id, callback_uri, chang
 #[async_trait]
 impl Store for SqliteStore {
     async fn load(&self) -> Result<Snapshot, StoreError> {
-        self.with_conn(|conn| {
+        let row_ids = self.rows.clone();
+        self.with_conn(move |conn| {
             let mut calls = vec![];
             let mut stmt = conn.prepare("SELECT body FROM calls").map_err(backend)?;
             let rows = stmt
@@ -437,12 +450,17 @@ impl Store for SqliteStore {
             let mut pending = vec![];
             let mut stmt = conn
                 .prepare(&format!(
-                    "SELECT {ITEM_COLUMNS} FROM notifications WHERE status = 0 ORDER BY n"
+                    "SELECT {ITEM_COLUMNS}, n FROM notifications WHERE status = 0 ORDER BY n"
                 ))
                 .map_err(backend)?;
+            let mut ids = HashMap::new();
             for row in stmt.query_map([], read_item).map_err(backend)? {
-                pending.push(with_call_id(row.map_err(backend)?)?);
+                let (item, n) = row.map_err(backend)?;
+                let item = with_call_id(item)?;
+                ids.insert((item.call_id, item.seq), n);
+                pending.push(item);
             }
+            *row_ids.lock().unwrap_or_else(PoisonError::into_inner) = ids;
             Ok(Snapshot {
                 calls,
                 conversations,
@@ -457,7 +475,10 @@ impl Store for SqliteStore {
         if change.is_empty() {
             return Ok(());
         }
+        let rows = self.rows.clone();
         self.with_conn(move |conn| {
+            let mut ids = rows.lock().unwrap_or_else(PoisonError::into_inner);
+            let (mut added, mut settled) = (vec![], vec![]);
             let tx = conn.transaction().map_err(backend)?;
             {
                 let mut put = tx
@@ -526,25 +547,43 @@ impl Store for SqliteStore {
                         millis(i.next_attempt_at),
                     ])
                     .map_err(backend)?;
+                    added.push(((i.call_id, i.seq), tx.last_insert_rowid()));
                 }
                 let mut att = tx
                     .prepare_cached(
-                        "INSERT INTO attempts (call_id, seq, at, http_status, error, latency_ms) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        "INSERT INTO attempts (n, at, http_status, error, latency_ms) \
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
                     )
                     .map_err(backend)?;
                 let mut upd = tx
                     .prepare_cached(
-                        "UPDATE notifications SET status = ?3, attempts = ?4, next_attempt_at = ?5 \
-                         WHERE call_id = ?1 AND seq = ?2",
+                        "UPDATE notifications SET status = ?2, attempts = ?3, next_attempt_at = ?4 \
+                         WHERE n = ?1",
                     )
+                    .map_err(backend)?;
+                let mut find = tx
+                    .prepare_cached("SELECT n FROM notifications WHERE call_id = ?1 AND seq = ?2")
                     .map_err(backend)?;
                 for o in &change.attempts {
                     let a = &o.attempt;
-                    let call = a.call_id.to_string();
+                    let key = (a.call_id, a.seq);
+                    let known = ids
+                        .get(&key)
+                        .copied()
+                        .or_else(|| added.iter().find(|(k, _)| *k == key).map(|(_, n)| *n));
+                    let n = match known {
+                        Some(n) => Some(n),
+                        None => find
+                            .query_row(params![a.call_id.to_string(), a.seq], |r| r.get(0))
+                            .optional()
+                            .map_err(backend)?,
+                    };
+                    // A notification no longer stored (removed by retention) keeps no attempts.
+                    let Some(n) = n else {
+                        continue;
+                    };
                     att.execute(params![
-                        call,
-                        a.seq,
+                        n,
                         millis(a.at),
                         a.status,
                         a.error,
@@ -552,16 +591,25 @@ impl Store for SqliteStore {
                     ])
                     .map_err(backend)?;
                     upd.execute(params![
-                        call,
-                        a.seq,
+                        n,
                         o.status.to_i64(),
                         o.attempts,
                         millis(o.next_attempt_at)
                     ])
                     .map_err(backend)?;
+                    if o.status != DeliveryStatus::Pending {
+                        settled.push(key);
+                    }
                 }
             }
-            tx.commit().map_err(backend)
+            tx.commit().map_err(backend)?;
+            for (key, n) in added {
+                ids.insert(key, n);
+            }
+            for key in settled {
+                ids.remove(&key);
+            }
+            Ok(())
         })
         .await
     }
@@ -583,30 +631,32 @@ impl Store for SqliteStore {
                 .map_err(backend)?;
             let mut stmt = conn
                 .prepare_cached(&format!(
-                    "SELECT {ITEM_COLUMNS} FROM notifications WHERE call_id = ?1 ORDER BY seq"
+                    "SELECT {ITEM_COLUMNS}, n FROM notifications WHERE call_id = ?1 ORDER BY seq"
                 ))
                 .map_err(backend)?;
             let mut records = vec![];
+            let mut rows = vec![];
             for row in stmt
                 .query_map(params![call_id.to_string()], read_item)
                 .map_err(backend)?
             {
+                let (item, n) = row.map_err(backend)?;
                 records.push(DeliveryRecord {
-                    item: with_call_id(row.map_err(backend)?)?,
+                    item: with_call_id(item)?,
                     attempts: vec![],
                 });
+                rows.push(n);
             }
             let mut att = conn
                 .prepare_cached(
                     "SELECT at, http_status, error, latency_ms FROM attempts \
-                     WHERE call_id = ?1 AND seq = ?2 ORDER BY rowid",
+                     WHERE n = ?1 ORDER BY rowid",
                 )
                 .map_err(backend)?;
-            let call = call_id.to_string();
-            for rec in &mut records {
+            for (rec, n) in records.iter_mut().zip(rows) {
                 let seq = rec.item.seq;
                 for a in att
-                    .query_map(params![call, seq], |r| {
+                    .query_map(params![n], |r| {
                         Ok(Attempt {
                             call_id,
                             seq,
@@ -696,20 +746,20 @@ impl Store for SqliteStore {
             } else {
                 0
             };
-            let window: Vec<(i64, String, i64, i64, i64)> = tx
+            let window: Vec<(i64, String, i64, i64)> = tx
                 .prepare_cached(
-                    "SELECT n, call_id, created_at, status, seq FROM notifications ORDER BY n LIMIT ?1",
+                    "SELECT n, call_id, created_at, status FROM notifications ORDER BY n LIMIT ?1",
                 )
                 .and_then(|mut st| {
                     st.query_map(params![scan as i64], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                     })?
                     .collect::<rusqlite::Result<Vec<_>>>()
                 })
                 .map_err(backend)?;
             let old = window
                 .iter()
-                .take_while(|(_, _, created, _, _)| *created < cutoff)
+                .take_while(|(_, _, created, _)| *created < cutoff)
                 .count();
             if scan > 0 && old == window.len() && window.len() == scan {
                 out.more = true;
@@ -717,16 +767,16 @@ impl Store for SqliteStore {
             let mut per_call: std::collections::HashMap<&str, u64> = Default::default();
             {
                 let mut del_att = tx
-                    .prepare_cached("DELETE FROM attempts WHERE call_id = ?1 AND seq = ?2")
+                    .prepare_cached("DELETE FROM attempts WHERE n = ?1")
                     .map_err(backend)?;
                 let mut del = tx
                     .prepare_cached("DELETE FROM notifications WHERE n = ?1")
                     .map_err(backend)?;
-                for (n, call, _, status, seq) in &window[..old] {
+                for (n, call, _, status) in &window[..old] {
                     if *status == 0 {
                         continue;
                     }
-                    out.attempts += del_att.execute(params![call, seq]).map_err(backend)? as u64;
+                    out.attempts += del_att.execute(params![n]).map_err(backend)? as u64;
                     out.notifications += del.execute(params![n]).map_err(backend)? as u64;
                     *per_call.entry(call.as_str()).or_default() += 1;
                 }

@@ -1,7 +1,7 @@
 -- Each call numbers its own notifications: a notification is (call_id, seq). `n` keeps the order
 -- rows were committed in, which the retention policy reads oldest first. Rows written before
 -- keep their numbers (unique and rising per call already), and each live call goes on above the
--- highest number ever given; attempts name their notification by both.
+-- highest number ever given; attempts name their notification's row.
 CREATE TABLE notifications_by_call_seq (
     n INTEGER PRIMARY KEY,
     seq INTEGER NOT NULL,
@@ -26,11 +26,19 @@ DROP TABLE notifications;
 ALTER TABLE notifications_by_call_seq RENAME TO notifications;
 CREATE UNIQUE INDEX notifications_by_call ON notifications (call_id, seq);
 CREATE INDEX notifications_pending ON notifications (n) WHERE status = 0;
-ALTER TABLE attempts ADD COLUMN call_id TEXT NOT NULL DEFAULT '';
-UPDATE attempts
-SET call_id = COALESCE((SELECT call_id FROM notifications WHERE notifications.n = attempts.seq), '');
-DROP INDEX attempts_by_seq;
-CREATE INDEX attempts_by_notification ON attempts (call_id, seq);
+-- An attempt names its notification's row (`n`, which the old global number was).
+CREATE TABLE attempts_by_row (
+    n INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    http_status INTEGER,
+    error TEXT,
+    latency_ms INTEGER NOT NULL
+);
+INSERT INTO attempts_by_row (n, at, http_status, error, latency_ms)
+SELECT seq, at, http_status, error, latency_ms FROM attempts ORDER BY rowid;
+DROP TABLE attempts;
+ALTER TABLE attempts_by_row RENAME TO attempts;
+CREATE INDEX attempts_by_notification ON attempts (n);
 -- Every number handed out so far was global, so every live call goes on above the highest ever
 -- given (kept in `seq_floor` once retention removed the rows that held it).
 UPDATE calls
