@@ -1,6 +1,6 @@
 //! The participants of group calls and meetings: invite, remove, mute, hold music.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{Engine, EngineError};
 use crate::clock::Timestamp;
@@ -66,7 +66,7 @@ impl Engine {
                     leg.id = pid;
                 }
                 if let Some(p) = participants.get_mut(k) {
-                    p["participantId"] = json!(leg.id.to_string());
+                    crate::graph::participant::name_invitee(p, leg.id);
                 }
                 s.conversation.add(leg);
             }

@@ -59,6 +59,12 @@ pub fn roster(conversation: &Conversation, names: Names) -> Vec<Value> {
         .collect()
 }
 
+/// An invitation's entry as the invite operation echoes it, with the participant id its leg
+/// took.
+pub fn name_invitee(invitee: &mut Value, participant_id: uuid::Uuid) {
+    invitee["participantId"] = Value::String(participant_id.to_string());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,7 @@ pub mod fabric;
 pub mod ids;
 pub mod operation;
 pub mod refusal;
+pub mod scene;
 
 pub use call::{Call, CallState, ChangeType, Direction, Event, Notice, PartyKind, Peer, Timers};
 pub use end_reason::EndReason;
