@@ -5,7 +5,7 @@
 //! oldest notification not yet delivered or dead) is claimed, POSTed, and its attempts settled,
 //! and only then is the next one due. A claim carries a fence; settling with a fence that is no
 //! longer the call's (another worker claimed the call since, say after a lease ran out on a
-//! store shared by several nodes) changes nothing. On one node, [`crate::delivery::queue`]
+//! store shared by several nodes) changes nothing. On one node, `delivery::queue::LocalOutbox`
 //! implements it in memory, fed by the committer's after-commit step.
 
 use async_trait::async_trait;
