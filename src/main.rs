@@ -160,7 +160,7 @@ async fn wait_for_signal() {
 }
 
 fn main() -> anyhow::Result<()> {
-    switchboard::telemetry::init();
+    switchboard::telemetry::init(switchboard::telemetry::LogFormat::from_env());
     let cli = Cli::parse();
     match cli.command {
         Command::Serve {

@@ -32,9 +32,11 @@ use crate::config::DeliverySettings;
 use crate::graph::notification::envelope;
 use crate::store::outbox::{Claim, Outbox};
 use crate::store::{AttemptOutcome, DeliveryStatus, OutboxItem};
+use crate::telemetry::Metrics;
 
 pub struct Delivery {
     outbox: Arc<dyn Outbox>,
+    metrics: Arc<Metrics>,
     wake: Notify,
     clock: Clock,
     signer: Signer,
@@ -58,9 +60,11 @@ impl Delivery {
         signer: Signer,
         http: reqwest::Client,
         policy: DeliverySettings,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Delivery {
             outbox,
+            metrics,
             wake: Notify::new(),
             clock,
             signer,
@@ -188,20 +192,64 @@ impl Delivery {
         posts
     }
 
+    /// One log line and one count per notification attempted.
+    fn log_attempt(&self, item: &OutboxItem, o: &AttemptOutcome, host: &str) {
+        let outcome = match o.status {
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Pending => "retried",
+            DeliveryStatus::Dead => "dead",
+        };
+        self.metrics.notification(outcome);
+        let a = &o.attempt;
+        let next = (o.status == DeliveryStatus::Pending).then(|| {
+            o.next_attempt_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        });
+        if o.status == DeliveryStatus::Dead {
+            tracing::warn!(
+                target: "switchboard::delivery",
+                call_id = %item.call_id,
+                seq = item.seq,
+                host,
+                outcome,
+                status = a.status,
+                error = a.error.as_deref(),
+                latency_ms = a.latency_ms,
+                attempts = o.attempts,
+                "notification dead"
+            );
+        } else {
+            tracing::info!(
+                target: "switchboard::delivery",
+                call_id = %item.call_id,
+                seq = item.seq,
+                host,
+                outcome,
+                status = a.status,
+                error = a.error.as_deref(),
+                latency_ms = a.latency_ms,
+                attempts = o.attempts,
+                next_attempt = next.as_deref(),
+                "delivery attempt"
+            );
+        }
+    }
+
     /// One attempt at the head of a call's queue (one or more notifications in one POST):
     /// POST, then settle the claim with an attempt for each.
     async fn attempt(&self, claim: Claim) {
         let result = self.post(&claim.batch).await;
+        self.metrics
+            .delivery(Duration::from_millis(result.latency_ms));
         let now = self.clock.now();
+        let host = host_of(&claim.batch[0].callback_uri);
         let outcomes: Vec<AttemptOutcome> = claim
             .batch
             .iter()
             .map(|item| {
                 let jitter = || rand::rng().random_range(0.8..1.2);
                 let o = outcome(item, &result, now, &self.policy, jitter);
-                if o.status == DeliveryStatus::Dead {
-                    tracing::warn!(seq = item.seq, call = %item.call_id, "notification marked dead after {} attempts", o.attempts);
-                }
+                self.log_attempt(item, &o, &host);
                 o
             })
             .collect();
@@ -213,6 +261,19 @@ impl Delivery {
             }
             Err(e) => tracing::warn!(%call, "recording a delivery attempt failed: {e}"),
         }
+    }
+}
+
+/// The host (and port, if not the scheme's) a callback URL names: what a log line may say of it
+/// (a URL's path or query may hold a secret).
+fn host_of(uri: &str) -> String {
+    match url::Url::parse(uri) {
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            _ => "-".into(),
+        },
+        Err(_) => "-".into(),
     }
 }
 
@@ -315,6 +376,7 @@ mod tests {
             signer,
             reqwest::Client::new(),
             policy(),
+            Arc::default(),
         ))
     }
 

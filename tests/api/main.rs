@@ -13,6 +13,7 @@ mod group;
 mod identity;
 mod incoming;
 mod net_policy;
+mod observability;
 mod prompts;
 mod routes;
 mod store_failure;

@@ -29,7 +29,11 @@ use crate::domain::EndReason;
 
 /// Lets a request through with the admin token as bearer, or, with no admin token configured,
 /// from a loopback peer that presents no token.
-async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+pub(super) async fn guard(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -93,6 +97,19 @@ async fn read_json(state: &AppState, req: Request) -> Result<Value, ApiError> {
     serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad_request(format!("The request body must be a JSON object. ({e})"))
     })
+}
+
+/// `GET /metrics` (outside `/_switchboard/v1`, behind the same guard): the Prometheus text format.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let body = state.engine.render_metrics().await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// The control API's routes, behind the guard.
