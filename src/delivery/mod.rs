@@ -31,7 +31,7 @@ use crate::clock::Clock;
 use crate::config::DeliverySettings;
 use crate::graph::notification::envelope;
 use crate::store::outbox::{Claim, Outbox};
-use crate::store::{AttemptOutcome, DeliveryStatus, OutboxItem};
+use crate::store::{AttemptOutcome, DeliveryStatus, OutboxItem, StoreError};
 use crate::telemetry::Metrics;
 
 pub struct Delivery {
@@ -77,6 +77,43 @@ impl Delivery {
     pub fn enqueue(&self, items: Vec<OutboxItem>) {
         self.outbox.committed(items);
         self.wake.notify_one();
+    }
+
+    /// Forgets every queued notification (the store was emptied).
+    pub fn reset(&self) {
+        self.outbox.reset();
+    }
+
+    /// POSTs `item` again now, outside its queue, and records the attempt: it leaves the
+    /// notification delivered on a 2xx, as it was otherwise.
+    pub async fn redeliver(&self, item: OutboxItem) -> Result<AttemptOutcome, StoreError> {
+        let result = self.post(std::slice::from_ref(&item)).await;
+        self.metrics
+            .delivery(Duration::from_millis(result.latency_ms));
+        let mut o = outcome(&item, &result, self.clock.now(), &self.policy, || 1.0);
+        if o.status != DeliveryStatus::Delivered {
+            (o.status, o.next_attempt_at) = (item.status, item.next_attempt_at);
+        }
+        self.log_attempt(&item, &o, &host_of(&item.callback_uri));
+        self.outbox.redelivered(o.clone()).await?;
+        Ok(o)
+    }
+
+    /// Attempts every notification due now, and those that fall due behind them, until none is
+    /// due or in flight (each has had its attempt: delivered, or failed and rescheduled), or
+    /// until `within` has passed. Returns whether it got there.
+    pub async fn settle_due(self: &Arc<Self>, within: Duration) -> Result<bool, StoreError> {
+        let deadline = Instant::now() + within;
+        loop {
+            self.run_due().await;
+            if !self.outbox.has_due(self.clock.now()).await? {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 
     /// Claims what is due now, up to `room` POSTs; also when the next head falls due.

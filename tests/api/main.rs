@@ -6,6 +6,7 @@ mod helpers;
 mod calls;
 mod clock;
 mod connections;
+mod control;
 mod crash;
 mod delivery;
 mod fabric;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::read_json;
 use crate::clock::ClockError;
@@ -22,7 +22,11 @@ pub async fn get_clock(State(state): State<Arc<AppState>>) -> Response {
     )
 }
 
-/// `POST /clock/advance {"seconds"}`: moves a virtual clock, running the timers due.
+/// How long `settle` waits for deliveries at most.
+const SETTLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `POST /clock/advance {"seconds", "settle"}`: moves a virtual clock, running the timers due;
+/// with `settle`, answers once every notification due by the new time had its attempt.
 pub async fn advance_clock(
     State(state): State<Arc<AppState>>,
     req: Request,
@@ -34,6 +38,11 @@ pub async fn advance_clock(
         .ok_or_else(|| {
             ApiError::bad_request("'seconds' must be a number of seconds, zero or more.")
         })?;
+    let settle = match &body["settle"] {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        _ => return Err(ApiError::bad_request("'settle' must be true or false.")),
+    };
     if !state.engine.clock().is_virtual() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -51,8 +60,21 @@ pub async fn advance_clock(
             Err(e) => ApiError::internal(e),
         }
     })?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"now": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "virtual": true}),
-    ))
+    let mut body =
+        json!({"now": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "virtual": true});
+    if settle {
+        let settled = state.engine.settle_deliveries(SETTLE_WITHIN).await?;
+        if !settled {
+            return Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "settleTimeout",
+                format!(
+                    "The clock moved, but notifications were still being attempted after {} s.",
+                    SETTLE_WITHIN.as_secs()
+                ),
+            ));
+        }
+        body["settled"] = Value::Bool(true);
+    }
+    Ok(json_response(StatusCode::OK, &body))
 }

@@ -99,6 +99,17 @@ async fn read_json(state: &AppState, req: Request) -> Result<Value, ApiError> {
     })
 }
 
+/// `POST /reset`: back to a fresh start with the same configuration (the clock stays).
+async fn reset(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    state.engine.reset().await?;
+    state.parties.reset();
+    let now = state.engine.clock().now();
+    Ok(crate::http::respond::json_response(
+        StatusCode::OK,
+        &json!({"reset": true, "now": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)}),
+    ))
+}
+
 /// `GET /metrics` (outside `/_switchboard/v1`, behind the same guard): the Prometheus text format.
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let body = state.engine.render_metrics().await;
@@ -121,8 +132,14 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/parties/{id}/dial", post(parties::dial))
         .route("/parties/{id}/tones", post(parties::tones))
         .route("/meetings/{id}", get(meetings::get_meeting))
+        .route("/calls", get(calls::list_calls))
         .route("/calls/{id}/fail", post(calls::fail_call))
         .route("/calls/{id}/deliveries", get(calls::deliveries))
+        .route(
+            "/calls/{id}/deliveries/{sequence}/redeliver",
+            post(calls::redeliver),
+        )
+        .route("/reset", post(reset))
         .route("/clock", get(clock::get_clock))
         .route("/clock/advance", post(clock::advance_clock))
         .fallback(|| async { ApiError::not_found("No such control API route.") })
