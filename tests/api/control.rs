@@ -200,3 +200,33 @@ async fn a_settling_advance_answers_once_every_due_notification_had_its_attempt(
         .await;
     assert_eq!(bad.status, 400);
 }
+
+#[tokio::test]
+async fn a_dial_may_say_where_the_incoming_call_goes_when_the_app_has_no_uri() {
+    let app = spawn_app(Backend::Suite).await;
+    let dial = |body: serde_json::Value| {
+        let app = &app;
+        async move {
+            app.admin("POST", &format!("/parties/{BOB}/dial"), Some(body))
+                .await
+        }
+    };
+    let none = dial(json!({"appId": APP_NOROLE})).await;
+    assert_eq!(none.status, 400, "{}", none.text);
+    assert!(
+        none.text.contains("incomingCallUri"),
+        "says how to fix it: {}",
+        none.text
+    );
+    let bad = dial(json!({"appId": APP_NOROLE, "incomingCallUri": "not a url"})).await;
+    assert_eq!(bad.status, 400, "{}", bad.text);
+    let uri = app.receiver.url_for("/elsewhere");
+    let ok = dial(json!({"appId": APP_NOROLE, "incomingCallUri": uri})).await;
+    assert_eq!(ok.status, 201, "{}", ok.text);
+    let id = ok.body["callId"].as_str().unwrap().to_string();
+    let notes = app
+        .receiver
+        .wait_notes(&id, |n| n.iter().any(|(_, n)| n["changeType"] == "created"))
+        .await;
+    assert_eq!(notes[0].0, "/elsewhere", "{notes:?}");
+}

@@ -96,7 +96,7 @@ pub async fn hang_up_party(
     ))
 }
 
-/// `POST /parties/{id}/dial {"appId"}`: the party calls the app.
+/// `POST /parties/{id}/dial {"appId", "incomingCallUri"?}`: the party calls the app.
 pub async fn dial(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -110,11 +110,23 @@ pub async fn dial(
     let app = state
         .app(app_id)
         .ok_or_else(|| ApiError::not_found(format!("No app '{app_id}' is configured.")))?;
-    let uri = app.incoming_call_uri.clone().ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "The app '{app_id}' has no incoming_call_uri to notify."
-        ))
-    })?;
+    // Where the incoming-call notification goes: the request's `incomingCallUri`, else the
+    // app's configured one.
+    let uri = match &body["incomingCallUri"] {
+        Value::Null => app.incoming_call_uri.clone().ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "The app '{app_id}' has no incoming_call_uri to notify: configure one, or give \
+                 \"incomingCallUri\" in this request."
+            ))
+        })?,
+        uri => {
+            let u = crate::graph::call::parse_callback_uri(Some(uri)).map_err(|e| {
+                ApiError::bad_request(e.to_string().replace("callbackUri", "incomingCallUri"))
+            })?;
+            crate::http::extract::check_callback_policy(&state.settings.callbacks, &u)?;
+            u
+        }
+    };
     let event = FabricEvent::Incoming {
         leg: uuid::Uuid::new_v4(),
         from: Peer {
