@@ -230,3 +230,65 @@ async fn a_dial_may_say_where_the_incoming_call_goes_when_the_app_has_no_uri() {
         .await;
     assert_eq!(notes[0].0, "/elsewhere", "{notes:?}");
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_control_route() {
+    let app = spawn_app(Backend::Memory).await;
+    let r = app.admin("GET", "/openapi.json", None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let doc = &r.body;
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    let paths = doc["paths"].as_object().unwrap();
+    let routes = [
+        ("get", "/_switchboard/v1/parties"),
+        ("get", "/_switchboard/v1/parties/{id}"),
+        ("post", "/_switchboard/v1/parties/{id}/hangup"),
+        ("post", "/_switchboard/v1/parties/{id}/dial"),
+        ("post", "/_switchboard/v1/parties/{id}/tones"),
+        ("get", "/_switchboard/v1/meetings/{id}"),
+        ("get", "/_switchboard/v1/calls"),
+        ("post", "/_switchboard/v1/calls/{id}/fail"),
+        ("get", "/_switchboard/v1/calls/{id}/deliveries"),
+        (
+            "post",
+            "/_switchboard/v1/calls/{id}/deliveries/{sequence}/redeliver",
+        ),
+        ("get", "/_switchboard/v1/clock"),
+        ("post", "/_switchboard/v1/clock/advance"),
+        ("post", "/_switchboard/v1/reset"),
+        ("get", "/_switchboard/v1/openapi.json"),
+        ("get", "/metrics"),
+    ];
+    for (method, path) in routes {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} undocumented"
+        );
+    }
+    assert_eq!(
+        paths.len(),
+        routes.len(),
+        "no route documented that is not served"
+    );
+    // Each response schema it names is defined.
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    let text = r.text.clone();
+    for name in text.split("#/components/schemas/").skip(1) {
+        let name = name.split('"').next().unwrap();
+        assert!(
+            schemas.contains_key(name),
+            "{name} is referenced and not defined"
+        );
+    }
+    // A documented answer matches what is served: GET /calls's fields.
+    let token = app.token().await;
+    app.established(&token).await;
+    let calls = app.admin("GET", "/calls", None).await;
+    let props = schemas["CallSummary"]["properties"].as_object().unwrap();
+    let served = calls.body["value"][0].as_object().unwrap();
+    let mut documented: Vec<&String> = props.keys().collect();
+    let mut answered: Vec<&String> = served.keys().collect();
+    documented.sort();
+    answered.sort();
+    assert_eq!(documented, answered);
+}

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::{Value, json};
+use serde_json::Value;
+
+use super::schema::{AdvanceRequest, ClockView, ErrorResponse};
 
 use super::read_json;
 use crate::clock::ClockError;
@@ -13,12 +15,22 @@ use crate::http::error::ApiError;
 use crate::http::respond::json_response;
 use crate::http::state::AppState;
 
+fn millis(t: crate::clock::Timestamp) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 /// `GET /clock`: the time now, and whether the clock is virtual.
+#[utoipa::path(get, path = "/_switchboard/v1/clock", tag = "clock",
+    responses((status = 200, body = ClockView)))]
 pub async fn get_clock(State(state): State<Arc<AppState>>) -> Response {
     let clock = state.engine.clock();
     json_response(
         StatusCode::OK,
-        &json!({"now": clock.now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "virtual": clock.is_virtual()}),
+        &ClockView {
+            now: millis(clock.now()),
+            r#virtual: clock.is_virtual(),
+            settled: None,
+        },
     )
 }
 
@@ -27,6 +39,12 @@ const SETTLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// `POST /clock/advance {"seconds", "settle"}`: moves a virtual clock, running the timers due;
 /// with `settle`, answers once every notification due by the new time had its attempt.
+#[utoipa::path(post, path = "/_switchboard/v1/clock/advance", tag = "clock",
+    request_body = AdvanceRequest,
+    responses((status = 200, body = ClockView),
+              (status = 400, body = ErrorResponse),
+              (status = 409, description = "The clock is real", body = ErrorResponse),
+              (status = 504, description = "With settle: notifications were still being attempted after 60 s", body = ErrorResponse)))]
 pub async fn advance_clock(
     State(state): State<Arc<AppState>>,
     req: Request,
@@ -60,8 +78,11 @@ pub async fn advance_clock(
             Err(e) => ApiError::internal(e),
         }
     })?;
-    let mut body =
-        json!({"now": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "virtual": true});
+    let mut body = ClockView {
+        now: millis(now),
+        r#virtual: true,
+        settled: None,
+    };
     if settle {
         let settled = state.engine.settle_deliveries(SETTLE_WITHIN).await?;
         if !settled {
@@ -74,7 +95,7 @@ pub async fn advance_clock(
                 ),
             ));
         }
-        body["settled"] = Value::Bool(true);
+        body.settled = Some(true);
     }
     Ok(json_response(StatusCode::OK, &body))
 }
