@@ -274,6 +274,7 @@ impl Delivery {
 
     /// One attempt at the head of a call's queue (one or more notifications in one POST):
     /// POST, then settle the claim with an attempt for each.
+    #[tracing::instrument(level = "debug", name = "deliver", skip_all, fields(call = %claim.call_id, fence = claim.fence))]
     async fn attempt(&self, claim: Claim) {
         let result = self.post(&claim.batch).await;
         self.metrics
