@@ -68,6 +68,7 @@ def main() -> int:
                  "-H", f"Authorization: Bearer {ADMIN}",
                  "--checks", "not_a_server_error,status_code_conformance,response_schema_conformance",
                  "--max-examples", "30", "--seed", "20261207"],
+                cwd=tmp,  # its cache goes with the temporary folder
             )
             if server.poll() is not None:
                 print("openapi: the server exited during the run")
