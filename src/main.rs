@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use switchboard::app::{Application, ServeOptions};
+use switchboard::auth::KeyRing;
+use switchboard::auth::keys::KEY_FILE;
 use switchboard::config::{self, Settings};
 use tokio_util::sync::CancellationToken;
 
@@ -78,15 +80,13 @@ fn settings(config: Option<&PathBuf>) -> anyhow::Result<Settings> {
     }
 }
 
-/// The data folder of a `sqlite://` store: where the keys live.
-fn data_dir(store: &str) -> anyhow::Result<PathBuf> {
-    let path = store
-        .strip_prefix("sqlite://")
-        .context("keys live beside a sqlite:// store; the memory store's key is ephemeral")?;
-    Ok(PathBuf::from(path)
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map_or_else(|| PathBuf::from("."), PathBuf::from))
+/// The data folder of the store `token` and `keys rotate` work on: where its server keeps its keys.
+fn key_dir(store: &str) -> anyhow::Result<PathBuf> {
+    switchboard::store::data_dir(store).with_context(|| {
+        format!(
+            "the store {store} keeps no keys: keys live beside a sqlite:// store (a memory store's key lives and dies with its server)"
+        )
+    })
 }
 
 fn print_development_setup(s: &Settings) {
@@ -183,15 +183,31 @@ fn main() -> anyhow::Result<()> {
                 .iter()
                 .find(|a| a.app_id.eq_ignore_ascii_case(&app_id))
                 .with_context(|| format!("no app {app_id} is configured"))?;
-            let keys = switchboard::auth::KeyRing::load_or_create(&data_dir(&store)?)?;
+            let dir = key_dir(&store)?;
+            let keys = KeyRing::load(&dir)?;
+            // Standard error, so that `TOKEN=$(switchboard token ...)` takes the token alone.
+            eprintln!(
+                "token for app {} ({}), signed with key {} of {} (store {store})",
+                app.app_id,
+                config.as_ref().map_or_else(
+                    || "the development setup".to_string(),
+                    |c| c.display().to_string()
+                ),
+                keys.active().kid,
+                dir.join(KEY_FILE).display()
+            );
             println!("{}", switchboard::auth::tokens::issue_app_token(&keys, app));
             Ok(())
         }
         Command::Keys {
             action: KeysAction::Rotate { store },
         } => {
-            let kid = switchboard::auth::KeyRing::rotate(&data_dir(&store)?)?;
-            println!("new signing key {kid}; the previous key stays published for two hours");
+            let dir = key_dir(&store)?;
+            let kid = KeyRing::rotate(&dir)?;
+            println!(
+                "new signing key {kid} in {}; the previous key stays published for two hours",
+                dir.join(KEY_FILE).display()
+            );
             Ok(())
         }
     }
