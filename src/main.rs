@@ -1,7 +1,8 @@
 //! The `switchboard` binary: parses flags and calls the library.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -18,6 +19,18 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const DEFAULT_STORE: &str = "sqlite://switchboard-data/switchboard.db";
 
+/// What `serve --help` adds after the options: the settings that only the environment gives.
+const SERVE_AFTER_HELP: &str = "\
+Every option can also be set by its environment variable; an option given on the command line wins.
+Other environment variables: SWITCHBOARD_PUBLIC_URL and SWITCHBOARD_ADMIN_TOKEN override the
+configuration file's public_url and [admin] token; SWITCHBOARD_LOG sets the log filter (default
+info; e.g. debug, or switchboard::delivery=debug).
+
+Examples:
+  switchboard serve --store memory --clock virtual
+  switchboard serve --config switchboard.toml --listen 0.0.0.0:8080
+  SWITCHBOARD_CONFIG=switchboard.toml SWITCHBOARD_STORE=sqlite:///var/lib/switchboard/sb.db switchboard serve";
+
 #[derive(Parser)]
 #[command(
     name = "switchboard",
@@ -31,30 +44,59 @@ struct Cli {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum ClockKind {
+    /// The system's clock.
     Real,
+    /// Starts at the real time, then moves only through POST /_switchboard/v1/clock/advance
+    /// (tokens always use real time).
     Virtual,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs the server.
+    /// Runs the server; prints `switchboard listening on http://HOST:PORT` once ready.
+    #[command(after_help = SERVE_AFTER_HELP)]
     Serve {
-        #[arg(long, default_value = "127.0.0.1:8080")]
+        /// The address to listen on, HOST:PORT; port 0 picks a free port (e.g. 0.0.0.0:8080).
+        #[arg(
+            long,
+            env = "SWITCHBOARD_LISTEN",
+            value_name = "ADDR",
+            default_value = "127.0.0.1:8080"
+        )]
         listen: String,
-        #[arg(long, default_value = DEFAULT_STORE)]
+        /// Where calls, notifications and delivery attempts are kept: sqlite://PATH (the file and
+        /// its folder are made on first start; the signing keys live in that folder) or memory
+        /// (nothing is kept) (e.g. sqlite:///var/lib/switchboard/sb.db).
+        #[arg(long, env = "SWITCHBOARD_STORE", value_name = "URL", default_value = DEFAULT_STORE)]
         store: String,
-        #[arg(long)]
+        /// The TOML configuration file (`switchboard config init` writes a starter one); without
+        /// it, the development setup is used and printed (e.g. switchboard.toml).
+        #[arg(long, env = "SWITCHBOARD_CONFIG", value_name = "FILE")]
         config: Option<PathBuf>,
-        #[arg(long, value_enum, default_value = "real")]
+        /// The call clock: timers, durations, retry backoff, timestamps in call data (e.g. virtual).
+        #[arg(
+            long,
+            env = "SWITCHBOARD_CLOCK",
+            value_name = "CLOCK",
+            value_enum,
+            default_value = "real"
+        )]
         clock: ClockKind,
     },
-    /// Prints an app token, signed with the keys in the store's data folder.
+    /// Prints an app token, signed with the keys in the store's data folder (a server must have
+    /// started on that store once: it makes the keys).
     Token {
-        #[arg(long)]
+        /// The app's id: an [[apps]] entry of --config, or the development app (e.g.
+        /// 5b0d0000-0000-4000-8000-000000000a99).
+        #[arg(long, value_name = "ID")]
         app_id: String,
-        #[arg(long, default_value = DEFAULT_STORE)]
+        /// The store of the server the token is for; its folder holds the signing keys (e.g.
+        /// sqlite://switchboard-data/switchboard.db).
+        #[arg(long, env = "SWITCHBOARD_STORE", value_name = "URL", default_value = DEFAULT_STORE)]
         store: String,
-        #[arg(long)]
+        /// The configuration file the app is in; without it, the development setup (e.g.
+        /// switchboard.toml).
+        #[arg(long, env = "SWITCHBOARD_CONFIG", value_name = "FILE")]
         config: Option<PathBuf>,
     },
     /// Manages the signing keys.
@@ -62,22 +104,77 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Checks configuration files.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Checks a configuration file as `serve` reads it: TOML syntax, unknown keys, roles that do
+    /// not exist, ids configured twice, URLs that are not http(s), meetings naming parties that
+    /// are not configured. Prints each problem as FILE:LINE:COLUMN: KEY: MESSAGE and exits 1;
+    /// otherwise says what the file holds and exits 0. The environment is not read.
+    Check {
+        /// The file to check (e.g. switchboard.toml).
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
 enum KeysAction {
-    /// Adds a new signing key; the old one stays published until its tokens expire.
+    /// Adds a new signing key; the old one stays published until its tokens expire. A running
+    /// server picks it up within seconds.
     Rotate {
-        #[arg(long, default_value = DEFAULT_STORE)]
+        /// The store whose folder holds the keys: the server's --store (e.g.
+        /// sqlite://switchboard-data/switchboard.db).
+        #[arg(long, env = "SWITCHBOARD_STORE", value_name = "URL", default_value = DEFAULT_STORE)]
         store: String,
     },
 }
 
-fn settings(config: Option<&PathBuf>) -> anyhow::Result<Settings> {
+fn settings(config: Option<&PathBuf>) -> Result<Settings, config::ConfigError> {
     match config {
         Some(path) => Settings::from_file(path),
-        None => Ok(Settings::development()),
+        None => Settings::development().with_environment(),
     }
+}
+
+/// `config check FILE`: the problems on standard error, one a line, and exit status 1; or a
+/// summary on standard output.
+fn check_config(file: &Path) -> ExitCode {
+    match Settings::read_file(file) {
+        Ok(s) => {
+            println!("{}: OK ({})", file.display(), s.summary());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let problems = e.problems();
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            if problems.len() > 1 {
+                eprintln!("{}: {} problems", file.display(), problems.len());
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error for a person: its causes after it, each said once (a cause that repeats what the
+/// message already says is left out).
+fn report(e: &anyhow::Error) -> String {
+    let mut said = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !said.contains(&cause) {
+            said.push_str(": ");
+            said.push_str(&cause);
+        }
+    }
+    said
 }
 
 /// The data folder of the store `token` and `keys rotate` work on: where its server keeps its keys.
@@ -159,10 +256,20 @@ async fn wait_for_signal() {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     switchboard::telemetry::init();
     let cli = Cli::parse();
-    match cli.command {
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("switchboard: {}", report(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
         Command::Serve {
             listen,
             store,
@@ -171,7 +278,8 @@ fn main() -> anyhow::Result<()> {
         } => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
-            .block_on(serve(listen, store, config, clock)),
+            .block_on(serve(listen, store, config, clock))
+            .map(|()| ExitCode::SUCCESS),
         Command::Token {
             app_id,
             store,
@@ -197,7 +305,7 @@ fn main() -> anyhow::Result<()> {
                 dir.join(KEY_FILE).display()
             );
             println!("{}", switchboard::auth::tokens::issue_app_token(&keys, app));
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Keys {
             action: KeysAction::Rotate { store },
@@ -208,7 +316,10 @@ fn main() -> anyhow::Result<()> {
                 "new signing key {kid} in {}; the previous key stays published for two hours",
                 dir.join(KEY_FILE).display()
             );
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
+        Command::Config {
+            action: ConfigAction::Check { file },
+        } => Ok(check_config(&file)),
     }
 }

@@ -178,3 +178,230 @@ async fn token_says_which_keys_signed_it_and_the_server_accepts_it() {
         "the token is accepted; the call is unknown"
     );
 }
+
+/// A configuration file in `dir` with `text`.
+fn write_config(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+const APP: &str = "[[apps]]
+app_id = \"3f1b0000-0000-4000-8000-000000000001\"
+tenant_id = \"9a7c0000-0000-4000-8000-000000000001\"
+client_secret = \"s3cret\"
+";
+
+#[test]
+fn config_check_points_at_a_mistyped_role_and_exits_1() {
+    let dir = TempDir::new();
+    let file = write_config(
+        &dir.0,
+        "bot.toml",
+        &format!("{APP}roles = [\"Calls.Initiate.All\", \"Calls.Initate.All\"]\n"),
+    );
+    let out = run(&["config", "check", &file], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = stderr(&out);
+    assert!(
+        said.starts_with(&format!(
+            "{file}:5:32: apps[0].roles[1]: unknown role \"Calls.Initate.All\"; did you mean \"Calls.Initiate.All\"?"
+        )),
+        "{said}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn config_check_reports_every_mistake_with_its_line_and_serve_refuses_them_alike() {
+    let dir = TempDir::new();
+    let text = format!(
+        "public_url = \"ftp://switchboard.example.com\"
+{APP}incoming_call_uri = \"bot.example.com/api/calls\"
+{APP}
+[[parties]]
+id = \"+15550100\"
+kind = \"phone\"
+
+[[parties]]
+id = \"tel:+1 555-0100\"
+kind = \"phone\"
+
+[[meetings]]
+join_meeting_id = \"1234567890\"
+parties = [\"+15550100\", \"5e9f0000-0000-4000-8000-0000000000ff\"]
+
+[[meetings]]
+join_meeting_id = \"1234567890\"
+"
+    );
+    let file = write_config(&dir.0, "bot.toml", &text);
+    let out = run(&["config", "check", &file], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = stderr(&out);
+    let lines: Vec<&str> = said.lines().collect();
+    let expected = [
+        "bot.toml:1:14: public_url: ftp://switchboard.example.com/ is not an http or https URL",
+        "bot.toml:6:21: apps[0].incoming_call_uri: \"bot.example.com/api/calls\" is not a URL",
+        "bot.toml:8:10: apps[1].app_id: app 3f1b0000-0000-4000-8000-000000000001 is configured twice (first at line 3)",
+        "bot.toml:17:6: parties[1].id: party tel:+1 555-0100 is configured twice",
+        "bot.toml:22:25: meetings[0].parties[1]: no [[parties]] entry has the id \"5e9f0000-0000-4000-8000-0000000000ff\"",
+        "bot.toml:25:19: meetings[1].join_meeting_id: meeting 1234567890 is configured twice (first at line 21)",
+    ];
+    assert_eq!(lines.len(), expected.len() + 1, "{said}");
+    for (line, want) in lines.iter().zip(expected) {
+        assert!(
+            line.starts_with(&format!("{}/{want}", dir.0.display())),
+            "{line}\nwanted {want}"
+        );
+    }
+    assert!(lines[6].ends_with("bot.toml: 6 problems"), "{said}");
+
+    // serve refuses the file at start with the same lines, before it listens.
+    let served = run(
+        &[
+            "serve",
+            "--config",
+            &file,
+            "--store",
+            "memory",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    assert!(!served.status.success());
+    assert!(!String::from_utf8_lossy(&served.stdout).contains("listening"));
+    let refused = stderr(&served);
+    for line in &lines[..6] {
+        assert!(refused.contains(line), "serve said: {refused}\nnot: {line}");
+    }
+}
+
+#[test]
+fn config_check_reports_an_unknown_key_and_a_syntax_error_where_they_are() {
+    let dir = TempDir::new();
+    let file = write_config(&dir.0, "typo.toml", &format!("{APP}rols = []\n"));
+    let said = stderr(&run(&["config", "check", &file], &[]));
+    assert!(
+        said.starts_with(&format!("{file}:5:1: unknown field `rols`")),
+        "{said}"
+    );
+    let file = write_config(&dir.0, "broken.toml", "[[apps]]\napp_id = \"a\n");
+    let out = run(&["config", "check", &file], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with(&format!("{file}:2:")),
+        "{}",
+        stderr(&out)
+    );
+    let missing = dir.0.join("nowhere.toml").display().to_string();
+    let out = run(&["config", "check", &missing], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("cannot read"), "{}", stderr(&out));
+}
+
+#[test]
+fn config_check_accepts_a_good_file_and_says_what_it_holds() {
+    let dir = TempDir::new();
+    let file = write_config(&dir.0, "switchboard.toml", &config_toml(""));
+    let out = run(&["config", "check", &file], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        format!("{file}: OK (3 apps, 12 parties, 1 meeting, 0 trusted issuers)")
+    );
+}
+
+/// A port free now (bound, then let go).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn every_serve_flag_can_come_from_the_environment_and_a_flag_wins() {
+    let dir = TempDir::new();
+    let config = write_config(&dir.0, "switchboard.toml", &config_toml(""));
+    let other = write_config(
+        &dir.0,
+        "other.toml",
+        &config_toml("").replace(ADMIN, "other-admin-token"),
+    );
+    let listen = format!("127.0.0.1:{}", free_port());
+    let db = dir.0.join("from-env.db");
+    let store = format!("sqlite://{}", db.display());
+    let env = [
+        ("SWITCHBOARD_LISTEN", listen.as_str()),
+        ("SWITCHBOARD_STORE", store.as_str()),
+        ("SWITCHBOARD_CONFIG", config.as_str()),
+        ("SWITCHBOARD_CLOCK", "virtual"),
+    ];
+    // Whether the clock is virtual, read with the admin token the server's config has.
+    let clock = |base: String, admin: &'static str| async move {
+        let r = reqwest::Client::new()
+            .get(format!("{base}/_switchboard/v1/clock"))
+            .bearer_auth(admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "the admin token of the config in force");
+        r.json::<serde_json::Value>().await.unwrap()["virtual"].clone()
+    };
+    let server = Running::start(&["serve"], &env);
+    assert_eq!(server.base, format!("http://{listen}"));
+    assert_eq!(clock(server.base.clone(), ADMIN).await, true);
+    assert!(db.exists(), "the store is the environment's");
+    drop(server);
+    std::fs::remove_file(&db).unwrap();
+
+    let flags = Running::start(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "memory",
+            "--clock",
+            "real",
+            "--config",
+            &other,
+        ],
+        &env,
+    );
+    assert_ne!(flags.base, format!("http://{listen}"));
+    assert_eq!(clock(flags.base.clone(), "other-admin-token").await, false);
+    assert!(!db.exists(), "the memory store of the flag was used");
+}
+
+#[test]
+fn serve_help_describes_every_option_with_its_variable_default_and_an_example() {
+    let out = run(&["serve", "--help"], &[]);
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for needed in [
+        "--listen <ADDR>",
+        "[env: SWITCHBOARD_LISTEN=]",
+        "[default: 127.0.0.1:8080]",
+        "--store <URL>",
+        "[env: SWITCHBOARD_STORE=]",
+        "[default: sqlite://switchboard-data/switchboard.db]",
+        "--config <FILE>",
+        "[env: SWITCHBOARD_CONFIG=]",
+        "--clock <CLOCK>",
+        "[env: SWITCHBOARD_CLOCK=]",
+        "[default: real]",
+        "SWITCHBOARD_PUBLIC_URL",
+        "SWITCHBOARD_ADMIN_TOKEN",
+        "SWITCHBOARD_LOG",
+    ] {
+        assert!(help.contains(needed), "no {needed} in:\n{help}");
+    }
+    assert!(
+        help.matches("(e.g. ").count() >= 4,
+        "an example per option:\n{help}"
+    );
+}
