@@ -4,8 +4,10 @@
 //! starter file `switchboard config init` writes is `starter.toml`.
 
 mod check;
+mod starter;
 
 pub use check::{ConfigError, Problem};
+pub use starter::Starter;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -104,7 +104,7 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
-    /// Checks configuration files.
+    /// Writes and checks configuration files.
     Config {
         #[command(subcommand)]
         action: ConfigAction,
@@ -113,6 +113,17 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ConfigAction {
+    /// Writes a starter configuration file: every section and key, commented, with a new app
+    /// (its id, tenant id and secret made for the file), the development setup's parties and
+    /// meeting, and an admin token ready to be uncommented. The file is readable by its owner only.
+    Init {
+        /// Where to write it; `-` prints it instead (e.g. switchboard.toml).
+        #[arg(default_value = "switchboard.toml")]
+        file: PathBuf,
+        /// Replace FILE if it exists (without it, an existing file is left alone).
+        #[arg(long)]
+        force: bool,
+    },
     /// Checks a configuration file as `serve` reads it: TOML syntax, unknown keys, roles that do
     /// not exist, ids configured twice, URLs that are not http(s), meetings naming parties that
     /// are not configured. Prints each problem as FILE:LINE:COLUMN: KEY: MESSAGE and exits 1;
@@ -140,6 +151,30 @@ fn settings(config: Option<&PathBuf>) -> Result<Settings, config::ConfigError> {
         Some(path) => Settings::from_file(path),
         None => Settings::development().with_environment(),
     }
+}
+
+/// `config init [FILE] [--force]`: the starter file, and what to do with it.
+fn init_config(file: &Path, force: bool) -> anyhow::Result<ExitCode> {
+    let starter = config::Starter::new();
+    if file == Path::new("-") {
+        print!("{}", starter.text);
+        return Ok(ExitCode::SUCCESS);
+    }
+    starter.write(file, force).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => anyhow::anyhow!(
+            "{} exists; it was left as it is (--force replaces it)",
+            file.display()
+        ),
+        _ => anyhow::anyhow!("cannot write {}: {e}", file.display()),
+    })?;
+    let f = file.display();
+    println!("wrote {f} (readable by you only: it holds the app's secret)");
+    println!("  app id:    {}", starter.app_id);
+    println!("  tenant id: {}", starter.tenant_id);
+    println!("  the client secret, and an admin token to uncomment, are in the file");
+    println!("check it:    switchboard config check {f}");
+    println!("run it:      switchboard serve --config {f}");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `config check FILE`: the problems on standard error, one a line, and exit status 1; or a
@@ -318,6 +353,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Config {
+            action: ConfigAction::Init { file, force },
+        } => init_config(&file, force),
         Command::Config {
             action: ConfigAction::Check { file },
         } => Ok(check_config(&file)),

@@ -405,3 +405,82 @@ fn serve_help_describes_every_option_with_its_variable_default_and_an_example() 
         "an example per option:\n{help}"
     );
 }
+
+#[tokio::test]
+async fn config_init_writes_a_starter_that_passes_the_check_and_serves() {
+    let dir = TempDir::new();
+    let file = dir.0.join("switchboard.toml").display().to_string();
+    let out = run(&["config", "init", &file], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = String::from_utf8(out.stdout).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "the file holds a secret: mode {mode:o}");
+
+    let checked = run(&["config", "check", &file], &[]);
+    assert!(checked.status.success(), "{}", stderr(&checked));
+
+    // The app it wrote gets a token from a server started on it.
+    let text: toml::Table = toml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let app = text["apps"].as_array().unwrap()[0].as_table().unwrap();
+    let (app_id, tenant, secret) = (
+        app["app_id"].as_str().unwrap(),
+        app["tenant_id"].as_str().unwrap(),
+        app["client_secret"].as_str().unwrap(),
+    );
+    assert!(said.contains(app_id), "says the app id: {said}");
+    assert!(
+        !said.contains(secret),
+        "the secret stays in the file: {said}"
+    );
+    let server = Running::start(
+        &[
+            "serve",
+            "--config",
+            &file,
+            "--store",
+            "memory",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let r = reqwest::Client::new()
+        .post(format!("{}/{tenant}/oauth2/v2.0/token", server.base))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", app_id),
+            ("client_secret", secret),
+            ("scope", "https://graph.microsoft.com/.default"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
+#[test]
+fn config_init_leaves_an_existing_file_alone_unless_forced() {
+    let dir = TempDir::new();
+    let file = write_config(&dir.0, "switchboard.toml", "# mine\n");
+    let out = run(&["config", "init", &file], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = stderr(&out);
+    assert!(
+        said.contains("exists") && said.contains("--force"),
+        "{said}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "# mine\n");
+
+    let out = run(&["config", "init", "--force", &file], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(run(&["config", "check", &file], &[]).status.success());
+
+    let printed = run(&["config", "init", "-"], &[]);
+    assert!(printed.status.success());
+    assert!(
+        String::from_utf8(printed.stdout)
+            .unwrap()
+            .contains("[[apps]]")
+    );
+}
