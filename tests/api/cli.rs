@@ -484,3 +484,17 @@ fn config_init_leaves_an_existing_file_alone_unless_forced() {
             .contains("[[apps]]")
     );
 }
+
+#[test]
+fn serve_refuses_a_public_url_from_the_environment_that_is_not_a_url() {
+    let out = run(
+        &["serve", "--store", "memory", "--listen", "127.0.0.1:0"],
+        &[("SWITCHBOARD_PUBLIC_URL", "localhost:8080")],
+    );
+    assert!(!out.status.success());
+    let said = stderr(&out);
+    assert!(
+        said.contains("SWITCHBOARD_PUBLIC_URL: localhost:8080 is not an http or https URL; did you mean \"http://localhost:8080\"?"),
+        "{said}"
+    );
+}
