@@ -32,6 +32,7 @@ use crate::fabric::simulated::SimulatedFabric;
 use crate::http::{self, AppState, PeerAddr};
 use crate::net_policy::Outbound;
 use crate::store::committer::Committer;
+use crate::telemetry::Metrics;
 
 /// How `serve` was asked to run.
 #[derive(Clone, Debug)]
@@ -100,7 +101,12 @@ impl Application {
         // policy's address rules when it forbids private addresses (`net_policy`).
         let outbound = Outbound::new(&settings.callbacks).context("building the HTTP clients")?;
         let signer = Signer::new(keys.clone(), settings.notifications.clone());
-        let committer = Committer::start(opened.store.clone(), Arc::default());
+        let metrics = Arc::new(Metrics::default());
+        let on_commit = {
+            let metrics = metrics.clone();
+            Arc::new(move |took, changes| metrics.commit(took, changes))
+        };
+        let committer = Committer::start_observed(opened.store.clone(), Arc::default(), on_commit);
         let outbox = Arc::new(LocalOutbox::new(committer.clone(), &settings.delivery));
         let delivery = Arc::new(Delivery::new(
             outbox,
@@ -108,6 +114,7 @@ impl Application {
             signer,
             outbound.deliveries.clone(),
             settings.delivery.clone(),
+            metrics.clone(),
         ));
         delivery.enqueue(snapshot.pending.clone());
         let rules = Rules {
@@ -126,6 +133,7 @@ impl Application {
                 fabric: fabric.unwrap_or_else(|| parties.clone()),
                 rules,
                 delivery: delivery.clone(),
+                metrics,
                 public_url: public_url.clone(),
                 meetings: settings.meetings.clone(),
                 retention: settings.retention,

@@ -31,10 +31,12 @@ use crate::clock::Clock;
 use crate::config::DeliverySettings;
 use crate::graph::notification::envelope;
 use crate::store::outbox::{Claim, Outbox};
-use crate::store::{AttemptOutcome, DeliveryStatus, OutboxItem};
+use crate::store::{AttemptOutcome, DeliveryStatus, OutboxItem, StoreError};
+use crate::telemetry::Metrics;
 
 pub struct Delivery {
     outbox: Arc<dyn Outbox>,
+    metrics: Arc<Metrics>,
     wake: Notify,
     clock: Clock,
     signer: Signer,
@@ -58,9 +60,11 @@ impl Delivery {
         signer: Signer,
         http: reqwest::Client,
         policy: DeliverySettings,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Delivery {
             outbox,
+            metrics,
             wake: Notify::new(),
             clock,
             signer,
@@ -73,6 +77,43 @@ impl Delivery {
     pub fn enqueue(&self, items: Vec<OutboxItem>) {
         self.outbox.committed(items);
         self.wake.notify_one();
+    }
+
+    /// Forgets every queued notification (the store was emptied).
+    pub fn reset(&self) {
+        self.outbox.reset();
+    }
+
+    /// POSTs `item` again now, outside its queue, and records the attempt: it leaves the
+    /// notification delivered on a 2xx, as it was otherwise.
+    pub async fn redeliver(&self, item: OutboxItem) -> Result<AttemptOutcome, StoreError> {
+        let result = self.post(std::slice::from_ref(&item)).await;
+        self.metrics
+            .delivery(Duration::from_millis(result.latency_ms));
+        let mut o = outcome(&item, &result, self.clock.now(), &self.policy, || 1.0);
+        if o.status != DeliveryStatus::Delivered {
+            (o.status, o.next_attempt_at) = (item.status, item.next_attempt_at);
+        }
+        self.log_attempt(&item, &o, &host_of(&item.callback_uri));
+        self.outbox.redelivered(o.clone()).await?;
+        Ok(o)
+    }
+
+    /// Attempts every notification due now, and those that fall due behind them, until none is
+    /// due or in flight (each has had its attempt: delivered, or failed and rescheduled), or
+    /// until `within` has passed. Returns whether it got there.
+    pub async fn settle_due(self: &Arc<Self>, within: Duration) -> Result<bool, StoreError> {
+        let deadline = Instant::now() + within;
+        loop {
+            self.run_due().await;
+            if !self.outbox.has_due(self.clock.now()).await? {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 
     /// Claims what is due now, up to `room` POSTs; also when the next head falls due.
@@ -188,20 +229,65 @@ impl Delivery {
         posts
     }
 
+    /// One log line and one count per notification attempted.
+    fn log_attempt(&self, item: &OutboxItem, o: &AttemptOutcome, host: &str) {
+        let outcome = match o.status {
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Pending => "retried",
+            DeliveryStatus::Dead => "dead",
+        };
+        self.metrics.notification(outcome);
+        let a = &o.attempt;
+        let next = (o.status == DeliveryStatus::Pending).then(|| {
+            o.next_attempt_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        });
+        if o.status == DeliveryStatus::Dead {
+            tracing::warn!(
+                target: "switchboard::delivery",
+                call_id = %item.call_id,
+                seq = item.seq,
+                host,
+                outcome,
+                status = a.status,
+                error = a.error.as_deref(),
+                latency_ms = a.latency_ms,
+                attempts = o.attempts,
+                "notification dead"
+            );
+        } else {
+            tracing::info!(
+                target: "switchboard::delivery",
+                call_id = %item.call_id,
+                seq = item.seq,
+                host,
+                outcome,
+                status = a.status,
+                error = a.error.as_deref(),
+                latency_ms = a.latency_ms,
+                attempts = o.attempts,
+                next_attempt = next.as_deref(),
+                "delivery attempt"
+            );
+        }
+    }
+
     /// One attempt at the head of a call's queue (one or more notifications in one POST):
     /// POST, then settle the claim with an attempt for each.
+    #[tracing::instrument(level = "debug", name = "deliver", skip_all, fields(call = %claim.call_id, fence = claim.fence))]
     async fn attempt(&self, claim: Claim) {
         let result = self.post(&claim.batch).await;
+        self.metrics
+            .delivery(Duration::from_millis(result.latency_ms));
         let now = self.clock.now();
+        let host = host_of(&claim.batch[0].callback_uri);
         let outcomes: Vec<AttemptOutcome> = claim
             .batch
             .iter()
             .map(|item| {
                 let jitter = || rand::rng().random_range(0.8..1.2);
                 let o = outcome(item, &result, now, &self.policy, jitter);
-                if o.status == DeliveryStatus::Dead {
-                    tracing::warn!(seq = item.seq, call = %item.call_id, "notification marked dead after {} attempts", o.attempts);
-                }
+                self.log_attempt(item, &o, &host);
                 o
             })
             .collect();
@@ -213,6 +299,19 @@ impl Delivery {
             }
             Err(e) => tracing::warn!(%call, "recording a delivery attempt failed: {e}"),
         }
+    }
+}
+
+/// The host (and port, if not the scheme's) a callback URL names: what a log line may say of it
+/// (a URL's path or query may hold a secret).
+fn host_of(uri: &str) -> String {
+    match url::Url::parse(uri) {
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            _ => "-".into(),
+        },
+        Err(_) => "-".into(),
     }
 }
 
@@ -315,6 +414,7 @@ mod tests {
             signer,
             reqwest::Client::new(),
             policy(),
+            Arc::default(),
         ))
     }
 

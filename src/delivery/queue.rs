@@ -346,6 +346,28 @@ impl Outbox for LocalOutbox {
         });
         Ok(true)
     }
+
+    async fn redelivered(&self, outcome: AttemptOutcome) -> Result<(), StoreError> {
+        self.committer.record(Change {
+            attempts: vec![outcome],
+            ..Change::default()
+        });
+        Ok(())
+    }
+
+    async fn has_due(&self, now: Timestamp) -> Result<bool, StoreError> {
+        let q = self.queues.lock().expect("queues lock");
+        Ok(!q.busy.is_empty()
+            || q.per_call
+                .values()
+                .any(|c| c.front().is_some_and(|h| h.next_attempt_at <= now)))
+    }
+
+    fn reset(&self) {
+        let mut q = self.queues.lock().expect("queues lock");
+        let shares = q.shares;
+        *q = Queues::new(shares);
+    }
 }
 
 #[cfg(test)]

@@ -68,6 +68,7 @@ impl Engine {
 
     /// Places an outgoing call: to one party (peer-to-peer), several (a group call), or into a
     /// meeting (`meeting`: its join id and the passcode given).
+    #[tracing::instrument(level = "debug", name = "create_call", skip_all, fields(app = %app.app_id))]
     pub async fn create_call(
         &self,
         app: &AppRef,

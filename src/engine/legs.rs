@@ -126,6 +126,7 @@ impl Engine {
     }
 
     /// Applies one event and stages its change (`None` when nothing changed).
+    #[tracing::instrument(level = "debug", name = "fabric_event", skip_all, fields(leg = ?event.leg()))]
     async fn apply(&self, event: FabricEvent) -> Result<(Outcome, Option<Pending>), EngineError> {
         let (leg, change): (LegRef, LegChange) = match event {
             FabricEvent::Incoming {

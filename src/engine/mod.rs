@@ -42,6 +42,7 @@ use crate::fabric::Fabric;
 use crate::store::committer::Committer;
 use crate::store::scenes::SceneTx;
 use crate::store::{Health, Retention, Snapshot, Store, StoreError};
+use crate::telemetry::Metrics;
 
 mod calls;
 mod legs;
@@ -91,6 +92,7 @@ pub struct Engine {
     fabric: Arc<dyn Fabric>,
     rules: Rules,
     delivery: Arc<Delivery>,
+    metrics: Arc<Metrics>,
     public_url: String,
     timers_changed: Notify,
     /// Fabric events on their way in, and (until the drain starts) where they wait.
@@ -106,6 +108,7 @@ pub struct Parts {
     pub fabric: Arc<dyn Fabric>,
     pub rules: Rules,
     pub delivery: Arc<Delivery>,
+    pub metrics: Arc<Metrics>,
     /// Base URL of recordings.
     pub public_url: String,
     /// The meetings bots can join.
@@ -131,6 +134,7 @@ impl Engine {
             fabric,
             rules,
             delivery,
+            metrics,
             public_url,
             meetings,
             retention,
@@ -148,6 +152,7 @@ impl Engine {
             fabric,
             rules,
             delivery,
+            metrics,
             public_url,
             timers_changed: Notify::new(),
             events,
@@ -191,6 +196,17 @@ impl Engine {
 
     pub fn clock(&self) -> &Clock {
         &self.clock
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The Prometheus text of the metrics, with the number of live calls now.
+    pub async fn render_metrics(&self) -> String {
+        let live = self.state.lock().await.calls.len();
+        self.metrics.render(live)
     }
 
     /// Where a finished recording is served.

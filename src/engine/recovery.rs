@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Engine, State};
+use super::{Engine, EngineError, State};
 use crate::domain::CallId;
 use crate::store::Snapshot;
 
@@ -136,6 +136,29 @@ impl Engine {
                 );
             }
         }
+    }
+
+    /// Back to a fresh start with the same configuration: no calls, no notifications queued or
+    /// logged, the meetings as configured, no party views or recordings. The clock stays.
+    pub async fn reset(&self) -> Result<(), EngineError> {
+        let mut st = self.state.lock().await;
+        if !self.health.writable() {
+            return Err(self.unavailable());
+        }
+        // Everything staged before is committed; nothing more is staged while the lock is held.
+        self.committer.barrier().await;
+        self.store.reset().await?;
+        self.delivery.reset();
+        let _ = self.committer.take_uncertain();
+        *st = State::build(
+            &Snapshot::default(),
+            &self.meetings,
+            self.fabric.as_ref(),
+            self.clock.now(),
+        );
+        self.timers_changed.notify_one();
+        tracing::info!("reset: every call, notification and log is gone");
+        Ok(())
     }
 
     /// Applies the retention policy every `[retention] interval_ms` until `stop`.

@@ -19,6 +19,7 @@ use crate::store::{Change, DeliveryStatus, OutboxItem};
 impl Engine {
     /// Changes a live call (owned by `owner`, or by anyone) in its conversation, and commits
     /// that with what it notifies. On error nothing changes. Returns the call as it is after.
+    #[tracing::instrument(level = "debug", name = "change", skip_all, fields(call = %id))]
     pub(super) async fn update<T>(
         &self,
         owner: Option<&str>,

@@ -40,6 +40,27 @@ pub struct MeetingView {
 }
 
 impl Engine {
+    /// Every live call, oldest first (those created at the same instant in id order); only
+    /// `app_id`'s, or only those in `state`, if given.
+    pub async fn list_calls(
+        &self,
+        app_id: Option<&str>,
+        state: Option<CallState>,
+    ) -> Result<Vec<Call>, EngineError> {
+        let st = self.read_state().await?;
+        let mut calls: Vec<Call> = st
+            .calls
+            .values()
+            .filter(|c| app_id.is_none_or(|a| c.app_id.eq_ignore_ascii_case(a)))
+            .filter(|c| state.is_none_or(|s| c.state == s))
+            .map(|c| Call::clone(c))
+            .collect();
+        let ticket = self.open_ticket()?;
+        drop(st);
+        calls.sort_by_key(|c| (c.created_at, c.id));
+        self.settled(calls, ticket).await
+    }
+
     /// Reads a live call the app owns without copying it.
     pub async fn with_call<T>(
         &self,
@@ -203,6 +224,24 @@ impl Engine {
 
     /// Every notification of a call with its delivery attempts, ended calls included (as long
     /// as the retention policy keeps them).
+    /// Sends a notification again now, outside its queue, and records the attempt.
+    pub async fn redeliver(
+        &self,
+        item: crate::store::OutboxItem,
+    ) -> Result<crate::store::AttemptOutcome, EngineError> {
+        Ok(self.delivery.redeliver(item).await?)
+    }
+
+    /// Waits until every notification due now (and those that fall due behind them) has had its
+    /// attempt, for at most `within`; whether it got there.
+    pub async fn settle_deliveries(
+        &self,
+        within: std::time::Duration,
+    ) -> Result<bool, EngineError> {
+        self.flush().await;
+        Ok(self.delivery.settle_due(within).await?)
+    }
+
     pub async fn deliveries(&self, id: CallId) -> Result<DeliveryLog, EngineError> {
         // Everything submitted before this point is committed (or refused) after the barrier.
         self.committer.barrier().await;

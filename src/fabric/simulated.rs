@@ -152,6 +152,11 @@ impl SimulatedFabric {
         self.order.iter().filter_map(|k| self.parties.get(k))
     }
 
+    /// Forgets what every party heard (a reset).
+    pub fn reset(&self) {
+        self.heard.lock().expect("heard lock").clear();
+    }
+
     /// The commands this party received, oldest first (the last [`HEARD_PER_PARTY`]).
     pub fn heard(&self, id: &str) -> Vec<Heard> {
         let heard = self.heard.lock().expect("heard lock");

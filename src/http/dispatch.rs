@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 use super::extract::{GraphCall, json_body, optional_json_body};
-use super::route::{Route, Target, allowed, parse};
+use super::route::{RequestFacts, Route, Target, allowed, parse};
 use super::state::AppState;
 use super::{actions, calls, participants};
 
@@ -41,11 +41,25 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Respo
         }
     };
     let name = target.route.name();
-    let mut resp = match serve(state, &parts, body, target).await {
+    let mut facts = RequestFacts {
+        call_id: target.route.call_id().map(str::to_string),
+        app_id: None,
+    };
+    let mut resp = match serve(state, &parts, body, target, &mut facts).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
+    if facts.call_id.is_none() {
+        // A created call: its id is the end of the `Location` it answers with.
+        facts.call_id = resp
+            .headers()
+            .get(axum::http::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|l| l.rsplit('/').next())
+            .map(str::to_string);
+    }
     resp.extensions_mut().insert(name);
+    resp.extensions_mut().insert(facts);
     resp
 }
 
@@ -56,8 +70,10 @@ async fn serve(
     parts: &Parts,
     body: Body,
     target: Target,
+    facts: &mut RequestFacts,
 ) -> Result<Response, ApiError> {
     let (principal, app) = state.authenticate(&parts.headers).await?;
+    facts.app_id = Some(app.app_id.clone());
     let methods = allowed(&target.route);
     if !methods.contains(&parts.method) {
         let names: Vec<&str> = methods.iter().map(Method::as_str).collect();

@@ -1,26 +1,34 @@
-//! The middleware around every route: request ids, the Graph error body, the request timeout.
+//! The middleware around every route: request ids, the Graph error body, the request timeout, and
+//! what each request tells the operator (its metrics, and for a Graph request its log line).
 //! (`drain` is the other one: what to do with a body a handler left unread.)
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, header};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::error::{ApiError, ErrorBody};
+use super::route::{RequestFacts, RouteName};
 use super::state::AppState;
 
-/// Request ids on every response, the Graph error body where a handler failed, and the request
-/// timeout.
+/// Request ids on every response, the Graph error body where a handler failed, the request
+/// timeout, the request's metrics and, for a Graph request, one log line.
 pub async fn request_context(
     State(state): State<Arc<AppState>>,
     req: Request,
     next: Next,
 ) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let matched = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string());
     let request_id = uuid::Uuid::new_v4().to_string();
     let client_request_id = req
         .headers()
@@ -69,5 +77,52 @@ pub async fn request_context(
     }
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("private"));
+    observe(
+        &state,
+        &resp,
+        &method,
+        matched,
+        &request_id,
+        started.elapsed(),
+    );
     resp
+}
+
+/// Counts the request, and writes a Graph request's log line (the parsed route, never the path
+/// with its ids, never a header: no token reaches the log).
+fn observe(
+    state: &AppState,
+    resp: &Response,
+    method: &Method,
+    matched: Option<String>,
+    request_id: &str,
+    took: Duration,
+) {
+    let status = resp.status().as_u16();
+    let graph = resp.extensions().get::<RouteName>();
+    let route = match (graph, &matched) {
+        (Some(name), _) => name.0,
+        (None, Some(path)) => path.as_str(),
+        (None, None) => "unmatched",
+    };
+    state
+        .engine
+        .metrics()
+        .request(route, method.as_str(), status, took);
+    if graph.is_some() {
+        let facts = resp.extensions().get::<RequestFacts>();
+        let call_id = facts.and_then(|f| f.call_id.as_deref()).unwrap_or("-");
+        let app_id = facts.and_then(|f| f.app_id.as_deref()).unwrap_or("-");
+        tracing::info!(
+            target: "switchboard::request",
+            method = %method,
+            route,
+            status,
+            latency_ms = took.as_secs_f64() * 1000.0,
+            call_id,
+            app_id,
+            request_id,
+            "graph request"
+        );
+    }
 }

@@ -59,6 +59,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/keys", get(identity::keys))
         .route("/recordings/{file}", get(recordings::get_recording))
+        .route(
+            "/metrics",
+            get(control::metrics).route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                control::guard,
+            )),
+        )
         .nest("/_switchboard/v1", control::router(state.clone()))
         .fallback(dispatch::dispatch)
         .layer(axum::middleware::from_fn_with_state(

@@ -2,7 +2,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::extract::GraphCall;
 use crate::domain::CallId;
@@ -13,8 +13,9 @@ use crate::graph::operation::render;
 const GRAPH_JSON: &str = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8";
 
 /// A JSON body with Graph's content type.
-pub fn json_response(status: StatusCode, value: &Value) -> Response {
-    json_text_response(status, value.to_string())
+pub fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response {
+    // Serializing a value of our own types cannot fail (string keys, finite numbers).
+    json_text_response(status, serde_json::to_string(value).unwrap_or_default())
 }
 
 /// A JSON body that is already text.

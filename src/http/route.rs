@@ -28,7 +28,30 @@ pub enum Route {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RouteName(pub &'static str);
 
+/// What a Graph request's log line says beyond the route: the call it named, the app it was
+/// authenticated as. [`super::dispatch::dispatch`] puts it in the response's extensions.
+#[derive(Clone, Debug, Default)]
+pub struct RequestFacts {
+    pub call_id: Option<String>,
+    pub app_id: Option<String>,
+}
+
 impl Route {
+    /// The call id the path names, as written.
+    pub fn call_id(&self) -> Option<&str> {
+        match self {
+            Route::Calls => None,
+            Route::Call(id)
+            | Route::CallAction(id, _)
+            | Route::Operation(id, _)
+            | Route::Participants(id)
+            | Route::Participant(id, _)
+            | Route::Invite(id)
+            | Route::ParticipantAction(id, _, _)
+            | Route::Unbuilt(id, _) => Some(id),
+        }
+    }
+
     /// This route's [`RouteName`].
     pub fn name(&self) -> RouteName {
         RouteName(match self {

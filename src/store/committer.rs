@@ -118,13 +118,30 @@ fn stopped() -> StoreError {
     StoreError::failed("the store has stopped")
 }
 
+/// Told of each transaction: how long it took and how many changes it held.
+pub type OnCommit = Arc<dyn Fn(std::time::Duration, usize) + Send + Sync>;
+
 impl Committer {
     /// Starts the commit task on the current runtime.
     pub fn start(store: Arc<dyn Store>, health: Arc<Health>) -> Self {
+        Self::start_observed(store, health, Arc::new(|_, _| {}))
+    }
+
+    /// [`Committer::start`], telling `on_commit` of each transaction (for metrics).
+    pub fn start_observed(store: Arc<dyn Store>, health: Arc<Health>, on_commit: OnCommit) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let (settle, settled) = watch::channel(Settled::default());
         let uncertain: Arc<Mutex<Vec<Uncertain>>> = Arc::default();
-        tokio::spawn(run(store, health.clone(), rx, settle, uncertain.clone()));
+        let task = Task {
+            store,
+            health: health.clone(),
+            settled: settle,
+            failed: None,
+            held: vec![],
+            uncertain: uncertain.clone(),
+            on_commit,
+        };
+        tokio::spawn(run(task, rx));
         Committer {
             tx,
             health,
@@ -275,23 +292,10 @@ struct Task {
     /// Delivery attempts recorded while refusing, to commit on resume.
     held: Vec<crate::store::AttemptOutcome>,
     uncertain: Arc<Mutex<Vec<Uncertain>>>,
+    on_commit: OnCommit,
 }
 
-async fn run(
-    store: Arc<dyn Store>,
-    health: Arc<Health>,
-    mut rx: mpsc::UnboundedReceiver<Job>,
-    settled: watch::Sender<Settled>,
-    uncertain: Arc<Mutex<Vec<Uncertain>>>,
-) {
-    let mut task = Task {
-        store,
-        health,
-        settled,
-        failed: None,
-        held: vec![],
-        uncertain,
-    };
+async fn run(mut task: Task, mut rx: mpsc::UnboundedReceiver<Job>) {
     let mut next: Option<Job> = None;
     loop {
         let first = match next.take() {
@@ -356,6 +360,7 @@ impl Task {
     async fn commit(&mut self, batch: Vec<Submitted>) {
         let mut merged = Change::default();
         let mut hooks = Vec::with_capacity(batch.len());
+        let changes = batch.len();
         let mut waiting = Vec::with_capacity(batch.len());
         let (mut first, mut last) = (u64::MAX, 0);
         for (change, after, done, ticket) in batch {
@@ -379,7 +384,9 @@ impl Task {
                 let attempts = merged.attempts.clone();
                 let notified: Vec<(CallId, i64)> =
                     merged.enqueue.iter().map(|i| (i.call_id, i.seq)).collect();
+                let started = std::time::Instant::now();
                 let result = self.store.commit(merged).await;
+                (self.on_commit)(started.elapsed(), changes);
                 if let Err(e) = &result {
                     self.fail(e);
                     self.hold(attempts);

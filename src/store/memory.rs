@@ -177,6 +177,11 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn reset(&self) -> Result<(), StoreError> {
+        *self.inner.lock().expect("memory store lock") = Inner::default();
+        Ok(())
+    }
+
     async fn prune(&self, policy: Retention, now: Timestamp) -> Result<Pruned, StoreError> {
         let mut inner = self.inner.lock().expect("memory store lock");
         let cutoff = policy.cutoff(now);

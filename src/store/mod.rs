@@ -319,6 +319,11 @@ pub trait Store: Send + Sync + 'static {
     async fn probe(&self) -> Result<(), StoreError>;
     /// Removes what `policy` no longer keeps at `now` (the call clock), a batch at a time.
     async fn prune(&self, policy: Retention, now: Timestamp) -> Result<Pruned, StoreError>;
+    /// Removes every call, conversation, notification and attempt, and what retention kept of
+    /// them: the store as at a first start (`POST /_switchboard/v1/reset`).
+    async fn reset(&self) -> Result<(), StoreError> {
+        Err(StoreError::failed("this store cannot be reset"))
+    }
     /// At a clean stop, after the last commit (SQLite: empties the WAL into the database).
     async fn close(&self) {}
 }

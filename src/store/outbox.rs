@@ -43,4 +43,11 @@ pub trait Outbox: Send + Sync + 'static {
     /// Answers `false`, changing nothing, when the claim's fence no longer holds.
     async fn settle(&self, claim: Claim, outcomes: Vec<AttemptOutcome>)
     -> Result<bool, StoreError>;
+    /// Records an attempt made outside any claim (a redelivery asked for); the queue does not
+    /// move.
+    async fn redelivered(&self, outcome: AttemptOutcome) -> Result<(), StoreError>;
+    /// Whether some call's head is due at `now`, or a claim is still being attempted.
+    async fn has_due(&self, now: Timestamp) -> Result<bool, StoreError>;
+    /// Forgets everything queued (the store was emptied); claims in flight no longer settle.
+    fn reset(&self);
 }

@@ -397,6 +397,7 @@ fn serve_help_describes_every_option_with_its_variable_default_and_an_example() 
         "SWITCHBOARD_PUBLIC_URL",
         "SWITCHBOARD_ADMIN_TOKEN",
         "SWITCHBOARD_LOG",
+        "SWITCHBOARD_LOG_FORMAT",
     ] {
         assert!(help.contains(needed), "no {needed} in:\n{help}");
     }

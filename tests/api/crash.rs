@@ -17,6 +17,11 @@ struct Server {
 
 impl Server {
     fn start(dir: &std::path::Path, listen: &str, log: &str) -> Server {
+        Server::start_with(dir, listen, log, &[("SWITCHBOARD_LOG", "debug")])
+    }
+
+    /// The server with `env` set (the log's level and format, say), its log in `dir/log`.
+    fn start_with(dir: &std::path::Path, listen: &str, log: &str, env: &[(&str, &str)]) -> Server {
         let cfg = dir.join("switchboard.toml");
         std::fs::write(&cfg, config_toml("")).unwrap();
         let stderr = std::fs::OpenOptions::new()
@@ -31,7 +36,7 @@ impl Server {
             .arg(&cfg)
             .arg("--store")
             .arg(format!("sqlite://{}/sb.db", dir.display()))
-            .env("SWITCHBOARD_LOG", "debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
@@ -432,4 +437,92 @@ async fn a_group_call_and_a_meeting_carry_on_after_the_server_is_killed() {
         )
         .await;
     assert_eq!(still.body["state"], "established", "{}", still.text);
+}
+
+/// The log at its default level, as JSON: one line per Graph request (method, route, status,
+/// latency, call id, app id, request id) and one per delivery attempt (call id, sequence, host,
+/// outcome, latency); no token or secret.
+#[tokio::test]
+async fn each_graph_request_and_delivery_attempt_is_one_log_line_without_secrets() {
+    let dir = TempDir::new();
+    let env = [
+        ("SWITCHBOARD_LOG", "info"),
+        ("SWITCHBOARD_LOG_FORMAT", "json"),
+    ];
+    let server = Server::start_with(&dir.0, "127.0.0.1:0", "server.log", &env);
+    let receiver = Receiver::start().await;
+    let token = server.token().await;
+    let r = server
+        .send(
+            "POST",
+            "/v1.0/communications/calls",
+            &token,
+            Some(p2p(&receiver.url())),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    receiver
+        .wait_for(&id, |s| has(s, "updated", "established"))
+        .await;
+    let path = format!("/v1.0/communications/calls/{id}");
+    assert_eq!(server.send("DELETE", &path, &token, None).await.status, 204);
+    receiver
+        .wait_for(&id, |s| has(s, "deleted", "terminated"))
+        .await;
+    assert_eq!(server.send("GET", &path, &token, None).await.status, 404);
+    // The attempt of the last notification is logged once it is back.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = std::fs::read_to_string(dir.0.join("server.log")).unwrap();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let of = |message: &str| -> Vec<&Value> {
+        lines.iter().filter(|l| l["message"] == message).collect()
+    };
+    let requests: Vec<_> = of("graph request")
+        .iter()
+        .map(|l| {
+            assert_eq!(l["app_id"], APP_A, "{l}");
+            assert!(
+                l["request_id"].as_str().is_some_and(|r| r.len() == 36),
+                "{l}"
+            );
+            assert!(l["latency_ms"].as_f64().is_some(), "{l}");
+            (
+                l["method"].as_str().unwrap().to_string(),
+                l["route"].as_str().unwrap().to_string(),
+                l["status"].as_u64().unwrap(),
+                l["call_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let req = |m: &str, route: &str, status| (m.to_string(), route.to_string(), status, id.clone());
+    assert_eq!(
+        requests,
+        vec![
+            req("POST", "Calls", 201),
+            req("DELETE", "Call", 204),
+            req("GET", "Call", 404)
+        ]
+    );
+    let attempts: Vec<_> = of("delivery attempt")
+        .iter()
+        .map(|l| {
+            assert_eq!(l["call_id"], id, "{l}");
+            assert_eq!(l["outcome"], "delivered", "{l}");
+            assert_eq!(l["status"], 202, "{l}");
+            assert!(l["host"].as_str().unwrap().starts_with("127.0.0.1:"), "{l}");
+            l["seq"].as_i64().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        attempts,
+        vec![1, 2, 3, 4],
+        "one line per notification attempted"
+    );
+    for secret in [token.as_str(), "secret-a", ADMIN] {
+        assert!(!log.contains(secret), "the log holds a secret");
+    }
 }

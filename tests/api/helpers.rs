@@ -132,6 +132,8 @@ struct ReceiverState {
     plan: VecDeque<(u16, Option<&'static str>)>,
     /// Files served on `GET /files/{name}` (prompts fetched over http).
     files: std::collections::HashMap<String, Vec<u8>>,
+    /// How long each POST waits before it is recorded and answered.
+    delay: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -156,6 +158,8 @@ async fn receive(
     headers: HeaderMap,
     body: String,
 ) -> impl IntoResponse {
+    let delay = r.inner.lock().unwrap().delay;
+    tokio::time::sleep(delay).await;
     let mut st = r.inner.lock().unwrap();
     let (status, retry_after) = st.plan.pop_front().unwrap_or((202, None));
     st.received.push(Received {
@@ -241,6 +245,11 @@ impl Receiver {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.notes(call_id)
+    }
+
+    /// Makes every POST wait this long before it is recorded and answered.
+    pub fn answer_after(&self, delay: Duration) {
+        self.inner.lock().unwrap().delay = delay;
     }
 
     /// Answers the next POSTs with these statuses (and `Retry-After` values).

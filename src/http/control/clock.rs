@@ -5,7 +5,9 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::json;
+use serde_json::Value;
+
+use super::schema::{AdvanceRequest, ClockView, ErrorResponse};
 
 use super::read_json;
 use crate::clock::ClockError;
@@ -13,16 +15,36 @@ use crate::http::error::ApiError;
 use crate::http::respond::json_response;
 use crate::http::state::AppState;
 
+fn millis(t: crate::clock::Timestamp) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 /// `GET /clock`: the time now, and whether the clock is virtual.
+#[utoipa::path(get, path = "/_switchboard/v1/clock", tag = "clock",
+    responses((status = 200, body = ClockView)))]
 pub async fn get_clock(State(state): State<Arc<AppState>>) -> Response {
     let clock = state.engine.clock();
     json_response(
         StatusCode::OK,
-        &json!({"now": clock.now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "virtual": clock.is_virtual()}),
+        &ClockView {
+            now: millis(clock.now()),
+            r#virtual: clock.is_virtual(),
+            settled: None,
+        },
     )
 }
 
-/// `POST /clock/advance {"seconds"}`: moves a virtual clock, running the timers due.
+/// How long `settle` waits for deliveries at most.
+const SETTLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `POST /clock/advance {"seconds", "settle"}`: moves a virtual clock, running the timers due;
+/// with `settle`, answers once every notification due by the new time had its attempt.
+#[utoipa::path(post, path = "/_switchboard/v1/clock/advance", tag = "clock",
+    request_body = AdvanceRequest,
+    responses((status = 200, body = ClockView),
+              (status = 400, body = ErrorResponse),
+              (status = 409, description = "The clock is real", body = ErrorResponse),
+              (status = 504, description = "With settle: notifications were still being attempted after 60 s", body = ErrorResponse)))]
 pub async fn advance_clock(
     State(state): State<Arc<AppState>>,
     req: Request,
@@ -34,6 +56,11 @@ pub async fn advance_clock(
         .ok_or_else(|| {
             ApiError::bad_request("'seconds' must be a number of seconds, zero or more.")
         })?;
+    let settle = match &body["settle"] {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        _ => return Err(ApiError::bad_request("'settle' must be true or false.")),
+    };
     if !state.engine.clock().is_virtual() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -51,8 +78,24 @@ pub async fn advance_clock(
             Err(e) => ApiError::internal(e),
         }
     })?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"now": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "virtual": true}),
-    ))
+    let mut body = ClockView {
+        now: millis(now),
+        r#virtual: true,
+        settled: None,
+    };
+    if settle {
+        let settled = state.engine.settle_deliveries(SETTLE_WITHIN).await?;
+        if !settled {
+            return Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "settleTimeout",
+                format!(
+                    "The clock moved, but notifications were still being attempted after {} s.",
+                    SETTLE_WITHIN.as_secs()
+                ),
+            ));
+        }
+        body.settled = Some(true);
+    }
+    Ok(json_response(StatusCode::OK, &body))
 }

@@ -5,13 +5,18 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::{Value, json};
+
+use super::schema::{Meeting, MeetingParticipant};
 
 use crate::http::error::ApiError;
 use crate::http::respond::json_response;
 use crate::http::state::AppState;
 
 /// `GET /meetings/{id}`: whether the meeting is active, and its participants.
+#[utoipa::path(get, path = "/_switchboard/v1/meetings/{id}", tag = "meetings",
+    params(("id" = String, Path, description = "A configured meeting's joinMeetingId")),
+    responses((status = 200, body = super::schema::Meeting),
+              (status = 404, body = super::schema::ErrorResponse)))]
 pub async fn get_meeting(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -21,16 +26,21 @@ pub async fn get_meeting(
         .meeting(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("No meeting '{id}' is configured.")))?;
-    let participants: Vec<Value> = m
+    let participants = m
         .participants
         .iter()
-        .map(|(id, kind, call)| match call {
-            Some(c) => json!({"id": id, "kind": kind, "callId": c.to_string()}),
-            None => json!({"id": id, "kind": kind}),
+        .map(|(id, kind, call)| MeetingParticipant {
+            id: id.clone(),
+            kind: kind.to_string(),
+            call_id: call.map(|c| c.to_string()),
         })
         .collect();
     Ok(json_response(
         StatusCode::OK,
-        &json!({"joinMeetingId": id, "active": m.active, "participants": participants}),
+        &Meeting {
+            join_meeting_id: id,
+            active: m.active,
+            participants,
+        },
     ))
 }

@@ -8,7 +8,9 @@
 pub mod calls;
 pub mod clock;
 pub mod meetings;
+pub mod openapi;
 pub mod parties;
+pub mod schema;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,17 +21,20 @@ use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::error::ApiError;
 use super::extract::{PeerAddr, read_body};
 use super::state::AppState;
 use crate::config::Settings;
-use crate::domain::EndReason;
 
 /// Lets a request through with the admin token as bearer, or, with no admin token configured,
 /// from a loopback peer that presents no token.
-async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+pub(super) async fn guard(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -80,11 +85,6 @@ pub fn guarded_by_address_only(listen: SocketAddr, settings: &Settings) -> bool 
     settings.admin.token.is_none() && !listen.ip().to_canonical().is_loopback()
 }
 
-/// An end reason as Graph's `resultInfo`.
-fn result_info(r: EndReason) -> Value {
-    json!({"code": r.code, "subcode": r.subcode, "message": r.message()})
-}
-
 /// Reads a control request's JSON body. Unlike Graph routes, any content type is taken: the
 /// control API is ours, and `curl -d` sends JSON labelled as a form.
 async fn read_json(state: &AppState, req: Request) -> Result<Value, ApiError> {
@@ -93,6 +93,38 @@ async fn read_json(state: &AppState, req: Request) -> Result<Value, ApiError> {
     serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad_request(format!("The request body must be a JSON object. ({e})"))
     })
+}
+
+/// `POST /reset`: back to a fresh start with the same configuration (the clock stays).
+#[utoipa::path(post, path = "/_switchboard/v1/reset", tag = "server",
+    responses((status = 200, body = schema::Reset),
+              (status = 503, description = "The store cannot write now", body = schema::ErrorResponse)))]
+pub async fn reset(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    state.engine.reset().await?;
+    state.parties.reset();
+    let now = state.engine.clock().now();
+    Ok(crate::http::respond::json_response(
+        StatusCode::OK,
+        &schema::Reset {
+            reset: true,
+            now: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        },
+    ))
+}
+
+/// `GET /metrics` (outside `/_switchboard/v1`, behind the same guard): the Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "server",
+    responses((status = 200, description = "The Prometheus text format", content_type = "text/plain", body = String)))]
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let body = state.engine.render_metrics().await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// The control API's routes, behind the guard.
@@ -104,8 +136,15 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/parties/{id}/dial", post(parties::dial))
         .route("/parties/{id}/tones", post(parties::tones))
         .route("/meetings/{id}", get(meetings::get_meeting))
+        .route("/calls", get(calls::list_calls))
         .route("/calls/{id}/fail", post(calls::fail_call))
         .route("/calls/{id}/deliveries", get(calls::deliveries))
+        .route(
+            "/calls/{id}/deliveries/{sequence}/redeliver",
+            post(calls::redeliver),
+        )
+        .route("/reset", post(reset))
+        .route("/openapi.json", get(openapi::document))
         .route("/clock", get(clock::get_clock))
         .route("/clock/advance", post(clock::advance_clock))
         .fallback(|| async { ApiError::not_found("No such control API route.") })

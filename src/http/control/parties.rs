@@ -7,9 +7,9 @@ use std::sync::Arc;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::{read_json, result_info};
+use super::{read_json, schema};
 use crate::domain::{CallId, Peer};
 use crate::engine::Outcome;
 use crate::fabric::simulated::Party;
@@ -18,13 +18,24 @@ use crate::http::error::ApiError;
 use crate::http::respond::json_response;
 use crate::http::state::AppState;
 
-fn party_json(p: &Party) -> Value {
-    json!({
-        "id": p.info.id,
-        "kind": p.info.kind,
-        "displayName": p.info.display_name,
-        "behavior": p.behavior,
-    })
+fn kind_of(k: crate::domain::PartyKind) -> String {
+    crate::domain::conversation::identity_key(k).to_string()
+}
+
+fn behavior_of(p: &Party) -> String {
+    serde_json::to_value(p.behavior)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn party_view(p: &Party) -> schema::Party {
+    schema::Party {
+        id: p.info.id.clone(),
+        kind: kind_of(p.info.kind),
+        display_name: p.info.display_name.clone(),
+        behavior: behavior_of(p),
+    }
 }
 
 fn no_such_party(id: &str) -> ApiError {
@@ -47,12 +58,18 @@ async fn on_each_leg(
 }
 
 /// `GET /parties`: the configured parties.
+#[utoipa::path(get, path = "/_switchboard/v1/parties", tag = "parties",
+    responses((status = 200, description = "The configured parties", body = schema::PartyList)))]
 pub async fn list_parties(State(state): State<Arc<AppState>>) -> Response {
-    let parties: Vec<Value> = state.parties.parties().map(party_json).collect();
-    json_response(StatusCode::OK, &json!({"value": parties}))
+    let value = state.parties.parties().map(party_view).collect();
+    json_response(StatusCode::OK, &schema::PartyList { value })
 }
 
 /// `GET /parties/{id}`: a party, with the calls it is or was in and the commands it received.
+#[utoipa::path(get, path = "/_switchboard/v1/parties/{id}", tag = "parties",
+    params(("id" = String, Path, description = "A party's id (a user id, or a phone number in any common spelling)")),
+    responses((status = 200, body = schema::PartyDetail),
+              (status = 404, description = "No such party, and none in a call", body = schema::ErrorResponse)))]
 pub async fn get_party(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -62,24 +79,46 @@ pub async fn get_party(
     if party.is_none() && legs.is_empty() {
         return Err(no_such_party(&id));
     }
-    let calls: Vec<Value> = legs
+    let calls = legs
         .iter()
-        .map(|l| {
-            json!({
-                "callId": l.call_id.to_string(),
-                "state": l.state.as_str(),
-                "resultInfo": l.result.map(result_info),
-                "tonesReceived": l.tones_received,
-            })
+        .map(|l| schema::PartyCall {
+            call_id: l.call_id.to_string(),
+            state: l.state.as_str().to_string(),
+            result_info: l.result.map(schema::ResultInfo::from),
+            tones_received: l.tones_received.clone(),
         })
         .collect();
-    let mut body = party.map(party_json).unwrap_or_else(|| json!({"id": id}));
-    body["calls"] = Value::Array(calls);
-    body["heard"] = json!(state.parties.heard(&id));
+    let heard = state
+        .parties
+        .heard(&id)
+        .into_iter()
+        .map(|h| schema::Heard {
+            at: schema::time(h.at),
+            command: h.command.to_string(),
+            call_id: h.call_id,
+            participant_id: h.participant_id,
+            tones: h.tones,
+            operation_ids: h.operation_ids,
+            prompts: h.prompts,
+            reason: h.reason.map(|(c, s)| [c, s]),
+        })
+        .collect();
+    let body = schema::PartyDetail {
+        id: party.map_or(id.clone(), |p| p.info.id.clone()),
+        kind: party.map(|p| kind_of(p.info.kind)),
+        display_name: party.and_then(|p| p.info.display_name.clone()),
+        behavior: party.map(behavior_of),
+        calls,
+        heard,
+    };
     Ok(json_response(StatusCode::OK, &body))
 }
 
 /// `POST /parties/{id}/hangup`: the party hangs up every call it is in.
+#[utoipa::path(post, path = "/_switchboard/v1/parties/{id}/hangup", tag = "parties",
+    params(("id" = String, Path, description = "A party's id")),
+    responses((status = 200, body = schema::HungUp),
+              (status = 404, body = schema::ErrorResponse)))]
 pub async fn hang_up_party(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -89,14 +128,24 @@ pub async fn hang_up_party(
     }
     let legs = state.engine.live_legs_of(&id).await?;
     let ended = on_each_leg(&state, legs, FabricEvent::HungUp).await?;
-    let ids: Vec<String> = ended.iter().map(CallId::to_string).collect();
+    let calls_ended = ended.iter().map(CallId::to_string).collect();
     Ok(json_response(
         StatusCode::OK,
-        &json!({"partyId": id, "callsEnded": ids}),
+        &schema::HungUp {
+            party_id: id,
+            calls_ended,
+        },
     ))
 }
 
-/// `POST /parties/{id}/dial {"appId"}`: the party calls the app.
+/// `POST /parties/{id}/dial {"appId", "incomingCallUri"?}`: the party calls the app.
+#[utoipa::path(post, path = "/_switchboard/v1/parties/{id}/dial", tag = "parties",
+    params(("id" = String, Path, description = "A configured party's id")),
+    request_body = schema::DialRequest,
+    responses((status = 201, body = schema::Dialled),
+              (status = 400, body = schema::ErrorResponse),
+              (status = 404, body = schema::ErrorResponse),
+              (status = 429, description = "The app is at its limit of concurrent calls", body = schema::ErrorResponse)))]
 pub async fn dial(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -110,11 +159,23 @@ pub async fn dial(
     let app = state
         .app(app_id)
         .ok_or_else(|| ApiError::not_found(format!("No app '{app_id}' is configured.")))?;
-    let uri = app.incoming_call_uri.clone().ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "The app '{app_id}' has no incoming_call_uri to notify."
-        ))
-    })?;
+    // Where the incoming-call notification goes: the request's `incomingCallUri`, else the
+    // app's configured one.
+    let uri = match &body["incomingCallUri"] {
+        Value::Null => app.incoming_call_uri.clone().ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "The app '{app_id}' has no incoming_call_uri to notify: configure one, or give \
+                 \"incomingCallUri\" in this request."
+            ))
+        })?,
+        uri => {
+            let u = crate::graph::call::parse_callback_uri(Some(uri)).map_err(|e| {
+                ApiError::bad_request(e.to_string().replace("callbackUri", "incomingCallUri"))
+            })?;
+            crate::http::extract::check_callback_policy(&state.settings.callbacks, &u)?;
+            u
+        }
+    };
     let event = FabricEvent::Incoming {
         leg: uuid::Uuid::new_v4(),
         from: Peer {
@@ -135,11 +196,19 @@ pub async fn dial(
     };
     Ok(json_response(
         StatusCode::CREATED,
-        &json!({"callId": call.id.to_string()}),
+        &schema::Dialled {
+            call_id: call.id.to_string(),
+        },
     ))
 }
 
 /// `POST /parties/{id}/tones {"tones": "12#"}`: the party presses keys.
+#[utoipa::path(post, path = "/_switchboard/v1/parties/{id}/tones", tag = "parties",
+    params(("id" = String, Path, description = "A party's id")),
+    request_body = schema::TonesRequest,
+    responses((status = 200, body = schema::TonesHeard),
+              (status = 400, body = schema::ErrorResponse),
+              (status = 409, description = "The party is in no established call", body = schema::ErrorResponse)))]
 pub async fn tones(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -166,9 +235,12 @@ pub async fn tones(
             format!("The party '{id}' is in no established call."),
         ));
     }
-    let ids: Vec<String> = heard.iter().map(CallId::to_string).collect();
+    let call_ids = heard.iter().map(CallId::to_string).collect();
     Ok(json_response(
         StatusCode::OK,
-        &json!({"partyId": id, "callIds": ids}),
+        &schema::TonesHeard {
+            party_id: id,
+            call_ids,
+        },
     ))
 }

@@ -693,6 +693,20 @@ impl Store for SqliteStore {
         self.with_conn(|conn| probe(conn)).await
     }
 
+    async fn reset(&self) -> Result<(), StoreError> {
+        let rows = self.rows.clone();
+        self.with_conn(move |conn| {
+            conn.execute_batch(
+                "BEGIN; DELETE FROM calls; DELETE FROM conversations; DELETE FROM notifications; \
+                 DELETE FROM attempts; DELETE FROM ended_calls; DELETE FROM pruned_calls; COMMIT;",
+            )
+            .map_err(backend)?;
+            rows.lock().unwrap_or_else(PoisonError::into_inner).clear();
+            Ok(())
+        })
+        .await
+    }
+
     async fn prune(&self, policy: Retention, now: Timestamp) -> Result<Pruned, StoreError> {
         self.with_conn(move |conn| {
             let cutoff = millis(policy.cutoff(now));

@@ -1,0 +1,101 @@
+//! What the server tells its operator: the metrics at `GET /metrics` (the log lines are read in
+//! `crash.rs`, from the real binary).
+
+use std::collections::HashMap;
+
+use crate::helpers::*;
+
+const CALLS: &str = "/v1.0/communications/calls";
+
+/// `GET /metrics`, as `series{labels} → value`.
+async fn scrape(app: &TestApp) -> HashMap<String, f64> {
+    let r = app.send("GET", "/metrics", Some(ADMIN), None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        r.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"),
+        "Prometheus text format"
+    );
+    r.text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            (series.to_string(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_deliveries_by_outcome_commits_and_live_calls() {
+    let app = spawn_app(Backend::Suite).await;
+    let token = app.token().await;
+    let id = app.established(&token).await;
+    let live = scrape(&app).await;
+    assert_eq!(live["switchboard_live_calls"], 1.0);
+    let path = format!("{CALLS}/{id}");
+    assert_eq!(
+        app.send("DELETE", &path, Some(&token), None).await.status,
+        204
+    );
+    assert_eq!(app.send("GET", &path, Some(&token), None).await.status, 404);
+    app.receiver
+        .wait_for(&id, |s| has(s, "deleted", "terminated"))
+        .await;
+    let m = eventually_metric(
+        &app,
+        "switchboard_notifications_total{outcome=\"delivered\"}",
+        4.0,
+    )
+    .await;
+    let req = |route: &str, method: &str, status: u16| {
+        let key = format!(
+            "switchboard_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}}"
+        );
+        m.get(&key).copied().unwrap_or(0.0)
+    };
+    assert_eq!(
+        req("Calls", "POST", 201),
+        1.0,
+        "labelled by the parsed route, not the path"
+    );
+    assert_eq!(req("Call", "DELETE", 204), 1.0);
+    assert_eq!(req("Call", "GET", 404), 1.0);
+    assert_eq!(
+        req("/{tenant}/oauth2/v2.0/token", "POST", 200),
+        1.0,
+        "other routes by the router's path"
+    );
+    assert_eq!(m["switchboard_live_calls"], 0.0);
+    assert!(
+        m["switchboard_commit_duration_seconds_count"] >= 3.0,
+        "{m:?}"
+    );
+    assert!(m["switchboard_commit_batch_size_count"] >= 3.0);
+    // Notifications due together go in one POST: at least one POST, at most one per notification.
+    let posts = m["switchboard_delivery_duration_seconds_count"];
+    assert!((1.0..=4.0).contains(&posts), "{posts}");
+    assert!(m["switchboard_http_request_duration_seconds_count{route=\"Call\"}"] >= 2.0);
+
+    // The control API's guard applies.
+    let r = app.send("GET", "/metrics", Some(&token), None).await;
+    assert_eq!(
+        r.status, 401,
+        "an app token is not the admin token: {}",
+        r.text
+    );
+}
+
+/// Scrapes until `series` reaches `at_least` (the last attempt is counted once it is back).
+async fn eventually_metric(app: &TestApp, series: &str, at_least: f64) -> HashMap<String, f64> {
+    for _ in 0..50 {
+        let m = scrape(app).await;
+        if m.get(series).copied().unwrap_or(0.0) >= at_least {
+            return m;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{series} never reached {at_least}");
+}
