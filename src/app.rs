@@ -308,7 +308,8 @@ async fn watch_keys(dir: PathBuf, keys: Arc<RwLock<KeyRing>>, stop: Cancellation
         let now = modified(&path);
         if now != seen {
             seen = now;
-            match KeyRing::load_or_create(&dir) {
+            // Never a new key here: tokens the old one signed would all stop working.
+            match KeyRing::load(&dir) {
                 Ok(ring) => {
                     *keys.write().expect("key ring lock") = ring;
                     tracing::info!("signing keys reloaded");

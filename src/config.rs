@@ -1,5 +1,13 @@
 //! Settings: documented defaults, then the TOML file (`--config`), then `SWITCHBOARD_*`
-//! environment variables. Secrets are redacted when printed.
+//! environment variables. Secrets are redacted when printed. Every mistake a file can hold is
+//! found by one check (`check.rs`), which `serve` and `switchboard config check` share; the
+//! starter file `switchboard config init` writes is `starter.toml`.
+
+mod check;
+mod starter;
+
+pub use check::{ConfigError, Problem};
+pub use starter::Starter;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -291,28 +299,53 @@ pub const ALL_ROLES: [&str; 5] = [
 ];
 
 impl Settings {
-    /// Reads a TOML file, then applies the environment.
-    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-        let mut s =
-            Self::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    /// Reads a TOML file and checks it, then applies the environment: what `serve` runs with.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        Self::read_file(path)?.with_environment()
+    }
+
+    /// Reads a TOML file and checks it, without the environment: what `config check` reads.
+    /// Every mistake is reported with the file's name, line and column.
+    pub fn read_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let mut s = Self::parse(&text, Some(&path.display().to_string()))?;
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
         s.config_dir = Some(dir.map_or_else(|| PathBuf::from("."), Path::to_path_buf));
         Ok(s)
     }
 
-    /// Reads settings from TOML text, then applies the environment.
-    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
-        let mut s: Settings = toml::from_str(text)?;
-        s.apply_env();
-        s.validate()?;
-        Ok(s)
+    /// Reads settings from TOML text and checks them, then applies the environment.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::parse(text, None)?.with_environment()
+    }
+
+    /// The file's text read and checked; `source` names it in the problems.
+    fn parse(text: &str, source: Option<&str>) -> Result<Self, ConfigError> {
+        let s: Settings = toml::from_str(text).map_err(|e| check::unreadable(text, source, &e))?;
+        let findings = check::findings(&s);
+        if findings.is_empty() {
+            Ok(s)
+        } else {
+            Err(ConfigError::Invalid(check::locate(text, source, findings)))
+        }
+    }
+
+    /// Checks settings made in code (the file's are checked as it is read).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let findings = check::findings(self);
+        if findings.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(check::unplaced(findings)))
+        }
     }
 
     /// The documented development setup: one app with every role, one party per behaviour.
     pub fn development() -> Self {
-        let mut s = Settings {
+        Settings {
             apps: vec![AppConfig {
                 app_id: DEV_APP_ID.into(),
                 tenant_id: DEV_TENANT_ID.into(),
@@ -330,120 +363,47 @@ impl Settings {
                 parties: vec![DEV_ALICE.into(), DEV_BOB.into()],
             }],
             ..Settings::default()
-        };
-        s.apply_env();
-        s
+        }
     }
 
-    /// `SWITCHBOARD_PUBLIC_URL` and `SWITCHBOARD_ADMIN_TOKEN` override the file.
-    fn apply_env(&mut self) {
-        if let Ok(v) = std::env::var("SWITCHBOARD_PUBLIC_URL") {
+    /// `SWITCHBOARD_PUBLIC_URL` and `SWITCHBOARD_ADMIN_TOKEN` override the file (an empty
+    /// variable counts as unset, as for the command line's variables).
+    pub fn with_environment(mut self) -> Result<Self, ConfigError> {
+        let var = |name| std::env::var(name).ok().filter(|v| !v.is_empty());
+        if let Some(v) = var("SWITCHBOARD_PUBLIC_URL") {
+            if let Some(why) = check::not_http_url(&v) {
+                return Err(ConfigError::Invalid(vec![Problem {
+                    source: Some("SWITCHBOARD_PUBLIC_URL".into()),
+                    position: None,
+                    key: String::new(),
+                    message: why,
+                }]));
+            }
             self.public_url = Some(v);
         }
-        if let Ok(v) = std::env::var("SWITCHBOARD_ADMIN_TOKEN") {
+        if let Some(v) = var("SWITCHBOARD_ADMIN_TOKEN") {
             self.admin.token = Some(Secret::new(v));
         }
+        Ok(self)
     }
 
-    fn validate(&self) -> anyhow::Result<()> {
-        let media = &self.media;
-        if !(media.fetch_timeout_secs > 0.0 && media.fetch_timeout_secs <= 3600.0) {
-            anyhow::bail!("[media] fetch_timeout_secs must be more than 0 and at most 3600");
-        }
-        if media.fetch_concurrency == 0 {
-            anyhow::bail!("[media] fetch_concurrency must be at least 1");
-        }
-        for t in &self.trusted_issuers {
-            if t.jwks_file.is_none() == t.jwks_uri.is_none() {
-                anyhow::bail!(
-                    "trusted issuer {}: give exactly one of jwks_file and jwks_uri",
-                    t.issuer
-                );
-            }
-            if let Some(uri) = &t.jwks_uri
-                && self.callbacks.forbids_private()
-                && !t.allow_private_network
-                && let Some(r) = private_literal(uri)
-            {
-                anyhow::bail!(
-                    "trusted issuer {}: jwks_uri {}: {r}; set allow_private_network = true on this issuer if it is meant",
-                    t.issuer,
-                    crate::net_policy::redact_url(uri)
-                );
-            }
-        }
-        for t in &self.trusted_issuers {
-            for id in t.app_ids.iter().flatten() {
-                if !self.apps.iter().any(|a| a.app_id.eq_ignore_ascii_case(id)) {
-                    anyhow::bail!(
-                        "trusted issuer {}: app_ids names {id}, which is not a configured app",
-                        t.issuer
-                    );
-                }
-            }
-        }
-        let mut seen = std::collections::HashSet::new();
-        for a in &self.apps {
-            if !seen.insert(a.app_id.to_ascii_lowercase()) {
-                anyhow::bail!("app {} is configured twice", a.app_id);
-            }
-            if let Some(uri) = &a.incoming_call_uri
-                && self.callbacks.forbids_private()
-                && let Some(r) = private_literal(uri)
-            {
-                anyhow::bail!(
-                    "app {}: incoming_call_uri {}: {r}, so no incoming call could be delivered",
-                    a.app_id,
-                    crate::net_policy::redact_url(uri)
-                );
-            }
-        }
-        if self.limits.max_connections == Some(0) {
-            anyhow::bail!("limits.max_connections must be at least 1");
-        }
-        self.check_durations()
+    /// What the settings hold, in a few words: `2 apps, 10 parties, 1 meeting, 0 trusted issuers`.
+    pub fn summary(&self) -> String {
+        let n = |count: usize, one: &str, many: &str| {
+            format!("{count} {}", if count == 1 { one } else { many })
+        };
+        format!(
+            "{}, {}, {}, {}",
+            n(self.apps.len(), "app", "apps"),
+            n(self.parties.len(), "party", "parties"),
+            n(self.meetings.len(), "meeting", "meetings"),
+            n(
+                self.trusted_issuers.len(),
+                "trusted issuer",
+                "trusted issuers"
+            ),
+        )
     }
-
-    /// Every configured duration is at most ten years ([`crate::clock::MAX_SPAN_SECS`]), so
-    /// timers computed from the call clock stay far inside the range of time arithmetic.
-    fn check_durations(&self) -> anyhow::Result<()> {
-        let max = crate::clock::MAX_SPAN_SECS;
-        let mut spans = vec![
-            (
-                "calls.ringing_timeout_secs",
-                self.calls.ringing_timeout_secs,
-            ),
-            (
-                "calls.keep_alive_timeout_secs",
-                self.calls.keep_alive_timeout_secs,
-            ),
-            ("delivery.max_backoff_secs", self.delivery.max_backoff_secs),
-            (
-                "delivery.initial_backoff_ms",
-                self.delivery.initial_backoff_ms / 1000,
-            ),
-            (
-                "notifications.token_lifetime_secs",
-                self.notifications.token_lifetime_secs,
-            ),
-        ];
-        for p in &self.parties {
-            if let Some(ms) = p.answer_after_ms {
-                spans.push(("parties.answer_after_ms", ms / 1000));
-            }
-        }
-        match spans.into_iter().find(|(_, secs)| *secs > max) {
-            Some((name, _)) => anyhow::bail!("{name} is longer than ten years ({max} s)"),
-            None => Ok(()),
-        }
-    }
-}
-
-/// The refusal the callback policy would give a URL on its text alone, if any.
-fn private_literal(uri: &str) -> Option<crate::net_policy::PolicyRefusal> {
-    url::Url::parse(uri)
-        .ok()
-        .and_then(|u| crate::net_policy::literal_refusal(&u))
 }
 
 /// The development meeting, with Alice and Bob in it.
@@ -567,7 +527,10 @@ parties = ["5e9f0000-0000-4000-8000-000000000001", "+15550100"]
             "[[parties]]\nid = \"p\"\nbehavior = \"answer\"\nanswer_after_ms = 400000000000000\n",
         )
         .unwrap_err();
-        assert!(err.to_string().contains("parties.answer_after_ms"), "{err}");
+        assert!(
+            err.to_string().contains("parties[0].answer_after_ms"),
+            "{err}"
+        );
         Settings::from_toml("[calls]\nkeep_alive_timeout_secs = 315360000\n").unwrap();
     }
 

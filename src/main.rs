@@ -1,11 +1,14 @@
 //! The `switchboard` binary: parses flags and calls the library.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use switchboard::app::{Application, ServeOptions};
+use switchboard::auth::KeyRing;
+use switchboard::auth::keys::KEY_FILE;
 use switchboard::config::{self, Settings};
 use tokio_util::sync::CancellationToken;
 
@@ -15,6 +18,19 @@ use tokio_util::sync::CancellationToken;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const DEFAULT_STORE: &str = "sqlite://switchboard-data/switchboard.db";
+
+/// What `serve --help` adds after the options: the settings that only the environment gives.
+const SERVE_AFTER_HELP: &str = "\
+Every option can also be set by its environment variable; an option given on the command line wins.
+Other environment variables: SWITCHBOARD_PUBLIC_URL and SWITCHBOARD_ADMIN_TOKEN override the
+configuration file's public_url and [admin] token; SWITCHBOARD_LOG sets the log filter (default
+info; e.g. debug, or switchboard::delivery=debug) and SWITCHBOARD_LOG_FORMAT its format (pretty,
+json).
+
+Examples:
+  switchboard serve --store memory --clock virtual
+  switchboard serve --config switchboard.toml --listen 0.0.0.0:8080
+  SWITCHBOARD_CONFIG=switchboard.toml SWITCHBOARD_STORE=sqlite:///var/lib/switchboard/sb.db switchboard serve";
 
 #[derive(Parser)]
 #[command(
@@ -29,30 +45,59 @@ struct Cli {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum ClockKind {
+    /// The system's clock.
     Real,
+    /// Starts at the real time, then moves only through POST /_switchboard/v1/clock/advance
+    /// (tokens always use real time).
     Virtual,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs the server.
+    /// Runs the server; prints `switchboard listening on http://HOST:PORT` once ready.
+    #[command(after_help = SERVE_AFTER_HELP)]
     Serve {
-        #[arg(long, default_value = "127.0.0.1:8080")]
+        /// The address to listen on, HOST:PORT; port 0 picks a free port (e.g. 0.0.0.0:8080).
+        #[arg(
+            long,
+            env = "SWITCHBOARD_LISTEN",
+            value_name = "ADDR",
+            default_value = "127.0.0.1:8080"
+        )]
         listen: String,
-        #[arg(long, default_value = DEFAULT_STORE)]
+        /// Where calls, notifications and delivery attempts are kept: sqlite://PATH (the file and
+        /// its folder are made on first start; the signing keys live in that folder) or memory
+        /// (nothing is kept) (e.g. sqlite:///var/lib/switchboard/sb.db).
+        #[arg(long, env = "SWITCHBOARD_STORE", value_name = "URL", default_value = DEFAULT_STORE)]
         store: String,
-        #[arg(long)]
+        /// The TOML configuration file (`switchboard config init` writes a starter one); without
+        /// it, the development setup is used and printed (e.g. switchboard.toml).
+        #[arg(long, env = "SWITCHBOARD_CONFIG", value_name = "FILE")]
         config: Option<PathBuf>,
-        #[arg(long, value_enum, default_value = "real")]
+        /// The call clock: timers, durations, retry backoff, timestamps in call data (e.g. virtual).
+        #[arg(
+            long,
+            env = "SWITCHBOARD_CLOCK",
+            value_name = "CLOCK",
+            value_enum,
+            default_value = "real"
+        )]
         clock: ClockKind,
     },
-    /// Prints an app token, signed with the keys in the store's data folder.
+    /// Prints an app token, signed with the keys in the store's data folder (a server must have
+    /// started on that store once: it makes the keys).
     Token {
-        #[arg(long)]
+        /// The app's id: an [[apps]] entry of --config, or the development app (e.g.
+        /// 5b0d0000-0000-4000-8000-000000000a99).
+        #[arg(long, value_name = "ID")]
         app_id: String,
-        #[arg(long, default_value = DEFAULT_STORE)]
+        /// The store of the server the token is for; its folder holds the signing keys (e.g.
+        /// sqlite://switchboard-data/switchboard.db).
+        #[arg(long, env = "SWITCHBOARD_STORE", value_name = "URL", default_value = DEFAULT_STORE)]
         store: String,
-        #[arg(long)]
+        /// The configuration file the app is in; without it, the development setup (e.g.
+        /// switchboard.toml).
+        #[arg(long, env = "SWITCHBOARD_CONFIG", value_name = "FILE")]
         config: Option<PathBuf>,
     },
     /// Manages the signing keys.
@@ -60,33 +105,121 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Writes and checks configuration files.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Writes a starter configuration file: every section and key, commented, with a new app
+    /// (its id, tenant id and secret made for the file), the development setup's parties and
+    /// meeting, and an admin token ready to be uncommented. The file is readable by its owner only.
+    Init {
+        /// Where to write it; `-` prints it instead (e.g. switchboard.toml).
+        #[arg(default_value = "switchboard.toml")]
+        file: PathBuf,
+        /// Replace FILE if it exists (without it, an existing file is left alone).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Checks a configuration file as `serve` reads it: TOML syntax, unknown keys, roles that do
+    /// not exist, ids configured twice, URLs that are not http(s), meetings naming parties that
+    /// are not configured. Prints each problem as FILE:LINE:COLUMN: KEY: MESSAGE and exits 1;
+    /// otherwise says what the file holds and exits 0. The environment is not read.
+    Check {
+        /// The file to check (e.g. switchboard.toml).
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
 enum KeysAction {
-    /// Adds a new signing key; the old one stays published until its tokens expire.
+    /// Adds a new signing key; the old one stays published until its tokens expire. A running
+    /// server picks it up within seconds.
     Rotate {
-        #[arg(long, default_value = DEFAULT_STORE)]
+        /// The store whose folder holds the keys: the server's --store (e.g.
+        /// sqlite://switchboard-data/switchboard.db).
+        #[arg(long, env = "SWITCHBOARD_STORE", value_name = "URL", default_value = DEFAULT_STORE)]
         store: String,
     },
 }
 
-fn settings(config: Option<&PathBuf>) -> anyhow::Result<Settings> {
+fn settings(config: Option<&PathBuf>) -> Result<Settings, config::ConfigError> {
     match config {
         Some(path) => Settings::from_file(path),
-        None => Ok(Settings::development()),
+        None => Settings::development().with_environment(),
     }
 }
 
-/// The data folder of a `sqlite://` store: where the keys live.
-fn data_dir(store: &str) -> anyhow::Result<PathBuf> {
-    let path = store
-        .strip_prefix("sqlite://")
-        .context("keys live beside a sqlite:// store; the memory store's key is ephemeral")?;
-    Ok(PathBuf::from(path)
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map_or_else(|| PathBuf::from("."), PathBuf::from))
+/// `config init [FILE] [--force]`: the starter file, and what to do with it.
+fn init_config(file: &Path, force: bool) -> anyhow::Result<ExitCode> {
+    let starter = config::Starter::new();
+    if file == Path::new("-") {
+        print!("{}", starter.text);
+        return Ok(ExitCode::SUCCESS);
+    }
+    starter.write(file, force).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => anyhow::anyhow!(
+            "{} exists; it was left as it is (--force replaces it)",
+            file.display()
+        ),
+        _ => anyhow::anyhow!("cannot write {}: {e}", file.display()),
+    })?;
+    let f = file.display();
+    println!("wrote {f} (readable by you only: it holds the app's secret)");
+    println!("  app id:    {}", starter.app_id);
+    println!("  tenant id: {}", starter.tenant_id);
+    println!("  the client secret, and an admin token to uncomment, are in the file");
+    println!("check it:    switchboard config check {f}");
+    println!("run it:      switchboard serve --config {f}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `config check FILE`: the problems on standard error, one a line, and exit status 1; or a
+/// summary on standard output.
+fn check_config(file: &Path) -> ExitCode {
+    match Settings::read_file(file) {
+        Ok(s) => {
+            println!("{}: OK ({})", file.display(), s.summary());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let problems = e.problems();
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            if problems.len() > 1 {
+                eprintln!("{}: {} problems", file.display(), problems.len());
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error for a person: its causes after it, each said once (a cause that repeats what the
+/// message already says is left out).
+fn report(e: &anyhow::Error) -> String {
+    let mut said = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !said.contains(&cause) {
+            said.push_str(": ");
+            said.push_str(&cause);
+        }
+    }
+    said
+}
+
+/// The data folder of the store `token` and `keys rotate` work on: where its server keeps its keys.
+fn key_dir(store: &str) -> anyhow::Result<PathBuf> {
+    switchboard::store::data_dir(store).with_context(|| {
+        format!(
+            "the store {store} keeps no keys: keys live beside a sqlite:// store (a memory store's key lives and dies with its server)"
+        )
+    })
 }
 
 fn print_development_setup(s: &Settings) {
@@ -159,10 +292,20 @@ async fn wait_for_signal() {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     switchboard::telemetry::init(switchboard::telemetry::LogFormat::from_env());
     let cli = Cli::parse();
-    match cli.command {
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("switchboard: {}", report(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
         Command::Serve {
             listen,
             store,
@@ -171,7 +314,8 @@ fn main() -> anyhow::Result<()> {
         } => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
-            .block_on(serve(listen, store, config, clock)),
+            .block_on(serve(listen, store, config, clock))
+            .map(|()| ExitCode::SUCCESS),
         Command::Token {
             app_id,
             store,
@@ -183,16 +327,38 @@ fn main() -> anyhow::Result<()> {
                 .iter()
                 .find(|a| a.app_id.eq_ignore_ascii_case(&app_id))
                 .with_context(|| format!("no app {app_id} is configured"))?;
-            let keys = switchboard::auth::KeyRing::load_or_create(&data_dir(&store)?)?;
+            let dir = key_dir(&store)?;
+            let keys = KeyRing::load(&dir)?;
+            // Standard error, so that `TOKEN=$(switchboard token ...)` takes the token alone.
+            eprintln!(
+                "token for app {} ({}), signed with key {} of {} (store {store})",
+                app.app_id,
+                config.as_ref().map_or_else(
+                    || "the development setup".to_string(),
+                    |c| c.display().to_string()
+                ),
+                keys.active().kid,
+                dir.join(KEY_FILE).display()
+            );
             println!("{}", switchboard::auth::tokens::issue_app_token(&keys, app));
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Keys {
             action: KeysAction::Rotate { store },
         } => {
-            let kid = switchboard::auth::KeyRing::rotate(&data_dir(&store)?)?;
-            println!("new signing key {kid}; the previous key stays published for two hours");
-            Ok(())
+            let dir = key_dir(&store)?;
+            let kid = KeyRing::rotate(&dir)?;
+            println!(
+                "new signing key {kid} in {}; the previous key stays published for two hours",
+                dir.join(KEY_FILE).display()
+            );
+            Ok(ExitCode::SUCCESS)
         }
+        Command::Config {
+            action: ConfigAction::Init { file, force },
+        } => init_config(&file, force),
+        Command::Config {
+            action: ConfigAction::Check { file },
+        } => Ok(check_config(&file)),
     }
 }

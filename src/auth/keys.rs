@@ -1,6 +1,8 @@
 //! RSA signing keys: generated on first start into the data folder (file mode 0600), reused
 //! across restarts, rotated with `switchboard keys rotate`. A rotated-out key stays published
-//! until every token it signed has expired. The memory store uses an ephemeral key.
+//! until every token it signed has expired. The memory store uses an ephemeral key. Only the
+//! server creates the first key: the `token` and `keys rotate` commands read what a server made
+//! (a wrong `--store` would otherwise give keys no server publishes).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -54,6 +56,11 @@ pub enum KeyError {
     Unreadable { path: PathBuf, reason: String },
     #[error("cannot write the key file {path}: {reason}")]
     Write { path: PathBuf, reason: String },
+    #[error(
+        "no signing keys in {}: {KEY_FILE} is missing there. A server creates it when it first starts on a sqlite:// store in that folder; give the --store (or SWITCHBOARD_STORE) of the server whose tokens you want",
+        .dir.display()
+    )]
+    Missing { dir: PathBuf },
 }
 
 fn pem_of(der: &[u8]) -> String {
@@ -142,7 +149,24 @@ impl KeyRing {
         })
     }
 
-    /// Reads the keys in `dir`, creating the first one if there is none.
+    /// Reads the keys a server created in `dir`; [`KeyError::Missing`] if there are none.
+    pub fn load(dir: &Path) -> Result<Self, KeyError> {
+        let path = dir.join(KEY_FILE);
+        if !path.exists() {
+            return Err(KeyError::Missing {
+                dir: dir.to_path_buf(),
+            });
+        }
+        let ring = Self::read(&path)?;
+        if ring.keys.is_empty() {
+            return Err(KeyError::Missing {
+                dir: dir.to_path_buf(),
+            });
+        }
+        Ok(ring)
+    }
+
+    /// Reads the keys in `dir`, creating the first one if there is none (a server's start).
     pub fn load_or_create(dir: &Path) -> Result<Self, KeyError> {
         let path = dir.join(KEY_FILE);
         if path.exists() {
@@ -206,9 +230,10 @@ impl KeyRing {
     }
 
     /// Adds a new signing key in `dir` and retires the current one, which stays published until
-    /// tokens signed with it have expired. Returns the new key's id.
+    /// tokens signed with it have expired. Returns the new key's id. The folder must hold keys
+    /// already ([`KeyError::Missing`] otherwise).
     pub fn rotate(dir: &Path) -> Result<String, KeyError> {
-        let mut ring = Self::load_or_create(dir)?;
+        let mut ring = Self::load(dir)?;
         let now = now();
         for k in &mut ring.keys {
             k.retired_at.get_or_insert(now);
@@ -284,11 +309,22 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sb-keys-{}", uuid::Uuid::new_v4()));
         let old = KeyRing::load_or_create(&dir).unwrap().active().kid.clone();
         let new = KeyRing::rotate(&dir).unwrap();
-        let ring = KeyRing::load_or_create(&dir).unwrap();
+        let ring = KeyRing::load(&dir).unwrap();
         assert_ne!(old, new);
         assert_eq!(ring.active().kid, new);
         assert!(ring.find(&old).is_some());
         assert_eq!(ring.jwks()["keys"].as_array().unwrap().len(), 2);
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn reading_or_rotating_a_folder_without_keys_fails_and_creates_nothing() {
+        let dir = std::env::temp_dir().join(format!("sb-keys-{}", uuid::Uuid::new_v4()));
+        for err in [KeyRing::load(&dir).err(), KeyRing::rotate(&dir).err()] {
+            let said = err.expect("no keys to read").to_string();
+            assert!(said.contains(&dir.display().to_string()), "{said}");
+            assert!(said.contains("no signing keys"), "{said}");
+        }
+        assert!(!dir.exists(), "nothing was created");
     }
 }

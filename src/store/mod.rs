@@ -16,7 +16,7 @@ pub mod sqlite;
 
 pub use health::Health;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -364,6 +364,16 @@ impl Default for StoreSettings {
     }
 }
 
+/// The data folder of the store a `--store` URL names, where its signing keys live: the folder
+/// of a `sqlite://` file; `None` for any other store.
+pub fn data_dir(url: &str) -> Option<PathBuf> {
+    let path = Path::new(url.strip_prefix("sqlite://")?);
+    Some(match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    })
+}
+
 /// Opens the store a `--store` URL names: `memory`, `sqlite://PATH` or (later) `postgres://...`.
 pub fn open(url: &str, settings: StoreSettings) -> Result<Opened, StoreError> {
     if url == "memory" {
@@ -373,18 +383,10 @@ pub fn open(url: &str, settings: StoreSettings) -> Result<Opened, StoreError> {
         });
     }
     if let Some(path) = url.strip_prefix("sqlite://") {
-        let path = PathBuf::from(path);
-        let store = sqlite::SqliteStore::open(&path, settings)?;
-        let dir = path.parent().map(|p| {
-            if p.as_os_str().is_empty() {
-                PathBuf::from(".")
-            } else {
-                p.to_path_buf()
-            }
-        });
+        let store = sqlite::SqliteStore::open(Path::new(path), settings)?;
         return Ok(Opened {
             store: Arc::new(store),
-            data_dir: dir,
+            data_dir: data_dir(url),
         });
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -605,6 +607,23 @@ mod contract_tests {
 
     /// Five calls end one second apart, each with a delivered notification; a sixth is live
     /// with an old delivered one and a pending one.
+    #[tokio::test]
+    async fn a_second_sqlite_store_on_the_same_file_is_refused_until_the_first_is_closed() {
+        let dir = std::env::temp_dir().join(format!("sb-store-{}", uuid::Uuid::new_v4()));
+        let url = format!("sqlite://{}/sb.db", dir.display());
+        let first = open(&url, StoreSettings::default()).unwrap();
+        let refused = match open(&url, StoreSettings::default()) {
+            Ok(_) => panic!("two stores opened one file"),
+            Err(e) => e.to_string(),
+        };
+        assert!(refused.contains("sb.db"), "names the file: {refused}");
+        assert!(refused.contains("another Switchboard"), "{refused}");
+        first.store.close().await;
+        let again = open(&url, StoreSettings::default()).expect("free once the first is closed");
+        again.store.close().await;
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
     async fn retention(store: &dyn Store) {
         let t0 = chrono::Utc::now();
         let at = |s: i64| t0 + chrono::Duration::seconds(s);
@@ -950,5 +969,15 @@ mod contract_tests {
         );
         assert!(open("postgres://localhost/x", StoreSettings::default()).is_err());
         assert!(open("redis://x", StoreSettings::default()).is_err());
+    }
+
+    #[test]
+    fn a_sqlite_stores_keys_live_in_the_folder_of_its_file() {
+        assert_eq!(
+            data_dir("sqlite://switchboard-data/switchboard.db"),
+            Some(PathBuf::from("switchboard-data"))
+        );
+        assert_eq!(data_dir("sqlite://sb.db"), Some(PathBuf::from(".")));
+        assert_eq!(data_dir("memory"), None);
     }
 }

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod calls;
+mod cli;
 mod clock;
 mod connections;
 mod control;

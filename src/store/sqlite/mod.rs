@@ -9,6 +9,8 @@
 //! commit wait); once it holds more than `[store] wal_limit_mb`, that thread syncs what it copied,
 //! then pauses commits for the last few frames (well under a millisecond) and starts the WAL over,
 //! so it stays bounded under any steady load. At a clean stop it is emptied.
+//!
+//! One server at a time: the store holds a lock on a file beside the database (`lock.rs`).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -29,6 +31,10 @@ use crate::domain::{Call, CallId};
 
 /// Each entry moves the schema one version up (`user_version` counts them); the files are beside
 /// this module. (The benchmark's SQLite baseline runs these too.)
+mod lock;
+
+pub use lock::{LockError, StoreLock, lock_path};
+
 pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_conversations.sql"),
@@ -47,6 +53,8 @@ pub struct SqliteStore {
     /// Tells the checkpointer thread to stop.
     stop: Arc<std::sync::atomic::AtomicBool>,
     checkpointer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// This process's claim on the file, given up at `close` (or when dropped).
+    lock: Mutex<Option<StoreLock>>,
 }
 
 impl Drop for SqliteStore {
@@ -272,6 +280,10 @@ impl SqliteStore {
                 path.display()
             ))
         };
+        let lock = StoreLock::acquire(path).map_err(|e| match e {
+            LockError::Held { .. } => StoreError::failed(e.to_string()),
+            LockError::Io { .. } => cannot_write(&e),
+        })?;
         let conn = Connection::open(path).map_err(|e| cannot_write(&e))?;
         let sync = match settings.durability {
             Durability::Normal => "NORMAL",
@@ -298,6 +310,7 @@ impl SqliteStore {
             conn,
             stop,
             checkpointer: Mutex::new(Some(checkpointer)),
+            lock: Mutex::new(Some(lock)),
         })
     }
 
@@ -830,5 +843,11 @@ impl Store for SqliteStore {
         if let Err(e) = result {
             tracing::warn!("could not empty the WAL at stop: {e}");
         }
+        // Nothing is written after this: another server may have the file (a test restarts on
+        // it in the same process while this store may still be referenced).
+        self.lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
     }
 }
