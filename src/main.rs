@@ -41,6 +41,17 @@ Examples:
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines on standard error are written: pretty (text, coloured only on a terminal)
+    /// or json (one object per line) (e.g. json).
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHBOARD_LOG_FORMAT",
+        value_name = "FORMAT",
+        value_enum,
+        default_value = "pretty"
+    )]
+    log_format: switchboard::telemetry::LogFormat,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -293,8 +304,8 @@ async fn wait_for_signal() {
 }
 
 fn main() -> ExitCode {
-    switchboard::telemetry::init(switchboard::telemetry::LogFormat::from_env());
     let cli = Cli::parse();
+    switchboard::telemetry::init(cli.log_format);
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {

@@ -32,19 +32,6 @@ pub enum LogFormat {
     Json,
 }
 
-/// The environment variable that chooses the log format (`pretty` or `json`).
-pub const LOG_FORMAT_ENV: &str = "SWITCHBOARD_LOG_FORMAT";
-
-impl LogFormat {
-    /// The format `SWITCHBOARD_LOG_FORMAT` names (`pretty` when unset or unknown).
-    pub fn from_env() -> Self {
-        match std::env::var(LOG_FORMAT_ENV).ok().as_deref() {
-            Some(v) if v.eq_ignore_ascii_case("json") => LogFormat::Json,
-            _ => LogFormat::Pretty,
-        }
-    }
-}
-
 /// Installs the log subscriber for the whole process. Call it once, first thing in `main`.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_env(LOG_ENV).unwrap_or_else(|_| EnvFilter::new("info"));
