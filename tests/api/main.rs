@@ -10,6 +10,7 @@ mod connections;
 mod control;
 mod crash;
 mod delivery;
+mod docs;
 mod fabric;
 mod group;
 mod identity;

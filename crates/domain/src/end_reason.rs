@@ -43,6 +43,34 @@ impl EndReason {
     pub const UNROUTABLE: Self = Self::new(480, 10134);
     pub const PRIVATE_CALLING_DISABLED: Self = Self::new(480, 10199);
     pub const MEDIA_FAILURE: Self = Self::new(410, 301005);
+    /// A connectivity error with the bot's media (only injected, with `POST /calls/{id}/fail`).
+    pub const BOT_MEDIA_FAILURE: Self = Self::new(500, 1005);
+
+    /// Every reason named above: the catalogue `docs/END-REASONS.md` tabulates.
+    pub const ALL: [Self; 22] = [
+        Self::BOT_HANG_UP,
+        Self::PEER_HANG_UP,
+        Self::PSTN_HANG_UP_OUTGOING,
+        Self::PSTN_HANG_UP_INCOMING,
+        Self::EVERYONE_LEFT,
+        Self::NOBODY_JOINED,
+        Self::REMOVED,
+        Self::TRANSFERRED,
+        Self::REDIRECTED,
+        Self::TRANSFER_FAILED,
+        Self::REJECTED_FORBIDDEN,
+        Self::KEEP_ALIVE_TIMEOUT,
+        Self::NOT_ACKNOWLEDGED,
+        Self::NO_ANSWER,
+        Self::DECLINED,
+        Self::BUSY,
+        Self::NOT_FOUND,
+        Self::UNREACHABLE,
+        Self::UNROUTABLE,
+        Self::PRIVATE_CALLING_DISABLED,
+        Self::MEDIA_FAILURE,
+        Self::BOT_MEDIA_FAILURE,
+    ];
 
     /// The sentence sent as `resultInfo.message`.
     pub fn message(&self) -> String {
@@ -90,25 +118,7 @@ mod tests {
 
     #[test]
     fn every_catalogued_reason_has_its_own_sentence() {
-        let all = [
-            EndReason::BOT_HANG_UP,
-            EndReason::PEER_HANG_UP,
-            EndReason::PSTN_HANG_UP_OUTGOING,
-            EndReason::EVERYONE_LEFT,
-            EndReason::NOBODY_JOINED,
-            EndReason::REMOVED,
-            EndReason::TRANSFERRED,
-            EndReason::KEEP_ALIVE_TIMEOUT,
-            EndReason::NOT_ACKNOWLEDGED,
-            EndReason::NO_ANSWER,
-            EndReason::DECLINED,
-            EndReason::BUSY,
-            EndReason::NOT_FOUND,
-            EndReason::UNREACHABLE,
-            EndReason::UNROUTABLE,
-            EndReason::PRIVATE_CALLING_DISABLED,
-            EndReason::MEDIA_FAILURE,
-        ];
+        let all = EndReason::ALL;
         for r in all {
             assert!(!r.message().contains("ended with code"), "{r:?}");
             assert!(r.message().ends_with('.'));
@@ -117,6 +127,27 @@ mod tests {
             EndReason::BOT_HANG_UP.message(),
             "The conversation has ended."
         );
+    }
+
+    #[test]
+    fn the_end_reasons_document_has_a_row_for_every_catalogued_reason_with_its_sentence() {
+        // Rows are written `| code | subcode | when | message |`.
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/END-REASONS.md");
+        let doc = std::fs::read_to_string(path).expect("docs/END-REASONS.md");
+        for r in EndReason::ALL {
+            let start = format!("| {} | {} |", r.code, r.subcode);
+            let row = doc
+                .lines()
+                .find(|l| l.starts_with(&start))
+                .unwrap_or_else(|| panic!("no row `{start}` in docs/END-REASONS.md"));
+            assert!(
+                row.ends_with(&format!("| {} |", r.message())),
+                "the row for {}/{} does not end with its message {:?}: {row}",
+                r.code,
+                r.subcode,
+                r.message()
+            );
+        }
     }
 
     #[test]
