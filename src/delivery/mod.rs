@@ -102,10 +102,13 @@ impl Delivery {
     /// Attempts every notification due now, and those that fall due behind them, until none is
     /// due or in flight (each has had its attempt: delivered, or failed and rescheduled), or
     /// until `within` has passed. Returns whether it got there.
-    pub async fn settle_due(self: &Arc<Self>, within: Duration) -> Result<bool, StoreError> {
+    ///
+    /// The worker makes the attempts (this only wakes it and watches): a caller that gives up
+    /// waiting, or goes away, leaves no claim half done.
+    pub async fn settle_due(&self, within: Duration) -> Result<bool, StoreError> {
         let deadline = Instant::now() + within;
         loop {
-            self.run_due().await;
+            self.wake.notify_one();
             if !self.outbox.has_due(self.clock.now()).await? {
                 return Ok(true);
             }

@@ -270,7 +270,30 @@ impl Outbox for LocalOutbox {
             let Some((call_id, fence)) = q.take(now) else {
                 break;
             };
-            let Some(head) = q.per_call.get(&call_id).and_then(|c| c.front()) else {
+            // Heads a redelivery already delivered are done: they go without a POST, and the
+            // call waits for its next turn.
+            let mut skipped = false;
+            if let Some(queue) = q.per_call.get_mut(&call_id) {
+                while queue
+                    .front()
+                    .is_some_and(|i| i.status == DeliveryStatus::Delivered)
+                {
+                    queue.pop_front();
+                    skipped = true;
+                }
+            }
+            let Some(head) = q
+                .per_call
+                .get(&call_id)
+                .and_then(|c| c.front())
+                .filter(|_| !skipped)
+            else {
+                if q.per_call.get(&call_id).is_some_and(|c| !c.is_empty()) {
+                    q.make_ready(call_id);
+                } else {
+                    q.per_call.remove(&call_id);
+                }
+                q.release(call_id);
                 continue;
             };
             let batch: Vec<OutboxItem> = if head.attempts > 0 {
@@ -302,7 +325,7 @@ impl Outbox for LocalOutbox {
     async fn settle(
         &self,
         claim: Claim,
-        outcomes: Vec<AttemptOutcome>,
+        mut outcomes: Vec<AttemptOutcome>,
     ) -> Result<bool, StoreError> {
         let call_id = claim.call_id;
         let mut q = self.queues.lock().expect("queues lock");
@@ -310,6 +333,16 @@ impl Outbox for LocalOutbox {
             return Ok(false);
         }
         if let Some(queue) = q.per_call.get_mut(&call_id) {
+            // A notification a redelivery delivered meanwhile stays delivered, whatever this
+            // attempt got.
+            for o in &mut outcomes {
+                let redelivered = queue
+                    .iter()
+                    .any(|i| i.seq == o.attempt.seq && i.status == DeliveryStatus::Delivered);
+                if redelivered {
+                    o.status = DeliveryStatus::Delivered;
+                }
+            }
             // The batch is the front of the queue, in order. A younger notification never dies
             // before an older one, so what stays pending is a tail of the batch.
             for o in &outcomes {
@@ -348,6 +381,21 @@ impl Outbox for LocalOutbox {
     }
 
     async fn redelivered(&self, outcome: AttemptOutcome) -> Result<(), StoreError> {
+        {
+            // The queued copy keeps count, and once delivered it is not sent again.
+            let mut q = self.queues.lock().expect("queues lock");
+            let a = &outcome.attempt;
+            if let Some(i) = q
+                .per_call
+                .get_mut(&a.call_id)
+                .and_then(|c| c.iter_mut().find(|i| i.seq == a.seq))
+            {
+                i.attempts = i.attempts.max(outcome.attempts);
+                if outcome.status == DeliveryStatus::Delivered {
+                    i.status = DeliveryStatus::Delivered;
+                }
+            }
+        }
         self.committer.record(Change {
             attempts: vec![outcome],
             ..Change::default()

@@ -292,3 +292,66 @@ async fn the_openapi_document_describes_every_control_route() {
     answered.sort();
     assert_eq!(documented, answered);
 }
+
+#[tokio::test]
+async fn a_redelivered_notification_stays_delivered_and_is_not_sent_again_by_its_queue() {
+    let app = spawn_app(Backend::Suite).await;
+    let token = app.token().await;
+    let id = app.established(&token).await;
+    // The hang-up's two notifications fail once: both wait for a retry.
+    app.receiver.fail_next(&[(500, None)]);
+    let d = app
+        .send("DELETE", &format!("{CALLS}/{id}"), Some(&token), None)
+        .await;
+    assert_eq!(d.status, 204);
+    let r = app
+        .admin(
+            "POST",
+            "/clock/advance",
+            Some(json!({"seconds": 0, "settle": true})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = app
+        .admin("POST", &format!("/calls/{id}/deliveries/3/redeliver"), None)
+        .await;
+    assert_eq!(
+        (r.status, r.body["status"].as_str()),
+        (202, Some("delivered")),
+        "{}",
+        r.text
+    );
+    // The retry comes: only the one not redelivered goes, and its failure changes nothing of 3.
+    app.receiver.fail_next(&[(500, None)]);
+    let posts = app.receiver.received().len();
+    let r = app
+        .admin(
+            "POST",
+            "/clock/advance",
+            Some(json!({"seconds": 60, "settle": true})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let sent: Vec<String> = app.receiver.received()[posts..]
+        .iter()
+        .map(|p| {
+            p.headers["switchboard-notification-sequence"]
+                .to_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(sent, ["4"], "3 is not sent again");
+    let log = app
+        .admin("GET", &format!("/calls/{id}/deliveries"), None)
+        .await;
+    let third = &log.body["notifications"][2];
+    assert_eq!(third["status"], "delivered", "{}", log.text);
+    let statuses: Vec<_> = third["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["status"].as_u64())
+        .collect();
+    assert_eq!(statuses, [Some(500), Some(202)]);
+}

@@ -79,6 +79,16 @@ async fn metrics_count_requests_by_route_deliveries_by_outcome_commits_and_live_
     assert!((1.0..=4.0).contains(&posts), "{posts}");
     assert!(m["switchboard_http_request_duration_seconds_count{route=\"Call\"}"] >= 2.0);
 
+    // A method the client makes up gets no series of its own.
+    let odd = app.send("FROBNICATE", CALLS, Some(&token), None).await;
+    assert_eq!(odd.status, 405, "{}", odd.text);
+    let m = scrape(&app).await;
+    assert!(!m.keys().any(|k| k.contains("FROBNICATE")), "{m:?}");
+    assert_eq!(
+        m["switchboard_http_requests_total{route=\"Calls\",method=\"other\",status=\"405\"}"],
+        1.0
+    );
+
     // The control API's guard applies.
     let r = app.send("GET", "/metrics", Some(&token), None).await;
     assert_eq!(

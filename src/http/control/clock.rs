@@ -34,8 +34,11 @@ pub async fn get_clock(State(state): State<Arc<AppState>>) -> Response {
     )
 }
 
-/// How long `settle` waits for deliveries at most.
-const SETTLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long `settle` waits for deliveries at most: 60 s, and less than the request timeout, so
+/// that the answer says why.
+fn settle_within(request_timeout_secs: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(60.min(request_timeout_secs.saturating_sub(2).max(1)))
+}
 
 /// `POST /clock/advance {"seconds", "settle"}`: moves a virtual clock, running the timers due;
 /// with `settle`, answers once every notification due by the new time had its attempt.
@@ -44,7 +47,7 @@ const SETTLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
     responses((status = 200, body = ClockView),
               (status = 400, body = ErrorResponse),
               (status = 409, description = "The clock is real", body = ErrorResponse),
-              (status = 504, description = "With settle: notifications were still being attempted after 60 s", body = ErrorResponse)))]
+              (status = 504, description = "With settle: notifications were still being attempted after 60 s (or 2 s less than the request timeout)", body = ErrorResponse)))]
 pub async fn advance_clock(
     State(state): State<Arc<AppState>>,
     req: Request,
@@ -84,14 +87,15 @@ pub async fn advance_clock(
         settled: None,
     };
     if settle {
-        let settled = state.engine.settle_deliveries(SETTLE_WITHIN).await?;
+        let within = settle_within(state.settings.limits.request_timeout_secs);
+        let settled = state.engine.settle_deliveries(within).await?;
         if !settled {
             return Err(ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 "settleTimeout",
                 format!(
                     "The clock moved, but notifications were still being attempted after {} s.",
-                    SETTLE_WITHIN.as_secs()
+                    within.as_secs()
                 ),
             ));
         }
