@@ -29,6 +29,9 @@ pub async fn request_context(
         .extensions()
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string());
+    // A Graph path (no router entry took it), read again below if the dispatcher never
+    // labelled the answer (the request timed out).
+    let graph_uri = matched.is_none().then(|| req.uri().clone());
     let request_id = uuid::Uuid::new_v4().to_string();
     let client_request_id = req
         .headers()
@@ -77,6 +80,18 @@ pub async fn request_context(
     }
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("private"));
+    if let Some(uri) = graph_uri
+        && resp.extensions().get::<RouteName>().is_none()
+        && let Ok(target) = super::route::parse(uri.path())
+    {
+        let route = target.route;
+        let facts = RequestFacts {
+            call_id: route.call_id().map(str::to_string),
+            app_id: None,
+        };
+        resp.extensions_mut().insert(route.name());
+        resp.extensions_mut().insert(facts);
+    }
     observe(
         &state,
         &resp,

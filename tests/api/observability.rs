@@ -109,3 +109,27 @@ async fn eventually_metric(app: &TestApp, series: &str, at_least: f64) -> HashMa
     }
     panic!("{series} never reached {at_least}");
 }
+
+#[tokio::test]
+async fn a_graph_request_that_times_out_is_counted_under_its_route() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(Backend::Memory, "[limits]\nrequest_timeout_secs = 1\n").await;
+    let token = app.token().await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // A body that never comes in full.
+    let head = format!(
+        "POST /v1.0/communications/calls HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"callbackUri\""
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 1024];
+    let n = s.read(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let m = scrape(&app).await;
+    assert_eq!(
+        m.get("switchboard_http_requests_total{route=\"Calls\",method=\"POST\",status=\"408\"}"),
+        Some(&1.0),
+        "{m:?}"
+    );
+}
