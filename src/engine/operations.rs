@@ -27,7 +27,7 @@ impl Engine {
     }
 
     /// [`Engine::operate`], and what the parties' side must do about the new operation
-    /// (`tell`: play, record). Media operations it cancelled are stopped there too.
+    /// (`tell`: play, record, send DTMF). Media operations it cancelled are stopped there too.
     async fn operate_and_tell(
         &self,
         app_id: &str,
@@ -162,18 +162,23 @@ impl Engine {
         keys: String,
         delay_ms: u64,
     ) -> Result<Operation, EngineError> {
-        let kind = OpKind::SendDtmfTones;
-        self.update(Some(app_id), id, move |s, now, _| {
-            let c = s.call_mut(id).ok_or(EngineError::NotFound)?;
-            c.may_operate(kind)?;
-            let op = Operation::new(new_guid(), kind, ctx);
-            let op = c.send_dtmf(op, keys.clone(), delay_ms, now);
-            // The fabric sends them now; they count as heard once the operation completes.
-            s.send_dtmf(&keys, delay_ms);
-            Ok(op)
-        })
+        // The fabric sends them now; they count as heard once the operation completes.
+        self.operate_and_tell(
+            app_id,
+            id,
+            OpKind::SendDtmfTones,
+            ctx,
+            |c, op, now| Ok((c.send_dtmf(op, keys.clone(), delay_ms, now), vec![])),
+            |_, leg, peer| {
+                Some(FabricCommand::SendDtmf {
+                    leg,
+                    peer,
+                    keys: keys.clone(),
+                    gap_ms: delay_ms,
+                })
+            },
+        )
         .await
-        .map(|(_, op)| op)
     }
 
     /// Operations that complete at once and change a flag of the call.

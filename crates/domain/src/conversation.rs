@@ -1166,7 +1166,14 @@ mod tests {
         );
         let timed_out = step(&mut s, &|s| run(s, 60));
         assert_eq!(timed_out, want("cancel", &[3]), "ringing timed out");
-        s.send_dtmf("12", 100);
+        s.to_parties(|leg, peer| {
+            Some(FabricCommand::SendDtmf {
+                leg,
+                peer,
+                keys: "12".into(),
+                gap_ms: 100,
+            })
+        });
         let tones = step(&mut s, &|_| {});
         assert_eq!(
             tones,

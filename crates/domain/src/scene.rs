@@ -294,18 +294,6 @@ impl Scene {
         heard
     }
 
-    /// DTMF keys a bot starts sending, `gap_ms` apart, go to every connected party.
-    pub fn send_dtmf(&mut self, keys: &str, gap_ms: u64) {
-        self.to_parties(|leg, peer| {
-            Some(FabricCommand::SendDtmf {
-                leg,
-                peer,
-                keys: keys.to_string(),
-                gap_ms,
-            })
-        });
-    }
-
     /// A command for each connected party (`None`: none for it): what the bots' media does
     /// reaches all of them.
     pub fn to_parties(&mut self, command: impl Fn(LegRef, Peer) -> Option<FabricCommand>) {
