@@ -49,6 +49,8 @@ pub struct Application {
     delivery: Arc<Delivery>,
     store: Arc<dyn crate::store::Store>,
     key_dir: Option<PathBuf>,
+    /// The SIP fabric, and what stops it, with a `[sip]` section.
+    sip: Option<(Arc<crate::sip::SipFabric>, CancellationToken)>,
 }
 
 impl Application {
@@ -124,13 +126,25 @@ impl Application {
             ringing_timeout: chrono::Duration::seconds(settings.calls.ringing_timeout_secs as i64),
         };
         let parties = Arc::new(SimulatedFabric::new(&settings.parties, clock.clone()));
+        let sip_stop = CancellationToken::new();
+        let sip = match (&settings.sip, &fabric) {
+            (Some(sip), None) => Some(start_sip(&settings, sip.clone(), sip_stop.clone()).await?),
+            _ => None,
+        };
+        let fabric = fabric.unwrap_or_else(|| match &sip {
+            Some(sip) => Arc::new(crate::fabric::router::Router {
+                simulated: parties.clone(),
+                sip: sip.clone(),
+            }),
+            None => parties.clone(),
+        });
         let engine = Arc::new(Engine::new(
             &snapshot,
             Parts {
                 store: opened.store.clone(),
                 committer,
                 clock,
-                fabric: fabric.unwrap_or_else(|| parties.clone()),
+                fabric,
                 rules,
                 delivery: delivery.clone(),
                 metrics,
@@ -155,6 +169,9 @@ impl Application {
             (outbound.fetches.clone(), prompts),
             parties,
         ));
+        if let Some(sip) = &sip {
+            sip.connect(engine.event_sink());
+        }
         Ok(Application {
             listener,
             state,
@@ -162,7 +179,13 @@ impl Application {
             delivery,
             store: opened.store,
             key_dir: opened.data_dir,
+            sip: sip.map(|s| (s, sip_stop)),
         })
+    }
+
+    /// Where SIP listens (UDP and TCP), with a `[sip]` section.
+    pub fn sip_addr(&self) -> Option<SocketAddr> {
+        self.sip.as_ref().map(|(s, _)| s.local_addr())
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -252,6 +275,9 @@ impl Application {
         let _ = watch.await;
         let _ = retention.await;
         let _ = fabric.await;
+        if let Some((_, stop)) = &self.sip {
+            stop.cancel();
+        }
         // The last attempts recorded are committed before the store closes.
         self.engine.flush().await;
         self.store.close().await;
@@ -318,4 +344,43 @@ async fn watch_keys(dir: PathBuf, keys: Arc<RwLock<KeyRing>>, stop: Cancellation
             }
         }
     }
+}
+
+/// Starts SIP for `[sip]`: the parties it reaches by `sip_uri` and the apps its numbers ring.
+async fn start_sip(
+    settings: &Settings,
+    sip: crate::sip::SipSettings,
+    stop: CancellationToken,
+) -> anyhow::Result<Arc<crate::sip::SipFabric>> {
+    let users = settings
+        .parties
+        .iter()
+        .filter_map(|p| Some((p.id.clone(), p.sip_uri.clone()?)))
+        .collect();
+    let mut numbers = std::collections::HashMap::new();
+    for n in &sip.numbers {
+        let Some(app) = settings
+            .apps
+            .iter()
+            .find(|a| a.app_id.eq_ignore_ascii_case(&n.app_id))
+        else {
+            continue;
+        };
+        let Some(number) = crate::sip::numbers::e164(&n.number) else {
+            continue;
+        };
+        let number_app = crate::sip::NumberApp {
+            app: crate::fabric::AppRef {
+                app_id: app.app_id.clone(),
+                tenant_id: app.tenant_id.clone(),
+                display_name: app.display_name.clone(),
+                max_concurrent_calls: app.max_concurrent_calls,
+            },
+            incoming_call_uri: app.incoming_call_uri.clone(),
+        };
+        numbers.insert(number, number_app);
+    }
+    crate::sip::SipFabric::start(sip, users, numbers, stop)
+        .await
+        .context("starting SIP")
 }

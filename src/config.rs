@@ -66,6 +66,8 @@ pub struct Settings {
     pub store: StoreSettings,
     pub retention: Retention,
     pub media: MediaSettings,
+    /// `[sip]`: real calls over SIP; absent, every party is simulated.
+    pub sip: Option<crate::sip::SipSettings>,
     /// The folder of the `--config` file (set by [`Settings::from_file`]); relative paths in the
     /// `[media]` section start there.
     #[serde(skip)]
@@ -423,6 +425,7 @@ fn dev_parties() -> Vec<PartyConfig> {
         answer_after_ms: after,
         record_seconds: None,
         record_wav: None,
+        sip_uri: None,
     };
     vec![
         p(DEV_ALICE, User, "Alice", Behavior::Answer, Some(1000)),

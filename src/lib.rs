@@ -35,6 +35,7 @@ pub mod graph;
 pub mod http;
 pub mod media;
 pub mod net_policy;
+pub mod sip;
 pub mod store;
 pub mod telemetry;
 

@@ -280,6 +280,9 @@ async fn serve(
     };
     let app = Application::build(s, &opts).await?;
     let addr = app.local_addr();
+    if let Some(sip) = app.sip_addr() {
+        println!("switchboard sip on udp://{sip}");
+    }
     println!("switchboard listening on http://{addr}");
     std::io::stdout().flush().ok();
     let stop = CancellationToken::new();

@@ -290,6 +290,7 @@ pub(super) fn findings(s: &Settings) -> Vec<Finding> {
     trusted_issuers(s, &mut out);
     parties(s, &mut out);
     meetings(s, &mut out);
+    sip(s, &mut out);
     let media = &s.media;
     if !(media.fetch_timeout_secs > 0.0 && media.fetch_timeout_secs <= 3600.0) {
         out.add(
@@ -536,6 +537,86 @@ fn durations(s: &Settings, out: &mut Findings) {
     for (at, secs) in spans {
         if secs > max {
             out.add(at, format!("is longer than ten years ({max} s)"));
+        }
+    }
+}
+
+/// `[sip]`: addresses that parse, numbers in E.164 for apps that exist, each number once, and
+/// `sip_uri`s with an IP address.
+fn sip(s: &Settings, out: &mut Findings) {
+    let top = KeyPath::default();
+    for (i, p) in s.parties.iter().enumerate() {
+        if let Some(uri) = &p.sip_uri {
+            let at = top.key("parties").index(i).key("sip_uri");
+            if crate::sip::uri_address(uri).is_none() {
+                out.add(
+                    at,
+                    "must be a sip: URI with an IP address, like \"sip:alice@127.0.0.1:5090\"",
+                );
+            } else if s.sip.is_none() {
+                out.add(
+                    at,
+                    "needs a [sip] section: without one, no SIP call can be placed",
+                );
+            }
+        }
+    }
+    let Some(sip) = &s.sip else {
+        return;
+    };
+    let at = top.key("sip");
+    if sip.listen.parse::<std::net::SocketAddr>().is_err() {
+        out.add(
+            at.key("listen"),
+            "must be IP:PORT, like \"127.0.0.1:5060\" (port 0 picks one)",
+        );
+    }
+    if sip.trunk_timeout_secs == 0 {
+        out.add(at.key("trunk_timeout_secs"), "must be at least 1");
+    }
+    if sip.rtt_estimate_ms == 0 || sip.rtt_estimate_ms > 10_000 {
+        out.add(at.key("rtt_estimate_ms"), "must be between 1 and 10000");
+    }
+    for (i, t) in sip.trunks.iter().enumerate() {
+        if t.address.parse::<std::net::SocketAddr>().is_err() {
+            out.add(
+                at.key("trunks").index(i).key("address"),
+                "must be IP:PORT, like \"127.0.0.1:5080\"",
+            );
+        }
+        if t.username.is_some() != t.password.is_some() {
+            out.add(
+                at.key("trunks").index(i),
+                "give both username and password, or neither",
+            );
+        }
+    }
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (i, n) in sip.numbers.iter().enumerate() {
+        let here = at.key("numbers").index(i);
+        match crate::sip::numbers::e164(&n.number) {
+            None => out.add(
+                here.key("number"),
+                "must be a phone number in E.164, like \"+15550123\"",
+            ),
+            Some(e) => {
+                if let Some(first) = seen.insert(e, i) {
+                    out.add(
+                        here.key("number"),
+                        format!("is already taken by [[sip.numbers]] entry {}", first + 1),
+                    );
+                }
+            }
+        }
+        if !s
+            .apps
+            .iter()
+            .any(|a| a.app_id.eq_ignore_ascii_case(&n.app_id))
+        {
+            out.add(
+                here.key("app_id"),
+                format!("no [[apps]] entry has the app_id {:?}", n.app_id),
+            );
         }
     }
 }

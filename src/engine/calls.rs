@@ -62,6 +62,10 @@ impl Engine {
                 leg.start_ringing(None, Some((at(after), reason)), now + timeout)
             }
             DialPlan::Ring => leg.start_ringing(None, None, now + timeout),
+            DialPlan::Dialog => {
+                leg.start_ringing(None, None, now + timeout);
+                leg.dialog = true;
+            }
         }
         leg
     }
@@ -190,14 +194,13 @@ impl Engine {
     }
 
     /// The bot acts on an incoming call (answer, reject, redirect): only incoming calls, an
-    /// optional new callback URL, then `prepare` and the event.
+    /// optional new callback URL, then `act`.
     pub(super) async fn incoming_action(
         &self,
         app_id: &str,
         id: CallId,
         callback_uri: Option<String>,
-        event: Event,
-        prepare: impl FnOnce(&mut Scene, Timestamp),
+        act: impl FnOnce(&mut Scene, Timestamp, &crate::domain::call::Rules) -> Result<(), EngineError>,
     ) -> Result<Call, EngineError> {
         self.update(Some(app_id), id, move |s, now, r| {
             let c = s.call_mut(id).ok_or(EngineError::NotFound)?;
@@ -205,9 +208,8 @@ impl Engine {
             if let Some(cb) = callback_uri {
                 c.callback_uri = cb;
             }
-            // On error the scene is dropped, with whatever `prepare` did.
-            prepare(s, now);
-            s.apply(id, event, now, r).map_err(transition_error)
+            // On error the scene is dropped, with whatever was done to it.
+            act(s, now, r)
         })
         .await
         .map(|(c, _)| c)
@@ -222,11 +224,12 @@ impl Engine {
         media_config: Value,
         app_hosted: bool,
     ) -> Result<Call, EngineError> {
-        self.incoming_action(app_id, id, callback_uri, Event::BotAnswered, |s, _| {
+        self.incoming_action(app_id, id, callback_uri, |s, now, r| {
             if let Some(c) = s.call_mut(id) {
                 c.wire.insert("mediaConfig", media_config);
                 c.app_hosted_media = app_hosted;
             }
+            s.answer_caller(id, now, r).map_err(transition_error)
         })
         .await
     }
@@ -239,18 +242,16 @@ impl Engine {
         reason: EndReason,
         callback_uri: Option<String>,
     ) -> Result<Call, EngineError> {
-        self.incoming_action(
-            app_id,
-            id,
-            callback_uri,
-            Event::BotRejected(reason),
-            |_, _| {},
-        )
+        self.incoming_action(app_id, id, callback_uri, |s, now, r| {
+            s.apply(id, Event::BotRejected(reason), now, r)
+                .map_err(transition_error)
+        })
         .await
     }
 
-    /// The bot redirects an incoming call to `targets`, rung at once: the first that answers
-    /// wins.
+    /// The bot redirects an incoming call to `targets`: a caller the fabric signals itself
+    /// (SIP) is sent on to them by the fabric; for any other, they are rung at once and the
+    /// first that answers wins.
     pub async fn redirect(
         &self,
         app_id: &str,
@@ -259,18 +260,19 @@ impl Engine {
         timeout: chrono::Duration,
         callback_uri: Option<String>,
     ) -> Result<Call, EngineError> {
-        self.incoming_action(
-            app_id,
-            id,
-            callback_uri,
-            Event::RedirectRequested,
-            |s, now| {
-                for t in &targets {
-                    let leg = self.ring(t, Purpose::Dial { call_id: id }, now, timeout);
-                    s.conversation.add(leg);
-                }
-            },
-        )
+        self.incoming_action(app_id, id, callback_uri, |s, now, r| {
+            if s.redirect_caller(id, targets.clone(), now, r)
+                .map_err(transition_error)?
+            {
+                return Ok(());
+            }
+            for t in &targets {
+                let leg = self.ring(t, Purpose::Dial { call_id: id }, now, timeout);
+                s.conversation.add(leg);
+            }
+            s.apply(id, Event::RedirectRequested, now, r)
+                .map_err(transition_error)
+        })
         .await
     }
 

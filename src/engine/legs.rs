@@ -18,8 +18,8 @@ use super::{AppRef, Engine, EngineError};
 use crate::clock::Timestamp;
 use crate::domain::call::Wire;
 use crate::domain::conversation::{Conversation, Emit, Kind, Leg, LegState, Scene, Who};
-use crate::domain::{Call, CallId, CallState, ChangeType, Direction, Notice, Peer};
-use crate::fabric::{EventSink, FabricEvent, LegRef};
+use crate::domain::{Call, CallId, CallState, ChangeType, Direction, EndReason, Notice, Peer};
+use crate::fabric::{EventSink, FabricCommand, FabricEvent, LegRef};
 use crate::store::committer::{self, Pending};
 
 /// What came of a fabric event.
@@ -82,6 +82,19 @@ impl Engine {
                 },
             };
             let what = format!("{event:?}");
+            let refused = match &event {
+                FabricEvent::Incoming {
+                    call, leg, from, ..
+                } => Some(FabricCommand::Cancel {
+                    leg: LegRef {
+                        conversation: *call,
+                        leg: *leg,
+                    },
+                    peer: from.clone(),
+                    reason: EndReason::BUSY,
+                }),
+                _ => None,
+            };
             // A fabric's event waits while the store cannot take changes (in order: the events
             // behind it wait too); the control API's caller is told to retry instead.
             let staged = loop {
@@ -96,6 +109,7 @@ impl Engine {
                 }
             };
             let again = self.events.clone();
+            let fabric = self.fabric.clone();
             tokio::spawn(async move {
                 let result = match staged {
                     Ok((outcome, Some(pending))) => committer::wait(pending)
@@ -118,7 +132,12 @@ impl Engine {
                             tracing::warn!("fabric event {what} is applied again: {e}");
                             let _ = again.send(Inbound { event, reply: None });
                         }
-                        Err(e) => tracing::warn!("fabric event {what} failed: {e}"),
+                        Err(e) => {
+                            tracing::warn!("fabric event {what} failed: {e}");
+                            // A caller the app cannot take (it is at its limit) is turned away
+                            // as busy.
+                            fabric.execute(refused.into_iter().collect());
+                        }
                     },
                 }
             });
@@ -130,21 +149,28 @@ impl Engine {
     async fn apply(&self, event: FabricEvent) -> Result<(Outcome, Option<Pending>), EngineError> {
         let (leg, change): (LegRef, LegChange) = match event {
             FabricEvent::Incoming {
+                call,
                 leg,
+                dialog,
                 from,
                 display_name,
                 app,
                 callback_uri,
             } => {
-                let (call, pending) = self
-                    .incoming(&app, leg, from, display_name.as_deref(), callback_uri)
-                    .await?;
+                let caller = Caller {
+                    leg,
+                    dialog,
+                    peer: from,
+                    display_name,
+                };
+                let (call, pending) = self.incoming(&app, call, caller, callback_uri).await?;
                 return Ok((Outcome::Created(Box::new(call)), Some(pending)));
             }
             FabricEvent::Answered(leg) => (leg, LegChange::Answered),
             FabricEvent::Failed(leg, reason) => (leg, LegChange::Failed(reason)),
             FabricEvent::HungUp(leg) => (leg, LegChange::HungUp),
             FabricEvent::Tones(leg, keys) => (leg, LegChange::Pressed(keys)),
+            FabricEvent::Held(leg, on) => (leg, LegChange::Held(on)),
         };
         let mut tx = self.begin().await?;
         let Some(mut scene) = tx.scene(leg.conversation).await? else {
@@ -160,6 +186,9 @@ impl Engine {
                 let ended = scene.calls.iter().filter(|c| !c.state.is_live());
                 ended.map(|c| c.id).collect()
             }),
+            LegChange::Held(on) => scene
+                .leg_holds(leg.leg, on, now, rules)
+                .then(|| scene.conversation.bot_calls().collect()),
             LegChange::Pressed(keys) => {
                 Some(scene.leg_presses(leg.leg, &keys, now)).filter(|heard| !heard.is_empty())
             }
@@ -171,14 +200,12 @@ impl Engine {
         Ok((Outcome::Calls(calls), Some(pending)))
     }
 
-    /// A party calls an app: a call in state `incoming`, notified to `callback_uri`; `leg` is
-    /// the caller's participant id.
+    /// A party calls an app: a call `id` in state `incoming`, notified to `callback_uri`.
     async fn incoming(
         &self,
         app: &AppRef,
-        leg: Uuid,
-        party: Peer,
-        display_name: Option<&str>,
+        id: CallId,
+        caller: Caller,
         callback_uri: String,
     ) -> Result<(Call, Pending), EngineError> {
         let now = self.clock.now();
@@ -189,9 +216,16 @@ impl Engine {
             callback_uri,
             now,
         );
+        (call.id, call.conversation) = (id, id);
         call.timers.acknowledge_deadline = Some(now + chrono::Duration::seconds(15));
+        let Caller {
+            leg,
+            dialog,
+            peer: party,
+            display_name,
+        } = caller;
         let wire = crate::graph::call::incoming(
-            (&party, display_name, leg),
+            (&party, display_name.as_deref(), leg),
             (
                 &app.app_id,
                 app.display_name.as_deref(),
@@ -201,8 +235,9 @@ impl Engine {
         call.wire = Wire::from_map(wire);
         let mut conv = Conversation::new(call.id, Kind::PeerToPeer, now);
         conv.add(Self::bot_leg(&call));
-        conv.legs
-            .push(Leg::new(leg, Who::Party(party), LegState::Ringing));
+        let mut caller = Leg::new(leg, Who::Party(party), LegState::Ringing);
+        caller.dialog = dialog;
+        conv.legs.push(caller);
         let mut scene = Scene::new(conv, vec![call.clone()]);
         let first = Notice {
             change: ChangeType::Created,
@@ -248,10 +283,19 @@ impl Engine {
     }
 }
 
+/// The party calling an app.
+struct Caller {
+    leg: Uuid,
+    dialog: bool,
+    peer: Peer,
+    display_name: Option<String>,
+}
+
 /// A change on a party's leg.
 enum LegChange {
     Answered,
     Failed(crate::domain::EndReason),
     HungUp,
     Pressed(String),
+    Held(bool),
 }

@@ -11,6 +11,7 @@
 //! file, driven by the control API. A SIP fabric will implement the same trait, placing real
 //! calls and reporting their progress as events.
 
+pub mod router;
 pub mod simulated;
 
 use std::sync::Arc;
@@ -35,6 +36,9 @@ pub enum DialPlan {
     Fail { after: Duration, reason: EndReason },
     /// It rings until it answers, fails or the ringing times out: the fabric will say.
     Ring,
+    /// As [`DialPlan::Ring`], on a real call whose signalling (a SIP dialog) the fabric holds in
+    /// memory: a restart loses it (`Leg::dialog`).
+    Dialog,
 }
 
 /// A party as the control API and rosters show it.

@@ -49,6 +49,9 @@ pub struct PartyConfig {
     /// A WAV file the party speaks when the bot records it (instead of generated tones).
     #[serde(default)]
     pub record_wav: Option<String>,
+    /// Reached over SIP at this address instead of simulated (with a `[sip]` section).
+    #[serde(default)]
+    pub sip_uri: Option<String>,
 }
 
 fn default_kind() -> PartyKind {
@@ -79,7 +82,8 @@ pub enum Speech {
 #[serde(rename_all = "camelCase")]
 pub struct Heard {
     pub at: Timestamp,
-    /// `dial`, `attach`, `cancel`, `hangUp`, `sendDtmf`, `play`, `record` or `stopMedia`.
+    /// `dial`, `attach`, `accept`, `cancel`, `redirect`, `hangUp`, `sendDtmf`, `play`, `record`
+    /// or `stopMedia`.
     pub command: &'static str,
     /// The conversation's id (the first bot call's id).
     pub call_id: String,
@@ -93,7 +97,7 @@ pub struct Heard {
     /// For `play` and `record`: the prompts' URIs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub prompts: Vec<String>,
-    /// For `hangUp`: the end reason's code and subcode.
+    /// For `hangUp` and `cancel`: the end reason's code and subcode.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<(i32, i32)>,
 }
@@ -208,7 +212,12 @@ impl Fabric for SimulatedFabric {
             heard.command = match &c {
                 FabricCommand::Dial { .. } => "dial",
                 FabricCommand::Attach { .. } => "attach",
-                FabricCommand::Cancel { .. } => "cancel",
+                FabricCommand::Cancel { reason, .. } => {
+                    heard.reason = Some((reason.code, reason.subcode));
+                    "cancel"
+                }
+                FabricCommand::Accept { .. } => "accept",
+                FabricCommand::Redirect { .. } => "redirect",
                 FabricCommand::HangUp { reason, .. } => {
                     heard.reason = Some((reason.code, reason.subcode));
                     "hangUp"
@@ -262,6 +271,7 @@ mod tests {
             answer_after_ms: after,
             record_seconds: None,
             record_wav: None,
+            sip_uri: None,
         }
     }
 

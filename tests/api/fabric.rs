@@ -276,6 +276,7 @@ async fn a_party_hears_the_prompts_played_and_the_recording_started_and_stopped(
         heard,
         vec![
             (s("attach"), none.clone(), none.clone()),
+            (s("accept"), none.clone(), none.clone()),
             (
                 s("play"),
                 serde_json::json!([play]),

@@ -333,6 +333,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub receiver: Receiver,
     pub state: Arc<switchboard::http::AppState>,
+    /// Where SIP listens, with a `[sip]` section.
+    pub sip: Option<SocketAddr>,
     stop: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: Option<TempDir>,
@@ -494,6 +496,7 @@ async fn start_app(
     };
     let base = format!("http://{}", app.local_addr());
     let state = app.state();
+    let sip = app.sip_addr();
     let stop = CancellationToken::new();
     let task = tokio::spawn(app.run_until_stopped(stop.clone()));
     Ok(TestApp {
@@ -501,6 +504,7 @@ async fn start_app(
         http: reqwest::Client::new(),
         receiver,
         state,
+        sip,
         stop,
         task: Some(task),
         _dir: dir,

@@ -19,4 +19,5 @@ mod net_policy;
 mod observability;
 mod prompts;
 mod routes;
+mod sip;
 mod store_failure;

@@ -163,6 +163,8 @@ pub enum Event {
     DialAnswered,
     /// The transfer or redirect target did not answer or could not be reached.
     DialFailed(EndReason),
+    /// The other party put the call on hold (`true`) or took it off (`false`).
+    PeerHold(bool),
 }
 
 impl Event {
@@ -178,6 +180,7 @@ impl Event {
             Event::BotAnswered => "answer",
             Event::BotRejected(_) => "reject",
             Event::RedirectRequested => "redirect",
+            Event::PeerHold(_) => "hold",
             Event::NotAcknowledged => "answer timeout",
             Event::TransferRequested => "transfer",
             Event::DialAnswered => "target answer",
@@ -285,6 +288,25 @@ pub fn transition(state: CallState, event: Event) -> Result<Step, TransitionErro
         },
         Event::NotAcknowledged => match state {
             S::Incoming => Ok(ended(EndReason::NOT_ACKNOWLEDGED, false)),
+            _ => not_allowed,
+        },
+        Event::PeerHold(on) => match (state, on) {
+            (S::Established, true) => Ok(Step {
+                next: S::Hold,
+                notices: vec![notice(ChangeType::Updated, S::Hold)],
+                end: None,
+            }),
+            (S::Hold, false) => Ok(Step {
+                next: S::Established,
+                notices: vec![notice(ChangeType::Updated, S::Established)],
+                end: None,
+            }),
+            // Said again: nothing changes.
+            (S::Hold, true) | (S::Established, false) => Ok(Step {
+                next: state,
+                notices: vec![],
+                end: None,
+            }),
             _ => not_allowed,
         },
         Event::TransferRequested => match state {
@@ -605,6 +627,8 @@ mod tests {
             Event::TransferRequested,
             Event::DialAnswered,
             Event::DialFailed(EndReason::NO_ANSWER),
+            Event::PeerHold(true),
+            Event::PeerHold(false),
         ]
     }
 
@@ -670,6 +694,16 @@ mod tests {
             }
             (S::Redirecting, Event::DialFailed(r)) => deleted(r),
             (_, Event::DialFailed(_)) => None,
+            (S::Established, Event::PeerHold(true)) => {
+                Some((S::Hold, vec![(C::Updated, S::Hold)], None))
+            }
+            (S::Hold, Event::PeerHold(false)) => {
+                Some((S::Established, vec![(C::Updated, S::Established)], None))
+            }
+            (S::Hold, Event::PeerHold(true)) | (S::Established, Event::PeerHold(false)) => {
+                Some((state, vec![], None))
+            }
+            (_, Event::PeerHold(_)) => None,
         }
     }
 

@@ -123,6 +123,10 @@ pub struct Leg {
     /// While it is being rung (boxed: most legs are not, and a server holds many).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ring: Option<Box<Ring>>,
+    /// The fabric holds this leg's signalling (a SIP dialog) in memory: it reports the leg's
+    /// progress itself, and a restart loses it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub dialog: bool,
 }
 
 /// How a ringing party will respond, on the call clock.
@@ -171,6 +175,7 @@ impl Leg {
             source: 0,
             tones_received: String::new(),
             ring: None,
+            dialog: false,
         }
     }
 
@@ -480,6 +485,7 @@ impl Conversation {
                         FabricCommand::Cancel {
                             leg: at,
                             peer: peer.clone(),
+                            reason: leg.result.unwrap_or(EndReason::BOT_HANG_UP),
                         }
                     } else {
                         FabricCommand::HangUp {
@@ -577,11 +583,19 @@ impl Conversation {
     /// A party being rung did not join: it declined, could not be reached, or rang out.
     pub fn fail(&mut self, i: usize, reason: EndReason) -> Vec<Effect> {
         let purpose = self.legs[i].purpose.clone();
+        // A caller (not dialled) whose call fails before it was let in: it cancelled, or never
+        // acknowledged the bot's answer.
+        let caller = !self.legs[i].is_dialled();
         let mut out = self.gone(i, reason);
         match purpose {
             Purpose::Member => {
                 let someone_left = self.legs.iter().any(|l| l.is_live() && l.party().is_some());
                 match self.kind {
+                    Kind::PeerToPeer if caller => {
+                        for call in self.bot_calls().collect::<Vec<_>>() {
+                            out.push(Effect::Call(call, Event::Failed(reason)));
+                        }
+                    }
                     Kind::PeerToPeer => {
                         for call in self.waiting_bots() {
                             out.push(Effect::Call(call, Event::SetupFailed(reason)));
@@ -1131,6 +1145,8 @@ mod tests {
                     FabricCommand::Dial { .. } => "dial",
                     FabricCommand::Attach { .. } => "attach",
                     FabricCommand::Cancel { .. } => "cancel",
+                    FabricCommand::Accept { .. } => "accept",
+                    FabricCommand::Redirect { .. } => "redirect",
                     FabricCommand::HangUp { .. } => "hangUp",
                     FabricCommand::SendDtmf { .. } => "sendDtmf",
                     FabricCommand::Play { .. } => "play",

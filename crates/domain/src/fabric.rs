@@ -37,10 +37,17 @@ pub enum FabricEvent {
     HungUp(LegRef),
     /// The party pressed keys (`0-9`, `*`, `#`, `A-D`).
     Tones(LegRef, String),
-    /// A party calls an app: a new call, `incoming`, notified to `callback_uri`. `leg` is the
-    /// participant id the caller's leg takes.
+    /// The party put its call on hold (`true`: it stopped listening) or took it off.
+    Held(LegRef, bool),
+    /// A party calls an app: a new call `call`, `incoming`, notified to `callback_uri`. `leg`
+    /// is the participant id the caller's leg takes. With `dialog`, the fabric holds the call's
+    /// signalling (a SIP dialog): it confirms the bot's answer itself (reporting the caller's
+    /// leg [`FabricEvent::Answered`] or [`FabricEvent::Failed`]), and the leg does not survive
+    /// a restart.
     Incoming {
+        call: CallId,
         leg: Uuid,
+        dialog: bool,
         from: Peer,
         display_name: Option<String>,
         app: AppRef,
@@ -55,7 +62,8 @@ impl FabricEvent {
             FabricEvent::Answered(l)
             | FabricEvent::Failed(l, _)
             | FabricEvent::HungUp(l)
-            | FabricEvent::Tones(l, _) => Some(*l),
+            | FabricEvent::Tones(l, _)
+            | FabricEvent::Held(l, _) => Some(*l),
             FabricEvent::Incoming { .. } => None,
         }
     }
@@ -71,8 +79,24 @@ pub enum FabricCommand {
     Attach { leg: LegRef, peer: Peer },
     /// Stop ringing this leg (another target answered, ringing timed out, the bot gave up). If
     /// the party answers all the same (an answer crossing the cancel), the fabric ends that leg
-    /// itself, as a SIP user agent must; the engine ignores the late answer.
-    Cancel { leg: LegRef, peer: Peer },
+    /// itself, as a SIP user agent must; the engine ignores the late answer. For a caller
+    /// waiting to be let in, it is refused: `reason` says why (the bot rejected it, let the
+    /// answer window pass, or the app could not take it).
+    Cancel {
+        leg: LegRef,
+        peer: Peer,
+        reason: EndReason,
+    },
+    /// The bot answered this caller: connect it (a SIP fabric answers `200 OK` and reports the
+    /// leg [`FabricEvent::Answered`] once the caller acknowledges).
+    Accept { leg: LegRef, peer: Peer },
+    /// The bot redirected this caller (on a leg the fabric signals itself): send it to
+    /// `targets` (a SIP fabric answers `302 Moved Temporarily`).
+    Redirect {
+        leg: LegRef,
+        peer: Peer,
+        targets: Vec<Peer>,
+    },
     /// End this connected leg: the bot hung up, removed the party, or the call ended around it.
     HangUp {
         leg: LegRef,
@@ -119,6 +143,8 @@ impl FabricCommand {
             FabricCommand::Dial { peer, .. }
             | FabricCommand::Attach { peer, .. }
             | FabricCommand::Cancel { peer, .. }
+            | FabricCommand::Accept { peer, .. }
+            | FabricCommand::Redirect { peer, .. }
             | FabricCommand::HangUp { peer, .. }
             | FabricCommand::SendDtmf { peer, .. }
             | FabricCommand::Play { peer, .. }
@@ -133,6 +159,8 @@ impl FabricCommand {
             FabricCommand::Dial { leg, .. }
             | FabricCommand::Attach { leg, .. }
             | FabricCommand::Cancel { leg, .. }
+            | FabricCommand::Accept { leg, .. }
+            | FabricCommand::Redirect { leg, .. }
             | FabricCommand::HangUp { leg, .. }
             | FabricCommand::SendDtmf { leg, .. }
             | FabricCommand::Play { leg, .. }

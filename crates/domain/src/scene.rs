@@ -202,17 +202,97 @@ impl Scene {
         }
     }
 
-    /// The party on leg `leg` picked up. Returns whether it was being rung.
+    /// The party on leg `leg` picked up, or (a caller whose fabric confirms the bot's answer)
+    /// acknowledged the bot's answer. Returns whether that changed anything.
     pub fn leg_answers(&mut self, leg: Uuid, now: Timestamp, rules: &Rules) -> bool {
-        let Some(i) = self.ringing(leg) else {
+        if let Some(i) = self.ringing(leg) {
+            self.change_leg(|c| c.connect(i), now, rules);
+            return true;
+        }
+        if self.waiting_caller(leg).is_none() {
             return false;
-        };
-        self.change_leg(|c| c.connect(i), now, rules);
-        true
+        }
+        // The bots that answered it connect (which lets the caller in); a bot that has not
+        // answered yet refuses the event.
+        let bots: Vec<CallId> = self.conversation.bot_calls().collect();
+        let mut any = false;
+        for id in bots {
+            any |= self.apply(id, Event::Answered, now, rules).is_ok();
+        }
+        any
     }
 
-    /// The party on leg `leg` declined, was busy or could not be reached. Returns whether it
-    /// was being rung.
+    /// The caller of an incoming call, while it waits to be let in.
+    fn caller(&self) -> Option<usize> {
+        self.conversation
+            .legs
+            .iter()
+            .position(|l| l.state == LegState::Ringing && !l.is_dialled() && l.party().is_some())
+    }
+
+    fn leg_ref(&self, i: usize) -> LegRef {
+        LegRef {
+            conversation: self.conversation.id,
+            leg: self.conversation.legs[i].id,
+        }
+    }
+
+    /// The bot answers its incoming call: the fabric accepts the caller. A caller the fabric
+    /// signals itself connects once it acknowledges ([`Scene::leg_answers`]); any other at once.
+    pub fn answer_caller(
+        &mut self,
+        call: CallId,
+        now: Timestamp,
+        rules: &Rules,
+    ) -> Result<(), TransitionError> {
+        self.apply(call, Event::BotAnswered, now, rules)?;
+        let Some(i) = self.caller() else {
+            return Ok(());
+        };
+        let (leg, l) = (self.leg_ref(i), &self.conversation.legs[i]);
+        let (dialog, peer) = (l.dialog, l.party().cloned());
+        if dialog && let Some(c) = self.call_mut(call) {
+            c.timers.answer_at = None;
+        }
+        self.commands
+            .extend(peer.map(|peer| FabricCommand::Accept { leg, peer }));
+        Ok(())
+    }
+
+    /// The bot redirects its incoming call, from a caller the fabric signals itself: the fabric
+    /// sends the caller on to `targets`, and the call ends (`redirecting`, then `terminated`
+    /// with 200/5001). Returns `false`, changing nothing, for any other caller: its targets
+    /// are rung instead.
+    pub fn redirect_caller(
+        &mut self,
+        call: CallId,
+        targets: Vec<Peer>,
+        now: Timestamp,
+        rules: &Rules,
+    ) -> Result<bool, TransitionError> {
+        let Some(i) = self.caller().filter(|&i| self.conversation.legs[i].dialog) else {
+            return Ok(false);
+        };
+        let (leg, peer) = (self.leg_ref(i), self.conversation.legs[i].party().cloned());
+        self.apply(call, Event::RedirectRequested, now, rules)?;
+        self.heard.push(leg.leg);
+        self.commands
+            .extend(peer.map(|peer| FabricCommand::Redirect { leg, peer, targets }));
+        self.apply(call, Event::Failed(EndReason::REDIRECTED), now, rules)?;
+        Ok(true)
+    }
+
+    /// A caller whose fabric signals it, still waiting to be let in.
+    fn waiting_caller(&self, leg: Uuid) -> Option<usize> {
+        self.conversation.position(leg).filter(|&i| {
+            let l = &self.conversation.legs[i];
+            l.dialog && l.state == LegState::Ringing && !l.is_dialled() && l.party().is_some()
+        })
+    }
+
+    /// The party on leg `leg` declined, was busy or could not be reached; or a caller the
+    /// fabric signals cancelled or never acknowledged the bot's answer. Returns whether it was
+    /// being rung (or waiting).
     pub fn leg_fails(
         &mut self,
         leg: Uuid,
@@ -220,7 +300,7 @@ impl Scene {
         now: Timestamp,
         rules: &Rules,
     ) -> bool {
-        let Some(i) = self.ringing(leg) else {
+        let Some(i) = self.ringing(leg).or_else(|| self.waiting_caller(leg)) else {
             return false;
         };
         self.heard.push(leg);
@@ -292,6 +372,24 @@ impl Scene {
             heard.push(id);
         }
         heard
+    }
+
+    /// The party on leg `leg` puts its call on hold, or takes it off: in a peer-to-peer call
+    /// the bots' calls go to `hold` and back to `established`. Returns whether a call changed.
+    pub fn leg_holds(&mut self, leg: Uuid, on: bool, now: Timestamp, rules: &Rules) -> bool {
+        let connected = self
+            .conversation
+            .position(leg)
+            .is_some_and(|i| self.conversation.legs[i].state == LegState::Connected);
+        if !connected || self.conversation.is_group() {
+            return false;
+        }
+        let bots: Vec<CallId> = self.conversation.bot_calls().collect();
+        let before = self.out.len();
+        for id in bots {
+            let _ = self.apply(id, Event::PeerHold(on), now, rules);
+        }
+        self.out.len() > before
     }
 
     /// A command for each connected party (`None`: none for it): what the bots' media does

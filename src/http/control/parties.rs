@@ -177,7 +177,9 @@ pub async fn dial(
         }
     };
     let event = FabricEvent::Incoming {
+        call: crate::domain::CallId::new(),
         leg: uuid::Uuid::new_v4(),
+        dialog: false,
         from: Peer {
             id: party.info.id.clone(),
             kind: party.info.kind,

@@ -1,0 +1,596 @@
+//! Real calls over SIP against a real peer: sipp (Debian package `sip-tester`) plays the trunk
+//! that takes Switchboard's INVITEs and the phone that calls in, with the scenario files in
+//! `tests/sip/scenarios/` (each documents what it expects). Each test checks sipp's verdict (its
+//! exit status: 0 when every message it expected came, in order, with the checks in the file)
+//! and the bot's notifications with their end reasons.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+use crate::helpers::*;
+
+const CALLS: &str = "/v1.0/communications/calls";
+/// The number `[[sip.numbers]]` gives app A in these tests.
+const APP_NUMBER: &str = "+15550123";
+/// A phone number the trunk carries (no simulated party names it).
+const TRUNK_NUMBER: &str = "+15557000";
+/// A user reached over SIP (`sip_uri`).
+const SIP_USER: &str = "5e9f0000-0000-4000-8000-0000000000a1";
+
+/// A sipp process playing one scenario once.
+struct Sipp {
+    child: Child,
+    name: String,
+    trace: TempDir,
+    /// Its SIP port.
+    port: u16,
+}
+
+fn scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/sip/scenarios/{name}.xml"))
+}
+
+/// `n` consecutive free UDP ports on loopback (sipp binds its media port and the next ones).
+fn free_ports(n: u16) -> u16 {
+    for _ in 0..200 {
+        let base = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+            & !1;
+        if base > 65000 {
+            continue;
+        }
+        let held: Vec<_> = (0..n)
+            .map_while(|i| UdpSocket::bind(("127.0.0.1", base + i)).ok())
+            .collect();
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", base));
+        if held.len() == n as usize && tcp.is_ok() {
+            return base;
+        }
+    }
+    panic!("no {n} free consecutive ports on 127.0.0.1");
+}
+
+impl Sipp {
+    /// Starts sipp on `scenario`; `peer` is where it sends its first request (a UAC), `args`
+    /// what else the scenario takes (`-key name value`, `-s number`).
+    fn start(name: &str, peer: Option<SocketAddr>, args: &[&str]) -> Sipp {
+        let which = std::process::Command::new("sipp").arg("-v").output();
+        assert!(
+            which.is_ok(),
+            "sipp is not installed: `apt-get install sip-tester` (.ci/run does)"
+        );
+        let port = free_ports(1);
+        let media = free_ports(4);
+        let control = free_ports(1);
+        let trace = TempDir::new();
+        let mut cmd = Command::new("sipp");
+        cmd.arg("-sf").arg(scenario(name));
+        if let Some(p) = peer {
+            cmd.arg(p.to_string());
+        }
+        cmd.args(["-i", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-mp", &media.to_string()])
+            .args(["-ci", "127.0.0.1", "-cp", &control.to_string()])
+            .args(["-m", "1", "-nostdin", "-timeout", "30", "-timeout_error"])
+            .args(["-trace_msg", "-message_file"])
+            .arg(trace.0.join("messages.log"))
+            .args(["-trace_err", "-error_file"])
+            .arg(trace.0.join("errors.log"))
+            .args(args)
+            .env("TERM", "dumb")
+            .current_dir(&trace.0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        let child = cmd.spawn().expect("sipp starts");
+        Sipp {
+            child,
+            name: name.into(),
+            trace,
+            port,
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Waits for sipp to finish (at most `secs`) and asserts it passed; returns what it traced.
+    async fn passes(mut self, secs: u64) -> String {
+        let status = tokio::time::timeout(Duration::from_secs(secs), self.child.wait()).await;
+        let log = |f: &str| std::fs::read_to_string(self.trace.0.join(f)).unwrap_or_default();
+        let (messages, errors) = (log("messages.log"), log("errors.log"));
+        match status {
+            Ok(Ok(s)) if s.success() => messages,
+            other => panic!(
+                "sipp {} did not pass ({other:?}).\nerrors:\n{errors}\nmessages:\n{messages}",
+                self.name
+            ),
+        }
+    }
+}
+
+/// Switchboard with SIP on a free port, a trunk at `trunk` (if any) for every number, app A
+/// behind [`APP_NUMBER`], and [`SIP_USER`] at `user` (if any); `extra` adds to `[sip]`.
+async fn sip_app(trunk: Option<SocketAddr>, user: Option<SocketAddr>, extra: &str) -> TestApp {
+    let mut config = format!("[sip]\nlisten = \"127.0.0.1:0\"\n{extra}\n");
+    if let Some(t) = trunk {
+        config += &format!("[[sip.trunks]]\nname = \"sipp\"\naddress = \"{t}\"\n\n");
+    }
+    config += &format!("[[sip.numbers]]\nnumber = \"{APP_NUMBER}\"\napp_id = \"{APP_A}\"\n\n");
+    if let Some(u) = user {
+        config += &format!(
+            "[[parties]]\nid = \"{SIP_USER}\"\nkind = \"user\"\ndisplay_name = \"Sipp\"\nsip_uri = \"sip:sipp@{u}\"\n\n"
+        );
+    }
+    let app = spawn_app_with(Backend::Memory, &config).await;
+    assert!(app.sip.is_some(), "SIP listens");
+    app
+}
+
+/// The (changeType, state) pairs of a call's notifications, and its end reason, once it ended.
+async fn ended(app: &TestApp, id: &str) -> (Vec<(String, String)>, Option<(i64, i64)>) {
+    let states = wait_long(app, id, |s| has(s, "deleted", "terminated")).await;
+    (states, app.receiver.end_reason(id))
+}
+
+/// As `Receiver::wait_for`, for up to 20 s (SIP takes real time).
+async fn wait_long(
+    app: &TestApp,
+    id: &str,
+    pred: impl Fn(&[(String, String)]) -> bool,
+) -> Vec<(String, String)> {
+    for _ in 0..1000 {
+        let s = app.receiver.states(id);
+        if pred(&s) {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.receiver.states(id)
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+/// The SIP messages sipp traced, as their first lines (`INVITE sip:...`, `SIP/2.0 200 OK`).
+fn first_lines(messages: &str) -> Vec<String> {
+    let mut out = vec![];
+    let mut next_is_first = false;
+    for line in messages.lines() {
+        if line.contains("message sent") || line.contains("message received") {
+            next_is_first = true;
+            continue;
+        }
+        if next_is_first && !line.trim().is_empty() {
+            out.push(line.trim().to_string());
+            next_is_first = false;
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_bot_calls_a_phone_over_the_trunk_and_hangs_up() {
+    let trunk = Sipp::start("uas_answer", None, &[]);
+    let app = sip_app(Some(trunk.addr()), None, "").await;
+    let token = app.token().await;
+    let id = app.create(&token, TRUNK_NUMBER).await;
+    let states = wait_long(&app, &id, |s| has(s, "updated", "established")).await;
+    assert!(has(&states, "updated", "established"), "{states:?}");
+    let r = app
+        .send("DELETE", &format!("{CALLS}/{id}"), Some(&token), None)
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let (states, reason) = ended(&app, &id).await;
+    assert_eq!(
+        states,
+        pairs(&[
+            ("updated", "establishing"),
+            ("updated", "established"),
+            ("updated", "terminating"),
+            ("deleted", "terminated"),
+        ])
+    );
+    assert_eq!(reason, Some((200, 5001)));
+    let messages = trunk.passes(15).await;
+    let lines = first_lines(&messages);
+    assert!(
+        lines[0].starts_with(&format!("INVITE sip:{TRUNK_NUMBER}@")),
+        "{lines:?}"
+    );
+    assert!(messages.contains("User-Agent: Switchboard/"), "{messages}");
+    assert!(
+        messages.contains("@switchboard"),
+        "our own Call-ID domain: {messages}"
+    );
+    assert!(lines.iter().any(|l| l.starts_with("BYE ")), "{lines:?}");
+}
+
+#[tokio::test]
+async fn a_phone_that_hangs_up_ends_the_call_with_the_pstn_reason() {
+    let trunk = Sipp::start("uas_bye", None, &["-set", "hold_ms", "300"]);
+    let app = sip_app(Some(trunk.addr()), None, "").await;
+    let token = app.token().await;
+    let id = app.create(&token, TRUNK_NUMBER).await;
+    let (states, reason) = ended(&app, &id).await;
+    assert!(has(&states, "updated", "established"), "{states:?}");
+    assert_eq!(reason, Some((200, 560000)));
+    trunk.passes(15).await;
+}
+
+#[tokio::test]
+async fn each_final_failure_of_a_phone_call_has_its_pstn_end_reason() {
+    for (status, code, subcode) in [
+        (486, 486, 560486),
+        (603, 603, 560603),
+        (404, 404, 560404),
+        (480, 480, 560480),
+        (403, 403, 560403),
+        (500, 500, 560500),
+    ] {
+        let trunk = Sipp::start(&format!("uas_{status}"), None, &[]);
+        let app = sip_app(Some(trunk.addr()), None, "").await;
+        let token = app.token().await;
+        let id = app.create(&token, TRUNK_NUMBER).await;
+        let (states, reason) = ended(&app, &id).await;
+        assert_eq!(
+            states,
+            pairs(&[("updated", "establishing"), ("deleted", "terminated")]),
+            "{status}"
+        );
+        assert_eq!(reason, Some((code, subcode)), "{status}");
+        trunk.passes(15).await;
+    }
+}
+
+#[tokio::test]
+async fn a_user_reached_over_sip_fails_with_the_users_codes() {
+    let peer = Sipp::start("uas_486", None, &[]);
+    let app = sip_app(None, Some(peer.addr()), "").await;
+    let token = app.token().await;
+    let id = app.create(&token, SIP_USER).await;
+    let (_, reason) = ended(&app, &id).await;
+    assert_eq!(reason, Some((486, 8539)));
+    let messages = peer.passes(15).await;
+    assert!(
+        first_lines(&messages)[0].starts_with("INVITE sip:sipp@"),
+        "{messages}"
+    );
+}
+
+#[tokio::test]
+async fn ringing_past_the_timeout_cancels_the_invite() {
+    let trunk = Sipp::start("uas_ring_forever", None, &[]);
+    let app = sip_app(Some(trunk.addr()), None, "").await;
+    let token = app.token().await;
+    let id = app.create(&token, TRUNK_NUMBER).await;
+    // Let the INVITE reach the trunk and ring, then move the call clock past the timeout.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.advance(61.0).await;
+    let (states, reason) = ended(&app, &id).await;
+    assert_eq!(
+        states,
+        pairs(&[("updated", "establishing"), ("deleted", "terminated")])
+    );
+    assert_eq!(reason, Some((408, 10057)));
+    let lines = first_lines(&trunk.passes(15).await);
+    assert!(lines.iter().any(|l| l.starts_with("CANCEL ")), "{lines:?}");
+}
+
+#[tokio::test]
+async fn the_bot_hanging_up_while_it_rings_cancels_the_invite() {
+    let trunk = Sipp::start("uas_ring_forever", None, &[]);
+    let app = sip_app(Some(trunk.addr()), None, "").await;
+    let token = app.token().await;
+    let id = app.create(&token, TRUNK_NUMBER).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = app
+        .send("DELETE", &format!("{CALLS}/{id}"), Some(&token), None)
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let (states, reason) = ended(&app, &id).await;
+    assert_eq!(
+        states,
+        pairs(&[
+            ("updated", "establishing"),
+            ("updated", "terminating"),
+            ("deleted", "terminated"),
+        ])
+    );
+    assert_eq!(reason, Some((200, 5001)));
+    let lines = first_lines(&trunk.passes(15).await);
+    assert!(lines.iter().any(|l| l.starts_with("CANCEL ")), "{lines:?}");
+}
+
+#[tokio::test]
+async fn a_trunk_that_never_responds_fails_the_call_after_the_trunk_timeout() {
+    let trunk = Sipp::start("uas_silent", None, &["-set", "silent_ms", "3000"]);
+    let app = sip_app(Some(trunk.addr()), None, "trunk_timeout_secs = 1\n").await;
+    let token = app.token().await;
+    let id = app.create(&token, TRUNK_NUMBER).await;
+    let (states, reason) = ended(&app, &id).await;
+    assert_eq!(
+        states,
+        pairs(&[("updated", "establishing"), ("deleted", "terminated")])
+    );
+    assert_eq!(reason, Some((408, 500001)));
+    // Nothing but the INVITE's retransmissions reached the trunk: no CANCEL before a
+    // provisional response (RFC 3261 §9.1).
+    trunk.passes(15).await;
+}
+
+/// Waits for the incoming-call notification of a SIP call to app A; returns the call id and it.
+async fn incoming_call(app: &TestApp) -> (String, Value) {
+    for _ in 0..500 {
+        let created = app
+            .receiver
+            .received()
+            .iter()
+            .flat_map(|r| r.notes())
+            .find(|n| n["changeType"] == "created");
+        if let Some(n) = created {
+            let id = n["resourceData"]["id"].as_str().unwrap().to_string();
+            return (id, n);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!(
+        "no incoming-call notification: {:?}",
+        app.receiver.received().len()
+    );
+}
+
+async fn act(app: &TestApp, token: &str, id: &str, action: &str, body: Value) {
+    let r = app
+        .send(
+            "POST",
+            &format!("{CALLS}/{id}/{action}"),
+            Some(token),
+            Some(body),
+        )
+        .await;
+    assert!(
+        r.status == 202 || r.status == 200,
+        "{action}: {} {}",
+        r.status,
+        r.text
+    );
+}
+
+#[tokio::test]
+async fn a_phone_calls_the_app_the_bot_answers_and_the_phone_hangs_up() {
+    let app = sip_app(None, None, "").await;
+    let phone = Sipp::start(
+        "uac_basic",
+        app.sip,
+        &["-s", APP_NUMBER, "-set", "hold_ms", "300"],
+    );
+    let token = app.token().await;
+    let (id, created) = incoming_call(&app).await;
+    let data = &created["resourceData"];
+    assert_eq!(data["state"], "incoming");
+    assert_eq!(data["direction"], "incoming");
+    assert!(
+        data["source"]["identity"]["phone"]["id"].is_string(),
+        "the caller's phone identity: {data}"
+    );
+    act(
+        &app,
+        &token,
+        &id,
+        "answer",
+        app.answer_body(&app.receiver.url()),
+    )
+    .await;
+    let (states, reason) = ended(&app, &id).await;
+    assert_eq!(
+        states,
+        pairs(&[
+            ("created", "incoming"),
+            ("updated", "establishing"),
+            ("updated", "established"),
+            ("deleted", "terminated"),
+        ])
+    );
+    assert_eq!(reason, Some((200, 540000)));
+    let lines = first_lines(&phone.passes(15).await);
+    assert!(
+        lines.iter().any(|l| l.starts_with("SIP/2.0 180")),
+        "the caller hears ringing: {lines:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_bot_rejects_a_phone_call_with_the_status_its_reason_names() {
+    for (reason, status, code) in [
+        ("none", 603, (603, 8538)),
+        ("busy", 486, (486, 8539)),
+        ("forbidden", 403, (403, 8540)),
+    ] {
+        let app = sip_app(None, None, "").await;
+        let phone = Sipp::start(
+            &format!("uac_reject_{status}"),
+            app.sip,
+            &["-s", APP_NUMBER],
+        );
+        let token = app.token().await;
+        let (id, _) = incoming_call(&app).await;
+        act(&app, &token, &id, "reject", json!({"reason": reason})).await;
+        let (_, got) = ended(&app, &id).await;
+        assert_eq!(got, Some(code), "{reason}");
+        phone.passes(15).await;
+    }
+}
+
+#[tokio::test]
+async fn a_call_the_bot_lets_ring_is_turned_away_with_480() {
+    let app = sip_app(None, None, "").await;
+    let phone = Sipp::start("uac_unanswered", app.sip, &["-s", APP_NUMBER]);
+    let (id, _) = incoming_call(&app).await;
+    app.advance(16.0).await;
+    let (_, reason) = ended(&app, &id).await;
+    assert_eq!(reason, Some((408, 1106)));
+    phone.passes(15).await;
+}
+
+#[tokio::test]
+async fn a_caller_that_cancels_ends_the_call_with_540487() {
+    let app = sip_app(None, None, "").await;
+    let phone = Sipp::start("uac_cancel", app.sip, &["-s", APP_NUMBER]);
+    let (id, _) = incoming_call(&app).await;
+    let (states, reason) = ended(&app, &id).await;
+    assert_eq!(
+        states,
+        pairs(&[("created", "incoming"), ("deleted", "terminated")])
+    );
+    assert_eq!(reason, Some((487, 540487)));
+    phone.passes(15).await;
+}
+
+#[tokio::test]
+async fn a_call_to_an_unknown_number_gets_404() {
+    let app = sip_app(None, None, "").await;
+    let phone = Sipp::start("uac_unknown_number", app.sip, &["-s", "+15559999"]);
+    phone.passes(15).await;
+    assert!(app.receiver.received().is_empty(), "no bot hears of it");
+}
+
+#[tokio::test]
+async fn a_phone_that_puts_the_call_on_hold_moves_it_to_hold_and_back() {
+    let trunk = Sipp::start("uas_hold", None, &[]);
+    let app = sip_app(Some(trunk.addr()), None, "").await;
+    let token = app.token().await;
+    let id = app.create(&token, TRUNK_NUMBER).await;
+    let states = wait_long(&app, &id, |s| {
+        s.iter().filter(|(_, st)| st == "established").count() == 2
+    })
+    .await;
+    assert_eq!(
+        states,
+        pairs(&[
+            ("updated", "establishing"),
+            ("updated", "established"),
+            ("updated", "hold"),
+            ("updated", "established"),
+        ])
+    );
+    let r = app
+        .send("DELETE", &format!("{CALLS}/{id}"), Some(&token), None)
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let (_, reason) = ended(&app, &id).await;
+    assert_eq!(reason, Some((200, 5001)));
+    // sipp checked that each answer mirrored its offer's direction.
+    trunk.passes(15).await;
+}
+
+#[tokio::test]
+async fn a_caller_on_hold_is_answered_recvonly_and_its_call_is_on_hold() {
+    let app = sip_app(None, None, "").await;
+    let phone = Sipp::start(
+        "uac_hold",
+        app.sip,
+        &["-s", APP_NUMBER, "-set", "hold_ms", "500"],
+    );
+    let token = app.token().await;
+    let (id, _) = incoming_call(&app).await;
+    act(
+        &app,
+        &token,
+        &id,
+        "answer",
+        app.answer_body(&app.receiver.url()),
+    )
+    .await;
+    let (states, reason) = ended(&app, &id).await;
+    assert_eq!(
+        states,
+        pairs(&[
+            ("created", "incoming"),
+            ("updated", "establishing"),
+            ("updated", "established"),
+            ("updated", "hold"),
+            ("deleted", "terminated"),
+        ])
+    );
+    assert_eq!(reason, Some((200, 540000)));
+    phone.passes(15).await;
+}
+
+#[tokio::test]
+async fn the_bot_redirects_a_phone_call_with_302_naming_the_target() {
+    let app = sip_app(None, None, "").await;
+    let log = TempDir::new();
+    let log_file = log.0.join("redirect.log");
+    let phone = Sipp::start(
+        "uac_redirect",
+        app.sip,
+        &[
+            "-s",
+            APP_NUMBER,
+            "-trace_logs",
+            "-log_file",
+            log_file.to_str().unwrap(),
+        ],
+    );
+    let token = app.token().await;
+    let (id, _) = incoming_call(&app).await;
+    let target = json!({"@odata.type": "#microsoft.graph.invitationParticipantInfo",
+        "identity": {"@odata.type": "#microsoft.graph.identitySet",
+            "phone": {"@odata.type": "#microsoft.graph.identity", "id": "+15557777"}}});
+    act(&app, &token, &id, "redirect", json!({"targets": [target]})).await;
+    let (states, reason) = ended(&app, &id).await;
+    assert_eq!(
+        states,
+        pairs(&[
+            ("created", "incoming"),
+            ("updated", "redirecting"),
+            ("deleted", "terminated"),
+        ])
+    );
+    assert_eq!(reason, Some((200, 5001)));
+    phone.passes(15).await;
+    let logged = std::fs::read_to_string(&log_file).unwrap_or_default();
+    assert!(logged.contains("redirect_target=tel:+15557777"), "{logged}");
+}
+
+#[tokio::test]
+async fn a_caller_that_never_acknowledges_the_answer_is_hung_up_with_408_1106() {
+    // T1 of 50 ms: the caller has 64·T1 = 3.2 s to acknowledge.
+    let app = sip_app(None, None, "rtt_estimate_ms = 50\n").await;
+    let phone = Sipp::start("uac_noack", app.sip, &["-s", APP_NUMBER]);
+    let token = app.token().await;
+    let (id, _) = incoming_call(&app).await;
+    act(
+        &app,
+        &token,
+        &id,
+        "answer",
+        app.answer_body(&app.receiver.url()),
+    )
+    .await;
+    let (states, reason) = ended(&app, &id).await;
+    assert_eq!(
+        states,
+        pairs(&[
+            ("created", "incoming"),
+            ("updated", "establishing"),
+            ("deleted", "terminated"),
+        ])
+    );
+    assert_eq!(reason, Some((408, 1106)));
+    phone.passes(20).await;
+}
