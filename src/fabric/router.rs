@@ -33,6 +33,7 @@ impl Fabric for Router {
 
     fn execute(&self, commands: Vec<FabricCommand>) {
         let (sip, simulated): (Vec<_>, Vec<_>) = commands.into_iter().partition(|c| match c {
+            FabricCommand::Dial { via: Some(v), .. } if self.sip.has_leg(v.leg) => true,
             FabricCommand::Dial { peer, .. } => self.over_sip(peer),
             c => self.sip.has_leg(c.leg().leg),
         });

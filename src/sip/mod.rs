@@ -133,6 +133,8 @@ pub struct SipFabric {
     /// Incoming numbers (E.164) and their apps.
     numbers: HashMap<String, NumberApp>,
     legs: Mutex<HashMap<Uuid, LegEntry>>,
+    /// Transfer targets we asked a party to call (REFER), by the target's leg: the party's leg.
+    referrals: Mutex<HashMap<Uuid, LegRef>>,
     sink: OnceLock<EventSink>,
     stop: CancellationToken,
 }
@@ -166,6 +168,7 @@ impl SipFabric {
                 .collect(),
             numbers,
             legs: Mutex::default(),
+            referrals: Mutex::default(),
             sink: OnceLock::new(),
             stop,
         });
@@ -195,9 +198,14 @@ impl SipFabric {
         self.legs.lock().expect("legs lock").len()
     }
 
-    /// Whether this leg is one of ours.
+    /// Whether this leg is one of ours (a dialog, or a transfer target we referred).
     pub fn has_leg(&self, leg: Uuid) -> bool {
         self.legs.lock().expect("legs lock").contains_key(&leg)
+            || self
+                .referrals
+                .lock()
+                .expect("referrals lock")
+                .contains_key(&leg)
     }
 
     /// Whether a party is reached over SIP: a user with a `sip_uri`, or a phone number a trunk
@@ -235,7 +243,14 @@ impl SipFabric {
     pub fn execute(self: &Arc<Self>, commands: Vec<FabricCommand>) {
         for c in commands {
             match c {
-                FabricCommand::Dial { leg, peer } => match self.route(&peer) {
+                FabricCommand::Dial {
+                    leg,
+                    peer,
+                    via: Some(via),
+                } if self.legs.lock().expect("legs lock").contains_key(&via.leg) => {
+                    tokio::spawn(self.clone().refer(via, leg, peer));
+                }
+                FabricCommand::Dial { leg, peer, .. } => match self.route(&peer) {
                     Some(route) => {
                         tokio::spawn(self.clone().dial(leg, peer, route));
                     }
@@ -243,6 +258,7 @@ impl SipFabric {
                 },
                 FabricCommand::Attach { .. } => {}
                 FabricCommand::Accept { leg, .. } => self.accept(leg),
+                FabricCommand::Cancel { leg, .. } if self.forget_referral(leg) => {}
                 FabricCommand::Cancel { leg, reason, .. } => self.end(leg, Some(reason), None),
                 FabricCommand::Redirect { leg, targets, .. } => {
                     let contact = targets.first().map(|t| self.contact_for(t));
@@ -313,6 +329,71 @@ impl SipFabric {
             dialog.refuse(status, contact);
         } else {
             tokio::spawn(async move { dialog.hang_up().await });
+        }
+    }
+
+    /// A transfer: asks the party on `via` to call `target` itself (REFER, RFC 3515). Its
+    /// NOTIFYs report the new call's progress on the target's leg (`follow`).
+    async fn refer(self: Arc<Self>, via: LegRef, leg: LegRef, target: Peer) {
+        let Some(dialog) = self
+            .legs
+            .lock()
+            .expect("legs lock")
+            .get(&via.leg)
+            .filter(|e| e.phase == Phase::Up)
+            .map(|e| e.dialog.clone())
+        else {
+            return self.report(FabricEvent::Failed(leg, EndReason::TRANSFER_FAILED));
+        };
+        self.referrals
+            .lock()
+            .expect("referrals lock")
+            .insert(leg.leg, via);
+        let status = dialog.refer(self.contact_for(&target)).await;
+        if status >= 300 && self.forget_referral(leg) {
+            tracing::info!("SIP REFER refused with {status}");
+            self.report(FabricEvent::Failed(leg, EndReason::TRANSFER_FAILED));
+        }
+    }
+
+    /// Forgets a transfer target; whether it was one.
+    fn forget_referral(&self, leg: LegRef) -> bool {
+        self.referrals
+            .lock()
+            .expect("referrals lock")
+            .remove(&leg.leg)
+            .is_some()
+    }
+
+    /// A NOTIFY about a transfer the party on `via` makes: a final success connects the target
+    /// (and we leave the call: BYE), a failure puts the call back.
+    async fn transfer_progress(&self, via: LegRef, status: u16, done: bool) {
+        let target = {
+            let referrals = self.referrals.lock().expect("referrals lock");
+            referrals
+                .iter()
+                .find(|(_, v)| **v == via)
+                .map(|(t, _)| LegRef {
+                    conversation: via.conversation,
+                    leg: *t,
+                })
+        };
+        let Some(target) = target else { return };
+        match status {
+            100..=199 if !done => {}
+            200..=299 => {
+                self.forget_referral(target);
+                self.report(FabricEvent::Answered(target));
+                if let Some((_, dialog)) = self.take_phase(via, Phase::Up, Phase::Ending) {
+                    dialog.hang_up().await;
+                    self.report(FabricEvent::HungUp(via));
+                }
+            }
+            _ => {
+                self.forget_referral(target);
+                tracing::info!("SIP transfer failed: the transferee reported {status}");
+                self.report(FabricEvent::Failed(target, EndReason::TRANSFER_FAILED));
+            }
         }
     }
 
@@ -505,6 +586,9 @@ impl SipFabric {
                     break;
                 }
                 Progress::Reoffer(offer, reply) => self.reoffer(leg, &offer, reply).await,
+                Progress::Transfer { status, done } => {
+                    self.transfer_progress(leg, status, done).await
+                }
                 Progress::Ended => break,
             }
         }

@@ -42,6 +42,9 @@ pub enum Progress {
     HungUp,
     /// The far end offers a new session description (re-INVITE or UPDATE): answer it.
     Reoffer(Vec<u8>, Reply),
+    /// The far end reports how the call we referred it to goes (a NOTIFY's sipfrag status),
+    /// and whether that was its last report.
+    Transfer { status: u16, done: bool },
     /// The dialog is over for any other reason (we ended it).
     Ended,
 }
@@ -99,6 +102,8 @@ pub trait Dialog: Send + Sync {
     fn refuse(&self, status: u16, contact: Option<String>);
     /// Ends the call: CANCEL while our INVITE rings, BYE once answered.
     async fn hang_up(&self);
+    /// Asks the far end to call `target` (REFER); its response's status (408 with none).
+    async fn refer(&self, target: String) -> u16;
 }
 
 /// A SIP user agent that places and receives calls.
@@ -353,20 +358,6 @@ impl Rsip {
                     confirmed = true;
                     None
                 }
-                DialogState::Updated(_, req, handle) => {
-                    Some(Progress::Reoffer(req.body.clone(), Reply(handle)))
-                }
-                DialogState::Options(_, _, handle) | DialogState::Info(_, _, handle) => {
-                    let _ = handle.reply(StatusCode::OK).await;
-                    None
-                }
-                DialogState::Refer(_, _, handle)
-                | DialogState::Notify(_, _, handle)
-                | DialogState::Message(_, _, handle)
-                | DialogState::Publish(_, _, handle) => {
-                    let _ = handle.reply(StatusCode::NotImplemented).await;
-                    None
-                }
                 DialogState::Terminated(id, reason) => {
                     self.layer.remove_dialog(&id);
                     let remote_bye = matches!(
@@ -386,7 +377,7 @@ impl Rsip {
                     // Whatever follows is of a dialog that is over.
                     break;
                 }
-                _ => None,
+                other => in_dialog(other).await,
             };
             if let Some(e) = event {
                 let _ = progress.send(e);
@@ -546,18 +537,6 @@ impl RsipHandle {
                 DialogState::Early(_, resp) if settled.is_none() => {
                     let _ = progress.send(Progress::Provisional(resp.status_code.code()));
                 }
-                DialogState::Updated(_, req, handle) => {
-                    let _ = progress.send(Progress::Reoffer(req.body.clone(), Reply(handle)));
-                }
-                DialogState::Options(_, _, handle) | DialogState::Info(_, _, handle) => {
-                    let _ = handle.reply(StatusCode::OK).await;
-                }
-                DialogState::Refer(_, _, handle)
-                | DialogState::Notify(_, _, handle)
-                | DialogState::Message(_, _, handle)
-                | DialogState::Publish(_, _, handle) => {
-                    let _ = handle.reply(StatusCode::NotImplemented).await;
-                }
                 DialogState::Terminated(id, reason) => {
                     self.layer.remove_dialog(&id);
                     // Before the INVITE's outcome is known, its end is that outcome.
@@ -572,11 +551,71 @@ impl RsipHandle {
                     }
                     break;
                 }
-                _ => {}
+                other => {
+                    if let Some(e) = in_dialog(other).await {
+                        let _ = progress.send(e);
+                    }
+                }
             }
         }
         self.layer.remove_dialog(&dialog.id());
     }
+}
+
+/// A request within an answered dialog: a new offer or a transfer's progress for the fabric;
+/// OPTIONS and INFO answered 200; anything else 501.
+async fn in_dialog(state: DialogState) -> Option<Progress> {
+    match state {
+        DialogState::Updated(_, req, handle) => {
+            Some(Progress::Reoffer(req.body.clone(), Reply(handle)))
+        }
+        DialogState::Notify(_, req, handle) => match refer_progress(&req) {
+            Some((status, done)) => {
+                let _ = handle.reply(StatusCode::OK).await;
+                Some(Progress::Transfer { status, done })
+            }
+            None => {
+                let _ = handle.reply(StatusCode::from(489)).await;
+                None
+            }
+        },
+        DialogState::Options(_, _, handle) | DialogState::Info(_, _, handle) => {
+            let _ = handle.reply(StatusCode::OK).await;
+            None
+        }
+        DialogState::Refer(_, _, handle)
+        | DialogState::Message(_, _, handle)
+        | DialogState::Publish(_, _, handle) => {
+            let _ = handle.reply(StatusCode::NotImplemented).await;
+            None
+        }
+        _ => None,
+    }
+}
+
+/// A NOTIFY of a REFER's progress (RFC 3515 §2.4.4): the status in its `message/sipfrag` body,
+/// and whether the subscription ended.
+fn refer_progress(req: &rsip::Request) -> Option<(u16, bool)> {
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .find(|h| h.name().eq_ignore_ascii_case(name))
+            .map(|h| h.value().to_ascii_lowercase())
+    };
+    let event = header("event").or_else(|| header("o"))?;
+    if !event.trim_start().starts_with("refer") {
+        return None;
+    }
+    let done = header("subscription-state").is_some_and(|s| s.contains("terminated"));
+    let body = std::str::from_utf8(&req.body).ok()?;
+    let status = body
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("SIP/2.0 "))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some((status, done))
 }
 
 /// Our INVITE's dialog.
@@ -592,6 +631,23 @@ impl Dialog for ClientDialog {
     async fn hang_up(&self) {
         if let Err(e) = self.dialog.hangup().await {
             tracing::debug!("SIP hang-up of {}: {e}", self.dialog.id());
+        }
+    }
+    async fn refer(&self, target: String) -> u16 {
+        refer(&self.dialog, target).await
+    }
+}
+
+async fn refer(dialog: &InviteDialog, target: String) -> u16 {
+    match dialog
+        .refer(rsip::ReferTo::new(format!("<{target}>")), None, None)
+        .await
+    {
+        Ok(Some(resp)) => resp.status_code.code(),
+        Ok(None) => 408,
+        Err(e) => {
+            tracing::debug!("SIP REFER in {}: {e}", dialog.id());
+            500
         }
     }
 }
@@ -636,5 +692,8 @@ impl Dialog for ServerDialog {
         if let Err(e) = self.dialog.hangup().await {
             tracing::debug!("SIP hang-up of {}: {e}", self.dialog.id());
         }
+    }
+    async fn refer(&self, target: String) -> u16 {
+        refer(&self.dialog, target).await
     }
 }

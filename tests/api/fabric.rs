@@ -59,7 +59,7 @@ async fn a_trunk_reports_answers_and_failures_as_events_and_hears_hang_ups_after
 
     // The bot calls: the trunk is told to ring, and the call waits for it.
     let id = app.create(&token, ALICE).await;
-    let FabricCommand::Dial { leg, peer } = next(&mut rx).await else {
+    let FabricCommand::Dial { leg, peer, .. } = next(&mut rx).await else {
         panic!("the first command rings the target");
     };
     assert_eq!(peer.id, ALICE);

@@ -594,3 +594,80 @@ async fn a_caller_that_never_acknowledges_the_answer_is_hung_up_with_408_1106() 
     assert_eq!(reason, Some((408, 1106)));
     phone.passes(20).await;
 }
+
+/// A `transfer` body to phone number `to`.
+fn transfer_to(to: &str) -> Value {
+    json!({"transferTarget": {
+        "@odata.type": "#microsoft.graph.invitationParticipantInfo",
+        "identity": {"@odata.type": "#microsoft.graph.identitySet",
+            "phone": {"@odata.type": "#microsoft.graph.identity", "id": to}}}})
+}
+
+#[tokio::test]
+async fn a_transfer_refers_the_phone_to_the_target_and_ends_with_7015() {
+    let log = TempDir::new();
+    let log_file = log.0.join("refer.log");
+    let trunk = Sipp::start(
+        "uas_refer_ok",
+        None,
+        &["-trace_logs", "-log_file", log_file.to_str().unwrap()],
+    );
+    let app = sip_app(Some(trunk.addr()), None, "").await;
+    let token = app.token().await;
+    let id = app.create(&token, TRUNK_NUMBER).await;
+    wait_long(&app, &id, |s| has(s, "updated", "established")).await;
+    act(&app, &token, &id, "transfer", transfer_to("+15558888")).await;
+    let (states, reason) = ended(&app, &id).await;
+    assert_eq!(
+        states,
+        pairs(&[
+            ("updated", "establishing"),
+            ("updated", "established"),
+            ("updated", "transferring"),
+            ("updated", "transferAccepted"),
+            ("deleted", "terminated"),
+        ])
+    );
+    assert_eq!(reason, Some((200, 7015)));
+    trunk.passes(15).await;
+    let logged = std::fs::read_to_string(&log_file).unwrap_or_default();
+    assert!(
+        logged.contains("+15558888"),
+        "the REFER names the target: {logged}"
+    );
+}
+
+#[tokio::test]
+async fn a_transfer_the_phone_reports_failed_puts_the_call_back_with_500_7000() {
+    let trunk = Sipp::start("uas_refer_fail", None, &[]);
+    let app = sip_app(Some(trunk.addr()), None, "").await;
+    let token = app.token().await;
+    let id = app.create(&token, TRUNK_NUMBER).await;
+    wait_long(&app, &id, |s| has(s, "updated", "established")).await;
+    act(&app, &token, &id, "transfer", transfer_to("+15558888")).await;
+    let states = wait_long(&app, &id, |s| {
+        s.iter().filter(|(_, st)| st == "established").count() == 2
+    })
+    .await;
+    assert_eq!(
+        states,
+        pairs(&[
+            ("updated", "establishing"),
+            ("updated", "established"),
+            ("updated", "transferring"),
+            ("updated", "established"),
+        ])
+    );
+    let notes = app.receiver.notes(&id);
+    let back = &notes.last().unwrap().1["resourceData"]["resultInfo"];
+    assert_eq!(
+        (back["code"].as_i64(), back["subcode"].as_i64()),
+        (Some(500), Some(7000))
+    );
+    let r = app
+        .send("DELETE", &format!("{CALLS}/{id}"), Some(&token), None)
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    ended(&app, &id).await;
+    trunk.passes(15).await;
+}

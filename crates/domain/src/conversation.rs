@@ -475,6 +475,7 @@ impl Conversation {
                 (None, _) if leg.is_dialled() => out.push(FabricCommand::Dial {
                     leg: at,
                     peer: peer.clone(),
+                    via: self.transferee(leg),
                 }),
                 (None, _) => out.push(FabricCommand::Attach {
                     leg: at,
@@ -499,6 +500,21 @@ impl Conversation {
             }
         }
         out
+    }
+
+    /// For a transfer target rung in a peer-to-peer call, the party being transferred, when the
+    /// fabric holds its signalling (it can be asked to call the target itself).
+    fn transferee(&self, target: &Leg) -> Option<LegRef> {
+        if !matches!(target.purpose, Purpose::Dial { .. }) || self.kind != Kind::PeerToPeer {
+            return None;
+        }
+        let t = self.legs.iter().find(|l| {
+            l.id != target.id && l.dialog && l.state == LegState::Connected && l.party().is_some()
+        })?;
+        Some(LegRef {
+            conversation: self.id,
+            leg: t.id,
+        })
     }
 
     fn touch(&mut self, i: usize) {

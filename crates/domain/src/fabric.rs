@@ -73,8 +73,14 @@ impl FabricEvent {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FabricCommand {
     /// Ring this party on this leg; report [`FabricEvent::Answered`] or
-    /// [`FabricEvent::Failed`].
-    Dial { leg: LegRef, peer: Peer },
+    /// [`FabricEvent::Failed`]. With `via` (a transfer whose transferee's signalling the fabric
+    /// holds), a fabric that can asks that party to call the target itself (a SIP REFER) and
+    /// reports the outcome on this leg.
+    Dial {
+        leg: LegRef,
+        peer: Peer,
+        via: Option<LegRef>,
+    },
     /// A caller's leg was taken into a conversation (its call was admitted).
     Attach { leg: LegRef, peer: Peer },
     /// Stop ringing this leg (another target answered, ringing timed out, the bot gave up). If

@@ -6,7 +6,7 @@
 # Prints "PASS name" or "FAIL name (exit N)" per pair; exits 1 if any pair failed.
 # Needs sipp 3.6.x (Debian: apt-get install -y sip-tester); no root (no media is played).
 # Environment: SIPP (binary, default sipp), BASE_PORT (default 21000; uses BASE_PORT to
-# BASE_PORT+999), KEEP=1 keeps the logs of a fully passing run (they are always kept when
+# BASE_PORT+599), KEEP=1 keeps the logs of a fully passing run (they are always kept when
 # something fails, in the folder printed at the end).
 set -euo pipefail
 
@@ -28,15 +28,16 @@ failed=0
 # Wait until something listens on UDP 127.0.0.1:$1 (reads /proc/net/udp: no extra tools).
 wait_udp() {
   local hex deadline=$((SECONDS + 5))
-  hex=$(printf '0100007F:%04X' "$1")
-  while ! grep -q " $hex " /proc/net/udp; do
+  hex=$(printf '%04X' "$1")
+  while ! grep -qE " (0100007F|00000000):$hex " /proc/net/udp; do
     if (( SECONDS >= deadline )); then return 1; fi
     sleep 0.05
   done
 }
 
 # pair NAME MODE TESTED SERVER_XML "SERVER_ARGS" CLIENT_XML "CLIENT_ARGS"
-#   MODE: pass = both sides must exit 0; fail = the TESTED side must exit 1 (a failed call).
+#   MODE: pass = both sides must exit 0; fail = the TESTED side must exit 1 (a failed call)
+#         after exchanging messages (a file that does not load also exits 1).
 #   TESTED: server, client or both (which side is the scenario under test).
 #   *_ARGS are extra sipp arguments, split like shell words (quotes allowed).
 pair() {
@@ -82,11 +83,21 @@ pair() {
       failed=1
     fi
   else
-    # 1 = "a call failed"; 255 (timeout), 254 (bind) and the like are not the failure we want.
-    if (( t_rc == 1 )); then
-      echo "PASS $name (scenario under test exit 1, as required)"
+    # Required: exit 1 ("a call failed") AND a call really ran (sipp also exits 1 when a file
+    # or option does not load); 255 (timeout), 254 (bind) are not the failure we want.
+    local txml tbase why
+    if [[ $tested == client ]]; then txml=$cxml; else txml=$sxml; fi
+    tbase=$(basename "$txml" .xml)
+    if (( t_rc == 1 )) && grep -qs "message received" "$dir/$tbase"_*_messages.log; then
+      why=$(grep -hs -m1 -P '^\d{4}-\d\d-\d\d\t' "$dir/$tbase"_*_errors.log \
+            | sed -E 's/^[^\t]*\t[^\t]*\t[0-9.]+: //' | cut -c1-110 || true)
+      case $why in  # a regexp failure message spans the body: show the regexp instead
+        "Failed regexp match"*|"Regexp matched but should not"*)
+          why="${why%%:*}, $(grep -hs -o -m1 "with regexp '[^']*'" "$dir/$tbase"_*_errors.log || true)" ;;
+      esac
+      echo "PASS $name (exit 1: ${why:-call failed})"
     else
-      echo "FAIL $name (exit $t_rc, exit 1 was required)"
+      echo "FAIL $name (exit $t_rc, exit 1 after a real call was required)"
       echo "     logs: $dir"
       failed=1
     fi
