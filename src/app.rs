@@ -206,6 +206,14 @@ impl Application {
         let watch = tokio::spawn(self.engine.clone().watch_store(workers.clone()));
         let retention = tokio::spawn(self.engine.clone().run_retention(workers.clone()));
         let fabric = tokio::spawn(self.engine.clone().run_fabric_events(workers.clone()));
+        // SIP dialogs live in memory: calls whose dialogs a restart lost end now.
+        match self.engine.end_lost_dialogs().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                "{n} SIP call legs were lost with the last run: their calls end with 410/301005"
+            ),
+            Err(e) => tracing::error!("ending the SIP call legs lost with the last run: {e}"),
+        }
         if let Some(dir) = self.key_dir.clone() {
             tokio::spawn(watch_keys(dir, self.state.keys.clone(), workers.clone()));
         }

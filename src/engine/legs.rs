@@ -250,6 +250,38 @@ impl Engine {
         Ok((call, pending))
     }
 
+    /// Ends, with 410/301005, every live leg whose signalling only the fabric held (SIP dialogs):
+    /// after a restart they are gone. Run once at start, before anything else changes calls;
+    /// returns how many legs ended.
+    pub async fn end_lost_dialogs(&self) -> Result<usize, EngineError> {
+        let lost: Vec<(CallId, Vec<Uuid>)> = {
+            let st = self.read_state().await?;
+            st.conversations
+                .values()
+                .map(|c| {
+                    let legs = c.legs.iter().filter(|l| l.dialog && l.is_live());
+                    (c.id, legs.map(|l| l.id).collect::<Vec<_>>())
+                })
+                .filter(|(_, legs)| !legs.is_empty())
+                .collect()
+        };
+        let mut ended = 0;
+        for (conversation, legs) in lost {
+            let mut tx = self.begin().await?;
+            let Some(mut scene) = tx.scene(conversation).await? else {
+                continue;
+            };
+            let now = self.clock.now();
+            for leg in legs {
+                if scene.leg_lost(leg, EndReason::MEDIA_FAILURE, now, &self.rules) {
+                    ended += 1;
+                }
+            }
+            committer::wait(tx.stage(vec![scene], &[])).await?;
+        }
+        Ok(ended)
+    }
+
     /// The live legs a party has, oldest conversation first.
     pub async fn live_legs_of(&self, party_id: &str) -> Result<Vec<LegRef>, EngineError> {
         let key = crate::domain::call::party_key(party_id);

@@ -60,7 +60,7 @@ fn free_ports(n: u16) -> u16 {
 
 impl Sipp {
     /// Starts sipp on `scenario`; `peer` is where it sends its first request (a UAC), `args`
-    /// what else the scenario takes (`-key name value`, `-s number`).
+    /// what else the scenario takes (`-set name value`, `-s number`).
     fn start(name: &str, peer: Option<SocketAddr>, args: &[&str]) -> Sipp {
         let which = std::process::Command::new("sipp").arg("-v").output();
         assert!(
@@ -122,6 +122,13 @@ impl Sipp {
 /// Switchboard with SIP on a free port, a trunk at `trunk` (if any) for every number, app A
 /// behind [`APP_NUMBER`], and [`SIP_USER`] at `user` (if any); `extra` adds to `[sip]`.
 async fn sip_app(trunk: Option<SocketAddr>, user: Option<SocketAddr>, extra: &str) -> TestApp {
+    let app = spawn_app_with(Backend::Memory, &sip_config(trunk, user, extra)).await;
+    assert!(app.sip.is_some(), "SIP listens");
+    app
+}
+
+/// The `[sip]` configuration of [`sip_app`].
+fn sip_config(trunk: Option<SocketAddr>, user: Option<SocketAddr>, extra: &str) -> String {
     let mut config = format!("[sip]\nlisten = \"127.0.0.1:0\"\n{extra}\n");
     if let Some(t) = trunk {
         config += &format!("[[sip.trunks]]\nname = \"sipp\"\naddress = \"{t}\"\n\n");
@@ -132,9 +139,7 @@ async fn sip_app(trunk: Option<SocketAddr>, user: Option<SocketAddr>, extra: &st
             "[[parties]]\nid = \"{SIP_USER}\"\nkind = \"user\"\ndisplay_name = \"Sipp\"\nsip_uri = \"sip:sipp@{u}\"\n\n"
         );
     }
-    let app = spawn_app_with(Backend::Memory, &config).await;
-    assert!(app.sip.is_some(), "SIP listens");
-    app
+    config
 }
 
 /// The (changeType, state) pairs of a call's notifications, and its end reason, once it ended.
@@ -670,4 +675,46 @@ async fn a_transfer_the_phone_reports_failed_puts_the_call_back_with_500_7000() 
     assert_eq!(r.status, 204, "{}", r.text);
     ended(&app, &id).await;
     trunk.passes(15).await;
+}
+
+#[tokio::test]
+async fn after_a_restart_a_call_whose_dialog_was_lost_ends_with_410_301005() {
+    let trunk = Sipp::start("uas_answer", None, &[]);
+    let dir = TempDir::new();
+    let store = format!("sqlite://{}/sb.db", dir.0.display());
+    let config = sip_config(Some(trunk.addr()), None, "");
+    let app = spawn_app_at(&store, &config, |_| {}).await.unwrap();
+    let token = app.token().await;
+    let id = app.create(&token, TRUNK_NUMBER).await;
+    wait_long(&app, &id, |s| has(s, "updated", "established")).await;
+    // The bot's receiver outlives this run of the server.
+    let receiver = app.receiver.clone();
+    app.stop().await;
+
+    let again = spawn_app_at(&store, &config, |_| {}).await.unwrap();
+    let mut states = vec![];
+    for _ in 0..500 {
+        states = receiver.states(&id);
+        if has(&states, "deleted", "terminated") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        states,
+        pairs(&[
+            ("updated", "establishing"),
+            ("updated", "established"),
+            ("deleted", "terminated"),
+        ])
+    );
+    assert_eq!(receiver.end_reason(&id), Some((410, 301005)));
+    let r = again.admin("GET", "/calls", None).await;
+    assert_eq!(
+        r.body["value"].as_array().map(Vec::len),
+        Some(0),
+        "{}",
+        r.text
+    );
+    drop(trunk);
 }

@@ -340,6 +340,38 @@ impl Scene {
         true
     }
 
+    /// The fabric lost the signalling of leg `leg` (a restart dropped its SIP dialog): a ringing
+    /// leg fails and a connected one leaves, with `reason`. Returns whether the leg was live.
+    pub fn leg_lost(
+        &mut self,
+        leg: Uuid,
+        reason: EndReason,
+        now: Timestamp,
+        rules: &Rules,
+    ) -> bool {
+        let Some(i) = self
+            .conversation
+            .position(leg)
+            .filter(|&i| self.conversation.legs[i].is_live())
+        else {
+            return false;
+        };
+        self.heard.push(leg);
+        let ringing = self.conversation.legs[i].state == LegState::Ringing;
+        self.change_leg(
+            |c| {
+                if ringing {
+                    c.fail(i, reason)
+                } else {
+                    c.leave(i, reason)
+                }
+            },
+            now,
+            rules,
+        );
+        true
+    }
+
     /// The party on leg `leg` presses `keys`: every bot whose call is established hears them
     /// (a tone notification where it subscribed; a running recording or tone collection may
     /// stop). Returns the bots' calls that heard them; none unless the leg is connected.
