@@ -6,11 +6,11 @@
 use crate::domain::{EndReason, PartyKind};
 
 /// The caller cancelled before the bot answered.
-pub const CALLER_CANCELLED: EndReason = EndReason::new(487, 540487);
+pub const CALLER_CANCELLED: EndReason = EndReason::CALLER_CANCELLED;
 /// The trunk gave no response at all to an INVITE in time (a phone target).
-pub const TRUNK_TIMEOUT: EndReason = EndReason::new(408, 500001);
+pub const TRUNK_TIMEOUT: EndReason = EndReason::TRUNK_TIMEOUT;
 /// Media could not be set up: no codec in common (a user over SIP).
-pub const NO_COMMON_CODEC_USER: EndReason = EndReason::new(410, 301004);
+pub const NO_COMMON_CODEC_USER: EndReason = EndReason::NO_COMMON_CODEC;
 /// Media could not be set up: no codec in common (a phone target).
 pub const NO_COMMON_CODEC_PHONE: EndReason = EndReason::new(488, 560488);
 

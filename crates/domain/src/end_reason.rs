@@ -45,9 +45,15 @@ impl EndReason {
     pub const MEDIA_FAILURE: Self = Self::new(410, 301005);
     /// A connectivity error with the bot's media (only injected, with `POST /calls/{id}/fail`).
     pub const BOT_MEDIA_FAILURE: Self = Self::new(500, 1005);
+    /// A caller over SIP cancelled before the bot answered.
+    pub const CALLER_CANCELLED: Self = Self::new(487, 540487);
+    /// A SIP trunk gave no response at all to an INVITE in time (a phone target).
+    pub const TRUNK_TIMEOUT: Self = Self::new(408, 500001);
+    /// Media could not be set up with a user over SIP: no codec in common.
+    pub const NO_COMMON_CODEC: Self = Self::new(410, 301004);
 
     /// Every reason named above: the catalogue `docs/END-REASONS.md` tabulates.
-    pub const ALL: [Self; 22] = [
+    pub const ALL: [Self; 25] = [
         Self::BOT_HANG_UP,
         Self::PEER_HANG_UP,
         Self::PSTN_HANG_UP_OUTGOING,
@@ -70,6 +76,9 @@ impl EndReason {
         Self::PRIVATE_CALLING_DISABLED,
         Self::MEDIA_FAILURE,
         Self::BOT_MEDIA_FAILURE,
+        Self::CALLER_CANCELLED,
+        Self::TRUNK_TIMEOUT,
+        Self::NO_COMMON_CODEC,
     ];
 
     /// The sentence sent as `resultInfo.message`.
@@ -99,6 +108,14 @@ impl EndReason {
             (480, 10199) => "The call was rejected: private calling is disabled for the user.",
             (410, 301005) => "The call ended after a media connectivity failure.",
             (500, 1005) => "The service hit a connectivity error with the bot's media.",
+            (487, 540487) => "The caller cancelled the call before it was answered.",
+            (408, 500001) => "The call could not be set up: the SIP trunk did not respond in time.",
+            (410, 301004) => "The call could not be set up: there was no audio codec in common.",
+            (c, s) if (300..700).contains(&c) && (s == 560000 + c || s == 540000 + c) => {
+                return format!(
+                    "The call could not be set up: the phone network answered SIP {c}."
+                );
+            }
             _ => "",
         };
         if known.is_empty() {
