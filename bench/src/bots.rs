@@ -87,12 +87,20 @@ impl Target {
 
     /// The body of a P2P create request to the answering party.
     pub fn create_body(callback: &str) -> Vec<u8> {
+        Self::create_body_to(
+            callback,
+            json!({"user": {"id": ANSWERER, "displayName": "Bench answerer"}}),
+        )
+    }
+
+    /// The body of a P2P create request to `identity` (an identitySet).
+    pub fn create_body_to(callback: &str, identity: Value) -> Vec<u8> {
         json!({
             "@odata.type": "#microsoft.graph.call",
             "callbackUri": callback,
             "targets": [{
                 "@odata.type": "#microsoft.graph.invitationParticipantInfo",
-                "identity": {"user": {"id": ANSWERER, "displayName": "Bench answerer"}}
+                "identity": identity
             }],
             "requestedModalities": ["audio"],
             "mediaConfig": {"@odata.type": "#microsoft.graph.serviceHostedMediaConfig"},
@@ -349,6 +357,7 @@ pub struct Bot {
     receiver: Option<JoinHandle<()>>,
     rx: Option<UnboundedReceiver<Note>>,
     body: Vec<u8>,
+    callback: String,
     calls: HashMap<String, CallRecord>,
     /// `(call id, sequence number)` of every notification received.
     seqs: HashSet<(String, i64)>,
@@ -366,6 +375,9 @@ pub enum Workload {
     BareMix,
     /// GETs of one call (created, and on Switchboard established, before the clock starts).
     Gets { switchboard: bool },
+    /// Lifecycles that hold each call this long between `established` and the DELETE (a real
+    /// call over SIP), without the GET.
+    Held { hold_ms: u64 },
 }
 
 impl Bot {
@@ -390,6 +402,7 @@ impl Bot {
             receiver,
             rx,
             body,
+            callback,
             calls: HashMap::new(),
             seqs: HashSet::new(),
             get_call: None,
@@ -422,6 +435,7 @@ impl Bot {
                 Workload::Lifecycle => self.lifecycle().await,
                 Workload::BareMix => self.bare_mix().await,
                 Workload::Gets { .. } => self.one_get().await,
+                Workload::Held { hold_ms } => self.held(hold_ms).await,
             }
         }
         let stopped = Instant::now();
@@ -450,6 +464,26 @@ impl Bot {
         if ok {
             self.tally.iterations += 1;
         }
+    }
+
+    async fn held(&mut self, hold_ms: u64) {
+        let Some(id) = self.create().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            return;
+        };
+        let mut ok = self.wait_for(&id, "established").await;
+        tokio::time::sleep(Duration::from_millis(hold_ms)).await;
+        ok &= self.delete(&id).await;
+        ok &= self.wait_for(&id, "terminated").await;
+        if ok {
+            self.tally.iterations += 1;
+        }
+    }
+
+    /// Calls go to this phone number instead of the answering party.
+    pub fn call_phone(&mut self, number: &str) {
+        let callback = self.callback.clone();
+        self.body = Target::create_body_to(&callback, json!({"phone": {"id": number}}));
     }
 
     async fn bare_mix(&mut self) {

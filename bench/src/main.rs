@@ -10,7 +10,9 @@
 //! - `isolation`: the `rate` phase's lifecycles alone and beside a receiver of another app that
 //!   never answers (or answers slowly), alternately on one server: the bots' notification
 //!   latency should not notice it;
-//! - `memory`: RSS with many established calls held open, on a virtual clock.
+//! - `memory`: RSS with many established calls held open, on a virtual clock;
+//! - `sip`: real calls over SIP at rising rates, bots → Switchboard → sipp and sipp →
+//!   Switchboard → bots, beside sipp → sipp, the harness's own ceiling (`sip.rs`).
 //!
 //! `--smoke` is a few seconds of each, and exits non-zero if a request failed or a notification
 //! was lost (as does a full run, which also fails if the isolation target is not met).
@@ -21,6 +23,7 @@ mod isolation;
 mod memory;
 mod report;
 mod server;
+mod sip;
 mod sqlite;
 mod stats;
 
@@ -60,6 +63,7 @@ enum Phase {
     Rate,
     Isolation,
     Memory,
+    Sip,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -78,7 +82,7 @@ struct Opts {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "sqlite,bare,lifecycle,get,rate,isolation,memory"
+        default_value = "sqlite,bare,lifecycle,get,rate,isolation,memory,sip"
     )]
     phases: Vec<Phase>,
     /// Target a running Switchboard (configured with `bench print-config`) instead of starting
@@ -120,6 +124,13 @@ struct Opts {
     /// Established calls at which the memory phase reads RSS, comma-separated, ascending.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
     memory_calls: Vec<u64>,
+    /// Calls per second the `sip` phase tries, comma-separated, ascending (each kind stops at its
+    /// first rate with a failure).
+    #[arg(long, value_delimiter = ',', default_value = "25,50,100,200,400,800")]
+    sip_rates: Vec<f64>,
+    /// How long each call of the `sip` phase is held once answered, ms.
+    #[arg(long, default_value_t = 1000)]
+    sip_hold_ms: u64,
     /// Folder for databases, configs and server logs (default: a new one in the temp folder,
     /// removed at the end).
     #[arg(long)]
@@ -136,6 +147,8 @@ impl Opts {
         self.memory_calls = vec![1000];
         self.isolation_rounds = 1;
         self.isolation_variants = vec![isolation::Variant::Hang];
+        self.sip_rates = vec![5.0];
+        self.sip_hold_ms = self.sip_hold_ms.min(500);
         self
     }
 
@@ -183,6 +196,7 @@ pub struct Results {
     pub rate: Option<PhaseRun>,
     pub isolation: Option<isolation::IsolationResult>,
     pub memory: Option<memory::MemoryResult>,
+    pub sip: Option<sip::SipResult>,
 }
 
 /// Sets up `bots` bots against `server`, then runs `workload` through a gate and tallies.
@@ -389,6 +403,23 @@ async fn run(opts: Opts) -> anyhow::Result<Results> {
             let result = memory::run(&server, &opts.memory_calls, 64).await;
             server.stop().await;
             r.memory = Some(result?);
+        }
+    }
+    if has(Phase::Sip) {
+        if opts.url.is_some() {
+            eprintln!("sip: skipped (it starts its own servers, each with a [sip] section)");
+        } else {
+            let binary = server::switchboard_binary(opts.server_bin.as_deref())?;
+            let result = sip::run(
+                &binary,
+                &dir.join("sip"),
+                opts.store(),
+                &opts.sip_rates,
+                opts.duration,
+                opts.sip_hold_ms,
+            )
+            .await?;
+            r.sip = Some(result);
         }
     }
     if opts.work_dir.is_none() {

@@ -14,6 +14,10 @@ use crate::{Opts, PhaseRun, Results};
 /// lifts that cap.
 pub const CHANGES_PER_LIFECYCLE: f64 = 7.0;
 
+/// The target of issue 12: bot-placed SIP calls sustained at this share of the same run's
+/// sipp → sipp ceiling.
+const TARGET_SIP_SHARE: f64 = 0.5;
+
 /// The targets of issue 6.
 const TARGET_LIFECYCLES: f64 = 2000.0;
 const TARGET_GET_RATIO: f64 = 0.5;
@@ -315,6 +319,10 @@ pub fn render(opts: &Opts, r: &Results) -> String {
         );
     }
 
+    if let Some(s) = &r.sip {
+        sip_section(&mut o, s);
+    }
+
     if let Some(m) = &r.memory {
         let _ = writeln!(o, "\n### Memory with established calls held open\n");
         let _ = writeln!(
@@ -504,6 +512,62 @@ fn isolation_section(o: &mut String, opts: &Opts, i: &IsolationResult) {
     }
 }
 
+fn sip_section(o: &mut String, s: &crate::sip::SipResult) {
+    let _ = writeln!(
+        o,
+        "\n### Calls over SIP (each held {} ms once answered)\n",
+        s.hold_ms
+    );
+    let _ = writeln!(
+        o,
+        "| Path | Calls/s asked | Calls done (per s) | Failed | Retransmissions | Notifications lost | Setup p50 / p99 / max ms | Server CPU per call |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|");
+    for (name, steps) in [
+        ("sipp → sipp", &s.ceiling),
+        ("bots → Switchboard → sipp", &s.outgoing),
+        ("sipp → Switchboard → bots", &s.incoming),
+    ] {
+        for st in steps {
+            let _ = writeln!(
+                o,
+                "| {name} | {} | {} ({:.0}) | {} | {} | {} | {} | {} |",
+                st.rate,
+                st.calls,
+                st.achieved(),
+                st.failed,
+                st.retransmissions,
+                st.lost_notes,
+                ms(st.setup),
+                st.cpu_per_call_us
+                    .map_or("–".into(), |c| format!("{c:.0} µs"))
+            );
+        }
+    }
+    let rate = |steps: &[crate::sip::Step]| crate::sip::sustained(steps).map_or(0.0, |x| x.rate);
+    let (ceiling, out, inc) = (rate(&s.ceiling), rate(&s.outgoing), rate(&s.incoming));
+    let _ = writeln!(
+        o,
+        "\nSustained with 0 failed calls, 0 retransmissions and 0 notifications lost: sipp → sipp \
+         {ceiling}/s, bot-placed {out}/s ({}), incoming {inc}/s ({}). Setup is INVITE → 200 at \
+         the sipp caller (incoming includes the bot's answer), POST → `established` for bots.",
+        pct(out, ceiling),
+        pct(inc, ceiling)
+    );
+    let top = s.ceiling.last().is_some_and(|c| c.clean());
+    let _ = writeln!(
+        o,
+        "- bot-placed calls ≥ {:.0} % of the sipp → sipp ceiling: {}{}",
+        TARGET_SIP_SHARE * 100.0,
+        met(ceiling > 0.0 && out >= TARGET_SIP_SHARE * ceiling),
+        if top {
+            " (the ceiling is at least the highest rate tried: raise --sip-rates)"
+        } else {
+            ""
+        }
+    );
+}
+
 /// What makes the run fail: lost notifications and failed requests, in any phase; a notification
 /// p99 of seconds beside a misbehaving receiver; in a full run (not `--smoke`) on a quiet machine
 /// also an isolation ratio over its target.
@@ -581,6 +645,23 @@ pub fn problems(opts: &Opts, r: &Results) -> Vec<String> {
                         v.describe()
                     ));
                 }
+            }
+        }
+    }
+    if let Some(s) = &r.sip {
+        // The lowest rate must be clean: above it, failures mark the ceiling.
+        for (name, steps) in [("sip outgoing", &s.outgoing), ("sip incoming", &s.incoming)] {
+            match steps.first() {
+                Some(st) if !st.clean() => p.push(format!(
+                    "{name}: at {}/s, {} calls done, {} failed, {} retransmissions, {} notifications lost (first failure: {})",
+                    st.rate,
+                    st.calls,
+                    st.failed,
+                    st.retransmissions,
+                    st.lost_notes,
+                    st.first_failure.as_deref().unwrap_or("–")
+                )),
+                _ => {}
             }
         }
     }

@@ -40,7 +40,16 @@ pub const ANSWERER: &str = "b3c40000-0000-4000-8000-0000000000b1";
 /// party that answers at once. Delivery settings are the server's defaults, and no key is newer
 /// than the server the bench may be pointed at with `--server-bin` needs.
 pub fn config_toml() -> String {
+    config_toml_with(None)
+}
+
+/// The bench configuration, app A's incoming calls notified to `incoming` if given.
+pub fn config_toml_with(incoming: Option<&str>) -> String {
     let app = |a: App| {
+        let uri = match incoming {
+            Some(u) if a.id == APP_A.id => format!("incoming_call_uri = \"{u}\"\n"),
+            _ => String::new(),
+        };
         format!(
             r#"[[apps]]
 app_id = "{}"
@@ -49,7 +58,7 @@ client_secret = "{}"
 roles = ["Calls.Initiate.All", "Calls.InitiateGroupCall.All", "Calls.JoinGroupCall.All",
          "Calls.JoinGroupCallAsGuest.All", "Calls.AccessMedia.All"]
 max_concurrent_calls = 1000000
-"#,
+{uri}"#,
             a.id, a.secret
         )
     };
@@ -76,6 +85,8 @@ answer_after_ms = 0
 /// [`stop`]: Server::stop
 pub struct Server {
     pub url: String,
+    /// Where its SIP side listens (`HOST:PORT`), when it has one.
+    pub sip: Option<String>,
     pub pid: Option<u32>,
     child: Option<Child>,
 }
@@ -85,6 +96,7 @@ impl Server {
     pub fn external(url: &str, pid: Option<u32>) -> Self {
         Server {
             url: url.trim_end_matches('/').to_string(),
+            sip: None,
             pid,
             child: None,
         }
@@ -105,8 +117,12 @@ impl Server {
             .with_context(|| format!("cannot start {}", program.display()))?;
         let pid = child.id();
         let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let mut sip = None;
         let url = tokio::time::timeout(Duration::from_secs(60), async {
             while let Some(line) = lines.next_line().await? {
+                if let Some(i) = line.find("sip on udp://") {
+                    sip = Some(line[i + "sip on udp://".len()..].trim().to_string());
+                }
                 if let Some(i) = line.find("listening on http://") {
                     return Ok(line[i + "listening on ".len()..].trim().to_string());
                 }
@@ -122,6 +138,7 @@ impl Server {
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Server {
             url,
+            sip,
             pid,
             child: Some(child),
         })
@@ -134,9 +151,20 @@ impl Server {
         store: &str,
         virtual_clock: bool,
     ) -> anyhow::Result<Self> {
+        Self::switchboard_with(binary, dir, store, virtual_clock, &config_toml()).await
+    }
+
+    /// Starts Switchboard with configuration `config` on a fresh store in `dir`.
+    pub async fn switchboard_with(
+        binary: &Path,
+        dir: &Path,
+        store: &str,
+        virtual_clock: bool,
+        config_text: &str,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let config = dir.join("switchboard.toml");
-        std::fs::write(&config, config_toml())?;
+        std::fs::write(&config, config_text)?;
         let store = match store {
             "memory" => "memory".to_string(),
             _ => format!("sqlite://{}", dir.join("sb.db").display()),
