@@ -263,7 +263,7 @@ impl SippStats {
         let Some(header) = lines.next() else {
             return SippStats::default();
         };
-        let Some(last) = lines.last() else {
+        let Some(last) = lines.next_back() else {
             return SippStats::default();
         };
         let names: Vec<&str> = header.split(';').collect();
