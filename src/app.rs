@@ -185,7 +185,7 @@ impl Application {
 
     /// Where SIP listens (UDP and TCP), with a `[sip]` section.
     pub fn sip_addr(&self) -> Option<SocketAddr> {
-        self.sip.as_ref().map(|(s, _)| s.local_addr())
+        self.sip.as_ref().map(|(s, _)| s.listen_addr())
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -24,7 +24,7 @@ const SERVE_AFTER_HELP: &str = "\
 Every option can also be set by its environment variable; an option given on the command line wins.
 Other environment variables: SWITCHBOARD_PUBLIC_URL and SWITCHBOARD_ADMIN_TOKEN override the
 configuration file's public_url and [admin] token; SWITCHBOARD_LOG sets the log filter (default
-info; e.g. debug, or switchboard::delivery=debug) and SWITCHBOARD_LOG_FORMAT its format (pretty,
+info,rsipstack=warn; e.g. debug, or switchboard::delivery=debug) and SWITCHBOARD_LOG_FORMAT its format (pretty,
 json).
 
 Examples:

@@ -19,6 +19,10 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
 
+/// The log filter without `SWITCHBOARD_LOG`: the SIP stack logs every message it sends at
+/// `info` (digest credentials included), so it says only what goes wrong.
+pub const DEFAULT_FILTER: &str = "info,rsipstack=warn";
+
 /// The environment variable that holds the log filter.
 pub const LOG_ENV: &str = "SWITCHBOARD_LOG";
 
@@ -34,7 +38,8 @@ pub enum LogFormat {
 
 /// Installs the log subscriber for the whole process. Call it once, first thing in `main`.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_env(LOG_ENV).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_env(LOG_ENV).unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter);

@@ -178,8 +178,29 @@ struct Sipp {
 }
 
 impl Sipp {
-    /// Starts sipp in `dir` with `args`, on its own ports, writing its statistics every second.
-    fn start(dir: &Path, name: &str, args: &[String]) -> anyhow::Result<Sipp> {
+    /// Starts sipp in `dir` with `args`, on its own ports, writing its statistics every second;
+    /// tries other ports if it cannot bind (another process took one meanwhile).
+    async fn start(dir: &Path, name: &str, args: &[String]) -> anyhow::Result<Sipp> {
+        for _ in 0..3 {
+            let mut sipp = Self::spawn(dir, name, args)?;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            match sipp.child.try_wait()? {
+                None => return Ok(sipp),
+                // A caller with few calls may already be done.
+                Some(s) if s.success() => return Ok(sipp),
+                Some(s) => eprintln!(
+                    "sip: sipp {name} exited at once ({s}): {}",
+                    errors(&sipp.dir)
+                ),
+            }
+        }
+        anyhow::bail!(
+            "sipp {name} would not start; see {}",
+            dir.join(name).display()
+        )
+    }
+
+    fn spawn(dir: &Path, name: &str, args: &[String]) -> anyhow::Result<Sipp> {
         let dir = dir.join(name);
         std::fs::create_dir_all(&dir)?;
         let (port, media, control) = (free_ports(), free_ports(), free_ports());
@@ -314,9 +335,9 @@ fn uac_args(to: &str, number: &str, rate: f64, secs: f64, hold_ms: u64) -> Vec<S
 }
 
 async fn ceiling(dir: &Path, rate: f64, secs: f64, hold_ms: u64) -> anyhow::Result<Step> {
-    let uas = Sipp::start(dir, "uas", &uas_args())?;
+    let uas = Sipp::start(dir, "uas", &uas_args()).await?;
     let to = format!("127.0.0.1:{}", uas.port);
-    let mut uac = Sipp::start(dir, "uac", &uac_args(&to, PHONE, rate, secs, hold_ms))?;
+    let mut uac = Sipp::start(dir, "uac", &uac_args(&to, PHONE, rate, secs, hold_ms)).await?;
     let t0 = Instant::now();
     let passed = uac.wait(limit(secs, hold_ms)).await;
     let elapsed = t0.elapsed().as_secs_f64() - hold_ms as f64 / 1000.0;
@@ -368,7 +389,7 @@ async fn outgoing(
     secs: f64,
     hold_ms: u64,
 ) -> anyhow::Result<Step> {
-    let uas = Sipp::start(dir, "uas", &uas_args())?;
+    let uas = Sipp::start(dir, "uas", &uas_args()).await?;
     let config = sip_config(Some(uas.port), None);
     let server =
         Server::switchboard_with(binary, &dir.join("server"), store, false, &config).await?;
@@ -471,7 +492,7 @@ async fn incoming(
         })
     };
     let cpu0 = server.cpu_seconds();
-    let mut uac = Sipp::start(dir, "uac", &uac_args(&sip, APP_NUMBER, rate, secs, hold_ms))?;
+    let mut uac = Sipp::start(dir, "uac", &uac_args(&sip, APP_NUMBER, rate, secs, hold_ms)).await?;
     let t0 = Instant::now();
     let passed = uac.wait(limit(secs, hold_ms)).await;
     let elapsed = t0.elapsed().as_secs_f64() - hold_ms as f64 / 1000.0;

@@ -284,12 +284,18 @@ impl Engine {
         target: Peer,
     ) -> Result<Call, EngineError> {
         self.update(Some(app_id), id, move |s, now, r| {
-            let leg = self.ring(
+            let mut leg = self.ring(
                 &target,
                 Purpose::Dial { call_id: id },
                 now,
                 r.ringing_timeout,
             );
+            // A transferee whose signalling the fabric holds (SIP) is asked to call the target
+            // itself: the fabric reports how that goes, whatever the target's own plan.
+            if s.conversation.transferee_of(&leg).is_some() {
+                leg.start_ringing(None, None, now + r.ringing_timeout);
+                leg.dialog = true;
+            }
             s.conversation.add(leg);
             s.apply(id, Event::TransferRequested, now, r)
                 .map_err(transition_error)

@@ -7,9 +7,9 @@
 //! that the engine hands to [`Fabric::execute`] only once the change that decided them is
 //! durable, in commit order.
 //!
-//! Today there is one implementation, [`simulated::SimulatedFabric`]: parties from the config
-//! file, driven by the control API. A SIP fabric will implement the same trait, placing real
-//! calls and reporting their progress as events.
+//! Two implement it: [`simulated::SimulatedFabric`], parties from the config file driven by the
+//! control API, and the SIP fabric (`crate::sip`), which places and takes real calls. With a
+//! `[sip]` section, [`router::Router`] sends each party to one of them.
 
 pub mod router;
 pub mod simulated;

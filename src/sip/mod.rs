@@ -176,9 +176,14 @@ impl SipFabric {
         Ok(fabric)
     }
 
-    /// Where SIP listens.
+    /// The address peers reach SIP at (in Via, Contact and SDP).
     pub fn local_addr(&self) -> SocketAddr {
         self.stack.local_addr()
+    }
+
+    /// Where SIP listens, UDP and TCP, as configured (port 0 resolved).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.stack.listen_addr()
     }
 
     /// Gives the fabric the engine's event sink; calls are taken from then on.
@@ -552,8 +557,15 @@ impl SipFabric {
                             self.report(FabricEvent::Failed(leg, codes::no_common_codec(kind)));
                         }
                         Some(_) => self.report(FabricEvent::Answered(leg)),
-                        // We gave up on it meanwhile: the stack ends a late answer itself.
-                        None => {}
+                        // We gave up on it meanwhile (the bot hung up, the ringing or the
+                        // trunk timed out): a late answer is ended at once. (After a CANCEL
+                        // the stack would BYE it itself; after the trunk timeout nothing was
+                        // cancelled.)
+                        None => {
+                            if let Some(dialog) = self.dialog(leg) {
+                                dialog.hang_up().await;
+                            }
+                        }
                     }
                 }
                 Progress::Refused(status) => {
@@ -619,6 +631,11 @@ impl SipFabric {
             }
             Some(None) => reply.send(488, None).await,
         }
+    }
+
+    fn dialog(&self, leg: LegRef) -> Option<Arc<dyn Dialog>> {
+        let legs = self.legs.lock().expect("legs lock");
+        legs.get(&leg.leg).map(|e| e.dialog.clone())
     }
 
     fn phase(&self, leg: LegRef) -> Option<Phase> {

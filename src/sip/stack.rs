@@ -108,8 +108,10 @@ pub trait Dialog: Send + Sync {
 
 /// A SIP user agent that places and receives calls.
 pub trait SipStack: Send + Sync + 'static {
-    /// The address it listens on (UDP and TCP).
+    /// The address peers reach it at (Via, Contact, SDP).
     fn local_addr(&self) -> SocketAddr;
+    /// The address it listens on, UDP and TCP, as configured (port 0 resolved).
+    fn listen_addr(&self) -> SocketAddr;
     /// Sends an INVITE; its progress comes on the receiver.
     fn invite(&self, invite: Invite) -> Result<(Arc<dyn Dialog>, ProgressRx), String>;
 }
@@ -129,7 +131,11 @@ pub struct Rsip {
     endpoint: Endpoint,
     layer: Arc<DialogLayer>,
     addr: SocketAddr,
+    /// The address it listens on, as configured (port 0 resolved).
+    bound: SocketAddr,
     redirects: Arc<Redirects>,
+    /// 64·T1: how long a transaction lives.
+    t1x64: Duration,
 }
 
 impl std::fmt::Debug for Rsip {
@@ -178,10 +184,13 @@ impl Rsip {
     ) -> anyhow::Result<(Arc<Rsip>, mpsc::UnboundedReceiver<Incoming>)> {
         let transport = TransportLayer::new(stop.child_token());
         let (udp, addr) = bind_udp_and_tcp(listen, &stop).await?;
+        // Bound as asked (an unspecified address listens on every interface); `addr` is the
+        // address peers reach us at, for Via, Contact and SDP.
+        let bound = SocketAddr::new(listen.ip(), addr.port());
         transport.add_transport(udp.into());
-        let tcp = TcpListenerConnection::new(addr, None)
+        let tcp = TcpListenerConnection::new(bound, None)
             .await
-            .map_err(|e| anyhow::anyhow!("SIP over TCP on {addr}: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("SIP over TCP on {bound}: {e}"))?;
         transport.add_transport(tcp.into());
         let redirects = Arc::new(Redirects::default());
         let endpoint = EndpointBuilder::new()
@@ -204,7 +213,9 @@ impl Rsip {
             endpoint,
             layer,
             addr,
+            bound,
             redirects,
+            t1x64: options.t1 * 64,
         });
         let (calls, calls_rx) = mpsc::unbounded_channel();
         let serving = rsip.clone();
@@ -317,6 +328,7 @@ impl Rsip {
             dialog: Arc::new(ServerDialog {
                 dialog,
                 redirects: self.redirects.clone(),
+                t1x64: self.t1x64,
             }),
             progress: progress_rx,
         })
@@ -409,7 +421,7 @@ async fn bind_udp_and_tcp(
             .get_socketaddr()
             .map_err(|e| anyhow::anyhow!("SIP over UDP on {listen}: {e}"))?;
         // The TCP listener binds later (rsipstack binds when it serves): try the port now.
-        match std::net::TcpListener::bind(addr) {
+        match std::net::TcpListener::bind((listen.ip(), addr.port())) {
             Ok(probe) => {
                 drop(probe);
                 return Ok((udp, addr));
@@ -441,6 +453,10 @@ impl MessageInspector for InspectorRef {
 impl SipStack for Rsip {
     fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    fn listen_addr(&self) -> SocketAddr {
+        self.bound
     }
 
     fn invite(&self, invite: Invite) -> Result<(Arc<dyn Dialog>, ProgressRx), String> {
@@ -656,6 +672,7 @@ async fn refer(dialog: &InviteDialog, target: String) -> u16 {
 struct ServerDialog {
     dialog: InviteDialog,
     redirects: Arc<Redirects>,
+    t1x64: Duration,
 }
 
 #[async_trait]
@@ -679,11 +696,11 @@ impl Dialog for ServerDialog {
         }
         let _ = self.dialog.reject(Some(StatusCode::from(status)), None);
         if status / 100 == 3 {
-            // The 3xx has been handed to the transaction: forget its Contact a little later
-            // (its retransmissions reuse the message already built).
-            let redirects = self.redirects.clone();
+            // The 3xx is retransmitted until the caller's ACK, at most 64·T1: its Contact is
+            // kept for as long.
+            let (redirects, keep) = (self.redirects.clone(), self.t1x64);
             tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(keep).await;
                 redirects.0.lock().expect("redirects lock").remove(&call_id);
             });
         }

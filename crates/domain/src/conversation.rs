@@ -475,7 +475,7 @@ impl Conversation {
                 (None, _) if leg.is_dialled() => out.push(FabricCommand::Dial {
                     leg: at,
                     peer: peer.clone(),
-                    via: self.transferee(leg),
+                    via: self.transferee_of(leg),
                 }),
                 (None, _) => out.push(FabricCommand::Attach {
                     leg: at,
@@ -504,7 +504,7 @@ impl Conversation {
 
     /// For a transfer target rung in a peer-to-peer call, the party being transferred, when the
     /// fabric holds its signalling (it can be asked to call the target itself).
-    fn transferee(&self, target: &Leg) -> Option<LegRef> {
+    pub fn transferee_of(&self, target: &Leg) -> Option<LegRef> {
         if !matches!(target.purpose, Purpose::Dial { .. }) || self.kind != Kind::PeerToPeer {
             return None;
         }

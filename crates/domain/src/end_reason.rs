@@ -112,9 +112,7 @@ impl EndReason {
             (408, 500001) => "The call could not be set up: the SIP trunk did not respond in time.",
             (410, 301004) => "The call could not be set up: there was no audio codec in common.",
             (c, s) if (300..700).contains(&c) && (s == 560000 + c || s == 540000 + c) => {
-                return format!(
-                    "The call could not be set up: the phone network answered SIP {c}."
-                );
+                return format!("The call could not be set up: the far end answered SIP {c}.");
             }
             _ => "",
         };

@@ -1,6 +1,6 @@
 //! What the domain and the telephony fabric say to each other, as data.
 //!
-//! A fabric (the simulated parties, later a SIP trunk) reports what happens on a party's side of a
+//! A fabric (the simulated parties, or SIP) reports what happens on a party's side of a
 //! call as [`FabricEvent`]s: the party answered, could not be reached, hung up, pressed keys, or
 //! called an app. The domain's changes tell the fabric what to do as [`FabricCommand`]s: ring a
 //! party, stop ringing, hang up, send DTMF, play prompts, record, stop media. The engine applies events and runs commands only once
