@@ -205,8 +205,8 @@ impl Application {
         let delivery = tokio::spawn(self.delivery.clone().run(workers.clone()));
         let watch = tokio::spawn(self.engine.clone().watch_store(workers.clone()));
         let retention = tokio::spawn(self.engine.clone().run_retention(workers.clone()));
-        let fabric = tokio::spawn(self.engine.clone().run_fabric_events(workers.clone()));
-        // SIP dialogs live in memory: calls whose dialogs a restart lost end now.
+        // SIP dialogs live in memory: calls whose dialogs a restart lost end now, before any fabric
+        // event (a new call already queued) is applied.
         match self.engine.end_lost_dialogs().await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(
@@ -214,6 +214,7 @@ impl Application {
             ),
             Err(e) => tracing::error!("ending the SIP call legs lost with the last run: {e}"),
         }
+        let fabric = tokio::spawn(self.engine.clone().run_fabric_events(workers.clone()));
         if let Some(dir) = self.key_dir.clone() {
             tokio::spawn(watch_keys(dir, self.state.keys.clone(), workers.clone()));
         }

@@ -136,6 +136,9 @@ pub struct SipFabric {
     /// Transfer targets we asked a party to call (REFER), by the target's leg: the party's leg.
     referrals: Mutex<HashMap<Uuid, LegRef>>,
     sink: OnceLock<EventSink>,
+    /// INVITEs that arrive before the engine is connected wait here (ringing at the caller's
+    /// side only once taken).
+    incoming: Mutex<Option<mpsc::UnboundedReceiver<Incoming>>>,
     stop: CancellationToken,
 }
 
@@ -170,9 +173,9 @@ impl SipFabric {
             legs: Mutex::default(),
             referrals: Mutex::default(),
             sink: OnceLock::new(),
+            incoming: Mutex::new(Some(incoming)),
             stop,
         });
-        tokio::spawn(fabric.clone().take_calls(incoming));
         Ok(fabric)
     }
 
@@ -187,8 +190,11 @@ impl SipFabric {
     }
 
     /// Gives the fabric the engine's event sink; calls are taken from then on.
-    pub fn connect(&self, sink: EventSink) {
+    pub fn connect(self: &Arc<Self>, sink: EventSink) {
         let _ = self.sink.set(sink);
+        if let Some(incoming) = self.incoming.lock().expect("incoming lock").take() {
+            tokio::spawn(self.clone().take_calls(incoming));
+        }
     }
 
     fn report(&self, event: FabricEvent) {
@@ -537,10 +543,12 @@ impl SipFabric {
                 p = progress.recv() => p,
                 _ = &mut no_response, if !responded => {
                     responded = true;
-                    // The INVITE keeps being retransmitted until the stack gives up; nothing
-                    // can be cancelled before a provisional response (RFC 3261 §9.1).
-                    if let Some((kind, _)) = self.take_phase(leg, Phase::Ringing, Phase::Ending) {
+                    // The INVITE is given up on: the stack sends CANCEL once a provisional
+                    // response comes, if one ever does (RFC 3261 §9.1), and retransmits the
+                    // INVITE until then.
+                    if let Some((kind, dialog)) = self.take_phase(leg, Phase::Ringing, Phase::Ending) {
                         self.report(FabricEvent::Failed(leg, codes::no_response(kind)));
+                        dialog.hang_up().await;
                     }
                     continue;
                 }
@@ -586,7 +594,9 @@ impl SipFabric {
                     break;
                 }
                 Progress::Cancelled => {
-                    if self.phase(leg) == Some(Phase::Ringing) {
+                    // Also when the bot's answer crossed the CANCEL: the caller got 487 and
+                    // never our 200.
+                    if self.phase(leg).is_some_and(|p| p != Phase::Ending) {
                         self.report(FabricEvent::Failed(leg, codes::CALLER_CANCELLED));
                     }
                     break;
@@ -601,7 +611,14 @@ impl SipFabric {
                 Progress::Transfer { status, done } => {
                     self.transfer_progress(leg, status, done).await
                 }
-                Progress::Ended => break,
+                Progress::Ended => {
+                    // The dialog ended without us asking (the stack gave up on an ACK to our
+                    // answer of a re-INVITE, and sent BYE): the party is gone.
+                    if self.phase(leg) == Some(Phase::Up) {
+                        self.report(FabricEvent::HungUp(leg));
+                    }
+                    break;
+                }
             }
         }
         self.legs.lock().expect("legs lock").remove(&leg.leg);

@@ -546,6 +546,18 @@ impl RsipHandle {
                     None => break,
                 },
             };
+            // What the dialog reports after the final response (a BYE, a re-INVITE) must not
+            // overtake the outcome ([`Progress::Answered`]), which another task sends first.
+            let provisional = matches!(
+                state,
+                DialogState::Calling(_) | DialogState::Trying(_) | DialogState::Early(..)
+            );
+            if settled.is_none() && !provisional {
+                settled = Some((&mut answered).await.unwrap_or(false));
+                if settled == Some(false) && !matches!(state, DialogState::Terminated(..)) {
+                    break;
+                }
+            }
             match state {
                 DialogState::Trying(_) if settled.is_none() => {
                     let _ = progress.send(Progress::Provisional(100));
@@ -555,10 +567,8 @@ impl RsipHandle {
                 }
                 DialogState::Terminated(id, reason) => {
                     self.layer.remove_dialog(&id);
-                    // Before the INVITE's outcome is known, its end is that outcome.
-                    if settled == Some(true)
-                        || settled.is_none() && matches!(reason, TerminatedReason::UasBye)
-                    {
+                    // An INVITE that was not answered ends with its outcome, already sent.
+                    if settled == Some(true) {
                         let event = match reason {
                             TerminatedReason::UasBye => Progress::HungUp,
                             _ => Progress::Ended,

@@ -718,3 +718,82 @@ async fn after_a_restart_a_call_whose_dialog_was_lost_ends_with_410_301005() {
     );
     drop(trunk);
 }
+
+#[tokio::test]
+async fn a_trunk_that_challenges_gets_the_digest_credentials_configured() {
+    let trunk = Sipp::start("uas_auth", None, &[]);
+    let app = spawn_app_with(
+        Backend::Memory,
+        &format!(
+            "[sip]\nlisten = \"127.0.0.1:0\"\n\n[[sip.trunks]]\nname = \"carrier\"\naddress = \"{}\"\nusername = \"bot\"\npassword = \"s3cret\"\n",
+            trunk.addr()
+        ),
+    )
+    .await;
+    let token = app.token().await;
+    let id = app.create(&token, TRUNK_NUMBER).await;
+    let states = wait_long(&app, &id, |s| {
+        has(s, "updated", "established") || has(s, "deleted", "terminated")
+    })
+    .await;
+    assert!(
+        has(&states, "updated", "established"),
+        "the trunk took the credentials: {states:?} {:?}",
+        app.receiver.end_reason(&id)
+    );
+    let r = app
+        .send("DELETE", &format!("{CALLS}/{id}"), Some(&token), None)
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    ended(&app, &id).await;
+    trunk.passes(15).await;
+}
+
+#[tokio::test]
+async fn garbage_on_the_sip_port_crashes_nothing_and_an_invite_with_unreadable_sdp_gets_488() {
+    let app = sip_app(None, None, "").await;
+    let sip = app.sip.unwrap();
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for junk in [
+        &b"\x00\x01\x02 not sip at all"[..],
+        b"INVITE\r\n\r\n",
+        b"SIP/2.0 200 OK\r\nVia: nowhere\r\n\r\n",
+        &[0xff; 1400][..],
+    ] {
+        socket.send_to(junk, sip).await.unwrap();
+    }
+    // An INVITE whose SDP is not SDP: a SIP error (488), and no call for the bot.
+    let me = socket.local_addr().unwrap();
+    let body = "this is not a session description";
+    let bad = format!(
+        "INVITE sip:{APP_NUMBER}@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-bad-1\r\n\
+         From: <sip:x@{me}>;tag=bad1\r\nTo: <sip:{APP_NUMBER}@{sip}>\r\nCall-ID: bad-1@test\r\n\
+         CSeq: 1 INVITE\r\nContact: <sip:x@{me}>\r\nMax-Forwards: 70\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    socket.send_to(bad.as_bytes(), sip).await.unwrap();
+    let mut buf = [0u8; 4096];
+    let mut finals = vec![];
+    while let Ok(Ok((n, _))) =
+        tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf)).await
+    {
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        if !text.starts_with("SIP/2.0 1") {
+            finals.push(text);
+            break;
+        }
+    }
+    assert!(
+        finals.first().is_some_and(|t| t.starts_with("SIP/2.0 488")),
+        "{finals:?}"
+    );
+    assert!(app.receiver.received().is_empty(), "no bot hears of it");
+    // Whatever came before, a good call still works.
+    let phone = Sipp::start("uac_reject_486", app.sip, &["-s", APP_NUMBER]);
+    let token = app.token().await;
+    let (id, _) = incoming_call(&app).await;
+    act(&app, &token, &id, "reject", json!({"reason": "busy"})).await;
+    phone.passes(15).await;
+    assert_eq!(app.send("GET", "/healthz", None, None).await.status, 200);
+}
