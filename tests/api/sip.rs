@@ -797,3 +797,48 @@ async fn garbage_on_the_sip_port_crashes_nothing_and_an_invite_with_unreadable_s
     phone.passes(15).await;
     assert_eq!(app.send("GET", "/healthz", None, None).await.status, 200);
 }
+
+#[tokio::test]
+async fn a_group_call_rings_a_phone_over_the_trunk_beside_a_simulated_user() {
+    let trunk = Sipp::start("uas_answer", None, &[]);
+    let app = sip_app(Some(trunk.addr()), None, "").await;
+    let token = app.token().await;
+    let r = app
+        .send(
+            "POST",
+            CALLS,
+            Some(&token),
+            Some(app.group(&[TRUNK_NUMBER, CAROL])),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    wait_long(&app, &id, |s| has(s, "updated", "established")).await;
+    // The phone joins once the trunk answers: the roster names it.
+    let mut joined = false;
+    for _ in 0..250 {
+        joined = app.receiver.rosters(&id).iter().any(|roster| {
+            roster
+                .iter()
+                .any(|p| identity_id(p).as_deref() == Some(TRUNK_NUMBER))
+        });
+        if joined {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(joined, "{:#?}", app.receiver.rosters(&id));
+    let r = app
+        .send("DELETE", &format!("{CALLS}/{id}"), Some(&token), None)
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    ended(&app, &id).await;
+    // The group call goes on without the bot, Carol and the phone talking; once Carol leaves,
+    // the phone is alone and its leg ends: the trunk gets our BYE.
+    let r = app
+        .admin("POST", &format!("/parties/{CAROL}/hangup"), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let lines = first_lines(&trunk.passes(15).await);
+    assert!(lines.iter().any(|l| l.starts_with("BYE ")), "{lines:?}");
+}
