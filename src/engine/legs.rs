@@ -179,9 +179,10 @@ impl Engine {
         let (now, rules) = (self.clock.now(), &self.rules);
         let calls = match change {
             LegChange::Answered => scene.leg_answers(leg.leg, now, rules).then(Vec::new),
-            LegChange::Failed(reason) => {
-                scene.leg_fails(leg.leg, reason, now, rules).then(Vec::new)
-            }
+            // A ringing leg fails; a connected one (its media failed) ends with the reason.
+            LegChange::Failed(reason) => (scene.leg_fails(leg.leg, reason, now, rules)
+                || scene.leg_lost(leg.leg, reason, now, rules))
+            .then(Vec::new),
             LegChange::HungUp => scene.leg_hangs_up(leg.leg, now, rules).then(|| {
                 let ended = scene.calls.iter().filter(|c| !c.state.is_live());
                 ended.map(|c| c.id).collect()

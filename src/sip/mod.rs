@@ -12,7 +12,9 @@
 //! and prompts, recordings and tones on SIP legs behave as on simulated ones.
 
 pub mod codes;
+pub mod media;
 pub mod numbers;
+pub mod rtp;
 pub mod sdp;
 pub mod stack;
 
@@ -122,7 +124,7 @@ struct LegEntry {
     /// The caller's offer, answered when the bot answers.
     offer: Vec<u8>,
     local: sdp::Local,
-    _media: RtpPort,
+    media: media::Media,
 }
 
 pub struct SipFabric {
@@ -276,10 +278,12 @@ impl SipFabric {
                     self.end(leg, Some(EndReason::REDIRECTED), contact)
                 }
                 FabricCommand::HangUp { leg, .. } => self.end(leg, None, None),
-                // Media on SIP legs is not carried yet: prompts, recordings and tones complete
-                // as on simulated legs.
-                FabricCommand::SendDtmf { .. }
-                | FabricCommand::Play { .. }
+                FabricCommand::SendDtmf {
+                    leg, keys, gap_ms, ..
+                } => self.with_media(leg, |m| m.send_dtmf(&keys, gap_ms)),
+                // Prompts and recordings on SIP legs are not carried yet: they complete as on
+                // simulated legs.
+                FabricCommand::Play { .. }
                 | FabricCommand::Record { .. }
                 | FabricCommand::StopMedia { .. } => {}
             }
@@ -303,11 +307,15 @@ impl SipFabric {
         let Some(e) = legs.get_mut(&leg.leg).filter(|e| e.phase == Phase::Ringing) else {
             return;
         };
-        let answer = match sdp::parse(&e.offer) {
-            Some(offer) => e.local.answer(&offer),
+        let offer = sdp::parse(&e.offer);
+        let answer = match &offer {
+            Some(offer) => e.local.answer(offer),
             // No offer in the INVITE: ours goes in the 200 (the answer would come in the ACK).
             None => Some(e.local.offer()),
         };
+        if let Some(o) = &offer {
+            e.media.start(o);
+        }
         match answer {
             Some(sdp) => {
                 e.dialog.accept(sdp);
@@ -408,10 +416,45 @@ impl SipFabric {
         }
     }
 
+    /// Binds a leg's RTP port; what its media hears comes back to [`SipFabric::heard`].
+    async fn bind_media(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        leg: LegRef,
+    ) -> std::io::Result<media::Media> {
+        let fabric = Arc::downgrade(self);
+        let on_heard: media::OnHeard = Arc::new(move |h| {
+            if let Some(f) = fabric.upgrade() {
+                tokio::spawn(async move { f.heard(leg, h).await });
+            }
+        });
+        let timeout = Duration::from_secs(self.settings.media_timeout_secs.max(1));
+        media::Media::bind(ip, timeout, on_heard, &self.stop).await
+    }
+
+    /// What a leg's media heard: a key pressed, or silence past the media timeout (BYE and
+    /// 410/301005).
+    async fn heard(&self, leg: LegRef, heard: media::Heard) {
+        match heard {
+            media::Heard::Key(k) => {
+                if self.phase(leg) == Some(Phase::Up) {
+                    self.report(FabricEvent::Tones(leg, k.to_string()));
+                }
+            }
+            media::Heard::Silent => {
+                if let Some((_, dialog)) = self.take_phase(leg, Phase::Up, Phase::Ending) {
+                    tracing::info!("no RTP on a SIP leg for the media timeout: BYE");
+                    self.report(FabricEvent::Failed(leg, EndReason::MEDIA_FAILURE));
+                    dialog.hang_up().await;
+                }
+            }
+        }
+    }
+
     /// Places a call to `peer` on `leg` and reports how it goes.
     async fn dial(self: Arc<Self>, leg: LegRef, peer: Peer, route: Route) {
         let ip = self.local_addr().ip();
-        let Ok(media) = RtpPort::bind(ip, &self.stop).await else {
+        let Ok(media) = self.bind_media(ip, leg).await else {
             return self.report(FabricEvent::Failed(leg, EndReason::new(500, 560500)));
         };
         let mut local = sdp::Local::new(ip, media.port);
@@ -439,7 +482,7 @@ impl SipFabric {
                 caller: false,
                 offer: vec![],
                 local,
-                _media: media,
+                media,
             },
         );
         self.follow(leg, progress, true).await;
@@ -481,15 +524,15 @@ impl SipFabric {
             return dialog.refuse(480, None);
         };
         let ip = self.local_addr().ip();
-        let Ok(media) = RtpPort::bind(ip, &self.stop).await else {
-            return dialog.refuse(503, None);
-        };
-        dialog.ringing();
-        let from = self.caller(&from_user);
         let leg = LegRef {
             conversation: CallId::new(),
             leg: Uuid::new_v4(),
         };
+        let Ok(media) = self.bind_media(ip, leg).await else {
+            return dialog.refuse(503, None);
+        };
+        dialog.ringing();
+        let from = self.caller(&from_user);
         self.legs.lock().expect("legs lock").insert(
             leg.leg,
             LegEntry {
@@ -499,7 +542,7 @@ impl SipFabric {
                 caller: true,
                 offer,
                 local: sdp::Local::new(ip, media.port),
-                _media: media,
+                media,
             },
         );
         self.report(FabricEvent::Incoming {
@@ -557,7 +600,11 @@ impl SipFabric {
             match next {
                 Progress::Provisional(_) => responded = true,
                 Progress::Answered(answer) => {
-                    let codec = sdp::parse(&answer).and_then(|a| a.codec);
+                    let remote = sdp::parse(&answer);
+                    let codec = remote.as_ref().and_then(|a| a.codec);
+                    if let Some(r) = remote.as_ref().filter(|_| codec.is_some()) {
+                        self.with_media(leg, |m| m.start(r));
+                    }
                     match self.take_phase(leg, Phase::Ringing, Phase::Up) {
                         Some((kind, dialog)) if codec.is_none() => {
                             self.set_phase(leg, Phase::Ending);
@@ -633,7 +680,10 @@ impl SipFabric {
                 .expect("legs lock")
                 .get_mut(&leg.leg)
                 .map(|e| match sdp::parse(offer) {
-                    Some(o) => e.local.answer(&o),
+                    Some(o) => {
+                        e.media.update(&o);
+                        e.local.answer(&o)
+                    }
                     // An offerless re-INVITE: our offer goes in the 200.
                     None if offer.is_empty() => Some(e.local.offer()),
                     None => None,
@@ -647,6 +697,12 @@ impl SipFabric {
                 }
             }
             Some(None) => reply.send(488, None).await,
+        }
+    }
+
+    fn with_media(&self, leg: LegRef, f: impl FnOnce(&media::Media)) {
+        if let Some(e) = self.legs.lock().expect("legs lock").get(&leg.leg) {
+            f(&e.media);
         }
     }
 
@@ -716,38 +772,6 @@ pub fn uri_address(uri: &str) -> Option<SocketAddr> {
         .parse()
         .ok()?;
     Some(SocketAddr::new(ip, 5060))
-}
-
-/// A leg's RTP port: bound for the leg's life so the address in our SDP is real; what arrives
-/// is read and dropped until media is carried.
-struct RtpPort {
-    port: u16,
-    stop: CancellationToken,
-}
-
-impl RtpPort {
-    async fn bind(ip: IpAddr, parent: &CancellationToken) -> std::io::Result<Self> {
-        let socket = tokio::net::UdpSocket::bind((ip, 0)).await?;
-        let port = socket.local_addr()?.port();
-        let stop = parent.child_token();
-        let stopped = stop.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            loop {
-                tokio::select! {
-                    _ = stopped.cancelled() => return,
-                    r = socket.recv_from(&mut buf) => if r.is_err() { return },
-                }
-            }
-        });
-        Ok(RtpPort { port, stop })
-    }
-}
-
-impl Drop for RtpPort {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
 }
 
 #[cfg(test)]

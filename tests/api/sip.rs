@@ -842,3 +842,142 @@ async fn a_group_call_rings_a_phone_over_the_trunk_beside_a_simulated_user() {
     let lines = first_lines(&trunk.passes(15).await);
     assert!(lines.iter().any(|l| l.starts_with("BYE ")), "{lines:?}");
 }
+
+/// The tones (`toneInfo.tone`, in order) a call's notifications carried, with their sequence ids.
+fn tones(app: &TestApp, id: &str) -> Vec<(String, i64)> {
+    app.receiver
+        .notes(id)
+        .iter()
+        .map(|(_, n)| &n["resourceData"]["toneInfo"])
+        .filter(|t| !t.is_null())
+        .map(|t| {
+            (
+                t["tone"].as_str().unwrap_or_default().to_string(),
+                t["sequenceId"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect()
+}
+
+async fn wait_tones(app: &TestApp, id: &str, n: usize) -> Vec<(String, i64)> {
+    for _ in 0..400 {
+        if tones(app, id).len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A little longer: a duplicate would show now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tones(app, id)
+}
+
+#[tokio::test]
+async fn keys_a_phone_presses_reach_the_bot_once_each_in_order() {
+    let trunk = Sipp::start("uas_dtmf", None, &[]);
+    let app = sip_app(Some(trunk.addr()), None, "").await;
+    let token = app.token().await;
+    let id = app.create(&token, TRUNK_NUMBER).await;
+    wait_long(&app, &id, |s| has(s, "updated", "established")).await;
+    act(&app, &token, &id, "subscribeToTone", json!({})).await;
+    let got = wait_tones(&app, &id, 2).await;
+    let names: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(names, ["tone1", "pound"], "{got:?}");
+    assert_eq!(got[1].1, got[0].1 + 1, "consecutive sequence ids: {got:?}");
+    let r = app
+        .send("DELETE", &format!("{CALLS}/{id}"), Some(&token), None)
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    trunk.passes(15).await;
+}
+
+#[tokio::test]
+async fn keys_a_caller_presses_with_its_own_payload_type_reach_the_bot() {
+    let app = sip_app(None, None, "").await;
+    let phone = Sipp::start("uac_dtmf", app.sip, &["-s", APP_NUMBER]);
+    let token = app.token().await;
+    let (id, _) = incoming_call(&app).await;
+    act(
+        &app,
+        &token,
+        &id,
+        "answer",
+        app.answer_body(&app.receiver.url()),
+    )
+    .await;
+    wait_long(&app, &id, |s| has(s, "updated", "established")).await;
+    act(&app, &token, &id, "subscribeToTone", json!({})).await;
+    let got = wait_tones(&app, &id, 3).await;
+    let names: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(names, ["tone1", "tone2", "pound"], "{got:?}");
+    phone.passes(15).await;
+}
+
+#[tokio::test]
+async fn a_call_without_rtp_ends_after_the_media_timeout_with_410_301005() {
+    let trunk = Sipp::start("uas_answer", None, &[]);
+    let app = sip_app(Some(trunk.addr()), None, "media_timeout_secs = 1\n").await;
+    let token = app.token().await;
+    let id = app.create(&token, TRUNK_NUMBER).await;
+    let (states, reason) = ended(&app, &id).await;
+    assert_eq!(
+        states,
+        pairs(&[
+            ("updated", "establishing"),
+            ("updated", "established"),
+            ("deleted", "terminated"),
+        ])
+    );
+    assert_eq!(reason, Some((410, 301005)));
+    // We sent BYE.
+    trunk.passes(15).await;
+}
+
+#[tokio::test]
+async fn tones_the_bot_sends_leave_as_rfc_4733_events_once_each() {
+    let rtp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = rtp.local_addr().unwrap().port().to_string();
+    let trunk = Sipp::start("uas_answer_to", None, &["-set", "rtp_port", &port]);
+    let app = sip_app(Some(trunk.addr()), None, "").await;
+    let token = app.token().await;
+    let id = app.create(&token, TRUNK_NUMBER).await;
+    wait_long(&app, &id, |s| has(s, "updated", "established")).await;
+    act(
+        &app,
+        &token,
+        &id,
+        "sendDtmfTones",
+        json!({"tones": ["tone4", "star", "pound"], "delayBetweenTonesMs": 100}),
+    )
+    .await;
+    // Read RFC 4733 by hand: payload type 101 (our offer's, echoed), event, E bit, timestamp.
+    let mut keys = String::new();
+    let mut ends: Vec<u32> = vec![];
+    let mut buf = [0u8; 1500];
+    while let Ok(Ok((n, _))) =
+        tokio::time::timeout(Duration::from_secs(2), rtp.recv_from(&mut buf)).await
+    {
+        let p = &buf[..n];
+        assert!(n >= 16 && p[0] >> 6 == 2, "RTP version 2: {p:?}");
+        assert_eq!(p[1] & 0x7f, 101, "telephone-event's payload type");
+        let timestamp = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+        let (event, end) = (p[12], p[13] & 0x80 != 0);
+        if end && !ends.contains(&timestamp) {
+            ends.push(timestamp);
+            keys.push(match event {
+                0..=9 => char::from(b'0' + event),
+                10 => '*',
+                11 => '#',
+                _ => '?',
+            });
+        }
+        if keys.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(keys, "4*#");
+    let r = app
+        .send("DELETE", &format!("{CALLS}/{id}"), Some(&token), None)
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    trunk.passes(15).await;
+}
