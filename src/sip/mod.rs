@@ -8,8 +8,8 @@
 //! decided them is durable. A leg's dialog lives in memory only: after a restart the engine ends
 //! the calls whose dialogs were lost (`Engine::end_lost_dialogs`).
 //!
-//! Media is not carried yet: each leg binds an RTP port that it offers in its SDP and drains,
-//! and prompts, recordings and tones on SIP legs behave as on simulated ones.
+//! Each leg has its media (`media.rs`): keys both ways as RFC 4733 events and the media timeout.
+//! Prompts and recordings carry no audio yet: they behave as on simulated legs.
 
 pub mod codes;
 pub mod media;
@@ -39,7 +39,7 @@ use stack::{Dialog, Incoming, Invite, Progress, ProgressRx, SipStack};
 pub struct SipSettings {
     /// Where SIP listens, UDP and TCP (port 0 picks one).
     pub listen: String,
-    /// No RTP for this long (not on hold) ends a call with 410/301005 (with real media).
+    /// No RTP for this long (not on hold) ends a call: BYE, and 410/301005 for the bot.
     pub media_timeout_secs: u64,
     /// No response at all to an INVITE for this long ends it: 408/500001 (phone targets).
     pub trunk_timeout_secs: u64,
