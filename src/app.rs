@@ -126,9 +126,17 @@ impl Application {
             ringing_timeout: chrono::Duration::seconds(settings.calls.ringing_timeout_secs as i64),
         };
         let parties = Arc::new(SimulatedFabric::new(&settings.parties, clock.clone()));
+        let prompts = Arc::new(crate::media::prompts::Prompts::new(&settings)?);
+        match prompts.folder() {
+            Some(dir) => tracing::info!("file:// prompts are read from {}", dir.display()),
+            None => tracing::info!("file:// prompts are off"),
+        }
         let sip_stop = CancellationToken::new();
         let sip = match (&settings.sip, &fabric) {
-            (Some(sip), None) => Some(start_sip(&settings, sip.clone(), sip_stop.clone()).await?),
+            (Some(sip), None) => {
+                let media = (prompts.clone(), outbound.fetches.clone());
+                Some(start_sip(&settings, sip.clone(), media, sip_stop.clone()).await?)
+            }
             _ => None,
         };
         let fabric = fabric.unwrap_or_else(|| match &sip {
@@ -155,11 +163,6 @@ impl Application {
         ));
         let validator = Validator::new(keys.clone(), &settings.trusted_issuers, &outbound);
         validator.load_trusted_keys().await?;
-        let prompts = crate::media::prompts::Prompts::new(&settings)?;
-        match prompts.folder() {
-            Some(dir) => tracing::info!("file:// prompts are read from {}", dir.display()),
-            None => tracing::info!("file:// prompts are off"),
-        }
         let state = Arc::new(AppState::new(
             engine.clone(),
             validator,
@@ -359,6 +362,7 @@ async fn watch_keys(dir: PathBuf, keys: Arc<RwLock<KeyRing>>, stop: Cancellation
 async fn start_sip(
     settings: &Settings,
     sip: crate::sip::SipSettings,
+    media: (Arc<crate::media::prompts::Prompts>, reqwest::Client),
     stop: CancellationToken,
 ) -> anyhow::Result<Arc<crate::sip::SipFabric>> {
     let users = settings
@@ -389,7 +393,7 @@ async fn start_sip(
         };
         numbers.insert(number, number_app);
     }
-    crate::sip::SipFabric::start(sip, users, numbers, stop)
+    crate::sip::SipFabric::start(sip, users, numbers, media, stop)
         .await
         .context("starting SIP")
 }

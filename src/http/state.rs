@@ -27,7 +27,7 @@ pub struct AppState {
     /// followed, each hop and every address checked by the callback policy).
     pub http: reqwest::Client,
     /// How long prompts play (fetching them within the `[media]` limits).
-    pub prompts: crate::media::prompts::Prompts,
+    pub prompts: Arc<crate::media::prompts::Prompts>,
     /// The simulated parties the control API drives.
     pub parties: Arc<SimulatedFabric>,
     /// Failed client-secret attempts at the token endpoint.
@@ -43,7 +43,7 @@ impl AppState {
         keys: Arc<RwLock<KeyRing>>,
         settings: Settings,
         public_url: String,
-        (http, prompts): (reqwest::Client, crate::media::prompts::Prompts),
+        (http, prompts): (reqwest::Client, Arc<crate::media::prompts::Prompts>),
         parties: Arc<SimulatedFabric>,
     ) -> Self {
         let apps = settings

@@ -67,6 +67,25 @@ pub struct Prompts {
     http_slots: Arc<Semaphore>,
     file_slots: Arc<Semaphore>,
     cache: Mutex<Cache>,
+    /// Prompts' audio for phone lines, the most recent last.
+    audio: Mutex<std::collections::VecDeque<(String, Arc<Vec<i16>>)>>,
+}
+
+/// How many prompts' audio is kept.
+const AUDIO_CACHE: usize = 32;
+
+/// The whole of a file of `len` bytes, if it is at most `max`.
+fn read_all(file: std::fs::File, len: u64, max: u64) -> Result<Vec<u8>, PromptError> {
+    if len > max {
+        return Err(Unreadable(format!(
+            "it has {len} bytes, more than [media] max_prompt_bytes ({max})"
+        )));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(max)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Unreadable(format!("cannot read it: {e}")))?;
+    Ok(bytes)
 }
 
 impl Prompts {
@@ -99,6 +118,7 @@ impl Prompts {
             http_slots: Arc::new(Semaphore::new(slots)),
             file_slots: Arc::new(Semaphore::new(slots)),
             cache: Mutex::new(Cache::default()),
+            audio: Mutex::default(),
         })
     }
 
@@ -150,21 +170,95 @@ impl Prompts {
         let max = self.max_bytes;
         self.on_file_thread(move || {
             let (file, len) = open_regular(&path)?;
-            if len > max {
-                return Err(Unreadable(format!(
-                    "it has {len} bytes, more than [media] max_prompt_bytes ({max})"
-                )));
-            }
-            let mut bytes = Vec::with_capacity(len as usize);
-            file.take(max)
-                .read_to_end(&mut bytes)
-                .map_err(|e| Unreadable(format!("cannot read it: {e}")))?;
-            Ok(bytes)
+            read_all(file, len, max)
         })
         .await
     }
 
+    /// A prompt's audio at 8 kHz mono, for a phone line: fetched (or read) whole, under the
+    /// same policy, limits and slots as [`Prompts::duration_ms`], and kept for the next call
+    /// (the last [`AUDIO_CACHE`] prompts).
+    pub async fn audio(
+        &self,
+        http: &reqwest::Client,
+        uri: &str,
+    ) -> Result<Arc<Vec<i16>>, PromptError> {
+        if let Some((_, a)) = self
+            .audio
+            .lock()
+            .expect("audio cache lock")
+            .iter()
+            .find(|(u, _)| u == uri)
+        {
+            return Ok(a.clone());
+        }
+        let url = url::Url::parse(uri.trim())
+            .map_err(|_| Refused("The prompt's uri is not a URL.".into()))?;
+        let max = self.max_bytes;
+        let bytes = match url.scheme() {
+            "file" => {
+                self.file_prompt(uri, &url, move |file, len| read_all(file, len, max))
+                    .await?
+            }
+            "http" | "https" => {
+                self.http_prompt(uri, url.scheme(), self.fetch_all(http, uri))
+                    .await?
+            }
+            _ => {
+                return Err(Refused(
+                    "A prompt's uri must be an https, http or file URL.".into(),
+                ));
+            }
+        };
+        let pcm = super::wav::pcm_8k(&bytes)
+            .map_err(|why| Unreadable(format!("it cannot be played on a phone line: {why}")))?;
+        let pcm = Arc::new(pcm);
+        let mut cache = self.audio.lock().expect("audio cache lock");
+        if cache.len() == AUDIO_CACHE {
+            cache.pop_front();
+        }
+        cache.push_back((uri.to_string(), pcm.clone()));
+        Ok(pcm)
+    }
+
+    async fn fetch_all(&self, http: &reqwest::Client, uri: &str) -> Result<Vec<u8>, PromptError> {
+        let mut resp = http
+            .get(uri)
+            .send()
+            .await
+            .map_err(|e| Unreadable(format!("cannot fetch it: {}", e.without_url())))?;
+        if !resp.status().is_success() {
+            return Err(Unreadable(format!("it answered {}", resp.status())));
+        }
+        let mut bytes = vec![];
+        while let Some(piece) = resp
+            .chunk()
+            .await
+            .map_err(|e| Unreadable(format!("its body broke off: {}", e.without_url())))?
+        {
+            bytes.extend_from_slice(&piece);
+            if bytes.len() as u64 > self.max_bytes {
+                return Err(Unreadable(format!(
+                    "it is longer than [media] max_prompt_bytes ({})",
+                    self.max_bytes
+                )));
+            }
+        }
+        Ok(bytes)
+    }
+
     async fn file_prompt_ms(&self, uri: &str, url: &url::Url) -> Result<u64, PromptError> {
+        self.file_prompt(uri, url, header_ms).await
+    }
+
+    /// Opens a `file://` prompt inside the prompt folder and hands it to `read` on a file
+    /// thread.
+    async fn file_prompt<T: Send + 'static>(
+        &self,
+        uri: &str,
+        url: &url::Url,
+        read: impl FnOnce(std::fs::File, u64) -> Result<T, PromptError> + Send + 'static,
+    ) -> Result<T, PromptError> {
         if self.policy.strict {
             return Err(Refused(
                 "With the strict callback policy this server reads no file:// prompts.".into(),
@@ -200,7 +294,7 @@ impl Prompts {
             }
             // Opened so that it stays inside, whatever is swapped in since the check.
             let (file, len) = open_regular_in(&folder, &real)?;
-            header_ms(file, len)
+            read(file, len)
         })
         .await
     }
@@ -248,6 +342,18 @@ impl Prompts {
         uri: &str,
         scheme: &str,
     ) -> Result<u64, PromptError> {
+        self.http_prompt(uri, scheme, self.fetch_header_ms(http, uri))
+            .await
+    }
+
+    /// Runs `fetch` for an http(s) prompt the callback policy allows, in a fetch slot, within
+    /// the deadline.
+    async fn http_prompt<T>(
+        &self,
+        uri: &str,
+        scheme: &str,
+        fetch: impl std::future::Future<Output = Result<T, PromptError>>,
+    ) -> Result<T, PromptError> {
         if crate::net_policy::callback_refusal(&self.policy, uri).is_some() {
             return Err(Refused(if self.policy.strict && scheme != "https" {
                 "With the strict callback policy, prompts are fetched only over https.".into()
@@ -258,7 +364,7 @@ impl Prompts {
         let deadline = Instant::now() + self.timeout;
         let fetch = async {
             let _permit = self.slot(&self.http_slots, deadline, "fetch").await?;
-            self.fetch_header_ms(http, uri).await
+            fetch.await
         };
         match tokio::time::timeout_at(deadline, fetch).await {
             Ok(result) => result,

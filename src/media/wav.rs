@@ -508,3 +508,123 @@ mod property_tests {
         }
     }
 }
+
+/// A prompt's audio for a phone line: its 16-bit PCM samples (any rate from 8 to 48 kHz, any
+/// number of channels, mixed down) at 8 kHz mono, low-passed before it is decimated.
+pub fn pcm_8k(bytes: &[u8]) -> Result<Vec<i16>, &'static str> {
+    let (fmt, data) = wav_parts(bytes).ok_or("not a WAV file with fmt and data chunks")?;
+    if fmt.len() < 16 {
+        return Err("its fmt chunk is too short");
+    }
+    let format = u16::from_le_bytes([fmt[0], fmt[1]]);
+    let channels = usize::from(u16::from_le_bytes([fmt[2], fmt[3]]));
+    let rate = u32::from_le_bytes([fmt[4], fmt[5], fmt[6], fmt[7]]);
+    let bits = u16::from_le_bytes([fmt[14], fmt[15]]);
+    // 1 is PCM; 0xFFFE (extensible) is PCM too when its samples are 16-bit integers.
+    if !(format == 1 || format == 0xfffe) || bits != 16 {
+        return Err("it is not 16-bit PCM");
+    }
+    if !(1..=8).contains(&channels) || !(8_000..=48_000).contains(&rate) {
+        return Err("it has an unusual channel count or sample rate");
+    }
+    let mono: Vec<f32> = data
+        .chunks_exact(2 * channels)
+        .map(|frame| {
+            let sum: i32 = frame
+                .chunks_exact(2)
+                .map(|s| i32::from(i16::from_le_bytes([s[0], s[1]])))
+                .sum();
+            sum as f32 / channels as f32
+        })
+        .collect();
+    Ok(resample(&mono, rate, 8_000))
+}
+
+/// `input` at `from` Hz as samples at `to` Hz (to ≤ from): a moving average as wide as the
+/// decimation ratio against aliasing, then linear interpolation.
+fn resample(input: &[f32], from: u32, to: u32) -> Vec<i16> {
+    if from == to {
+        return input.iter().map(|&s| s as i16).collect();
+    }
+    let ratio = from as f64 / to as f64;
+    let width = (ratio.round() as usize).max(1);
+    let mut smooth = Vec::with_capacity(input.len());
+    let mut acc = 0f32;
+    for i in 0..input.len() {
+        acc += input[i];
+        if i >= width {
+            acc -= input[i - width];
+        }
+        smooth.push(acc / (i + 1).min(width) as f32);
+    }
+    let n = (input.len() as f64 / ratio).floor() as usize;
+    (0..n)
+        .map(|k| {
+            // The average of `width` samples is centred half a window back.
+            let pos = k as f64 * ratio + (width as f64 - 1.0) / 2.0;
+            let i = (pos.floor() as usize).min(smooth.len() - 1);
+            let frac = (pos - i as f64) as f32;
+            let next = smooth[(i + 1).min(smooth.len() - 1)];
+            let v = smooth[i] + (next - smooth[i]) * frac;
+            v.clamp(-32768.0, 32767.0) as i16
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod pcm_tests {
+    use super::*;
+
+    fn wav(rate: u32, channels: u16, samples: &[i16]) -> Vec<u8> {
+        let data: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+        let mut out = b"RIFF".to_vec();
+        out.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+        out.extend_from_slice(b"WAVEfmt ");
+        out.extend_from_slice(&16u32.to_le_bytes());
+        out.extend_from_slice(&1u16.to_le_bytes());
+        out.extend_from_slice(&channels.to_le_bytes());
+        out.extend_from_slice(&rate.to_le_bytes());
+        out.extend_from_slice(&(rate * 2 * u32::from(channels)).to_le_bytes());
+        out.extend_from_slice(&(2 * channels).to_le_bytes());
+        out.extend_from_slice(&16u16.to_le_bytes());
+        out.extend_from_slice(b"data");
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.extend_from_slice(&data);
+        out
+    }
+
+    fn tone(rate: u32, hz: f64, secs: f64) -> Vec<i16> {
+        (0..(rate as f64 * secs) as usize)
+            .map(|i| {
+                (8000.0 * (2.0 * std::f64::consts::PI * hz * i as f64 / rate as f64).sin()) as i16
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_16_khz_tone_becomes_the_same_tone_at_8_khz() {
+        let pcm = pcm_8k(&wav(16_000, 1, &tone(16_000, 440.0, 1.0))).unwrap();
+        assert_eq!(pcm.len(), 8000);
+        let want = tone(8_000, 440.0, 1.0);
+        let dot: f64 = pcm
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| f64::from(*a) * f64::from(*b))
+            .sum();
+        let norm = |v: &[i16]| v.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>().sqrt();
+        let corr = dot / (norm(&pcm) * norm(&want));
+        assert!(corr > 0.98, "correlation {corr}");
+    }
+
+    #[test]
+    fn stereo_is_mixed_down_and_other_formats_are_refused() {
+        let stereo: Vec<i16> = (0..800).flat_map(|_| [1000i16, 3000]).collect();
+        let pcm = pcm_8k(&wav(8_000, 2, &stereo)).unwrap();
+        assert_eq!(pcm.len(), 800);
+        assert!(pcm.iter().all(|&s| s == 2000));
+        let mut eight_bit = wav(8_000, 1, &[0; 10]);
+        eight_bit[34] = 8;
+        assert!(pcm_8k(&eight_bit).is_err());
+        assert!(pcm_8k(b"not a wav").is_err());
+    }
+}

@@ -2,7 +2,8 @@
 //!
 //! What arrives: RTP from the peer (the first source seen is where we send, symmetric RTP),
 //! telephone events (RFC 4733) reported as keys once each, and silence watched: no packet for
-//! the media timeout while the call is not on hold is reported once. What leaves: DTMF as
+//! the media timeout while the call is not on hold is reported once. What leaves: prompts as
+//! G.711 in 20 ms packets, paced by a timer whose timestamps follow the sample count; DTMF as
 //! telephone events. RTCP and anything else on the port is read and dropped.
 
 use std::collections::VecDeque;
@@ -15,8 +16,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::rtp::{Event, Header};
-use super::sdp::Remote;
+use super::rtp::{Event, Header, alaw_encode, ulaw_encode};
+use super::sdp::{Codec, Remote};
 
 /// What the media of a leg reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +35,7 @@ pub type OnHeard = Arc<dyn Fn(Heard) + Send + Sync>;
 #[derive(Clone, Debug)]
 struct Peer {
     address: Option<SocketAddr>,
+    codec: Codec,
     /// The payload type the peer uses for telephone events (what it offered or answered).
     telephone_event: Option<u8>,
     hold: bool,
@@ -50,7 +52,19 @@ struct State {
 }
 
 enum Out {
-    Dtmf { keys: String, gap_ms: u64 },
+    Dtmf {
+        keys: String,
+        gap_ms: u64,
+    },
+    /// Play these samples (8 kHz) after what is queued, for operation `op`.
+    Play {
+        op: String,
+        samples: Arc<Vec<i16>>,
+    },
+    /// Stop these operations' prompts.
+    Stop {
+        ops: Vec<String>,
+    },
 }
 
 /// One leg's RTP.
@@ -121,6 +135,19 @@ impl Media {
         st.peer = Some(peer);
     }
 
+    /// Plays `samples` (8 kHz) after what is queued, as operation `op`.
+    pub fn play(&self, op: &str, samples: Arc<Vec<i16>>) {
+        let _ = self.out.send(Out::Play {
+            op: op.to_string(),
+            samples,
+        });
+    }
+
+    /// Stops these operations' prompts at once.
+    pub fn stop_ops(&self, ops: Vec<String>) {
+        let _ = self.out.send(Out::Stop { ops });
+    }
+
     /// Sends these keys as telephone events, `gap_ms` apart.
     pub fn send_dtmf(&self, keys: &str, gap_ms: u64) {
         let _ = self.out.send(Out::Dtmf {
@@ -139,6 +166,7 @@ impl Drop for Media {
 fn peer_of(remote: &Remote) -> Peer {
     Peer {
         address: remote.address.map(|(ip, port)| SocketAddr::new(ip, port)),
+        codec: remote.codec.unwrap_or(Codec::Pcmu),
         telephone_event: remote.telephone_event,
         hold: remote.direction.is_hold(),
     }
@@ -207,70 +235,167 @@ async fn receive(
     }
 }
 
-async fn send(
+/// A prompt being played.
+struct Playing {
+    op: String,
+    samples: Arc<Vec<i16>>,
+    at: usize,
+}
+
+/// The sending side of a leg's RTP: its SSRC, sequence and media clock.
+struct Sender {
     socket: Arc<UdpSocket>,
     state: Arc<Mutex<State>>,
-    mut out: mpsc::UnboundedReceiver<Out>,
-    stop: CancellationToken,
-) {
-    let ssrc: u32 = rand::random();
-    let mut sequence: u16 = rand::random();
-    let start: u32 = rand::random();
-    let epoch = Instant::now();
-    // The timestamp follows the media clock: 8000 units per second since the stream began.
-    let now_ts =
-        |at: Instant| start.wrapping_add((at.duration_since(epoch).as_millis() as u32) * 8);
-    loop {
-        let next = tokio::select! {
-            _ = stop.cancelled() => return,
-            next = out.recv() => match next {
-                Some(n) => n,
-                None => return,
-            },
+    ssrc: u32,
+    sequence: u16,
+    start: u32,
+    epoch: Instant,
+    /// The timestamp of the next audio packet, while a talkspurt goes on.
+    next_ts: Option<u32>,
+}
+
+impl Sender {
+    /// The timestamp of the media clock now: 8000 units per second since the stream began.
+    fn now_ts(&self) -> u32 {
+        let ms = Instant::now().duration_since(self.epoch).as_millis() as u32;
+        self.start.wrapping_add(ms.wrapping_mul(8))
+    }
+
+    /// Where to send, and the peer's codec and telephone-event type.
+    fn peer(&self) -> Option<(SocketAddr, Codec, Option<u8>)> {
+        let st = self.state.lock().expect("media lock");
+        let peer = st.peer.as_ref()?;
+        let dest = st.latched.or(peer.address)?;
+        Some((dest, peer.codec, peer.telephone_event))
+    }
+
+    async fn send(&mut self, header: Header, payload: &[u8], dest: SocketAddr) {
+        let packet = header.packet(payload);
+        self.sequence = self.sequence.wrapping_add(1);
+        let _ = self.socket.send_to(&packet, dest).await;
+    }
+
+    /// One 20 ms frame of the prompt at the head of `queue`; the prompt leaves the queue once
+    /// its last frame is sent.
+    async fn frame(&mut self, queue: &mut VecDeque<Playing>) {
+        let Some(p) = queue.front_mut() else { return };
+        let end = (p.at + FRAME).min(p.samples.len());
+        let mut pcm = p.samples[p.at..end].to_vec();
+        pcm.resize(FRAME, 0);
+        p.at = end;
+        if p.at >= p.samples.len() {
+            queue.pop_front();
+        }
+        let Some((dest, codec, _)) = self.peer() else {
+            return;
         };
-        let Out::Dtmf { keys, gap_ms } = next;
+        let payload: Vec<u8> = match codec {
+            Codec::Pcmu => pcm.iter().map(|&s| ulaw_encode(s)).collect(),
+            Codec::Pcma => pcm.iter().map(|&s| alaw_encode(s)).collect(),
+        };
+        let (marker, timestamp) = match self.next_ts {
+            Some(ts) => (false, ts),
+            None => (true, self.now_ts()),
+        };
+        self.next_ts = Some(timestamp.wrapping_add(FRAME as u32));
+        let h = Header {
+            marker,
+            payload_type: codec.payload_type(),
+            sequence: self.sequence,
+            timestamp,
+            ssrc: self.ssrc,
+        };
+        self.send(h, &payload, dest).await;
+    }
+
+    /// Sends each key as a telephone event (100 ms, three end packets), `gap_ms` apart.
+    async fn dtmf(&mut self, keys: &str, gap_ms: u64, stop: &CancellationToken) {
         for key in keys.chars() {
             let Some(event) = Event::for_key(key) else {
                 continue;
             };
-            let (dest, pt) = {
-                let st = state.lock().expect("media lock");
-                let peer = st.peer.as_ref();
-                (
-                    st.latched.or(peer.and_then(|p| p.address)),
-                    peer.and_then(|p| p.telephone_event),
-                )
-            };
-            let (Some(dest), Some(pt)) = (dest, pt) else {
+            let Some((dest, _, Some(pt))) = self.peer() else {
                 // No telephone-event negotiated: nothing can carry the key.
-                break;
+                return;
             };
-            let timestamp = now_ts(Instant::now());
+            let timestamp = self.now_ts();
             let packets = KEY_MS / PACKET_MS;
             let mut ticker = tokio::time::interval(Duration::from_millis(u64::from(PACKET_MS)));
             for i in 0..packets + 2 {
                 ticker.tick().await;
-                let end = i + 1 >= packets;
+                if stop.is_cancelled() {
+                    return;
+                }
                 let e = Event {
                     event,
-                    end,
+                    end: i + 1 >= packets,
                     volume: 10,
                     duration: ((i.min(packets - 1) + 1) * PACKET_MS * 8) as u16,
                 };
                 let h = Header {
                     marker: i == 0,
                     payload_type: pt,
-                    sequence,
+                    sequence: self.sequence,
                     timestamp,
-                    ssrc,
+                    ssrc: self.ssrc,
                 };
-                sequence = sequence.wrapping_add(1);
-                if stop.is_cancelled() {
-                    return;
-                }
-                let _ = socket.send_to(&h.packet(&e.payload()), dest).await;
+                self.send(h, &e.payload(), dest).await;
             }
             tokio::time::sleep(Duration::from_millis(gap_ms)).await;
+        }
+        // Audio after the keys starts a new talkspurt.
+        self.next_ts = None;
+    }
+}
+
+/// Samples per 20 ms packet at 8 kHz.
+const FRAME: usize = 160;
+
+async fn send(
+    socket: Arc<UdpSocket>,
+    state: Arc<Mutex<State>>,
+    mut out: mpsc::UnboundedReceiver<Out>,
+    stop: CancellationToken,
+) {
+    let mut s = Sender {
+        socket,
+        state,
+        ssrc: rand::random(),
+        sequence: rand::random(),
+        start: rand::random(),
+        epoch: Instant::now(),
+        next_ts: None,
+    };
+    let mut queue: VecDeque<Playing> = VecDeque::new();
+    // A 20 ms clock; after a stall it catches up (tokio's default), never more.
+    let mut ticker = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        let next = if queue.is_empty() {
+            s.next_ts = None;
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                next = out.recv() => next,
+            }
+        } else {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                next = out.recv() => next,
+                _ = ticker.tick() => {
+                    s.frame(&mut queue).await;
+                    continue;
+                }
+            }
+        };
+        match next {
+            None => return,
+            Some(Out::Dtmf { keys, gap_ms }) => s.dtmf(&keys, gap_ms, &stop).await,
+            Some(Out::Play { op, samples }) => {
+                if queue.is_empty() {
+                    ticker.reset_immediately();
+                }
+                queue.push_back(Playing { op, samples, at: 0 });
+            }
+            Some(Out::Stop { ops }) => queue.retain(|p| !ops.contains(&p.op)),
         }
     }
 }

@@ -8,8 +8,9 @@
 //! decided them is durable. A leg's dialog lives in memory only: after a restart the engine ends
 //! the calls whose dialogs were lost (`Engine::end_lost_dialogs`).
 //!
-//! Each leg has its media (`media.rs`): keys both ways as RFC 4733 events and the media timeout.
-//! Prompts and recordings carry no audio yet: they behave as on simulated legs.
+//! Each leg has its media (`media.rs`): prompts heard as G.711, keys both ways as RFC 4733
+//! events, and the media timeout. Recordings carry no audio yet, and operations complete on the
+//! call clock as on simulated legs.
 
 pub mod codes;
 pub mod media;
@@ -141,6 +142,9 @@ pub struct SipFabric {
     /// INVITEs that arrive before the engine is connected wait here (ringing at the caller's
     /// side only once taken).
     incoming: Mutex<Option<mpsc::UnboundedReceiver<Incoming>>>,
+    /// Where prompts' audio comes from (the same fetcher, limits and cache as their durations).
+    prompts: Arc<crate::media::prompts::Prompts>,
+    http: reqwest::Client,
     stop: CancellationToken,
 }
 
@@ -152,6 +156,7 @@ impl SipFabric {
         settings: SipSettings,
         users: Vec<(String, String)>,
         numbers: HashMap<String, NumberApp>,
+        (prompts, http): (Arc<crate::media::prompts::Prompts>, reqwest::Client),
         stop: CancellationToken,
     ) -> anyhow::Result<Arc<Self>> {
         let listen: SocketAddr = settings
@@ -176,6 +181,8 @@ impl SipFabric {
             referrals: Mutex::default(),
             sink: OnceLock::new(),
             incoming: Mutex::new(Some(incoming)),
+            prompts,
+            http,
             stop,
         });
         Ok(fabric)
@@ -281,11 +288,23 @@ impl SipFabric {
                 FabricCommand::SendDtmf {
                     leg, keys, gap_ms, ..
                 } => self.with_media(leg, |m| m.send_dtmf(&keys, gap_ms)),
-                // Prompts and recordings on SIP legs are not carried yet: they complete as on
-                // simulated legs.
-                FabricCommand::Play { .. }
-                | FabricCommand::Record { .. }
-                | FabricCommand::StopMedia { .. } => {}
+                FabricCommand::Play {
+                    leg,
+                    op_id,
+                    prompts,
+                    ..
+                }
+                | FabricCommand::Record {
+                    leg,
+                    op_id,
+                    prompts,
+                    ..
+                } => {
+                    tokio::spawn(self.clone().play(leg, op_id, prompts));
+                }
+                FabricCommand::StopMedia { leg, op_ids, .. } => {
+                    self.with_media(leg, |m| m.stop_ops(op_ids))
+                }
             }
         }
     }
@@ -412,6 +431,20 @@ impl SipFabric {
                 self.forget_referral(target);
                 tracing::info!("SIP transfer failed: the transferee reported {status}");
                 self.report(FabricEvent::Failed(target, EndReason::TRANSFER_FAILED));
+            }
+        }
+    }
+
+    /// Plays prompts on a leg, in order, once their audio is fetched. (The operation completes
+    /// on the call clock, as it does on simulated legs; recording is not carried yet.)
+    async fn play(self: Arc<Self>, leg: LegRef, op: String, prompts: Vec<String>) {
+        for uri in prompts {
+            match self.prompts.audio(&self.http, &uri).await {
+                Ok(samples) => self.with_media(leg, |m| m.play(&op, samples)),
+                Err(e) => tracing::info!(
+                    "prompt {} is not played on a SIP leg: {e}",
+                    crate::media::prompts::redact(&uri)
+                ),
             }
         }
     }

@@ -45,7 +45,7 @@ pub enum Codec {
 }
 
 impl Codec {
-    fn payload_type(self) -> u8 {
+    pub fn payload_type(self) -> u8 {
         match self {
             Codec::Pcmu => 0,
             Codec::Pcma => 8,

@@ -981,3 +981,90 @@ async fn tones_the_bot_sends_leave_as_rfc_4733_events_once_each() {
     assert_eq!(r.status, 204, "{}", r.text);
     trunk.passes(15).await;
 }
+
+/// A WAV file: `secs` of a `hz` sine at `rate`, 16-bit mono.
+fn sine_wav(rate: u32, hz: f64, secs: f64) -> Vec<u8> {
+    let samples: Vec<i16> = (0..(f64::from(rate) * secs) as usize)
+        .map(|i| {
+            (10000.0 * (2.0 * std::f64::consts::PI * hz * i as f64 / f64::from(rate)).sin()) as i16
+        })
+        .collect();
+    let mut out = wav_header(rate, 1, 16, (samples.len() * 2) as u32);
+    out.extend(samples.iter().flat_map(|s| s.to_le_bytes()));
+    out
+}
+
+/// G.711 μ-law to linear, written from the standard here so the test does not lean on the
+/// server's own codec.
+fn ulaw(byte: u8) -> f64 {
+    let b = !byte;
+    let exponent = i32::from((b >> 4) & 7);
+    let magnitude = ((((i32::from(b & 0x0f)) << 3) + 0x84) << exponent) - 0x84;
+    f64::from(if b & 0x80 != 0 { -magnitude } else { magnitude })
+}
+
+#[tokio::test]
+async fn a_prompt_is_heard_on_the_line_as_a_steady_g711_stream() {
+    let rtp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = rtp.local_addr().unwrap().port().to_string();
+    let trunk = Sipp::start("uas_answer_to", None, &["-set", "rtp_port", &port]);
+    let app = sip_app(Some(trunk.addr()), None, "").await;
+    let uri = app.receiver.serve("tone.wav", sine_wav(16_000, 440.0, 1.0));
+    let token = app.token().await;
+    let id = app.create(&token, TRUNK_NUMBER).await;
+    wait_long(&app, &id, |s| has(s, "updated", "established")).await;
+    let prompt = json!({"@odata.type": "#microsoft.graph.mediaPrompt",
+        "mediaInfo": {"@odata.type": "#microsoft.graph.mediaInfo", "uri": uri}});
+    act(
+        &app,
+        &token,
+        &id,
+        "playPrompt",
+        json!({"prompts": [prompt]}),
+    )
+    .await;
+    let mut packets: Vec<(u16, u32, Vec<u8>, tokio::time::Instant)> = vec![];
+    let mut buf = [0u8; 1500];
+    while let Ok(Ok((n, _))) =
+        tokio::time::timeout(Duration::from_millis(500), rtp.recv_from(&mut buf)).await
+    {
+        let p = &buf[..n];
+        assert_eq!(p[1] & 0x7f, 0, "PCMU, the codec sipp answered");
+        let seq = u16::from_be_bytes([p[2], p[3]]);
+        let ts = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+        packets.push((seq, ts, p[12..].to_vec(), tokio::time::Instant::now()));
+    }
+    // One second of audio: 50 packets of 20 ms (160 samples), numbered and timed by the sample
+    // count, sent over about a second rather than in a burst.
+    assert_eq!(packets.len(), 50, "packets");
+    for w in packets.windows(2) {
+        assert_eq!(w[1].0, w[0].0.wrapping_add(1), "sequence");
+        assert_eq!(w[1].1, w[0].1.wrapping_add(160), "timestamp");
+    }
+    assert!(packets.iter().all(|p| p.2.len() == 160));
+    let span = packets[49].3 - packets[0].3;
+    assert!(span >= Duration::from_millis(900), "paced over {span:?}");
+    // The line carries the prompt: its energy is at 440 Hz.
+    let audio: Vec<f64> = packets
+        .iter()
+        .flat_map(|p| p.2.iter().map(|&b| ulaw(b)))
+        .collect();
+    let (mut s, mut c) = (0.0, 0.0);
+    for (i, x) in audio.iter().enumerate() {
+        let w = 2.0 * std::f64::consts::PI * 440.0 * i as f64 / 8000.0;
+        s += x * w.sin();
+        c += x * w.cos();
+    }
+    let at_440 = 2.0 * (s * s + c * c) / audio.len() as f64;
+    let total: f64 = audio.iter().map(|x| x * x).sum();
+    assert!(
+        at_440 / total > 0.9,
+        "share of the energy at 440 Hz: {}",
+        at_440 / total
+    );
+    let r = app
+        .send("DELETE", &format!("{CALLS}/{id}"), Some(&token), None)
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    trunk.passes(15).await;
+}
