@@ -131,10 +131,11 @@ impl Application {
             Some(dir) => tracing::info!("file:// prompts are read from {}", dir.display()),
             None => tracing::info!("file:// prompts are off"),
         }
+        let captured = Arc::new(crate::media::recordings::Captured::default());
         let sip_stop = CancellationToken::new();
         let sip = match (&settings.sip, &fabric) {
             (Some(sip), None) => {
-                let media = (prompts.clone(), outbound.fetches.clone());
+                let media = (prompts.clone(), outbound.fetches.clone(), captured.clone());
                 Some(start_sip(&settings, sip.clone(), media, sip_stop.clone()).await?)
             }
             _ => None,
@@ -169,7 +170,7 @@ impl Application {
             keys,
             settings,
             public_url,
-            (outbound.fetches.clone(), prompts),
+            (outbound.fetches.clone(), prompts, captured),
             parties,
         ));
         if let Some(sip) = &sip {
@@ -362,7 +363,7 @@ async fn watch_keys(dir: PathBuf, keys: Arc<RwLock<KeyRing>>, stop: Cancellation
 async fn start_sip(
     settings: &Settings,
     sip: crate::sip::SipSettings,
-    media: (Arc<crate::media::prompts::Prompts>, reqwest::Client),
+    media: crate::sip::MediaParts,
     stop: CancellationToken,
 ) -> anyhow::Result<Arc<crate::sip::SipFabric>> {
     let users = settings

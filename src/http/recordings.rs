@@ -37,7 +37,10 @@ pub async fn get_recording(
         )
         .with_header(header::WWW_AUTHENTICATE, "Bearer"));
     }
-    let wav = crate::media::recordings::file(&state.prompts, &rec).await;
+    let wav = match state.captured.wav(op_id, rec.length_ms) {
+        Some(real) => real,
+        None => crate::media::recordings::file(&state.prompts, &rec).await,
+    };
     let mut resp = (axum::http::StatusCode::OK, wav).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

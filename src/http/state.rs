@@ -28,6 +28,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// How long prompts play (fetching them within the `[media]` limits).
     pub prompts: Arc<crate::media::prompts::Prompts>,
+    /// What real calls recorded (SIP legs), served in place of generated recordings.
+    pub captured: Arc<crate::media::recordings::Captured>,
     /// The simulated parties the control API drives.
     pub parties: Arc<SimulatedFabric>,
     /// Failed client-secret attempts at the token endpoint.
@@ -43,7 +45,11 @@ impl AppState {
         keys: Arc<RwLock<KeyRing>>,
         settings: Settings,
         public_url: String,
-        (http, prompts): (reqwest::Client, Arc<crate::media::prompts::Prompts>),
+        (http, prompts, captured): (
+            reqwest::Client,
+            Arc<crate::media::prompts::Prompts>,
+            Arc<crate::media::recordings::Captured>,
+        ),
         parties: Arc<SimulatedFabric>,
     ) -> Self {
         let apps = settings
@@ -61,6 +67,7 @@ impl AppState {
             public_url: public_url.trim_end_matches('/').to_string(),
             http,
             prompts,
+            captured,
             parties,
             apps,
             buckets: Mutex::new(HashMap::new()),

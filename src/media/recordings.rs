@@ -48,3 +48,42 @@ pub async fn file(prompts: &Prompts, rec: &Recording) -> Vec<u8> {
     };
     from_file.unwrap_or_else(|| wav::recording_wav(rec.length_ms, rec.speech_ms, rec.beep))
 }
+
+/// Recordings of real calls: what a SIP leg's RTP carried while a `recordResponse` listened,
+/// 8 kHz samples by operation id, filled as packets come (the last [`CAPTURES`] kept, in memory).
+#[derive(Default)]
+pub struct Captured {
+    inner: std::sync::Mutex<std::collections::VecDeque<(String, Capture)>>,
+}
+
+/// One recording's samples, shared with the leg's media that fills them.
+pub type Capture = std::sync::Arc<std::sync::Mutex<Vec<i16>>>;
+
+/// How many real recordings are kept.
+const CAPTURES: usize = 256;
+
+impl Captured {
+    /// A new, empty recording for operation `op`.
+    pub fn start(&self, op: &str) -> Capture {
+        let capture = Capture::default();
+        let mut inner = self.inner.lock().expect("captures lock");
+        if inner.len() == CAPTURES {
+            inner.pop_front();
+        }
+        inner.push_back((op.to_string(), capture.clone()));
+        capture
+    }
+
+    /// The WAV file of operation `op`'s recording (8 kHz, 16-bit, mono), cut or padded with
+    /// silence to `length_ms`; `None` if no real call recorded it.
+    pub fn wav(&self, op: &str, length_ms: u64) -> Option<Vec<u8>> {
+        let capture = {
+            let inner = self.inner.lock().expect("captures lock");
+            inner.iter().find(|(o, _)| o == op)?.1.clone()
+        };
+        let mut samples = capture.lock().expect("capture lock").clone();
+        samples.resize((length_ms * 8) as usize, 0);
+        let data: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+        Some(wav::mono_wav(8_000, &data))
+    }
+}

@@ -218,6 +218,11 @@ pub fn recording_wav(length_ms: u64, speech_ms: u64, beep: bool) -> Vec<u8> {
         };
         data.extend_from_slice(&((v * i16::MAX as f64) as i16).to_le_bytes());
     }
+    mono_wav(RATE, &data)
+}
+
+/// A mono 16-bit PCM WAV file at `rate` of these little-endian sample bytes.
+pub fn mono_wav(rate: u32, data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(44 + data.len());
     out.extend_from_slice(b"RIFF");
     out.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
@@ -225,13 +230,13 @@ pub fn recording_wav(length_ms: u64, speech_ms: u64, beep: bool) -> Vec<u8> {
     out.extend_from_slice(&16u32.to_le_bytes());
     out.extend_from_slice(&1u16.to_le_bytes()); // PCM
     out.extend_from_slice(&1u16.to_le_bytes()); // mono
-    out.extend_from_slice(&RATE.to_le_bytes());
-    out.extend_from_slice(&(RATE * 2).to_le_bytes());
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&(rate * 2).to_le_bytes());
     out.extend_from_slice(&2u16.to_le_bytes());
     out.extend_from_slice(&16u16.to_le_bytes());
     out.extend_from_slice(b"data");
     out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    out.extend_from_slice(&data);
+    out.extend_from_slice(data);
     out
 }
 

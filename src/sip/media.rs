@@ -16,8 +16,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::rtp::{Event, Header, alaw_encode, ulaw_encode};
+use super::rtp::{Event, Header, alaw_decode, alaw_encode, ulaw_decode, ulaw_encode};
 use super::sdp::{Codec, Remote};
+use crate::media::recordings::Capture;
 
 /// What the media of a leg reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +50,15 @@ struct State {
     /// The media started (the call connected): silence counts from then.
     running: bool,
     silent_reported: bool,
+    recording: Option<Recording>,
+}
+
+/// A recording in progress: what the peer sends from `from` until `until` or a stop key.
+struct Recording {
+    capture: Capture,
+    from: Instant,
+    until: Instant,
+    stop_keys: Vec<char>,
 }
 
 enum Out {
@@ -97,6 +107,7 @@ impl Media {
             last_rx: Instant::now(),
             running: false,
             silent_reported: false,
+            recording: None,
         }));
         let (out, out_rx) = mpsc::unbounded_channel();
         tokio::spawn(receive(
@@ -146,6 +157,34 @@ impl Media {
     /// Stops these operations' prompts at once.
     pub fn stop_ops(&self, ops: Vec<String>) {
         let _ = self.out.send(Out::Stop { ops });
+    }
+
+    /// Records what the peer sends into `capture`, from `after` on, for at most `max`, until
+    /// one of `stop_tones` (`#`, `pound`, `tone1`, ...) is pressed.
+    pub fn record(
+        &self,
+        capture: Capture,
+        after: Duration,
+        max: Duration,
+        stop_tones: Vec<String>,
+    ) {
+        let from = Instant::now() + after;
+        let stop_keys = stop_tones
+            .iter()
+            .filter_map(|t| {
+                let mut c = t.chars();
+                match (c.next(), c.next()) {
+                    (Some(k), None) => Some(k.to_ascii_uppercase()),
+                    _ => crate::domain::operation::tone_key(t),
+                }
+            })
+            .collect();
+        self.state.lock().expect("media lock").recording = Some(Recording {
+            capture,
+            from,
+            until: from + max,
+            stop_keys,
+        });
     }
 
     /// Sends these keys as telephone events, `gap_ms` apart.
@@ -211,8 +250,23 @@ async fn receive(
         };
         let telephone_event = {
             let mut st = state.lock().expect("media lock");
-            st.last_rx = Instant::now();
+            let now = Instant::now();
+            st.last_rx = now;
             st.latched.get_or_insert(from);
+            let codec = st.peer.as_ref().map(|p| p.codec);
+            if st.recording.as_ref().is_some_and(|r| now >= r.until) {
+                st.recording = None;
+            }
+            if let (Some(r), Some(codec)) = (&st.recording, codec)
+                && now >= r.from
+                && header.payload_type == codec.payload_type()
+            {
+                let mut samples = r.capture.lock().expect("capture lock");
+                match codec {
+                    Codec::Pcmu => samples.extend(payload.iter().map(|&b| ulaw_decode(b))),
+                    Codec::Pcma => samples.extend(payload.iter().map(|&b| alaw_decode(b))),
+                }
+            }
             st.peer.as_ref().and_then(|p| p.telephone_event)
         };
         if Some(header.payload_type) != telephone_event {
@@ -230,6 +284,16 @@ async fn receive(
         }
         seen.push_back(id);
         if let Some(key) = event.key() {
+            {
+                let mut st = state.lock().expect("media lock");
+                if st
+                    .recording
+                    .as_ref()
+                    .is_some_and(|r| r.stop_keys.contains(&key))
+                {
+                    st.recording = None;
+                }
+            }
             on_heard(Heard::Key(key));
         }
     }

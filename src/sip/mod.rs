@@ -8,8 +8,8 @@
 //! decided them is durable. A leg's dialog lives in memory only: after a restart the engine ends
 //! the calls whose dialogs were lost (`Engine::end_lost_dialogs`).
 //!
-//! Each leg has its media (`media.rs`): prompts heard as G.711, keys both ways as RFC 4733
-//! events, and the media timeout. Recordings carry no audio yet, and operations complete on the
+//! Each leg has its media (`media.rs`): prompts heard as G.711, recordings of what the party
+//! said, keys both ways as RFC 4733 events, and the media timeout. Operations complete on the
 //! call clock as on simulated legs.
 
 pub mod codes;
@@ -145,8 +145,18 @@ pub struct SipFabric {
     /// Where prompts' audio comes from (the same fetcher, limits and cache as their durations).
     prompts: Arc<crate::media::prompts::Prompts>,
     http: reqwest::Client,
+    /// Where what legs record goes (served at the operations' `recordingLocation`).
+    captured: Arc<crate::media::recordings::Captured>,
     stop: CancellationToken,
 }
+
+/// What a SIP fabric's media needs from the server: the prompt fetcher, the HTTP client it uses,
+/// and the store of what legs record.
+pub type MediaParts = (
+    Arc<crate::media::prompts::Prompts>,
+    reqwest::Client,
+    Arc<crate::media::recordings::Captured>,
+);
 
 impl SipFabric {
     /// Starts SIP on `settings.listen`. `users` are the parties with a `sip_uri` (party id,
@@ -156,7 +166,7 @@ impl SipFabric {
         settings: SipSettings,
         users: Vec<(String, String)>,
         numbers: HashMap<String, NumberApp>,
-        (prompts, http): (Arc<crate::media::prompts::Prompts>, reqwest::Client),
+        (prompts, http, captured): MediaParts,
         stop: CancellationToken,
     ) -> anyhow::Result<Arc<Self>> {
         let listen: SocketAddr = settings
@@ -183,6 +193,7 @@ impl SipFabric {
             incoming: Mutex::new(Some(incoming)),
             prompts,
             http,
+            captured,
             stop,
         });
         Ok(fabric)
@@ -293,14 +304,19 @@ impl SipFabric {
                     op_id,
                     prompts,
                     ..
+                } => {
+                    tokio::spawn(self.clone().play(leg, op_id, prompts, None));
                 }
-                | FabricCommand::Record {
+                FabricCommand::Record {
                     leg,
                     op_id,
                     prompts,
+                    max_ms,
+                    stop_tones,
                     ..
                 } => {
-                    tokio::spawn(self.clone().play(leg, op_id, prompts));
+                    let record = (max_ms, stop_tones);
+                    tokio::spawn(self.clone().play(leg, op_id, prompts, Some(record)));
                 }
                 FabricCommand::StopMedia { leg, op_ids, .. } => {
                     self.with_media(leg, |m| m.stop_ops(op_ids))
@@ -435,17 +451,35 @@ impl SipFabric {
         }
     }
 
-    /// Plays prompts on a leg, in order, once their audio is fetched. (The operation completes
-    /// on the call clock, as it does on simulated legs; recording is not carried yet.)
-    async fn play(self: Arc<Self>, leg: LegRef, op: String, prompts: Vec<String>) {
+    /// Plays prompts on a leg, in order, once their audio is fetched; with `record` (at most
+    /// so many ms, stop tones), then records what the party says into the operation's
+    /// recording. (The operation completes on the call clock, as it does on simulated legs.)
+    async fn play(
+        self: Arc<Self>,
+        leg: LegRef,
+        op: String,
+        prompts: Vec<String>,
+        record: Option<(u64, Vec<String>)>,
+    ) {
+        let mut played = 0;
         for uri in prompts {
             match self.prompts.audio(&self.http, &uri).await {
-                Ok(samples) => self.with_media(leg, |m| m.play(&op, samples)),
+                Ok(samples) => {
+                    played += samples.len();
+                    self.with_media(leg, |m| m.play(&op, samples))
+                }
                 Err(e) => tracing::info!(
                     "prompt {} is not played on a SIP leg: {e}",
                     crate::media::prompts::redact(&uri)
                 ),
             }
+        }
+        if let Some((max_ms, stop_tones)) = record {
+            let capture = self.captured.start(&op);
+            let after = Duration::from_millis(played as u64 / 8);
+            self.with_media(leg, |m| {
+                m.record(capture, after, Duration::from_millis(max_ms), stop_tones)
+            });
         }
     }
 

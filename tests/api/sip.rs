@@ -1068,3 +1068,115 @@ async fn a_prompt_is_heard_on_the_line_as_a_steady_g711_stream() {
     assert_eq!(r.status, 204, "{}", r.text);
     trunk.passes(15).await;
 }
+
+/// G.711 μ-law of a sample, written from the standard here (see [`ulaw`]).
+fn to_ulaw(sample: i16) -> u8 {
+    let mut s = i32::from(sample);
+    let sign = if s < 0 {
+        s = -s;
+        0x80
+    } else {
+        0
+    };
+    s = s.min(32635) + 0x84;
+    let mut exponent = 7;
+    while exponent > 0 && s & (0x4000 >> (7 - exponent)) == 0 {
+        exponent -= 1;
+    }
+    let mantissa = (s >> (exponent + 3)) & 0x0f;
+    !(sign | (exponent << 4) | mantissa) as u8
+}
+
+/// The share of `audio`'s energy at `hz` (8 kHz samples).
+fn share_at(audio: &[f64], hz: f64) -> f64 {
+    let (mut s, mut c) = (0.0, 0.0);
+    for (i, x) in audio.iter().enumerate() {
+        let w = 2.0 * std::f64::consts::PI * hz * i as f64 / 8000.0;
+        s += x * w.sin();
+        c += x * w.cos();
+    }
+    let total: f64 = audio.iter().map(|x| x * x).sum();
+    2.0 * (s * s + c * c) / audio.len() as f64 / total.max(1.0)
+}
+
+#[tokio::test]
+async fn a_recording_holds_what_the_phone_said() {
+    let trunk = Sipp::start("uas_speak", None, &[]);
+    // Five seconds of a 300 Hz tone, the phone's "speech".
+    let speech: Vec<u8> = (0..40_000)
+        .map(|i| {
+            to_ulaw(
+                (9000.0 * (2.0 * std::f64::consts::PI * 300.0 * f64::from(i) / 8000.0).sin())
+                    as i16,
+            )
+        })
+        .collect();
+    std::fs::write(trunk.trace.0.join("speech.ulaw"), speech).unwrap();
+    let app = sip_app(Some(trunk.addr()), None, "").await;
+    let token = app.token().await;
+    let id = app.create(&token, TRUNK_NUMBER).await;
+    wait_long(&app, &id, |s| has(s, "updated", "established")).await;
+    act(
+        &app,
+        &token,
+        &id,
+        "recordResponse",
+        json!({"maxRecordDurationInSeconds": 2, "initialSilenceTimeoutInSeconds": 5,
+               "maxSilenceTimeoutInSeconds": 5, "playBeep": false}),
+    )
+    .await;
+    // The phone speaks in real time; the call clock moves on once it has.
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    app.advance(2.0).await;
+    let mut done = Value::Null;
+    for _ in 0..250 {
+        let found = app
+            .receiver
+            .notes(&id)
+            .into_iter()
+            .map(|(_, n)| n)
+            .find(|n| {
+                n["changeType"] == "deleted"
+                    && n["resourceData"]["@odata.type"] == "#microsoft.graph.recordOperation"
+            });
+        if let Some(n) = found {
+            done = n["resourceData"].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let location = done["recordingLocation"]
+        .as_str()
+        .expect("a recording")
+        .to_string();
+    let access = done["recordingAccessToken"].as_str().unwrap().to_string();
+    let wav = app
+        .http
+        .get(&location)
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wav.status(), 200);
+    let wav = wav.bytes().await.unwrap();
+    // 8 kHz, 16-bit, mono, two seconds: the maximum the bot asked for.
+    assert_eq!(u32::from_le_bytes(wav[24..28].try_into().unwrap()), 8000);
+    let samples: Vec<f64> = wav[44..]
+        .chunks_exact(2)
+        .map(|b| f64::from(i16::from_le_bytes([b[0], b[1]])))
+        .collect();
+    assert_eq!(samples.len(), 16_000);
+    // It is what the phone said: most of it carries sound, and that sound is the 300 Hz tone.
+    let loud = samples
+        .chunks(160)
+        .filter(|f| f.iter().any(|x| x.abs() > 1000.0))
+        .count();
+    assert!(loud >= 90, "{loud} of 100 frames carry sound");
+    let share = share_at(&samples, 300.0);
+    assert!(share > 0.8, "share of the energy at 300 Hz: {share}");
+    let r = app
+        .send("DELETE", &format!("{CALLS}/{id}"), Some(&token), None)
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    trunk.passes(15).await;
+}
