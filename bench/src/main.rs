@@ -11,6 +11,7 @@
 //!   never answers (or answers slowly), alternately on one server: the bots' notification
 //!   latency should not notice it;
 //! - `memory`: RSS with many established calls held open, on a virtual clock;
+//! - `media`: how many SIP calls stream a prompt at once with steady timing (`media.rs`);
 //! - `sip`: real calls over SIP at rising rates, bots → Switchboard → sipp and sipp →
 //!   Switchboard → bots, beside sipp → sipp, the harness's own ceiling (`sip.rs`).
 //!
@@ -20,6 +21,7 @@
 mod bare;
 mod bots;
 mod isolation;
+mod media;
 mod memory;
 mod report;
 mod server;
@@ -64,6 +66,7 @@ enum Phase {
     Isolation,
     Memory,
     Sip,
+    Media,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -82,7 +85,7 @@ struct Opts {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "sqlite,bare,lifecycle,get,rate,isolation,memory,sip"
+        default_value = "sqlite,bare,lifecycle,get,rate,isolation,memory,sip,media"
     )]
     phases: Vec<Phase>,
     /// Target a running Switchboard (configured with `bench print-config`) instead of starting
@@ -128,6 +131,10 @@ struct Opts {
     /// first rate with a failure).
     #[arg(long, value_delimiter = ',', default_value = "25,50,100,200,400,800")]
     sip_rates: Vec<f64>,
+    /// Concurrent streaming calls the `media` phase tries, comma-separated, ascending (it stops
+    /// at the first with a lost packet or a jitter p99 over 2 ms).
+    #[arg(long, value_delimiter = ',', default_value = "100,200,300,400,500")]
+    media_calls: Vec<usize>,
     /// How long each call of the `sip` phase is held once answered, ms.
     #[arg(long, default_value_t = 1000)]
     sip_hold_ms: u64,
@@ -148,6 +155,7 @@ impl Opts {
         self.isolation_rounds = 1;
         self.isolation_variants = vec![isolation::Variant::Hang];
         self.sip_rates = vec![5.0];
+        self.media_calls = vec![5];
         self.sip_hold_ms = self.sip_hold_ms.min(500);
         self
     }
@@ -197,6 +205,7 @@ pub struct Results {
     pub isolation: Option<isolation::IsolationResult>,
     pub memory: Option<memory::MemoryResult>,
     pub sip: Option<sip::SipResult>,
+    pub media: Option<media::MediaResult>,
 }
 
 /// Sets up `bots` bots against `server`, then runs `workload` through a gate and tallies.
@@ -420,6 +429,22 @@ async fn run(opts: Opts) -> anyhow::Result<Results> {
             )
             .await?;
             r.sip = Some(result);
+        }
+    }
+    if has(Phase::Media) {
+        if opts.url.is_some() {
+            eprintln!("media: skipped (it starts its own servers, each with a [sip] section)");
+        } else {
+            let binary = server::switchboard_binary(opts.server_bin.as_deref())?;
+            let result = media::run(
+                &binary,
+                &dir.join("media"),
+                opts.store(),
+                &opts.media_calls,
+                opts.duration,
+            )
+            .await?;
+            r.media = Some(result);
         }
     }
     if opts.work_dir.is_none() {

@@ -322,6 +322,9 @@ pub fn render(opts: &Opts, r: &Results) -> String {
     if let Some(s) = &r.sip {
         sip_section(&mut o, s);
     }
+    if let Some(m) = &r.media {
+        media_section(&mut o, m);
+    }
 
     if let Some(m) = &r.memory {
         let _ = writeln!(o, "\n### Memory with established calls held open\n");
@@ -512,6 +515,43 @@ fn isolation_section(o: &mut String, opts: &Opts, i: &IsolationResult) {
     }
 }
 
+/// The target of issue 13: concurrent G.711 streams on this machine with jitter p99 ≤ 2 ms and
+/// no packet lost.
+const TARGET_MEDIA_STREAMS: usize = 300;
+
+fn media_section(o: &mut String, m: &crate::media::MediaResult) {
+    let _ = writeln!(
+        o,
+        "\n### Calls streaming a prompt at once ({} s read per step)\n",
+        m.secs
+    );
+    let _ = writeln!(
+        o,
+        "| Calls | Streaming | Packets | Lost | Jitter p50 / p99 / max ms | Server, % of a core per call | sipp, % of a core |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|");
+    for s in &m.steps {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            s.calls,
+            s.streaming,
+            s.packets,
+            s.lost,
+            ms(s.jitter),
+            s.server_core_pct_per_call
+                .map_or("–".into(), |c| format!("{c:.2}")),
+            s.sipp_core_pct.map_or("–".into(), |c| format!("{c:.1}"))
+        );
+    }
+    let held = crate::media::sustained(&m.steps).map_or(0, |s| s.calls);
+    let _ = writeln!(
+        o,
+        "\n- ≥ {TARGET_MEDIA_STREAMS} concurrent G.711 streams with jitter p99 ≤ 2 ms and no loss: {held} — {}",
+        met(held >= TARGET_MEDIA_STREAMS)
+    );
+}
+
 fn sip_section(o: &mut String, s: &crate::sip::SipResult) {
     let _ = writeln!(
         o,
@@ -664,6 +704,15 @@ pub fn problems(opts: &Opts, r: &Results) -> Vec<String> {
                 _ => {}
             }
         }
+    }
+    if let Some(m) = &r.media
+        && let Some(first) = m.steps.first()
+        && (first.streaming < first.calls || first.lost > 0)
+    {
+        p.push(format!(
+            "media: at {} calls, {} streamed and {} packets were lost",
+            first.calls, first.streaming, first.lost
+        ));
     }
     if let Some(m) = &r.memory {
         if m.lost_notes > 0 {

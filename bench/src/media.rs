@@ -1,0 +1,303 @@
+//! The `media` phase: how many calls can stream a prompt at once. N calls over SIP to a sipp
+//! trunk whose SDP answer names a socket of the bench's own, each playing a long prompt; the
+//! bench reads every stream for a few seconds and reports, per N, the packets' timing jitter
+//! (how far each packet's arrival strays from 20 ms after the one before it, p99), packets lost
+//! (gaps in sequence numbers) and the server's CPU per streaming call, beside sipp's own CPU in
+//! the same window (it answers the calls and nothing else). N rises until jitter p99 passes
+//! 2 ms or a packet is lost.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::json;
+use tokio::net::UdpSocket;
+use tokio::process::Command;
+use tokio::time::Instant;
+
+use crate::bots::{Target, start_receiver};
+use crate::server::{self, Server};
+use crate::stats::{Samples, Summary, cpu_seconds};
+
+/// One N.
+#[derive(Clone, Debug, Default)]
+pub struct Step {
+    pub calls: usize,
+    /// Calls that streamed (some packet arrived).
+    pub streaming: usize,
+    pub packets: u64,
+    pub lost: u64,
+    /// |arrival gap − 20 ms|, ms.
+    pub jitter: Summary,
+    /// Server CPU per streaming call, in % of a core.
+    pub server_core_pct_per_call: Option<f64>,
+    /// sipp's CPU in the same window, % of a core (it only answered).
+    pub sipp_core_pct: Option<f64>,
+}
+
+impl Step {
+    pub fn clean(&self) -> bool {
+        self.streaming == self.calls && self.lost == 0 && self.jitter.p99 <= 2.0
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct MediaResult {
+    pub secs: f64,
+    pub steps: Vec<Step>,
+}
+
+/// The largest N that streamed clean (and every N below it).
+pub fn sustained(steps: &[Step]) -> Option<&Step> {
+    steps.iter().take_while(|s| s.clean()).last()
+}
+
+pub async fn run(
+    binary: &Path,
+    dir: &Path,
+    store: &str,
+    counts: &[usize],
+    secs: f64,
+) -> anyhow::Result<MediaResult> {
+    let mut r = MediaResult {
+        secs,
+        ..MediaResult::default()
+    };
+    for (i, &n) in counts.iter().enumerate() {
+        let step = one(binary, &dir.join(format!("media-{i}")), store, n, secs).await?;
+        eprintln!(
+            "media: {n} calls: {} streaming, {} packets, {} lost, jitter p50/p99/max {:.2}/{:.2}/{:.2} ms, server {} % of a core per call",
+            step.streaming,
+            step.packets,
+            step.lost,
+            step.jitter.p50,
+            step.jitter.p99,
+            step.jitter.max,
+            step.server_core_pct_per_call
+                .map_or("–".into(), |c| format!("{c:.2}"))
+        );
+        let clean = step.clean();
+        r.steps.push(step);
+        if !clean {
+            break;
+        }
+    }
+    Ok(r)
+}
+
+/// A 16 kHz mono WAV of `secs` of a 440 Hz tone.
+fn prompt_wav(secs: u32) -> Vec<u8> {
+    let n = 16_000 * secs;
+    let data: Vec<u8> = (0..n)
+        .flat_map(|i| {
+            let v = 8000.0 * (2.0 * std::f64::consts::PI * 440.0 * f64::from(i) / 16_000.0).sin();
+            (v as i16).to_le_bytes()
+        })
+        .collect();
+    let mut out = b"RIFF".to_vec();
+    out.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&16_000u32.to_le_bytes());
+    out.extend_from_slice(&32_000u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(&data);
+    out
+}
+
+async fn one(binary: &Path, dir: &Path, store: &str, n: usize, secs: f64) -> anyhow::Result<Step> {
+    std::fs::create_dir_all(dir)?;
+    let rtp = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+    let rtp_port = rtp.local_addr()?.port();
+    // The trunk: answers every call with an SDP that names the bench's socket.
+    let scenario =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/sip/scenarios/uas_answer_to.xml");
+    let sipp_port = free_port()?;
+    let mut sipp = Command::new("sipp")
+        .arg("-sf")
+        .arg(&scenario)
+        .args(["-i", "127.0.0.1", "-p", &sipp_port.to_string()])
+        .args(["-mp", &free_port()?.to_string()])
+        .args(["-ci", "127.0.0.1", "-cp", &free_port()?.to_string()])
+        .args(["-set", "rtp_port", &rtp_port.to_string(), "-nostdin"])
+        .args(["-l", &(n + 10).to_string()])
+        .env("TERM", "dumb")
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting sipp (Debian package sip-tester)")?;
+    let sipp_pid = sipp.id();
+    let prompt_secs = (secs as u32) + 30;
+    std::fs::write(dir.join("prompt.wav"), prompt_wav(prompt_secs))?;
+    let (tx, mut notes) = tokio::sync::mpsc::unbounded_channel();
+    let (callback, receiver) = start_receiver(tx).await?;
+    let config = format!(
+        "{}\n[media]\nprompt_folder = \"{}\"\n\n[sip]\nlisten = \"127.0.0.1:0\"\nmedia_timeout_secs = 3600\n\n[[sip.trunks]]\nname = \"sipp\"\naddress = \"127.0.0.1:{sipp_port}\"\n",
+        server::config_toml(),
+        dir.display()
+    );
+    let server =
+        Server::switchboard_with(binary, &dir.join("server"), store, false, &config).await?;
+    let target = Target::new(&server.url)?;
+    let token = target.token().await?;
+    // N calls, at most 100 set up per second.
+    let body = Target::create_body_to(&callback, json!({"phone": {"id": "+15557000"}}));
+    let mut ids = vec![];
+    for i in 0..n {
+        match target.create(&token, &body).await {
+            Ok(id) => ids.push(id),
+            Err(e) => eprintln!("media: create failed: {e}"),
+        }
+        if i % 100 == 99 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    let mut established = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while established < ids.len() {
+        match tokio::time::timeout_at(deadline, notes.recv()).await {
+            Ok(Some(note)) if note.state == "established" => established += 1,
+            Ok(Some(_)) => {}
+            _ => break,
+        }
+    }
+    let uri = format!("file://{}", dir.join("prompt.wav").display());
+    let play = json!({"prompts": [{"@odata.type": "#microsoft.graph.mediaPrompt",
+        "mediaInfo": {"@odata.type": "#microsoft.graph.mediaInfo", "uri": uri}}]});
+    for id in &ids {
+        let r = target
+            .client
+            .post(format!(
+                "{}/v1.0/communications/calls/{id}/playPrompt",
+                target.base
+            ))
+            .bearer_auth(&token)
+            .json(&play)
+            .send()
+            .await;
+        if !r.as_ref().is_ok_and(|r| r.status().is_success()) {
+            eprintln!("media: playPrompt failed: {r:?}");
+        }
+    }
+    // Let every stream start, then read them all for `secs`.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cpu0 = (server.cpu_seconds(), cpu_seconds(sipp_pid));
+    let (jitter, streams) = listen(&rtp, Duration::from_secs_f64(secs)).await;
+    let cpu1 = (server.cpu_seconds(), cpu_seconds(sipp_pid));
+    let core = |a: Option<f64>, b: Option<f64>| Some(100.0 * (b? - a?) / secs);
+    let server_pct = core(cpu0.0, cpu1.0);
+    let streaming = streams.len();
+    let packets = streams.values().map(|s| s.received).sum();
+    let lost = streams
+        .values()
+        .map(|s| s.expected().saturating_sub(s.received))
+        .sum();
+    for id in &ids {
+        let _ = target
+            .client
+            .delete(format!("{}/v1.0/communications/calls/{id}", target.base))
+            .bearer_auth(&token)
+            .send()
+            .await;
+    }
+    server.stop().await;
+    receiver.abort();
+    let _ = sipp.kill().await;
+    Ok(Step {
+        calls: n,
+        streaming,
+        packets,
+        lost,
+        jitter: jitter.summary(),
+        server_core_pct_per_call: server_pct
+            .filter(|_| streaming > 0)
+            .map(|c| c / streaming as f64),
+        sipp_core_pct: core(cpu0.1, cpu1.1),
+    })
+}
+
+/// One stream as it arrives.
+struct Stream {
+    first_seq: u16,
+    last_seq: u16,
+    /// Sequence numbers seen past 65535.
+    wraps: u64,
+    received: u64,
+    last_at: Instant,
+}
+
+impl Stream {
+    fn expected(&self) -> u64 {
+        self.wraps * 65536 + u64::from(self.last_seq.wrapping_sub(self.first_seq)) + 1
+    }
+}
+
+/// Reads RTP on `socket` for `window`: each stream (by SSRC), and every packet's arrival gap
+/// from 20 ms.
+async fn listen(socket: &UdpSocket, window: Duration) -> (Samples, HashMap<u32, Stream>) {
+    let mut jitter = Samples::default();
+    let mut streams: HashMap<u32, Stream> = HashMap::new();
+    let mut buf = [0u8; 1500];
+    // What queued before the window is not timed: its arrival times are the bench's, not the
+    // server's.
+    while socket.try_recv_from(&mut buf).is_ok() {}
+    let end = Instant::now() + window;
+    while let Ok(Ok((n, _))) = tokio::time::timeout_at(end, socket.recv_from(&mut buf)).await {
+        let now = Instant::now();
+        if n < 12 || buf[0] >> 6 != 2 {
+            continue;
+        }
+        let seq = u16::from_be_bytes([buf[2], buf[3]]);
+        let ssrc = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
+        match streams.get_mut(&ssrc) {
+            None => {
+                streams.insert(
+                    ssrc,
+                    Stream {
+                        first_seq: seq,
+                        last_seq: seq,
+                        wraps: 0,
+                        received: 1,
+                        last_at: now,
+                    },
+                );
+            }
+            Some(s) => {
+                let gap = now - s.last_at;
+                let off = gap.as_secs_f64() * 1000.0 - 20.0;
+                jitter.push(Duration::from_secs_f64(off.abs() / 1000.0));
+                if seq < s.last_seq && s.last_seq.wrapping_sub(seq) > 30_000 {
+                    s.wraps += 1;
+                }
+                s.last_seq = seq;
+                s.received += 1;
+                s.last_at = now;
+            }
+        }
+    }
+    (jitter, streams)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    for _ in 0..100 {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        let p = s.local_addr()?.port() & !1;
+        drop(s);
+        let ok = (0..4).all(|i| std::net::UdpSocket::bind(("127.0.0.1", p + i)).is_ok());
+        if ok && p > 1024 && p < 65000 {
+            return Ok(p);
+        }
+    }
+    anyhow::bail!("no free port")
+}
