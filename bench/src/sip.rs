@@ -85,50 +85,41 @@ pub async fn run(
         hold_ms,
         ..SipResult::default()
     };
-    for (i, &rate) in rates.iter().enumerate() {
-        let step = ceiling(&dir.join(format!("ceiling-{i}")), rate, secs, hold_ms).await?;
-        report("sipp → sipp", &step);
-        let clean = step.clean();
-        r.ceiling.push(step);
-        if !clean {
-            break;
-        }
-    }
-    for (i, &rate) in rates.iter().enumerate() {
-        let step = outgoing(
-            binary,
-            &dir.join(format!("out-{i}")),
-            store,
-            rate,
-            secs,
-            hold_ms,
-        )
-        .await?;
-        report("bots → Switchboard → sipp", &step);
-        let clean = step.clean();
-        r.outgoing.push(step);
-        if !clean {
-            break;
-        }
-    }
-    for (i, &rate) in rates.iter().enumerate() {
-        let step = incoming(
-            binary,
-            &dir.join(format!("in-{i}")),
-            store,
-            rate,
-            secs,
-            hold_ms,
-        )
-        .await?;
-        report("sipp → Switchboard → bots", &step);
-        let clean = step.clean();
-        r.incoming.push(step);
-        if !clean {
-            break;
-        }
-    }
+    r.ceiling = rise("sipp → sipp", rates, |i, rate| {
+        let dir = dir.join(format!("ceiling-{i}"));
+        async move { ceiling(&dir, rate, secs, hold_ms).await }
+    })
+    .await?;
+    r.outgoing = rise("bots → Switchboard → sipp", rates, |i, rate| {
+        let dir = dir.join(format!("out-{i}"));
+        async move { outgoing(binary, &dir, store, rate, secs, hold_ms).await }
+    })
+    .await?;
+    r.incoming = rise("sipp → Switchboard → bots", rates, |i, rate| {
+        let dir = dir.join(format!("in-{i}"));
+        async move { incoming(binary, &dir, store, rate, secs, hold_ms).await }
+    })
+    .await?;
     Ok(r)
+}
+
+/// Runs `step` at each rate in turn until one is not clean (that one included).
+async fn rise<F, Fut>(kind: &str, rates: &[f64], mut step: F) -> anyhow::Result<Vec<Step>>
+where
+    F: FnMut(usize, f64) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Step>>,
+{
+    let mut steps = vec![];
+    for (i, &rate) in rates.iter().enumerate() {
+        let s = step(i, rate).await?;
+        report(kind, &s);
+        let clean = s.clean();
+        steps.push(s);
+        if !clean {
+            break;
+        }
+    }
+    Ok(steps)
 }
 
 fn report(kind: &str, s: &Step) {

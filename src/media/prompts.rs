@@ -71,6 +71,19 @@ pub struct Prompts {
     audio: Mutex<std::collections::VecDeque<(String, Arc<Vec<i16>>)>>,
 }
 
+/// A prompt's response, once it answered with success.
+async fn get(http: &reqwest::Client, uri: &str) -> Result<reqwest::Response, PromptError> {
+    let resp = http
+        .get(uri)
+        .send()
+        .await
+        .map_err(|e| Unreadable(format!("cannot fetch it: {}", e.without_url())))?;
+    if !resp.status().is_success() {
+        return Err(Unreadable(format!("it answered {}", resp.status())));
+    }
+    Ok(resp)
+}
+
 /// How many prompts' audio is kept.
 const AUDIO_CACHE: usize = 32;
 
@@ -222,14 +235,7 @@ impl Prompts {
     }
 
     async fn fetch_all(&self, http: &reqwest::Client, uri: &str) -> Result<Vec<u8>, PromptError> {
-        let mut resp = http
-            .get(uri)
-            .send()
-            .await
-            .map_err(|e| Unreadable(format!("cannot fetch it: {}", e.without_url())))?;
-        if !resp.status().is_success() {
-            return Err(Unreadable(format!("it answered {}", resp.status())));
-        }
+        let mut resp = get(http, uri).await?;
         let mut bytes = vec![];
         while let Some(piece) = resp
             .chunk()
@@ -376,14 +382,7 @@ impl Prompts {
     }
 
     async fn fetch_header_ms(&self, http: &reqwest::Client, uri: &str) -> Result<u64, PromptError> {
-        let mut resp = http
-            .get(uri)
-            .send()
-            .await
-            .map_err(|e| Unreadable(format!("cannot fetch it: {}", e.without_url())))?;
-        if !resp.status().is_success() {
-            return Err(Unreadable(format!("it answered {}", resp.status())));
-        }
+        let mut resp = get(http, uri).await?;
         let length = resp.content_length();
         let mut scanner = HeaderScanner::new();
         let mut header: Option<WavHeader> = None;

@@ -170,6 +170,35 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The bot calls [`TRUNK_NUMBER`] and waits until the trunk answered: its token and the call.
+async fn established(app: &TestApp) -> (String, String) {
+    let token = app.token().await;
+    let id = app.create(&token, TRUNK_NUMBER).await;
+    let states = wait_long(app, &id, |s| has(s, "updated", "established")).await;
+    assert!(has(&states, "updated", "established"), "{states:?}");
+    (token, id)
+}
+
+/// The bot hangs up (`DELETE`).
+async fn hang_up(app: &TestApp, token: &str, id: &str) {
+    let r = app
+        .send("DELETE", &format!("{CALLS}/{id}"), Some(token), None)
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+}
+
+/// The bot answers an incoming call, callbacks to the receiver.
+async fn answer(app: &TestApp, token: &str, id: &str) {
+    act(
+        app,
+        token,
+        id,
+        "answer",
+        app.answer_body(&app.receiver.url()),
+    )
+    .await;
+}
+
 /// The SIP messages sipp traced, as their first lines (`INVITE sip:...`, `SIP/2.0 200 OK`).
 fn first_lines(messages: &str) -> Vec<String> {
     let mut out = vec![];
@@ -195,10 +224,7 @@ async fn the_bot_calls_a_phone_over_the_trunk_and_hangs_up() {
     let id = app.create(&token, TRUNK_NUMBER).await;
     let states = wait_long(&app, &id, |s| has(s, "updated", "established")).await;
     assert!(has(&states, "updated", "established"), "{states:?}");
-    let r = app
-        .send("DELETE", &format!("{CALLS}/{id}"), Some(&token), None)
-        .await;
-    assert_eq!(r.status, 204, "{}", r.text);
+    hang_up(&app, &token, &id).await;
     let (states, reason) = ended(&app, &id).await;
     assert_eq!(
         states,
@@ -302,10 +328,7 @@ async fn the_bot_hanging_up_while_it_rings_cancels_the_invite() {
     let token = app.token().await;
     let id = app.create(&token, TRUNK_NUMBER).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let r = app
-        .send("DELETE", &format!("{CALLS}/{id}"), Some(&token), None)
-        .await;
-    assert_eq!(r.status, 204, "{}", r.text);
+    hang_up(&app, &token, &id).await;
     let (states, reason) = ended(&app, &id).await;
     assert_eq!(
         states,
@@ -392,14 +415,7 @@ async fn a_phone_calls_the_app_the_bot_answers_and_the_phone_hangs_up() {
         data["source"]["identity"]["phone"]["id"].is_string(),
         "the caller's phone identity: {data}"
     );
-    act(
-        &app,
-        &token,
-        &id,
-        "answer",
-        app.answer_body(&app.receiver.url()),
-    )
-    .await;
+    answer(&app, &token, &id).await;
     let (states, reason) = ended(&app, &id).await;
     assert_eq!(
         states,
@@ -492,10 +508,7 @@ async fn a_phone_that_puts_the_call_on_hold_moves_it_to_hold_and_back() {
             ("updated", "established"),
         ])
     );
-    let r = app
-        .send("DELETE", &format!("{CALLS}/{id}"), Some(&token), None)
-        .await;
-    assert_eq!(r.status, 204, "{}", r.text);
+    hang_up(&app, &token, &id).await;
     let (_, reason) = ended(&app, &id).await;
     assert_eq!(reason, Some((200, 5001)));
     // sipp checked that each answer mirrored its offer's direction.
@@ -512,14 +525,7 @@ async fn a_caller_on_hold_is_answered_recvonly_and_its_call_is_on_hold() {
     );
     let token = app.token().await;
     let (id, _) = incoming_call(&app).await;
-    act(
-        &app,
-        &token,
-        &id,
-        "answer",
-        app.answer_body(&app.receiver.url()),
-    )
-    .await;
+    answer(&app, &token, &id).await;
     let (states, reason) = ended(&app, &id).await;
     assert_eq!(
         states,
@@ -579,14 +585,7 @@ async fn a_caller_that_never_acknowledges_the_answer_is_hung_up_with_408_1106() 
     let phone = Sipp::start("uac_noack", app.sip, &["-s", APP_NUMBER]);
     let token = app.token().await;
     let (id, _) = incoming_call(&app).await;
-    act(
-        &app,
-        &token,
-        &id,
-        "answer",
-        app.answer_body(&app.receiver.url()),
-    )
-    .await;
+    answer(&app, &token, &id).await;
     let (states, reason) = ended(&app, &id).await;
     assert_eq!(
         states,
@@ -618,9 +617,7 @@ async fn a_transfer_refers_the_phone_to_the_target_and_ends_with_7015() {
         &["-trace_logs", "-log_file", log_file.to_str().unwrap()],
     );
     let app = sip_app(Some(trunk.addr()), None, "").await;
-    let token = app.token().await;
-    let id = app.create(&token, TRUNK_NUMBER).await;
-    wait_long(&app, &id, |s| has(s, "updated", "established")).await;
+    let (token, id) = established(&app).await;
     act(&app, &token, &id, "transfer", transfer_to("+15558888")).await;
     let (states, reason) = ended(&app, &id).await;
     assert_eq!(
@@ -646,9 +643,7 @@ async fn a_transfer_refers_the_phone_to_the_target_and_ends_with_7015() {
 async fn a_transfer_the_phone_reports_failed_puts_the_call_back_with_500_7000() {
     let trunk = Sipp::start("uas_refer_fail", None, &[]);
     let app = sip_app(Some(trunk.addr()), None, "").await;
-    let token = app.token().await;
-    let id = app.create(&token, TRUNK_NUMBER).await;
-    wait_long(&app, &id, |s| has(s, "updated", "established")).await;
+    let (token, id) = established(&app).await;
     act(&app, &token, &id, "transfer", transfer_to("+15558888")).await;
     let states = wait_long(&app, &id, |s| {
         s.iter().filter(|(_, st)| st == "established").count() == 2
@@ -669,10 +664,7 @@ async fn a_transfer_the_phone_reports_failed_puts_the_call_back_with_500_7000() 
         (back["code"].as_i64(), back["subcode"].as_i64()),
         (Some(500), Some(7000))
     );
-    let r = app
-        .send("DELETE", &format!("{CALLS}/{id}"), Some(&token), None)
-        .await;
-    assert_eq!(r.status, 204, "{}", r.text);
+    hang_up(&app, &token, &id).await;
     ended(&app, &id).await;
     trunk.passes(15).await;
 }
@@ -684,9 +676,7 @@ async fn after_a_restart_a_call_whose_dialog_was_lost_ends_with_410_301005() {
     let store = format!("sqlite://{}/sb.db", dir.0.display());
     let config = sip_config(Some(trunk.addr()), None, "");
     let app = spawn_app_at(&store, &config, |_| {}).await.unwrap();
-    let token = app.token().await;
-    let id = app.create(&token, TRUNK_NUMBER).await;
-    wait_long(&app, &id, |s| has(s, "updated", "established")).await;
+    let (_, id) = established(&app).await;
     // The bot's receiver outlives this run of the server.
     let receiver = app.receiver.clone();
     app.stop().await;
@@ -741,10 +731,7 @@ async fn a_trunk_that_challenges_gets_the_digest_credentials_configured() {
         "the trunk took the credentials: {states:?} {:?}",
         app.receiver.end_reason(&id)
     );
-    let r = app
-        .send("DELETE", &format!("{CALLS}/{id}"), Some(&token), None)
-        .await;
-    assert_eq!(r.status, 204, "{}", r.text);
+    hang_up(&app, &token, &id).await;
     ended(&app, &id).await;
     trunk.passes(15).await;
 }
@@ -828,10 +815,7 @@ async fn a_group_call_rings_a_phone_over_the_trunk_beside_a_simulated_user() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(joined, "{:#?}", app.receiver.rosters(&id));
-    let r = app
-        .send("DELETE", &format!("{CALLS}/{id}"), Some(&token), None)
-        .await;
-    assert_eq!(r.status, 204, "{}", r.text);
+    hang_up(&app, &token, &id).await;
     ended(&app, &id).await;
     // The group call goes on without the bot, Carol and the phone talking; once Carol leaves,
     // the phone is alone and its leg ends: the trunk gets our BYE.
@@ -875,18 +859,13 @@ async fn wait_tones(app: &TestApp, id: &str, n: usize) -> Vec<(String, i64)> {
 async fn keys_a_phone_presses_reach_the_bot_once_each_in_order() {
     let trunk = Sipp::start("uas_dtmf", None, &[]);
     let app = sip_app(Some(trunk.addr()), None, "").await;
-    let token = app.token().await;
-    let id = app.create(&token, TRUNK_NUMBER).await;
-    wait_long(&app, &id, |s| has(s, "updated", "established")).await;
+    let (token, id) = established(&app).await;
     act(&app, &token, &id, "subscribeToTone", json!({})).await;
     let got = wait_tones(&app, &id, 2).await;
     let names: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(names, ["tone1", "pound"], "{got:?}");
     assert_eq!(got[1].1, got[0].1 + 1, "consecutive sequence ids: {got:?}");
-    let r = app
-        .send("DELETE", &format!("{CALLS}/{id}"), Some(&token), None)
-        .await;
-    assert_eq!(r.status, 204, "{}", r.text);
+    hang_up(&app, &token, &id).await;
     trunk.passes(15).await;
 }
 
@@ -896,14 +875,7 @@ async fn keys_a_caller_presses_with_its_own_payload_type_reach_the_bot() {
     let phone = Sipp::start("uac_dtmf", app.sip, &["-s", APP_NUMBER]);
     let token = app.token().await;
     let (id, _) = incoming_call(&app).await;
-    act(
-        &app,
-        &token,
-        &id,
-        "answer",
-        app.answer_body(&app.receiver.url()),
-    )
-    .await;
+    answer(&app, &token, &id).await;
     wait_long(&app, &id, |s| has(s, "updated", "established")).await;
     act(&app, &token, &id, "subscribeToTone", json!({})).await;
     let got = wait_tones(&app, &id, 3).await;
@@ -938,9 +910,7 @@ async fn tones_the_bot_sends_leave_as_rfc_4733_events_once_each() {
     let port = rtp.local_addr().unwrap().port().to_string();
     let trunk = Sipp::start("uas_answer_to", None, &["-set", "rtp_port", &port]);
     let app = sip_app(Some(trunk.addr()), None, "").await;
-    let token = app.token().await;
-    let id = app.create(&token, TRUNK_NUMBER).await;
-    wait_long(&app, &id, |s| has(s, "updated", "established")).await;
+    let (token, id) = established(&app).await;
     act(
         &app,
         &token,
@@ -975,10 +945,7 @@ async fn tones_the_bot_sends_leave_as_rfc_4733_events_once_each() {
         }
     }
     assert_eq!(keys, "4*#");
-    let r = app
-        .send("DELETE", &format!("{CALLS}/{id}"), Some(&token), None)
-        .await;
-    assert_eq!(r.status, 204, "{}", r.text);
+    hang_up(&app, &token, &id).await;
     trunk.passes(15).await;
 }
 
@@ -1010,9 +977,7 @@ async fn a_prompt_is_heard_on_the_line_as_a_steady_g711_stream() {
     let trunk = Sipp::start("uas_answer_to", None, &["-set", "rtp_port", &port]);
     let app = sip_app(Some(trunk.addr()), None, "").await;
     let uri = app.receiver.serve("tone.wav", sine_wav(16_000, 440.0, 1.0));
-    let token = app.token().await;
-    let id = app.create(&token, TRUNK_NUMBER).await;
-    wait_long(&app, &id, |s| has(s, "updated", "established")).await;
+    let (token, id) = established(&app).await;
     let prompt = json!({"@odata.type": "#microsoft.graph.mediaPrompt",
         "mediaInfo": {"@odata.type": "#microsoft.graph.mediaInfo", "uri": uri}});
     act(
@@ -1062,10 +1027,7 @@ async fn a_prompt_is_heard_on_the_line_as_a_steady_g711_stream() {
         "share of the energy at 440 Hz: {}",
         at_440 / total
     );
-    let r = app
-        .send("DELETE", &format!("{CALLS}/{id}"), Some(&token), None)
-        .await;
-    assert_eq!(r.status, 204, "{}", r.text);
+    hang_up(&app, &token, &id).await;
     trunk.passes(15).await;
 }
 
@@ -1113,9 +1075,7 @@ async fn a_recording_holds_what_the_phone_said() {
         .collect();
     std::fs::write(trunk.trace.0.join("speech.ulaw"), speech).unwrap();
     let app = sip_app(Some(trunk.addr()), None, "").await;
-    let token = app.token().await;
-    let id = app.create(&token, TRUNK_NUMBER).await;
-    wait_long(&app, &id, |s| has(s, "updated", "established")).await;
+    let (token, id) = established(&app).await;
     act(
         &app,
         &token,
@@ -1174,9 +1134,6 @@ async fn a_recording_holds_what_the_phone_said() {
     assert!(loud >= 90, "{loud} of 100 frames carry sound");
     let share = share_at(&samples, 300.0);
     assert!(share > 0.8, "share of the energy at 300 Hz: {share}");
-    let r = app
-        .send("DELETE", &format!("{CALLS}/{id}"), Some(&token), None)
-        .await;
-    assert_eq!(r.status, 204, "{}", r.text);
+    hang_up(&app, &token, &id).await;
     trunk.passes(15).await;
 }
