@@ -286,14 +286,5 @@ async fn listen(socket: &UdpSocket, window: Duration) -> (Samples, HashMap<u32, 
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    for _ in 0..100 {
-        let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
-        let p = s.local_addr()?.port() & !1;
-        drop(s);
-        let ok = (0..4).all(|i| std::net::UdpSocket::bind(("127.0.0.1", p + i)).is_ok());
-        if ok && p > 1024 && p < 65000 {
-            return Ok(p);
-        }
-    }
-    anyhow::bail!("no free port")
+    Ok(crate::sip::free_ports())
 }

@@ -140,17 +140,14 @@ fn report(kind: &str, s: &Step) {
 }
 
 /// A free UDP port on loopback whose next three are free too (sipp binds its media port and
-/// the one two above it).
-fn free_ports() -> u16 {
-    for _ in 0..200 {
-        let Ok(s) = std::net::UdpSocket::bind("127.0.0.1:0") else {
-            continue;
-        };
-        let base = s.local_addr().map(|a| a.port()).unwrap_or(0) & !1;
-        drop(s);
-        if !(1024..65000).contains(&base) {
-            continue;
-        }
+/// the one two above it), below Linux's ephemeral range, where the servers' own sockets land.
+pub fn free_ports() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919);
+    for _ in 0..2000 {
+        let k = NEXT.fetch_add(4, Ordering::Relaxed);
+        let base = (20_000 + (start.wrapping_add(k) % 12_000)) as u16 & !1;
         let held: Vec<_> = (0..4)
             .map_while(|i| std::net::UdpSocket::bind(("127.0.0.1", base + i)).ok())
             .collect();

@@ -35,18 +35,16 @@ fn scenario(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/sip/scenarios/{name}.xml"))
 }
 
-/// `n` consecutive free UDP ports on loopback (sipp binds its media port and the next ones).
+/// `n` consecutive free UDP ports on loopback (sipp binds its media port and the next ones),
+/// taken below Linux's ephemeral range (32768 and up), where the servers' own sockets land: a
+/// port probed free there could be taken by a server's RTP socket before sipp binds it.
 fn free_ports(n: u16) -> u16 {
-    for _ in 0..200 {
-        let base = UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-            & !1;
-        if base > 65000 {
-            continue;
-        }
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919);
+    for _ in 0..2000 {
+        let k = NEXT.fetch_add(u32::from(n.max(2)), Ordering::Relaxed);
+        let base = (20_000 + (start.wrapping_add(k) % 12_000)) as u16 & !1;
         let held: Vec<_> = (0..n)
             .map_while(|i| UdpSocket::bind(("127.0.0.1", base + i)).ok())
             .collect();
@@ -174,8 +172,15 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
 async fn established(app: &TestApp) -> (String, String) {
     let token = app.token().await;
     let id = app.create(&token, TRUNK_NUMBER).await;
-    let states = wait_long(app, &id, |s| has(s, "updated", "established")).await;
-    assert!(has(&states, "updated", "established"), "{states:?}");
+    let states = wait_long(app, &id, |s| {
+        has(s, "updated", "established") || has(s, "deleted", "terminated")
+    })
+    .await;
+    assert!(
+        has(&states, "updated", "established"),
+        "{states:?}, ended {:?}",
+        app.receiver.end_reason(&id)
+    );
     (token, id)
 }
 
