@@ -44,7 +44,17 @@ impl Engine {
         self.update(Some(app_id), id, move |s, now, _| {
             let c = s.call_mut(id).ok_or(EngineError::NotFound)?;
             c.may_operate(kind)?;
-            let (op, emits) = start(c, Operation::new(new_guid(), kind, client_context), now)?;
+            let (mut op, emits) = start(c, Operation::new(new_guid(), kind, client_context), now)?;
+            // Prompts on a real line complete when the fabric has played them out.
+            if kind == OpKind::PlayPrompt && s.has_real_media() {
+                op.awaits_media = true;
+                if let Some(o) = s
+                    .call_mut(id)
+                    .and_then(|c| c.operations.iter_mut().find(|o| o.id == op.id))
+                {
+                    o.awaits_media = true;
+                }
+            }
             let cancelled: Vec<String> = emits
                 .iter()
                 .filter_map(|e| match e {

@@ -63,6 +63,8 @@ pub struct Prompts {
     folder_as_given: Option<PathBuf>,
     policy: CallbackPolicy,
     max_bytes: u64,
+    /// How long a prompt that cannot be had plays (`[media] default_prompt_secs`).
+    default_ms: u64,
     timeout: Duration,
     http_slots: Arc<Semaphore>,
     file_slots: Arc<Semaphore>,
@@ -127,12 +129,18 @@ impl Prompts {
             folder_as_given,
             policy: settings.callbacks.clone(),
             max_bytes: media.max_prompt_bytes,
+            default_ms: (media.default_prompt_secs.max(0.0) * 1000.0) as u64,
             timeout: Duration::from_secs_f64(media.fetch_timeout_secs),
             http_slots: Arc::new(Semaphore::new(slots)),
             file_slots: Arc::new(Semaphore::new(slots)),
             cache: Mutex::new(Cache::default()),
             audio: Mutex::default(),
         })
+    }
+
+    /// How long a prompt that cannot be had plays, in milliseconds.
+    pub fn default_ms(&self) -> u64 {
+        self.default_ms
     }
 
     /// Where `file://` prompts are read from, if anywhere (the strict callback policy reads none).

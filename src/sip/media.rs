@@ -21,8 +21,10 @@ use super::sdp::{Codec, Remote};
 use crate::media::recordings::Capture;
 
 /// What the media of a leg reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Heard {
+    /// The last packet of operation `op`'s prompts left.
+    Played(String),
     /// The far end pressed a key (one RFC 4733 event, however often its packets repeat).
     Key(char),
     /// No RTP for the media timeout while not on hold.
@@ -110,6 +112,7 @@ impl Media {
             recording: None,
         }));
         let (out, out_rx) = mpsc::unbounded_channel();
+        let on_heard_out = on_heard.clone();
         tokio::spawn(receive(
             socket.clone(),
             state.clone(),
@@ -117,7 +120,13 @@ impl Media {
             on_heard,
             stop.clone(),
         ));
-        tokio::spawn(send(socket, state.clone(), out_rx, stop.clone()));
+        tokio::spawn(send(
+            socket,
+            state.clone(),
+            out_rx,
+            on_heard_out,
+            stop.clone(),
+        ));
         Ok(Media {
             port,
             state,
@@ -316,6 +325,7 @@ struct Sender {
     epoch: Instant,
     /// The timestamp of the next audio packet, while a talkspurt goes on.
     next_ts: Option<u32>,
+    on_heard: OnHeard,
 }
 
 impl Sender {
@@ -347,10 +357,11 @@ impl Sender {
         let mut pcm = p.samples[p.at..end].to_vec();
         pcm.resize(FRAME, 0);
         p.at = end;
-        if p.at >= p.samples.len() {
-            queue.pop_front();
-        }
+        let finished = (p.at >= p.samples.len()).then(|| p.op.clone());
         let Some((dest, codec, _)) = self.peer() else {
+            if let Some(op) = finished {
+                self.done(queue, op);
+            }
             return;
         };
         let payload: Vec<u8> = match codec {
@@ -370,6 +381,18 @@ impl Sender {
             ssrc: self.ssrc,
         };
         self.send(h, &payload, dest).await;
+        if let Some(op) = finished {
+            self.done(queue, op);
+        }
+    }
+
+    /// The prompt at the head of `queue` is over; once the operation has nothing more queued,
+    /// it is played out.
+    fn done(&self, queue: &mut VecDeque<Playing>, op: String) {
+        queue.pop_front();
+        if !queue.iter().any(|p| p.op == op) {
+            (self.on_heard)(Heard::Played(op));
+        }
     }
 
     /// Sends each key as a telephone event (100 ms, three end packets), `gap_ms` apart.
@@ -419,6 +442,7 @@ async fn send(
     socket: Arc<UdpSocket>,
     state: Arc<Mutex<State>>,
     mut out: mpsc::UnboundedReceiver<Out>,
+    on_heard: OnHeard,
     stop: CancellationToken,
 ) {
     let mut s = Sender {
@@ -429,6 +453,7 @@ async fn send(
         start: rand::random(),
         epoch: Instant::now(),
         next_ts: None,
+        on_heard,
     };
     let mut queue: VecDeque<Playing> = VecDeque::new();
     // A 20 ms clock; after a stall it catches up (tokio's default), never more.

@@ -468,10 +468,16 @@ impl SipFabric {
                     played += samples.len();
                     self.with_media(leg, |m| m.play(&op, samples))
                 }
-                Err(e) => tracing::info!(
-                    "prompt {} is not played on a SIP leg: {e}",
-                    crate::media::prompts::redact(&uri)
-                ),
+                Err(e) => {
+                    // As on simulated legs, it lasts the default length: of silence here.
+                    tracing::info!(
+                        "prompt {} is silence on a SIP leg: {e}",
+                        crate::media::prompts::redact(&uri)
+                    );
+                    let silence = vec![0i16; (self.prompts.default_ms() * 8) as usize];
+                    played += silence.len();
+                    self.with_media(leg, |m| m.play(&op, Arc::new(silence)))
+                }
             }
         }
         if let Some((max_ms, stop_tones)) = record {
@@ -503,6 +509,7 @@ impl SipFabric {
     /// 410/301005).
     async fn heard(&self, leg: LegRef, heard: media::Heard) {
         match heard {
+            media::Heard::Played(op) => self.report(FabricEvent::Played(leg, op)),
             media::Heard::Key(k) => {
                 if self.phase(leg) == Some(Phase::Up) {
                     self.report(FabricEvent::Tones(leg, k.to_string()));

@@ -836,7 +836,7 @@ async fn an_invitee_who_answers_completes_the_operation_and_then_joins_the_roste
             json!({"participants": [invitee(QUICK)], "clientContext": "inv-1"}),
         )
         .await;
-        let op = op_of(&app, &id, &r, 200, "inviteParticipantsOperation", "Running");
+        let op = op_of(&app, &id, &r, 200, "inviteParticipantsOperation", "running");
         assert_eq!(r.body["clientContext"], "inv-1");
         assert!(r.body["resultInfo"].is_null(), "{}", r.text);
         assert_eq!(
@@ -852,7 +852,7 @@ async fn an_invitee_who_answers_completes_the_operation_and_then_joins_the_roste
             done["@odata.type"],
             "#microsoft.graph.inviteParticipantsOperation"
         );
-        assert_eq!(done["status"], "Completed", "{done:#}");
+        assert_eq!(done["status"], "completed", "{done:#}");
         assert_eq!(done["clientContext"], "inv-1");
         assert_eq!(result_of(&done), (200, 0), "{done:#}");
         wait_roster(&app, &id, &[ALICE, BOB, QUICK, APP_A]).await;
@@ -891,10 +891,10 @@ async fn an_invitee_who_cannot_be_found_fails_the_operation_with_480_10037() {
         json!({"participants": [invitee(NOT_FOUND)], "clientContext": "inv-2"}),
     )
     .await;
-    let op = op_of(&app, &id, &r, 200, "inviteParticipantsOperation", "Running");
+    let op = op_of(&app, &id, &r, 200, "inviteParticipantsOperation", "running");
     app.advance(1.0).await;
     let done = wait_op(&app, &id, &op).await;
-    assert_eq!(done["status"], "Failed", "{done:#}");
+    assert_eq!(done["status"], "failed", "{done:#}");
     assert_eq!(result_of(&done), (480, 10037), "{done:#}");
     assert_eq!(done["clientContext"], "inv-2");
     assert!(
@@ -942,7 +942,7 @@ async fn removing_a_ringing_invitee_cancels_the_invite_with_8508() {
     let asked = uuid::Uuid::new_v4().to_string();
     who_rings["participantId"] = json!(asked);
     let r = invite(&app, &token, &id, json!({"participants": [who_rings]})).await;
-    let op = op_of(&app, &id, &r, 200, "inviteParticipantsOperation", "Running");
+    let op = op_of(&app, &id, &r, 200, "inviteParticipantsOperation", "running");
     let pid = r.body["participants"][0]["participantId"]
         .as_str()
         .unwrap_or(&asked)
@@ -955,7 +955,7 @@ async fn removing_a_ringing_invitee_cancels_the_invite_with_8508() {
         .await;
     assert_eq!((d.status, d.text.as_str()), (204, ""), "pid {pid}");
     let done = wait_op(&app, &id, &op).await;
-    assert_eq!(done["status"], "Failed", "{done:#}");
+    assert_eq!(done["status"], "failed", "{done:#}");
     assert_eq!(result_of(&done), (400, 8508), "{done:#}");
     let l = legs(&app, SILENT).await;
     assert!(
@@ -984,9 +984,9 @@ async fn inviting_into_a_p2p_call_makes_it_a_group_call() {
     let token = app.token().await;
     let id = app.established(&token).await;
     let r = invite(&app, &token, &id, json!({"participants": [invitee(BOB)]})).await;
-    let op = op_of(&app, &id, &r, 200, "inviteParticipantsOperation", "Running");
+    let op = op_of(&app, &id, &r, 200, "inviteParticipantsOperation", "running");
     app.advance(1.0).await;
-    assert_eq!(wait_op(&app, &id, &op).await["status"], "Completed");
+    assert_eq!(wait_op(&app, &id, &op).await["status"], "completed");
     wait_roster(&app, &id, &[ALICE, BOB, APP_A]).await;
     // Now a participant can be removed, which a P2P call refuses.
     let alice = pid_of(&participants(&app, &token, &id).await, ALICE);
@@ -1012,10 +1012,10 @@ async fn an_invite_replacing_a_p2p_call_brings_its_party_in_and_ends_that_call()
         json!({"participants": [alice], "clientContext": "escalate"}),
     )
     .await;
-    let op = op_of(&app, &id, &r, 200, "inviteParticipantsOperation", "Running");
+    let op = op_of(&app, &id, &r, 200, "inviteParticipantsOperation", "running");
     app.advance(1.0).await;
     let done = wait_op(&app, &id, &op).await;
-    assert_eq!(done["status"], "Completed", "{done:#}");
+    assert_eq!(done["status"], "completed", "{done:#}");
     wait_roster(&app, &id, &[ALICE, BOB, PHONE, APP_A]).await;
     app.receiver
         .wait_for(&p2p, |s| has(s, "deleted", "terminated"))
@@ -1051,7 +1051,7 @@ async fn muting_a_participant_completes_at_once_and_the_roster_shows_them_muted(
         json!({"clientContext": "m1"}),
     )
     .await;
-    let op = op_of(&app, &id, &r, 200, "muteParticipantOperation", "Completed");
+    let op = op_of(&app, &id, &r, 200, "muteParticipantOperation", "completed");
     assert_eq!(r.body["clientContext"], "m1");
 
     let latest = wait_latest_roster(&app, &id, "with ALICE muted", |r| {
@@ -1089,11 +1089,11 @@ async fn hold_music_starts_and_stops_with_completions_and_one_participant_at_a_t
     });
 
     let r = on_participant(&app, &token, &id, &alice, "startHoldMusic", start).await;
-    let op = op_of(&app, &id, &r, 202, "startHoldMusicOperation", "Running");
+    let op = op_of(&app, &id, &r, 202, "startHoldMusicOperation", "running");
     assert_eq!(r.body["clientContext"], "hold-1");
     app.advance(1.0).await;
     let done = wait_op(&app, &id, &op).await;
-    assert_eq!(done["status"], "Completed", "{done:#}");
+    assert_eq!(done["status"], "completed", "{done:#}");
     assert_eq!(done["clientContext"], "hold-1");
 
     let second = on_participant(&app, &token, &id, &bob, "startHoldMusic", json!({})).await;
@@ -1114,13 +1114,13 @@ async fn hold_music_starts_and_stops_with_completions_and_one_participant_at_a_t
         json!({"clientContext": "hold-2"}),
     )
     .await;
-    let op = op_of(&app, &id, &r, 202, "stopHoldMusicOperation", "Running");
+    let op = op_of(&app, &id, &r, 202, "stopHoldMusicOperation", "running");
     app.advance(1.0).await;
     let done = wait_op(&app, &id, &op).await;
-    assert_eq!(done["status"], "Completed", "{done:#}");
+    assert_eq!(done["status"], "completed", "{done:#}");
     assert_eq!(done["clientContext"], "hold-2");
 
     // With ALICE off hold, BOB may be put on hold.
     let r = on_participant(&app, &token, &id, &bob, "startHoldMusic", json!({})).await;
-    op_of(&app, &id, &r, 202, "startHoldMusicOperation", "Running");
+    op_of(&app, &id, &r, 202, "startHoldMusicOperation", "running");
 }

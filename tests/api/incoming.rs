@@ -776,7 +776,7 @@ async fn a_prompt_plays_for_the_length_of_its_wav_file_on_the_virtual_clock() {
             r.body["@odata.type"],
             "#microsoft.graph.playPromptOperation"
         );
-        assert_eq!(r.body["status"], "Running", "{backend:?}");
+        assert_eq!(r.body["status"], "running", "{backend:?}");
         assert_eq!(r.body["clientContext"], "ctx-play");
         assert!(r.body["resultInfo"].is_null());
         let g = app
@@ -789,7 +789,7 @@ async fn a_prompt_plays_for_the_length_of_its_wav_file_on_the_virtual_clock() {
             .await;
         assert_eq!(
             (g.status, g.body["status"].as_str()),
-            (200, Some("Running"))
+            (200, Some("running"))
         );
 
         app.advance(2.9).await;
@@ -803,7 +803,7 @@ async fn a_prompt_plays_for_the_length_of_its_wav_file_on_the_virtual_clock() {
         assert_eq!(path, "/api/calls", "to the call's callbackUri");
         assert_eq!(done["@odata.type"], "#microsoft.graph.playPromptOperation");
         assert_eq!(done["id"], op.as_str());
-        assert_eq!(done["status"], "Completed");
+        assert_eq!(done["status"], "completed");
         assert_eq!(done["clientContext"], "ctx-play");
         assert_eq!(result_of(&done), (200, 0));
         let g = app
@@ -856,7 +856,7 @@ async fn prompts_fetched_over_http_are_timed_by_their_files_and_queue_in_order()
     assert!(!op_queued(&app, &id, &first).await);
     app.advance(0.1).await;
     let (_, done) = wait_op(&app, &id, &first).await;
-    assert_eq!(done["status"], "Completed");
+    assert_eq!(done["status"], "completed");
     app.advance(2.9).await;
     assert!(
         !op_queued(&app, &id, &second).await,
@@ -866,7 +866,7 @@ async fn prompts_fetched_over_http_are_timed_by_their_files_and_queue_in_order()
     let (_, done) = wait_op(&app, &id, &second).await;
     assert_eq!(
         (done["status"].as_str(), result_of(&done)),
-        (Some("Completed"), (200, 0))
+        (Some("completed"), (200, 0))
     );
 }
 
@@ -943,7 +943,7 @@ async fn a_recording_stops_at_its_max_duration_and_is_served_as_wav_with_its_tok
     .await;
     let op = op_id(&app, &id, &r);
     assert_eq!(r.body["@odata.type"], "#microsoft.graph.recordOperation");
-    assert_eq!(r.body["status"], "Running");
+    assert_eq!(r.body["status"], "running");
     assert_eq!(r.body["clientContext"], "rec");
     assert!(r.body["recordingLocation"].is_null(), "{}", r.text);
     assert!(r.body["recordingAccessToken"].is_null(), "{}", r.text);
@@ -952,7 +952,7 @@ async fn a_recording_stops_at_its_max_duration_and_is_served_as_wav_with_its_tok
     assert!(!op_queued(&app, &id, &op).await, "stopped before 5 s");
     app.advance(0.1).await;
     let (_, done) = wait_op(&app, &id, &op).await;
-    assert_eq!(done["status"], "Completed");
+    assert_eq!(done["status"], "completed");
     assert_eq!(done["clientContext"], "rec");
     assert_eq!(result_of(&done), (200, 8515));
     let location = done["recordingLocation"].as_str().unwrap().to_string();
@@ -1006,7 +1006,7 @@ async fn a_stop_tone_ends_a_recording_early() {
     let t = press(&app, ALICE, "#").await;
     assert_eq!(t.status, 200, "{}", t.text);
     let (_, done) = wait_op(&app, &id, &op).await;
-    assert_eq!(done["status"], "Completed");
+    assert_eq!(done["status"], "completed");
     let location = done["recordingLocation"].as_str().unwrap();
     let access = done["recordingAccessToken"].as_str().unwrap();
     let wav = app
@@ -1061,7 +1061,7 @@ async fn a_prompt_queued_behind_a_recording_plays_as_soon_as_a_stop_tone_ends_it
         "the prompt still waits for the recording's planned 60 s"
     );
     let (_, done) = wait_op(&app, &id, &prompt).await;
-    assert_eq!(done["status"], "Completed");
+    assert_eq!(done["status"], "completed");
 }
 
 #[tokio::test]
@@ -1105,11 +1105,11 @@ async fn cancel_media_processing_fails_the_running_prompt_and_the_queued_recordi
         "#microsoft.graph.cancelMediaProcessingOperation"
     );
     assert_eq!(c.body["clientContext"], "cancel");
-    assert_eq!(c.body["status"], "Completed");
+    assert_eq!(c.body["status"], "completed");
 
     for op in [&prompt, &rec] {
         let (_, done) = wait_op(&app, &id, op).await;
-        assert_eq!(done["status"], "Failed", "{done:#}");
+        assert_eq!(done["status"], "failed", "{done:#}");
         assert_eq!(result_of(&done), (400, 8508));
     }
     let (_, rec_done) = wait_op(&app, &id, &rec).await;
@@ -1154,7 +1154,7 @@ async fn cancel_media_processing_fails_the_running_prompt_and_the_queued_recordi
     let next = op_id(&app, &id, &p);
     app.advance(1.0).await;
     let (_, done) = wait_op(&app, &id, &next).await;
-    assert_eq!(done["status"], "Completed");
+    assert_eq!(done["status"], "completed");
 }
 
 // --- tones ------------------------------------------------------------------------------------------------
@@ -1180,7 +1180,7 @@ async fn keys_the_party_presses_after_subscribe_to_tone_arrive_as_tone_info() {
         s.body["@odata.type"],
         "#microsoft.graph.subscribeToToneOperation"
     );
-    assert_eq!(s.body["status"], "Completed");
+    assert_eq!(s.body["status"], "completed");
     assert_eq!(s.body["clientContext"], "ctx-tone");
 
     let after = press(&app, ALICE, "12#").await;
@@ -1263,7 +1263,7 @@ async fn dtmf_tones_the_bot_sends_reach_the_party_when_the_operation_completes()
         r.body["@odata.type"],
         "#microsoft.graph.sendDtmfTonesOperation"
     );
-    assert_eq!(r.body["status"], "Running");
+    assert_eq!(r.body["status"], "running");
     assert_eq!(r.body["clientContext"], "dtmf");
     assert_eq!(leg(&app, ALICE, &id).await.unwrap()["tonesReceived"], "");
 
@@ -1271,7 +1271,7 @@ async fn dtmf_tones_the_bot_sends_reach_the_party_when_the_operation_completes()
     assert!(!op_queued(&app, &id, &op).await);
     app.advance(0.01).await;
     let (_, done) = wait_op(&app, &id, &op).await;
-    assert_eq!(done["status"], "Completed");
+    assert_eq!(done["status"], "completed");
     assert_eq!(done["completionReason"], "completedSuccessfully");
     assert_eq!(done["clientContext"], "dtmf");
     assert_eq!(leg(&app, ALICE, &id).await.unwrap()["tonesReceived"], "42#");
@@ -1310,11 +1310,11 @@ async fn mute_unmute_recording_status_and_screen_sharing_role_are_accepted() {
         );
         assert_eq!(r.body["clientContext"], "m", "{action}");
         assert!(
-            ["Completed", "Running"].contains(&r.body["status"].as_str().unwrap()),
+            ["completed", "running"].contains(&r.body["status"].as_str().unwrap()),
             "{action}: {}",
             r.text
         );
-        if r.body["status"] == "Completed" {
+        if r.body["status"] == "completed" {
             assert!(!op_queued(&app, &id, &op).await, "{action}");
         }
     }

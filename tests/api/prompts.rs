@@ -37,7 +37,7 @@ async fn plays_for(app: &TestApp, token: &str, id: &str, uri: &str, secs: f64) {
     let (_, done) = wait_op(app, id, &op).await;
     assert_eq!(
         (done["status"].as_str(), result_of(&done)),
-        (Some("Completed"), (200, 0)),
+        (Some("completed"), (200, 0)),
         "{uri}"
     );
 }
@@ -257,7 +257,7 @@ async fn a_huge_http_prompt_is_timed_by_its_header_and_not_read_on() {
     assert!(!op_queued(&app, &id, &op).await, "done before its hour");
     app.advance(0.1).await;
     let (_, done) = wait_op(&app, &id, &op).await;
-    assert_eq!(done["status"], "Completed");
+    assert_eq!(done["status"], "completed");
 }
 
 #[tokio::test]

@@ -1032,6 +1032,26 @@ async fn a_prompt_is_heard_on_the_line_as_a_steady_g711_stream() {
         "share of the energy at 440 Hz: {}",
         at_440 / total
     );
+    // The operation completed once the last packet left: the call clock never moved.
+    let mut done = Value::Null;
+    for _ in 0..100 {
+        let found = app
+            .receiver
+            .notes(&id)
+            .into_iter()
+            .map(|(_, n)| n)
+            .find(|n| {
+                n["changeType"] == "deleted"
+                    && n["resourceData"]["@odata.type"] == "#microsoft.graph.playPromptOperation"
+            });
+        if let Some(n) = found {
+            done = n["resourceData"].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["resultInfo"]["code"], 200, "{done}");
     hang_up(&app, &token, &id).await;
     trunk.passes(15).await;
 }

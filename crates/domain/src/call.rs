@@ -559,7 +559,12 @@ impl Call {
 
     /// When the next timer or operation of this call falls due.
     pub fn next_due(&self) -> Option<Timestamp> {
-        let ops = self.operations.iter().filter_map(|o| o.completes_at).min();
+        let ops = self
+            .operations
+            .iter()
+            .filter(|o| !o.awaits_media)
+            .filter_map(|o| o.completes_at)
+            .min();
         [self.timers.next_due(), ops].into_iter().flatten().min()
     }
 

@@ -39,6 +39,8 @@ pub enum FabricEvent {
     Tones(LegRef, String),
     /// The party put its call on hold (`true`: it stopped listening) or took it off.
     Held(LegRef, bool),
+    /// The fabric played out the prompts of operation `op` to the party (the last packet left).
+    Played(LegRef, String),
     /// A party calls an app: a new call `call`, `incoming`, notified to `callback_uri`. `leg`
     /// is the participant id the caller's leg takes. With `dialog`, the fabric holds the call's
     /// signalling (a SIP dialog): it confirms the bot's answer itself (reporting the caller's
@@ -63,7 +65,8 @@ impl FabricEvent {
             | FabricEvent::Failed(l, _)
             | FabricEvent::HungUp(l)
             | FabricEvent::Tones(l, _)
-            | FabricEvent::Held(l, _) => Some(*l),
+            | FabricEvent::Held(l, _)
+            | FabricEvent::Played(l, _) => Some(*l),
             FabricEvent::Incoming { .. } => None,
         }
     }

@@ -50,7 +50,8 @@ impl OpKind {
     }
 }
 
-/// `operationStatus`, spelled as the schema spells it (PascalCase).
+/// `operationStatus`. Stored as the schema spells it (PascalCase); on the wire in lower camel
+/// case, as the service sends it (spec §0.10).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OpStatus {
     NotStarted,
@@ -62,10 +63,10 @@ pub enum OpStatus {
 impl OpStatus {
     pub fn as_str(self) -> &'static str {
         match self {
-            OpStatus::NotStarted => "NotStarted",
-            OpStatus::Running => "Running",
-            OpStatus::Completed => "Completed",
-            OpStatus::Failed => "Failed",
+            OpStatus::NotStarted => "notStarted",
+            OpStatus::Running => "running",
+            OpStatus::Completed => "completed",
+            OpStatus::Failed => "failed",
         }
     }
 }
@@ -111,6 +112,10 @@ pub struct Operation {
     /// For an invite: the invitees, as JSON text (`participants`).
     #[serde(default)]
     pub participants: Option<String>,
+    /// The fabric says when it is done (prompts played on a real line, [`Call::media_done`]):
+    /// `completes_at` is only an estimate that later media queue behind.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub awaits_media: bool,
 }
 
 impl Operation {
@@ -128,6 +133,7 @@ impl Operation {
             tones: None,
             completion_reason: None,
             participants: None,
+            awaits_media: false,
         }
     }
 
@@ -321,7 +327,7 @@ impl super::Call {
     pub fn complete_due_operations(&mut self, now: Timestamp) -> Vec<Operation> {
         let (mut due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.operations)
             .into_iter()
-            .partition(|o| o.completes_at.is_some_and(|t| t <= now));
+            .partition(|o| !o.awaits_media && o.completes_at.is_some_and(|t| t <= now));
         self.operations = rest;
         due.sort_by_key(|o| o.completes_at);
         due.into_iter()
@@ -334,6 +340,18 @@ impl super::Call {
                 o
             })
             .collect()
+    }
+
+    /// The fabric finished operation `op` (its prompts were played out): it completes now.
+    /// `None` if it is not running (it was cancelled meanwhile) or does not wait for the fabric.
+    pub fn media_done(&mut self, op: &str) -> Option<Operation> {
+        let i = self
+            .operations
+            .iter()
+            .position(|o| o.id == op && o.awaits_media)?;
+        let mut o = self.operations.remove(i);
+        o.finish(OpStatus::Completed, results::COMPLETED);
+        Some(o)
     }
 
     /// Operations need a call that is up; media ones (and tones, DTMF, cancelling media) also
@@ -469,7 +487,7 @@ mod tests {
 
     #[test]
     fn operation_status_is_written_in_pascal_case() {
-        assert_eq!(OpStatus::Running.as_str(), "Running");
+        assert_eq!(OpStatus::Running.as_str(), "running");
         assert_eq!(
             serde_json::to_string(&OpStatus::NotStarted).unwrap(),
             "\"NotStarted\""

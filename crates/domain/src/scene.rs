@@ -424,6 +424,32 @@ impl Scene {
         self.out.len() > before
     }
 
+    /// The fabric played out operation `op` on leg `leg`: the bots' operation completes.
+    /// Returns whether one did.
+    pub fn leg_played(&mut self, leg: Uuid, op: &str) -> bool {
+        if self.conversation.position(leg).is_none() {
+            return false;
+        }
+        let mut done = false;
+        for k in 0..self.calls.len() {
+            let id = self.calls[k].id;
+            if let Some(o) = self.calls[k].media_done(op) {
+                self.emit(id, Emit::operation(o));
+                done = true;
+            }
+        }
+        done
+    }
+
+    /// Whether a party the fabric carries for real (a SIP leg) is connected: its media
+    /// operations complete when the fabric says.
+    pub fn has_real_media(&self) -> bool {
+        self.conversation
+            .legs
+            .iter()
+            .any(|l| l.dialog && l.state == LegState::Connected && l.party().is_some())
+    }
+
     /// A command for each connected party (`None`: none for it): what the bots' media does
     /// reaches all of them.
     pub fn to_parties(&mut self, command: impl Fn(LegRef, Peer) -> Option<FabricCommand>) {
