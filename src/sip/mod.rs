@@ -9,8 +9,8 @@
 //! the calls whose dialogs were lost (`Engine::end_lost_dialogs`).
 //!
 //! Each leg has its media (`media.rs`): prompts heard as G.711, recordings of what the party
-//! said, keys both ways as RFC 4733 events, and the media timeout. Operations complete on the
-//! call clock as on simulated legs.
+//! said, keys both ways as RFC 4733 events, and the media timeout. A prompt's operation completes
+//! when its last packet has left ([`FabricEvent::Played`]); recordings on the call clock.
 
 pub mod codes;
 pub mod media;
@@ -453,7 +453,8 @@ impl SipFabric {
 
     /// Plays prompts on a leg, in order, once their audio is fetched; with `record` (at most
     /// so many ms, stop tones), then records what the party says into the operation's
-    /// recording. (The operation completes on the call clock, as it does on simulated legs.)
+    /// recording. A prompt's operation completes once its last packet has left (the media reports
+    /// it); a recording's on the call clock, as on simulated legs.
     async fn play(
         self: Arc<Self>,
         leg: LegRef,
