@@ -574,6 +574,13 @@ fn sip(s: &Settings, out: &mut Findings) {
     if sip.trunk_timeout_secs == 0 {
         out.add(at.key("trunk_timeout_secs"), "must be at least 1");
     }
+    let (min, max) = (sip.rtp_port_min, sip.rtp_port_max);
+    if (min, max) != (0, 0) && !(1024 <= min && min < max) {
+        out.add(
+            at.key("rtp_port_max"),
+            "rtp_port_min and rtp_port_max must both be 0 (any port), or 1024 ≤ rtp_port_min < rtp_port_max",
+        );
+    }
     if sip.rtt_estimate_ms == 0 || sip.rtt_estimate_ms > 10_000 {
         out.add(at.key("rtt_estimate_ms"), "must be between 1 and 10000");
     }

@@ -96,11 +96,12 @@ impl Media {
     /// [`Media::start`].
     pub async fn bind(
         ip: IpAddr,
+        (min, max): (u16, u16),
         timeout: Duration,
         on_heard: OnHeard,
         parent: &CancellationToken,
     ) -> std::io::Result<Media> {
-        let socket = Arc::new(UdpSocket::bind((ip, 0)).await?);
+        let socket = Arc::new(bind_in(ip, min, max).await?);
         let port = socket.local_addr()?.port();
         let stop = parent.child_token();
         let state = Arc::new(Mutex::new(State {
@@ -209,6 +210,30 @@ impl Drop for Media {
     fn drop(&mut self) {
         self.stop.cancel();
     }
+}
+
+/// A UDP socket on `ip`: on a free even port between `min` and `max` (RTP's convention leaves
+/// the odd one above for RTCP), or on any free port when both are 0.
+async fn bind_in(ip: IpAddr, min: u16, max: u16) -> std::io::Result<UdpSocket> {
+    if min == 0 && max == 0 {
+        return UdpSocket::bind((ip, 0)).await;
+    }
+    let base = u32::from(min).div_ceil(2) * 2;
+    let evens = (u32::from(max).saturating_sub(base)) / 2 + 1;
+    let first: u32 = rand::random::<u32>() % evens;
+    for k in 0..evens {
+        let port = base + 2 * ((first + k) % evens);
+        if port > u32::from(max) {
+            continue;
+        }
+        if let Ok(s) = UdpSocket::bind((ip, port as u16)).await {
+            return Ok(s);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        format!("every RTP port from {min} to {max} is taken"),
+    ))
 }
 
 fn peer_of(remote: &Remote) -> Peer {

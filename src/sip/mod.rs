@@ -47,6 +47,9 @@ pub struct SipSettings {
     /// RFC 3261 T1 in milliseconds (500); 64·T1 bounds every transaction (how long a caller
     /// may take to acknowledge our answer). Tests shorten it.
     pub rtt_estimate_ms: u64,
+    /// The UDP ports legs take for RTP, inclusive (both 0: any free port).
+    pub rtp_port_min: u16,
+    pub rtp_port_max: u16,
     pub trunks: Vec<TrunkConfig>,
     pub numbers: Vec<NumberConfig>,
 }
@@ -58,6 +61,8 @@ impl Default for SipSettings {
             media_timeout_secs: 30,
             trunk_timeout_secs: 10,
             rtt_estimate_ms: 500,
+            rtp_port_min: 0,
+            rtp_port_max: 0,
             trunks: vec![],
             numbers: vec![],
         }
@@ -503,7 +508,8 @@ impl SipFabric {
             }
         });
         let timeout = Duration::from_secs(self.settings.media_timeout_secs.max(1));
-        media::Media::bind(ip, timeout, on_heard, &self.stop).await
+        let ports = (self.settings.rtp_port_min, self.settings.rtp_port_max);
+        media::Media::bind(ip, ports, timeout, on_heard, &self.stop).await
     }
 
     /// What a leg's media heard: a key pressed, or silence past the media timeout (BYE and

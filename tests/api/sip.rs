@@ -1162,3 +1162,28 @@ async fn a_recording_holds_what_the_phone_said() {
     hang_up(&app, &token, &id).await;
     trunk.passes(15).await;
 }
+
+#[tokio::test]
+async fn rtp_ports_come_from_the_configured_range() {
+    let trunk = Sipp::start("uas_answer", None, &[]);
+    let min = free_ports(8);
+    let app = sip_app(
+        Some(trunk.addr()),
+        None,
+        &format!("rtp_port_min = {min}\nrtp_port_max = {}\n", min + 7),
+    )
+    .await;
+    let (token, id) = established(&app).await;
+    hang_up(&app, &token, &id).await;
+    let messages = trunk.passes(15).await;
+    let port: u16 = messages
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("m=audio "))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .expect("our offer's m= line");
+    assert!(
+        (min..=min + 7).contains(&port) && port % 2 == 0,
+        "{port} in {min}..={}",
+        min + 7
+    );
+}
