@@ -197,6 +197,14 @@ impl Media {
         });
     }
 
+    /// Whether the peer negotiated telephone events.
+    pub fn has_telephone_event(&self) -> bool {
+        let st = self.state.lock().expect("media lock");
+        st.peer
+            .as_ref()
+            .is_some_and(|p| p.telephone_event.is_some())
+    }
+
     /// Sends these keys as telephone events, `gap_ms` apart.
     pub fn send_dtmf(&self, keys: &str, gap_ms: u64) {
         let _ = self.out.send(Out::Dtmf {

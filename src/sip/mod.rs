@@ -736,6 +736,19 @@ impl SipFabric {
                     break;
                 }
                 Progress::Reoffer(offer, reply) => self.reoffer(leg, &offer, reply).await,
+                // Keys by INFO count only where no telephone-event was negotiated: a phone
+                // that sends both would otherwise press every key twice.
+                Progress::InfoKey(k) => {
+                    let events = self
+                        .legs
+                        .lock()
+                        .expect("legs lock")
+                        .get(&leg.leg)
+                        .map(|e| e.media.has_telephone_event());
+                    if events == Some(false) && self.phase(leg) == Some(Phase::Up) {
+                        self.report(FabricEvent::Tones(leg, k.to_string()));
+                    }
+                }
                 Progress::Transfer { status, done } => {
                     self.transfer_progress(leg, status, done).await
                 }

@@ -42,6 +42,8 @@ pub enum Progress {
     HungUp,
     /// The far end offers a new session description (re-INVITE or UPDATE): answer it.
     Reoffer(Vec<u8>, Reply),
+    /// The far end pressed a key, told by SIP INFO (`application/dtmf-relay`).
+    InfoKey(char),
     /// The far end reports how the call we referred it to goes (a NOTIFY's sipfrag status),
     /// and whether that was its last report.
     Transfer { status: u16, done: bool },
@@ -605,7 +607,20 @@ async fn in_dialog(state: DialogState) -> Option<Progress> {
                 None
             }
         },
-        DialogState::Options(_, _, handle) | DialogState::Info(_, _, handle) => {
+        DialogState::Info(_, req, handle) => {
+            let _ = handle.reply(StatusCode::OK).await;
+            let dtmf_relay = req.headers.iter().any(|h| {
+                h.name().eq_ignore_ascii_case("content-type")
+                    && h.value()
+                        .to_ascii_lowercase()
+                        .contains("application/dtmf-relay")
+            });
+            dtmf_relay
+                .then(|| dtmf_relay_key(&req.body))
+                .flatten()
+                .map(Progress::InfoKey)
+        }
+        DialogState::Options(_, _, handle) => {
             let _ = handle.reply(StatusCode::OK).await;
             None
         }
@@ -614,6 +629,27 @@ async fn in_dialog(state: DialogState) -> Option<Progress> {
         | DialogState::Publish(_, _, handle) => {
             let _ = handle.reply(StatusCode::NotImplemented).await;
             None
+        }
+        _ => None,
+    }
+}
+
+/// The key of an `application/dtmf-relay` body (`Signal=5`, `Signal=#`; 10 and 11 for `*` and
+/// `#`, as some send them).
+fn dtmf_relay_key(body: &[u8]) -> Option<char> {
+    let text = std::str::from_utf8(body).ok()?;
+    let signal = text.lines().find_map(|l| {
+        let (k, v) = l.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("signal")
+            .then(|| v.trim().to_string())
+    })?;
+    match signal.as_str() {
+        "10" => Some('*'),
+        "11" => Some('#'),
+        s if s.len() == 1 => {
+            let c = s.chars().next()?.to_ascii_uppercase();
+            matches!(c, '0'..='9' | '*' | '#' | 'A'..='D').then_some(c)
         }
         _ => None,
     }
@@ -722,5 +758,21 @@ impl Dialog for ServerDialog {
     }
     async fn refer(&self, target: String) -> u16 {
         refer(&self.dialog, target).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dtmf_relay_key;
+
+    #[test]
+    fn a_dtmf_relay_body_names_its_key() {
+        assert_eq!(dtmf_relay_key(b"Signal=5\r\nDuration=160\r\n"), Some('5'));
+        assert_eq!(dtmf_relay_key(b"signal= #\r\n"), Some('#'));
+        assert_eq!(dtmf_relay_key(b"Signal=10\r\n"), Some('*'));
+        assert_eq!(dtmf_relay_key(b"Signal=a\r\n"), Some('A'));
+        assert_eq!(dtmf_relay_key(b"Duration=160\r\n"), None);
+        assert_eq!(dtmf_relay_key(b"Signal=x\r\n"), None);
+        assert_eq!(dtmf_relay_key(&[0xff, 0xfe]), None);
     }
 }

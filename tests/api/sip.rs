@@ -1187,3 +1187,18 @@ async fn rtp_ports_come_from_the_configured_range() {
         min + 7
     );
 }
+
+#[tokio::test]
+async fn keys_sent_by_sip_info_reach_the_bot_when_no_telephone_event_was_negotiated() {
+    let app = sip_app(None, None, "").await;
+    let phone = Sipp::start("uac_info_dtmf", app.sip, &["-s", APP_NUMBER]);
+    let token = app.token().await;
+    let (id, _) = incoming_call(&app).await;
+    answer(&app, &token, &id).await;
+    wait_long(&app, &id, |s| has(s, "updated", "established")).await;
+    act(&app, &token, &id, "subscribeToTone", json!({})).await;
+    let got = wait_tones(&app, &id, 2).await;
+    let names: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(names, ["tone5", "pound"], "{got:?}");
+    phone.passes(15).await;
+}
