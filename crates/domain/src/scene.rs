@@ -482,8 +482,17 @@ impl Scene {
             .min()
     }
 
-    /// Ends the scene's change: the roster goes to every bot in a group call or meeting.
+    /// Ends the scene's change: the roster goes to every bot in a group call or meeting; and
+    /// once no real line is left to play them out, prompts that waited for one complete on the
+    /// call clock (a SIP party left in the middle of a prompt of a call that goes on).
     pub fn settle(&mut self) {
+        if !self.has_real_media() {
+            for c in &mut self.calls {
+                for o in &mut c.operations {
+                    o.awaits_media = false;
+                }
+            }
+        }
         if !std::mem::take(&mut self.roster) || !self.conversation.is_group() {
             return;
         }
