@@ -97,20 +97,7 @@ fn prompt_wav(secs: u32) -> Vec<u8> {
             (v as i16).to_le_bytes()
         })
         .collect();
-    let mut out = b"RIFF".to_vec();
-    out.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&16_000u32.to_le_bytes());
-    out.extend_from_slice(&32_000u32.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    out.extend_from_slice(&data);
-    out
+    switchboard::media::wav::mono_wav(16_000, &data)
 }
 
 async fn one(binary: &Path, dir: &Path, store: &str, n: usize, secs: f64) -> anyhow::Result<Step> {
@@ -120,13 +107,18 @@ async fn one(binary: &Path, dir: &Path, store: &str, n: usize, secs: f64) -> any
     // The trunk: answers every call with an SDP that names the bench's socket.
     let scenario =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/sip/scenarios/uas_answer_to.xml");
-    let sipp_port = free_port()?;
+    let sipp_port = crate::sip::free_ports();
     let mut sipp = Command::new("sipp")
         .arg("-sf")
         .arg(&scenario)
         .args(["-i", "127.0.0.1", "-p", &sipp_port.to_string()])
-        .args(["-mp", &free_port()?.to_string()])
-        .args(["-ci", "127.0.0.1", "-cp", &free_port()?.to_string()])
+        .args(["-mp", &crate::sip::free_ports().to_string()])
+        .args([
+            "-ci",
+            "127.0.0.1",
+            "-cp",
+            &crate::sip::free_ports().to_string(),
+        ])
         .args(["-set", "rtp_port", &rtp_port.to_string(), "-nostdin"])
         .args(["-l", &(n + 10).to_string()])
         .env("TERM", "dumb")
@@ -283,8 +275,4 @@ async fn listen(socket: &UdpSocket, window: Duration) -> (Samples, HashMap<u32, 
         }
     }
     (jitter, streams)
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(crate::sip::free_ports())
 }
