@@ -60,6 +60,17 @@ impl Sipp {
     /// Starts sipp on `scenario`; `peer` is where it sends its first request (a UAC), `args`
     /// what else the scenario takes (`-set name value`, `-s number`).
     fn start(name: &str, peer: Option<SocketAddr>, args: &[&str]) -> Sipp {
+        Self::start_with(name, peer, args, &[])
+    }
+
+    /// As [`Sipp::start`], with `files` (name, bytes) put in sipp's working folder first: sipp
+    /// reads what a scenario streams (`rtp_stream`) when it loads it.
+    fn start_with(
+        name: &str,
+        peer: Option<SocketAddr>,
+        args: &[&str],
+        files: &[(&str, &[u8])],
+    ) -> Sipp {
         let which = std::process::Command::new("sipp").arg("-v").output();
         assert!(
             which.is_ok(),
@@ -69,6 +80,9 @@ impl Sipp {
         let media = free_ports(4);
         let control = free_ports(1);
         let trace = TempDir::new();
+        for (file, bytes) in files {
+            std::fs::write(trace.0.join(file), bytes).unwrap();
+        }
         let mut cmd = Command::new("sipp");
         cmd.arg("-sf").arg(scenario(name));
         if let Some(p) = peer {
@@ -202,6 +216,26 @@ async fn answer(app: &TestApp, token: &str, id: &str) {
         app.answer_body(&app.receiver.url()),
     )
     .await;
+}
+
+/// The resource of the `deleted` notification that finished call `id`'s operation of type
+/// `odata_type`, waiting up to `tries` × 20 ms (`null` if none came).
+async fn finished_op(app: &TestApp, id: &str, odata_type: &str, tries: usize) -> Value {
+    for _ in 0..tries {
+        let found = app
+            .receiver
+            .notes(id)
+            .into_iter()
+            .map(|(_, n)| n)
+            .find(|n| {
+                n["changeType"] == "deleted" && n["resourceData"]["@odata.type"] == odata_type
+            });
+        if let Some(n) = found {
+            return n["resourceData"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Value::Null
 }
 
 /// The SIP messages sipp traced, as their first lines (`INVITE sip:...`, `SIP/2.0 200 OK`).
@@ -1033,23 +1067,7 @@ async fn a_prompt_is_heard_on_the_line_as_a_steady_g711_stream() {
         at_440 / total
     );
     // The operation completed once the last packet left: the call clock never moved.
-    let mut done = Value::Null;
-    for _ in 0..100 {
-        let found = app
-            .receiver
-            .notes(&id)
-            .into_iter()
-            .map(|(_, n)| n)
-            .find(|n| {
-                n["changeType"] == "deleted"
-                    && n["resourceData"]["@odata.type"] == "#microsoft.graph.playPromptOperation"
-            });
-        if let Some(n) = found {
-            done = n["resourceData"].clone();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let done = finished_op(&app, &id, "#microsoft.graph.playPromptOperation", 100).await;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["resultInfo"]["code"], 200, "{done}");
     hang_up(&app, &token, &id).await;
@@ -1088,7 +1106,6 @@ fn share_at(audio: &[f64], hz: f64) -> f64 {
 
 #[tokio::test]
 async fn a_recording_holds_what_the_phone_said() {
-    let trunk = Sipp::start("uas_speak", None, &[]);
     // Five seconds of a 300 Hz tone, the phone's "speech".
     let speech: Vec<u8> = (0..40_000)
         .map(|i| {
@@ -1098,7 +1115,7 @@ async fn a_recording_holds_what_the_phone_said() {
             )
         })
         .collect();
-    std::fs::write(trunk.trace.0.join("speech.ulaw"), speech).unwrap();
+    let trunk = Sipp::start_with("uas_speak", None, &[], &[("speech.ulaw", &speech)]);
     let app = sip_app(Some(trunk.addr()), None, "").await;
     let (token, id) = established(&app).await;
     act(
@@ -1113,23 +1130,7 @@ async fn a_recording_holds_what_the_phone_said() {
     // The phone speaks in real time; the call clock moves on once it has.
     tokio::time::sleep(Duration::from_millis(2300)).await;
     app.advance(2.0).await;
-    let mut done = Value::Null;
-    for _ in 0..250 {
-        let found = app
-            .receiver
-            .notes(&id)
-            .into_iter()
-            .map(|(_, n)| n)
-            .find(|n| {
-                n["changeType"] == "deleted"
-                    && n["resourceData"]["@odata.type"] == "#microsoft.graph.recordOperation"
-            });
-        if let Some(n) = found {
-            done = n["resourceData"].clone();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let done = finished_op(&app, &id, "#microsoft.graph.recordOperation", 250).await;
     let location = done["recordingLocation"]
         .as_str()
         .expect("a recording")
