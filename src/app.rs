@@ -127,15 +127,30 @@ impl Application {
         };
         let parties = Arc::new(SimulatedFabric::new(&settings.parties, clock.clone()));
         let prompts = Arc::new(crate::media::prompts::Prompts::new(&settings)?);
+        if settings.media.default_prompt_secs.is_some() {
+            tracing::warn!(
+                "[media] default_prompt_secs is no longer used: a prompt that cannot be had fails its operation (400/8536 or 400/8535)"
+            );
+        }
         match prompts.folder() {
             Some(dir) => tracing::info!("file:// prompts are read from {}", dir.display()),
             None => tracing::info!("file:// prompts are off"),
         }
-        let captured = Arc::new(crate::media::recordings::Captured::default());
+        let recordings = Arc::new(
+            crate::media::recordings::Archive::new(
+                opened.data_dir.as_deref(),
+                settings.media.keep_recordings,
+            )
+            .context("cannot open the recordings folder in the store's data folder")?,
+        );
         let sip_stop = CancellationToken::new();
         let sip = match (&settings.sip, &fabric) {
             (Some(sip), None) => {
-                let media = (prompts.clone(), outbound.fetches.clone(), captured.clone());
+                let media = (
+                    prompts.clone(),
+                    outbound.fetches.clone(),
+                    recordings.clone(),
+                );
                 Some(start_sip(&settings, sip.clone(), media, sip_stop.clone()).await?)
             }
             _ => None,
@@ -160,6 +175,7 @@ impl Application {
                 public_url: public_url.clone(),
                 meetings: settings.meetings.clone(),
                 retention: settings.retention,
+                recordings: recordings.clone(),
             },
         ));
         let validator = Validator::new(keys.clone(), &settings.trusted_issuers, &outbound);
@@ -170,7 +186,7 @@ impl Application {
             keys,
             settings,
             public_url,
-            (outbound.fetches.clone(), prompts, captured),
+            (outbound.fetches.clone(), prompts, recordings),
             parties,
         ));
         if let Some(sip) = &sip {

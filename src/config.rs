@@ -77,8 +77,12 @@ pub struct Settings {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MediaSettings {
-    /// How long a prompt plays when its WAV file cannot be fetched or read.
-    pub default_prompt_secs: f64,
+    /// No longer used: a prompt that cannot be fetched or read fails its operation. Still
+    /// read, so that older files load; the server warns when it is set.
+    pub default_prompt_secs: Option<f64>,
+    /// Finished recordings kept for download, in the store's data folder (`recordings/`) when
+    /// it has one, else in memory; past this many, the oldest go.
+    pub keep_recordings: usize,
     /// The folder `file://` prompts are read from (nothing outside it); relative to the config
     /// file's folder. Unset: the config file's folder, or the working directory without
     /// `--config`. Empty: no `file://` prompts.
@@ -95,7 +99,8 @@ pub struct MediaSettings {
 impl Default for MediaSettings {
     fn default() -> Self {
         MediaSettings {
-            default_prompt_secs: 5.0,
+            default_prompt_secs: None,
+            keep_recordings: 1000,
             prompt_folder: None,
             max_prompt_bytes: 50 * 1024 * 1024,
             fetch_timeout_secs: 5.0,

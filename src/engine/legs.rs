@@ -171,7 +171,7 @@ impl Engine {
             FabricEvent::HungUp(leg) => (leg, LegChange::HungUp),
             FabricEvent::Tones(leg, keys) => (leg, LegChange::Pressed(keys)),
             FabricEvent::Held(leg, on) => (leg, LegChange::Held(on)),
-            FabricEvent::Played(leg, op) => (leg, LegChange::Played(op)),
+            FabricEvent::MediaDone(leg, op, end) => (leg, LegChange::MediaDone(op, end)),
         };
         let mut tx = self.begin().await?;
         let Some(mut scene) = tx.scene(leg.conversation).await? else {
@@ -188,7 +188,9 @@ impl Engine {
                 let ended = scene.calls.iter().filter(|c| !c.state.is_live());
                 ended.map(|c| c.id).collect()
             }),
-            LegChange::Played(op) => scene.leg_played(leg.leg, &op).then(Vec::new),
+            LegChange::MediaDone(op, end) => {
+                scene.leg_media_done(leg.leg, &op, &end).then(Vec::new)
+            }
             LegChange::Held(on) => scene
                 .leg_holds(leg.leg, on, now, rules)
                 .then(|| scene.conversation.bot_calls().collect()),
@@ -333,5 +335,5 @@ enum LegChange {
     HungUp,
     Pressed(String),
     Held(bool),
-    Played(String),
+    MediaDone(String, crate::domain::operation::MediaEnd),
 }

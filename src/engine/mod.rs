@@ -94,6 +94,7 @@ pub struct Engine {
     delivery: Arc<Delivery>,
     metrics: Arc<Metrics>,
     public_url: String,
+    recordings: Arc<crate::media::recordings::Archive>,
     timers_changed: Notify,
     /// Fabric events on their way in, and (until the drain starts) where they wait.
     events: legs::Outbox,
@@ -115,6 +116,8 @@ pub struct Parts {
     pub meetings: Vec<MeetingConfig>,
     /// What is kept of ended calls' deliveries logs.
     pub retention: Retention,
+    /// Finished recordings kept beyond memory (and real recordings' audio).
+    pub recordings: Arc<crate::media::recordings::Archive>,
 }
 
 fn transition_error(e: TransitionError) -> EngineError {
@@ -138,6 +141,7 @@ impl Engine {
             public_url,
             meetings,
             retention,
+            recordings,
         } = parts;
         let state = State::build(snapshot, &meetings, fabric.as_ref(), clock.now());
         let (events, inbox) = tokio::sync::mpsc::unbounded_channel();
@@ -154,6 +158,7 @@ impl Engine {
             delivery,
             metrics,
             public_url,
+            recordings,
             timers_changed: Notify::new(),
             events,
             inbox: std::sync::Mutex::new(Some(inbox)),

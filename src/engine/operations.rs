@@ -3,8 +3,9 @@
 use super::{Engine, EngineError};
 use crate::clock::Timestamp;
 use crate::domain::conversation::Emit;
+use crate::domain::fabric::Listen;
 use crate::domain::ids::new_guid;
-use crate::domain::operation::{OpKind, Operation, RecordPlan, results};
+use crate::domain::operation::{OpKind, Operation, PromptPlan, RecordPlan, results};
 use crate::domain::{Call, CallId, FabricCommand, LegRef, Peer};
 
 impl Engine {
@@ -22,7 +23,7 @@ impl Engine {
             Timestamp,
         ) -> Result<(Operation, Vec<Emit>), EngineError>,
     ) -> Result<Operation, EngineError> {
-        self.operate_and_tell(app_id, id, kind, client_context, start, |_, _, _| None)
+        self.operate_and_tell(app_id, id, kind, client_context, start, |_, _, _, _| None)
             .await
     }
 
@@ -39,14 +40,23 @@ impl Engine {
             Operation,
             Timestamp,
         ) -> Result<(Operation, Vec<Emit>), EngineError>,
-        tell: impl Fn(&Operation, LegRef, Peer) -> Option<FabricCommand>,
+        tell: impl Fn(&Operation, bool, LegRef, Peer) -> Option<FabricCommand>,
     ) -> Result<Operation, EngineError> {
         self.update(Some(app_id), id, move |s, now, _| {
             let c = s.call_mut(id).ok_or(EngineError::NotFound)?;
             c.may_operate(kind)?;
+            let muted = c.muted;
             let (mut op, emits) = start(c, Operation::new(new_guid(), kind, client_context), now)?;
-            // Prompts on a real line complete when the fabric has played them out.
-            if kind == OpKind::PlayPrompt && s.has_real_media() {
+            // Prompts and recordings on a real line complete when the fabric has played or
+            // recorded them (a recording whose prompt failed records nothing: it fails on the
+            // call clock).
+            let failed = op.result.is_some_and(|r| r.code >= 400);
+            let by_fabric = match kind {
+                OpKind::PlayPrompt => true,
+                OpKind::RecordResponse => !failed,
+                _ => false,
+            };
+            if by_fabric && s.has_real_media() {
                 op.awaits_media = true;
                 if let Some(o) = s
                     .call_mut(id)
@@ -74,33 +84,41 @@ impl Engine {
                     })
                 });
             }
-            s.to_parties(|leg, peer| tell(&op, leg, peer));
+            s.to_parties(|leg, peer| tell(&op, muted, leg, peer));
             Ok(op)
         })
         .await
         .map(|(_, op)| op)
     }
 
-    /// Queues `prompts` (their URIs) lasting `duration_ms` in all.
+    /// Queues the prompts of `plan`.
     pub async fn play_prompt(
         &self,
         app_id: &str,
         id: CallId,
         ctx: Option<String>,
-        (prompts, duration_ms): (Vec<String>, u64),
+        plan: PromptPlan,
     ) -> Result<Operation, EngineError> {
+        let ms = if plan.looped && plan.failure.is_none() {
+            u64::MAX
+        } else {
+            plan.ms
+        };
         self.operate_and_tell(
             app_id,
             id,
             OpKind::PlayPrompt,
             ctx,
-            |c, op, now| Ok((c.play_prompt(op, duration_ms, now), vec![])),
-            |op, leg, peer| {
+            |c, op, now| Ok((c.play_prompt(op, ms, plan.failure, now), vec![])),
+            |op, muted, leg, peer| {
                 Some(FabricCommand::Play {
                     leg,
                     peer,
+                    call: id,
                     op_id: op.id.clone(),
-                    prompts: prompts.clone(),
+                    prompts: plan.uris.clone(),
+                    looped: plan.looped && plan.failure.is_none(),
+                    muted,
                 })
             },
         )
@@ -117,7 +135,14 @@ impl Engine {
         prompts: Vec<String>,
         plan: RecordPlan,
     ) -> Result<Operation, EngineError> {
-        let (max_ms, stop_tones) = (plan.max_record_ms, plan.stop_tones.clone());
+        let listen = Listen {
+            max_ms: plan.max_record_ms,
+            initial_silence_ms: plan.initial_silence_ms,
+            max_silence_ms: plan.max_silence_ms,
+            beep: plan.play_beep,
+            stop_tones: plan.stop_tones.clone(),
+        };
+        let failed = plan.prompt_failure.is_some();
         self.operate_and_tell(
             app_id,
             id,
@@ -127,14 +152,15 @@ impl Engine {
                 let (op, cancelled) = c.record(op, plan, now);
                 Ok((op, cancelled.into_iter().map(Emit::operation).collect()))
             },
-            |op, leg, peer| {
-                Some(FabricCommand::Record {
+            |op, muted, leg, peer| {
+                (!failed).then(|| FabricCommand::Record {
                     leg,
                     peer,
+                    call: id,
                     op_id: op.id.clone(),
                     prompts: prompts.clone(),
-                    max_ms,
-                    stop_tones: stop_tones.clone(),
+                    listen: listen.clone(),
+                    muted,
                 })
             },
         )
@@ -179,7 +205,7 @@ impl Engine {
             OpKind::SendDtmfTones,
             ctx,
             |c, op, now| Ok((c.send_dtmf(op, keys.clone(), delay_ms, now), vec![])),
-            |_, leg, peer| {
+            |_, _, leg, peer| {
                 Some(FabricCommand::SendDtmf {
                     leg,
                     peer,
@@ -220,11 +246,15 @@ impl Engine {
         self.update(Some(app_id), id, move |s, now, r| {
             let c = s.call_mut(id).ok_or(EngineError::NotFound)?;
             c.may_operate(kind)?;
+            let changed = c.muted != muted;
             c.muted = muted;
             let mut op = Operation::new(new_guid(), kind, ctx);
             op.result = Some(results::COMPLETED);
             if let Some(i) = s.conversation.bot_leg(id) {
                 s.change_leg(|c| c.set_muted(i, muted), now, r);
+            }
+            if changed {
+                s.tell_muted(id, muted);
             }
             Ok(op)
         })

@@ -156,8 +156,10 @@ impl Engine {
             s.conversation.must_have_joined(i)?;
             if let Some(bot) = s.conversation.legs[i].bot_call()
                 && let Some(c) = s.call_mut(bot)
+                && !c.muted
             {
                 c.muted = true;
+                s.tell_muted(bot, true);
             }
             s.change_leg(|c| c.set_muted(i, true), now, r);
             let mut op = Operation::new(new_guid(), OpKind::Mute, ctx);

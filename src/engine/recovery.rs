@@ -149,6 +149,7 @@ impl Engine {
         self.committer.barrier().await;
         self.store.reset().await?;
         self.delivery.reset();
+        self.recordings.clear();
         let _ = self.committer.take_uncertain();
         *st = State::build(
             &Snapshot::default(),

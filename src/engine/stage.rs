@@ -9,6 +9,7 @@ use super::{Engine, EngineError, State};
 use crate::clock::Timestamp;
 use crate::domain::call::{Rules, party_key};
 use crate::domain::conversation::{Conversation, Emit, Scene, Who};
+use crate::domain::operation::Recording;
 use crate::domain::{Call, CallId, EndReason, Event, FabricCommand};
 use crate::graph::notification::Notification;
 use crate::graph::participant::Names;
@@ -64,6 +65,7 @@ impl Engine {
         let mut change = Change::default();
         let mut commands = vec![];
         let mut touched = vec![];
+        let mut finished = vec![];
         let mut queue: VecDeque<Scene> = scenes.into();
         while let Some(mut scene) = queue.pop_front() {
             scene.settle();
@@ -71,7 +73,7 @@ impl Engine {
             let replaced = std::mem::take(&mut scene.replaced);
             let before = st.conversations.get(&scene.conversation.id);
             commands.extend(scene.take_commands(before.map(|c| &**c)));
-            self.stage_scene(st, scene, now, &mut change);
+            self.stage_scene(st, scene, now, &mut change, &mut finished);
             // Invitees that moved over from a peer-to-peer call: that call ends.
             for old in replaced {
                 let end = Event::Failed(EndReason::BOT_HANG_UP);
@@ -90,6 +92,7 @@ impl Engine {
         let after = AfterCommit {
             deliver: change.enqueue.clone(),
             fabric: std::mem::take(&mut commands),
+            recordings: std::mem::take(&mut finished),
         }
         .hook(self);
         self.timers_changed.notify_one();
@@ -112,6 +115,7 @@ impl Engine {
         scene: Scene,
         now: Timestamp,
         change: &mut Change,
+        finished: &mut Vec<(String, Recording)>,
     ) {
         let due = scene.next_due();
         let Scene {
@@ -141,6 +145,7 @@ impl Engine {
                 && op.completes_at.is_none()
             {
                 st.keep_recording(&op.id, rec);
+                finished.push((op.id.clone(), rec.clone()));
             }
         }
         for leg in gone {
@@ -195,22 +200,37 @@ impl Engine {
 struct AfterCommit {
     deliver: Vec<OutboxItem>,
     fabric: Vec<FabricCommand>,
+    /// Recordings the change finished, for the archive.
+    recordings: Vec<(String, Recording)>,
 }
 
 impl AfterCommit {
     /// The committer's hook, or none when there is nothing to do.
     fn hook(self, engine: &Engine) -> Option<committer::AfterCommit> {
-        if self.deliver.is_empty() && self.fabric.is_empty() {
+        if self.deliver.is_empty() && self.fabric.is_empty() && self.recordings.is_empty() {
             return None;
         }
         let delivery = engine.delivery.clone();
         let fabric = engine.fabric.clone();
+        let archive = engine.recordings.clone();
         Some(Box::new(move || {
             if !self.deliver.is_empty() {
                 delivery.enqueue(self.deliver);
             }
             if !self.fabric.is_empty() {
                 fabric.execute(self.fabric);
+            }
+            if !self.recordings.is_empty() {
+                // A few hundred bytes each, off the committer's thread.
+                let keep = move || {
+                    for (op, rec) in &self.recordings {
+                        archive.keep(op, rec);
+                    }
+                };
+                match tokio::runtime::Handle::try_current() {
+                    Ok(h) => drop(h.spawn_blocking(keep)),
+                    Err(_) => keep(),
+                }
             }
         }))
     }

@@ -217,7 +217,11 @@ impl Engine {
 
     /// A finished recording, by its operation id.
     pub async fn recording(&self, op_id: &str) -> Option<Recording> {
-        let (rec, ticket) = self.state.lock().await.recordings.get(op_id).cloned()?;
+        let known = self.state.lock().await.recordings.get(op_id).cloned();
+        let Some((rec, ticket)) = known else {
+            // One finished before the server restarted.
+            return self.recordings.kept(op_id);
+        };
         // One whose change the store refused never existed.
         self.committer.durable(ticket).await.ok().map(|()| rec)
     }

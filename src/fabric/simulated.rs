@@ -238,6 +238,10 @@ impl Fabric for SimulatedFabric {
                     heard.operation_ids = op_ids.clone();
                     "stopMedia"
                 }
+                FabricCommand::Mute { muted: true, .. } => "mute",
+                FabricCommand::Mute { muted: false, .. } => "unmute",
+                FabricCommand::HoldMusic { on: true, .. } => "startHoldMusic",
+                FabricCommand::HoldMusic { on: false, .. } => "stopHoldMusic",
             };
             let key = party_key(&c.peer().id);
             // Only configured parties keep a log: an unknown identity cannot fill memory.

@@ -15,7 +15,7 @@ use super::extract::{
 use super::respond::operation_response;
 use super::route::Action;
 use super::state::AppState;
-use crate::domain::operation::{Operation, RecordPlan, tone_key};
+use crate::domain::operation::{Operation, PromptPlan, RecordPlan, results, tone_key};
 use crate::domain::{EndReason, Peer};
 use crate::graph::call::{parse_callback_uri, parse_media_config, parse_modalities, parse_target};
 use crate::media::prompts::PromptError;
@@ -32,43 +32,46 @@ fn optional_callback(state: &AppState, body: &Value) -> Result<Option<String>, A
     }
 }
 
-/// How long one prompt plays: its WAV file's duration, or the configured default when the file
-/// cannot be fetched or read (with a warning). A prompt the server's policy refuses is `400`.
+/// One prompt: its URI and how long it plays, or what its operation fails with when it cannot
+/// be had (logged). A prompt the server's policy refuses is `400`.
 async fn prompt_ms(
     state: &AppState,
     prompt: &Value,
     which: &str,
-) -> Result<(String, u64), ApiError> {
+) -> Result<(String, Result<u64, EndReason>), ApiError> {
     let uri = prompt["mediaInfo"]["uri"]
         .as_str()
         .filter(|s| !s.trim().is_empty())
         .ok_or_else(|| ApiError::bad_request("Each prompt needs a mediaInfo with a uri."))?;
     let ms = match state.prompts.duration_ms(&state.http, uri).await {
-        Ok(ms) => ms,
+        Ok(ms) => Ok(ms),
         Err(PromptError::Refused(why)) => {
             return Err(ApiError::bad_request(format!("{which}: {why}")));
         }
-        Err(PromptError::Unreadable(why)) => {
-            let secs = state.settings.media.default_prompt_secs.max(0.0);
+        Err(e) => {
+            let failure = e.failure().unwrap_or(results::PROMPT_UNAVAILABLE);
             tracing::warn!(
-                "prompt {}: {why}; it plays the default {secs} s",
-                crate::media::prompts::redact(uri)
+                "prompt {}: {e}; its operation fails {}/{}",
+                crate::media::prompts::redact(uri),
+                failure.code,
+                failure.subcode
             );
-            (secs * 1000.0) as u64
+            Err(failure)
         }
     };
     Ok((uri.to_string(), ms))
 }
 
-/// The prompts of a media action: their URIs, and how long they play in all.
+/// The prompts of a media action: those before the first that cannot be had, how long they
+/// play, and what the operation fails with if one cannot.
 async fn prompts_ms(
     state: &AppState,
     body: &Value,
     max: usize,
     required: bool,
-) -> Result<(Vec<String>, u64), ApiError> {
+) -> Result<PromptPlan, ApiError> {
     let list = match &body["prompts"] {
-        Value::Null if !required => return Ok((vec![], 0)),
+        Value::Null if !required => return Ok(PromptPlan::default()),
         Value::Array(a) => a,
         _ => {
             return Err(ApiError::bad_request(
@@ -86,8 +89,8 @@ async fn prompts_ms(
             "At most {max} prompts may be given."
         )));
     }
-    let mut total = 0;
-    let mut uris = Vec::with_capacity(list.len());
+    let mut plan = PromptPlan::default();
+    // Every prompt is checked (a refused one refuses the request), even after one failed.
     for (i, p) in list.iter().enumerate() {
         let which = if list.len() == 1 {
             "The prompt".to_string()
@@ -95,10 +98,16 @@ async fn prompts_ms(
             format!("Prompt {} of {}", i + 1, list.len())
         };
         let (uri, ms) = prompt_ms(state, p, &which).await?;
-        uris.push(uri);
-        total += ms;
+        match ms {
+            _ if plan.failure.is_some() => {}
+            Ok(ms) => {
+                plan.uris.push(uri);
+                plan.ms += ms;
+            }
+            Err(failure) => plan.failure = Some(failure),
+        }
     }
-    Ok((uris, total))
+    Ok(plan)
 }
 
 fn targets(body: &Value, name: &str) -> Result<Vec<Peer>, ApiError> {
@@ -186,12 +195,14 @@ pub async fn run(
         }
         Action::PlayPrompt => {
             let ctx = client_context(&body)?;
-            let prompts = prompts_ms(state, &body, 20, true).await?;
+            let mut prompts = prompts_ms(state, &body, 20, true).await?;
+            // `loop` (beta): over and over until cancelled.
+            prompts.looped = bool_or(&body, "loop", false)?;
             op(e.play_prompt(me, cid, ctx, prompts).await?)
         }
         Action::RecordResponse => {
             let ctx = client_context(&body)?;
-            let (prompts, prompt_ms) = prompts_ms(state, &body, 1, false).await?;
+            let prompts = prompts_ms(state, &body, 1, false).await?;
             let stop_tones = match &body["stopTones"] {
                 Value::Null => vec![],
                 Value::Array(a) => a
@@ -208,7 +219,8 @@ pub async fn run(
             let speech = speaker.and_then(|p| state.parties.get(&p.id).map(|p| p.speech.clone()));
             let (speech_ms, source_wav) = recordings::speech(&state.prompts, speech).await;
             let plan = RecordPlan {
-                prompt_ms,
+                prompt_ms: prompts.ms,
+                prompt_failure: prompts.failure,
                 max_record_ms: int_in(&body, "maxRecordDurationInSeconds", 5, 1, 120)? as u64
                     * 1000,
                 max_silence_ms: int_in(&body, "maxSilenceTimeoutInSeconds", 5, 1, 120)? as u64
@@ -223,7 +235,7 @@ pub async fn run(
                 source_wav,
                 access_token: recordings::access_token(),
             };
-            op(e.record(me, cid, ctx, prompts, plan).await?)
+            op(e.record(me, cid, ctx, prompts.uris, plan).await?)
         }
         Action::CancelMediaProcessing => {
             op(e.cancel_media(me, cid, client_context(&body)?).await?)

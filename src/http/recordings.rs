@@ -25,7 +25,7 @@ pub async fn get_recording(
         .map(|(_, t)| t.trim().to_string());
     let Some(rec) = state.engine.recording(op_id).await else {
         return Err(ApiError::not_found(
-            "No such recording; recordings are kept while the server runs.",
+            "No such recording; the newest [media] keep_recordings are kept.",
         ));
     };
     let token = crate::config::Secret::new(rec.access_token.clone());
@@ -37,7 +37,7 @@ pub async fn get_recording(
         )
         .with_header(header::WWW_AUTHENTICATE, "Bearer"));
     }
-    let wav = match state.captured.wav(op_id, rec.length_ms) {
+    let wav = match state.recordings.wav(op_id, rec.length_ms) {
         Some(real) => real,
         None => crate::media::recordings::file(&state.prompts, &rec).await,
     };

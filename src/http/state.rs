@@ -29,7 +29,7 @@ pub struct AppState {
     /// How long prompts play (fetching them within the `[media]` limits).
     pub prompts: Arc<crate::media::prompts::Prompts>,
     /// What real calls recorded (SIP legs), served in place of generated recordings.
-    pub captured: Arc<crate::media::recordings::Captured>,
+    pub recordings: Arc<crate::media::recordings::Archive>,
     /// The simulated parties the control API drives.
     pub parties: Arc<SimulatedFabric>,
     /// Failed client-secret attempts at the token endpoint.
@@ -45,10 +45,10 @@ impl AppState {
         keys: Arc<RwLock<KeyRing>>,
         settings: Settings,
         public_url: String,
-        (http, prompts, captured): (
+        (http, prompts, recordings): (
             reqwest::Client,
             Arc<crate::media::prompts::Prompts>,
-            Arc<crate::media::recordings::Captured>,
+            Arc<crate::media::recordings::Archive>,
         ),
         parties: Arc<SimulatedFabric>,
     ) -> Self {
@@ -67,7 +67,7 @@ impl AppState {
             public_url: public_url.trim_end_matches('/').to_string(),
             http,
             prompts,
-            captured,
+            recordings,
             parties,
             apps,
             buckets: Mutex::new(HashMap::new()),

@@ -16,7 +16,8 @@
 //! even a file system that hangs (a dead NFS mount) takes that many threads, not the pool.
 //!
 //! A prompt the server's policy refuses ([`PromptError::Refused`]) is the client's error (`400`);
-//! one that cannot be read ([`PromptError::Unreadable`]) is the server's problem and is logged.
+//! one that cannot be had ([`PromptError::Unavailable`], [`PromptError::Invalid`]) fails the
+//! operation that plays it, and the log says why.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -38,12 +39,29 @@ pub enum PromptError {
     /// The server's policy does not allow this URI; the message is for the client.
     #[error("{0}")]
     Refused(String),
-    /// Allowed, but it could not be fetched or read as a WAV file; the message is for the log.
+    /// Allowed, but it could not be fetched or read (a missing file, an http error, a
+    /// timeout, too large); the message is for the log and the operation fails 400/8536.
     #[error("{0}")]
-    Unreadable(String),
+    Unavailable(String),
+    /// It came, but it is not audio that can be played (not a WAV file, not PCM); the
+    /// operation fails 400/8535.
+    #[error("{0}")]
+    Invalid(String),
 }
 
-use PromptError::{Refused, Unreadable};
+impl PromptError {
+    /// What the operation that plays it fails with (`None`: the request is refused instead).
+    pub fn failure(&self) -> Option<crate::domain::EndReason> {
+        use crate::domain::operation::results;
+        match self {
+            Refused(_) => None,
+            Unavailable(_) => Some(results::PROMPT_UNAVAILABLE),
+            Invalid(_) => Some(results::PROMPT_INVALID),
+        }
+    }
+}
+
+use PromptError::{Invalid, Refused, Unavailable};
 
 /// Durations remembered, by URI.
 const CACHE_ENTRIES: usize = 1024;
@@ -63,8 +81,6 @@ pub struct Prompts {
     folder_as_given: Option<PathBuf>,
     policy: CallbackPolicy,
     max_bytes: u64,
-    /// How long a prompt that cannot be had plays (`[media] default_prompt_secs`).
-    default_ms: u64,
     timeout: Duration,
     http_slots: Arc<Semaphore>,
     file_slots: Arc<Semaphore>,
@@ -79,9 +95,9 @@ async fn get(http: &reqwest::Client, uri: &str) -> Result<reqwest::Response, Pro
         .get(uri)
         .send()
         .await
-        .map_err(|e| Unreadable(format!("cannot fetch it: {}", e.without_url())))?;
+        .map_err(|e| Unavailable(format!("cannot fetch it: {}", e.without_url())))?;
     if !resp.status().is_success() {
-        return Err(Unreadable(format!("it answered {}", resp.status())));
+        return Err(Unavailable(format!("it answered {}", resp.status())));
     }
     Ok(resp)
 }
@@ -92,14 +108,14 @@ const AUDIO_CACHE: usize = 32;
 /// The whole of a file of `len` bytes, if it is at most `max`.
 fn read_all(file: std::fs::File, len: u64, max: u64) -> Result<Vec<u8>, PromptError> {
     if len > max {
-        return Err(Unreadable(format!(
+        return Err(Unavailable(format!(
             "it has {len} bytes, more than [media] max_prompt_bytes ({max})"
         )));
     }
     let mut bytes = Vec::with_capacity(len as usize);
     file.take(max)
         .read_to_end(&mut bytes)
-        .map_err(|e| Unreadable(format!("cannot read it: {e}")))?;
+        .map_err(|e| Unavailable(format!("cannot read it: {e}")))?;
     Ok(bytes)
 }
 
@@ -129,18 +145,12 @@ impl Prompts {
             folder_as_given,
             policy: settings.callbacks.clone(),
             max_bytes: media.max_prompt_bytes,
-            default_ms: (media.default_prompt_secs.max(0.0) * 1000.0) as u64,
             timeout: Duration::from_secs_f64(media.fetch_timeout_secs),
             http_slots: Arc::new(Semaphore::new(slots)),
             file_slots: Arc::new(Semaphore::new(slots)),
             cache: Mutex::new(Cache::default()),
             audio: Mutex::default(),
         })
-    }
-
-    /// How long a prompt that cannot be had plays, in milliseconds.
-    pub fn default_ms(&self) -> u64 {
-        self.default_ms
     }
 
     /// Where `file://` prompts are read from, if anywhere (the strict callback policy reads none).
@@ -232,7 +242,7 @@ impl Prompts {
             }
         };
         let pcm = super::wav::pcm_8k(&bytes)
-            .map_err(|why| Unreadable(format!("it cannot be played on a phone line: {why}")))?;
+            .map_err(|why| Invalid(format!("it cannot be played on a phone line: {why}")))?;
         let pcm = Arc::new(pcm);
         let mut cache = self.audio.lock().expect("audio cache lock");
         if cache.len() == AUDIO_CACHE {
@@ -248,11 +258,11 @@ impl Prompts {
         while let Some(piece) = resp
             .chunk()
             .await
-            .map_err(|e| Unreadable(format!("its body broke off: {}", e.without_url())))?
+            .map_err(|e| Unavailable(format!("its body broke off: {}", e.without_url())))?
         {
             bytes.extend_from_slice(&piece);
             if bytes.len() as u64 > self.max_bytes {
-                return Err(Unreadable(format!(
+                return Err(Unavailable(format!(
                     "it is longer than [media] max_prompt_bytes ({})",
                     self.max_bytes
                 )));
@@ -298,7 +308,7 @@ impl Prompts {
             let real = match std::fs::canonicalize(&path) {
                 Ok(real) => real,
                 Err(e) if path.starts_with(&folder) || path.starts_with(&given) => {
-                    return Err(Unreadable(format!("cannot open it: {e}")));
+                    return Err(Unavailable(format!("cannot open it: {e}")));
                 }
                 Err(_) => return Err(outside_folder()),
             };
@@ -327,8 +337,8 @@ impl Prompts {
         });
         match tokio::time::timeout_at(deadline, task).await {
             Ok(Ok(result)) => result,
-            Ok(Err(e)) => Err(Unreadable(format!("reading it failed: {e}"))),
-            Err(_) => Err(Unreadable(format!(
+            Ok(Err(e)) => Err(Unavailable(format!("reading it failed: {e}"))),
+            Err(_) => Err(Unavailable(format!(
                 "reading it took longer than [media] fetch_timeout_secs ({} s)",
                 self.timeout.as_secs_f64()
             ))),
@@ -343,7 +353,7 @@ impl Prompts {
     ) -> Result<OwnedSemaphorePermit, PromptError> {
         match tokio::time::timeout_at(deadline, slots.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
-            _ => Err(Unreadable(format!(
+            _ => Err(Unavailable(format!(
                 "every {what} slot ([media] fetch_concurrency) stayed busy for [media] fetch_timeout_secs ({} s)",
                 self.timeout.as_secs_f64()
             ))),
@@ -382,7 +392,7 @@ impl Prompts {
         };
         match tokio::time::timeout_at(deadline, fetch).await {
             Ok(result) => result,
-            Err(_) => Err(Unreadable(format!(
+            Err(_) => Err(Unavailable(format!(
                 "fetching it took longer than [media] fetch_timeout_secs ({} s)",
                 self.timeout.as_secs_f64()
             ))),
@@ -408,16 +418,16 @@ impl Prompts {
             let piece = resp
                 .chunk()
                 .await
-                .map_err(|e| Unreadable(format!("its body broke off: {}", e.without_url())))?;
+                .map_err(|e| Unavailable(format!("its body broke off: {}", e.without_url())))?;
             let Some(piece) = piece else {
                 return match header {
                     Some(h) => Ok(h.duration_ms(came)),
-                    None => Err(Unreadable("it ends before its data chunk".into())),
+                    None => Err(Invalid("it ends before its data chunk".into())),
                 };
             };
             came += piece.len() as u64;
             if came > self.max_bytes {
-                return Err(Unreadable(format!(
+                return Err(Unavailable(format!(
                     "more than [media] max_prompt_bytes ({}) came without a Content-Length that would tell its size",
                     self.max_bytes
                 )));
@@ -426,7 +436,7 @@ impl Prompts {
                 match scanner.feed(&piece) {
                     Scan::NeedMore => {}
                     Scan::Done(h) => header = Some(h),
-                    Scan::NotWav(why) => return Err(Unreadable(format!("not a WAV file: {why}"))),
+                    Scan::NotWav(why) => return Err(Invalid(format!("not a WAV file: {why}"))),
                 }
             }
         }
@@ -442,7 +452,7 @@ fn outside_folder() -> PromptError {
 }
 
 fn cannot_open(e: impl std::fmt::Display) -> PromptError {
-    Unreadable(format!("cannot open it: {e}"))
+    Unavailable(format!("cannot open it: {e}"))
 }
 
 /// Opens `path` with `open` only if it is a regular file, and gives its length. `stat` first, so
@@ -525,11 +535,11 @@ fn header_ms(mut file: File, len: u64) -> Result<u64, PromptError> {
                 break;
             }
             file.seek(SeekFrom::Start(scanner.position()))
-                .map_err(|e| Unreadable(format!("cannot read it: {e}")))?;
+                .map_err(|e| Unavailable(format!("cannot read it: {e}")))?;
         }
         let n = file
             .read(&mut piece)
-            .map_err(|e| Unreadable(format!("cannot read it: {e}")))?;
+            .map_err(|e| Unavailable(format!("cannot read it: {e}")))?;
         if n == 0 {
             break;
         }
@@ -537,15 +547,15 @@ fn header_ms(mut file: File, len: u64) -> Result<u64, PromptError> {
         match scanner.feed(&piece[..n]) {
             Scan::NeedMore if read < MAX_HEADER_READ => {}
             Scan::NeedMore => {
-                return Err(Unreadable(format!(
+                return Err(Invalid(format!(
                     "no data chunk in the first {MAX_HEADER_READ} bytes read"
                 )));
             }
             Scan::Done(h) => return Ok(h.duration_ms(len)),
-            Scan::NotWav(why) => return Err(Unreadable(format!("not a WAV file: {why}"))),
+            Scan::NotWav(why) => return Err(Invalid(format!("not a WAV file: {why}"))),
         }
     }
-    Err(Unreadable("it ends before its data chunk".into()))
+    Err(Invalid("it ends before its data chunk".into()))
 }
 
 /// Whether a URI's path has a `..` segment (also percent-encoded), before any parser removes it.
@@ -714,8 +724,8 @@ mod tests {
         let mut wav = crate::media::wav::recording_wav(2000, 0, false);
         wav.truncate(44 + 16_000);
         assert_eq!(header_of(&wav), Ok(500));
-        assert!(matches!(header_of(&wav[..40]), Err(Unreadable(_))));
-        assert!(matches!(header_of(b"hello"), Err(Unreadable(_))));
+        assert!(matches!(header_of(&wav[..40]), Err(Invalid(_))));
+        assert!(matches!(header_of(b"hello"), Err(Invalid(_))));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Recordings: how long the speaker talks when a bot records it, and the WAV file the bot
 //! downloads from the operation's `recordingLocation`.
 
-use std::path::Path;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use super::prompts::Prompts;
 use super::wav;
@@ -49,41 +51,249 @@ pub async fn file(prompts: &Prompts, rec: &Recording) -> Vec<u8> {
     from_file.unwrap_or_else(|| wav::recording_wav(rec.length_ms, rec.speech_ms, rec.beep))
 }
 
-/// Recordings of real calls: what a SIP leg's RTP carried while a `recordResponse` listened,
-/// 8 kHz samples by operation id, filled as packets come (the last [`CAPTURES`] kept, in memory).
-#[derive(Default)]
-pub struct Captured {
-    inner: std::sync::Mutex<std::collections::VecDeque<(String, Capture)>>,
+/// Finished recordings kept for download, and the audio of real calls' recordings.
+///
+/// Real recordings (what a SIP leg's RTP carried while a `recordResponse` listened) are filled
+/// in memory as packets come ([`Archive::start`]). With a data folder (a `sqlite://` store's),
+/// each finished one is written there as `recordings/{opId}.wav`, and every finished
+/// recording's description (its token and length: [`Recording`]) as `{opId}.json` once the
+/// change that finished it is durable, so downloads outlive a restart. The newest
+/// `[media] keep_recordings` are kept; past that the oldest go, files and all.
+pub struct Archive {
+    dir: Option<PathBuf>,
+    keep: usize,
+    inner: Mutex<Inner>,
 }
 
-/// One recording's samples, shared with the leg's media that fills them.
-pub type Capture = std::sync::Arc<std::sync::Mutex<Vec<i16>>>;
+#[derive(Default)]
+struct Inner {
+    /// Real recordings' audio in memory, oldest first: those being made, and (without a data
+    /// folder) the finished ones.
+    captures: VecDeque<(String, Capture)>,
+    /// Recordings kept in the data folder, oldest first.
+    kept: VecDeque<String>,
+}
 
-/// How many real recordings are kept.
-const CAPTURES: usize = 256;
+/// One recording's samples (8 kHz), shared with the leg's media that fills them.
+pub type Capture = Arc<Mutex<Vec<i16>>>;
 
-impl Captured {
-    /// A new, empty recording for operation `op`.
+impl Archive {
+    /// An archive in `data_dir/recordings` (created), or in memory only without one.
+    pub fn new(data_dir: Option<&Path>, keep: usize) -> std::io::Result<Archive> {
+        let dir = match data_dir {
+            Some(d) => {
+                let dir = d.join("recordings");
+                std::fs::create_dir_all(&dir)?;
+                Some(dir)
+            }
+            None => None,
+        };
+        let mut kept: Vec<(std::time::SystemTime, String)> = vec![];
+        if let Some(dir) = &dir {
+            for entry in std::fs::read_dir(dir)?.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if let Some(op) = name.strip_suffix(".json").filter(|op| is_op_id(op)) {
+                    let at = entry.metadata().and_then(|m| m.modified());
+                    kept.push((at.unwrap_or(std::time::UNIX_EPOCH), op.to_string()));
+                }
+            }
+        }
+        kept.sort();
+        let archive = Archive {
+            dir,
+            keep: keep.max(1),
+            inner: Mutex::new(Inner {
+                captures: VecDeque::new(),
+                kept: kept.into_iter().map(|(_, op)| op).collect(),
+            }),
+        };
+        archive.prune();
+        Ok(archive)
+    }
+
+    /// A new, empty real recording for operation `op`.
     pub fn start(&self, op: &str) -> Capture {
         let capture = Capture::default();
-        let mut inner = self.inner.lock().expect("captures lock");
-        if inner.len() == CAPTURES {
-            inner.pop_front();
+        let mut inner = self.inner.lock().expect("archive lock");
+        if inner.captures.len() >= self.keep {
+            inner.captures.pop_front();
         }
-        inner.push_back((op.to_string(), capture.clone()));
+        inner.captures.push_back((op.to_string(), capture.clone()));
         capture
     }
 
-    /// The WAV file of operation `op`'s recording (8 kHz, 16-bit, mono), cut or padded with
-    /// silence to `length_ms`; `None` if no real call recorded it.
-    pub fn wav(&self, op: &str, length_ms: u64) -> Option<Vec<u8>> {
+    /// Operation `op`'s real recording is over: with a data folder its audio goes there (and
+    /// leaves memory).
+    pub fn finish(&self, op: &str) {
+        let Some(dir) = &self.dir else { return };
         let capture = {
-            let inner = self.inner.lock().expect("captures lock");
-            inner.iter().find(|(o, _)| o == op)?.1.clone()
+            let inner = self.inner.lock().expect("archive lock");
+            let found = inner.captures.iter().find(|(o, _)| o == op);
+            let Some((_, c)) = found else { return };
+            c.clone()
         };
-        let mut samples = capture.lock().expect("capture lock").clone();
-        samples.resize((length_ms * 8) as usize, 0);
+        let data: Vec<u8> = {
+            let samples = capture.lock().expect("capture lock");
+            samples.iter().flat_map(|s| s.to_le_bytes()).collect()
+        };
+        let path = dir.join(format!("{op}.wav"));
+        // Served from memory until the file is whole.
+        if write_private(&path, &wav::mono_wav(8_000, &data)) {
+            let mut inner = self.inner.lock().expect("archive lock");
+            inner.captures.retain(|(o, _)| o != op);
+        }
+    }
+
+    /// A finished recording, durable now: its description goes to the data folder.
+    pub fn keep(&self, op: &str, rec: &Recording) {
+        let Some(dir) = &self.dir else { return };
+        let Ok(json) = serde_json::to_vec(rec) else {
+            return;
+        };
+        if !write_private(&dir.join(format!("{op}.json")), &json) {
+            return;
+        }
+        self.inner
+            .lock()
+            .expect("archive lock")
+            .kept
+            .push_back(op.to_string());
+        self.prune();
+    }
+
+    /// A recording kept in the data folder (one the server knew before it restarted).
+    pub fn kept(&self, op: &str) -> Option<Recording> {
+        let dir = self.dir.as_ref().filter(|_| is_op_id(op))?;
+        let bytes = std::fs::read(dir.join(format!("{op}.json"))).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The WAV file of operation `op`'s real recording (8 kHz, 16-bit, mono), cut or padded
+    /// with silence to `length_ms`; `None` if no real call recorded it.
+    pub fn wav(&self, op: &str, length_ms: u64) -> Option<Vec<u8>> {
+        let want = (length_ms * 8) as usize;
+        let in_memory = {
+            let inner = self.inner.lock().expect("archive lock");
+            inner
+                .captures
+                .iter()
+                .find(|(o, _)| o == op)
+                .map(|(_, c)| c.clone())
+        };
+        let mut samples: Vec<i16> = match in_memory {
+            Some(c) => c.lock().expect("capture lock").clone(),
+            None => {
+                let dir = self.dir.as_ref().filter(|_| is_op_id(op))?;
+                let bytes = std::fs::read(dir.join(format!("{op}.wav"))).ok()?;
+                wav::pcm_8k(&bytes).ok()?
+            }
+        };
+        samples.resize(want, 0);
         let data: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
         Some(wav::mono_wav(8_000, &data))
+    }
+
+    /// Forgets every recording (the control API's reset).
+    pub fn clear(&self) {
+        let kept = {
+            let mut inner = self.inner.lock().expect("archive lock");
+            inner.captures.clear();
+            std::mem::take(&mut inner.kept)
+        };
+        for op in kept {
+            self.remove(&op);
+        }
+    }
+
+    /// Drops the oldest kept recordings past the limit.
+    fn prune(&self) {
+        loop {
+            let oldest = {
+                let mut inner = self.inner.lock().expect("archive lock");
+                if inner.kept.len() <= self.keep {
+                    return;
+                }
+                inner.kept.pop_front()
+            };
+            if let Some(op) = oldest {
+                self.remove(&op);
+            }
+        }
+    }
+
+    fn remove(&self, op: &str) {
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_file(dir.join(format!("{op}.json")));
+            let _ = std::fs::remove_file(dir.join(format!("{op}.wav")));
+        }
+    }
+}
+
+/// Operation ids are GUIDs: anything else names no file.
+fn is_op_id(op: &str) -> bool {
+    !op.is_empty() && op.len() <= 64 && op.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+}
+
+/// Writes a file only its owner reads (it holds a recording, or the token that fetches one);
+/// a failure is logged, not fatal: the recording stays downloadable until a restart.
+fn write_private(path: &Path, bytes: &[u8]) -> bool {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Whole or not at all: a crash mid-write leaves a stray `.part`, never half a recording.
+    let part = path.with_extension("part");
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&part)
+        .and_then(|mut f| f.write_all(bytes))
+        .and_then(|()| std::fs::rename(&part, path));
+    if let Err(e) = &written {
+        tracing::warn!("cannot keep a recording in {}: {e}", path.display());
+    }
+    written.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(token: &str) -> Recording {
+        Recording {
+            access_token: token.into(),
+            length_ms: 500,
+            speech_ms: 500,
+            beep: false,
+            source_wav: None,
+        }
+    }
+
+    #[test]
+    fn a_real_recording_outlives_a_restart_and_the_oldest_go_past_the_limit() {
+        let dir =
+            std::env::temp_dir().join(format!("sb-archive-{}", crate::domain::ids::new_guid()));
+        let archive = Archive::new(Some(&dir), 2).unwrap();
+        let ids = ["0000-a", "0000-b", "0000-c"];
+        for (k, op) in ids.iter().enumerate() {
+            let capture = archive.start(op);
+            capture
+                .lock()
+                .unwrap()
+                .extend([1000i16 * (k as i16 + 1); 800]);
+            archive.finish(op);
+            archive.keep(op, &rec(op));
+        }
+        let again = Archive::new(Some(&dir), 2).unwrap();
+        assert_eq!(again.kept("0000-a"), None, "the oldest went");
+        assert_eq!(again.kept("0000-c"), Some(rec("0000-c")));
+        let wav = again.wav("0000-c", 200).unwrap();
+        let samples = wav::pcm_8k(&wav).unwrap();
+        assert_eq!(samples.len(), 1600, "cut or padded to its length");
+        assert_eq!((samples[0], samples[799], samples[800]), (3000, 3000, 0));
+        assert_eq!(again.wav("../etc/passwd", 100), None);
+        again.clear();
+        assert_eq!(Archive::new(Some(&dir), 2).unwrap().kept("0000-c"), None);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

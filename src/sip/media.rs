@@ -2,29 +2,38 @@
 //!
 //! What arrives: RTP from the peer (the first source seen is where we send, symmetric RTP),
 //! telephone events (RFC 4733) reported as keys once each, and silence watched: no packet for
-//! the media timeout while the call is not on hold is reported once. What leaves: prompts as
-//! G.711 in 20 ms packets, paced by a timer whose timestamps follow the sample count; DTMF as
-//! telephone events. RTCP and anything else on the port is read and dropped.
+//! the media timeout while the call is not on hold is reported once, and what a recording
+//! hears (decoded, with the energy of each packet telling speech from silence). What leaves:
+//! prompts as G.711 in 20 ms packets, paced by a timer whose timestamps follow the sample
+//! count, a beep before a recording, hold music while the party is held, nothing from a muted
+//! bot; DTMF as telephone events. RTCP and anything else on the port is read and dropped.
+//!
+//! Prompts, beeps and recordings queue in the order the bots asked for them: a recording
+//! starts once everything before it has been sent, and what comes after waits for its end.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::rtp::{Event, Header, alaw_decode, alaw_encode, ulaw_decode, ulaw_encode};
 use super::sdp::{Codec, Remote};
+use crate::domain::fabric::Listen;
+use crate::domain::operation::{MediaEnd, RecordEnd, tone_key};
+use crate::domain::{CallId, EndReason};
 use crate::media::recordings::Capture;
 
 /// What the media of a leg reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Heard {
-    /// The last packet of operation `op`'s prompts left.
-    Played(String),
+    /// Operation `op` is over on this line: its last packet left, a prompt could not be
+    /// played, or its recording ended.
+    Done(String, MediaEnd),
     /// The far end pressed a key (one RFC 4733 event, however often its packets repeat).
     Key(char),
     /// No RTP for the media timeout while not on hold.
@@ -55,28 +64,48 @@ struct State {
     recording: Option<Recording>,
 }
 
-/// A recording in progress: what the peer sends from `from` until `until` or a stop key.
+/// A recording in progress: what the peer sends from `from` on, until the sender ends it.
 struct Recording {
     capture: Capture,
     from: Instant,
-    until: Instant,
     stop_keys: Vec<char>,
+    /// When a packet last carried speech (`None`: none yet).
+    last_voice: Option<Instant>,
+    /// A stop key was pressed.
+    stopped: bool,
 }
+
+/// A packet whose samples' RMS reaches this carries speech (about -40 dBFS); below it is
+/// silence, line noise or comfort noise.
+const VOICE_RMS: f64 = 330.0;
+
+/// A prompt's audio, once fetched: its samples at 8 kHz, or what its operation fails with.
+pub type Audio = Result<Arc<Vec<i16>>, EndReason>;
 
 enum Out {
     Dtmf {
         keys: String,
         gap_ms: u64,
     },
-    /// Play these samples (8 kHz) after what is queued, for operation `op`.
-    Play {
+    /// Queue operation `op` (of the bot on call `call`): its prompts (fetched meanwhile), then,
+    /// for a recording, a beep and the recording itself.
+    Queue {
         op: String,
-        samples: Arc<Vec<i16>>,
+        call: CallId,
+        prompts: Vec<oneshot::Receiver<Audio>>,
+        looped: bool,
+        listen: Option<(Listen, Capture)>,
+        muted: bool,
     },
-    /// Stop these operations' prompts.
+    /// Stop these operations' prompts and recordings.
     Stop {
         ops: Vec<String>,
     },
+    Mute {
+        call: CallId,
+        muted: bool,
+    },
+    HoldMusic(bool),
 }
 
 /// One leg's RTP.
@@ -156,45 +185,40 @@ impl Media {
         st.peer = Some(peer);
     }
 
-    /// Plays `samples` (8 kHz) after what is queued, as operation `op`.
-    pub fn play(&self, op: &str, samples: Arc<Vec<i16>>) {
-        let _ = self.out.send(Out::Play {
+    /// Queues operation `op` of the bot on call `call`: `prompts` (each arriving when fetched)
+    /// after what is queued, over and over when `looped`; with `listen`, a recording after them
+    /// into `capture`. `muted`: that bot is muted now.
+    pub fn queue(
+        &self,
+        (op, call): (&str, CallId),
+        prompts: Vec<oneshot::Receiver<Audio>>,
+        looped: bool,
+        listen: Option<(Listen, Capture)>,
+        muted: bool,
+    ) {
+        let _ = self.out.send(Out::Queue {
             op: op.to_string(),
-            samples,
+            call,
+            prompts,
+            looped,
+            listen,
+            muted,
         });
     }
 
-    /// Stops these operations' prompts at once.
+    /// Stops these operations' prompts and recordings at once.
     pub fn stop_ops(&self, ops: Vec<String>) {
         let _ = self.out.send(Out::Stop { ops });
     }
 
-    /// Records what the peer sends into `capture`, from `after` on, for at most `max`, until
-    /// one of `stop_tones` (`#`, `pound`, `tone1`, ...) is pressed.
-    pub fn record(
-        &self,
-        capture: Capture,
-        after: Duration,
-        max: Duration,
-        stop_tones: Vec<String>,
-    ) {
-        let from = Instant::now() + after;
-        let stop_keys = stop_tones
-            .iter()
-            .filter_map(|t| {
-                let mut c = t.chars();
-                match (c.next(), c.next()) {
-                    (Some(k), None) => Some(k.to_ascii_uppercase()),
-                    _ => crate::domain::operation::tone_key(t),
-                }
-            })
-            .collect();
-        self.state.lock().expect("media lock").recording = Some(Recording {
-            capture,
-            from,
-            until: from + max,
-            stop_keys,
-        });
+    /// The bot of call `call` is muted (or not): what it plays is not sent.
+    pub fn mute(&self, call: CallId, muted: bool) {
+        let _ = self.out.send(Out::Mute { call, muted });
+    }
+
+    /// Hold music starts or stops: while it plays the party hears it instead of the bots.
+    pub fn hold_music(&self, on: bool) {
+        let _ = self.out.send(Out::HoldMusic(on));
     }
 
     /// Whether the peer negotiated telephone events.
@@ -296,18 +320,18 @@ async fn receive(
             st.last_rx = now;
             st.latched.get_or_insert(from);
             let codec = st.peer.as_ref().map(|p| p.codec);
-            if st.recording.as_ref().is_some_and(|r| now >= r.until) {
-                st.recording = None;
-            }
-            if let (Some(r), Some(codec)) = (&st.recording, codec)
-                && now >= r.from
+            if let (Some(r), Some(codec)) = (&mut st.recording, codec)
+                && !r.stopped
                 && header.payload_type == codec.payload_type()
             {
-                let mut samples = r.capture.lock().expect("capture lock");
-                match codec {
-                    Codec::Pcmu => samples.extend(payload.iter().map(|&b| ulaw_decode(b))),
-                    Codec::Pcma => samples.extend(payload.iter().map(|&b| alaw_decode(b))),
+                let pcm: Vec<i16> = match codec {
+                    Codec::Pcmu => payload.iter().map(|&b| ulaw_decode(b)).collect(),
+                    Codec::Pcma => payload.iter().map(|&b| alaw_decode(b)).collect(),
+                };
+                if rms(&pcm) >= VOICE_RMS {
+                    r.last_voice = Some(now);
                 }
+                r.capture.lock().expect("capture lock").extend(pcm);
             }
             st.peer.as_ref().and_then(|p| p.telephone_event)
         };
@@ -328,12 +352,8 @@ async fn receive(
         if let Some(key) = event.key() {
             {
                 let mut st = state.lock().expect("media lock");
-                if st
-                    .recording
-                    .as_ref()
-                    .is_some_and(|r| r.stop_keys.contains(&key))
-                {
-                    st.recording = None;
+                if let Some(r) = st.recording.as_mut().filter(|r| r.stop_keys.contains(&key)) {
+                    r.stopped = true;
                 }
             }
             on_heard(Heard::Key(key));
@@ -341,11 +361,28 @@ async fn receive(
     }
 }
 
-/// A prompt being played.
-struct Playing {
+/// What a queued operation does next.
+enum Part {
+    /// A prompt: its audio once fetched (`pending` until then), sent from sample `at`.
+    Prompt {
+        pending: Option<oneshot::Receiver<Audio>>,
+        audio: Arc<Vec<i16>>,
+        at: usize,
+    },
+    /// A recording, `started` once everything before it was sent.
+    Record {
+        listen: Listen,
+        capture: Capture,
+        started: Option<Instant>,
+    },
+}
+
+/// One part of a bot's media operation, in the leg's queue.
+struct Item {
     op: String,
-    samples: Arc<Vec<i16>>,
-    at: usize,
+    call: CallId,
+    looped: bool,
+    part: Part,
 }
 
 /// The sending side of a leg's RTP: its SSRC, sequence and media clock.
@@ -359,6 +396,10 @@ struct Sender {
     /// The timestamp of the next audio packet, while a talkspurt goes on.
     next_ts: Option<u32>,
     on_heard: OnHeard,
+    /// Bots (by call) that are muted.
+    muted: HashSet<CallId>,
+    /// Where hold music is, while it plays.
+    music: Option<usize>,
 }
 
 impl Sender {
@@ -382,19 +423,32 @@ impl Sender {
         let _ = self.socket.send_to(&packet, dest).await;
     }
 
-    /// One 20 ms frame of the prompt at the head of `queue`; the prompt leaves the queue once
-    /// its last frame is sent.
-    async fn frame(&mut self, queue: &mut VecDeque<Playing>) {
-        let Some(p) = queue.front_mut() else { return };
-        let end = (p.at + FRAME).min(p.samples.len());
-        let mut pcm = p.samples[p.at..end].to_vec();
-        pcm.resize(FRAME, 0);
-        p.at = end;
-        let finished = (p.at >= p.samples.len()).then(|| p.op.clone());
-        let Some((dest, codec, _)) = self.peer() else {
-            if let Some(op) = finished {
-                self.done(queue, op);
+    /// One 20 ms tick: the queue moves on by a frame (prompts advance, recordings start or
+    /// end), and the frame the party hears is sent: hold music while it plays, else the
+    /// prompt's, unless its bot is muted.
+    async fn tick(&mut self, queue: &mut VecDeque<Item>) {
+        let frame = self.advance(queue);
+        let heard = match self.music.as_mut() {
+            Some(at) => {
+                let music = hold_music();
+                let pcm: Vec<i16> = (0..FRAME).map(|k| music[(*at + k) % music.len()]).collect();
+                *at = (*at + FRAME) % music.len();
+                Some(pcm)
             }
+            None => frame
+                .filter(|(call, _)| !self.muted.contains(call))
+                .map(|(_, pcm)| pcm),
+        };
+        match heard {
+            Some(pcm) => self.audio(&pcm).await,
+            // Nothing sent: the next packet starts a new talkspurt.
+            None => self.next_ts = None,
+        }
+    }
+
+    /// Sends one frame of audio in the peer's codec.
+    async fn audio(&mut self, pcm: &[i16]) {
+        let Some((dest, codec, _)) = self.peer() else {
             return;
         };
         let payload: Vec<u8> = match codec {
@@ -414,18 +468,102 @@ impl Sender {
             ssrc: self.ssrc,
         };
         self.send(h, &payload, dest).await;
-        if let Some(op) = finished {
-            self.done(queue, op);
+    }
+
+    /// Moves the queue on by one frame; the frame of prompt audio due now, with its bot's call.
+    fn advance(&mut self, queue: &mut VecDeque<Item>) -> Option<(CallId, Vec<i16>)> {
+        loop {
+            let item = queue.front_mut()?;
+            let (op, call) = (item.op.clone(), item.call);
+            match &mut item.part {
+                Part::Prompt { pending, audio, at } => {
+                    if let Some(rx) = pending {
+                        match rx.try_recv() {
+                            Ok(Ok(a)) => *audio = a,
+                            Err(oneshot::error::TryRecvError::Empty) => return None,
+                            Ok(Err(reason)) => {
+                                self.fail(queue, &op, reason);
+                                continue;
+                            }
+                            Err(oneshot::error::TryRecvError::Closed) => {
+                                let reason = crate::domain::operation::results::PROMPT_UNAVAILABLE;
+                                self.fail(queue, &op, reason);
+                                continue;
+                            }
+                        }
+                        *pending = None;
+                    }
+                    if *at >= audio.len() {
+                        self.prompt_over(queue);
+                        continue;
+                    }
+                    let end = (*at + FRAME).min(audio.len());
+                    let mut pcm = audio[*at..end].to_vec();
+                    pcm.resize(FRAME, 0);
+                    *at = end;
+                    if end >= audio.len() {
+                        self.prompt_over(queue);
+                    }
+                    return Some((call, pcm));
+                }
+                Part::Record {
+                    listen,
+                    capture,
+                    started,
+                } => {
+                    let now = Instant::now();
+                    let mut st = self.state.lock().expect("media lock");
+                    let Some(from) = *started else {
+                        *started = Some(now);
+                        st.recording = Some(Recording {
+                            capture: capture.clone(),
+                            from: now,
+                            stop_keys: stop_keys(&listen.stop_tones),
+                            last_voice: None,
+                            stopped: false,
+                        });
+                        return None;
+                    };
+                    let why = st.recording.as_ref().and_then(|r| ended(r, listen, now))?;
+                    st.recording = None;
+                    drop(st);
+                    let length = now.duration_since(from).min(ms(listen.max_ms));
+                    queue.pop_front();
+                    let end = MediaEnd::Recorded {
+                        length_ms: length.as_millis() as u64,
+                        why,
+                    };
+                    (self.on_heard)(Heard::Done(op, end));
+                }
+            }
         }
     }
 
-    /// The prompt at the head of `queue` is over; once the operation has nothing more queued,
-    /// it is played out.
-    fn done(&self, queue: &mut VecDeque<Playing>, op: String) {
-        queue.pop_front();
-        if !queue.iter().any(|p| p.op == op) {
-            (self.on_heard)(Heard::Played(op));
+    /// The prompt at the head of the queue has been sent: looped, it goes again after the
+    /// rest of its operation's prompts; else, once its operation has nothing more queued, the
+    /// operation is played out.
+    fn prompt_over(&self, queue: &mut VecDeque<Item>) {
+        let Some(mut item) = queue.pop_front() else {
+            return;
+        };
+        if item.looped {
+            if let Part::Prompt { at, .. } = &mut item.part {
+                *at = 0;
+            }
+            let end = queue
+                .iter()
+                .position(|i| i.op != item.op)
+                .unwrap_or(queue.len());
+            queue.insert(end, item);
+        } else if !queue.iter().any(|i| i.op == item.op) {
+            (self.on_heard)(Heard::Done(item.op, MediaEnd::Played));
         }
+    }
+
+    /// Operation `op` cannot go on (a prompt could not be had): its parts leave the queue.
+    fn fail(&self, queue: &mut VecDeque<Item>, op: &str, reason: EndReason) {
+        queue.retain(|i| i.op != op);
+        (self.on_heard)(Heard::Done(op.to_string(), MediaEnd::Failed(reason)));
     }
 
     /// Sends each key as a telephone event (100 ms, three end packets), `gap_ms` apart.
@@ -466,6 +604,157 @@ impl Sender {
         // Audio after the keys starts a new talkspurt.
         self.next_ts = None;
     }
+
+    /// Takes operation `op`'s parts into the queue.
+    fn enqueue(&mut self, queue: &mut VecDeque<Item>, out: Out) {
+        let Out::Queue {
+            op,
+            call,
+            prompts,
+            looped,
+            listen,
+            muted,
+        } = out
+        else {
+            return;
+        };
+        if muted {
+            self.muted.insert(call);
+        } else {
+            self.muted.remove(&call);
+        }
+        let item = |part| Item {
+            op: op.clone(),
+            call,
+            looped,
+            part,
+        };
+        let nothing = prompts.is_empty() && listen.is_none();
+        for rx in prompts {
+            queue.push_back(item(Part::Prompt {
+                pending: Some(rx),
+                audio: Arc::default(),
+                at: 0,
+            }));
+        }
+        if nothing {
+            // Reported played in its turn.
+            queue.push_back(item(Part::Prompt {
+                pending: None,
+                audio: Arc::default(),
+                at: 0,
+            }));
+        }
+        if let Some((listen, capture)) = listen {
+            if listen.beep {
+                queue.push_back(item(Part::Prompt {
+                    pending: None,
+                    audio: beep(),
+                    at: 0,
+                }));
+            }
+            queue.push_back(item(Part::Record {
+                listen,
+                capture,
+                started: None,
+            }));
+        }
+    }
+
+    /// Stops operations `ops`: their parts leave the queue, and a recording among them stops.
+    fn stop(&mut self, queue: &mut VecDeque<Item>, ops: &[String]) {
+        let recording = queue.iter().any(|i| {
+            ops.contains(&i.op)
+                && matches!(
+                    i.part,
+                    Part::Record {
+                        started: Some(_),
+                        ..
+                    }
+                )
+        });
+        if recording {
+            self.state.lock().expect("media lock").recording = None;
+        }
+        queue.retain(|i| !ops.contains(&i.op));
+    }
+}
+
+/// Why a recording ends now, if it does.
+fn ended(r: &Recording, listen: &Listen, now: Instant) -> Option<RecordEnd> {
+    let elapsed = now.duration_since(r.from);
+    if r.stopped {
+        Some(RecordEnd::StopTone)
+    } else if elapsed >= ms(listen.max_ms) {
+        Some(RecordEnd::MaxDuration)
+    } else {
+        match r.last_voice {
+            None if elapsed >= ms(listen.initial_silence_ms) => Some(RecordEnd::InitialSilence),
+            Some(t) if now.duration_since(t) >= ms(listen.max_silence_ms) => {
+                Some(RecordEnd::MaxSilence)
+            }
+            _ => None,
+        }
+    }
+}
+
+fn ms(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+/// The keys of `stopTones` (`#`, `pound`, `tone1`, ...).
+fn stop_keys(tones: &[String]) -> Vec<char> {
+    tones
+        .iter()
+        .filter_map(|t| {
+            let mut c = t.chars();
+            match (c.next(), c.next()) {
+                (Some(k), None) => Some(k.to_ascii_uppercase()),
+                _ => tone_key(t),
+            }
+        })
+        .collect()
+}
+
+/// The root mean square of some samples.
+fn rms(pcm: &[i16]) -> f64 {
+    if pcm.is_empty() {
+        return 0.0;
+    }
+    let sum: f64 = pcm.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
+    (sum / pcm.len() as f64).sqrt()
+}
+
+/// The beep before a recording: 200 ms of 1 kHz at half scale (as simulated recordings begin).
+fn beep() -> Arc<Vec<i16>> {
+    static BEEP: std::sync::OnceLock<Arc<Vec<i16>>> = std::sync::OnceLock::new();
+    BEEP.get_or_init(|| Arc::new(tone(&[(1000.0, 200)], 0.5)))
+        .clone()
+}
+
+/// Hold music: a slow four-note phrase (C5 E5 G5 E5, 400 ms each, softly faded), looped.
+fn hold_music() -> &'static [i16] {
+    static MUSIC: std::sync::OnceLock<Vec<i16>> = std::sync::OnceLock::new();
+    MUSIC.get_or_init(|| {
+        tone(
+            &[(523.25, 400), (659.25, 400), (783.99, 400), (659.25, 400)],
+            0.25,
+        )
+    })
+}
+
+/// Notes (frequency, ms) one after the other at 8 kHz, each faded in and out over 20 ms.
+fn tone(notes: &[(f64, u64)], scale: f64) -> Vec<i16> {
+    let mut out = vec![];
+    for &(hz, ms) in notes {
+        let n = (ms * 8) as usize;
+        for i in 0..n {
+            let fade = (i.min(n - 1 - i) as f64 / 160.0).min(1.0);
+            let v = (2.0 * std::f64::consts::PI * hz * i as f64 / 8000.0).sin();
+            out.push((v * scale * fade * f64::from(i16::MAX)) as i16);
+        }
+    }
+    out
 }
 
 /// Samples per 20 ms packet at 8 kHz.
@@ -487,12 +776,14 @@ async fn send(
         epoch: Instant::now(),
         next_ts: None,
         on_heard,
+        muted: HashSet::new(),
+        music: None,
     };
-    let mut queue: VecDeque<Playing> = VecDeque::new();
+    let mut queue: VecDeque<Item> = VecDeque::new();
     // A 20 ms clock; after a stall it catches up (tokio's default), never more.
     let mut ticker = tokio::time::interval(Duration::from_millis(20));
     loop {
-        let next = if queue.is_empty() {
+        let next = if queue.is_empty() && s.music.is_none() {
             s.next_ts = None;
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -503,21 +794,32 @@ async fn send(
                 _ = stop.cancelled() => return,
                 next = out.recv() => next,
                 _ = ticker.tick() => {
-                    s.frame(&mut queue).await;
+                    s.tick(&mut queue).await;
                     continue;
                 }
             }
         };
+        let idle = queue.is_empty() && s.music.is_none();
         match next {
             None => return,
             Some(Out::Dtmf { keys, gap_ms }) => s.dtmf(&keys, gap_ms, &stop).await,
-            Some(Out::Play { op, samples }) => {
-                if queue.is_empty() {
-                    ticker.reset_immediately();
+            Some(q @ Out::Queue { .. }) => s.enqueue(&mut queue, q),
+            Some(Out::Stop { ops }) => s.stop(&mut queue, &ops),
+            Some(Out::Mute { call, muted }) => {
+                if muted {
+                    s.muted.insert(call);
+                } else {
+                    s.muted.remove(&call);
                 }
-                queue.push_back(Playing { op, samples, at: 0 });
             }
-            Some(Out::Stop { ops }) => queue.retain(|p| !ops.contains(&p.op)),
+            Some(Out::HoldMusic(on)) => {
+                if on != s.music.is_some() {
+                    s.music = on.then_some(0);
+                }
+            }
+        }
+        if idle && !(queue.is_empty() && s.music.is_none()) {
+            ticker.reset_immediately();
         }
     }
 }

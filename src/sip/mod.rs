@@ -30,6 +30,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::domain::call::party_key;
+use crate::domain::fabric::Listen;
+use crate::domain::operation::{MediaEnd, results};
 use crate::domain::{CallId, EndReason, PartyKind, Peer};
 use crate::fabric::{AppRef, EventSink, FabricCommand, FabricEvent, LegRef};
 use stack::{Dialog, Incoming, Invite, Progress, ProgressRx, SipStack};
@@ -151,7 +153,7 @@ pub struct SipFabric {
     prompts: Arc<crate::media::prompts::Prompts>,
     http: reqwest::Client,
     /// Where what legs record goes (served at the operations' `recordingLocation`).
-    captured: Arc<crate::media::recordings::Captured>,
+    recordings: Arc<crate::media::recordings::Archive>,
     stop: CancellationToken,
 }
 
@@ -160,7 +162,7 @@ pub struct SipFabric {
 pub type MediaParts = (
     Arc<crate::media::prompts::Prompts>,
     reqwest::Client,
-    Arc<crate::media::recordings::Captured>,
+    Arc<crate::media::recordings::Archive>,
 );
 
 impl SipFabric {
@@ -171,7 +173,7 @@ impl SipFabric {
         settings: SipSettings,
         users: Vec<(String, String)>,
         numbers: HashMap<String, NumberApp>,
-        (prompts, http, captured): MediaParts,
+        (prompts, http, recordings): MediaParts,
         stop: CancellationToken,
     ) -> anyhow::Result<Arc<Self>> {
         let listen: SocketAddr = settings
@@ -198,7 +200,7 @@ impl SipFabric {
             incoming: Mutex::new(Some(incoming)),
             prompts,
             http,
-            captured,
+            recordings,
             stop,
         });
         Ok(fabric)
@@ -306,22 +308,27 @@ impl SipFabric {
                 } => self.with_media(leg, |m| m.send_dtmf(&keys, gap_ms)),
                 FabricCommand::Play {
                     leg,
+                    call,
                     op_id,
                     prompts,
+                    looped,
+                    muted,
                     ..
-                } => {
-                    tokio::spawn(self.clone().play(leg, op_id, prompts, None));
-                }
+                } => self.queue(leg, (op_id, call), prompts, looped, None, muted),
                 FabricCommand::Record {
                     leg,
+                    call,
                     op_id,
                     prompts,
-                    max_ms,
-                    stop_tones,
+                    listen,
+                    muted,
                     ..
-                } => {
-                    let record = (max_ms, stop_tones);
-                    tokio::spawn(self.clone().play(leg, op_id, prompts, Some(record)));
+                } => self.queue(leg, (op_id, call), prompts, false, Some(listen), muted),
+                FabricCommand::Mute {
+                    leg, call, muted, ..
+                } => self.with_media(leg, |m| m.mute(call, muted)),
+                FabricCommand::HoldMusic { leg, on, .. } => {
+                    self.with_media(leg, |m| m.hold_music(on))
                 }
                 FabricCommand::StopMedia { leg, op_ids, .. } => {
                     self.with_media(leg, |m| m.stop_ops(op_ids))
@@ -456,43 +463,38 @@ impl SipFabric {
         }
     }
 
-    /// Plays prompts on a leg, in order, once their audio is fetched; with `record` (at most
-    /// so many ms, stop tones), then records what the party says into the operation's
-    /// recording. A prompt's operation completes once its last packet has left (the media reports
-    /// it); a recording's on the call clock, as on simulated legs.
-    async fn play(
-        self: Arc<Self>,
+    /// Queues a bot's media operation on a leg: its prompts (fetched meanwhile, each in its
+    /// turn), and with `listen` a recording after them. The operation completes once the
+    /// leg's media says it is over ([`SipFabric::heard`]).
+    fn queue(
+        self: &Arc<Self>,
         leg: LegRef,
-        op: String,
+        (op, call): (String, CallId),
         prompts: Vec<String>,
-        record: Option<(u64, Vec<String>)>,
+        looped: bool,
+        listen: Option<Listen>,
+        muted: bool,
     ) {
-        let mut played = 0;
+        let mut fetched = Vec::with_capacity(prompts.len());
         for uri in prompts {
-            match self.prompts.audio(&self.http, &uri).await {
-                Ok(samples) => {
-                    played += samples.len();
-                    self.with_media(leg, |m| m.play(&op, samples))
-                }
-                Err(e) => {
-                    // As on simulated legs, it lasts the default length: of silence here.
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            fetched.push(rx);
+            let fabric = self.clone();
+            tokio::spawn(async move {
+                let audio = fabric.prompts.audio(&fabric.http, &uri).await.map_err(|e| {
                     tracing::info!(
-                        "prompt {} is silence on a SIP leg: {e}",
+                        "prompt {} cannot be played on a SIP leg: {e}",
                         crate::media::prompts::redact(&uri)
                     );
-                    let silence = vec![0i16; (self.prompts.default_ms() * 8) as usize];
-                    played += silence.len();
-                    self.with_media(leg, |m| m.play(&op, Arc::new(silence)))
-                }
-            }
-        }
-        if let Some((max_ms, stop_tones)) = record {
-            let capture = self.captured.start(&op);
-            let after = Duration::from_millis(played as u64 / 8);
-            self.with_media(leg, |m| {
-                m.record(capture, after, Duration::from_millis(max_ms), stop_tones)
+                    e.failure().unwrap_or(results::PROMPT_UNAVAILABLE)
+                });
+                let _ = tx.send(audio);
             });
         }
+        let listen = listen.map(|l| (l, self.recordings.start(&op)));
+        self.with_media(leg, |m| {
+            m.queue((&op, call), fetched, looped, listen, muted)
+        });
     }
 
     /// Binds a leg's RTP port; what its media hears comes back to [`SipFabric::heard`].
@@ -516,7 +518,14 @@ impl SipFabric {
     /// 410/301005).
     async fn heard(&self, leg: LegRef, heard: media::Heard) {
         match heard {
-            media::Heard::Played(op) => self.report(FabricEvent::Played(leg, op)),
+            media::Heard::Done(op, end) => {
+                if matches!(end, MediaEnd::Recorded { .. }) {
+                    let recordings = self.recordings.clone();
+                    let finished = op.clone();
+                    tokio::task::spawn_blocking(move || recordings.finish(&finished));
+                }
+                self.report(FabricEvent::MediaDone(leg, op, end))
+            }
             media::Heard::Key(k) => {
                 if self.phase(leg) == Some(Phase::Up) {
                     self.report(FabricEvent::Tones(leg, k.to_string()));

@@ -70,34 +70,72 @@ pub struct Remote {
     pub direction: Direction,
     /// Where it receives audio (`None` for port 0, a rejected stream).
     pub address: Option<(IpAddr, u16)>,
+    /// Every media line of the description, in order (`m=` kind, protocol, first format): an
+    /// answer has one line for each (RFC 3264 §6).
+    pub streams: Vec<(String, String, String)>,
+    /// Which of them is the audio used.
+    pub chosen: usize,
 }
 
-/// Reads the first audio stream of a session description; `None` if there is none.
+/// One `m=` section as written.
+#[derive(Default)]
+struct Section {
+    kind: String,
+    port: u16,
+    proto: String,
+    formats: Vec<String>,
+    ip: Option<IpAddr>,
+    direction: Option<Direction>,
+    maps: Vec<(u8, String)>,
+}
+
+impl Section {
+    fn encoding(&self, pt: u8) -> Option<&str> {
+        self.maps
+            .iter()
+            .find(|(p, _)| *p == pt)
+            .map(|(_, e)| e.as_str())
+    }
+
+    /// The first G.711 codec of its list, if it is plain RTP audio.
+    fn codec(&self) -> Option<Codec> {
+        if self.kind != "audio" || self.proto != "RTP/AVP" {
+            return None;
+        }
+        self.formats
+            .iter()
+            .filter_map(|f| f.parse::<u8>().ok())
+            .find_map(|pt| match (pt, self.encoding(pt)) {
+                (_, Some(e)) if e.starts_with("pcmu/8000") => Some(Codec::Pcmu),
+                (_, Some(e)) if e.starts_with("pcma/8000") => Some(Codec::Pcma),
+                (0, None) => Some(Codec::Pcmu),
+                (8, None) => Some(Codec::Pcma),
+                _ => None,
+            })
+    }
+}
+
+/// Reads a session description: the first audio stream we can use (plain RTP, port not 0, a
+/// G.711 codec), else the first audio stream at all; `None` if it has no audio stream.
 pub fn parse(sdp: &[u8]) -> Option<Remote> {
     let text = std::str::from_utf8(sdp).ok()?;
     let mut session_ip: Option<IpAddr> = None;
-    let mut media_ip: Option<IpAddr> = None;
     let mut session_dir = Direction::SendRecv;
-    let mut media_dir: Option<Direction> = None;
-    let mut in_audio = false;
-    let mut seen_audio = false;
-    let mut port = 0u16;
-    let mut formats: Vec<u8> = vec![];
-    let mut maps: Vec<(u8, String)> = vec![];
+    let mut sections: Vec<Section> = vec![];
     for line in text.lines() {
         let line = line.trim_end();
         if let Some(m) = line.strip_prefix("m=") {
-            if seen_audio {
-                break;
-            }
             let mut it = m.split_whitespace();
-            in_audio = it.next() == Some("audio");
-            if in_audio {
-                seen_audio = true;
-                port = it.next()?.split('/').next()?.parse().ok()?;
-                let _proto = it.next();
-                formats = it.filter_map(|f| f.parse().ok()).collect();
-            }
+            let kind = it.next().unwrap_or_default().to_string();
+            let port = it.next()?.split('/').next()?.parse().ok()?;
+            let proto = it.next().unwrap_or_default().to_string();
+            sections.push(Section {
+                kind,
+                port,
+                proto,
+                formats: it.map(str::to_string).collect(),
+                ..Section::default()
+            });
             continue;
         }
         let direction = match line {
@@ -107,57 +145,64 @@ pub fn parse(sdp: &[u8]) -> Option<Remote> {
             "a=inactive" => Some(Direction::Inactive),
             _ => None,
         };
+        let current = sections.last_mut();
         if let Some(c) = line.strip_prefix("c=") {
             let ip = c
                 .split_whitespace()
                 .nth(2)
                 .and_then(|a| a.split('/').next()?.parse().ok());
-            if in_audio {
-                media_ip = ip;
-            } else if !seen_audio {
-                session_ip = ip;
+            match current {
+                Some(sec) => sec.ip = ip,
+                None => session_ip = ip,
             }
         } else if let Some(d) = direction {
-            if in_audio {
-                media_dir = Some(d);
-            } else if !seen_audio {
-                session_dir = d;
+            match current {
+                Some(sec) => sec.direction = Some(d),
+                None => session_dir = d,
             }
-        } else if let Some(map) = line.strip_prefix("a=rtpmap:").filter(|_| in_audio) {
+        } else if let (Some(map), Some(sec)) = (line.strip_prefix("a=rtpmap:"), current) {
             let mut it = map.splitn(2, ' ');
-            if let (Some(pt), Some(enc)) = (it.next(), it.next()) {
-                if let Ok(pt) = pt.parse() {
-                    maps.push((pt, enc.to_ascii_lowercase()));
-                }
+            if let (Some(pt), Some(enc)) = (it.next(), it.next())
+                && let Ok(pt) = pt.parse()
+            {
+                sec.maps.push((pt, enc.to_ascii_lowercase()));
             }
         }
     }
-    if !seen_audio {
-        return None;
-    }
-    let encoding = |pt: u8| maps.iter().find(|(p, _)| *p == pt).map(|(_, e)| e.as_str());
-    let codec = formats.iter().find_map(|&pt| match (pt, encoding(pt)) {
-        (_, Some(e)) if e.starts_with("pcmu/8000") => Some(Codec::Pcmu),
-        (_, Some(e)) if e.starts_with("pcma/8000") => Some(Codec::Pcma),
-        (0, None) => Some(Codec::Pcmu),
-        (8, None) => Some(Codec::Pcma),
-        _ => None,
-    });
-    let telephone_event = formats
+    let usable = |s: &Section| s.port != 0 && s.codec().is_some();
+    let chosen = sections
         .iter()
-        .copied()
-        .find(|&pt| encoding(pt).is_some_and(|e| e.starts_with("telephone-event/8000")));
-    let ip = media_ip.or(session_ip);
-    let mut direction = media_dir.unwrap_or(session_dir);
+        .position(usable)
+        .or_else(|| sections.iter().position(|s| s.kind == "audio"))?;
+    let sec = &sections[chosen];
+    let telephone_event = sec
+        .formats
+        .iter()
+        .filter_map(|f| f.parse::<u8>().ok())
+        .find(|&pt| {
+            sec.encoding(pt)
+                .is_some_and(|e| e.starts_with("telephone-event/8000"))
+        });
+    let ip = sec.ip.or(session_ip);
+    let mut direction = sec.direction.unwrap_or(session_dir);
     // RFC 2543 hold: a connection address of 0.0.0.0.
     if ip.is_some_and(|ip| ip.is_unspecified()) && direction == Direction::SendRecv {
         direction = Direction::SendOnly;
     }
+    let port = sec.port;
     Some(Remote {
-        codec: if port == 0 { None } else { codec },
+        codec: if port == 0 { None } else { sec.codec() },
         telephone_event,
         direction,
         address: ip.filter(|_| port != 0).map(|ip| (ip, port)),
+        streams: sections
+            .iter()
+            .map(|s| {
+                let first = s.formats.first().cloned().unwrap_or_else(|| "0".into());
+                (s.kind.clone(), s.proto.clone(), first)
+            })
+            .collect(),
+        chosen,
     })
 }
 
@@ -209,28 +254,35 @@ impl Local {
     }
 
     /// An answer to `offer`: its first codec we speak, its telephone-event payload type, and the
-    /// direction mirrored. `None` if it offers no codec we speak (answer 488).
+    /// direction mirrored, on the audio stream used; every other stream rejected with port 0
+    /// (RFC 3264 §6). `None` if it offers no codec we speak (answer 488).
     pub fn answer(&mut self, offer: &Remote) -> Option<Vec<u8>> {
         let codec = offer.codec?;
         let mut s = self.head();
-        let pt = codec.payload_type();
-        match offer.telephone_event {
-            Some(te) => s.push_str(&format!(
-                "m=audio {} RTP/AVP {pt} {te}\r\na=rtpmap:{pt} {}/8000\r\n\
-                 a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\n",
-                self.port,
-                codec.name()
-            )),
-            None => s.push_str(&format!(
-                "m=audio {} RTP/AVP {pt}\r\na=rtpmap:{pt} {}/8000\r\n",
-                self.port,
-                codec.name()
-            )),
+        for (i, (kind, proto, first)) in offer.streams.iter().enumerate() {
+            if i != offer.chosen {
+                s.push_str(&format!("m={kind} 0 {proto} {first}\r\n"));
+                continue;
+            }
+            let pt = codec.payload_type();
+            match offer.telephone_event {
+                Some(te) => s.push_str(&format!(
+                    "m=audio {} RTP/AVP {pt} {te}\r\na=rtpmap:{pt} {}/8000\r\n\
+                     a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\n",
+                    self.port,
+                    codec.name()
+                )),
+                None => s.push_str(&format!(
+                    "m=audio {} RTP/AVP {pt}\r\na=rtpmap:{pt} {}/8000\r\n",
+                    self.port,
+                    codec.name()
+                )),
+            }
+            s.push_str(&format!(
+                "a=ptime:20\r\na={}\r\n",
+                offer.direction.mirrored().attribute()
+            ));
         }
-        s.push_str(&format!(
-            "a=ptime:20\r\na={}\r\n",
-            offer.direction.mirrored().attribute()
-        ));
         Some(s.into_bytes())
     }
 }
@@ -282,6 +334,31 @@ mod tests {
         assert!(local.answer(&parse(g729.as_bytes()).unwrap()).is_none());
         let old_hold = SIPP_OFFER.replace("c=IN IP4 127.0.0.1", "c=IN IP4 0.0.0.0");
         assert!(parse(old_hold.as_bytes()).unwrap().direction.is_hold());
+    }
+
+    #[test]
+    fn other_streams_are_answered_with_port_0_in_their_places() {
+        // Video first, then an SRTP audio stream we cannot do, then the plain one.
+        let offer = "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+            m=video 6002 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n\
+            m=audio 6004 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n\
+            m=audio 6000 RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\n\
+            a=rtpmap:101 telephone-event/8000\r\na=ptime:30\r\n";
+        let r = parse(offer.as_bytes()).unwrap();
+        assert_eq!(r.chosen, 2);
+        assert_eq!((r.codec, r.telephone_event), (Some(Codec::Pcma), Some(101)));
+        assert_eq!(r.address, Some(("127.0.0.1".parse().unwrap(), 6000)));
+        let mut local = Local::new("127.0.0.1".parse().unwrap(), 7000);
+        let answer = String::from_utf8(local.answer(&r).unwrap()).unwrap();
+        let m: Vec<&str> = answer.lines().filter(|l| l.starts_with("m=")).collect();
+        assert_eq!(
+            m,
+            [
+                "m=video 0 RTP/AVP 96",
+                "m=audio 0 RTP/SAVP 0",
+                "m=audio 7000 RTP/AVP 8 101"
+            ]
+        );
     }
 
     #[test]

@@ -272,11 +272,73 @@ async fn an_http_prompt_without_a_length_is_read_only_up_to_the_cap() {
     assert!(server.wait_hung_up(3).await, "the fetch stopped");
     let written = server.written();
     assert!(written < 32 << 20, "{written} bytes were sent");
-    // Too large to tell: it plays the default 5 s.
-    app.advance(4.9).await;
-    assert!(!op_queued(&app, &id, &op).await);
+    // Too large to tell: it could not be had, and the operation fails at once.
+    fails(&app, &id, &op, (400, 8536)).await;
+}
+
+/// Checks operation `op` fails with `result` with the call clock standing still.
+async fn fails(app: &TestApp, id: &str, op: &str, result: (i64, i64)) {
+    let (_, done) = wait_op(app, id, op).await;
+    assert_eq!(
+        (done["status"].as_str(), result_of(&done)),
+        (Some("failed"), result),
+        "{done}"
+    );
+}
+
+#[tokio::test]
+async fn a_prompt_that_cannot_be_had_fails_its_operation_after_the_prompts_before_it() {
+    let app = spawn_app(Backend::Suite).await;
+    let token = app.token().await;
+    let id = app.answered(&token, ALICE).await;
+    let good = app.receiver.serve("one.wav", {
+        let mut w = wav_header(8_000, 1, 16, 16_000);
+        w.resize(w.len() + 16_000, 0);
+        w
+    });
+    let missing = app.receiver.url_for("/files/nowhere.wav");
+    let text = app
+        .receiver
+        .serve("text.wav", b"hello, not a wave".to_vec());
+    // A missing file: 400/8536 once the one-second prompt before it has played.
+    let r = act(
+        &app,
+        &token,
+        &id,
+        "playPrompt",
+        json!({"prompts": prompts(&[&good, &missing, &good])}),
+    )
+    .await;
+    let op = op_id(&app, &id, &r);
+    assert_eq!(r.body["status"], "running", "{}", r.text);
+    app.advance(0.9).await;
+    assert!(!op_queued(&app, &id, &op).await, "failed before its turn");
     app.advance(0.1).await;
-    wait_op(&app, &id, &op).await;
+    fails(&app, &id, &op, (400, 8536)).await;
+    // Not audio: 400/8535, at once. A recording whose prompt cannot be had records nothing.
+    let r = act(
+        &app,
+        &token,
+        &id,
+        "playPrompt",
+        json!({"prompts": prompts(&[&text])}),
+    )
+    .await;
+    fails(&app, &id, &op_id(&app, &id, &r), (400, 8535)).await;
+    let r = act(
+        &app,
+        &token,
+        &id,
+        "recordResponse",
+        json!({"prompts": prompts(&[&missing])}),
+    )
+    .await;
+    let op = op_id(&app, &id, &r);
+    fails(&app, &id, &op, (400, 8536)).await;
+    let (_, done) = wait_op(&app, &id, &op).await;
+    assert_eq!(done["recordingLocation"], "", "{done}");
+    let message = done["resultInfo"]["message"].as_str().unwrap_or_default();
+    assert_eq!(message, "Action failed, file could not be downloaded.");
 }
 
 #[tokio::test]
@@ -298,8 +360,7 @@ async fn an_http_prompt_that_does_not_answer_gives_up_at_the_fetch_timeout() {
         "took {took:?}"
     );
     let op = op_id(&app, &id, &r);
-    app.advance(5.0).await;
-    wait_op(&app, &id, &op).await;
+    fails(&app, &id, &op, (400, 8536)).await;
     held.abort();
 }
 

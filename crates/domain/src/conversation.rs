@@ -496,6 +496,13 @@ impl Conversation {
                         }
                     })
                 }
+                (Some(w), LegState::Connected) if w.on_hold != leg.on_hold => {
+                    out.push(FabricCommand::HoldMusic {
+                        leg: at,
+                        peer: peer.clone(),
+                        on: leg.on_hold,
+                    })
+                }
                 _ => {}
             }
         }
@@ -1168,6 +1175,8 @@ mod tests {
                     FabricCommand::Play { .. } => "play",
                     FabricCommand::Record { .. } => "record",
                     FabricCommand::StopMedia { .. } => "stopMedia",
+                    FabricCommand::Mute { .. } => "mute",
+                    FabricCommand::HoldMusic { .. } => "holdMusic",
                 };
                 (kind, c.peer().id.clone())
             })

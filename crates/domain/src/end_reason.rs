@@ -84,6 +84,13 @@ impl EndReason {
     /// The sentence sent as `resultInfo.message`.
     pub fn message(&self) -> String {
         let known = match (self.code, self.subcode) {
+            // Operations' results, as Graph (and, for prompts, Azure Communication Services)
+            // word them.
+            (200, 0) => "Action completed successfully.",
+            (200, 8515) => "Action completed, max record duration reached.",
+            (400, 8508) => "Action failed, the operation was cancelled.",
+            (400, 8535) => "Action failed, file format is invalid.",
+            (400, 8536) => "Action failed, file could not be downloaded.",
             (200, 5001) => "The conversation has ended.",
             (200, 4521) => "The other participant ended the peer-to-peer call.",
             (200, 560000) | (200, 540000) => "The PSTN user ended the call.",

@@ -3,11 +3,13 @@
 //! A fabric (the simulated parties, or SIP) reports what happens on a party's side of a
 //! call as [`FabricEvent`]s: the party answered, could not be reached, hung up, pressed keys, or
 //! called an app. The domain's changes tell the fabric what to do as [`FabricCommand`]s: ring a
-//! party, stop ringing, hang up, send DTMF, play prompts, record, stop media. The engine applies events and runs commands only once
-//! the change that decided them is durable, in commit order.
+//! party, stop ringing, hang up, send DTMF, play prompts, record, stop media, mute, hold music.
+//! The engine applies events and runs commands only once the change that decided them is
+//! durable, in commit order.
 
 use uuid::Uuid;
 
+use super::operation::MediaEnd;
 use super::{CallId, EndReason, Peer};
 
 /// A party's leg in a conversation: the conversation's id and the leg's participant id.
@@ -39,8 +41,9 @@ pub enum FabricEvent {
     Tones(LegRef, String),
     /// The party put its call on hold (`true`: it stopped listening) or took it off.
     Held(LegRef, bool),
-    /// The fabric played out the prompts of operation `op` to the party (the last packet left).
-    Played(LegRef, String),
+    /// The fabric finished media operation `op` on the party's line: its prompts were played
+    /// out (the last packet left), a prompt could not be played, or its recording ended.
+    MediaDone(LegRef, String, MediaEnd),
     /// A party calls an app: a new call `call`, `incoming`, notified to `callback_uri`. `leg`
     /// is the participant id the caller's leg takes. With `dialog`, the fabric holds the call's
     /// signalling (a SIP dialog): it confirms the bot's answer itself (reporting the caller's
@@ -66,10 +69,25 @@ impl FabricEvent {
             | FabricEvent::HungUp(l)
             | FabricEvent::Tones(l, _)
             | FabricEvent::Held(l, _)
-            | FabricEvent::Played(l, _) => Some(*l),
+            | FabricEvent::MediaDone(l, _, _) => Some(*l),
             FabricEvent::Incoming { .. } => None,
         }
     }
+}
+
+/// How a recording listens to the party, after its prompts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listen {
+    /// At most this long (`maxRecordDurationInSeconds`).
+    pub max_ms: u64,
+    /// Ends if the party says nothing this long from the start (`initialSilenceTimeoutInSeconds`).
+    pub initial_silence_ms: u64,
+    /// Ends once the party, having spoken, is silent this long (`maxSilenceTimeoutInSeconds`).
+    pub max_silence_ms: u64,
+    /// A beep goes to the party before recording starts (`playBeep`).
+    pub beep: bool,
+    /// Keys that end it (`stopTones`: `#`, `pound`, `tone1`, ...).
+    pub stop_tones: Vec<String>,
 }
 
 /// What the fabric must do, once the change that decided it is durable.
@@ -119,24 +137,38 @@ pub enum FabricCommand {
         keys: String,
         gap_ms: u64,
     },
-    /// Play these prompts (their URIs, in order) to the party, after what is playing already;
-    /// the operation `op_id` is the bot's `playPrompt`.
+    /// Play these prompts (their URIs, in order) to the party, after what is playing already,
+    /// over and over with `looped` (until stopped); the operation `op_id` is the bot's
+    /// `playPrompt` on call `call` (`muted`: that bot is muted now).
     Play {
         leg: LegRef,
         peer: Peer,
+        call: CallId,
         op_id: String,
         prompts: Vec<String>,
+        looped: bool,
+        muted: bool,
     },
-    /// Play these prompts, then record what the party says, for at most `max_ms`, stopping at
-    /// any of `stop_tones`; the operation `op_id` is the bot's `recordResponse`.
+    /// Play these prompts, then record what the party says as `listen` says; the operation
+    /// `op_id` is the bot's `recordResponse` on call `call`.
     Record {
         leg: LegRef,
         peer: Peer,
+        call: CallId,
         op_id: String,
         prompts: Vec<String>,
-        max_ms: u64,
-        stop_tones: Vec<String>,
+        listen: Listen,
+        muted: bool,
     },
+    /// The bot of call `call` muted (or unmuted) itself: the party hears nothing it plays.
+    Mute {
+        leg: LegRef,
+        peer: Peer,
+        call: CallId,
+        muted: bool,
+    },
+    /// Hold music starts (`on`) or stops for the party.
+    HoldMusic { leg: LegRef, peer: Peer, on: bool },
     /// Stop these media operations (prompts and recordings) at once: they were cancelled.
     StopMedia {
         leg: LegRef,
@@ -158,6 +190,8 @@ impl FabricCommand {
             | FabricCommand::SendDtmf { peer, .. }
             | FabricCommand::Play { peer, .. }
             | FabricCommand::Record { peer, .. }
+            | FabricCommand::Mute { peer, .. }
+            | FabricCommand::HoldMusic { peer, .. }
             | FabricCommand::StopMedia { peer, .. } => peer,
         }
     }
@@ -174,6 +208,8 @@ impl FabricCommand {
             | FabricCommand::SendDtmf { leg, .. }
             | FabricCommand::Play { leg, .. }
             | FabricCommand::Record { leg, .. }
+            | FabricCommand::Mute { leg, .. }
+            | FabricCommand::HoldMusic { leg, .. }
             | FabricCommand::StopMedia { leg, .. } => *leg,
         }
     }

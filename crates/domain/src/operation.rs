@@ -112,7 +112,8 @@ pub struct Operation {
     /// For an invite: the invitees, as JSON text (`participants`).
     #[serde(default)]
     pub participants: Option<String>,
-    /// The fabric says when it is done (prompts played on a real line, [`Call::media_done`]):
+    /// The fabric says when it is done (prompts played and recordings made on a real line,
+    /// [`Call::media_done`]):
     /// `completes_at` is only an estimate that later media queue behind.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub awaits_media: bool,
@@ -151,6 +152,42 @@ pub mod results {
     pub const COMPLETED: EndReason = EndReason::new(200, 0);
     pub const MAX_RECORD_DURATION: EndReason = EndReason::new(200, 8515);
     pub const CANCELLED: EndReason = EndReason::new(400, 8508);
+    /// A prompt's file could not be fetched (Azure Communication Services' media code, which
+    /// shares Graph's media subcodes; the Graph docs give none).
+    pub const PROMPT_UNAVAILABLE: EndReason = EndReason::new(400, 8536);
+    /// A prompt's file is not audio the service can play.
+    pub const PROMPT_INVALID: EndReason = EndReason::new(400, 8535);
+}
+
+/// How a media operation the fabric carried out on a real line ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MediaEnd {
+    /// Its prompts were played out: the last packet left.
+    Played,
+    /// A prompt could not be played (fetched or decoded): the operation fails with this.
+    Failed(EndReason),
+    /// The recording ended, holding `length_ms` of the party's audio.
+    Recorded { length_ms: u64, why: RecordEnd },
+}
+
+/// Why a recording on a real line ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordEnd {
+    MaxDuration,
+    /// The party said nothing from the start for `initialSilenceTimeoutInSeconds`.
+    InitialSilence,
+    /// The party spoke, then was silent for `maxSilenceTimeoutInSeconds`.
+    MaxSilence,
+    StopTone,
+}
+
+/// The status an operation finishing with `result` ends in.
+fn status_for(result: EndReason) -> OpStatus {
+    if result.code >= 400 {
+        OpStatus::Failed
+    } else {
+        OpStatus::Completed
+    }
 }
 
 /// A DTMF key in Graph's `tone` spelling, from a key character (`0`-`9`, `*`, `#`, `A`-`D`).
@@ -194,11 +231,27 @@ pub fn tone_key(name: &str) -> Option<char> {
     })
 }
 
+/// The prompts of a `playPrompt` (or of a recording), as the request gave them.
+#[derive(Clone, Debug, Default)]
+pub struct PromptPlan {
+    /// The URIs to play, in order: those before the first that cannot be had.
+    pub uris: Vec<String>,
+    /// How long they play in all.
+    pub ms: u64,
+    /// A prompt could not be had: the operation fails with this once the others played.
+    pub failure: Option<EndReason>,
+    /// `loop`: they play over and over until cancelled.
+    pub looped: bool,
+}
+
 /// How a recording will go, decided when it is asked for.
 #[derive(Clone, Debug)]
 pub struct RecordPlan {
     /// Prompts played before recording starts.
     pub prompt_ms: u64,
+    /// The prompt could not be had: the operation fails with this at its turn, recording
+    /// nothing.
+    pub prompt_failure: Option<EndReason>,
     pub max_record_ms: u64,
     pub max_silence_ms: u64,
     pub initial_silence_ms: u64,
@@ -233,17 +286,23 @@ impl super::Call {
             .map_or(now, |t| t.max(now))
     }
 
-    /// Queues prompts that play for `duration_ms` in all.
+    /// Queues prompts that play for `duration_ms` in all (`u64::MAX`: they loop until
+    /// cancelled). With `failure` (a prompt that cannot be had), the operation fails with it
+    /// once the prompts before that one have played.
     pub fn play_prompt(
         &mut self,
         mut op: Operation,
         duration_ms: u64,
+        failure: Option<EndReason>,
         now: Timestamp,
     ) -> Operation {
         let start = self.media_free_at(now);
         op.status = OpStatus::Running;
         op.starts_at = Some(start);
-        op.completes_at = Some(after(start, duration_ms.max(1)));
+        // A failure is told at its turn, with the call clock standing still if that is now.
+        let min = if failure.is_some() { 0 } else { 1 };
+        op.completes_at = Some(after(start, duration_ms.max(min)));
+        op.result = failure;
         self.operations.push(op.clone());
         op
     }
@@ -268,18 +327,25 @@ impl super::Call {
             plan.speech_ms + plan.max_silence_ms
         };
         let beep_ms = if plan.play_beep { 200 } else { 0 };
-        let (length_ms, result) = if heard >= plan.max_record_ms {
+        let (length_ms, result) = if let Some(failure) = plan.prompt_failure {
+            (0, failure)
+        } else if heard >= plan.max_record_ms {
             (plan.max_record_ms, results::MAX_RECORD_DURATION)
         } else {
             (heard, results::COMPLETED)
         };
         op.status = OpStatus::Running;
         op.starts_at = Some(start);
-        op.completes_at = Some(after(start, length_ms.max(1)));
+        let min = if plan.prompt_failure.is_some() { 0 } else { 1 };
+        op.completes_at = Some(after(start, length_ms.max(min)));
         op.result = Some(result);
         op.stop_tones = plan.stop_tones.clone();
         op.recording = Some(Recording {
-            access_token: plan.access_token,
+            access_token: if plan.prompt_failure.is_some() {
+                String::new()
+            } else {
+                plan.access_token
+            },
             length_ms: length_ms + beep_ms,
             speech_ms: plan.speech_ms.min(length_ms),
             beep: plan.play_beep,
@@ -336,21 +402,43 @@ impl super::Call {
                 if o.kind == OpKind::SendDtmfTones {
                     o.completion_reason = Some("completedSuccessfully".into());
                 }
-                o.finish(OpStatus::Completed, result);
+                o.finish(status_for(result), result);
                 o
             })
             .collect()
     }
 
-    /// The fabric finished operation `op` (its prompts were played out): it completes now.
-    /// `None` if it is not running (it was cancelled meanwhile) or does not wait for the fabric.
-    pub fn media_done(&mut self, op: &str) -> Option<Operation> {
+    /// The fabric finished operation `op` as `end` says: it completes (or fails) now, a
+    /// recording with the length the party's line gave it. `None` if it is not running (it was
+    /// cancelled meanwhile) or does not wait for the fabric.
+    pub fn media_done(&mut self, op: &str, end: &MediaEnd) -> Option<Operation> {
         let i = self
             .operations
             .iter()
             .position(|o| o.id == op && o.awaits_media)?;
         let mut o = self.operations.remove(i);
-        o.finish(OpStatus::Completed, results::COMPLETED);
+        let result = match end {
+            MediaEnd::Played => o.result.unwrap_or(results::COMPLETED),
+            MediaEnd::Failed(r) => *r,
+            MediaEnd::Recorded { length_ms, why } => {
+                if let Some(r) = &mut o.recording {
+                    r.length_ms = *length_ms;
+                    r.speech_ms = *length_ms;
+                    r.beep = false;
+                    r.source_wav = None;
+                }
+                match why {
+                    RecordEnd::MaxDuration => results::MAX_RECORD_DURATION,
+                    _ => results::COMPLETED,
+                }
+            }
+        };
+        if result.code >= 400
+            && let Some(r) = &mut o.recording
+        {
+            r.access_token.clear();
+        }
+        o.finish(status_for(result), result);
         Some(o)
     }
 
@@ -407,7 +495,8 @@ impl super::Call {
         let mut stopped = vec![];
         // (planned end, actual end) of each recording the key stops early.
         let mut freed: Vec<(Timestamp, Timestamp)> = vec![];
-        for o in &mut self.operations {
+        // A recording on a real line is stopped by the line's media, which hears the key.
+        for o in self.operations.iter_mut().filter(|o| !o.awaits_media) {
             let recording =
                 o.kind == OpKind::RecordResponse && o.starts_at.is_some_and(|s| s <= now);
             if recording
@@ -472,13 +561,13 @@ mod tests {
             now,
         );
         let prompt = |n: &str| Operation::new(n.into(), OpKind::PlayPrompt, None);
-        let first = call.play_prompt(prompt("a"), u64::MAX, now);
+        let first = call.play_prompt(prompt("a"), u64::MAX, None, now);
         assert_eq!(
             first.completes_at,
             Some(chrono::DateTime::<chrono::Utc>::MAX_UTC)
         );
         // The next one starts where the first ends: at the end of time, not past it.
-        let second = call.play_prompt(prompt("b"), 4_000_000_000_000, now);
+        let second = call.play_prompt(prompt("b"), 4_000_000_000_000, None, now);
         assert_eq!(
             second.completes_at,
             Some(chrono::DateTime::<chrono::Utc>::MAX_UTC)

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::call::{Call, Event, Rules, TransitionError, hang_up_reason};
 use super::conversation::{Conversation, Effect, Leg, LegState, RingOutcome};
 use super::fabric::{FabricCommand, LegRef};
-use super::operation::{OpKind, OpStatus, Operation, results};
+use super::operation::{MediaEnd, OpKind, OpStatus, Operation, results};
 use super::{CallId, CallState, EndReason, Notice, Peer};
 use crate::Timestamp;
 
@@ -424,16 +424,16 @@ impl Scene {
         self.out.len() > before
     }
 
-    /// The fabric played out operation `op` on leg `leg`: the bots' operation completes.
-    /// Returns whether one did.
-    pub fn leg_played(&mut self, leg: Uuid, op: &str) -> bool {
+    /// The fabric finished media operation `op` on leg `leg` as `end` says: the bots'
+    /// operation completes (or fails). Returns whether one did.
+    pub fn leg_media_done(&mut self, leg: Uuid, op: &str, end: &MediaEnd) -> bool {
         if self.conversation.position(leg).is_none() {
             return false;
         }
         let mut done = false;
         for k in 0..self.calls.len() {
             let id = self.calls[k].id;
-            if let Some(o) = self.calls[k].media_done(op) {
+            if let Some(o) = self.calls[k].media_done(op, end) {
                 self.emit(id, Emit::operation(o));
                 done = true;
             }
@@ -448,6 +448,19 @@ impl Scene {
             .legs
             .iter()
             .any(|l| l.dialog && l.state == LegState::Connected && l.party().is_some())
+    }
+
+    /// The bot of call `call` muted or unmuted itself: the parties' lines stop or resume
+    /// hearing what it plays.
+    pub fn tell_muted(&mut self, call: CallId, muted: bool) {
+        self.to_parties(|leg, peer| {
+            Some(FabricCommand::Mute {
+                leg,
+                peer,
+                call,
+                muted,
+            })
+        });
     }
 
     /// A command for each connected party (`None`: none for it): what the bots' media does
