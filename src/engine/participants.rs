@@ -176,7 +176,7 @@ impl Engine {
         id: CallId,
         participant_id: &str,
         ctx: Option<String>,
-        start: bool,
+        (start, prompt): (bool, Option<String>),
     ) -> Result<Operation, EngineError> {
         self.participant(app_id, id, participant_id, |s, i, now, r| {
             let kind = if start {
@@ -188,6 +188,15 @@ impl Engine {
             call.must_be_up(kind.type_name())?;
             s.conversation.may_hold(i, start)?;
             s.change_leg(|c| c.set_on_hold(i, start), now, r);
+            let held = s.conversation.legs[i].id;
+            s.to_parties(|leg, peer| {
+                (leg.leg == held).then(|| crate::domain::FabricCommand::HoldMusic {
+                    leg,
+                    peer,
+                    on: start,
+                    prompt: prompt.clone(),
+                })
+            });
             let mut op = Operation::new(new_guid(), kind, ctx);
             op.status = OpStatus::Running;
             op.result = Some(results::COMPLETED);

@@ -240,7 +240,12 @@ impl Fabric for SimulatedFabric {
                 }
                 FabricCommand::Mute { muted: true, .. } => "mute",
                 FabricCommand::Mute { muted: false, .. } => "unmute",
-                FabricCommand::HoldMusic { on: true, .. } => "startHoldMusic",
+                FabricCommand::HoldMusic {
+                    on: true, prompt, ..
+                } => {
+                    heard.prompts = prompt.iter().cloned().collect();
+                    "startHoldMusic"
+                }
                 FabricCommand::HoldMusic { on: false, .. } => "stopHoldMusic",
             };
             let key = party_key(&c.peer().id);

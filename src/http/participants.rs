@@ -112,6 +112,25 @@ pub async fn invite(cx: &GraphCall, id: &str, body: Value) -> Result<Response, A
     Ok(operation_response(cx, cid, &op))
 }
 
+/// A hold music's `customPrompt`: refused as a prompt would be; one that cannot be had is
+/// logged, and the held party hears the default music (a real line's own).
+async fn custom_prompt(cx: &GraphCall, uri: &str) -> Result<String, ApiError> {
+    let state = &cx.state;
+    match state.prompts.duration_ms(&state.http, uri).await {
+        Err(crate::media::prompts::PromptError::Refused(why)) => {
+            Err(ApiError::bad_request(format!("customPrompt: {why}")))
+        }
+        Err(e) => {
+            tracing::warn!(
+                "hold music {}: {e}; the default music plays",
+                crate::media::prompts::redact(uri)
+            );
+            Ok(uri.to_string())
+        }
+        Ok(_) => Ok(uri.to_string()),
+    }
+}
+
 /// `POST .../participants/{id}/mute`, `startHoldMusic`, `stopHoldMusic`.
 pub async fn act(
     cx: &GraphCall,
@@ -135,7 +154,13 @@ pub async fn act(
                 return Err(ApiError::bad_request("customPrompt must be a mediaPrompt."));
             }
             let start = action == ParticipantAction::StartHoldMusic;
-            let op = e.hold_music(me, cid, participant_id, ctx, start).await?;
+            let prompt = match body["customPrompt"]["mediaInfo"]["uri"].as_str() {
+                Some(uri) if start => Some(custom_prompt(cx, uri).await?),
+                _ => None,
+            };
+            let op = e
+                .hold_music(me, cid, participant_id, ctx, (start, prompt))
+                .await?;
             let mut resp = operation_response(cx, cid, &op);
             *resp.status_mut() = StatusCode::ACCEPTED;
             Ok(resp)

@@ -105,7 +105,8 @@ enum Out {
         call: CallId,
         muted: bool,
     },
-    HoldMusic(bool),
+    /// Hold music starts (this audio, else our own) or stops.
+    HoldMusic(Option<Option<Arc<Vec<i16>>>>),
 }
 
 /// One leg's RTP.
@@ -216,9 +217,16 @@ impl Media {
         let _ = self.out.send(Out::Mute { call, muted });
     }
 
-    /// Hold music starts or stops: while it plays the party hears it instead of the bots.
-    pub fn hold_music(&self, on: bool) {
-        let _ = self.out.send(Out::HoldMusic(on));
+    /// Hold music starts (`audio`, else our own) or stops: while it plays the party hears it,
+    /// looped, instead of the bots.
+    pub fn hold_music(&self, on: bool, audio: Option<Arc<Vec<i16>>>) {
+        let _ = self.out.send(Out::HoldMusic(on.then_some(audio)));
+    }
+
+    /// The party pressed `key` by other means than RFC 4733 (SIP INFO): a recording it is a
+    /// stop key of ends.
+    pub fn pressed(&self, key: char) {
+        stop_key(&self.state, key);
     }
 
     /// Whether the peer negotiated telephone events.
@@ -274,6 +282,14 @@ fn peer_of(remote: &Remote) -> Peer {
         codec: remote.codec.unwrap_or(Codec::Pcmu),
         telephone_event: remote.telephone_event,
         hold: remote.direction.is_hold(),
+    }
+}
+
+/// `key` was pressed: a recording it is a stop key of ends.
+fn stop_key(state: &Mutex<State>, key: char) {
+    let mut st = state.lock().expect("media lock");
+    if let Some(r) = st.recording.as_mut().filter(|r| r.stop_keys.contains(&key)) {
+        r.stopped = true;
     }
 }
 
@@ -350,12 +366,7 @@ async fn receive(
         }
         seen.push_back(id);
         if let Some(key) = event.key() {
-            {
-                let mut st = state.lock().expect("media lock");
-                if let Some(r) = st.recording.as_mut().filter(|r| r.stop_keys.contains(&key)) {
-                    r.stopped = true;
-                }
-            }
+            stop_key(&state, key);
             on_heard(Heard::Key(key));
         }
     }
@@ -398,8 +409,8 @@ struct Sender {
     on_heard: OnHeard,
     /// Bots (by call) that are muted.
     muted: HashSet<CallId>,
-    /// Where hold music is, while it plays.
-    music: Option<usize>,
+    /// Hold music and where it is, while it plays.
+    music: Option<(Arc<Vec<i16>>, usize)>,
 }
 
 impl Sender {
@@ -429,12 +440,12 @@ impl Sender {
     async fn tick(&mut self, queue: &mut VecDeque<Item>) {
         let frame = self.advance(queue);
         let heard = match self.music.as_mut() {
-            Some(at) => {
-                let music = hold_music();
+            Some((music, at)) if !music.is_empty() => {
                 let pcm: Vec<i16> = (0..FRAME).map(|k| music[(*at + k) % music.len()]).collect();
                 *at = (*at + FRAME) % music.len();
                 Some(pcm)
             }
+            Some(_) => None,
             None => frame
                 .filter(|(call, _)| !self.muted.contains(call))
                 .map(|(_, pcm)| pcm),
@@ -733,14 +744,16 @@ fn beep() -> Arc<Vec<i16>> {
 }
 
 /// Hold music: a slow four-note phrase (C5 E5 G5 E5, 400 ms each, softly faded), looped.
-fn hold_music() -> &'static [i16] {
-    static MUSIC: std::sync::OnceLock<Vec<i16>> = std::sync::OnceLock::new();
-    MUSIC.get_or_init(|| {
-        tone(
-            &[(523.25, 400), (659.25, 400), (783.99, 400), (659.25, 400)],
-            0.25,
-        )
-    })
+fn hold_music() -> Arc<Vec<i16>> {
+    static MUSIC: std::sync::OnceLock<Arc<Vec<i16>>> = std::sync::OnceLock::new();
+    MUSIC
+        .get_or_init(|| {
+            Arc::new(tone(
+                &[(523.25, 400), (659.25, 400), (783.99, 400), (659.25, 400)],
+                0.25,
+            ))
+        })
+        .clone()
 }
 
 /// Notes (frequency, ms) one after the other at 8 kHz, each faded in and out over 20 ms.
@@ -812,10 +825,8 @@ async fn send(
                     s.muted.remove(&call);
                 }
             }
-            Some(Out::HoldMusic(on)) => {
-                if on != s.music.is_some() {
-                    s.music = on.then_some(0);
-                }
+            Some(Out::HoldMusic(music)) => {
+                s.music = music.map(|audio| (audio.unwrap_or_else(hold_music), 0));
             }
         }
         if idle && !(queue.is_empty() && s.music.is_none()) {

@@ -327,9 +327,9 @@ impl SipFabric {
                 FabricCommand::Mute {
                     leg, call, muted, ..
                 } => self.with_media(leg, |m| m.mute(call, muted)),
-                FabricCommand::HoldMusic { leg, on, .. } => {
-                    self.with_media(leg, |m| m.hold_music(on))
-                }
+                FabricCommand::HoldMusic {
+                    leg, on, prompt, ..
+                } => self.hold_music(leg, on, prompt),
                 FabricCommand::StopMedia { leg, op_ids, .. } => {
                     self.with_media(leg, |m| m.stop_ops(op_ids))
                 }
@@ -494,6 +494,28 @@ impl SipFabric {
         let listen = listen.map(|l| (l, self.recordings.start(&op)));
         self.with_media(leg, |m| {
             m.queue((&op, call), fetched, looped, listen, muted)
+        });
+    }
+
+    /// Starts or stops hold music on a leg: the bot's prompt once fetched, else (or if it
+    /// cannot be had) the media's own.
+    fn hold_music(self: &Arc<Self>, leg: LegRef, on: bool, prompt: Option<String>) {
+        let Some(uri) = prompt.filter(|_| on) else {
+            return self.with_media(leg, |m| m.hold_music(on, None));
+        };
+        let fabric = self.clone();
+        tokio::spawn(async move {
+            let audio = match fabric.prompts.audio(&fabric.http, &uri).await {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    tracing::info!(
+                        "hold music {} cannot be played on a SIP leg: {e}",
+                        crate::media::prompts::redact(&uri)
+                    );
+                    None
+                }
+            };
+            fabric.with_media(leg, |m| m.hold_music(true, audio));
         });
     }
 
@@ -755,6 +777,7 @@ impl SipFabric {
                         .get(&leg.leg)
                         .map(|e| e.media.has_telephone_event());
                     if events == Some(false) && self.phase(leg) == Some(Phase::Up) {
+                        self.with_media(leg, |m| m.pressed(k));
                         self.report(FabricEvent::Tones(leg, k.to_string()));
                     }
                 }

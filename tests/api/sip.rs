@@ -1105,7 +1105,7 @@ fn share_at(audio: &[f64], hz: f64) -> f64 {
 }
 
 #[tokio::test]
-async fn a_recording_holds_what_the_phone_said() {
+async fn a_recording_holds_what_the_phone_said_and_outlives_a_restart() {
     // Five seconds of a 300 Hz tone, the phone's "speech".
     let speech: Vec<u8> = (0..40_000)
         .map(|i| {
@@ -1116,7 +1116,10 @@ async fn a_recording_holds_what_the_phone_said() {
         })
         .collect();
     let trunk = Sipp::start_with("uas_speak", None, &[], &[("speech.ulaw", &speech)]);
-    let app = sip_app(Some(trunk.addr()), None, "").await;
+    let dir = TempDir::new();
+    let store = format!("sqlite://{}/sb.db", dir.0.display());
+    let config = sip_config(Some(trunk.addr()), None, "");
+    let app = spawn_app_at(&store, &config, |_| {}).await.unwrap();
     let (token, id) = established(&app).await;
     act(
         &app,
@@ -1139,12 +1142,13 @@ async fn a_recording_holds_what_the_phone_said() {
     let wav = app
         .http
         .get(&location)
-        .bearer_auth(access)
+        .bearer_auth(&access)
         .send()
         .await
         .unwrap();
     assert_eq!(wav.status(), 200);
     let wav = wav.bytes().await.unwrap();
+    assert_eq!(code_of(&done), (200, 8515), "{done}");
     // 8 kHz, 16-bit, mono, two seconds: the maximum the bot asked for.
     assert_eq!(u32::from_le_bytes(wav[24..28].try_into().unwrap()), 8000);
     let samples: Vec<f64> = wav[44..]
@@ -1162,6 +1166,28 @@ async fn a_recording_holds_what_the_phone_said() {
     assert!(share > 0.8, "share of the energy at 300 Hz: {share}");
     hang_up(&app, &token, &id).await;
     trunk.passes(15).await;
+
+    // The server restarts: the bot can still fetch the same file, with the same token.
+    let path = location.split_once("/recordings/").unwrap().1.to_string();
+    app.stop().await;
+    let again = spawn_app_at(&store, &config, |_| {}).await.unwrap();
+    let later = again
+        .http
+        .get(format!("{}/recordings/{path}", again.base))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(later.status(), 200);
+    assert_eq!(later.bytes().await.unwrap(), wav, "the same recording");
+    let refused = again
+        .http
+        .get(format!("{}/recordings/{path}", again.base))
+        .bearer_auth("not-the-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
 }
 
 #[tokio::test]
@@ -1202,4 +1228,443 @@ async fn keys_sent_by_sip_info_reach_the_bot_when_no_telephone_event_was_negotia
     let names: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(names, ["tone5", "pound"], "{got:?}");
     phone.passes(15).await;
+}
+
+// --- media on the line: recordings that end as the phone does, loops, failures, hold, mute ----
+
+/// An RTP packet (version 2, no CSRC) written by hand.
+fn rtp(pt: u8, marker: bool, seq: u16, ts: u32, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x80, pt | if marker { 0x80 } else { 0 }];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&ts.to_be_bytes());
+    p.extend_from_slice(&0x5eed_u32.to_be_bytes());
+    p.extend_from_slice(payload);
+    p
+}
+
+/// The phone's side of a call's RTP: the test's own socket, named in sipp's SDP answer.
+struct Phone {
+    socket: tokio::net::UdpSocket,
+    /// Where Switchboard's RTP comes from (learned from its first packet).
+    switchboard: Option<SocketAddr>,
+    seq: u16,
+    ts: u32,
+}
+
+/// A packet Switchboard sent: payload type, sequence, timestamp, payload, when it came.
+type Packet = (u8, u16, u32, Vec<u8>, tokio::time::Instant);
+
+impl Phone {
+    async fn bind() -> Phone {
+        Phone {
+            socket: tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            switchboard: None,
+            seq: 1,
+            ts: 0,
+        }
+    }
+
+    fn port(&self) -> String {
+        self.socket.local_addr().unwrap().port().to_string()
+    }
+
+    /// What Switchboard sends until nothing comes for `quiet`, or `most` has passed.
+    async fn hear(&mut self, quiet: Duration, most: Duration) -> Vec<Packet> {
+        let mut out = vec![];
+        let mut buf = [0u8; 1500];
+        let until = tokio::time::Instant::now() + most;
+        while let Ok(Ok((n, from))) =
+            tokio::time::timeout(quiet, self.socket.recv_from(&mut buf)).await
+        {
+            self.switchboard.get_or_insert(from);
+            let p = &buf[..n];
+            let seq = u16::from_be_bytes([p[2], p[3]]);
+            let ts = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+            out.push((
+                p[1] & 0x7f,
+                seq,
+                ts,
+                p[12..].to_vec(),
+                tokio::time::Instant::now(),
+            ));
+            if tokio::time::Instant::now() >= until {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Says `secs` of a `hz` tone in PCMU, in real time, to Switchboard.
+    async fn say(&mut self, hz: f64, secs: f64) {
+        let to = self.switchboard.expect("Switchboard's RTP address");
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        for _ in 0..(secs * 50.0) as usize {
+            tick.tick().await;
+            let frame: Vec<u8> = (0..160)
+                .map(|i| {
+                    let t = f64::from(self.ts + i) / 8000.0;
+                    to_ulaw((9000.0 * (2.0 * std::f64::consts::PI * hz * t).sin()) as i16)
+                })
+                .collect();
+            let packet = rtp(0, false, self.seq, self.ts, &frame);
+            self.socket.send_to(&packet, to).await.unwrap();
+            (self.seq, self.ts) = (self.seq.wrapping_add(1), self.ts.wrapping_add(160));
+        }
+    }
+
+    /// Presses `#` as RFC 4733 events (payload type 101, our offer's), the end packet thrice.
+    async fn press_pound(&mut self) {
+        let to = self.switchboard.expect("Switchboard's RTP address");
+        for (k, end) in [false, false, true, true, true].into_iter().enumerate() {
+            let duration = (k as u16 + 1) * 160;
+            let [d0, d1] = duration.to_be_bytes();
+            let payload = [11, if end { 0x80 | 10 } else { 10 }, d0, d1];
+            let packet = rtp(101, k == 0, self.seq, self.ts, &payload);
+            self.socket.send_to(&packet, to).await.unwrap();
+            self.seq = self.seq.wrapping_add(1);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.ts = self.ts.wrapping_add(800);
+    }
+}
+
+/// The audio of some PCMU packets.
+fn audio_of(packets: &[Packet]) -> Vec<f64> {
+    packets
+        .iter()
+        .flat_map(|p| p.3.iter().map(|&b| ulaw(b)))
+        .collect()
+}
+
+/// A finished operation's notification, waited for in real time: the line decides when.
+async fn op_done(app: &TestApp, id: &str, op: &str) -> Value {
+    let url = format!("/communications/calls/{id}/operations/{op}");
+    for _ in 0..500 {
+        let found = app
+            .receiver
+            .notes(id)
+            .into_iter()
+            .map(|(_, n)| n)
+            .find(|n| n["changeType"] == "deleted" && n["resourceUrl"] == url);
+        if let Some(n) = found {
+            return n["resourceData"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("operation {op} never finished");
+}
+
+/// Starts an operation and gives its id.
+async fn start_op(app: &TestApp, token: &str, id: &str, action: &str, body: Value) -> String {
+    let r = app
+        .send(
+            "POST",
+            &format!("{CALLS}/{id}/{action}"),
+            Some(token),
+            Some(body),
+        )
+        .await;
+    assert!(r.status == 200 || r.status == 202, "{action}: {}", r.text);
+    r.body["id"].as_str().expect("an operation").to_string()
+}
+
+/// The samples of a finished recording, downloaded as the bot would.
+async fn recording_of(app: &TestApp, done: &Value) -> Vec<f64> {
+    let location = done["recordingLocation"].as_str().expect("a recording");
+    let token = done["recordingAccessToken"].as_str().unwrap();
+    let wav = app
+        .http
+        .get(location)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wav.status(), 200);
+    let wav = wav.bytes().await.unwrap();
+    assert_eq!(u32::from_le_bytes(wav[24..28].try_into().unwrap()), 8000);
+    wav[44..]
+        .chunks_exact(2)
+        .map(|b| f64::from(i16::from_le_bytes([b[0], b[1]])))
+        .collect()
+}
+
+fn code_of(done: &Value) -> (i64, i64) {
+    let ri = &done["resultInfo"];
+    (
+        ri["code"].as_i64().unwrap_or(-1),
+        ri["subcode"].as_i64().unwrap_or(-1),
+    )
+}
+
+#[tokio::test]
+async fn a_recording_on_the_line_begins_after_a_beep_and_ends_at_silence_or_a_stop_key() {
+    let mut phone = Phone::bind().await;
+    let trunk = Sipp::start("uas_answer_to", None, &["-set", "rtp_port", &phone.port()]);
+    let app = sip_app(Some(trunk.addr()), None, "").await;
+    let (token, id) = established(&app).await;
+
+    // 1. A beep, then the phone speaks for a second and falls silent: over one second later.
+    let body = json!({"playBeep": true, "initialSilenceTimeoutInSeconds": 5,
+        "maxSilenceTimeoutInSeconds": 1, "maxRecordDurationInSeconds": 20});
+    let op = start_op(&app, &token, &id, "recordResponse", body).await;
+    let beep = phone
+        .hear(Duration::from_millis(200), Duration::from_secs(2))
+        .await;
+    assert!(
+        (9..=11).contains(&beep.len()),
+        "200 ms of beep: {} packets",
+        beep.len()
+    );
+    let share = share_at(&audio_of(&beep), 1000.0);
+    assert!(share > 0.8, "the beep is 1 kHz: {share}");
+    phone.say(300.0, 1.0).await;
+    let silent_from = tokio::time::Instant::now();
+    let done = op_done(&app, &id, &op).await;
+    let waited = silent_from.elapsed();
+    assert_eq!(
+        (done["status"].as_str(), code_of(&done)),
+        (Some("completed"), (200, 0)),
+        "{done}"
+    );
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_millis(2500),
+        "ended {waited:?} after the phone fell silent"
+    );
+    let heard = recording_of(&app, &done).await;
+    let secs = heard.len() as f64 / 8000.0;
+    assert!(
+        (1.8..2.8).contains(&secs),
+        "a second of speech and one of silence: {secs} s"
+    );
+    let share = share_at(&heard[..8000], 300.0);
+    assert!(share > 0.8, "it holds what the phone said: {share}");
+
+    // 2. The phone says nothing: it ends at the initial silence timeout, silent throughout.
+    let body = json!({"playBeep": false, "initialSilenceTimeoutInSeconds": 1,
+        "maxSilenceTimeoutInSeconds": 5, "maxRecordDurationInSeconds": 20});
+    let started = tokio::time::Instant::now();
+    let op = start_op(&app, &token, &id, "recordResponse", body).await;
+    let done = op_done(&app, &id, &op).await;
+    let took = started.elapsed();
+    assert_eq!(code_of(&done), (200, 0), "{done}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
+        "{took:?}"
+    );
+    let heard = recording_of(&app, &done).await;
+    assert!(heard.iter().all(|x| x.abs() < 100.0), "nothing was said");
+
+    // 3. The phone speaks and presses the stop key: it ends at once, before its maximum.
+    let body = json!({"playBeep": false, "stopTones": ["#"], "maxRecordDurationInSeconds": 20,
+        "initialSilenceTimeoutInSeconds": 5, "maxSilenceTimeoutInSeconds": 5});
+    let op = start_op(&app, &token, &id, "recordResponse", body).await;
+    phone.say(300.0, 0.6).await;
+    let pressed = tokio::time::Instant::now();
+    phone.press_pound().await;
+    let done = op_done(&app, &id, &op).await;
+    assert!(
+        pressed.elapsed() < Duration::from_millis(800),
+        "{:?}",
+        pressed.elapsed()
+    );
+    assert_eq!(code_of(&done), (200, 0), "{done}");
+    let secs = recording_of(&app, &done).await.len() as f64 / 8000.0;
+    assert!((0.5..1.2).contains(&secs), "about the 0.6 s said: {secs} s");
+
+    // The call clock never moved: the line ended each one.
+    hang_up(&app, &token, &id).await;
+    trunk.passes(15).await;
+}
+
+#[tokio::test]
+async fn a_looped_prompt_plays_until_cancelled_and_one_that_cannot_be_had_fails_in_its_turn() {
+    let mut phone = Phone::bind().await;
+    let trunk = Sipp::start("uas_answer_to", None, &["-set", "rtp_port", &phone.port()]);
+    let app = sip_app(Some(trunk.addr()), None, "").await;
+    let short = app.receiver.serve("short.wav", sine_wav(8_000, 440.0, 0.2));
+    let missing = app.receiver.url_for("/files/missing.wav");
+    let (token, id) = established(&app).await;
+    let prompt = |uri: &str| {
+        json!({"@odata.type": "#microsoft.graph.mediaPrompt",
+            "mediaInfo": {"@odata.type": "#microsoft.graph.mediaInfo", "uri": uri}})
+    };
+
+    let body = json!({"prompts": [prompt(&short)], "loop": true});
+    let looped = start_op(&app, &token, &id, "playPrompt", body).await;
+    // Five times the 200 ms prompt at least, as one unbroken stream.
+    let packets = phone
+        .hear(Duration::from_millis(300), Duration::from_secs(1))
+        .await;
+    assert!(packets.len() >= 45, "{} packets in a second", packets.len());
+    for w in packets.windows(2) {
+        assert_eq!(w[1].1, w[0].1.wrapping_add(1), "sequence");
+        assert_eq!(w[1].2, w[0].2.wrapping_add(160), "timestamp");
+    }
+    start_op(&app, &token, &id, "cancelMediaProcessing", json!({})).await;
+    let done = op_done(&app, &id, &looped).await;
+    assert_eq!(
+        (done["status"].as_str(), code_of(&done)),
+        (Some("failed"), (400, 8508))
+    );
+    // It stops: what is still in flight, then nothing.
+    let after = phone
+        .hear(Duration::from_millis(300), Duration::from_secs(2))
+        .await;
+    assert!(after.len() <= 3, "{} packets after the cancel", after.len());
+
+    // The good prompt plays, then the operation fails on the missing one.
+    let body = json!({"prompts": [prompt(&short), prompt(&missing), prompt(&short)]});
+    let op = start_op(&app, &token, &id, "playPrompt", body).await;
+    let packets = phone
+        .hear(Duration::from_millis(300), Duration::from_secs(2))
+        .await;
+    assert_eq!(packets.len(), 10, "the 200 ms before the missing prompt");
+    let done = op_done(&app, &id, &op).await;
+    assert_eq!(
+        (done["status"].as_str(), code_of(&done)),
+        (Some("failed"), (400, 8536))
+    );
+    assert_eq!(
+        done["resultInfo"]["message"],
+        "Action failed, file could not be downloaded."
+    );
+    hang_up(&app, &token, &id).await;
+    trunk.passes(15).await;
+}
+
+#[tokio::test]
+async fn a_held_phone_hears_hold_music_and_a_muted_bot_is_not_heard() {
+    let mut phone = Phone::bind().await;
+    let trunk = Sipp::start("uas_answer_to", None, &["-set", "rtp_port", &phone.port()]);
+    let app = sip_app(Some(trunk.addr()), None, "").await;
+    let (token, id) = established(&app).await;
+    let list = app
+        .send(
+            "GET",
+            &format!("{CALLS}/{id}/participants"),
+            Some(&token),
+            None,
+        )
+        .await;
+    let pid = list.body["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["info"]["identity"]["phone"].is_object())
+        .and_then(|p| p["id"].as_str())
+        .expect("the phone's participant")
+        .to_string();
+    let on_phone = |action: &str| format!("{CALLS}/{id}/participants/{pid}/{action}");
+
+    let r = app
+        .send(
+            "POST",
+            &on_phone("startHoldMusic"),
+            Some(&token),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let music = phone
+        .hear(Duration::from_millis(300), Duration::from_millis(800))
+        .await;
+    assert!(music.len() >= 35, "{} packets of music", music.len());
+    // Its first note is C5.
+    let share = share_at(&audio_of(&music[2..18]), 523.25);
+    assert!(share > 0.7, "C5: {share}");
+    let r = app
+        .send(
+            "POST",
+            &on_phone("stopHoldMusic"),
+            Some(&token),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let after = phone
+        .hear(Duration::from_millis(300), Duration::from_secs(2))
+        .await;
+    assert!(
+        after.len() <= 3,
+        "{} packets after the music stopped",
+        after.len()
+    );
+
+    // The bot's own music, looped: its 400 ms prompt plays over and over.
+    let tone = app.receiver.serve("tone.wav", sine_wav(8_000, 440.0, 0.4));
+    let prompt = json!({"@odata.type": "#microsoft.graph.mediaPrompt",
+        "mediaInfo": {"@odata.type": "#microsoft.graph.mediaInfo", "uri": tone}});
+    let custom = json!({"customPrompt": prompt.clone()});
+    let r = app
+        .send(
+            "POST",
+            &on_phone("startHoldMusic"),
+            Some(&token),
+            Some(custom),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let music = phone
+        .hear(Duration::from_millis(300), Duration::from_millis(1000))
+        .await;
+    assert!(
+        music.len() >= 45,
+        "{} packets of the bot's music",
+        music.len()
+    );
+    let share = share_at(&audio_of(&music), 440.0);
+    assert!(share > 0.8, "the custom prompt: {share}");
+    app.send(
+        "POST",
+        &on_phone("stopHoldMusic"),
+        Some(&token),
+        Some(json!({})),
+    )
+    .await;
+    phone
+        .hear(Duration::from_millis(300), Duration::from_secs(2))
+        .await;
+
+    // Muted, the bot's prompt takes its time but nothing reaches the line.
+    start_op(&app, &token, &id, "mute", json!({})).await;
+    let op = start_op(
+        &app,
+        &token,
+        &id,
+        "playPrompt",
+        json!({"prompts": [prompt.clone()]}),
+    )
+    .await;
+    let heard = phone
+        .hear(Duration::from_millis(700), Duration::from_secs(2))
+        .await;
+    assert!(heard.is_empty(), "{} packets from a muted bot", heard.len());
+    assert_eq!(code_of(&op_done(&app, &id, &op).await), (200, 0));
+    start_op(&app, &token, &id, "unmute", json!({})).await;
+    start_op(
+        &app,
+        &token,
+        &id,
+        "playPrompt",
+        json!({"prompts": [prompt]}),
+    )
+    .await;
+    let heard = phone
+        .hear(Duration::from_millis(300), Duration::from_secs(2))
+        .await;
+    assert_eq!(heard.len(), 20, "the 400 ms prompt, unmuted");
+    hang_up(&app, &token, &id).await;
+    trunk.passes(15).await;
+}
+
+#[tokio::test]
+async fn an_offer_with_video_and_srtp_streams_is_answered_with_them_rejected_in_place() {
+    let app = sip_app(None, None, "").await;
+    let phone = Sipp::start("uac_video", app.sip, &["-s", APP_NUMBER]);
+    let token = app.token().await;
+    let (id, _) = incoming_call(&app).await;
+    answer(&app, &token, &id).await;
+    // sipp checks the answer's three m= lines; it hangs up after a second.
+    phone.passes(15).await;
+    ended(&app, &id).await;
 }

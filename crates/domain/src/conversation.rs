@@ -496,13 +496,6 @@ impl Conversation {
                         }
                     })
                 }
-                (Some(w), LegState::Connected) if w.on_hold != leg.on_hold => {
-                    out.push(FabricCommand::HoldMusic {
-                        leg: at,
-                        peer: peer.clone(),
-                        on: leg.on_hold,
-                    })
-                }
                 _ => {}
             }
         }

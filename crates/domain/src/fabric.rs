@@ -167,8 +167,14 @@ pub enum FabricCommand {
         call: CallId,
         muted: bool,
     },
-    /// Hold music starts (`on`) or stops for the party.
-    HoldMusic { leg: LegRef, peer: Peer, on: bool },
+    /// Hold music starts (`on`) or stops for the party: `prompt` (a URI, the bot's
+    /// `customPrompt`), else the fabric's own.
+    HoldMusic {
+        leg: LegRef,
+        peer: Peer,
+        on: bool,
+        prompt: Option<String>,
+    },
     /// Stop these media operations (prompts and recordings) at once: they were cancelled.
     StopMedia {
         leg: LegRef,

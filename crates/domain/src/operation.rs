@@ -582,4 +582,66 @@ mod tests {
             "\"NotStarted\""
         );
     }
+
+    #[test]
+    fn the_line_decides_how_a_media_operation_ends() {
+        use crate::{Call, CallState, Direction};
+        let now = chrono::Utc::now();
+        let mut call = Call::new(
+            "app",
+            "tenant",
+            Direction::Outgoing,
+            CallState::Established,
+            "https://bot.example/api/calls".into(),
+            now,
+        );
+        let waiting = |id: &str, kind| {
+            let mut o = Operation::new(id.into(), kind, None);
+            o.awaits_media = true;
+            o
+        };
+        let failing = call.play_prompt(
+            waiting("p", OpKind::PlayPrompt),
+            1000,
+            Some(results::PROMPT_UNAVAILABLE),
+            now,
+        );
+        let plan = RecordPlan {
+            prompt_ms: 0,
+            prompt_failure: None,
+            max_record_ms: 5000,
+            max_silence_ms: 1000,
+            initial_silence_ms: 1000,
+            play_beep: true,
+            stop_tones: vec![],
+            barge_in: false,
+            speech_ms: 3000,
+            source_wav: None,
+            access_token: "t".into(),
+        };
+        let (rec, _) = call.record(waiting("r", OpKind::RecordResponse), plan, now);
+        // The call clock does not end them, however late it is.
+        let late = now + chrono::Duration::hours(1);
+        assert!(call.complete_due_operations(late).is_empty());
+        // Played out, a prompt whose file could not be had fails as planned.
+        let p = call.media_done(&failing.id, &MediaEnd::Played).unwrap();
+        assert_eq!(
+            (p.status, p.result),
+            (OpStatus::Failed, Some(results::PROMPT_UNAVAILABLE))
+        );
+        // A recording takes the length and reason the line gives.
+        let end = MediaEnd::Recorded {
+            length_ms: 1234,
+            why: RecordEnd::MaxDuration,
+        };
+        let r = call.media_done(&rec.id, &end).unwrap();
+        assert_eq!(r.result, Some(results::MAX_RECORD_DURATION));
+        let kept = r.recording.unwrap();
+        assert_eq!(
+            (kept.length_ms, kept.beep, kept.access_token.as_str()),
+            (1234, false, "t")
+        );
+        // Once done, nothing is left to finish.
+        assert_eq!(call.media_done(&rec.id, &MediaEnd::Played), None);
+    }
 }

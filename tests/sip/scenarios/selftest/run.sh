@@ -143,6 +143,7 @@ pair neg_uac_reject_603_got_486        fail client "$SC/uas_486.xml"    ""      
 pair neg_uac_basic_answer_without_pcmu fail client "$ST/sb_in_answer.xml" "-set answer '8 96'" "$SC/uac_basic.xml" "-s +15550123 -set hold_ms 200"
 pair neg_uac_hold_answer_sendrecv      fail client "$ST/sb_in_hold.xml" "-set hold_answer sendrecv" "$SC/uac_hold.xml" "-s +15550123 -set hold_ms 200"
 pair neg_uac_redirect_without_contact  fail client "$ST/sb_in_redirect.xml" "-set contact ''" "$SC/uac_redirect.xml" "-s +15550123"
+pair neg_uac_video_other_streams_kept fail client "$ST/sb_in_answer.xml" "" "$SC/uac_video.xml" "-s +15550123 -set hold_ms 200"
 
 echo "$index pairs in $((SECONDS - start)) s"
 if (( failed )); then
