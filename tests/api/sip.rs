@@ -420,7 +420,8 @@ async fn incoming_call(app: &TestApp) -> (String, Value) {
     );
 }
 
-async fn act(app: &TestApp, token: &str, id: &str, action: &str, body: Value) {
+/// Asks for an action on a call (`200` or `202`); the operation's id, if it answers one.
+async fn act(app: &TestApp, token: &str, id: &str, action: &str, body: Value) -> String {
     let r = app
         .send(
             "POST",
@@ -435,6 +436,7 @@ async fn act(app: &TestApp, token: &str, id: &str, action: &str, body: Value) {
         r.status,
         r.text
     );
+    r.body["id"].as_str().unwrap_or_default().to_string()
 }
 
 #[tokio::test]
@@ -1354,20 +1356,6 @@ async fn op_done(app: &TestApp, id: &str, op: &str) -> Value {
     panic!("operation {op} never finished");
 }
 
-/// Starts an operation and gives its id.
-async fn start_op(app: &TestApp, token: &str, id: &str, action: &str, body: Value) -> String {
-    let r = app
-        .send(
-            "POST",
-            &format!("{CALLS}/{id}/{action}"),
-            Some(token),
-            Some(body),
-        )
-        .await;
-    assert!(r.status == 200 || r.status == 202, "{action}: {}", r.text);
-    r.body["id"].as_str().expect("an operation").to_string()
-}
-
 /// The samples of a finished recording, downloaded as the bot would.
 async fn recording_of(app: &TestApp, done: &Value) -> Vec<f64> {
     let location = done["recordingLocation"].as_str().expect("a recording");
@@ -1406,7 +1394,7 @@ async fn a_recording_on_the_line_begins_after_a_beep_and_ends_at_silence_or_a_st
     // 1. A beep, then the phone speaks for a second and falls silent: over one second later.
     let body = json!({"playBeep": true, "initialSilenceTimeoutInSeconds": 5,
         "maxSilenceTimeoutInSeconds": 1, "maxRecordDurationInSeconds": 20});
-    let op = start_op(&app, &token, &id, "recordResponse", body).await;
+    let op = act(&app, &token, &id, "recordResponse", body).await;
     let beep = phone
         .hear(Duration::from_millis(200), Duration::from_secs(2))
         .await;
@@ -1443,7 +1431,7 @@ async fn a_recording_on_the_line_begins_after_a_beep_and_ends_at_silence_or_a_st
     let body = json!({"playBeep": false, "initialSilenceTimeoutInSeconds": 1,
         "maxSilenceTimeoutInSeconds": 5, "maxRecordDurationInSeconds": 20});
     let started = tokio::time::Instant::now();
-    let op = start_op(&app, &token, &id, "recordResponse", body).await;
+    let op = act(&app, &token, &id, "recordResponse", body).await;
     let done = op_done(&app, &id, &op).await;
     let took = started.elapsed();
     assert_eq!(code_of(&done), (200, 0), "{done}");
@@ -1457,7 +1445,7 @@ async fn a_recording_on_the_line_begins_after_a_beep_and_ends_at_silence_or_a_st
     // 3. The phone speaks and presses the stop key: it ends at once, before its maximum.
     let body = json!({"playBeep": false, "stopTones": ["#"], "maxRecordDurationInSeconds": 20,
         "initialSilenceTimeoutInSeconds": 5, "maxSilenceTimeoutInSeconds": 5});
-    let op = start_op(&app, &token, &id, "recordResponse", body).await;
+    let op = act(&app, &token, &id, "recordResponse", body).await;
     phone.say(300.0, 0.6).await;
     let pressed = tokio::time::Instant::now();
     phone.press_pound().await;
@@ -1490,7 +1478,7 @@ async fn a_looped_prompt_plays_until_cancelled_and_one_that_cannot_be_had_fails_
     };
 
     let body = json!({"prompts": [prompt(&short)], "loop": true});
-    let looped = start_op(&app, &token, &id, "playPrompt", body).await;
+    let looped = act(&app, &token, &id, "playPrompt", body).await;
     // Five times the 200 ms prompt at least, as one unbroken stream.
     let packets = phone
         .hear(Duration::from_millis(300), Duration::from_secs(1))
@@ -1500,7 +1488,7 @@ async fn a_looped_prompt_plays_until_cancelled_and_one_that_cannot_be_had_fails_
         assert_eq!(w[1].1, w[0].1.wrapping_add(1), "sequence");
         assert_eq!(w[1].2, w[0].2.wrapping_add(160), "timestamp");
     }
-    start_op(&app, &token, &id, "cancelMediaProcessing", json!({})).await;
+    act(&app, &token, &id, "cancelMediaProcessing", json!({})).await;
     let done = op_done(&app, &id, &looped).await;
     assert_eq!(
         (done["status"].as_str(), code_of(&done)),
@@ -1514,7 +1502,7 @@ async fn a_looped_prompt_plays_until_cancelled_and_one_that_cannot_be_had_fails_
 
     // The good prompt plays, then the operation fails on the missing one.
     let body = json!({"prompts": [prompt(&short), prompt(&missing), prompt(&short)]});
-    let op = start_op(&app, &token, &id, "playPrompt", body).await;
+    let op = act(&app, &token, &id, "playPrompt", body).await;
     let packets = phone
         .hear(Duration::from_millis(300), Duration::from_secs(2))
         .await;
@@ -1554,17 +1542,16 @@ async fn a_held_phone_hears_hold_music_and_a_muted_bot_is_not_heard() {
         .and_then(|p| p["id"].as_str())
         .expect("the phone's participant")
         .to_string();
-    let on_phone = |action: &str| format!("{CALLS}/{id}/participants/{pid}/{action}");
+    let hold_music = |action: &'static str, body: Value| {
+        let (app, token) = (&app, &token);
+        let path = format!("{CALLS}/{id}/participants/{pid}/{action}");
+        async move {
+            let r = app.send("POST", &path, Some(token), Some(body)).await;
+            assert_eq!(r.status, 202, "{action}: {}", r.text);
+        }
+    };
 
-    let r = app
-        .send(
-            "POST",
-            &on_phone("startHoldMusic"),
-            Some(&token),
-            Some(json!({})),
-        )
-        .await;
-    assert_eq!(r.status, 202, "{}", r.text);
+    hold_music("startHoldMusic", json!({})).await;
     let music = phone
         .hear(Duration::from_millis(300), Duration::from_millis(800))
         .await;
@@ -1572,15 +1559,7 @@ async fn a_held_phone_hears_hold_music_and_a_muted_bot_is_not_heard() {
     // Its first note is C5.
     let share = share_at(&audio_of(&music[2..18]), 523.25);
     assert!(share > 0.7, "C5: {share}");
-    let r = app
-        .send(
-            "POST",
-            &on_phone("stopHoldMusic"),
-            Some(&token),
-            Some(json!({})),
-        )
-        .await;
-    assert_eq!(r.status, 202, "{}", r.text);
+    hold_music("stopHoldMusic", json!({})).await;
     let after = phone
         .hear(Duration::from_millis(300), Duration::from_secs(2))
         .await;
@@ -1594,16 +1573,7 @@ async fn a_held_phone_hears_hold_music_and_a_muted_bot_is_not_heard() {
     let tone = app.receiver.serve("tone.wav", sine_wav(8_000, 440.0, 0.4));
     let prompt = json!({"@odata.type": "#microsoft.graph.mediaPrompt",
         "mediaInfo": {"@odata.type": "#microsoft.graph.mediaInfo", "uri": tone}});
-    let custom = json!({"customPrompt": prompt.clone()});
-    let r = app
-        .send(
-            "POST",
-            &on_phone("startHoldMusic"),
-            Some(&token),
-            Some(custom),
-        )
-        .await;
-    assert_eq!(r.status, 202, "{}", r.text);
+    hold_music("startHoldMusic", json!({"customPrompt": prompt.clone()})).await;
     let music = phone
         .hear(Duration::from_millis(300), Duration::from_millis(1000))
         .await;
@@ -1614,20 +1584,14 @@ async fn a_held_phone_hears_hold_music_and_a_muted_bot_is_not_heard() {
     );
     let share = share_at(&audio_of(&music), 440.0);
     assert!(share > 0.8, "the custom prompt: {share}");
-    app.send(
-        "POST",
-        &on_phone("stopHoldMusic"),
-        Some(&token),
-        Some(json!({})),
-    )
-    .await;
+    hold_music("stopHoldMusic", json!({})).await;
     phone
         .hear(Duration::from_millis(300), Duration::from_secs(2))
         .await;
 
     // Muted, the bot's prompt takes its time but nothing reaches the line.
-    start_op(&app, &token, &id, "mute", json!({})).await;
-    let op = start_op(
+    act(&app, &token, &id, "mute", json!({})).await;
+    let op = act(
         &app,
         &token,
         &id,
@@ -1640,8 +1604,8 @@ async fn a_held_phone_hears_hold_music_and_a_muted_bot_is_not_heard() {
         .await;
     assert!(heard.is_empty(), "{} packets from a muted bot", heard.len());
     assert_eq!(code_of(&op_done(&app, &id, &op).await), (200, 0));
-    start_op(&app, &token, &id, "unmute", json!({})).await;
-    start_op(
+    act(&app, &token, &id, "unmute", json!({})).await;
+    act(
         &app,
         &token,
         &id,

@@ -537,6 +537,18 @@ impl super::Call {
 mod tests {
     use super::*;
 
+    fn established(now: Timestamp) -> crate::Call {
+        use crate::{Call, CallState, Direction};
+        Call::new(
+            "app",
+            "tenant",
+            Direction::Outgoing,
+            CallState::Established,
+            "https://bot.example/api/calls".into(),
+            now,
+        )
+    }
+
     #[test]
     fn keys_and_tone_names_map_both_ways() {
         for key in "0123456789*#ABCD".chars() {
@@ -550,16 +562,8 @@ mod tests {
 
     #[test]
     fn prompts_queued_past_the_end_of_time_end_there_instead_of_overflowing() {
-        use crate::{Call, CallState, Direction};
         let now = chrono::Utc::now();
-        let mut call = Call::new(
-            "app",
-            "tenant",
-            Direction::Outgoing,
-            CallState::Established,
-            "https://bot.example/api/calls".into(),
-            now,
-        );
+        let mut call = established(now);
         let prompt = |n: &str| Operation::new(n.into(), OpKind::PlayPrompt, None);
         let first = call.play_prompt(prompt("a"), u64::MAX, None, now);
         assert_eq!(
@@ -585,16 +589,8 @@ mod tests {
 
     #[test]
     fn the_line_decides_how_a_media_operation_ends() {
-        use crate::{Call, CallState, Direction};
         let now = chrono::Utc::now();
-        let mut call = Call::new(
-            "app",
-            "tenant",
-            Direction::Outgoing,
-            CallState::Established,
-            "https://bot.example/api/calls".into(),
-            now,
-        );
+        let mut call = established(now);
         let waiting = |id: &str, kind| {
             let mut o = Operation::new(id.into(), kind, None);
             o.awaits_media = true;
