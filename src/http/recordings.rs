@@ -37,8 +37,20 @@ pub async fn get_recording(
         )
         .with_header(header::WWW_AUTHENTICATE, "Bearer"));
     }
-    let wav = match state.recordings.wav(op_id, rec.length_ms) {
+    let real = {
+        let (archive, op, length) = (state.recordings.clone(), op_id.to_string(), rec.length_ms);
+        tokio::task::spawn_blocking(move || archive.wav(&op, length))
+            .await
+            .ok()
+            .flatten()
+    };
+    let wav = match real {
         Some(real) => real,
+        None if rec.real => {
+            return Err(ApiError::not_found(
+                "This recording's audio is no longer kept; the newest [media] keep_recordings are.",
+            ));
+        }
         None => crate::media::recordings::file(&state.prompts, &rec).await,
     };
     let mut resp = (axum::http::StatusCode::OK, wav).into_response();

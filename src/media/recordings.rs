@@ -74,6 +74,10 @@ struct Inner {
     kept: VecDeque<String>,
 }
 
+/// Real recordings' audio held in memory at most (up to two minutes each, about 2 MB): those
+/// being made, and without a data folder the newest finished ones.
+const IN_MEMORY: usize = 100;
+
 /// One recording's samples (8 kHz), shared with the leg's media that fills them.
 pub type Capture = Arc<Mutex<Vec<i16>>>;
 
@@ -115,7 +119,7 @@ impl Archive {
     pub fn start(&self, op: &str) -> Capture {
         let capture = Capture::default();
         let mut inner = self.inner.lock().expect("archive lock");
-        if inner.captures.len() >= self.keep {
+        if inner.captures.len() >= self.keep.min(IN_MEMORY) {
             inner.captures.pop_front();
         }
         inner.captures.push_back((op.to_string(), capture.clone()));
@@ -266,6 +270,7 @@ mod tests {
             speech_ms: 500,
             beep: false,
             source_wav: None,
+            real: true,
         }
     }
 

@@ -86,6 +86,10 @@ pub struct Recording {
     /// The party's WAV file the recording is cut from, when it has one.
     #[serde(default)]
     pub source_wav: Option<String>,
+    /// A real line recorded it: its audio is what the line carried (nothing is made up when
+    /// that audio is no longer kept).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub real: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -350,6 +354,7 @@ impl super::Call {
             speech_ms: plan.speech_ms.min(length_ms),
             beep: plan.play_beep,
             source_wav: plan.source_wav,
+            real: false,
         });
         self.operations.push(op.clone());
         (op, cancelled)
@@ -426,6 +431,7 @@ impl super::Call {
                     r.speech_ms = *length_ms;
                     r.beep = false;
                     r.source_wav = None;
+                    r.real = true;
                 }
                 match why {
                     RecordEnd::MaxDuration => results::MAX_RECORD_DURATION,
