@@ -4,7 +4,12 @@
 //! (how far each packet's arrival strays from 20 ms after the one before it, p99), packets lost
 //! (gaps in sequence numbers) and the server's CPU per streaming call, beside sipp's own CPU in
 //! the same window (it answers the calls and nothing else). N rises until jitter p99 passes
-//! 2 ms or a packet is lost.
+//! 2 ms or a packet is lost (Switchboard's figures alone decide).
+//!
+//! The baseline, at each N in the same run: sipp streaming N RTP streams itself
+//! (`tests/sip/scenarios/uac_stream.xml`, N calls to `uas_answer_to.xml`, which names a socket
+//! of the bench bound as Switchboard's is), read by the same `listen` for the same window. That is what a real RTP peer's own
+//! pacing gives on this machine at the same N.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -15,7 +20,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::json;
 use tokio::net::UdpSocket;
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 use crate::bots::{Target, start_receiver};
@@ -36,11 +41,38 @@ pub struct Step {
     pub server_core_pct_per_call: Option<f64>,
     /// sipp's CPU in the same window, % of a core (it only answered).
     pub sipp_core_pct: Option<f64>,
+    /// sipp → sipp at the same N, read by the same `listen` (`None` if it could not run).
+    pub baseline: Option<Baseline>,
+}
+
+/// sipp streaming N RTP streams (`uac_stream.xml`) to the bench's socket, no Switchboard.
+#[derive(Clone, Debug, Default)]
+pub struct Baseline {
+    /// Calls whose stream arrived in the window (N is asked; fewer is reported as it is).
+    pub streaming: usize,
+    pub packets: u64,
+    pub lost: u64,
+    /// |arrival gap − 20 ms|, ms.
+    pub jitter: Summary,
+    /// The streaming sipp's CPU in the window, % of a core.
+    pub sipp_core_pct: Option<f64>,
 }
 
 impl Step {
+    /// Switchboard's streams alone: the baseline does not enter it.
     pub fn clean(&self) -> bool {
         self.streaming == self.calls && self.lost == 0 && self.jitter.p99 <= 2.0
+    }
+
+    /// Switchboard's jitter p50 and p99 over sipp's at the same N (`None` without a baseline or
+    /// with a zero baseline figure).
+    pub fn ratios(&self) -> Option<(Option<f64>, Option<f64>)> {
+        let b = self.baseline.as_ref()?;
+        let ratio = |a: f64, b: f64| (b > 0.0).then(|| a / b);
+        Some((
+            ratio(self.jitter.p50, b.jitter.p50),
+            ratio(self.jitter.p99, b.jitter.p99),
+        ))
     }
 }
 
@@ -67,7 +99,7 @@ pub async fn run(
         ..MediaResult::default()
     };
     for (i, &n) in counts.iter().enumerate() {
-        let step = one(binary, &dir.join(format!("media-{i}")), store, n, secs).await?;
+        let mut step = one(binary, &dir.join(format!("media-{i}")), store, n, secs).await?;
         eprintln!(
             "media: {n} calls: {} streaming, {} packets, {} lost, jitter p50/p99/max {:.2}/{:.2}/{:.2} ms, server {} % of a core per call",
             step.streaming,
@@ -79,6 +111,22 @@ pub async fn run(
             step.server_core_pct_per_call
                 .map_or("–".into(), |c| format!("{c:.2}"))
         );
+        match baseline(&dir.join(format!("media-{i}/baseline")), n, secs).await {
+            Ok(b) => {
+                eprintln!(
+                    "media: baseline sipp → sipp, {n} calls: {} streaming, {} packets, {} lost, jitter p50/p99/max {:.2}/{:.2}/{:.2} ms, sipp {} % of a core",
+                    b.streaming,
+                    b.packets,
+                    b.lost,
+                    b.jitter.p50,
+                    b.jitter.p99,
+                    b.jitter.max,
+                    b.sipp_core_pct.map_or("–".into(), |c| format!("{c:.1}"))
+                );
+                step.baseline = Some(b);
+            }
+            Err(e) => eprintln!("media: baseline sipp → sipp, {n} calls: failed: {e:#}"),
+        }
         let clean = step.clean();
         r.steps.push(step);
         if !clean {
@@ -105,30 +153,7 @@ async fn one(binary: &Path, dir: &Path, store: &str, n: usize, secs: f64) -> any
     let rtp = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
     let rtp_port = rtp.local_addr()?.port();
     // The trunk: answers every call with an SDP that names the bench's socket.
-    let scenario =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/sip/scenarios/uas_answer_to.xml");
-    let sipp_port = crate::sip::free_ports();
-    let mut sipp = Command::new("sipp")
-        .arg("-sf")
-        .arg(&scenario)
-        .args(["-i", "127.0.0.1", "-p", &sipp_port.to_string()])
-        .args(["-mp", &crate::sip::free_ports().to_string()])
-        .args([
-            "-ci",
-            "127.0.0.1",
-            "-cp",
-            &crate::sip::free_ports().to_string(),
-        ])
-        .args(["-set", "rtp_port", &rtp_port.to_string(), "-nostdin"])
-        .args(["-l", &(n + 10).to_string()])
-        .env("TERM", "dumb")
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting sipp (Debian package sip-tester)")?;
+    let (mut sipp, sipp_port) = start_sipp(dir, &answer_to_args(rtp_port, n)).await?;
     let sipp_pid = sipp.id();
     let prompt_secs = (secs as u32) + 30;
     std::fs::write(dir.join("prompt.wav"), prompt_wav(prompt_secs))?;
@@ -189,12 +214,7 @@ async fn one(binary: &Path, dir: &Path, store: &str, n: usize, secs: f64) -> any
     let cpu1 = (server.cpu_seconds(), cpu_seconds(sipp_pid));
     let core = |a: Option<f64>, b: Option<f64>| Some(100.0 * (b? - a?) / secs);
     let server_pct = core(cpu0.0, cpu1.0);
-    let streaming = streams.len();
-    let packets = streams.values().map(|s| s.received).sum();
-    let lost = streams
-        .values()
-        .map(|s| s.expected().saturating_sub(s.received))
-        .sum();
+    let (streaming, packets, lost) = tally(&streams);
     for id in &ids {
         let _ = target
             .client
@@ -216,7 +236,158 @@ async fn one(binary: &Path, dir: &Path, store: &str, n: usize, secs: f64) -> any
             .filter(|_| streaming > 0)
             .map(|c| c / streaming as f64),
         sipp_core_pct: core(cpu0.1, cpu1.1),
+        baseline: None,
     })
+}
+
+/// The phone number sipp → sipp calls dial (any number: `uas_answer_to.xml` answers all).
+const PHONE: &str = "+15557000";
+
+fn scenario(file: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/sip/scenarios")
+        .join(file)
+}
+
+/// `uas_answer_to.xml` answering up to `n` calls at once, its SDP naming `rtp_port`.
+fn answer_to_args(rtp_port: u16, n: usize) -> Vec<String> {
+    vec![
+        "-sf".into(),
+        scenario("uas_answer_to.xml").display().to_string(),
+        "-set".into(),
+        "rtp_port".into(),
+        rtp_port.to_string(),
+        "-l".into(),
+        (n + 10).to_string(),
+    ]
+}
+
+/// Starts sipp in `dir` with `args` on ports of `crate::sip::free_ports()`; returns it and its
+/// SIP port. Tries other ports if it exits at once (another process took one meanwhile).
+async fn start_sipp(dir: &Path, args: &[String]) -> anyhow::Result<(Child, u16)> {
+    std::fs::create_dir_all(dir)?;
+    for _ in 0..3 {
+        let port = crate::sip::free_ports();
+        let mut child = Command::new("sipp")
+            .args(args)
+            .args(["-i", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-mp", &crate::sip::free_ports().to_string()])
+            .args([
+                "-ci",
+                "127.0.0.1",
+                "-cp",
+                &crate::sip::free_ports().to_string(),
+            ])
+            .args(["-nostdin", "-trace_err", "-error_file", "errors.log"])
+            .env("TERM", "dumb")
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting sipp (Debian package sip-tester)")?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        match child.try_wait()? {
+            None => return Ok((child, port)),
+            Some(s) => eprintln!("media: sipp in {} exited at once ({s})", dir.display()),
+        }
+    }
+    anyhow::bail!(
+        "sipp would not start; see {}",
+        dir.join("errors.log").display()
+    )
+}
+
+/// `secs` seconds of a 440 Hz tone, raw G.711 μ-law at 8 kHz (what `rtp_stream` sends as is).
+fn tone_ulaw(secs: u32) -> Vec<u8> {
+    (0..8_000 * secs)
+        .map(|i| {
+            let v = 8000.0 * (2.0 * std::f64::consts::PI * 440.0 * f64::from(i) / 8_000.0).sin();
+            switchboard::sip::rtp::ulaw_encode(v as i16)
+        })
+        .collect()
+}
+
+/// The baseline at `n`: sipp places `n` calls (`uac_stream.xml`, 100 per second) to a sipp
+/// answering with `uas_answer_to.xml`, whose SDP names a socket of the bench bound as the
+/// Switchboard measurement's is; each call loops a 4-s tone as PCMU. Once every stream has
+/// arrived (or the setup time is up) and 1 s more, the same `listen` reads them for `secs`.
+async fn baseline(dir: &Path, n: usize, secs: f64) -> anyhow::Result<Baseline> {
+    let rtp = UdpSocket::bind("127.0.0.1:0").await?;
+    let rtp_port = rtp.local_addr()?.port();
+    let (mut uas, uas_port) = start_sipp(&dir.join("uas"), &answer_to_args(rtp_port, n)).await?;
+    let uac_dir = dir.join("uac");
+    std::fs::create_dir_all(&uac_dir)?;
+    std::fs::write(uac_dir.join("stream.ulaw"), tone_ulaw(4))?;
+    // The first call must outlast the wait for the streams (setup, n / 100 s, + 10 s at most),
+    // 1 s and the window; 10 s more as a margin. The calls are killed before they hang up.
+    let setup = n as f64 / 100.0;
+    let hold_ms = ((setup + 10.0 + 1.0 + secs + 10.0) * 1000.0).ceil() as u64;
+    let uac_args: Vec<String> = [
+        "-sf",
+        &scenario("uac_stream.xml").display().to_string(),
+        &format!("127.0.0.1:{uas_port}"),
+        "-s",
+        PHONE,
+        "-m",
+        &n.to_string(),
+        "-r",
+        "100",
+        "-l",
+        &n.to_string(),
+        "-set",
+        "hold_ms",
+        &hold_ms.to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let (mut uac, _) = start_sipp(&uac_dir, &uac_args).await?;
+    let uac_pid = uac.id();
+    // Wait for every stream, then let them run 1 s, read and thrown away.
+    let deadline = Instant::now() + Duration::from_secs_f64(setup + 10.0);
+    let mut seen = std::collections::HashSet::new();
+    let mut buf = [0u8; 1500];
+    while seen.len() < n {
+        match tokio::time::timeout_at(deadline, rtp.recv_from(&mut buf)).await {
+            Ok(Ok((len, _))) if len >= 12 => {
+                seen.insert(u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]));
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    if seen.len() < n {
+        eprintln!(
+            "media: baseline: {} of {n} sipp streams arrived within {:.0} s",
+            seen.len(),
+            setup + 10.0
+        );
+    }
+    let _ = listen(&rtp, Duration::from_secs(1)).await;
+    let cpu0 = cpu_seconds(uac_pid);
+    let (jitter, streams) = listen(&rtp, Duration::from_secs_f64(secs)).await;
+    let cpu1 = cpu_seconds(uac_pid);
+    let _ = uac.kill().await;
+    let _ = uas.kill().await;
+    let (streaming, packets, lost) = tally(&streams);
+    Ok(Baseline {
+        streaming,
+        packets,
+        lost,
+        jitter: jitter.summary(),
+        sipp_core_pct: cpu0.zip(cpu1).map(|(a, b)| 100.0 * (b - a) / secs),
+    })
+}
+
+/// Streams that arrived, packets received and packets lost.
+fn tally(streams: &HashMap<u32, Stream>) -> (usize, u64, u64) {
+    let packets = streams.values().map(|s| s.received).sum();
+    let lost = streams
+        .values()
+        .map(|s| s.expected().saturating_sub(s.received))
+        .sum();
+    (streams.len(), packets, lost)
 }
 
 /// One stream as it arrives.

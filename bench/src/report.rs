@@ -544,12 +544,85 @@ fn media_section(o: &mut String, m: &crate::media::MediaResult) {
             s.sipp_core_pct.map_or("–".into(), |c| format!("{c:.1}"))
         );
     }
+    let baselines = m.steps.iter().filter(|s| s.baseline.is_some()).count();
+    if baselines > 0 {
+        let _ = writeln!(
+            o,
+            "\nBaseline, sipp → sipp, same N, same listener: at each N in the same run, sipp places \
+             N calls (`uac_stream.xml`) to a sipp answering with `uas_answer_to.xml` and streams a \
+             looped μ-law tone (PCMU, 20 ms) on each to a socket of the bench bound the same way; \
+             the same code reads it for the same window. Ratio = Switchboard's jitter / sipp's \
+             (below 1: Switchboard's pacing is steadier than sipp's own). A sipp p99 near 20 ms is \
+             packets sent a 20-ms tick late and the next at once (sipp 3.6.1's millisecond pacing; \
+             see docs/BENCHMARKS.md).\n"
+        );
+        let _ = writeln!(
+            o,
+            "| Calls | sipp streaming | Packets | Lost | sipp jitter p50 / p99 / max ms | sipp, % of a core (per stream) | Switchboard / sipp jitter p50 | Switchboard / sipp jitter p99 |"
+        );
+        let _ = writeln!(o, "|---|---|---|---|---|---|---|---|");
+        for s in &m.steps {
+            let (Some(b), Some((p50, p99))) = (&s.baseline, s.ratios()) else {
+                continue;
+            };
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                s.calls,
+                b.streaming,
+                b.packets,
+                b.lost,
+                ms(b.jitter),
+                b.sipp_core_pct.map_or("–".into(), |c| format!(
+                    "{c:.1} ({:.3})",
+                    c / b.streaming.max(1) as f64
+                )),
+                times(p50),
+                times(p99)
+            );
+        }
+    }
     let held = crate::media::sustained(&m.steps).map_or(0, |s| s.calls);
     let _ = writeln!(
         o,
         "\n- ≥ {TARGET_MEDIA_STREAMS} concurrent G.711 streams with jitter p99 ≤ 2 ms and no loss: {held} — {}",
         met(held >= TARGET_MEDIA_STREAMS)
     );
+    let at = crate::media::sustained(&m.steps).or(m.steps.first());
+    if let Some(s) = at
+        && let (Some(b), Some((p50, p99))) = (&s.baseline, s.ratios())
+    {
+        let _ = writeln!(
+            o,
+            "- jitter p50 / p99 at {} calls: Switchboard {:.2} / {:.2} ms, sipp → sipp {:.2} / {:.2} ms ({} streaming, {} lost): {} / {} sipp's",
+            s.calls,
+            s.jitter.p50,
+            s.jitter.p99,
+            b.jitter.p50,
+            b.jitter.p99,
+            b.streaming,
+            b.lost,
+            times(p50),
+            times(p99)
+        );
+        let sipp_per_stream = b
+            .sipp_core_pct
+            .filter(|_| b.streaming > 0)
+            .map(|c| c / b.streaming as f64);
+        if let (Some(server), Some(sipp)) = (s.server_core_pct_per_call, sipp_per_stream) {
+            let _ = writeln!(
+                o,
+                "- CPU per stream at {} calls: Switchboard {server:.3} % of a core, sipp {sipp:.3} %: {} sipp's",
+                s.calls,
+                times((sipp > 0.0).then(|| server / sipp))
+            );
+        }
+    }
+}
+
+/// A ratio as `1.23 ×`, or `–`.
+fn times(r: Option<f64>) -> String {
+    r.map_or("–".into(), |r| format!("{r:.2} ×"))
 }
 
 fn sip_section(o: &mut String, s: &crate::sip::SipResult) {
@@ -710,8 +783,14 @@ pub fn problems(opts: &Opts, r: &Results) -> Vec<String> {
         && (first.streaming < first.calls || first.lost > 0)
     {
         p.push(format!(
-            "media: at {} calls, {} streamed and {} packets were lost",
-            first.calls, first.streaming, first.lost
+            "media: at {} calls, {} streamed and {} packets were lost{}",
+            first.calls,
+            first.streaming,
+            first.lost,
+            first.baseline.as_ref().map_or(String::new(), |b| format!(
+                " (sipp → sipp at the same N: {} streamed, {} lost)",
+                b.streaming, b.lost
+            ))
         ));
     }
     if let Some(m) = &r.memory {

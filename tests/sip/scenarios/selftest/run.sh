@@ -130,6 +130,9 @@ pair uac_cancel_487_first pass client "$ST/sb_in_cancel_487_first.xml" ""       
 pair uac_redirect      pass client "$ST/sb_in_redirect.xml"  ""                      "$SC/uac_redirect.xml"      "-s +15550123"
 pair uac_noack         pass client "$ST/sb_in_noack.xml"     "-max_retrans 2"        "$SC/uac_noack.xml"         "-s +15550123"
 pair uac_hold          pass client "$ST/sb_in_hold.xml"      ""                      "$SC/uac_hold.xml"          "-s +15550123 -set hold_ms 500"
+# uac_stream reads stream.ulaw (here 2 s of mu-law silence, 0xFF) from its folder as it loads.
+mkdir -p "$WORK/uac_stream" && head -c 16000 /dev/zero | tr '\0' '\377' >"$WORK/uac_stream/stream.ulaw"
+pair uac_stream        pass client "$ST/sb_in_answer.xml"    ""                      "$SC/uac_stream.xml"        "-s +15550123 -set hold_ms 500"
 
 # Negative pairs: Switchboard misbehaves; the scenario under test must fail.
 pair neg_uas_answer_offer_without_pcmu fail server "$SC/uas_answer.xml" ""        "$ST/sb_out_call.xml"         "-s +15550123 -set offer '8 101'"
