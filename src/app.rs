@@ -51,6 +51,8 @@ pub struct Application {
     key_dir: Option<PathBuf>,
     /// The SIP fabric, and what stops it, with a `[sip]` section.
     sip: Option<(Arc<crate::sip::SipFabric>, CancellationToken)>,
+    /// What a connection that opens with a TLS handshake is served through.
+    tls: tokio_rustls::TlsAcceptor,
 }
 
 impl Application {
@@ -88,6 +90,24 @@ impl Application {
             .unwrap_or_else(|| format!("http://{addr}"))
             .trim_end_matches('/')
             .to_string();
+        let tls = {
+            let mut names: Vec<String> = crate::tls::url_host(&public_url).into_iter().collect();
+            names.extend(crate::tls::listen_name(addr.ip()));
+            let ca_dir = crate::tls::ca_dir(opened.data_dir.as_deref());
+            crate::tls::Tls::setup(
+                &settings.tls,
+                settings.config_dir.as_deref(),
+                &ca_dir,
+                &names,
+            )
+            .context("setting up TLS")?
+        };
+        if let Some(file) = &tls.ca_file {
+            tracing::info!(
+                "HTTPS on the same port: the certificate is from the local authority {} (also at /_switchboard/v1/ca.pem)",
+                file.display()
+            );
+        }
         let keys = match &opened.data_dir {
             Some(dir) => KeyRing::load_or_create(dir)?,
             None => KeyRing::ephemeral()?,
@@ -180,7 +200,7 @@ impl Application {
         ));
         let validator = Validator::new(keys.clone(), &settings.trusted_issuers, &outbound);
         validator.load_trusted_keys().await?;
-        let state = Arc::new(AppState::new(
+        let mut state = AppState::new(
             engine.clone(),
             validator,
             keys,
@@ -188,7 +208,9 @@ impl Application {
             public_url,
             (outbound.fetches.clone(), prompts, recordings),
             parties,
-        ));
+        );
+        state.ca_pem = tls.ca_pem.clone();
+        let state = Arc::new(state);
         if let Some(sip) = &sip {
             sip.connect(engine.event_sink());
         }
@@ -200,6 +222,7 @@ impl Application {
             store: opened.store,
             key_dir: opened.data_dir,
             sip: sip.map(|s| (s, sip_stop)),
+            tls: tls.acceptor,
         })
     }
 
@@ -284,10 +307,38 @@ impl Application {
                     req.map(axum::body::Body::new)
                 },
             );
-            let svc = connections::Track::new(svc, slot.state());
-            let conn =
-                builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
-            tracker.spawn(serve_connection(conn, slot));
+            let svc = TowerToHyperService::new(connections::Track::new(svc, slot.state()));
+            let (builder, tls) = (builder.clone(), self.tls.clone());
+            let handshake = Duration::from_secs(limits.idle_timeout_secs.max(1));
+            tracker.spawn(async move {
+                // TLS or not: the first byte says (22, a TLS handshake record).
+                let mut first = [0u8; 1];
+                let peeked = tokio::select! {
+                    _ = slot.close_requested().cancelled() => return,
+                    p = tokio::time::timeout(handshake, stream.peek(&mut first)) => p,
+                };
+                match peeked {
+                    Ok(Ok(1)) if first[0] == 0x16 => {
+                        let accepted = tokio::select! {
+                            _ = slot.close_requested().cancelled() => return,
+                            a = tokio::time::timeout(handshake, tls.accept(stream)) => a,
+                        };
+                        match accepted {
+                            Ok(Ok(stream)) => {
+                                let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                                serve_connection(conn, slot).await
+                            }
+                            Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
+                            Err(_) => tracing::debug!("TLS handshake timed out"),
+                        }
+                    }
+                    Ok(Ok(1)) => {
+                        let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                        serve_connection(conn, slot).await
+                    }
+                    _ => {}
+                }
+            });
         }
         drop(self.listener);
         draining.cancel();

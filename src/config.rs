@@ -68,6 +68,8 @@ pub struct Settings {
     pub media: MediaSettings,
     /// `[sip]`: real calls over SIP; absent, every party is simulated.
     pub sip: Option<crate::sip::SipSettings>,
+    /// `[tls]`: the certificate HTTPS connections get (the local authority's by default).
+    pub tls: crate::tls::TlsSettings,
     /// The folder of the `--config` file (set by [`Settings::from_file`]); relative paths in the
     /// `[media]` section start there.
     #[serde(skip)]

@@ -38,6 +38,7 @@ pub mod net_policy;
 pub mod sip;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 
 /// The pure domain lives in its own crate, `crates/domain`; every `crate::domain::…` path
 /// goes on working through this name.

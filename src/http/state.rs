@@ -34,6 +34,8 @@ pub struct AppState {
     pub parties: Arc<SimulatedFabric>,
     /// Failed client-secret attempts at the token endpoint.
     pub secret_throttle: throttle::SecretThrottle,
+    /// The local certificate authority's certificate (PEM), when it issued the listener's.
+    pub ca_pem: Option<String>,
     apps: HashMap<String, AppConfig>,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
 }
@@ -60,6 +62,7 @@ impl AppState {
         let secret_throttle = throttle::SecretThrottle::new(settings.token_throttle.clone());
         AppState {
             secret_throttle,
+            ca_pem: None,
             engine,
             validator,
             keys,

@@ -257,6 +257,7 @@ async fn the_openapi_document_describes_every_control_route() {
         ("post", "/_switchboard/v1/clock/advance"),
         ("post", "/_switchboard/v1/reset"),
         ("get", "/_switchboard/v1/openapi.json"),
+        ("get", "/_switchboard/v1/ca.pem"),
         ("get", "/metrics"),
     ];
     for (method, path) in routes {

@@ -21,3 +21,4 @@ mod prompts;
 mod routes;
 mod sip;
 mod store_failure;
+mod tls;

@@ -5,8 +5,10 @@ the way a calling-bot developer would.
 It builds nothing. It takes the switchboard binary from SWITCHBOARD_BIN (default
 target/release/switchboard under the repository root), writes a temporary config, starts
 `switchboard serve --store memory --clock virtual` on a free port, runs a callback receiver, and then
-with `GraphServiceClient` (pointed at the server, authenticated by a small AsyncTokenCredential that
-fetches tokens from the server's own token endpoint):
+with `GraphServiceClient` pointed at the server over HTTPS, authenticated by azure-identity's own
+`ClientSecretCredential` with the server as its authority (no token shim): the process trusts the
+server's local certificate authority (fetched from `/_switchboard/v1/ca.pem` over plain HTTP) through
+`SSL_CERT_FILE` and `REQUESTS_CA_BUNDLE`, as docs/TLS.md tells a bot developer to:
 
   1. creates a peer-to-peer call and checks the returned Call;
   2. advances the virtual clock 1 s (control API) and GETs the call: established;
@@ -102,7 +104,7 @@ def toml_str(s):
 
 def write_config(dirpath, port, incoming_uri):
     lines = [
-        "public_url = %s" % toml_str("http://127.0.0.1:%d" % port), "",
+        "public_url = %s" % toml_str("https://127.0.0.1:%d" % port), "",
         "[admin]", "token = %s" % toml_str(ADMIN_TOKEN), "",
         "[[apps]]",
         "app_id = %s" % toml_str(APP_ID),
@@ -136,6 +138,7 @@ class Server:
         self.dir = workdir
         self.port = free_port()
         self.base = "http://127.0.0.1:%d" % self.port
+        self.https = "https://127.0.0.1:%d" % self.port
         self.cfg = write_config(workdir, self.port, incoming_uri)
         self.log_path = os.path.join(workdir, "server.log")
         self.proc = None
@@ -278,64 +281,29 @@ class Receiver:
         return self.notes(call_id)
 
 
-# --- the credential the SDK uses ----------------------------------------------------------------
-def make_credential_class():
-    from azure.core.credentials import AccessToken
-    from azure.core.credentials_async import AsyncTokenCredential
+def token_requests(server):
+    """How many token requests the server answered 200 (its /metrics)."""
+    req = urllib.request.Request(server.base + "/metrics",
+                                 headers={"Authorization": "Bearer " + ADMIN_TOKEN})
+    with urllib.request.urlopen(req, timeout=15) as r:
+        text = r.read().decode()
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+               if line.startswith("switchboard_http_requests_total{") and "token" in line
+               and 'status="200"' in line)
 
-    class SwitchboardClientCredential(AsyncTokenCredential):
-        """Client-credentials grant against Switchboard's `/{tenant}/oauth2/v2.0/token`.
 
-        azure-identity's ClientSecretCredential only accepts https authorities, so a bot that
-        talks to Switchboard over plain http on loopback uses a credential like this one."""
-
-        def __init__(self, authority, tenant_id, client_id, client_secret):
-            self.token_url = "%s/%s/oauth2/v2.0/token" % (authority.rstrip("/"), tenant_id)
-            self.client_id = client_id
-            self.client_secret = client_secret
-            self.fetches = 0
-            self.scopes_seen = []
-            self._cache = {}
-
-        async def get_token(self, *scopes, claims=None, tenant_id=None, enable_cae=False,
-                            **kwargs):
-            scope = " ".join(scopes) or GRAPH_SCOPE
-            self.scopes_seen.append(scope)
-            cached = self._cache.get(scope)
-            if cached and cached.expires_on - 300 > time.time():
-                return cached
-            body = await asyncio.to_thread(self._fetch, scope)
-            token = AccessToken(body["access_token"],
-                                int(time.time()) + int(body.get("expires_in") or 3600))
-            self._cache[scope] = token
-            self.fetches += 1
-            return token
-
-        def _fetch(self, scope):
-            form = urllib.parse.urlencode({"grant_type": "client_credentials",
-                                           "client_id": self.client_id,
-                                           "client_secret": self.client_secret,
-                                           "scope": scope}).encode()
-            req = urllib.request.Request(
-                self.token_url, data=form, method="POST",
-                headers={"Content-Type": "application/x-www-form-urlencoded"})
-            try:
-                with urllib.request.urlopen(req, timeout=15) as r:
-                    return json.loads(r.read())
-            except urllib.error.HTTPError as e:
-                raise RuntimeError("token endpoint answered %d: %s"
-                                   % (e.code, e.read()[:300].decode("utf-8", "replace")))
-
-        async def close(self):
-            pass
-
-        async def __aenter__(self):
-            return self
-
-        async def __aexit__(self, *exc):
-            await self.close()
-
-    return SwitchboardClientCredential
+# --- trusting the server's authority ------------------------------------------------------------
+def trust_server_authority(server):
+    """Fetches the server's local certificate authority over plain HTTP and makes this process
+    trust it (and only it: the test talks to nothing else), as docs/TLS.md says."""
+    with urllib.request.urlopen(server.base + "/_switchboard/v1/ca.pem", timeout=15) as r:
+        pem = r.read()
+    path = os.path.join(server.dir, "switchboard-ca.pem")
+    with open(path, "wb") as f:
+        f.write(pem)
+    os.environ["SSL_CERT_FILE"] = path          # OpenSSL: aiohttp (azure-identity), httpx
+    os.environ["REQUESTS_CA_BUNDLE"] = path     # requests (MSAL)
+    return path
 
 
 def enum_value(v):
@@ -350,11 +318,17 @@ def make_client(server):
         AzureIdentityAuthenticationProvider
     from msgraph import GraphRequestAdapter, GraphServiceClient
 
-    credential = make_credential_class()(server.base, TENANT_ID, APP_ID, APP_SECRET)
+    from azure.identity.aio import ClientSecretCredential
+
+    trust_server_authority(server)
+    # The real credential class: MSAL reads the authority's metadata and token endpoint from
+    # the server. Instance discovery asks Microsoft's own hosts, so it is turned off.
+    credential = ClientSecretCredential(TENANT_ID, APP_ID, APP_SECRET, authority=server.https,
+                                        disable_instance_discovery=True)
     auth = AzureIdentityAuthenticationProvider(credential, scopes=[GRAPH_SCOPE],
                                                allowed_hosts=["127.0.0.1"])
     adapter = GraphRequestAdapter(auth)
-    adapter.base_url = server.base + "/v1.0"
+    adapter.base_url = server.https + "/v1.0"
     return GraphServiceClient(request_adapter=adapter), credential
 
 
@@ -370,6 +344,7 @@ async def scenario(c, server, receiver):
             here = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == __file__]
             c.ok("%s: checks ran to their end" % name, False, "%s: %s (line %s)"
                  % (type(e).__name__, e, here[-1].lineno if here else "?"))
+    await credential.close()
 
 
 async def p2p_call_checks(c, client, credential, server, receiver):
@@ -420,8 +395,9 @@ async def p2p_call_checks(c, client, credential, server, receiver):
          list(call.requested_modalities or []) == [Modality.Audio], call.requested_modalities)
     c.ok("create: mediaConfig parsed as serviceHostedMediaConfig",
          isinstance(call.media_config, ServiceHostedMediaConfig), type(call.media_config))
-    c.ok("credential: a token was fetched from the server's token endpoint",
-         credential.fetches >= 1, credential.fetches)
+    tokens = token_requests(server)
+    c.ok("credential: ClientSecretCredential fetched its token from the server over HTTPS",
+         tokens >= 1, tokens)
     if not call_id:
         return
 

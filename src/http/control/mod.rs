@@ -127,8 +127,23 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-/// The control API's routes, behind the guard.
+/// `GET /_switchboard/v1/ca.pem` (open to any client: it is public): the local certificate
+/// authority that issued the listener's certificate, for a bot's machine to trust.
+#[utoipa::path(get, path = "/_switchboard/v1/ca.pem", tag = "server",
+    responses((status = 200, description = "The authority's certificate (PEM)", content_type = "application/x-pem-file", body = String),
+              (status = 404, description = "The certificate is `[tls] cert_file`: no local authority", body = schema::ErrorResponse)))]
+pub async fn ca_pem(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let pem = state.ca_pem.clone().ok_or_else(|| {
+        ApiError::not_found(
+            "This server's certificate is [tls] cert_file; there is no local authority to trust.",
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/x-pem-file")], pem).into_response())
+}
+
+/// The control API's routes, behind the guard (`ca.pem` is open).
 pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
+    let open = Router::new().route("/ca.pem", get(ca_pem));
     Router::new()
         .route("/parties", get(parties::list_parties))
         .route("/parties/{id}", get(parties::get_party))
@@ -149,6 +164,7 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/clock/advance", post(clock::advance_clock))
         .fallback(|| async { ApiError::not_found("No such control API route.") })
         .layer(middleware::from_fn_with_state(state, guard))
+        .merge(open)
 }
 
 #[cfg(test)]
