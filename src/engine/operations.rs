@@ -109,7 +109,10 @@ impl Engine {
             id,
             OpKind::PlayPrompt,
             ctx,
-            |c, op, now| Ok((c.play_prompt(op, ms, plan.failure, now), vec![])),
+            |c, mut op, now| {
+                op.beta = plan.beta;
+                Ok((c.play_prompt(op, ms, plan.failure, now), vec![]))
+            },
             |op, muted, leg, peer| {
                 Some(FabricCommand::Play {
                     leg,

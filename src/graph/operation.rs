@@ -18,6 +18,11 @@ pub fn render(op: &Operation, recording_url: Option<&str>) -> Value {
         json!({"@odata.type": odata_type("resultInfo"), "code": r.code, "subcode": r.subcode, "message": r.message()})
     });
     out.insert("resultInfo".into(), result.unwrap_or(Value::Null));
+    // beta's `completionReason` of a prompt or recording: once it is over.
+    let reason = match &op.completion_reason {
+        Some(r) if done => json!(r),
+        _ => Value::Null,
+    };
     match op.kind {
         OpKind::RecordResponse => {
             let ready = done
@@ -32,6 +37,12 @@ pub fn render(op: &Operation, recording_url: Option<&str>) -> Value {
             };
             out.insert("recordingLocation".into(), location);
             out.insert("recordingAccessToken".into(), token);
+            if op.beta {
+                out.insert("completionReason".into(), reason);
+            }
+        }
+        OpKind::PlayPrompt if op.beta => {
+            out.insert("completionReason".into(), reason);
         }
         OpKind::SendDtmfTones => {
             out.insert("completionReason".into(), json!(op.completion_reason));

@@ -198,6 +198,7 @@ pub async fn run(
             let mut prompts = prompts_ms(state, &body, 20, true).await?;
             // `loop` (beta): over and over until cancelled.
             prompts.looped = bool_or(&body, "loop", false)?;
+            prompts.beta = cx.target.version == "beta";
             op(e.play_prompt(me, cid, ctx, prompts).await?)
         }
         Action::RecordResponse => {
@@ -234,6 +235,7 @@ pub async fn run(
                 speech_ms,
                 source_wav,
                 access_token: recordings::access_token(),
+                beta: cx.target.version == "beta",
             };
             op(e.record(me, cid, ctx, prompts.uris, plan).await?)
         }

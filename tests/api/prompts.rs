@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{Value, json};
 use switchboard::config::Settings;
 
 use crate::helpers::*;
@@ -476,4 +476,73 @@ async fn a_party_whose_record_wav_is_a_fifo_is_recorded_at_once() {
     release(&fifo);
     let wav = wav.expect("the recording is served").unwrap();
     assert_eq!(wav.status(), 200);
+}
+
+#[tokio::test]
+async fn prompts_and_recordings_asked_through_beta_say_why_they_ended() {
+    let app = spawn_app(Backend::Suite).await;
+    let token = app.token().await;
+    let id = app.answered(&token, ALICE).await;
+    let one = app.receiver.serve("one.wav", wav_bytes(1.0));
+    let beta = |action: &str, body: Value| {
+        let (app, token, path) = (
+            &app,
+            &token,
+            format!("/beta/communications/calls/{id}/{action}"),
+        );
+        async move { app.send("POST", &path, Some(token), Some(body)).await }
+    };
+    // Running: the property is there, null.
+    let r = beta("playPrompt", json!({"prompts": prompts(&[&one])})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["completionReason"], Value::Null, "{}", r.text);
+    assert!(r.body.as_object().unwrap().contains_key("completionReason"));
+    let beta_op = |r: &Resp| {
+        let op = r.body["id"].as_str().expect("an operation").to_string();
+        let location = r.headers["location"].to_str().unwrap().to_string();
+        assert!(
+            location.ends_with(&format!("/beta/communications/calls/{id}/operations/{op}")),
+            "{location}"
+        );
+        op
+    };
+    let played = beta_op(&r);
+    app.advance(1.0).await;
+    let (_, done) = wait_op(&app, &id, &played).await;
+    assert_eq!(done["completionReason"], "completedSuccessfully", "{done}");
+
+    let r = beta("recordResponse", json!({"maxRecordDurationInSeconds": 1})).await;
+    let recorded = beta_op(&r);
+    app.advance(1.5).await;
+    let (_, done) = wait_op(&app, &id, &recorded).await;
+    assert_eq!(
+        (done["completionReason"].as_str(), result_of(&done)),
+        (Some("maxRecordDurationReached"), (200, 8515)),
+        "{done}"
+    );
+
+    let r = beta("recordResponse", json!({"maxRecordDurationInSeconds": 60})).await;
+    let cancelled = beta_op(&r);
+    act(&app, &token, &id, "cancelMediaProcessing", json!({})).await;
+    let (_, done) = wait_op(&app, &id, &cancelled).await;
+    assert_eq!(done["completionReason"], "operationCanceled", "{done}");
+
+    // v1.0 has no such property.
+    let r = act(
+        &app,
+        &token,
+        &id,
+        "playPrompt",
+        json!({"prompts": prompts(&[&one])}),
+    )
+    .await;
+    assert!(
+        !r.body.as_object().unwrap().contains_key("completionReason"),
+        "{}",
+        r.text
+    );
+    let op = op_id(&app, &id, &r);
+    app.advance(1.0).await;
+    let (_, done) = wait_op(&app, &id, &op).await;
+    assert!(done.get("completionReason").is_none(), "{done}");
 }

@@ -111,7 +111,9 @@ pub struct Operation {
     pub stop_tones: Vec<String>,
     /// For `sendDtmfTones`: the keys the party receives when it completes.
     pub tones: Option<String>,
-    /// For `sendDtmfTones`: `completedSuccessfully` or `mediaOperationCanceled`.
+    /// Why it ended: for `sendDtmfTones` (`completedSuccessfully`, `mediaOperationCanceled`);
+    /// for prompts and recordings asked through `/beta` (`playPromptCompletionReason`,
+    /// `recordCompletionReason`; for a recording, its planned reason while it runs).
     pub completion_reason: Option<String>,
     /// For an invite: the invitees, as JSON text (`participants`).
     #[serde(default)]
@@ -121,6 +123,9 @@ pub struct Operation {
     /// `completes_at` is only an estimate that later media queue behind.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub awaits_media: bool,
+    /// Asked for through `/beta`: it is written with beta's properties (`completionReason`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub beta: bool,
 }
 
 impl Operation {
@@ -139,6 +144,7 @@ impl Operation {
             completion_reason: None,
             participants: None,
             awaits_media: false,
+            beta: false,
         }
     }
 
@@ -163,6 +169,21 @@ pub mod results {
     pub const PROMPT_INVALID: EndReason = EndReason::new(400, 8535);
 }
 
+/// `completionReason` values of prompts and recordings (beta's `playPromptCompletionReason`
+/// and `recordCompletionReason`).
+pub mod reasons {
+    pub const PLAYED: &str = "completedSuccessfully";
+    pub const PLAY_CANCELLED: &str = "mediaOperationCanceled";
+    /// A prompt that could not be played: the enum has no better member.
+    pub const PLAY_FAILED: &str = "unknown";
+    pub const RECORD_CANCELLED: &str = "operationCanceled";
+    pub const STOP_TONE: &str = "stopToneDetected";
+    pub const MAX_DURATION: &str = "maxRecordDurationReached";
+    pub const INITIAL_SILENCE: &str = "initialSilenceTimeout";
+    pub const MAX_SILENCE: &str = "maxSilenceTimeout";
+    pub const PROMPT_FAILED: &str = "playPromptFailed";
+}
+
 /// How a media operation the fabric carried out on a real line ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MediaEnd {
@@ -183,6 +204,18 @@ pub enum RecordEnd {
     /// The party spoke, then was silent for `maxSilenceTimeoutInSeconds`.
     MaxSilence,
     StopTone,
+}
+
+impl RecordEnd {
+    /// Its `recordCompletionReason`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            RecordEnd::MaxDuration => reasons::MAX_DURATION,
+            RecordEnd::InitialSilence => reasons::INITIAL_SILENCE,
+            RecordEnd::MaxSilence => reasons::MAX_SILENCE,
+            RecordEnd::StopTone => reasons::STOP_TONE,
+        }
+    }
 }
 
 /// The status an operation finishing with `result` ends in.
@@ -246,6 +279,8 @@ pub struct PromptPlan {
     pub failure: Option<EndReason>,
     /// `loop`: they play over and over until cancelled.
     pub looped: bool,
+    /// Asked for through `/beta`.
+    pub beta: bool,
 }
 
 /// How a recording will go, decided when it is asked for.
@@ -267,6 +302,8 @@ pub struct RecordPlan {
     /// The party's WAV file, when it speaks from one.
     pub source_wav: Option<String>,
     pub access_token: String,
+    /// Asked for through `/beta`.
+    pub beta: bool,
 }
 
 /// `ms` after `t`. Durations come from WAV headers and requests, so this saturates at the end of
@@ -331,13 +368,21 @@ impl super::Call {
             plan.speech_ms + plan.max_silence_ms
         };
         let beep_ms = if plan.play_beep { 200 } else { 0 };
-        let (length_ms, result) = if let Some(failure) = plan.prompt_failure {
-            (0, failure)
+        let (length_ms, result, reason) = if let Some(failure) = plan.prompt_failure {
+            (0, failure, reasons::PROMPT_FAILED)
         } else if heard >= plan.max_record_ms {
-            (plan.max_record_ms, results::MAX_RECORD_DURATION)
+            (
+                plan.max_record_ms,
+                results::MAX_RECORD_DURATION,
+                reasons::MAX_DURATION,
+            )
+        } else if plan.speech_ms == 0 {
+            (heard, results::COMPLETED, reasons::INITIAL_SILENCE)
         } else {
-            (heard, results::COMPLETED)
+            (heard, results::COMPLETED, reasons::MAX_SILENCE)
         };
+        op.completion_reason = Some(reason.into());
+        op.beta = plan.beta;
         op.status = OpStatus::Running;
         op.starts_at = Some(start);
         let min = if plan.prompt_failure.is_some() { 0 } else { 1 };
@@ -370,6 +415,13 @@ impl super::Call {
             .into_iter()
             .map(|mut o| {
                 o.finish(OpStatus::Failed, results::CANCELLED);
+                o.completion_reason = Some(
+                    match o.kind {
+                        OpKind::RecordResponse => reasons::RECORD_CANCELLED,
+                        _ => reasons::PLAY_CANCELLED,
+                    }
+                    .into(),
+                );
                 if let Some(r) = &mut o.recording {
                     r.access_token.clear();
                 }
@@ -404,8 +456,13 @@ impl super::Call {
         due.into_iter()
             .map(|mut o| {
                 let result = o.result.unwrap_or(results::COMPLETED);
-                if o.kind == OpKind::SendDtmfTones {
-                    o.completion_reason = Some("completedSuccessfully".into());
+                match o.kind {
+                    OpKind::SendDtmfTones => o.completion_reason = Some(reasons::PLAYED.into()),
+                    OpKind::PlayPrompt if result.code >= 400 => {
+                        o.completion_reason = Some(reasons::PLAY_FAILED.into())
+                    }
+                    OpKind::PlayPrompt => o.completion_reason = Some(reasons::PLAYED.into()),
+                    _ => {}
                 }
                 o.finish(status_for(result), result);
                 o
@@ -422,9 +479,19 @@ impl super::Call {
             .iter()
             .position(|o| o.id == op && o.awaits_media)?;
         let mut o = self.operations.remove(i);
-        let result = match end {
-            MediaEnd::Played => o.result.unwrap_or(results::COMPLETED),
-            MediaEnd::Failed(r) => *r,
+        let record = o.kind == OpKind::RecordResponse;
+        let (result, reason) = match end {
+            MediaEnd::Played => {
+                let r = o.result.unwrap_or(results::COMPLETED);
+                let played = if r.code >= 400 {
+                    reasons::PLAY_FAILED
+                } else {
+                    reasons::PLAYED
+                };
+                (r, played)
+            }
+            MediaEnd::Failed(r) if record => (*r, reasons::PROMPT_FAILED),
+            MediaEnd::Failed(r) => (*r, reasons::PLAY_FAILED),
             MediaEnd::Recorded { length_ms, why } => {
                 if let Some(r) = &mut o.recording {
                     r.length_ms = *length_ms;
@@ -433,12 +500,14 @@ impl super::Call {
                     r.source_wav = None;
                     r.real = true;
                 }
-                match why {
+                let result = match why {
                     RecordEnd::MaxDuration => results::MAX_RECORD_DURATION,
                     _ => results::COMPLETED,
-                }
+                };
+                (result, why.reason())
             }
         };
+        o.completion_reason = Some(reason.into());
         if result.code >= 400
             && let Some(r) = &mut o.recording
         {
@@ -519,6 +588,7 @@ impl super::Call {
                     freed.push((end, now));
                 }
                 o.finish(OpStatus::Completed, results::COMPLETED);
+                o.completion_reason = Some(reasons::STOP_TONE.into());
                 stopped.push(o.clone());
             }
         }
@@ -620,6 +690,7 @@ mod tests {
             speech_ms: 3000,
             source_wav: None,
             access_token: "t".into(),
+            beta: true,
         };
         let (rec, _) = call.record(waiting("r", OpKind::RecordResponse), plan, now);
         // The call clock does not end them, however late it is.
@@ -638,6 +709,10 @@ mod tests {
         };
         let r = call.media_done(&rec.id, &end).unwrap();
         assert_eq!(r.result, Some(results::MAX_RECORD_DURATION));
+        assert_eq!(
+            r.completion_reason.as_deref(),
+            Some("maxRecordDurationReached")
+        );
         let kept = r.recording.unwrap();
         assert_eq!(
             (kept.length_ms, kept.beep, kept.access_token.as_str()),
