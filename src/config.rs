@@ -160,7 +160,7 @@ pub struct TrustedIssuerConfig {
     pub allow_private_network: bool,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct MeetingConfig {
     pub join_meeting_id: String,
@@ -168,6 +168,56 @@ pub struct MeetingConfig {
     pub passcode: Option<String>,
     #[serde(default)]
     pub parties: Vec<String>,
+    /// The meeting's chat thread (`chatInfo.threadId`); default: one made from the join id.
+    #[serde(default)]
+    pub thread_id: Option<String>,
+    /// The organizer's user id: a join by `organizerMeetingInfo` must name this one.
+    #[serde(default)]
+    pub organizer: Option<String>,
+    /// The organizer's tenant (in the `joinWebUrl`); default: the first app's.
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    /// What a `tokenMeetingInfo` join gives.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+impl MeetingConfig {
+    /// `chatInfo.threadId`: the configured one, or `19:meeting_…@thread.v2` made from the join
+    /// id (the base64 of a GUID-shaped digest, as Teams' own look), the same at every start.
+    pub fn thread_id(&self) -> String {
+        if let Some(t) = &self.thread_id {
+            return t.clone();
+        }
+        use base64::Engine as _;
+        let fnv = |seed: u64| {
+            self.join_meeting_id.bytes().fold(seed, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+            })
+        };
+        let (a, b) = (fnv(0xcbf2_9ce4_8422_2325), fnv(0x8422_2325_cbf2_9ce4));
+        let guid = uuid::Uuid::from_u64_pair(a, b).to_string();
+        format!(
+            "19:meeting_{}@thread.v2",
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(guid)
+        )
+    }
+
+    /// A Teams-style join link, which the samples' join-URL parsers read: the thread, message
+    /// `0`, and a context with the tenant (`Tid`) and organizer (`Oid`).
+    pub fn join_web_url(&self, default_tenant: &str) -> String {
+        let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let context = serde_json::json!({
+            "Tid": self.tenant_id.as_deref().unwrap_or(default_tenant),
+            "Oid": self.organizer.as_deref().unwrap_or_default(),
+        });
+        format!(
+            "https://teams.microsoft.com/l/meetup-join/{}/0?context={}",
+            enc(&self.thread_id()),
+            enc(&context.to_string())
+        )
+        .replace('+', "%20")
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -370,6 +420,7 @@ impl Settings {
                 join_meeting_id: DEV_MEETING_ID.into(),
                 passcode: Some(DEV_MEETING_PASSCODE.into()),
                 parties: vec![DEV_ALICE.into(), DEV_BOB.into()],
+                ..MeetingConfig::default()
             }],
             ..Settings::default()
         }

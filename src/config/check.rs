@@ -463,8 +463,44 @@ fn meetings(s: &Settings, out: &mut Findings) {
         .map(|(i, p)| (party_key(&p.id), i))
         .collect();
     let mut seen: HashMap<&str, usize> = HashMap::new();
+    let mut threads: HashMap<String, usize> = HashMap::new();
+    let mut tokens: HashMap<&str, usize> = HashMap::new();
     for (i, m) in s.meetings.iter().enumerate() {
         let at = KeyPath::default().key("meetings").index(i);
+        let here = |key: &'static str| KeyPath::default().key("meetings").index(i).key(key);
+        let there =
+            |j: usize, key: &'static str| KeyPath::default().key("meetings").index(j).key(key);
+        let thread = m.thread_id();
+        if !thread.starts_with("19:") {
+            out.add(
+                here("thread_id"),
+                format!("a Teams chat thread id starts with \"19:\", not {thread:?}"),
+            );
+        }
+        // Threads made from join ids differ unless the join ids do (reported below).
+        match threads.get(&thread) {
+            Some(&j) if m.thread_id.is_some() || s.meetings[j].thread_id.is_some() => out.twice(
+                here("thread_id"),
+                format!("two meetings have the thread {thread}"),
+                there(j, "thread_id"),
+            ),
+            Some(_) => {}
+            None => {
+                threads.insert(thread, i);
+            }
+        }
+        if let Some(t) = m.token.as_deref() {
+            match tokens.get(t) {
+                Some(&j) => out.twice(
+                    here("token"),
+                    "two meetings have the same token".to_string(),
+                    there(j, "token"),
+                ),
+                None => {
+                    tokens.insert(t, i);
+                }
+            }
+        }
         match seen.get(m.join_meeting_id.as_str()) {
             Some(&first) => out.twice(
                 at.key("join_meeting_id"),

@@ -115,7 +115,11 @@ impl Engine {
                 call.conversation = conv;
                 // The meeting lets the bot in at once.
                 call.timers.answer_at = Some(now);
-                let thread = scene.conversation.thread_id();
+                let thread = self
+                    .meetings
+                    .iter()
+                    .find(|m| m.join_meeting_id == join_id)
+                    .map_or_else(|| scene.conversation.thread_id(), |m| m.thread_id());
                 wire.insert(
                     "chatInfo".into(),
                     crate::graph::call::chat_info(wire.get("chatInfo"), &thread),

@@ -56,7 +56,7 @@ pub async fn create_call(cx: &GraphCall, body: Value) -> Result<Response, ApiErr
     let (targets, meeting) = match &req.kind {
         CallKind::PeerToPeer(p) => (vec![p.clone()], None),
         CallKind::Group(peers) => (peers.clone(), None),
-        CallKind::Meeting => (vec![], Some(join_meeting_id(&body)?)),
+        CallKind::Meeting => (vec![], Some(join_meeting(state, &body)?)),
     };
     let call = state.engine.create_call(app, req, targets, meeting).await?;
     let at = cx.addressing();
@@ -68,14 +68,66 @@ pub async fn create_call(cx: &GraphCall, body: Value) -> Result<Response, ApiErr
     Ok(resp)
 }
 
-/// The meeting a join asks for: (`joinMeetingId`, `passcode`) of a `joinMeetingIdMeetingInfo`.
-fn join_meeting_id(body: &Value) -> Result<(String, Option<String>), ApiError> {
+/// The meeting a join asks for, as (`joinMeetingId`, passcode), by any of the three ways Graph
+/// has: a `joinMeetingIdMeetingInfo` (join id and passcode, checked by the engine); an
+/// `organizerMeetingInfo` with the call's `chatInfo.threadId` (the samples' way, from a join
+/// link); a `tokenMeetingInfo`. An unknown meeting is `404`; an organizer other than the one the
+/// meeting names, `403`.
+fn join_meeting(
+    state: &super::state::AppState,
+    body: &Value,
+) -> Result<(String, Option<String>), ApiError> {
     let info = &body["meetingInfo"];
-    let typed = info["@odata.type"].as_str();
-    let by_join_id =
-        typed.is_none_or(|t| crate::graph::is_odata_type(t, "joinMeetingIdMeetingInfo"));
+    let typed = info["@odata.type"].as_str().unwrap_or_default();
+    let is = |name: &str| crate::graph::is_odata_type(typed, name);
+    let meetings = &state.settings.meetings;
+    // Joined by the meeting's own thread or token: its passcode is not asked for.
+    let found = |m: &crate::config::MeetingConfig| (m.join_meeting_id.clone(), m.passcode.clone());
+    if is("organizerMeetingInfo") {
+        let thread = body["chatInfo"]["threadId"]
+            .as_str()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "An organizerMeetingInfo join needs the meeting's chatInfo.threadId.",
+                )
+            })?;
+        let organizer = info["organizer"]["user"]["id"].as_str().ok_or_else(|| {
+            ApiError::bad_request("organizerMeetingInfo.organizer needs a user with an id.")
+        })?;
+        let m = meetings
+            .iter()
+            .find(|m| m.thread_id() == thread)
+            .ok_or_else(|| {
+                ApiError::from(crate::domain::Refusal::NoSuchMeeting(thread.to_string()))
+            })?;
+        if m.organizer
+            .as_deref()
+            .is_some_and(|o| !o.eq_ignore_ascii_case(organizer))
+        {
+            return Err(crate::domain::Refusal::WrongOrganizer.into());
+        }
+        return Ok(found(m));
+    }
+    if is("tokenMeetingInfo") {
+        let token = info["token"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::bad_request("A tokenMeetingInfo needs a token."))?;
+        let m = meetings
+            .iter()
+            .find(|m| m.token.as_deref() == Some(token))
+            .ok_or_else(|| ApiError::not_found("No meeting has this token."))?;
+        return Ok(found(m));
+    }
+    if !typed.is_empty() && !is("joinMeetingIdMeetingInfo") {
+        return Err(ApiError::bad_request(format!(
+            "Switchboard joins meetings by joinMeetingIdMeetingInfo, organizerMeetingInfo (with chatInfo.threadId) or tokenMeetingInfo; '{typed}' is not one of them."
+        )));
+    }
     match info["joinMeetingId"].as_str().map(str::trim) {
-        Some(id) if by_join_id && !id.is_empty() => {
+        Some(id) if !id.is_empty() => {
             let passcode = match &info["passcode"] {
                 Value::Null => None,
                 Value::String(s) => Some(s.clone()),
@@ -87,13 +139,9 @@ fn join_meeting_id(body: &Value) -> Result<(String, Option<String>), ApiError> {
             };
             Ok((id.to_string(), passcode))
         }
-        _ if by_join_id => Err(ApiError::bad_request(
+        _ => Err(ApiError::bad_request(
             "A joinMeetingIdMeetingInfo needs a joinMeetingId.",
         )),
-        _ => Err(ApiError::bad_request(format!(
-            "Switchboard joins meetings by joinMeetingIdMeetingInfo (joinMeetingId and passcode of a configured meeting); '{}' is not supported.",
-            typed.unwrap_or_default()
-        ))),
     }
 }
 

@@ -234,12 +234,19 @@ impl From<Refusal> for ApiError {
                     .into(),
             ),
             Refusal::NotOnHold => bad("The participant is not on hold.".into()),
+            Refusal::NoSuchMeeting(id) if id.starts_with("19:") => {
+                ApiError::not_found(format!("No meeting has the chat thread '{id}'."))
+            }
             Refusal::NoSuchMeeting(id) => {
                 ApiError::not_found(format!("No meeting with joinMeetingId '{id}' exists."))
             }
             Refusal::WrongPasscode => ApiError::forbidden(
                 "accessDenied",
                 "The passcode does not match the meeting's passcode.",
+            ),
+            Refusal::WrongOrganizer => ApiError::forbidden(
+                "accessDenied",
+                "The organizer given is not the meeting's organizer.",
             ),
             Refusal::NoSuchParticipant => ApiError::not_found("Participant not found."),
             Refusal::Transition(e) => bad(e.to_string()),

@@ -1124,3 +1124,122 @@ async fn hold_music_starts_and_stops_with_completions_and_one_participant_at_a_t
     let r = on_participant(&app, &token, &id, &bob, "startHoldMusic", json!({})).await;
     op_of(&app, &id, &r, 202, "startHoldMusicOperation", "running");
 }
+
+/// A meeting joined the way Microsoft's samples join: from its join link.
+const LINKED: &str = "5550001";
+const ORGANIZER: &str = "0a0b0c0d-0000-4000-8000-0000000000f1";
+
+#[tokio::test]
+async fn a_meeting_is_joined_by_its_thread_and_organizer_as_the_samples_do_or_by_token() {
+    let app = spawn_app_with(
+        Backend::Suite,
+        &format!(
+            "[[meetings]]\njoin_meeting_id = \"{LINKED}\"\norganizer = \"{ORGANIZER}\"\ntoken = \"meeting-token-1\"\n\n"
+        ),
+    )
+    .await;
+    let token = app.token().await;
+    // The control API's view has the thread and a join link the samples' parser reads:
+    // URL-decoded, `https://teams.microsoft.com.*/{thread}/{message}?context={json}`.
+    let view = app.admin("GET", &format!("/meetings/{LINKED}"), None).await;
+    assert_eq!(view.status, 200, "{}", view.text);
+    let thread = view.body["threadId"].as_str().unwrap().to_string();
+    assert!(
+        thread.starts_with("19:meeting_") && thread.ends_with("@thread.v2"),
+        "{thread}"
+    );
+    assert_eq!(view.body["organizer"], ORGANIZER);
+    let link = view.body["joinWebUrl"].as_str().unwrap();
+    let decoded: String = url::form_urlencoded::parse(format!("x={link}").as_bytes())
+        .next()
+        .unwrap()
+        .1
+        .into_owned();
+    let rest = decoded
+        .strip_prefix("https://teams.microsoft.com/l/meetup-join/")
+        .unwrap_or_else(|| panic!("{decoded}"));
+    let (path, context) = rest.split_once("?context=").unwrap();
+    assert_eq!(path, format!("{thread}/0"));
+    let context: Value = serde_json::from_str(context).unwrap();
+    assert_eq!(
+        (context["Tid"].as_str(), context["Oid"].as_str()),
+        (Some(TENANT), Some(ORGANIZER))
+    );
+
+    // Joined by organizerMeetingInfo and chatInfo, as IncidentBot's JoinCallAsync does.
+    let join = |organizer: &str, thread: &str| {
+        let mut b = app.p2p(ALICE);
+        b.as_object_mut().unwrap().remove("targets");
+        b["chatInfo"] = json!({"@odata.type": "#microsoft.graph.chatInfo",
+            "threadId": thread, "messageId": "0"});
+        b["meetingInfo"] = json!({"@odata.type": "#microsoft.graph.organizerMeetingInfo",
+            "organizer": {"@odata.type": "#microsoft.graph.identitySet",
+                "user": {"@odata.type": "#microsoft.graph.identity", "id": organizer,
+                    "tenantId": TENANT}},
+            "allowConversationWithoutHost": true});
+        b
+    };
+    let r = app
+        .send("POST", CALLS, Some(&token), Some(join(ORGANIZER, &thread)))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["chatInfo"]["threadId"], thread.as_str());
+    assert_eq!(
+        r.body["meetingInfo"]["@odata.type"],
+        "#microsoft.graph.organizerMeetingInfo"
+    );
+    let id = r.body["id"].as_str().unwrap().to_string();
+    app.advance(1.0).await;
+    let states = app
+        .receiver
+        .wait_for(&id, |s| has(s, "updated", "established"))
+        .await;
+    assert!(has(&states, "updated", "established"), "{states:?}");
+
+    // Another organizer: 403. An unknown thread: 404. No thread: 400.
+    let other = "0a0b0c0d-0000-4000-8000-0000000000f2";
+    let r = app
+        .send("POST", CALLS, Some(&token), Some(join(other, &thread)))
+        .await;
+    assert_eq!(
+        (r.status, r.graph_error().as_deref()),
+        (403, Some("accessDenied")),
+        "{}",
+        r.text
+    );
+    let r = app
+        .send(
+            "POST",
+            CALLS,
+            Some(&token),
+            Some(join(ORGANIZER, "19:meeting_nope@thread.v2")),
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    let mut no_thread = join(ORGANIZER, &thread);
+    no_thread.as_object_mut().unwrap().remove("chatInfo");
+    let r = app.send("POST", CALLS, Some(&token), Some(no_thread)).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+
+    // By tokenMeetingInfo: the meeting's token joins it; another is 404.
+    let by_token = |t: &str| {
+        let mut b = app.p2p(ALICE);
+        b.as_object_mut().unwrap().remove("targets");
+        b["meetingInfo"] = json!({"@odata.type": "#microsoft.graph.tokenMeetingInfo", "token": t});
+        b
+    };
+    let r = app
+        .send(
+            "POST",
+            CALLS,
+            Some(&token),
+            Some(by_token("meeting-token-1")),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["chatInfo"]["threadId"], thread.as_str());
+    let r = app
+        .send("POST", CALLS, Some(&token), Some(by_token("other")))
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text);
+}

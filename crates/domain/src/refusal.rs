@@ -60,6 +60,9 @@ pub enum Refusal {
     /// The meeting's passcode is not the one given.
     #[error("wrong passcode")]
     WrongPasscode,
+    /// A join names an organizer other than the meeting's.
+    #[error("wrong organizer")]
+    WrongOrganizer,
     /// No participant of the call has this id.
     #[error("no such participant")]
     NoSuchParticipant,

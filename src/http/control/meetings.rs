@@ -35,9 +35,23 @@ pub async fn get_meeting(
             call_id: call.map(|c| c.to_string()),
         })
         .collect();
+    let config = state
+        .settings
+        .meetings
+        .iter()
+        .find(|c| c.join_meeting_id == id)
+        .ok_or_else(|| ApiError::not_found(format!("No meeting '{id}' is configured.")))?;
+    let tenant = state
+        .settings
+        .apps
+        .first()
+        .map_or("", |a| a.tenant_id.as_str());
     Ok(json_response(
         StatusCode::OK,
         &Meeting {
+            thread_id: config.thread_id(),
+            organizer: config.organizer.clone(),
+            join_web_url: config.join_web_url(tenant),
             join_meeting_id: id,
             active: m.active,
             participants,

@@ -150,6 +150,13 @@ pub struct MeetingParticipant {
 #[serde(rename_all = "camelCase")]
 pub struct Meeting {
     pub join_meeting_id: String,
+    /// Its chat thread: the `chatInfo.threadId` bots see, and an `organizerMeetingInfo` join
+    /// names.
+    pub thread_id: String,
+    /// The organizer's user id, when the meeting names one.
+    pub organizer: Option<String>,
+    /// A Teams-style join link (thread, message `0`, tenant and organizer in its context).
+    pub join_web_url: String,
     pub active: bool,
     pub participants: Vec<MeetingParticipant>,
 }
