@@ -32,6 +32,11 @@ pub struct SigningKey {
     pub decoding: DecodingKey,
     n: String,
     e: String,
+    /// A self-signed certificate of the key (DER, base64), published as the JWK's `x5c`.
+    x5c: String,
+    /// Its SHA-1 thumbprint (base64url): the JWK's and the tokens' `x5t`, as Microsoft's keys
+    /// have both `kid` and `x5t`.
+    pub x5t: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -105,7 +110,12 @@ impl SigningKey {
         } else {
             s.kid
         };
+        let cert = certificate(&s.private_key_pem, &kid, s.created_at)?;
+        let thumbprint =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &cert);
         Some(SigningKey {
+            x5c: STANDARD.encode(&cert),
+            x5t: URL_SAFE_NO_PAD.encode(thumbprint.as_ref()),
             kid,
             created_at: s.created_at,
             retired_at: s.retired_at,
@@ -127,8 +137,28 @@ impl SigningKey {
     }
 
     fn jwk(&self) -> Value {
-        json!({"kty": "RSA", "use": "sig", "alg": "RS256", "kid": self.kid, "n": self.n, "e": self.e})
+        json!({"kty": "RSA", "use": "sig", "alg": "RS256", "kid": self.kid, "x5t": self.x5t,
+               "n": self.n, "e": self.e, "x5c": [self.x5c]})
     }
+}
+
+/// A self-signed X.509 certificate of a signing key (DER), the same at every start: its serial
+/// comes from the key id and its validity from the key's creation (RSA PKCS#1 v1.5 signatures
+/// are deterministic).
+fn certificate(pem: &str, kid: &str, created_at: i64) -> Option<Vec<u8>> {
+    let key = rcgen::KeyPair::from_pem_and_sign_algo(pem, &rcgen::PKCS_RSA_SHA256).ok()?;
+    let mut params = rcgen::CertificateParams::default();
+    let mut name = rcgen::DistinguishedName::new();
+    name.push(
+        rcgen::DnType::CommonName,
+        "Switchboard notification signing",
+    );
+    params.distinguished_name = name;
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(kid.as_bytes()));
+    let start = time::OffsetDateTime::from_unix_timestamp(created_at).ok()?;
+    params.not_before = start;
+    params.not_after = start + time::Duration::days(5 * 365);
+    Some(params.self_signed(&key).ok()?.der().to_vec())
 }
 
 /// The keys Switchboard signs with. The newest key that is not retired signs; every key still
@@ -295,6 +325,11 @@ mod tests {
         let first = KeyRing::load_or_create(&dir).unwrap();
         let again = KeyRing::load_or_create(&dir).unwrap();
         assert_eq!(first.active().kid, again.active().kid);
+        assert_eq!(
+            first.active().x5t,
+            again.active().x5t,
+            "the same certificate"
+        );
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.join(KEY_FILE))
             .unwrap()

@@ -72,6 +72,7 @@ fn sign(keys: &KeyRing, claims: &impl Serialize) -> String {
     let key = keys.active();
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some(key.kid.clone());
+    header.x5t = Some(key.x5t.clone());
     header.typ = Some("JWT".into());
     jsonwebtoken::encode(&header, claims, &key.encoding).expect("RS256 signing with a valid key")
 }

@@ -745,3 +745,34 @@ async fn wrong_client_secrets_are_throttled_per_client_id_and_per_peer() {
     assert_eq!(token_from(&app, x, APP_B, "secret-b").await.status, 200);
     assert_eq!(token_from(&app, w, APP_A, "secret-a").await.status, 200);
 }
+
+#[tokio::test]
+async fn signing_keys_carry_a_certificate_and_tokens_name_it_by_kid_and_x5t() {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    let app = spawn_app(Backend::Suite).await;
+    let jwks: Value = app
+        .http
+        .get(format!("{}/{TENANT}/discovery/v2.0/keys", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = &jwks["keys"][0];
+    let cert = STANDARD
+        .decode(key["x5c"][0].as_str().expect("x5c"))
+        .expect("a base64 certificate");
+    // x5t is the certificate's SHA-1 thumbprint, as RFC 7517 defines it.
+    let thumb = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &cert);
+    assert_eq!(key["x5t"], URL_SAFE_NO_PAD.encode(thumb.as_ref()));
+    // The certificate holds the same public key as n and e: its modulus bytes are in it.
+    let n = URL_SAFE_NO_PAD.decode(key["n"].as_str().unwrap()).unwrap();
+    assert!(cert.windows(n.len()).any(|w| w == n.as_slice()));
+    // A token's header names the key both ways.
+    let token = app.token().await;
+    let header = jsonwebtoken::decode_header(&token).unwrap();
+    assert_eq!(header.kid.as_deref(), key["kid"].as_str());
+    assert_eq!(header.x5t.as_deref(), key["x5t"].as_str());
+}
