@@ -198,6 +198,12 @@ impl Application {
                 recordings: recordings.clone(),
             },
         ));
+        let weak = Arc::downgrade(&engine);
+        delivery.on_redirect(Box::new(move |call, from, to| {
+            if let Some(engine) = weak.upgrade() {
+                tokio::spawn(async move { engine.redirect_callback(call, from, to).await });
+            }
+        }));
         let validator = Validator::new(keys.clone(), &settings.trusted_issuers, &outbound);
         validator.load_trusted_keys().await?;
         let mut state = AppState::new(

@@ -29,6 +29,7 @@ pub use retry::{backoff, outcome};
 pub use crate::auth::signer::Signer;
 use crate::clock::Clock;
 use crate::config::DeliverySettings;
+use crate::domain::CallId;
 use crate::graph::notification::envelope;
 use crate::store::outbox::{Claim, Outbox};
 use crate::store::{AttemptOutcome, DeliveryStatus, OutboxItem, StoreError};
@@ -42,7 +43,15 @@ pub struct Delivery {
     signer: Signer,
     http: reqwest::Client,
     policy: DeliverySettings,
+    /// Where a bot redirected a call's notifications (302 on its first incoming-call
+    /// notification, for region affinity): (call, the URI it answered on) → the new URI.
+    redirects: std::sync::Mutex<std::collections::HashMap<(CallId, String), String>>,
+    /// Told of each redirect, so that the call's later notifications go there too.
+    on_redirect: std::sync::OnceLock<OnRedirect>,
 }
+
+/// What learns of a redirect: (call, from, to).
+pub type OnRedirect = Box<dyn Fn(CallId, String, String) + Send + Sync>;
 
 /// What one POST came back with: an HTTP status (and its `Retry-After`), or why there was none.
 #[derive(Clone, Debug, Default)]
@@ -51,6 +60,8 @@ pub struct PostResult {
     pub error: Option<String>,
     pub retry_after: Option<Duration>,
     pub latency_ms: u64,
+    /// A 3xx answer's `Location`, resolved against the URI posted to.
+    pub location: Option<String>,
 }
 
 impl Delivery {
@@ -70,7 +81,23 @@ impl Delivery {
             signer,
             http,
             policy,
+            redirects: Default::default(),
+            on_redirect: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets what learns of redirects (once; the engine, which moves the call's callback).
+    pub fn on_redirect(&self, f: OnRedirect) {
+        let _ = self.on_redirect.set(f);
+    }
+
+    /// Where notifications of `item` go: its callback, unless the bot redirected it.
+    fn target(&self, item: &OutboxItem) -> String {
+        let redirects = self.redirects.lock().expect("redirects lock");
+        redirects
+            .get(&(item.call_id, item.callback_uri.clone()))
+            .cloned()
+            .unwrap_or_else(|| item.callback_uri.clone())
     }
 
     /// Queues notifications that are already committed to the store.
@@ -176,9 +203,10 @@ impl Delivery {
         let item = &batch[0];
         let token = self.signer.token(&item.app_id, &item.tenant_id);
         let seqs: Vec<String> = batch.iter().map(|i| i.seq.to_string()).collect();
+        let target = self.target(item);
         let result = self
             .http
-            .post(&item.callback_uri)
+            .post(&target)
             .timeout(Duration::from_millis(self.policy.timeout_ms))
             .bearer_auth(token)
             .header("Content-Type", "application/json")
@@ -200,6 +228,13 @@ impl Delivery {
         let latency_ms = started.elapsed().as_millis() as u64;
         match result {
             Ok(resp) => PostResult {
+                location: resp
+                    .headers()
+                    .get("location")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|l| url::Url::parse(&target).ok()?.join(l).ok())
+                    .filter(|u| matches!(u.scheme(), "http" | "https"))
+                    .map(|u| u.to_string()),
                 status: Some(resp.status().as_u16()),
                 retry_after: resp
                     .headers()
@@ -279,11 +314,33 @@ impl Delivery {
     /// POST, then settle the claim with an attempt for each.
     #[tracing::instrument(level = "debug", name = "deliver", skip_all, fields(call = %claim.call_id, fence = claim.fence))]
     async fn attempt(&self, claim: Claim) {
-        let result = self.post(&claim.batch).await;
+        let host = host_of(&self.target(&claim.batch[0]));
+        let mut result = self.post(&claim.batch).await;
+        // A bot answering its first incoming-call notification with 302 and a Location takes
+        // the call's notifications there (Teams docs, "Redirects for region affinity").
+        let first = &claim.batch[0];
+        if result.status == Some(302)
+            && first.change_type == "created"
+            && let Some(to) = result.location.clone()
+        {
+            result.error = Some(format!("redirected to {}", host_of(&to)));
+            self.redirects
+                .lock()
+                .expect("redirects lock")
+                .insert((first.call_id, first.callback_uri.clone()), to.clone());
+            if let Some(tell) = self.on_redirect.get() {
+                tell(first.call_id, first.callback_uri.clone(), to);
+            }
+        } else if result.status == Some(204)
+            && first.change_type == "created"
+            && first.attempts == 0
+        {
+            result.error =
+                Some("asked for again (204 to the first incoming-call notification)".into());
+        }
         self.metrics
             .delivery(Duration::from_millis(result.latency_ms));
         let now = self.clock.now();
-        let host = host_of(&claim.batch[0].callback_uri);
         let outcomes: Vec<AttemptOutcome> = claim
             .batch
             .iter()

@@ -20,7 +20,18 @@ pub fn outcome(
 ) -> AttemptOutcome {
     let attempts = item.attempts + 1;
     let delivered = result.status.is_some_and(|s| (200..300).contains(&s));
-    let (status, next_attempt_at) = if delivered {
+    // The first incoming-call notification, answered 204 the first time ("legacy format, send
+    // it again") or 302 with a Location (region affinity): sent again at once (there).
+    let first_incoming = item.change_type == "created";
+    let again = first_incoming
+        && match result.status {
+            Some(204) => item.attempts == 0,
+            Some(302) => result.location.is_some(),
+            _ => false,
+        };
+    let (status, next_attempt_at) = if again && attempts < policy.max_attempts {
+        (DeliveryStatus::Pending, now)
+    } else if delivered {
         (DeliveryStatus::Delivered, now)
     } else if attempts >= policy.max_attempts
         || (now - item.created_at).num_seconds() >= policy.max_age_secs as i64

@@ -160,6 +160,22 @@ impl Engine {
         Ok(call)
     }
 
+    /// The bot redirected the call's notifications from `from` to `to` (302 on its first
+    /// incoming-call notification): while the call still sends to `from`, it sends to `to`.
+    pub async fn redirect_callback(&self, id: CallId, from: String, to: String) {
+        let moved = self
+            .update(None, id, |s, _, _| {
+                if let Some(c) = s.call_mut(id).filter(|c| c.callback_uri == from) {
+                    c.callback_uri = to;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = moved {
+            tracing::debug!(%id, "a redirected call's callback stays: {e}");
+        }
+    }
+
     /// Whether the app may have one more live call: decided before anything rings.
     pub(super) async fn admit(tx: &mut dyn SceneTx, app: &AppRef) -> Result<(), EngineError> {
         if tx.live_calls(&app.app_id).await? >= app.max_concurrent_calls {

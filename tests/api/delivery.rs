@@ -1,5 +1,7 @@
 //! Retries, Retry-After, dead notifications and the deliveries log.
 
+use serde_json::{Value, json};
+
 use crate::helpers::*;
 
 #[tokio::test]
@@ -283,4 +285,95 @@ async fn the_deliveries_log_says_when_the_retention_policy_removed_it() {
         );
         assert!(kept.body["pruned"].is_null());
     }
+}
+
+/// The attempts the deliveries log holds for the notification `changeType`/state of a call.
+async fn attempts_of(app: &TestApp, id: &str, change: &str) -> Vec<Value> {
+    let log = app
+        .admin("GET", &format!("/calls/{id}/deliveries"), None)
+        .await;
+    assert_eq!(log.status, 200, "{}", log.text);
+    log.body["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["body"]["value"][0]["changeType"] == change)
+        .map(|n| n["attempts"].as_array().unwrap().clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_bot_that_redirects_its_first_incoming_call_notification_gets_the_call_there() {
+    let app = spawn_app(Backend::Suite).await;
+    app.receiver.fail_next(&[(302, Some("/region-b/calls"))]);
+    let id = app.dial(ALICE).await;
+    // The notification comes again at once, at the new location.
+    let created = app
+        .receiver
+        .wait_notes(&id, |n| n.iter().any(|(_, n)| n["changeType"] == "created"))
+        .await;
+    let (path, _) = created
+        .iter()
+        .find(|(_, n)| n["changeType"] == "created")
+        .unwrap();
+    assert_eq!(path, "/region-b/calls");
+    let tried: Vec<String> = app
+        .receiver
+        .received()
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(tried, ["/incoming", "/region-b/calls"]);
+    // Both attempts are in the deliveries log.
+    let attempts = attempts_of(&app, &id, "created").await;
+    let codes: Vec<i64> = attempts
+        .iter()
+        .map(|a| a["status"].as_i64().unwrap())
+        .collect();
+    assert_eq!(codes, [302, 202]);
+    let why = attempts[0]["error"].as_str().unwrap_or_default();
+    assert!(why.starts_with("redirected to 127.0.0.1:"), "{why}");
+    // The call's later notifications go there too: the caller gives up.
+    app.admin("POST", &format!("/parties/{ALICE}/hangup"), Some(json!({})))
+        .await;
+    let notes = app
+        .receiver
+        .wait_notes(&id, |n| {
+            n.iter()
+                .any(|(_, n)| n["resourceData"]["state"] == "terminated")
+        })
+        .await;
+    let (path, _) = notes
+        .iter()
+        .find(|(_, n)| n["resourceData"]["state"] == "terminated")
+        .unwrap();
+    assert_eq!(path, "/region-b/calls");
+}
+
+#[tokio::test]
+async fn a_204_to_the_first_incoming_call_notification_has_it_sent_again_once() {
+    let app = spawn_app(Backend::Suite).await;
+    app.receiver.fail_next(&[(204, None), (204, None)]);
+    let id = app.dial(ALICE).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while attempts_of(&app, &id, "created").await.len() < 2 && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The second 204 counts as delivered: two attempts, no third.
+    let attempts = attempts_of(&app, &id, "created").await;
+    let codes: Vec<i64> = attempts
+        .iter()
+        .map(|a| a["status"].as_i64().unwrap())
+        .collect();
+    assert_eq!(codes, [204, 204]);
+    let log = app
+        .admin("GET", &format!("/calls/{id}/deliveries"), None)
+        .await;
+    assert_eq!(
+        log.body["notifications"][0]["status"], "delivered",
+        "{}",
+        log.text
+    );
 }

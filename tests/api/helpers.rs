@@ -169,9 +169,14 @@ async fn receive(
         path: uri.path().to_string(),
     });
     let mut resp = StatusCode::from_u16(status).unwrap().into_response();
-    if let Some(ra) = retry_after {
-        resp.headers_mut()
-            .insert("retry-after", ra.parse().unwrap());
+    // With a redirect status the plan's value is its Location, otherwise a Retry-After.
+    let header = if (300..400).contains(&status) {
+        "location"
+    } else {
+        "retry-after"
+    };
+    if let Some(value) = retry_after {
+        resp.headers_mut().insert(header, value.parse().unwrap());
     }
     resp
 }
@@ -252,7 +257,8 @@ impl Receiver {
         self.inner.lock().unwrap().delay = delay;
     }
 
-    /// Answers the next POSTs with these statuses (and `Retry-After` values).
+    /// Answers the next POSTs with these statuses (and `Retry-After` values, or `Location` for a
+    /// 3xx).
     pub fn fail_next(&self, plan: &[(u16, Option<&'static str>)]) {
         self.inner.lock().unwrap().plan.extend(plan.iter().copied());
     }
