@@ -176,6 +176,22 @@ impl Engine {
         }
     }
 
+    /// Changes the call's audio routing groups with `f` (stored with the call; no
+    /// notification).
+    pub async fn change_routing_groups<T: Send>(
+        &self,
+        app_id: &str,
+        id: CallId,
+        f: impl FnOnce(&mut Vec<crate::domain::call::RoutingGroup>) -> T + Send,
+    ) -> Result<T, EngineError> {
+        self.update(Some(app_id), id, |s, _, _| {
+            let c = s.call_mut(id).ok_or(EngineError::NotFound)?;
+            Ok(f(&mut c.routing_groups))
+        })
+        .await
+        .map(|(_, out)| out)
+    }
+
     /// Whether the app may have one more live call: decided before anything rings.
     pub(super) async fn admit(tx: &mut dyn SceneTx, app: &AppRef) -> Result<(), EngineError> {
         if tx.live_calls(&app.app_id).await? >= app.max_concurrent_calls {

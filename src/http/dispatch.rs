@@ -15,7 +15,7 @@ use super::error::ApiError;
 use super::extract::{GraphCall, json_body, optional_json_body};
 use super::route::{RequestFacts, Route, Target, allowed, parse};
 use super::state::AppState;
-use super::{actions, calls, participants};
+use super::{actions, calls, participants, routing};
 
 /// The fallback handler: every request that no other route took.
 ///
@@ -112,6 +112,19 @@ async fn serve(
             let body = optional_json_body(&cx.state, headers, body).await?;
             participants::act(&cx, id, pid, *action, body).await
         }
+        Route::RoutingGroups(id) if parts.method == Method::POST => {
+            let body = json_body(&cx.state, headers, body).await?;
+            routing::create(&cx, id, body).await
+        }
+        Route::RoutingGroups(id) => routing::list(&cx, id).await,
+        Route::RoutingGroup(id, gid) if delete => routing::delete(&cx, id, gid).await,
+        Route::RoutingGroup(id, gid) if parts.method == Method::PATCH => {
+            let body = json_body(&cx.state, headers, body).await?;
+            routing::update(&cx, id, gid, body).await
+        }
+        Route::RoutingGroup(id, gid) => routing::get(&cx, id, gid).await,
+        Route::SharingSessions(id) => routing::sharing_sessions(&cx, id).await,
+        Route::SharingSession(id, sid) => routing::sharing_session(&cx, id, sid).await,
         Route::Unbuilt(id, what) => {
             cx.owned_call(id).await?;
             Err(ApiError::not_implemented(what.what()))

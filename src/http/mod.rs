@@ -9,7 +9,8 @@
 //! - [`dispatch`]: the Graph dispatcher, the router's fallback (`crate::graph` is the wire format);
 //! - [`extract`] and [`respond`]: what handlers read from a request (the Graph handlers' context,
 //!   bodies, fields) and how they answer, shared so that handler files never import each other;
-//! - [`calls`], [`actions`], `participants`: the Graph handlers;
+//! - [`calls`], [`actions`], `participants`, `routing` (audio routing groups, content sharing):
+//!   the Graph handlers;
 //! - [`identity`]: the token endpoint and the metadata documents; [`throttle`]: its throttling of
 //!   wrong client secrets;
 //! - [`recordings`]: recording downloads; [`health`]: `/healthz` and `/readyz`;
@@ -30,6 +31,7 @@ mod participants;
 pub mod recordings;
 pub mod respond;
 pub mod route;
+mod routing;
 pub mod state;
 pub mod throttle;
 

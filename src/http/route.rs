@@ -18,6 +18,12 @@ pub enum Route {
     Participant(String, String),
     Invite(String),
     ParticipantAction(String, String, ParticipantAction),
+    /// `audioRoutingGroups` of a call, and one of them.
+    RoutingGroups(String),
+    RoutingGroup(String, String),
+    /// `contentSharingSessions` of a call, and one of them.
+    SharingSessions(String),
+    SharingSession(String, String),
     /// A call's sub-resource that Graph has and Switchboard does not build yet.
     Unbuilt(String, Unbuilt),
 }
@@ -48,6 +54,10 @@ impl Route {
             | Route::Participant(id, _)
             | Route::Invite(id)
             | Route::ParticipantAction(id, _, _)
+            | Route::RoutingGroups(id)
+            | Route::RoutingGroup(id, _)
+            | Route::SharingSessions(id)
+            | Route::SharingSession(id, _)
             | Route::Unbuilt(id, _) => Some(id),
         }
     }
@@ -63,6 +73,10 @@ impl Route {
             Route::Participant(..) => "Participant",
             Route::Invite(_) => "Invite",
             Route::ParticipantAction(..) => "ParticipantAction",
+            Route::RoutingGroups(_) => "AudioRoutingGroups",
+            Route::RoutingGroup(..) => "AudioRoutingGroup",
+            Route::SharingSessions(_) => "ContentSharingSessions",
+            Route::SharingSession(..) => "ContentSharingSession",
             Route::Unbuilt(..) => "Unbuilt",
         })
     }
@@ -99,6 +113,9 @@ pub fn allowed(route: &Route) -> &'static [Method] {
         }
         Route::Call(_) | Route::Participant(..) => GET_DELETE,
         Route::Operation(..) | Route::Participants(_) => GET,
+        Route::SharingSessions(_) | Route::SharingSession(..) => GET,
+        Route::RoutingGroups(_) => &[Method::GET, Method::HEAD, Method::POST],
+        Route::RoutingGroup(..) => &[Method::GET, Method::HEAD, Method::PATCH, Method::DELETE],
         Route::Unbuilt(_, Unbuilt::ListOperations) => GET,
         Route::Unbuilt(_, Unbuilt::MuteAll | Unbuilt::ConfigureMixer) => POST,
     }
@@ -157,11 +174,21 @@ pub fn parse(path: &str) -> Result<Target, String> {
                 Route::CallAction(id.to_string(), a)
             } else if action.eq_ignore_ascii_case("participants") {
                 Route::Participants(id.to_string())
+            } else if action.eq_ignore_ascii_case("audioRoutingGroups") {
+                Route::RoutingGroups(id.to_string())
+            } else if action.eq_ignore_ascii_case("contentSharingSessions") {
+                Route::SharingSessions(id.to_string())
             } else if action.eq_ignore_ascii_case("operations") {
                 Route::Unbuilt(id.to_string(), Unbuilt::ListOperations)
             } else {
                 return Err(action.to_string());
             }
+        }
+        [id, sub, gid] if sub.eq_ignore_ascii_case("audioRoutingGroups") => {
+            Route::RoutingGroup(id.to_string(), gid.to_string())
+        }
+        [id, sub, sid] if sub.eq_ignore_ascii_case("contentSharingSessions") => {
+            Route::SharingSession(id.to_string(), sid.to_string())
         }
         [id, sub, op] if sub.eq_ignore_ascii_case("operations") => {
             Route::Operation(id.to_string(), op.to_string())

@@ -1243,3 +1243,105 @@ async fn a_meeting_is_joined_by_its_thread_and_organizer_as_the_samples_do_or_by
         .await;
     assert_eq!(r.status, 404, "{}", r.text);
 }
+
+#[tokio::test]
+async fn audio_routing_groups_are_created_listed_changed_and_deleted_as_graph_does() {
+    for backend in BACKENDS {
+        let app = spawn(backend).await;
+        let token = app.token().await;
+        let id = group_with(&app, &token, &[ALICE, BOB]).await;
+        let list = participants(&app, &token, &id).await;
+        let (alice, bob) = (pid_of(&list, ALICE), pid_of(&list, BOB));
+        let groups = format!("{CALLS}/{id}/audioRoutingGroups");
+        let send = |method: &'static str, path: String, body: Option<Value>| {
+            let (app, token) = (&app, &token);
+            async move { app.send(method, &path, Some(token), body).await }
+        };
+        let empty = send("GET", groups.clone(), None).await;
+        assert_eq!(
+            (empty.status, &empty.body["value"]),
+            (200, &json!([])),
+            "{}",
+            empty.text
+        );
+
+        // The docs' example: a client-chosen id, 200 OK with the group.
+        let one = json!({"id": "oneToOne", "routingMode": "oneToOne",
+            "sources": [alice], "receivers": [bob]});
+        let r = send("POST", groups.clone(), Some(one.clone())).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.body["@odata.type"], "#microsoft.graph.audioRoutingGroup");
+        assert_eq!(
+            (&r.body["sources"], &r.body["receivers"]),
+            (&json!([alice]), &json!([bob]))
+        );
+        let again = send("POST", groups.clone(), Some(one)).await;
+        assert_eq!(again.status, 409, "{}", again.text);
+        for bad in [
+            json!({"routingMode": "broadcast", "sources": [alice], "receivers": [bob]}),
+            json!({"routingMode": "oneToOne", "sources": [alice], "receivers": [alice, bob]}),
+            json!({"routingMode": "multicast", "sources": [], "receivers": [bob]}),
+            json!({"routingMode": "multicast", "sources": [1], "receivers": [bob]}),
+        ] {
+            let r = send("POST", groups.clone(), Some(bad.clone())).await;
+            assert_eq!(r.status, 400, "{bad}: {}", r.text);
+        }
+        // A multicast group without an id gets one.
+        let multi = json!({"routingMode": "multicast", "sources": [bob], "receivers": [alice]});
+        let r = send("POST", groups.clone(), Some(multi)).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let multi_id = r.body["id"].as_str().unwrap().to_string();
+        let listed = send("GET", groups.clone(), None).await;
+        let ids: Vec<&str> = listed.body["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["oneToOne", multi_id.as_str()], "{backend:?}");
+
+        // PATCH changes what it names; the rest stays.
+        let path = format!("{groups}/{multi_id}");
+        let r = send(
+            "PATCH",
+            path.clone(),
+            Some(json!({"receivers": [alice, bob]})),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(
+            (&r.body["sources"], &r.body["receivers"]),
+            (&json!([bob]), &json!([alice, bob]))
+        );
+        let got = send("GET", path.clone(), None).await;
+        assert_eq!(got.body["receivers"], json!([alice, bob]));
+        let r = send(
+            "PATCH",
+            path.clone(),
+            Some(json!({"routingMode": "oneToOne"})),
+        )
+        .await;
+        assert_eq!(r.status, 400, "one receiver only: {}", r.text);
+
+        let r = send("DELETE", path.clone(), None).await;
+        assert_eq!(r.status, 204, "{}", r.text);
+        assert_eq!(send("GET", path.clone(), None).await.status, 404);
+        assert_eq!(send("DELETE", path, None).await.status, 404);
+
+        // Content sharing: none.
+        let r = send("GET", format!("{CALLS}/{id}/contentSharingSessions"), None).await;
+        assert_eq!(
+            (r.status, &r.body["value"]),
+            (200, &json!([])),
+            "{}",
+            r.text
+        );
+        let r = send(
+            "GET",
+            format!("{CALLS}/{id}/contentSharingSessions/abc"),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, 404, "{}", r.text);
+    }
+}

@@ -439,6 +439,18 @@ impl Wire {
     }
 }
 
+/// An `audioRoutingGroup` of a call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoutingGroup {
+    pub id: String,
+    /// `oneToOne` or `multicast`.
+    pub routing_mode: String,
+    /// Participant ids.
+    pub sources: Vec<String>,
+    pub receivers: Vec<String>,
+}
+
 /// A call as the domain sees it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -478,6 +490,9 @@ pub struct Call {
     /// The bot muted itself.
     #[serde(default)]
     pub muted: bool,
+    /// `audioRoutingGroups`: how an app-hosted-media bot routes audio between participants.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routing_groups: Vec<RoutingGroup>,
     /// The sequence number of the last notification about this call: each call numbers its
     /// own notifications 1, 2, 3, … in the order they go out.
     #[serde(default)]
@@ -541,6 +556,7 @@ impl Call {
             tone_sequence: 0,
             last_seq: 0,
             muted: false,
+            routing_groups: vec![],
         }
     }
 
