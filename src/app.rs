@@ -138,6 +138,7 @@ impl Application {
             settings.delivery.clone(),
             metrics.clone(),
         ));
+        delivery.callback_policy(settings.callbacks.clone());
         delivery.enqueue(snapshot.pending.clone());
         let rules = Rules {
             keep_alive_window: chrono::Duration::seconds(

@@ -290,8 +290,8 @@ async fn serve(
         let stop = stop.clone();
         async move {
             wait_for_signal().await;
-            tracing::info!("stopping");
             stop.cancel();
+            tracing::info!("stopping");
         }
     });
     app.run_until_stopped(stop).await

@@ -351,7 +351,8 @@ pub fn redirect_policy(policy: &CallbackPolicy) -> reqwest::redirect::Policy {
 /// itself, out of the policy's sight).
 #[derive(Clone)]
 pub struct Outbound {
-    /// For notification deliveries: follows no redirect (a 3xx answer is a failed delivery).
+    /// For notification deliveries: follows no redirect (a 3xx answer is a failed delivery,
+    /// except a 302 to a call's first incoming-call notification, which `delivery` handles).
     pub deliveries: reqwest::Client,
     /// For prompts and JWKS documents: follows redirects, each hop checked.
     pub fetches: reqwest::Client,

@@ -40,8 +40,11 @@ pub enum LogFormat {
 pub fn init(format: LogFormat) {
     let filter =
         EnvFilter::try_from_env(LOG_ENV).unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    // A log nobody reads any more (a closed pipe) is not worth a panic: without this the
+    // subscriber reports a failed write with `eprintln!`, which panics on that same pipe.
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .log_internal_errors(false)
         .with_env_filter(filter);
     match format {
         LogFormat::Pretty => builder.with_ansi(std::io::stderr().is_terminal()).init(),

@@ -157,6 +157,22 @@ impl Authority {
 
     fn load(dir: &Path) -> anyhow::Result<Option<Authority>> {
         let (cert, key) = (dir.join(CA_CERT), dir.join(CA_KEY));
+        // In a shared temporary folder another user could have put an authority of theirs:
+        // only ours counts, its key readable by us alone.
+        {
+            use std::os::unix::fs::MetadataExt;
+            let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+            let ours = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.uid(), m.mode()));
+            if let (Some(me), Some((dir_uid, _)), Some((key_uid, key_mode))) =
+                (me, ours(dir), ours(&key))
+                && (dir_uid != me || key_uid != me || key_mode & 0o077 != 0)
+            {
+                anyhow::bail!(
+                    "{} is not this user's own (its owner, or who may read its key, is wrong): remove it, or use a store in a folder of yours",
+                    dir.display()
+                );
+            }
+        }
         let (Ok(cert_pem), Ok(key_pem)) = (
             std::fs::read_to_string(&cert),
             std::fs::read_to_string(&key),

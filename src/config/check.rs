@@ -291,6 +291,7 @@ pub(super) fn findings(s: &Settings) -> Vec<Finding> {
     parties(s, &mut out);
     meetings(s, &mut out);
     sip(s, &mut out);
+    tls(s, &mut out);
     let media = &s.media;
     if !(media.fetch_timeout_secs > 0.0 && media.fetch_timeout_secs <= 3600.0) {
         out.add(
@@ -451,6 +452,48 @@ fn parties(s: &Settings, out: &mut Findings) {
             None => {
                 seen.insert(key, i);
             }
+        }
+    }
+}
+
+/// `[tls]`: both files or neither, each readable; names that a certificate can hold.
+fn tls(s: &Settings, out: &mut Findings) {
+    let at = KeyPath::default().key("tls");
+    let t = &s.tls;
+    match (&t.cert_file, &t.key_file) {
+        (Some(_), None) => out.add(at.key("cert_file"), "needs key_file beside it (or neither)"),
+        (None, Some(_)) => out.add(at.key("key_file"), "needs cert_file beside it (or neither)"),
+        _ => {}
+    }
+    for (key, file) in [("cert_file", &t.cert_file), ("key_file", &t.key_file)] {
+        let Some(f) = file else { continue };
+        let path = s
+            .config_dir
+            .as_deref()
+            .map_or_else(|| std::path::PathBuf::from(f), |d| d.join(f));
+        if let Err(e) = std::fs::metadata(&path) {
+            out.add(at.key(key), format!("{}: {e}", path.display()));
+        }
+    }
+    for (i, name) in t.names.iter().enumerate() {
+        let dns = !name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'*')
+            });
+        let ip = name
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<std::net::IpAddr>()
+            .is_ok();
+        if !(dns || ip) {
+            out.add(
+                at.key("names").index(i),
+                format!("{name:?} is neither a DNS name nor an IP address"),
+            );
         }
     }
 }
@@ -667,6 +710,25 @@ fn sip(s: &Settings, out: &mut Findings) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_takes_both_files_or_neither_and_names_a_certificate_can_hold() {
+        let mut s = Settings::default();
+        s.tls.cert_file = Some("/nowhere/cert.pem".into());
+        s.tls.names = vec!["bot.internal".into(), "10.1.2.3".into(), "bad name!".into()];
+        let said: Vec<String> = findings(&s)
+            .iter()
+            .map(|f| format!("{}: {}", f.at, f.message))
+            .collect();
+        let tls: Vec<&String> = said.iter().filter(|f| f.starts_with("tls")).collect();
+        assert_eq!(tls.len(), 3, "{said:#?}");
+        assert!(tls[0].contains("needs key_file"), "{tls:?}");
+        assert!(tls[1].contains("/nowhere/cert.pem"), "{tls:?}");
+        assert!(
+            tls[2].starts_with("tls.names[2]") && tls[2].contains("bad name!"),
+            "{tls:?}"
+        );
+    }
 
     #[test]
     fn positions_count_lines_and_characters_from_one() {

@@ -48,6 +48,22 @@ pub struct Delivery {
     redirects: std::sync::Mutex<std::collections::HashMap<(CallId, String), String>>,
     /// Told of each redirect, so that the call's later notifications go there too.
     on_redirect: std::sync::OnceLock<OnRedirect>,
+    /// The callback policy a redirect's `Location` must pass, as a `callbackUri` does.
+    callbacks: std::sync::OnceLock<crate::config::CallbackPolicy>,
+    /// Each call's `callChainId`, as its call notifications say (sent as the chain-id headers
+    /// of all its notifications).
+    chains: std::sync::Mutex<std::collections::HashMap<CallId, String>>,
+}
+
+/// Chain ids remembered at most; past this the map starts over (a notification whose call's
+/// chain is not known is sent without the chain-id headers).
+const CHAINS: usize = 100_000;
+
+/// The `callChainId` a notification body states, found without parsing the whole body.
+fn chain_in(body: &str) -> Option<&str> {
+    let at = body.find("\"callChainId\":\"")? + "\"callChainId\":\"".len();
+    let rest = &body[at..];
+    Some(&rest[..rest.find('"')?]).filter(|c| !c.is_empty())
 }
 
 /// What learns of a redirect: (call, from, to).
@@ -83,7 +99,29 @@ impl Delivery {
             policy,
             redirects: Default::default(),
             on_redirect: std::sync::OnceLock::new(),
+            chains: Default::default(),
+            callbacks: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The callback policy redirects are held to (set once, at start; unset: the default).
+    pub fn callback_policy(&self, policy: crate::config::CallbackPolicy) {
+        let _ = self.callbacks.set(policy);
+    }
+
+    /// The call's chain id, learnt from the first of its notifications that states it.
+    fn chain_of(&self, batch: &[OutboxItem]) -> Option<String> {
+        let mut chains = self.chains.lock().expect("chains lock");
+        let call = batch[0].call_id;
+        if let Some(c) = chains.get(&call) {
+            return Some(c.clone());
+        }
+        let chain = batch.iter().find_map(|i| chain_in(&i.body))?.to_string();
+        if chains.len() >= CHAINS {
+            chains.clear();
+        }
+        chains.insert(call, chain.clone());
+        Some(chain)
     }
 
     /// Sets what learns of redirects (once; the engine, which moves the call's callback).
@@ -204,16 +242,24 @@ impl Delivery {
         let token = self.signer.token(&item.app_id, &item.tenant_id);
         let seqs: Vec<String> = batch.iter().map(|i| i.seq.to_string()).collect();
         let target = self.target(item);
-        let result = self
-            .http
-            .post(&target)
+        let mut request = self.http.post(&target);
+        // As the real service's callbacks: the call's chain id, and again as `Scenario-Id`.
+        if let Some(chain) = self.chain_of(batch) {
+            request = request
+                .header("X-Microsoft-Skype-Chain-ID", &chain)
+                .header("Scenario-Id", chain);
+        }
+        let result = request
             .timeout(Duration::from_millis(self.policy.timeout_ms))
             .bearer_auth(token)
             .header("Content-Type", "application/json")
             .header("Accept", "application/json")
             .header(
                 "User-Agent",
-                concat!("Switchboard/", env!("CARGO_PKG_VERSION")),
+                concat!(
+                    "Microsoft-Skype/3.0,(Calling/1.0) Switchboard/",
+                    env!("CARGO_PKG_VERSION")
+                ),
             )
             .header("Client-Request-Id", uuid::Uuid::new_v4().to_string())
             .header(
@@ -319,15 +365,28 @@ impl Delivery {
         // A bot answering its first incoming-call notification with 302 and a Location takes
         // the call's notifications there (Teams docs, "Redirects for region affinity").
         let first = &claim.batch[0];
+        // The callback policy applies to where it leads, as to any callbackUri.
+        if let Some(to) = result.location.as_deref()
+            && let Some(why) = crate::net_policy::callback_refusal(
+                self.callbacks.get().unwrap_or(&Default::default()),
+                to,
+            )
+        {
+            result.location = None;
+            result.error = Some(format!("a redirect the callback policy refuses: {why}"));
+        }
         if result.status == Some(302)
             && first.change_type == "created"
             && let Some(to) = result.location.clone()
         {
             result.error = Some(format!("redirected to {}", host_of(&to)));
-            self.redirects
-                .lock()
-                .expect("redirects lock")
-                .insert((first.call_id, first.callback_uri.clone()), to.clone());
+            let mut redirects = self.redirects.lock().expect("redirects lock");
+            if redirects.len() >= CHAINS {
+                // The calls' own callbacks moved with them; this map only speeds up the rest.
+                redirects.clear();
+            }
+            redirects.insert((first.call_id, first.callback_uri.clone()), to.clone());
+            drop(redirects);
             if let Some(tell) = self.on_redirect.get() {
                 tell(first.call_id, first.callback_uri.clone(), to);
             }

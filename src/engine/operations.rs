@@ -99,11 +99,9 @@ impl Engine {
         ctx: Option<String>,
         plan: PromptPlan,
     ) -> Result<Operation, EngineError> {
-        let ms = if plan.looped && plan.failure.is_none() {
-            u64::MAX
-        } else {
-            plan.ms
-        };
+        // Prompts with no audio at all do not loop: there is nothing to play again.
+        let looped = plan.looped && plan.failure.is_none() && plan.ms > 0;
+        let ms = if looped { u64::MAX } else { plan.ms };
         self.operate_and_tell(
             app_id,
             id,
@@ -120,7 +118,7 @@ impl Engine {
                     call: id,
                     op_id: op.id.clone(),
                     prompts: plan.uris.clone(),
-                    looped: plan.looped && plan.failure.is_none(),
+                    looped,
                     muted,
                 })
             },

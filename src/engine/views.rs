@@ -219,8 +219,12 @@ impl Engine {
     pub async fn recording(&self, op_id: &str) -> Option<Recording> {
         let known = self.state.lock().await.recordings.get(op_id).cloned();
         let Some((rec, ticket)) = known else {
-            // One finished before the server restarted.
-            return self.recordings.kept(op_id);
+            // One finished before the server restarted (a small file, read off these threads).
+            let (archive, op) = (self.recordings.clone(), op_id.to_string());
+            return tokio::task::spawn_blocking(move || archive.kept(&op))
+                .await
+                .ok()
+                .flatten();
         };
         // One whose change the store refused never existed.
         self.committer.durable(ticket).await.ok().map(|()| rec)

@@ -214,6 +214,9 @@ pub async fn openid_configuration(
 ) -> Response {
     let base = &state.public_url;
     let body = json!({
+        // MSAL (Python, Node) refuses metadata without it, though a client-credentials flow
+        // never goes there; Switchboard answers it 404.
+        "authorization_endpoint": format!("{base}/{tenant}/oauth2/v2.0/authorize"),
         "token_endpoint": format!("{base}/{tenant}/oauth2/v2.0/token"),
         "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
         "jwks_uri": format!("{base}/{tenant}/discovery/v2.0/keys"),

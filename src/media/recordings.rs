@@ -115,15 +115,19 @@ impl Archive {
         Ok(archive)
     }
 
-    /// A new, empty real recording for operation `op`.
-    pub fn start(&self, op: &str) -> Capture {
+    /// A new, empty real recording for operation `op`; `None` if one is being made for it
+    /// already (another line of the call records it).
+    pub fn start(&self, op: &str) -> Option<Capture> {
         let capture = Capture::default();
         let mut inner = self.inner.lock().expect("archive lock");
+        if inner.captures.iter().any(|(o, _)| o == op) {
+            return None;
+        }
         if inner.captures.len() >= self.keep.min(IN_MEMORY) {
             inner.captures.pop_front();
         }
         inner.captures.push_back((op.to_string(), capture.clone()));
-        capture
+        Some(capture)
     }
 
     /// Operation `op`'s real recording is over: with a data folder its audio goes there (and
@@ -244,14 +248,16 @@ fn write_private(path: &Path, bytes: &[u8]) -> bool {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     // Whole or not at all: a crash mid-write leaves a stray `.part`, never half a recording.
-    let part = path.with_extension("part");
+    let mut part = path.as_os_str().to_owned();
+    part.push(".part");
+    let part = PathBuf::from(part);
     let written = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(&part)
-        .and_then(|mut f| f.write_all(bytes))
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
         .and_then(|()| std::fs::rename(&part, path));
     if let Err(e) = &written {
         tracing::warn!("cannot keep a recording in {}: {e}", path.display());
@@ -281,7 +287,8 @@ mod tests {
         let archive = Archive::new(Some(&dir), 2).unwrap();
         let ids = ["0000-a", "0000-b", "0000-c"];
         for (k, op) in ids.iter().enumerate() {
-            let capture = archive.start(op);
+            let capture = archive.start(op).unwrap();
+            assert!(archive.start(op).is_none(), "one capture per operation");
             capture
                 .lock()
                 .unwrap()

@@ -73,6 +73,8 @@ struct Recording {
     last_voice: Option<Instant>,
     /// A stop key was pressed.
     stopped: bool,
+    /// What it holds at most: its maximum duration's worth.
+    max_samples: usize,
 }
 
 /// A packet whose samples' RMS reaches this carries speech (about -40 dBFS); below it is
@@ -92,6 +94,7 @@ enum Out {
     Queue {
         op: String,
         call: CallId,
+        report: bool,
         prompts: Vec<oneshot::Receiver<Audio>>,
         looped: bool,
         listen: Option<(Listen, Capture)>,
@@ -105,8 +108,9 @@ enum Out {
         call: CallId,
         muted: bool,
     },
-    /// Hold music starts (this audio, else our own) or stops.
-    HoldMusic(Option<Option<Arc<Vec<i16>>>>),
+    /// Hold music starts (this audio, else our own) or stops, as asked for with this ticket
+    /// (an older ticket's answer, its audio fetched late, changes nothing).
+    HoldMusic(u64, Option<Option<Arc<Vec<i16>>>>),
 }
 
 /// One leg's RTP.
@@ -115,6 +119,7 @@ pub struct Media {
     state: Arc<Mutex<State>>,
     out: mpsc::UnboundedSender<Out>,
     stop: CancellationToken,
+    hold_tickets: std::sync::atomic::AtomicU64,
 }
 
 /// How long one DTMF key is sent, and how often its packets go.
@@ -163,6 +168,7 @@ impl Media {
             state,
             out,
             stop,
+            hold_tickets: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -188,10 +194,11 @@ impl Media {
 
     /// Queues operation `op` of the bot on call `call`: `prompts` (each arriving when fetched)
     /// after what is queued, over and over when `looped`; with `listen`, a recording after them
-    /// into `capture`. `muted`: that bot is muted now.
+    /// into `capture`. `muted`: that bot is muted now. Without `report` its end is not told
+    /// (another line carries the operation).
     pub fn queue(
         &self,
-        (op, call): (&str, CallId),
+        (op, call, report): (&str, CallId, bool),
         prompts: Vec<oneshot::Receiver<Audio>>,
         looped: bool,
         listen: Option<(Listen, Capture)>,
@@ -200,6 +207,7 @@ impl Media {
         let _ = self.out.send(Out::Queue {
             op: op.to_string(),
             call,
+            report,
             prompts,
             looped,
             listen,
@@ -217,10 +225,18 @@ impl Media {
         let _ = self.out.send(Out::Mute { call, muted });
     }
 
-    /// Hold music starts (`audio`, else our own) or stops: while it plays the party hears it,
-    /// looped, instead of the bots.
-    pub fn hold_music(&self, on: bool, audio: Option<Arc<Vec<i16>>>) {
-        let _ = self.out.send(Out::HoldMusic(on.then_some(audio)));
+    /// A ticket for a hold-music change, taken when it is asked for (its audio may take a
+    /// while to fetch): only the newest ticket's change counts.
+    pub fn hold_ticket(&self) -> u64 {
+        self.hold_tickets
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1
+    }
+
+    /// Hold music starts (`audio`, else our own) or stops, as asked for with `ticket`: while it
+    /// plays the party hears it, looped, instead of the bots.
+    pub fn hold_music(&self, ticket: u64, on: bool, audio: Option<Arc<Vec<i16>>>) {
+        let _ = self.out.send(Out::HoldMusic(ticket, on.then_some(audio)));
     }
 
     /// The party pressed `key` by other means than RFC 4733 (SIP INFO): a recording it is a
@@ -336,9 +352,11 @@ async fn receive(
             st.last_rx = now;
             st.latched.get_or_insert(from);
             let codec = st.peer.as_ref().map(|p| p.codec);
+            let latched = st.latched;
             if let (Some(r), Some(codec)) = (&mut st.recording, codec)
                 && !r.stopped
                 && header.payload_type == codec.payload_type()
+                && latched == Some(from)
             {
                 let pcm: Vec<i16> = match codec {
                     Codec::Pcmu => payload.iter().map(|&b| ulaw_decode(b)).collect(),
@@ -347,7 +365,10 @@ async fn receive(
                 if rms(&pcm) >= VOICE_RMS {
                     r.last_voice = Some(now);
                 }
-                r.capture.lock().expect("capture lock").extend(pcm);
+                // Never more than the recording's maximum, however fast packets come.
+                let mut samples = r.capture.lock().expect("capture lock");
+                let room = r.max_samples.saturating_sub(samples.len());
+                samples.extend(pcm.into_iter().take(room));
             }
             st.peer.as_ref().and_then(|p| p.telephone_event)
         };
@@ -392,6 +413,8 @@ enum Part {
 struct Item {
     op: String,
     call: CallId,
+    /// Its operation's end is told (false: another line carries it).
+    report: bool,
     looped: bool,
     part: Part,
 }
@@ -532,6 +555,7 @@ impl Sender {
                             stop_keys: stop_keys(&listen.stop_tones),
                             last_voice: None,
                             stopped: false,
+                            max_samples: (listen.max_ms * 8) as usize,
                         });
                         return None;
                     };
@@ -557,7 +581,9 @@ impl Sender {
         let Some(mut item) = queue.pop_front() else {
             return;
         };
-        if item.looped {
+        // An empty prompt is not played again: looping it would spin without sending anything.
+        let empty = matches!(&item.part, Part::Prompt { audio, .. } if audio.is_empty());
+        if item.looped && !empty {
             if let Part::Prompt { at, .. } = &mut item.part {
                 *at = 0;
             }
@@ -566,15 +592,18 @@ impl Sender {
                 .position(|i| i.op != item.op)
                 .unwrap_or(queue.len());
             queue.insert(end, item);
-        } else if !queue.iter().any(|i| i.op == item.op) {
+        } else if item.report && !queue.iter().any(|i| i.op == item.op) {
             (self.on_heard)(Heard::Done(item.op, MediaEnd::Played));
         }
     }
 
     /// Operation `op` cannot go on (a prompt could not be had): its parts leave the queue.
     fn fail(&self, queue: &mut VecDeque<Item>, op: &str, reason: EndReason) {
+        let report = queue.iter().any(|i| i.op == op && i.report);
         queue.retain(|i| i.op != op);
-        (self.on_heard)(Heard::Done(op.to_string(), MediaEnd::Failed(reason)));
+        if report {
+            (self.on_heard)(Heard::Done(op.to_string(), MediaEnd::Failed(reason)));
+        }
     }
 
     /// Sends each key as a telephone event (100 ms, three end packets), `gap_ms` apart.
@@ -621,6 +650,7 @@ impl Sender {
         let Out::Queue {
             op,
             call,
+            report,
             prompts,
             looped,
             listen,
@@ -637,6 +667,7 @@ impl Sender {
         let item = |part| Item {
             op: op.clone(),
             call,
+            report,
             looped,
             part,
         };
@@ -793,6 +824,7 @@ async fn send(
         music: None,
     };
     let mut queue: VecDeque<Item> = VecDeque::new();
+    let mut hold_ticket = 0;
     // A 20 ms clock; after a stall it catches up (tokio's default), never more.
     let mut ticker = tokio::time::interval(Duration::from_millis(20));
     loop {
@@ -815,7 +847,11 @@ async fn send(
         let idle = queue.is_empty() && s.music.is_none();
         match next {
             None => return,
-            Some(Out::Dtmf { keys, gap_ms }) => s.dtmf(&keys, gap_ms, &stop).await,
+            Some(Out::Dtmf { keys, gap_ms }) => {
+                s.dtmf(&keys, gap_ms, &stop).await;
+                // The prompts wait out the keys rather than burst to catch up after them.
+                ticker.reset();
+            }
             Some(q @ Out::Queue { .. }) => s.enqueue(&mut queue, q),
             Some(Out::Stop { ops }) => s.stop(&mut queue, &ops),
             Some(Out::Mute { call, muted }) => {
@@ -825,9 +861,11 @@ async fn send(
                     s.muted.remove(&call);
                 }
             }
-            Some(Out::HoldMusic(music)) => {
+            Some(Out::HoldMusic(ticket, music)) if ticket > hold_ticket => {
+                hold_ticket = ticket;
                 s.music = music.map(|audio| (audio.unwrap_or_else(hold_music), 0));
             }
+            Some(Out::HoldMusic(..)) => {}
         }
         if idle && !(queue.is_empty() && s.music.is_none()) {
             ticker.reset_immediately();

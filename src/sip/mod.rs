@@ -491,17 +491,24 @@ impl SipFabric {
                 let _ = tx.send(audio);
             });
         }
-        let listen = listen.map(|l| (l, self.recordings.start(&op)));
+        // One line records an operation (in a call with several SIP parties, the first asked):
+        // the others hear its prompts, and their end is not the operation's.
+        let records = listen.is_some();
+        let listen = listen.and_then(|l| Some((l, self.recordings.start(&op)?)));
+        let report = !records || listen.is_some();
         self.with_media(leg, |m| {
-            m.queue((&op, call), fetched, looped, listen, muted)
+            m.queue((&op, call, report), fetched, looped, listen, muted)
         });
     }
 
     /// Starts or stops hold music on a leg: the bot's prompt once fetched, else (or if it
     /// cannot be had) the media's own.
     fn hold_music(self: &Arc<Self>, leg: LegRef, on: bool, prompt: Option<String>) {
+        let mut ticket = None;
+        self.with_media(leg, |m| ticket = Some(m.hold_ticket()));
+        let Some(ticket) = ticket else { return };
         let Some(uri) = prompt.filter(|_| on) else {
-            return self.with_media(leg, |m| m.hold_music(on, None));
+            return self.with_media(leg, |m| m.hold_music(ticket, on, None));
         };
         let fabric = self.clone();
         tokio::spawn(async move {
@@ -515,7 +522,7 @@ impl SipFabric {
                     None
                 }
             };
-            fabric.with_media(leg, |m| m.hold_music(true, audio));
+            fabric.with_media(leg, |m| m.hold_music(ticket, true, audio));
         });
     }
 

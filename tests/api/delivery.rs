@@ -377,3 +377,54 @@ async fn a_204_to_the_first_incoming_call_notification_has_it_sent_again_once() 
         log.text
     );
 }
+
+#[tokio::test]
+async fn notifications_carry_the_headers_of_the_real_service_with_the_calls_chain_id() {
+    let app = spawn_app(Backend::Suite).await;
+    let token = app.token().await;
+    let id = app.create(&token, ALICE).await;
+    app.advance(1.0).await;
+    app.receiver
+        .wait_for(&id, |s| s.iter().any(|(_, st)| st == "established"))
+        .await;
+    let call = app
+        .send(
+            "GET",
+            &format!("/v1.0/communications/calls/{id}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    let chain = call.body["callChainId"].as_str().unwrap().to_string();
+    let posts: Vec<_> = app
+        .receiver
+        .received()
+        .into_iter()
+        .filter(|r| {
+            r.notes()
+                .iter()
+                .any(|n| n["resourceUrl"].as_str().is_some_and(|u| u.contains(&id)))
+        })
+        .collect();
+    assert!(!posts.is_empty());
+    for p in posts {
+        let h = |name: &str| {
+            p.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        assert!(
+            h("user-agent").is_some_and(|ua| ua.starts_with("Microsoft-Skype/3.0,(Calling/1.0)")),
+            "{:?}",
+            h("user-agent")
+        );
+        assert_eq!(
+            h("x-microsoft-skype-chain-id").as_deref(),
+            Some(chain.as_str())
+        );
+        assert_eq!(h("scenario-id").as_deref(), Some(chain.as_str()));
+        assert_eq!(h("x-microsoft-tenant").as_deref(), Some(TENANT));
+        assert!(h("client-request-id").is_some() && h("x-microsoft-skype-message-id").is_some());
+    }
+}

@@ -776,3 +776,36 @@ async fn signing_keys_carry_a_certificate_and_tokens_name_it_by_kid_and_x5t() {
     assert_eq!(header.kid.as_deref(), key["kid"].as_str());
     assert_eq!(header.x5t.as_deref(), key["x5t"].as_str());
 }
+
+#[tokio::test]
+async fn the_tenant_metadata_has_what_msal_reads_before_it_asks_for_a_token() {
+    let app = spawn_app(Backend::Suite).await;
+    let meta: Value = app
+        .http
+        .get(format!(
+            "{}/{TENANT}/v2.0/.well-known/openid-configuration",
+            app.base
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // MSAL Python and msal-node refuse a document without any of these.
+    for field in [
+        "authorization_endpoint",
+        "token_endpoint",
+        "issuer",
+        "jwks_uri",
+    ] {
+        assert!(
+            meta[field].as_str().is_some_and(|v| v.starts_with("http")),
+            "{field}: {meta}"
+        );
+    }
+    assert_eq!(
+        meta["token_endpoint"],
+        format!("{}/{TENANT}/oauth2/v2.0/token", app.base)
+    );
+}

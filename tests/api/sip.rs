@@ -1516,6 +1516,18 @@ async fn a_looped_prompt_plays_until_cancelled_and_one_that_cannot_be_had_fails_
         done["resultInfo"]["message"],
         "Action failed, file could not be downloaded."
     );
+
+    // A looped prompt with no audio at all ends at once instead of spinning, and the line goes on.
+    let empty = app.receiver.serve("empty.wav", sine_wav(8_000, 440.0, 0.0));
+    let body = json!({"prompts": [prompt(&empty)], "loop": true});
+    let op = act(&app, &token, &id, "playPrompt", body).await;
+    assert_eq!(code_of(&op_done(&app, &id, &op).await), (200, 0));
+    let body = json!({"prompts": [prompt(&short)]});
+    act(&app, &token, &id, "playPrompt", body).await;
+    let packets = phone
+        .hear(Duration::from_millis(300), Duration::from_secs(2))
+        .await;
+    assert_eq!(packets.len(), 10, "the next prompt plays");
     hang_up(&app, &token, &id).await;
     trunk.passes(15).await;
 }

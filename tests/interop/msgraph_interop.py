@@ -321,8 +321,8 @@ def make_client(server):
     from azure.identity.aio import ClientSecretCredential
 
     trust_server_authority(server)
-    # The real credential class: MSAL reads the authority's metadata and token endpoint from
-    # the server. Instance discovery asks Microsoft's own hosts, so it is turned off.
+    # The real credential class, its authority the server: it posts to the server's token
+    # endpoint. Instance discovery would ask Microsoft's own hosts, so it is turned off.
     credential = ClientSecretCredential(TENANT_ID, APP_ID, APP_SECRET, authority=server.https,
                                         disable_instance_discovery=True)
     auth = AzureIdentityAuthenticationProvider(credential, scopes=[GRAPH_SCOPE],
