@@ -398,6 +398,16 @@ async def p2p_call_checks(c, client, credential, server, receiver):
     tokens = token_requests(server)
     c.ok("credential: ClientSecretCredential fetched its token from the server over HTTPS",
          tokens >= 1, tokens)
+    # MSAL itself, as a bot that asks for its token directly does: it reads the tenant's
+    # metadata first (and refuses one without authorization_endpoint).
+    import msal
+    msal_app = msal.ConfidentialClientApplication(
+        APP_ID, client_credential=APP_SECRET, authority="%s/%s" % (server.https, TENANT_ID),
+        instance_discovery=False)
+    got = msal_app.acquire_token_for_client(scopes=[GRAPH_SCOPE])
+    c.ok("msal: ConfidentialClientApplication got a token from the server over HTTPS",
+         str(got.get("access_token", "")).startswith("eyJ"),
+         {k: v for k, v in got.items() if k != "access_token"})
     if not call_id:
         return
 
