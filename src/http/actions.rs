@@ -189,6 +189,15 @@ pub async fn run(
             accepted()
         }
         Action::Transfer => {
+            // A consultative transfer: not built, and not to be mistaken for a blind one.
+            if body["transferTarget"]["replacesCallId"]
+                .as_str()
+                .is_some_and(|r| !r.is_empty())
+            {
+                return Err(ApiError::not_implemented(
+                    "A consultative transfer (transferTarget.replacesCallId)",
+                ));
+            }
             let to = targets(&body, "transferTarget")?;
             e.transfer(me, cid, to[0].clone()).await?;
             accepted()

@@ -1628,3 +1628,31 @@ async fn media_actions_on_a_call_with_app_hosted_media_are_refused() {
         (200, "established".into())
     );
 }
+
+#[tokio::test]
+async fn a_consultative_transfer_is_refused_as_not_built_and_the_call_goes_on() {
+    let app = spawn_app(Backend::Suite).await;
+    let token = app.token().await;
+    let id = app.answered(&token, ALICE).await;
+    let r = act(
+        &app,
+        &token,
+        &id,
+        "transfer",
+        json!({"transferTarget": {"@odata.type": "#microsoft.graph.invitationParticipantInfo",
+            "identity": {"@odata.type": "#microsoft.graph.identitySet",
+                "user": {"@odata.type": "#microsoft.graph.identity", "id": BOB}},
+            "replacesCallId": "e5d39592-99bd-4db8-bca8-30fb894ec51d"}}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.graph_error().as_deref()),
+        (501, Some("NotImplemented")),
+        "{}",
+        r.text
+    );
+    let call = app
+        .send("GET", &format!("{CALLS}/{id}"), Some(&token), None)
+        .await;
+    assert_eq!(call.body["state"], "established", "{}", call.text);
+}
