@@ -434,6 +434,19 @@ struct Sender {
     muted: HashSet<CallId>,
     /// Hold music and where it is, while it plays.
     music: Option<(Arc<Vec<i16>>, usize)>,
+    /// Keys being sent, a step a tick.
+    keys: VecDeque<KeyStep>,
+    /// The timestamp of the key being sent.
+    key_ts: u32,
+}
+
+/// One 20 ms step of sending keys.
+#[derive(Clone, Copy)]
+enum KeyStep {
+    /// Packet `i` of a key's telephone event.
+    Event { event: u8, i: u32 },
+    /// A tick of the gap between keys.
+    Gap,
 }
 
 impl Sender {
@@ -462,6 +475,10 @@ impl Sender {
     /// prompt's, unless its bot is muted.
     async fn tick(&mut self, queue: &mut VecDeque<Item>) {
         let frame = self.advance(queue);
+        // A key being sent takes the frame (RFC 4733 events stand in for the audio).
+        if let Some(KeyStep::Event { event, i }) = self.keys.pop_front() {
+            return self.key_packet(event, i).await;
+        }
         let heard = match self.music.as_mut() {
             Some((music, at)) if !music.is_empty() => {
                 let pcm: Vec<i16> = (0..FRAME).map(|k| music[(*at + k) % music.len()]).collect();
@@ -606,42 +623,47 @@ impl Sender {
         }
     }
 
-    /// Sends each key as a telephone event (100 ms, three end packets), `gap_ms` apart.
-    async fn dtmf(&mut self, keys: &str, gap_ms: u64, stop: &CancellationToken) {
+    /// Queues each key as a telephone event (100 ms, three end packets), `gap_ms` apart: the
+    /// ticks send them, so prompts, recordings and stops go on meanwhile.
+    fn dtmf(&mut self, keys: &str, gap_ms: u64) {
+        let packets = KEY_MS / PACKET_MS;
+        let gap = (gap_ms / u64::from(PACKET_MS)) as usize;
         for key in keys.chars() {
             let Some(event) = Event::for_key(key) else {
                 continue;
             };
-            let Some((dest, _, Some(pt))) = self.peer() else {
-                // No telephone-event negotiated: nothing can carry the key.
-                return;
-            };
-            let timestamp = self.now_ts();
-            let packets = KEY_MS / PACKET_MS;
-            let mut ticker = tokio::time::interval(Duration::from_millis(u64::from(PACKET_MS)));
             for i in 0..packets + 2 {
-                ticker.tick().await;
-                if stop.is_cancelled() {
-                    return;
-                }
-                let e = Event {
-                    event,
-                    end: i + 1 >= packets,
-                    volume: 10,
-                    duration: ((i.min(packets - 1) + 1) * PACKET_MS * 8) as u16,
-                };
-                let h = Header {
-                    marker: i == 0,
-                    payload_type: pt,
-                    sequence: self.sequence,
-                    timestamp,
-                    ssrc: self.ssrc,
-                };
-                self.send(h, &e.payload(), dest).await;
+                self.keys.push_back(KeyStep::Event { event, i });
             }
-            tokio::time::sleep(Duration::from_millis(gap_ms)).await;
+            self.keys.extend(std::iter::repeat_n(KeyStep::Gap, gap));
         }
-        // Audio after the keys starts a new talkspurt.
+    }
+
+    /// Sends the event packet of a key step, if the peer negotiated telephone events.
+    async fn key_packet(&mut self, event: u8, i: u32) {
+        let Some((dest, _, Some(pt))) = self.peer() else {
+            // No telephone-event negotiated: nothing can carry the key.
+            return;
+        };
+        if i == 0 {
+            self.key_ts = self.now_ts();
+        }
+        let packets = KEY_MS / PACKET_MS;
+        let e = Event {
+            event,
+            end: i + 1 >= packets,
+            volume: 10,
+            duration: ((i.min(packets - 1) + 1) * PACKET_MS * 8) as u16,
+        };
+        let h = Header {
+            marker: i == 0,
+            payload_type: pt,
+            sequence: self.sequence,
+            timestamp: self.key_ts,
+            ssrc: self.ssrc,
+        };
+        self.send(h, &e.payload(), dest).await;
+        // Audio after a key starts a new talkspurt.
         self.next_ts = None;
     }
 
@@ -822,13 +844,15 @@ async fn send(
         on_heard,
         muted: HashSet::new(),
         music: None,
+        keys: VecDeque::new(),
+        key_ts: 0,
     };
     let mut queue: VecDeque<Item> = VecDeque::new();
     let mut hold_ticket = 0;
     // A 20 ms clock; after a stall it catches up (tokio's default), never more.
     let mut ticker = tokio::time::interval(Duration::from_millis(20));
     loop {
-        let next = if queue.is_empty() && s.music.is_none() {
+        let next = if queue.is_empty() && s.music.is_none() && s.keys.is_empty() {
             s.next_ts = None;
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -844,14 +868,10 @@ async fn send(
                 }
             }
         };
-        let idle = queue.is_empty() && s.music.is_none();
+        let idle = queue.is_empty() && s.music.is_none() && s.keys.is_empty();
         match next {
             None => return,
-            Some(Out::Dtmf { keys, gap_ms }) => {
-                s.dtmf(&keys, gap_ms, &stop).await;
-                // The prompts wait out the keys rather than burst to catch up after them.
-                ticker.reset();
-            }
+            Some(Out::Dtmf { keys, gap_ms }) => s.dtmf(&keys, gap_ms),
             Some(q @ Out::Queue { .. }) => s.enqueue(&mut queue, q),
             Some(Out::Stop { ops }) => s.stop(&mut queue, &ops),
             Some(Out::Mute { call, muted }) => {
@@ -867,7 +887,7 @@ async fn send(
             }
             Some(Out::HoldMusic(..)) => {}
         }
-        if idle && !(queue.is_empty() && s.music.is_none()) {
+        if idle && !(queue.is_empty() && s.music.is_none() && s.keys.is_empty()) {
             ticker.reset_immediately();
         }
     }
