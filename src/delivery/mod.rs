@@ -50,9 +50,10 @@ pub struct Delivery {
     on_redirect: std::sync::OnceLock<OnRedirect>,
     /// The callback policy a redirect's `Location` must pass, as a `callbackUri` does.
     callbacks: std::sync::OnceLock<crate::config::CallbackPolicy>,
-    /// Each call's `callChainId`, as its call notifications say (sent as the chain-id headers
-    /// of all its notifications).
-    chains: std::sync::Mutex<std::collections::HashMap<CallId, String>>,
+    /// Each live call's `callChainId` (a GUID), as its call notifications say, sent as the
+    /// chain-id headers of all its notifications: 32 bytes a call, dropped with its last
+    /// notification.
+    chains: std::sync::Mutex<std::collections::HashMap<CallId, uuid::Uuid>>,
 }
 
 /// Chain ids remembered at most; past this the map starts over (a notification whose call's
@@ -109,19 +110,36 @@ impl Delivery {
         let _ = self.callbacks.set(policy);
     }
 
-    /// The call's chain id, learnt from the first of its notifications that states it.
+    /// The call's chain id, learnt from the first of its notifications that states it (one
+    /// that is not a GUID is sent only with notifications that state it). Forgotten with the
+    /// call's `deleted` notification.
     fn chain_of(&self, batch: &[OutboxItem]) -> Option<String> {
-        let mut chains = self.chains.lock().expect("chains lock");
         let call = batch[0].call_id;
-        if let Some(c) = chains.get(&call) {
-            return Some(c.clone());
+        let stated = batch.iter().find_map(|i| chain_in(&i.body));
+        let ended = batch
+            .iter()
+            .any(|i| i.change_type == "deleted" && !i.resource_url.contains("/operations/"));
+        let mut chains = self.chains.lock().expect("chains lock");
+        let known = if ended {
+            chains.remove(&call)
+        } else {
+            chains.get(&call).copied()
+        };
+        if let Some(c) = known {
+            return Some(c.to_string());
         }
-        let chain = batch.iter().find_map(|i| chain_in(&i.body))?.to_string();
-        if chains.len() >= CHAINS {
-            chains.clear();
+        let chain = stated?;
+        // Kept as 16 bytes only when that gives back the same text.
+        if let Ok(guid) = uuid::Uuid::parse_str(chain)
+            && guid.to_string() == chain
+            && !ended
+        {
+            if chains.len() >= CHAINS {
+                chains.clear();
+            }
+            chains.insert(call, guid);
         }
-        chains.insert(call, chain.clone());
-        Some(chain)
+        Some(chain.to_string())
     }
 
     /// Sets what learns of redirects (once; the engine, which moves the call's callback).

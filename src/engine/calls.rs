@@ -186,7 +186,12 @@ impl Engine {
     ) -> Result<T, EngineError> {
         self.update(Some(app_id), id, |s, _, _| {
             let c = s.call_mut(id).ok_or(EngineError::NotFound)?;
-            Ok(f(&mut c.routing_groups))
+            let groups = c.routing_groups.get_or_insert_with(Box::default);
+            let out = f(groups);
+            if groups.is_empty() {
+                c.routing_groups = None;
+            }
+            Ok(out)
         })
         .await
         .map(|(_, out)| out)

@@ -101,7 +101,9 @@ pub async fn list(cx: &GraphCall, id: &str) -> Result<Response, ApiError> {
     let groups = cx
         .state
         .engine
-        .with_call(&cx.app.app_id, cid, |c| c.routing_groups.clone())
+        .with_call(&cx.app.app_id, cid, |c| {
+            c.routing_groups.as_deref().cloned().unwrap_or_default()
+        })
         .await?;
     let at = cx.addressing();
     let value: Vec<Value> = groups
@@ -180,7 +182,8 @@ pub async fn get(cx: &GraphCall, id: &str, gid: &str) -> Result<Response, ApiErr
         .state
         .engine
         .with_call(&cx.app.app_id, call_id(id)?, |c| {
-            c.routing_groups.iter().find(|g| g.id == gid).cloned()
+            let groups = c.routing_groups.as_deref().map_or(&[][..], Vec::as_slice);
+            groups.iter().find(|g| g.id == gid).cloned()
         })
         .await?
         .ok_or_else(|| not_found(gid))?;

@@ -490,9 +490,10 @@ pub struct Call {
     /// The bot muted itself.
     #[serde(default)]
     pub muted: bool,
-    /// `audioRoutingGroups`: how an app-hosted-media bot routes audio between participants.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub routing_groups: Vec<RoutingGroup>,
+    /// `audioRoutingGroups`: how an app-hosted-media bot routes audio between participants
+    /// (boxed: few calls have any, and every live call pays for this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_groups: Option<Box<Vec<RoutingGroup>>>,
     /// The sequence number of the last notification about this call: each call numbers its
     /// own notifications 1, 2, 3, … in the order they go out.
     #[serde(default)]
@@ -556,7 +557,7 @@ impl Call {
             tone_sequence: 0,
             last_seq: 0,
             muted: false,
-            routing_groups: vec![],
+            routing_groups: None,
         }
     }
 
