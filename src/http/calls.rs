@@ -102,10 +102,13 @@ fn join_meeting(
             .ok_or_else(|| {
                 ApiError::from(crate::domain::Refusal::NoSuchMeeting(thread.to_string()))
             })?;
-        if m.organizer
-            .as_deref()
-            .is_some_and(|o| !o.eq_ignore_ascii_case(organizer))
-        {
+        // The organizer vouches for the join in place of the passcode: a meeting that has a
+        // passcode must name its organizer for that.
+        let vouched = match m.organizer.as_deref() {
+            Some(o) => o.eq_ignore_ascii_case(organizer),
+            None => m.passcode.is_none(),
+        };
+        if !vouched {
             return Err(crate::domain::Refusal::WrongOrganizer.into());
         }
         return Ok(found(m));

@@ -94,11 +94,24 @@ impl Archive {
         };
         let mut kept: Vec<(std::time::SystemTime, String)> = vec![];
         if let Some(dir) = &dir {
+            let mut audio = vec![];
             for entry in std::fs::read_dir(dir)?.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if let Some(op) = name.strip_suffix(".json").filter(|op| is_op_id(op)) {
                     let at = entry.metadata().and_then(|m| m.modified());
                     kept.push((at.unwrap_or(std::time::UNIX_EPOCH), op.to_string()));
+                } else if let Some(op) = name.strip_suffix(".wav").filter(|op| is_op_id(op)) {
+                    audio.push(op.to_string());
+                } else if name.ends_with(".part") {
+                    // A write the last run did not finish.
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+            // Audio whose recording never became durable (or was cancelled as it ended) has no
+            // description, so nothing could fetch it: it goes.
+            for op in audio {
+                if !kept.iter().any(|(_, k)| *k == op) {
+                    let _ = std::fs::remove_file(dir.join(format!("{op}.wav")));
                 }
             }
         }
@@ -304,6 +317,17 @@ mod tests {
         assert_eq!(samples.len(), 1600, "cut or padded to its length");
         assert_eq!((samples[0], samples[799], samples[800]), (3000, 3000, 0));
         assert_eq!(again.wav("../etc/passwd", 100), None);
+        // Audio without a description, and half-written files, are swept at start.
+        std::fs::write(dir.join("recordings/0000-d.wav"), b"x").unwrap();
+        std::fs::write(dir.join("recordings/0000-e.wav.part"), b"x").unwrap();
+        let swept = Archive::new(Some(&dir), 2).unwrap();
+        assert!(!dir.join("recordings/0000-d.wav").exists());
+        assert!(!dir.join("recordings/0000-e.wav.part").exists());
+        assert!(
+            dir.join("recordings/0000-c.wav").exists(),
+            "kept with its description"
+        );
+        drop(swept);
         again.clear();
         assert_eq!(Archive::new(Some(&dir), 2).unwrap().kept("0000-c"), None);
         let _ = std::fs::remove_dir_all(&dir);

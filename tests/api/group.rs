@@ -1216,6 +1216,20 @@ async fn a_meeting_is_joined_by_its_thread_and_organizer_as_the_samples_do_or_by
         )
         .await;
     assert_eq!(r.status, 404, "{}", r.text);
+    // A meeting with a passcode and no organizer is not joined without its passcode.
+    let guarded = app
+        .admin("GET", &format!("/meetings/{MEETING}"), None)
+        .await;
+    let guarded_thread = guarded.body["threadId"].as_str().unwrap().to_string();
+    let r = app
+        .send(
+            "POST",
+            CALLS,
+            Some(&token),
+            Some(join(ORGANIZER, &guarded_thread)),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text);
     let mut no_thread = join(ORGANIZER, &thread);
     no_thread.as_object_mut().unwrap().remove("chatInfo");
     let r = app.send("POST", CALLS, Some(&token), Some(no_thread)).await;
