@@ -115,7 +115,6 @@ impl Delivery {
     /// call's `deleted` notification.
     fn chain_of(&self, batch: &[OutboxItem]) -> Option<String> {
         let call = batch[0].call_id;
-        let stated = batch.iter().find_map(|i| chain_in(&i.body));
         let ended = batch
             .iter()
             .any(|i| i.change_type == "deleted" && !i.resource_url.contains("/operations/"));
@@ -128,7 +127,8 @@ impl Delivery {
         if let Some(c) = known {
             return Some(c.to_string());
         }
-        let chain = stated?;
+        // Read from the bodies only until it is known.
+        let chain = batch.iter().find_map(|i| chain_in(&i.body))?;
         // Kept as 16 bytes only when that gives back the same text.
         if let Ok(guid) = uuid::Uuid::parse_str(chain)
             && guid.to_string() == chain
@@ -170,7 +170,8 @@ impl Delivery {
     /// POSTs `item` again now, outside its queue, and records the attempt: it leaves the
     /// notification delivered on a 2xx, as it was otherwise.
     pub async fn redeliver(&self, item: OutboxItem) -> Result<AttemptOutcome, StoreError> {
-        let result = self.post(std::slice::from_ref(&item)).await;
+        let target = self.target(&item);
+        let result = self.post(std::slice::from_ref(&item), &target).await;
         self.metrics
             .delivery(Duration::from_millis(result.latency_ms));
         let mut o = outcome(&item, &result, self.clock.now(), &self.policy, || 1.0);
@@ -254,13 +255,12 @@ impl Delivery {
         let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
     }
 
-    async fn post(&self, batch: &[OutboxItem]) -> PostResult {
+    async fn post(&self, batch: &[OutboxItem], target: &str) -> PostResult {
         let started = Instant::now();
         let item = &batch[0];
         let token = self.signer.token(&item.app_id, &item.tenant_id);
         let seqs: Vec<String> = batch.iter().map(|i| i.seq.to_string()).collect();
-        let target = self.target(item);
-        let mut request = self.http.post(&target);
+        let mut request = self.http.post(target);
         // As the real service's callbacks: the call's chain id, and again as `Scenario-Id`.
         if let Some(chain) = self.chain_of(batch) {
             request = request
@@ -296,7 +296,7 @@ impl Delivery {
                     .headers()
                     .get("location")
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|l| url::Url::parse(&target).ok()?.join(l).ok())
+                    .and_then(|l| url::Url::parse(target).ok()?.join(l).ok())
                     .filter(|u| matches!(u.scheme(), "http" | "https"))
                     .map(|u| u.to_string()),
                 status: Some(resp.status().as_u16()),
@@ -378,8 +378,9 @@ impl Delivery {
     /// POST, then settle the claim with an attempt for each.
     #[tracing::instrument(level = "debug", name = "deliver", skip_all, fields(call = %claim.call_id, fence = claim.fence))]
     async fn attempt(&self, claim: Claim) {
-        let host = host_of(&self.target(&claim.batch[0]));
-        let mut result = self.post(&claim.batch).await;
+        let target = self.target(&claim.batch[0]);
+        let host = host_of(&target);
+        let mut result = self.post(&claim.batch, &target).await;
         // A bot answering its first incoming-call notification with 302 and a Location takes
         // the call's notifications there (Teams docs, "Redirects for region affinity").
         let first = &claim.batch[0];

@@ -1,12 +1,12 @@
 //! The call handlers: create, get, hang up.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::error::ApiError;
 use super::extract::{GraphCall, call_id, check_callback_policy};
-use super::respond::json_text_response;
+use super::respond::{json_text_response, with_location};
 use crate::graph::call::{CallKind, parse_create, render};
 
 /// The roles a create request needs, as (what it is, roles of which one is enough).
@@ -19,16 +19,6 @@ fn required_roles(kind: &CallKind) -> (&'static str, &'static [&'static str]) {
             &["Calls.JoinGroupCall.All", "Calls.JoinGroupCallAsGuest.All"],
         ),
     }
-}
-
-fn insufficient(what: &str, roles: &[&str]) -> ApiError {
-    ApiError::forbidden(
-        "7504",
-        format!(
-            "Insufficient enterprise tenant permissions, cannot access this API. To {what} the application needs the {} application permission.",
-            roles.join(" or ")
-        ),
-    )
 }
 
 pub async fn create_call(cx: &GraphCall, body: Value) -> Result<Response, ApiError> {
@@ -45,10 +35,10 @@ pub async fn create_call(cx: &GraphCall, body: Value) -> Result<Response, ApiErr
     }
     let (what, roles) = required_roles(&req.kind);
     if !roles.iter().any(|r| principal.has_role(r)) {
-        return Err(insufficient(what, roles));
+        return Err(ApiError::insufficient(what, roles));
     }
     if req.app_hosted_media && !principal.has_role("Calls.AccessMedia.All") {
-        return Err(insufficient(
+        return Err(ApiError::insufficient(
             "use app-hosted media",
             &["Calls.AccessMedia.All"],
         ));
@@ -60,12 +50,11 @@ pub async fn create_call(cx: &GraphCall, body: Value) -> Result<Response, ApiErr
     };
     let call = state.engine.create_call(app, req, targets, meeting).await?;
     let at = cx.addressing();
-    let mut resp = json_text_response(StatusCode::CREATED, render(&call, &at));
     let location = format!("{}/{}/{}", at.base, at.collection, call.id);
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(resp)
+    Ok(with_location(
+        json_text_response(StatusCode::CREATED, render(&call, &at)),
+        &location,
+    ))
 }
 
 /// The meeting a join asks for, as (`joinMeetingId`, passcode), by any of the three ways Graph

@@ -82,6 +82,18 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, code, message)
     }
 
+    /// Graph's `403` for an app without the application permission `what` needs (any of
+    /// `roles`).
+    pub fn insufficient(what: &str, roles: &[&str]) -> Self {
+        Self::forbidden(
+            "7504",
+            format!(
+                "Insufficient enterprise tenant permissions, cannot access this API. To {what} the application needs the {} application permission.",
+                roles.join(" or ")
+            ),
+        )
+    }
+
     pub fn unauthorized(e: &AuthError) -> Self {
         if *e == AuthError::Delegated {
             return Self::forbidden("accessDenied", e.to_string());

@@ -26,15 +26,19 @@ pub fn json_text_response(status: StatusCode, text: String) -> Response {
     resp
 }
 
+/// `resp` with a `Location` header (a URL that is not a valid header value is left out).
+pub fn with_location(mut resp: Response, location: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
 /// `200` with the operation and a `Location` to it.
 pub fn operation_response(cx: &GraphCall, call: CallId, op: &Operation) -> Response {
     let at = cx.addressing();
     let mut body = render(op, Some(&cx.state.engine.recording_url(&op.id)));
     body["@odata.context"] = json!(format!("{}/$metadata#{}", at.base, op.kind.type_name()));
-    let mut resp = json_response(StatusCode::OK, &body);
     let location = format!("{}/{}/{call}/operations/{}", at.base, at.collection, op.id);
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    resp
+    with_location(json_response(StatusCode::OK, &body), &location)
 }

@@ -1,13 +1,13 @@
 //! A call's `audioRoutingGroups` (list, create, get, update, delete; kept with the call) and
 //! `contentSharingSessions` (Switchboard's parties share no screens: always none).
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::extract::{GraphCall, call_id};
-use super::respond::json_response;
+use super::respond::{json_response, with_location};
 use crate::domain::call::RoutingGroup;
 use crate::graph::odata_type;
 
@@ -18,12 +18,9 @@ fn may_route(cx: &GraphCall) -> Result<(), ApiError> {
     if ROLES.iter().any(|r| cx.principal.has_role(r)) {
         return Ok(());
     }
-    Err(ApiError::forbidden(
-        "7504",
-        format!(
-            "Insufficient enterprise tenant permissions, cannot access this API. To manage audio routing groups the application needs the {} application permission.",
-            ROLES.join(" or ")
-        ),
+    Err(ApiError::insufficient(
+        "manage audio routing groups",
+        &ROLES,
     ))
 }
 
@@ -163,16 +160,15 @@ pub async fn create(cx: &GraphCall, id: &str, body: Value) -> Result<Response, A
             format!("An audio routing group '{gid}' exists on this call."),
         ));
     }
-    let mut resp = json_response(StatusCode::OK, &render(cx, &group));
     let at = cx.addressing();
     let location = format!(
         "{}/{}/{cid}/audioRoutingGroups/{gid}",
         at.base, at.collection
     );
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(resp)
+    Ok(with_location(
+        json_response(StatusCode::OK, &render(cx, &group)),
+        &location,
+    ))
 }
 
 /// `GET .../audioRoutingGroups/{id}`.

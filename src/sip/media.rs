@@ -84,22 +84,29 @@ const VOICE_RMS: f64 = 330.0;
 /// A prompt's audio, once fetched: its samples at 8 kHz, or what its operation fails with.
 pub type Audio = Result<Arc<Vec<i16>>, EndReason>;
 
+/// A bot's media operation for a leg's queue: its prompts (each arriving when fetched), then,
+/// for a recording, a beep and the recording itself.
+pub struct Queued {
+    pub op: String,
+    /// The call of the bot that asked for it.
+    pub call: CallId,
+    /// Its end is told (false: another line of the call carries the operation).
+    pub report: bool,
+    pub prompts: Vec<oneshot::Receiver<Audio>>,
+    /// The prompts play over and over.
+    pub looped: bool,
+    /// A recording after the prompts, into its capture.
+    pub listen: Option<(Listen, Capture)>,
+    /// That bot is muted now.
+    pub muted: bool,
+}
+
 enum Out {
     Dtmf {
         keys: String,
         gap_ms: u64,
     },
-    /// Queue operation `op` (of the bot on call `call`): its prompts (fetched meanwhile), then,
-    /// for a recording, a beep and the recording itself.
-    Queue {
-        op: String,
-        call: CallId,
-        report: bool,
-        prompts: Vec<oneshot::Receiver<Audio>>,
-        looped: bool,
-        listen: Option<(Listen, Capture)>,
-        muted: bool,
-    },
+    Queue(Queued),
     /// Stop these operations' prompts and recordings.
     Stop {
         ops: Vec<String>,
@@ -192,27 +199,9 @@ impl Media {
         st.peer = Some(peer);
     }
 
-    /// Queues operation `op` of the bot on call `call`: `prompts` (each arriving when fetched)
-    /// after what is queued, over and over when `looped`; with `listen`, a recording after them
-    /// into `capture`. `muted`: that bot is muted now. Without `report` its end is not told
-    /// (another line carries the operation).
-    pub fn queue(
-        &self,
-        (op, call, report): (&str, CallId, bool),
-        prompts: Vec<oneshot::Receiver<Audio>>,
-        looped: bool,
-        listen: Option<(Listen, Capture)>,
-        muted: bool,
-    ) {
-        let _ = self.out.send(Out::Queue {
-            op: op.to_string(),
-            call,
-            report,
-            prompts,
-            looped,
-            listen,
-            muted,
-        });
+    /// Queues a bot's media operation after what is queued.
+    pub fn queue(&self, op: Queued) {
+        let _ = self.out.send(Out::Queue(op));
     }
 
     /// Stops these operations' prompts and recordings at once.
@@ -668,8 +657,8 @@ impl Sender {
     }
 
     /// Takes operation `op`'s parts into the queue.
-    fn enqueue(&mut self, queue: &mut VecDeque<Item>, out: Out) {
-        let Out::Queue {
+    fn enqueue(&mut self, queue: &mut VecDeque<Item>, queued: Queued) {
+        let Queued {
             op,
             call,
             report,
@@ -677,10 +666,7 @@ impl Sender {
             looped,
             listen,
             muted,
-        } = out
-        else {
-            return;
-        };
+        } = queued;
         if muted {
             self.muted.insert(call);
         } else {
@@ -872,7 +858,7 @@ async fn send(
         match next {
             None => return,
             Some(Out::Dtmf { keys, gap_ms }) => s.dtmf(&keys, gap_ms),
-            Some(q @ Out::Queue { .. }) => s.enqueue(&mut queue, q),
+            Some(Out::Queue(q)) => s.enqueue(&mut queue, q),
             Some(Out::Stop { ops }) => s.stop(&mut queue, &ops),
             Some(Out::Mute { call, muted }) => {
                 if muted {

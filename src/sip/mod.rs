@@ -497,7 +497,15 @@ impl SipFabric {
         let listen = listen.and_then(|l| Some((l, self.recordings.start(&op)?)));
         let report = !records || listen.is_some();
         self.with_media(leg, |m| {
-            m.queue((&op, call, report), fetched, looped, listen, muted)
+            m.queue(media::Queued {
+                op,
+                call,
+                report,
+                prompts: fetched,
+                looped,
+                listen,
+                muted,
+            })
         });
     }
 
