@@ -72,18 +72,7 @@ impl Server {
     }
 
     async fn token(&self) -> String {
-        let r = self
-            .http
-            .post(format!("{}/{TENANT}/oauth2/v2.0/token", self.base))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", APP_A),
-                ("client_secret", "secret-a"),
-                ("scope", "https://graph.microsoft.com/.default"),
-            ])
-            .send()
-            .await
-            .unwrap();
+        let r = token_response(&self.http, &self.base, APP_A).await;
         r.json::<Value>().await.unwrap()["access_token"]
             .as_str()
             .unwrap()

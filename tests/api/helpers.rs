@@ -552,19 +552,7 @@ impl Resp {
 
 impl TestApp {
     pub async fn token_for(&self, app: &str) -> String {
-        let secret = format!("secret-{}", &app[app.len() - 1..]);
-        let r = self
-            .http
-            .post(format!("{}/{TENANT}/oauth2/v2.0/token", self.base))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", app),
-                ("client_secret", &secret),
-                ("scope", "https://graph.microsoft.com/.default"),
-            ])
-            .send()
-            .await
-            .unwrap();
+        let r = token_response(&self.http, &self.base, app).await;
         assert_eq!(r.status(), 200);
         r.json::<Value>().await.unwrap()["access_token"]
             .as_str()
@@ -713,6 +701,22 @@ impl Receiver {
             .map(|(_, n)| n["resourceData"].as_array().cloned().unwrap_or_default())
             .collect()
     }
+}
+
+/// The token endpoint's answer to `app`'s client-credentials request (its test secret,
+/// `secret-` and the last character of its id), through `http` to the server at `base`.
+pub async fn token_response(http: &reqwest::Client, base: &str, app: &str) -> reqwest::Response {
+    let secret = format!("secret-{}", &app[app.len() - 1..]);
+    http.post(format!("{base}/{TENANT}/oauth2/v2.0/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", app),
+            ("client_secret", &secret),
+            ("scope", "https://graph.microsoft.com/.default"),
+        ])
+        .send()
+        .await
+        .unwrap()
 }
 
 /// Incoming calls: a party dials the app, the bot answers.

@@ -990,6 +990,12 @@ async fn tones_the_bot_sends_leave_as_rfc_4733_events_once_each() {
     trunk.passes(15).await;
 }
 
+/// A `mediaPrompt` playing the file at `uri`.
+fn media_prompt(uri: &str) -> Value {
+    json!({"@odata.type": "#microsoft.graph.mediaPrompt",
+        "mediaInfo": {"@odata.type": "#microsoft.graph.mediaInfo", "uri": uri}})
+}
+
 /// A WAV file: `secs` of a `hz` sine at `rate`, 16-bit mono.
 fn sine_wav(rate: u32, hz: f64, secs: f64) -> Vec<u8> {
     let samples: Vec<i16> = (0..(f64::from(rate) * secs) as usize)
@@ -1013,61 +1019,39 @@ fn ulaw(byte: u8) -> f64 {
 
 #[tokio::test]
 async fn a_prompt_is_heard_on_the_line_as_a_steady_g711_stream() {
-    let rtp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let port = rtp.local_addr().unwrap().port().to_string();
-    let trunk = Sipp::start("uas_answer_to", None, &["-set", "rtp_port", &port]);
+    let mut phone = Phone::bind().await;
+    let trunk = Sipp::start("uas_answer_to", None, &["-set", "rtp_port", &phone.port()]);
     let app = sip_app(Some(trunk.addr()), None, "").await;
     let uri = app.receiver.serve("tone.wav", sine_wav(16_000, 440.0, 1.0));
     let (token, id) = established(&app).await;
-    let prompt = json!({"@odata.type": "#microsoft.graph.mediaPrompt",
-        "mediaInfo": {"@odata.type": "#microsoft.graph.mediaInfo", "uri": uri}});
     act(
         &app,
         &token,
         &id,
         "playPrompt",
-        json!({"prompts": [prompt]}),
+        json!({"prompts": [media_prompt(&uri)]}),
     )
     .await;
-    let mut packets: Vec<(u16, u32, Vec<u8>, tokio::time::Instant)> = vec![];
-    let mut buf = [0u8; 1500];
-    while let Ok(Ok((n, _))) =
-        tokio::time::timeout(Duration::from_millis(500), rtp.recv_from(&mut buf)).await
-    {
-        let p = &buf[..n];
-        assert_eq!(p[1] & 0x7f, 0, "PCMU, the codec sipp answered");
-        let seq = u16::from_be_bytes([p[2], p[3]]);
-        let ts = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
-        packets.push((seq, ts, p[12..].to_vec(), tokio::time::Instant::now()));
-    }
+    let packets = phone
+        .hear(Duration::from_millis(500), Duration::from_secs(5))
+        .await;
+    assert!(
+        packets.iter().all(|p| p.0 == 0),
+        "PCMU, the codec sipp answered"
+    );
     // One second of audio: 50 packets of 20 ms (160 samples), numbered and timed by the sample
     // count, sent over about a second rather than in a burst.
     assert_eq!(packets.len(), 50, "packets");
     for w in packets.windows(2) {
-        assert_eq!(w[1].0, w[0].0.wrapping_add(1), "sequence");
-        assert_eq!(w[1].1, w[0].1.wrapping_add(160), "timestamp");
+        assert_eq!(w[1].1, w[0].1.wrapping_add(1), "sequence");
+        assert_eq!(w[1].2, w[0].2.wrapping_add(160), "timestamp");
     }
-    assert!(packets.iter().all(|p| p.2.len() == 160));
-    let span = packets[49].3 - packets[0].3;
+    assert!(packets.iter().all(|p| p.3.len() == 160));
+    let span = packets[49].4 - packets[0].4;
     assert!(span >= Duration::from_millis(900), "paced over {span:?}");
     // The line carries the prompt: its energy is at 440 Hz.
-    let audio: Vec<f64> = packets
-        .iter()
-        .flat_map(|p| p.2.iter().map(|&b| ulaw(b)))
-        .collect();
-    let (mut s, mut c) = (0.0, 0.0);
-    for (i, x) in audio.iter().enumerate() {
-        let w = 2.0 * std::f64::consts::PI * 440.0 * i as f64 / 8000.0;
-        s += x * w.sin();
-        c += x * w.cos();
-    }
-    let at_440 = 2.0 * (s * s + c * c) / audio.len() as f64;
-    let total: f64 = audio.iter().map(|x| x * x).sum();
-    assert!(
-        at_440 / total > 0.9,
-        "share of the energy at 440 Hz: {}",
-        at_440 / total
-    );
+    let share = share_at(&audio_of(&packets), 440.0);
+    assert!(share > 0.9, "share of the energy at 440 Hz: {share}");
     // The operation completed once the last packet left: the call clock never moved.
     let done = finished_op(&app, &id, "#microsoft.graph.playPromptOperation", 100).await;
     assert_eq!(done["status"], "completed", "{done}");
@@ -1472,12 +1456,8 @@ async fn a_looped_prompt_plays_until_cancelled_and_one_that_cannot_be_had_fails_
     let short = app.receiver.serve("short.wav", sine_wav(8_000, 440.0, 0.2));
     let missing = app.receiver.url_for("/files/missing.wav");
     let (token, id) = established(&app).await;
-    let prompt = |uri: &str| {
-        json!({"@odata.type": "#microsoft.graph.mediaPrompt",
-            "mediaInfo": {"@odata.type": "#microsoft.graph.mediaInfo", "uri": uri}})
-    };
 
-    let body = json!({"prompts": [prompt(&short)], "loop": true});
+    let body = json!({"prompts": [media_prompt(&short)], "loop": true});
     let looped = act(&app, &token, &id, "playPrompt", body).await;
     // Five times the 200 ms prompt at least, as one unbroken stream.
     let packets = phone
@@ -1501,7 +1481,8 @@ async fn a_looped_prompt_plays_until_cancelled_and_one_that_cannot_be_had_fails_
     assert!(after.len() <= 3, "{} packets after the cancel", after.len());
 
     // The good prompt plays, then the operation fails on the missing one.
-    let body = json!({"prompts": [prompt(&short), prompt(&missing), prompt(&short)]});
+    let body =
+        json!({"prompts": [media_prompt(&short), media_prompt(&missing), media_prompt(&short)]});
     let op = act(&app, &token, &id, "playPrompt", body).await;
     let packets = phone
         .hear(Duration::from_millis(300), Duration::from_secs(2))
@@ -1519,10 +1500,10 @@ async fn a_looped_prompt_plays_until_cancelled_and_one_that_cannot_be_had_fails_
 
     // A looped prompt with no audio at all ends at once instead of spinning, and the line goes on.
     let empty = app.receiver.serve("empty.wav", sine_wav(8_000, 440.0, 0.0));
-    let body = json!({"prompts": [prompt(&empty)], "loop": true});
+    let body = json!({"prompts": [media_prompt(&empty)], "loop": true});
     let op = act(&app, &token, &id, "playPrompt", body).await;
     assert_eq!(code_of(&op_done(&app, &id, &op).await), (200, 0));
-    let body = json!({"prompts": [prompt(&short)]});
+    let body = json!({"prompts": [media_prompt(&short)]});
     act(&app, &token, &id, "playPrompt", body).await;
     let packets = phone
         .hear(Duration::from_millis(300), Duration::from_secs(2))
@@ -1583,8 +1564,7 @@ async fn a_held_phone_hears_hold_music_and_a_muted_bot_is_not_heard() {
 
     // The bot's own music, looped: its 400 ms prompt plays over and over.
     let tone = app.receiver.serve("tone.wav", sine_wav(8_000, 440.0, 0.4));
-    let prompt = json!({"@odata.type": "#microsoft.graph.mediaPrompt",
-        "mediaInfo": {"@odata.type": "#microsoft.graph.mediaInfo", "uri": tone}});
+    let prompt = media_prompt(&tone);
     hold_music("startHoldMusic", json!({"customPrompt": prompt.clone()})).await;
     let music = phone
         .hear(Duration::from_millis(300), Duration::from_millis(1000))

@@ -49,19 +49,7 @@ async fn one_port_answers_https_and_http_with_a_certificate_from_the_local_autho
         assert_eq!(r.status(), 200, "{host}");
     }
     // The token endpoint, as MSAL calls it, over TLS.
-    let r = client
-        .post(format!(
-            "https://127.0.0.1:{port}/{TENANT}/oauth2/v2.0/token"
-        ))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", APP_A),
-            ("client_secret", "secret-a"),
-            ("scope", "https://graph.microsoft.com/.default"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let r = token_response(&client, &format!("https://127.0.0.1:{port}"), APP_A).await;
     assert_eq!(r.status(), 200);
     // Plain HTTP still works on the same port, and a client that does not trust the authority
     // is refused by its own TLS check.
