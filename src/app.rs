@@ -195,6 +195,7 @@ impl Application {
                 metrics,
                 public_url: public_url.clone(),
                 meetings: settings.meetings.clone(),
+                callees: settings.apps.iter().map(Into::into).collect(),
                 retention: settings.retention,
                 recordings: recordings.clone(),
             },
@@ -458,12 +459,7 @@ async fn start_sip(
             continue;
         };
         let number_app = crate::sip::NumberApp {
-            app: crate::fabric::AppRef {
-                app_id: app.app_id.clone(),
-                tenant_id: app.tenant_id.clone(),
-                display_name: app.display_name.clone(),
-                max_concurrent_calls: app.max_concurrent_calls,
-            },
+            app: app.app_ref(),
             incoming_call_uri: app.incoming_call_uri.clone(),
         };
         numbers.insert(number, number_app);

@@ -135,6 +135,22 @@ pub struct AppConfig {
     pub requests_per_second: Option<f64>,
     #[serde(default)]
     pub display_name: Option<String>,
+    /// Ids of the app's application instances (resource accounts): another bot's
+    /// `applicationInstance` target with one of them calls this app.
+    #[serde(default)]
+    pub application_instances: Vec<String>,
+}
+
+impl AppConfig {
+    /// The app as the engine and the fabrics know it.
+    pub fn app_ref(&self) -> crate::domain::AppRef {
+        crate::domain::AppRef {
+            app_id: self.app_id.clone(),
+            tenant_id: self.tenant_id.clone(),
+            display_name: self.display_name.clone(),
+            max_concurrent_calls: self.max_concurrent_calls,
+        }
+    }
 }
 
 fn default_max_concurrent_calls() -> usize {
@@ -414,6 +430,7 @@ impl Settings {
                 max_concurrent_calls: default_max_concurrent_calls(),
                 requests_per_second: None,
                 display_name: Some("Switchboard development bot".into()),
+                application_instances: vec![],
             }],
             parties: dev_parties(),
             meetings: vec![MeetingConfig {

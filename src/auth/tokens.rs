@@ -488,6 +488,7 @@ mod tests {
             max_concurrent_calls: 100,
             requests_per_second: None,
             display_name: None,
+            application_instances: vec![],
         }
     }
 

@@ -434,6 +434,12 @@ fn parties(s: &Settings, out: &mut Findings) {
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (i, p) in s.parties.iter().enumerate() {
         let at = KeyPath::default().key("parties").index(i);
+        if p.kind.is_bot() {
+            out.add(
+                at.key("kind"),
+                "must be user or phone: another bot is called by its [[apps]] entry",
+            );
+        }
         let key = party_key(&p.id);
         match seen.get(&key) {
             Some(&first) => {

@@ -7,7 +7,9 @@ use super::{AppRef, Engine, EngineError, transition_error};
 use crate::clock::Timestamp;
 use crate::domain::Refusal;
 use crate::domain::call::Wire;
+use crate::domain::call::party_key;
 use crate::domain::conversation::{Conversation, Emit, Kind, Leg, LegState, Purpose, Scene, Who};
+use crate::domain::refusal::ReplaceProblem;
 use crate::domain::{
     Call, CallId, CallState, ChangeType, Direction, EndReason, Event, Notice, Peer,
 };
@@ -56,7 +58,18 @@ impl Engine {
         let mut leg = Leg::new(Uuid::new_v4(), Who::Party(peer.clone()), LegState::Ringing);
         leg.purpose = purpose;
         let at = |d: std::time::Duration| now + chrono::Duration::from_std(d).unwrap_or_default();
-        match self.fabric.plan(peer) {
+        let plan = match peer.kind.is_bot() {
+            // Another bot rings while its app can take calls; it answers or refuses itself.
+            true => match self.callee(peer).and_then(|c| c.incoming_call_uri.as_ref()) {
+                Some(_) => DialPlan::Ring,
+                None => DialPlan::Fail {
+                    after: std::time::Duration::ZERO,
+                    reason: EndReason::NOT_FOUND,
+                },
+            },
+            false => self.fabric.plan(peer),
+        };
+        match plan {
             DialPlan::Answer { after } => leg.start_ringing(Some(at(after)), None, now + timeout),
             DialPlan::Fail { after, reason } => {
                 leg.start_ringing(None, Some((at(after), reason)), now + timeout)
@@ -333,7 +346,7 @@ impl Engine {
             );
             // A transferee whose signalling the fabric holds (SIP) is asked to call the target
             // itself: the fabric reports how that goes, whatever the target's own plan.
-            if s.conversation.transferee_of(&leg).is_some() {
+            if !target.kind.is_bot() && s.conversation.transferee_of(&leg).is_some() {
                 leg.start_ringing(None, None, now + r.ringing_timeout);
                 leg.dialog = true;
             }
@@ -343,5 +356,86 @@ impl Engine {
         })
         .await
         .map(|(c, _)| c)
+    }
+
+    /// A consultative transfer: the bot's peer-to-peer call `id` is transferred to `target`,
+    /// whom the bot is talking to in call `consultation` (`replacesCallId`). The target moves
+    /// over at once (it does not ring again): `id` goes `transferring`, `transferAccepted`,
+    /// then `terminated` with `terminationReason: "AppTransferred"`, the consultation call ends
+    /// for the bot (200/7015), and the two parties are left talking. One change.
+    pub async fn transfer_replacing(
+        &self,
+        app_id: &str,
+        id: CallId,
+        target: Peer,
+        consultation: CallId,
+    ) -> Result<Call, EngineError> {
+        let bad = |problem| Refusal::NotReplaceable {
+            call: consultation,
+            problem,
+        };
+        if consultation == id {
+            return Err(bad(ReplaceProblem::SameCall).into());
+        }
+        let mut tx = self.begin().await?;
+        let mut scene = self.live_scene(&mut *tx, app_id, id).await?;
+        let mut old = self
+            .live_scene(&mut *tx, app_id, consultation)
+            .await
+            .map_err(|_| bad(ReplaceProblem::NoSuchCall))?;
+        if scene.conversation.kind != Kind::PeerToPeer {
+            return Err(bad(ReplaceProblem::FromGroup).into());
+        }
+        scene
+            .call(id)
+            .ok_or(EngineError::NotFound)?
+            .must_be_established()?;
+        let key = party_key(&target.id);
+        let was = (old.conversation.kind == Kind::PeerToPeer)
+            .then(|| old.conversation.party_legs(&key).next())
+            .flatten()
+            .ok_or(bad(ReplaceProblem::NotPeerToPeerWithInvitee))?;
+        let leg = &old.conversation.legs[was];
+        if leg.state != LegState::Connected {
+            return Err(bad(ReplaceProblem::NotJoined).into());
+        }
+        if leg.dialog || target.kind.is_bot() {
+            return Err(bad(ReplaceProblem::NotMovable).into());
+        }
+        let (now, r) = (self.clock.now(), &self.rules);
+        // The target's leg in the consultation call goes without a word to it: it moved.
+        old.heard.push(leg.id);
+        old.apply(consultation, Event::Failed(EndReason::TRANSFERRED), now, r)
+            .map_err(transition_error)?;
+        let mut moved = Leg::new(Uuid::new_v4(), Who::Party(target), LegState::Ringing);
+        moved.purpose = Purpose::Dial { call_id: id };
+        let i = scene.conversation.add(moved);
+        scene
+            .apply(id, Event::TransferRequested, now, r)
+            .map_err(transition_error)?;
+        if let Some(c) = scene.call_mut(id) {
+            c.wire
+                .insert("terminationReason", Value::from("AppTransferred"));
+        }
+        scene.change_leg(|c| c.connect(i), now, r);
+        let call = scene.call(id).cloned().ok_or(EngineError::NotFound)?;
+        committer::wait(tx.stage(vec![scene, old], &[])).await?;
+        Ok(call)
+    }
+
+    /// The scene of `app_id`'s live call `id`.
+    async fn live_scene(
+        &self,
+        tx: &mut dyn SceneTx,
+        app_id: &str,
+        id: CallId,
+    ) -> Result<Scene, EngineError> {
+        let conv = tx
+            .call(id)
+            .await?
+            .filter(|c| *c.app_id == *app_id && c.live)
+            .map(|c| c.conversation)
+            .ok_or(EngineError::NotFound)?;
+        tx.scene(conv).await?.ok_or(EngineError::NotFound)
     }
 }

@@ -14,11 +14,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::bots::Caller;
 use super::{AppRef, Engine, EngineError};
 use crate::clock::Timestamp;
-use crate::domain::call::Wire;
-use crate::domain::conversation::{Conversation, Emit, Kind, Leg, LegState, Scene, Who};
-use crate::domain::{Call, CallId, CallState, ChangeType, Direction, EndReason, Notice, Peer};
+use crate::domain::{Call, CallId, EndReason};
 use crate::fabric::{EventSink, FabricCommand, FabricEvent, LegRef};
 use crate::store::committer::{self, Pending};
 
@@ -213,42 +212,8 @@ impl Engine {
         caller: Caller,
         callback_uri: String,
     ) -> Result<(Call, Pending), EngineError> {
-        let now = self.clock.now();
-        let mut call = self.new_call(
-            app,
-            Direction::Incoming,
-            CallState::Incoming,
-            callback_uri,
-            now,
-        );
-        (call.id, call.conversation) = (id, id);
-        call.timers.acknowledge_deadline = Some(now + chrono::Duration::seconds(15));
-        let Caller {
-            leg,
-            dialog,
-            peer: party,
-            display_name,
-        } = caller;
-        let wire = crate::graph::call::incoming(
-            (&party, display_name.as_deref(), leg),
-            (
-                &app.app_id,
-                app.display_name.as_deref(),
-                call.my_participant_id,
-            ),
-        );
-        call.wire = Wire::from_map(wire);
-        let mut conv = Conversation::new(call.id, Kind::PeerToPeer, now);
-        conv.add(Self::bot_leg(&call));
-        let mut caller = Leg::new(leg, Who::Party(party), LegState::Ringing);
-        caller.dialog = dialog;
-        conv.legs.push(caller);
-        let mut scene = Scene::new(conv, vec![call.clone()]);
-        let first = Notice {
-            change: ChangeType::Created,
-            state: CallState::Incoming,
-        };
-        scene.emit(call.id, Emit::State(first));
+        let scene = self.incoming_scene(app, id, caller, callback_uri, self.clock.now());
+        let call = scene.calls[0].clone();
         let mut tx = self.begin().await?;
         Self::admit(&mut *tx, app).await?;
         let pending = tx.stage(vec![scene], &[&app.app_id]);
@@ -318,14 +283,6 @@ impl Engine {
         self.settled(found.into_iter().map(|(_, id)| id).collect(), ticket)
             .await
     }
-}
-
-/// The party calling an app.
-struct Caller {
-    leg: Uuid,
-    dialog: bool,
-    peer: Peer,
-    display_name: Option<String>,
 }
 
 /// A change on a party's leg.

@@ -44,6 +44,7 @@ use crate::store::scenes::SceneTx;
 use crate::store::{Health, Retention, Snapshot, Store, StoreError};
 use crate::telemetry::Metrics;
 
+mod bots;
 mod calls;
 mod legs;
 mod operations;
@@ -54,6 +55,7 @@ mod state;
 mod timers;
 mod views;
 
+pub use bots::Callee;
 pub use legs::Outcome;
 pub use participants::Invitee;
 pub use views::{MeetingView, PartyLeg};
@@ -88,6 +90,8 @@ pub struct Engine {
     health: Arc<Health>,
     retention: Retention,
     meetings: Vec<MeetingConfig>,
+    /// The apps other bots can call.
+    callees: Vec<Callee>,
     clock: Clock,
     fabric: Arc<dyn Fabric>,
     rules: Rules,
@@ -114,6 +118,8 @@ pub struct Parts {
     pub public_url: String,
     /// The meetings bots can join.
     pub meetings: Vec<MeetingConfig>,
+    /// The apps other bots can call.
+    pub callees: Vec<Callee>,
     /// What is kept of ended calls' deliveries logs.
     pub retention: Retention,
     /// Finished recordings kept beyond memory (and real recordings' audio).
@@ -140,6 +146,7 @@ impl Engine {
             metrics,
             public_url,
             meetings,
+            callees,
             retention,
             recordings,
         } = parts;
@@ -152,6 +159,7 @@ impl Engine {
             committer,
             retention,
             meetings,
+            callees,
             clock,
             fabric,
             rules,
@@ -219,14 +227,15 @@ impl Engine {
         format!("{}/recordings/{op_id}.wav", self.public_url)
     }
 
-    /// A leg's identity on a roster: a party's id and configured name, or a bot's app id and
-    /// display name (`call` finds the bot's call).
+    /// A leg's identity on a roster: a party's id and configured name (another bot's: its
+    /// app's), or a bot's app id and display name (`call` finds the bot's call).
     fn names<'a>(
         &self,
         who: &Who,
         call: impl Fn(CallId) -> Option<&'a Call>,
     ) -> (String, Option<String>) {
         match who {
+            Who::Party(p) if p.kind.is_bot() => (p.id.clone(), self.bot_name(p)),
             Who::Party(p) => (
                 p.id.clone(),
                 self.fabric.party(&p.id).and_then(|i| i.display_name),

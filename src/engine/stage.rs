@@ -72,8 +72,16 @@ impl Engine {
             touched.push(scene.conversation.id);
             let replaced = std::mem::take(&mut scene.replaced);
             let before = st.conversations.get(&scene.conversation.id);
-            commands.extend(scene.take_commands(before.map(|c| &**c)));
+            // What concerns another bot is carried out on its end, in this change.
+            let (to_bots, to_fabric): (Vec<_>, Vec<_>) = scene
+                .take_commands(before.map(|c| &**c))
+                .into_iter()
+                .partition(|c| c.peer().kind.is_bot());
+            commands.extend(to_fabric);
             self.stage_scene(st, scene, now, &mut change, &mut finished);
+            for c in to_bots {
+                self.relay(st, &mut queue, c, now);
+            }
             // Invitees that moved over from a peer-to-peer call: that call ends.
             for old in replaced {
                 let end = Event::Failed(EndReason::BOT_HANG_UP);

@@ -207,21 +207,21 @@ pub fn parse_target(v: &Value) -> Result<(Peer, Value), WireError> {
                 .ok_or_else(|| bad(format!("The target's {key} identity needs an id."))),
         )
     };
-    let peer = if let Some(id) = id_of("user") {
-        Peer {
-            id: id?,
-            kind: PartyKind::User,
-        }
-    } else if let Some(id) = id_of("phone") {
-        Peer {
-            id: id?,
-            kind: PartyKind::Phone,
-        }
-    } else {
+    let kinds = [
+        ("user", PartyKind::User),
+        ("phone", PartyKind::Phone),
+        ("application", PartyKind::Application),
+        ("applicationInstance", PartyKind::ApplicationInstance),
+    ];
+    let Some((id, kind)) = kinds
+        .into_iter()
+        .find_map(|(key, kind)| id_of(key).map(|id| (id, kind)))
+    else {
         return Err(bad(
-            "The target's identity must name a user or a phone; other identity kinds are not supported.",
+            "The target's identity must name a user, a phone, an application or an applicationInstance; other identity kinds are not supported.",
         ));
     };
+    let peer = Peer { id: id?, kind };
     let mut norm = o.clone();
     norm.insert(
         "identity".into(),
@@ -427,7 +427,8 @@ pub struct View<'a> {
     pub notification: bool,
     /// The state to report, when not the call's own (a notice of an earlier step).
     pub state: Option<CallState>,
-    /// Leave `resultInfo` out (the `terminating` notice comes before the end).
+    /// Leave `resultInfo` (and `terminationReason`) out: the notice is of a state before the
+    /// end.
     pub hide_result: bool,
     /// A DTMF key to report as `toneInfo`: (tone, sequence id).
     pub tone: Option<(&'a str, i64)>,
@@ -538,6 +539,9 @@ pub fn write(call: &Call, view: &View) -> String {
     let entries: std::collections::BTreeMap<std::borrow::Cow<str>, &serde_json::value::RawValue> =
         serde_json::from_str(wire).unwrap_or_default();
     for (k, v) in &entries {
+        if view.hide_result && k == "terminationReason" {
+            continue;
+        }
         push_field(&mut out, k, v.get());
     }
     for (k, empty) in DEFAULTED {

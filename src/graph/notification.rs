@@ -50,7 +50,10 @@ impl Notification {
                 let view = View {
                     notification: true,
                     state: Some(notice.state),
-                    hide_result: notice.state == CallState::Terminating,
+                    // How it ended is not known yet at a state before the end (`terminating`,
+                    // or a state the call passed through in the change that ended it).
+                    hide_result: (notice.state.is_live() && !call.state.is_live())
+                        || notice.state == CallState::Terminating,
                     ..View::default()
                 };
                 let data = write_call(call, &view);

@@ -189,17 +189,18 @@ pub async fn run(
             accepted()
         }
         Action::Transfer => {
-            // A consultative transfer: not built, and not to be mistaken for a blind one.
-            if body["transferTarget"]["replacesCallId"]
-                .as_str()
-                .is_some_and(|r| !r.is_empty())
-            {
-                return Err(ApiError::not_implemented(
-                    "A consultative transfer (transferTarget.replacesCallId)",
-                ));
-            }
             let to = targets(&body, "transferTarget")?;
-            e.transfer(me, cid, to[0].clone()).await?;
+            // A consultative transfer names the call the bot consulted the target in.
+            match &body["transferTarget"]["replacesCallId"] {
+                Value::Null => e.transfer(me, cid, to[0].clone()).await?,
+                Value::String(r) => {
+                    let old = crate::domain::CallId::parse(r).ok_or_else(|| {
+                        ApiError::bad_request(format!("replacesCallId '{r}' is not a call id."))
+                    })?;
+                    e.transfer_replacing(me, cid, to[0].clone(), old).await?
+                }
+                _ => return Err(ApiError::bad_request("replacesCallId must be a string.")),
+            };
             accepted()
         }
         Action::PlayPrompt => {

@@ -229,10 +229,21 @@ impl From<Refusal> for ApiError {
             Refusal::ParticipantIdTaken(id) => bad(format!("The participant id {id} is taken.")),
             Refusal::NotReplaceable { call, problem } => {
                 let why = match problem {
-                    ReplaceProblem::SameCall => "it is the call being invited into.",
+                    ReplaceProblem::SameCall => "it is the call being invited into or transferred.",
                     ReplaceProblem::NoSuchCall => "no such live call of this application.",
                     ReplaceProblem::NotPeerToPeerWithInvitee => {
-                        "not a peer-to-peer call with the invitee."
+                        "not a peer-to-peer call with the invitee or transfer target."
+                    }
+                    ReplaceProblem::NotJoined => "the transfer target has not joined it.",
+                    ReplaceProblem::NotMovable => {
+                        return ApiError::not_implemented(
+                            "A consultative transfer whose target is a SIP party or another bot",
+                        );
+                    }
+                    ReplaceProblem::FromGroup => {
+                        return ApiError::not_implemented(
+                            "A consultative transfer out of a group call",
+                        );
                     }
                 };
                 bad(format!("replacesCallId {call}: {why}"))

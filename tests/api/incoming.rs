@@ -1629,30 +1629,93 @@ async fn media_actions_on_a_call_with_app_hosted_media_are_refused() {
     );
 }
 
+/// A transfer target that replaces the call `replaces` (a consultative transfer).
+fn replacing(party: &str, replaces: &str) -> Value {
+    let mut t = target(party);
+    t["replacesCallId"] = json!(replaces);
+    json!({"transferTarget": t})
+}
+
 #[tokio::test]
-async fn a_consultative_transfer_is_refused_as_not_built_and_the_call_goes_on() {
+async fn a_consultative_transfer_moves_the_consulted_party_over_and_ends_both_calls() {
+    // call-transfer.md, example 2: the bot talks to Alice (call 1), consults Bob (call 2), then
+    // transfers Alice to Bob replacing call 2.
     let app = spawn_app(Backend::Suite).await;
     let token = app.token().await;
-    let id = app.answered(&token, ALICE).await;
-    let r = act(
-        &app,
-        &token,
-        &id,
-        "transfer",
-        json!({"transferTarget": {"@odata.type": "#microsoft.graph.invitationParticipantInfo",
-            "identity": {"@odata.type": "#microsoft.graph.identitySet",
-                "user": {"@odata.type": "#microsoft.graph.identity", "id": BOB}},
-            "replacesCallId": "e5d39592-99bd-4db8-bca8-30fb894ec51d"}}),
-    )
-    .await;
-    assert_eq!(
-        (r.status, r.graph_error().as_deref()),
-        (501, Some("NotImplemented")),
-        "{}",
-        r.text
-    );
-    let call = app
-        .send("GET", &format!("{CALLS}/{id}"), Some(&token), None)
+    let first = app.answered(&token, ALICE).await;
+    let consult = app.create(&token, BOB).await;
+    app.receiver
+        .wait_for(&consult, |s| has(s, "updated", "established"))
         .await;
-    assert_eq!(call.body["state"], "established", "{}", call.text);
+
+    // Mistakes first: each is the client's, and nothing changes.
+    let stranger = "e5d39592-99bd-4db8-bca8-30fb894ec51d";
+    for (label, body) in [
+        ("unknown call", replacing(BOB, stranger)),
+        ("the call itself", replacing(ALICE, &first)),
+        ("target not in it", replacing(CAROL, &consult)),
+        ("not a call id", replacing(BOB, "soon")),
+        (
+            "not a string",
+            json!({"transferTarget": {"identity": {"user": {"id": BOB}}, "replacesCallId": 7}}),
+        ),
+    ] {
+        let r = act(&app, &token, &first, "transfer", body).await;
+        assert_eq!(r.status, 400, "{label}: {}", r.text);
+        assert!(r.graph_error().is_some(), "{label}");
+    }
+    assert_eq!(
+        get_state(&app, &token, &first).await,
+        (200, "established".into())
+    );
+    assert_eq!(
+        get_state(&app, &token, &consult).await,
+        (200, "established".into())
+    );
+
+    let r = act(&app, &token, &first, "transfer", replacing(BOB, &consult)).await;
+    assert_eq!((r.status, r.text.as_str()), (202, ""));
+    let states = app
+        .receiver
+        .wait_for(&first, |s| has(s, "deleted", "terminated"))
+        .await;
+    assert_eq!(
+        &states[3..],
+        &[
+            ("updated".into(), "transferring".into()),
+            ("updated".into(), "transferAccepted".into()),
+            ("deleted".into(), "terminated".into()),
+        ]
+    );
+    let notes = app.receiver.notes(&first);
+    let last = &notes.last().unwrap().1["resourceData"];
+    assert_eq!(last["terminationReason"], "AppTransferred", "{last}");
+    for (_, n) in &notes[notes.len() - 3..notes.len() - 1] {
+        let data = &n["resourceData"];
+        assert!(data["resultInfo"].is_null(), "not ended yet: {data}");
+        assert!(data.get("terminationReason").is_none(), "{data}");
+    }
+    // The consultation call ends for the bot.
+    let s = app
+        .receiver
+        .wait_for(&consult, |s| has(s, "deleted", "terminated"))
+        .await;
+    assert!(has(&s, "deleted", "terminated"), "{s:?}");
+    assert_eq!(app.receiver.end_reason(&consult), Some((200, 7015)));
+    assert_eq!(get_state(&app, &token, &consult).await.0, 404);
+    // Alice and Bob talk in what was the first call.
+    assert_eq!(
+        leg(&app, BOB, &first).await.unwrap()["state"],
+        "established"
+    );
+    assert_eq!(
+        leg(&app, ALICE, &first).await.unwrap()["state"],
+        "established"
+    );
+    let h = app
+        .admin("POST", &format!("/parties/{BOB}/hangup"), None)
+        .await;
+    assert_eq!(h.status, 200, "{}", h.text);
+    let l = leg(&app, ALICE, &first).await.unwrap();
+    assert_eq!(l["state"], "terminated", "{l}");
 }

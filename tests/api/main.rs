@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod bots;
 mod calls;
 mod cli;
 mod clock;

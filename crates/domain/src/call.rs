@@ -101,9 +101,23 @@ impl Direction {
 pub enum PartyKind {
     User,
     Phone,
+    /// Another bot, by its app id (a bot-to-bot call).
+    Application,
+    /// Another bot, by one of its application instances (resource accounts).
+    ApplicationInstance,
 }
 
-/// A party: a user or a phone.
+impl PartyKind {
+    /// A bot, reached through the engine rather than a fabric.
+    pub fn is_bot(self) -> bool {
+        matches!(
+            self,
+            PartyKind::Application | PartyKind::ApplicationInstance
+        )
+    }
+}
+
+/// A party: a user, a phone, or another bot.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Peer {
     /// A user object id, or an E.164 number for phones.

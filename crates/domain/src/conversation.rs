@@ -826,11 +826,14 @@ impl Conversation {
     }
 }
 
-/// A party of this kind joins as this identity key in a roster (`user` or `phone`).
+/// A party of this kind joins as this identity key in a roster (`user`, `phone`,
+/// `application`, `applicationInstance`).
 pub fn identity_key(kind: PartyKind) -> &'static str {
     match kind {
         PartyKind::User => "user",
         PartyKind::Phone => "phone",
+        PartyKind::Application => "application",
+        PartyKind::ApplicationInstance => "applicationInstance",
     }
 }
 

@@ -6,7 +6,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// A call id in canonical form. Built only by [`CallId::new`] or [`CallId::parse`].
+/// A call id in canonical form. Built by [`CallId::new`], [`CallId::parse`], or from a leg id
+/// ([`CallId::of_leg`]: the two ends of a bot-to-bot call name each other so).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct CallId(Uuid);
@@ -24,6 +25,18 @@ impl CallId {
             return None;
         }
         Uuid::parse_str(s).ok().map(CallId)
+    }
+
+    /// The id of the call (and conversation) on the other end of leg `leg` of a bot-to-bot
+    /// call: a bot's leg in the other bot's conversation has that conversation's id.
+    pub fn of_leg(leg: Uuid) -> Self {
+        CallId(leg)
+    }
+
+    /// The id as a participant id: a conversation's id is its leg's id in the other bot's
+    /// conversation.
+    pub fn as_leg(self) -> Uuid {
+        self.0
     }
 }
 

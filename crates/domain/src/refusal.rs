@@ -36,7 +36,8 @@ pub enum Refusal {
     /// The participant id the client chose is someone else's.
     #[error("participant id {0} taken")]
     ParticipantIdTaken(Uuid),
-    /// `replacesCallId` does not name a call the invitee can move over from.
+    /// `replacesCallId` does not name a call the invitee (or transfer target) can move over
+    /// from.
     #[error("replacesCallId {call}: {problem:?}")]
     NotReplaceable {
         call: CallId,
@@ -74,10 +75,17 @@ pub enum Refusal {
 /// What is wrong with a `replacesCallId`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReplaceProblem {
-    /// It names the call being invited into.
+    /// It names the call being invited into (or transferred).
     SameCall,
     /// No live call of this app has that id.
     NoSuchCall,
-    /// The call is not peer-to-peer with the invitee in it.
+    /// The call is not peer-to-peer with the invitee (or transfer target) in it.
     NotPeerToPeerWithInvitee,
+    /// The transfer target has not joined that call yet.
+    NotJoined,
+    /// The transfer target's signalling cannot move to another call here (a SIP dialog, or
+    /// another bot): not built.
+    NotMovable,
+    /// A consultative transfer out of a group call: not built.
+    FromGroup,
 }

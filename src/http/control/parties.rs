@@ -13,7 +13,7 @@ use super::{read_json, schema};
 use crate::domain::{CallId, Peer};
 use crate::engine::Outcome;
 use crate::fabric::simulated::Party;
-use crate::fabric::{AppRef, FabricEvent, LegRef};
+use crate::fabric::{FabricEvent, LegRef};
 use crate::http::error::ApiError;
 use crate::http::respond::json_response;
 use crate::http::state::AppState;
@@ -185,12 +185,7 @@ pub async fn dial(
             kind: party.info.kind,
         },
         display_name: party.info.display_name.clone(),
-        app: AppRef {
-            app_id: app.app_id.clone(),
-            tenant_id: app.tenant_id.clone(),
-            display_name: app.display_name.clone(),
-            max_concurrent_calls: app.max_concurrent_calls,
-        },
+        app: app.app_ref(),
         callback_uri: uri,
     };
     let Outcome::Created(call) = state.engine.report(event).await? else {
