@@ -196,6 +196,12 @@ pub struct MeetingConfig {
     /// What a `tokenMeetingInfo` join gives.
     #[serde(default)]
     pub token: Option<String>,
+    /// Parties waiting in the lobby at start, until a bot admits them.
+    #[serde(default)]
+    pub lobby: Vec<String>,
+    /// A bot joining as a guest waits in the lobby until another bot admits it.
+    #[serde(default)]
+    pub lobby_for_guests: bool,
 }
 
 impl MeetingConfig {

@@ -563,22 +563,26 @@ fn meetings(s: &Settings, out: &mut Findings) {
                 seen.insert(&m.join_meeting_id, i);
             }
         }
-        let mut present: HashMap<String, usize> = HashMap::new();
-        for (j, id) in m.parties.iter().enumerate() {
+        let mut present: HashMap<String, KeyPath> = HashMap::new();
+        let listed = (m
+            .parties
+            .iter()
+            .enumerate()
+            .map(|(j, id)| ("parties", j, id)))
+        .chain(m.lobby.iter().enumerate().map(|(j, id)| ("lobby", j, id)));
+        for (list, j, id) in listed {
             let key = party_key(id);
+            let here = at.key(list).index(j);
             if !configured.contains_key(&key) {
-                out.add(
-                    at.key("parties").index(j),
-                    format!("no [[parties]] entry has the id {id:?}"),
-                );
-            } else if let Some(&first) = present.get(&key) {
+                out.add(here, format!("no [[parties]] entry has the id {id:?}"));
+            } else if let Some(first) = present.get(&key) {
                 out.twice(
-                    at.key("parties").index(j),
+                    here,
                     format!("party {id} is in this meeting twice"),
-                    at.key("parties").index(first),
+                    first.clone(),
                 );
             } else {
-                present.insert(key, j);
+                present.insert(key, here);
             }
         }
     }

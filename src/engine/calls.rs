@@ -105,6 +105,9 @@ impl Engine {
             call.call_chain_id = chain;
         }
         call.app_hosted_media = req.app_hosted_media;
+        if req.delta_roster {
+            call.rosters = crate::domain::call::Rosters::Delta;
+        }
         let mut wire = req.wire;
         let source = fill_source(
             wire.get("source"),
@@ -126,18 +129,22 @@ impl Engine {
                 }
                 let mut scene = tx.scene(conv).await?.ok_or(EngineError::NotFound)?;
                 call.conversation = conv;
-                // The meeting lets the bot in at once.
-                call.timers.answer_at = Some(now);
-                let thread = self
-                    .meetings
-                    .iter()
-                    .find(|m| m.join_meeting_id == join_id)
-                    .map_or_else(|| scene.conversation.thread_id(), |m| m.thread_id());
+                let config = self.meetings.iter().find(|m| m.join_meeting_id == join_id);
+                // The meeting lets the bot in at once, or a guest waits in its lobby.
+                let lobby = req.guest && config.is_some_and(|m| m.lobby_for_guests);
+                if !lobby {
+                    call.timers.answer_at = Some(now);
+                }
+                let thread =
+                    config.map_or_else(|| scene.conversation.thread_id(), |m| m.thread_id());
                 wire.insert(
                     "chatInfo".into(),
                     crate::graph::call::chat_info(wire.get("chatInfo"), &thread),
                 );
-                scene.conversation.add(Self::bot_leg(&call));
+                let i = scene.conversation.add(Self::bot_leg(&call));
+                if lobby {
+                    scene.change_leg(|c| c.to_lobby(i), now, &self.rules);
+                }
                 scene
             }
             None => {
@@ -277,11 +284,18 @@ impl Engine {
         callback_uri: Option<String>,
         media_config: Value,
         app_hosted: bool,
+        call_options: Option<(Value, bool)>,
     ) -> Result<Call, EngineError> {
         self.incoming_action(app_id, id, callback_uri, |s, now, r| {
             if let Some(c) = s.call_mut(id) {
                 c.wire.insert("mediaConfig", media_config);
                 c.app_hosted_media = app_hosted;
+                if let Some((options, delta)) = call_options {
+                    c.wire.insert("callOptions", options);
+                    if delta {
+                        c.rosters = crate::domain::call::Rosters::Delta;
+                    }
+                }
             }
             s.answer_caller(id, now, r).map_err(transition_error)
         })

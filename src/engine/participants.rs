@@ -169,6 +169,25 @@ impl Engine {
         .await
     }
 
+    /// Lets a participant waiting in the meeting's lobby in (beta `participant: admit`); the
+    /// admitting bot must be in the meeting.
+    pub async fn admit_from_lobby(
+        &self,
+        app_id: &str,
+        id: CallId,
+        participant_id: &str,
+    ) -> Result<(), EngineError> {
+        self.participant(app_id, id, participant_id, |s, i, now, r| {
+            s.call(id)
+                .ok_or(EngineError::NotFound)?
+                .must_be_established()?;
+            s.conversation.may_admit(i)?;
+            s.change_leg(|c| c.admit(i), now, r);
+            Ok(())
+        })
+        .await
+    }
+
     /// Starts or stops hold music for a participant; the operation completes right after.
     pub async fn hold_music(
         &self,

@@ -96,17 +96,20 @@ impl State {
                         join_meeting_id: m.join_meeting_id.clone(),
                     };
                     let mut c = Conversation::new(CallId::new(), kind, now);
-                    for p in &m.parties {
+                    let lobby = m.lobby.iter().map(|p| (p, true));
+                    for (p, waits) in m.parties.iter().map(|p| (p, false)).chain(lobby) {
                         let info = fabric.party(p);
                         let peer = Peer {
                             id: p.clone(),
                             kind: info.as_ref().map_or(PartyKind::User, |i| i.kind),
                         };
-                        c.add(Leg::new(
-                            Uuid::new_v4(),
-                            Who::Party(peer),
-                            LegState::Connected,
-                        ));
+                        let mut leg =
+                            Leg::new(Uuid::new_v4(), Who::Party(peer), LegState::Connected);
+                        if waits {
+                            leg.state = LegState::Ringing;
+                            leg.in_lobby = true;
+                        }
+                        c.add(leg);
                     }
                     let id = c.id;
                     state.conversations.insert(id, Box::new(c));

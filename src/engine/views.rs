@@ -35,8 +35,9 @@ impl PartyLeg {
 #[derive(Clone, Debug)]
 pub struct MeetingView {
     pub active: bool,
-    /// (id, kind, the bot's call id): a party's id and `user`/`phone`, or an app id and `bot`.
-    pub participants: Vec<(String, &'static str, Option<CallId>)>,
+    /// (id, kind, the bot's call id, waiting in the lobby): a party's id and `user`/`phone`,
+    /// or an app id and `bot`.
+    pub participants: Vec<(String, &'static str, Option<CallId>, bool)>,
 }
 
 impl Engine {
@@ -193,16 +194,17 @@ impl Engine {
         let participants = c
             .legs
             .iter()
-            .filter(|l| l.state == LegState::Connected)
+            .filter(|l| l.state == LegState::Connected || l.in_lobby)
             .map(|l| match &l.who {
                 Who::Bot { call_id } => {
                     let app = st.calls.get(call_id).map(|c| c.app_id.to_string());
-                    (app.unwrap_or_default(), "bot", Some(*call_id))
+                    (app.unwrap_or_default(), "bot", Some(*call_id), l.in_lobby)
                 }
                 Who::Party(p) => (
                     p.id.clone(),
                     crate::domain::conversation::identity_key(p.kind),
                     None,
+                    l.in_lobby,
                 ),
             })
             .collect();

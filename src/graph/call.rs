@@ -18,6 +18,11 @@ pub struct CreateCall {
     pub call_chain_id: Option<String>,
     /// Client-supplied properties, normalized, to echo back (`source` is filled in later).
     pub wire: Map<String, Value>,
+    /// `callOptions.isDeltaRosterEnabled`.
+    pub delta_roster: bool,
+    /// The bot joins as a guest (`source.identity.guest`, or an app that may join meetings only
+    /// as a guest): a meeting may hold it in its lobby.
+    pub guest: bool,
 }
 
 /// What sort of call a create request asks for.
@@ -309,14 +314,34 @@ pub fn parse_create(body: &Value) -> Result<CreateCall, WireError> {
     if let Some(s) = o.get("source").filter(|s| s.is_object()) {
         wire.insert("source".into(), s.clone());
     }
+    let delta_roster = delta_roster(o.get("callOptions"))?;
     Ok(CreateCall {
         callback_uri,
         kind,
         app_hosted_media,
         tenant_id,
         call_chain_id,
+        guest: !body["source"]["identity"]["guest"].is_null(),
         wire,
+        delta_roster,
     })
+}
+
+/// Whether `callOptions` (of a create or an answer) asks for delta rosters.
+pub fn delta_roster(options: Option<&Value>) -> Result<bool, WireError> {
+    let Some(o) = options.filter(|o| !o.is_null()) else {
+        return Ok(false);
+    };
+    if !o.is_object() {
+        return Err(bad("callOptions must be an object."));
+    }
+    match &o["isDeltaRosterEnabled"] {
+        Value::Null => Ok(false),
+        Value::Bool(b) => Ok(*b),
+        _ => Err(bad(
+            "callOptions.isDeltaRosterEnabled must be true or false.",
+        )),
+    }
 }
 
 /// The chat a group call or meeting has: the client's, with the thread filled in.

@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use super::call::{View, write as write_call};
 use super::odata_type;
 use super::participant::Names;
+use crate::domain::call::Rosters;
 use crate::domain::conversation::{Conversation, Emit};
 use crate::domain::{Call, CallId, CallState, ChangeType};
 
@@ -79,12 +80,18 @@ impl Notification {
                     data: data.to_string(),
                 }
             }
-            Emit::Roster => Notification {
-                change: ChangeType::Updated,
-                resource: format!("calls/{}/participants", call.id),
-                callback_uri: call.callback_uri.clone(),
-                data: Value::Array(super::participant::roster(conversation, names)).to_string(),
-            },
+            Emit::Roster { since } => {
+                let data = match call.rosters {
+                    Rosters::Full => Value::Array(super::participant::roster(conversation, names)),
+                    _ => super::participant::delta(conversation, names, *since),
+                };
+                Notification {
+                    change: ChangeType::Updated,
+                    resource: format!("calls/{}/participants", call.id),
+                    callback_uri: call.callback_uri.clone(),
+                    data: data.to_string(),
+                }
+            }
         }
     }
 

@@ -40,23 +40,62 @@ pub fn render(leg: &Leg, names: Names) -> Value {
             "serverMuted": leg.muted,
         }],
         "isMuted": leg.muted,
-        "isInLobby": false,
+        "isInLobby": leg.in_lobby,
         "metadata": null,
         "recordingInfo": null,
-        "removedState": null,
+        "removedState": removed_state(leg),
         "restrictedExperience": null,
         "rosterSequenceNumber": leg.roster_sequence,
     })
 }
 
-/// Everyone in the conversation now (joined; not those still ringing), in the order they came.
+/// Why a participant that left is gone (a delta roster's removed entries); `null` for one
+/// still here.
+fn removed_state(leg: &Leg) -> Value {
+    match (leg.state, leg.result) {
+        (LegState::Gone, Some(r)) => json!({
+            "@odata.type": odata_type("removedState"),
+            "reason": r.message(),
+        }),
+        (LegState::Gone, None) => {
+            json!({"@odata.type": odata_type("removedState"), "reason": null})
+        }
+        _ => Value::Null,
+    }
+}
+
+/// Whether a leg is on the roster: joined, or waiting in the lobby (not those still ringing).
+fn listed(leg: &Leg) -> bool {
+    leg.state == LegState::Connected || leg.in_lobby
+}
+
+/// Everyone in the conversation now, in the order they came.
 pub fn roster(conversation: &Conversation, names: Names) -> Vec<Value> {
     conversation
         .legs
         .iter()
-        .filter(|l| l.state == LegState::Connected)
+        .filter(|l| listed(l))
         .map(|l| render(l, names))
         .collect()
+}
+
+/// A delta roster (`deltaParticipants`): the participants whose entry changed after roster
+/// sequence number `since`, those who left with `removedState`; `None`: everyone.
+pub fn delta(conversation: &Conversation, names: Names, since: Option<u32>) -> Value {
+    let participants: Vec<Value> = conversation
+        .legs
+        .iter()
+        .filter(|l| match since {
+            None => listed(l),
+            Some(s) => l.roster_sequence > s && (listed(l) || l.state == LegState::Gone),
+        })
+        .map(|l| render(l, names))
+        .collect();
+    json!({
+        "@odata.type": odata_type("deltaParticipants"),
+        "sequenceNumber": conversation.roster_sequence,
+        "participants": participants,
+    })
 }
 
 /// An invitation's entry as the invite operation echoes it, with the participant id its leg

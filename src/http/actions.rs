@@ -161,7 +161,18 @@ pub async fn run(
                     "Insufficient enterprise tenant permissions, cannot access this API. To answer with app-hosted media the application needs the Calls.AccessMedia.All application permission.",
                 ));
             }
-            e.answer(me, cid, callback, media, app_hosted).await?;
+            let options = body.get("callOptions").filter(|o| !o.is_null()).cloned();
+            let delta = crate::graph::call::delta_roster(options.as_ref())
+                .map_err(|e| ApiError::bad_request(e.0))?;
+            e.answer(
+                me,
+                cid,
+                callback,
+                media,
+                app_hosted,
+                options.map(|o| (o, delta)),
+            )
+            .await?;
             accepted()
         }
         Action::Reject => {

@@ -43,6 +43,8 @@ pub async fn create_call(cx: &GraphCall, body: Value) -> Result<Response, ApiErr
             &["Calls.AccessMedia.All"],
         ));
     }
+    let mut req = req;
+    req.guest |= !principal.has_role("Calls.JoinGroupCall.All");
     let (targets, meeting) = match &req.kind {
         CallKind::PeerToPeer(p) => (vec![p.clone()], None),
         CallKind::Group(peers) => (peers.clone(), None),

@@ -272,6 +272,7 @@ impl From<Refusal> for ApiError {
                 "The organizer given is not the meeting's organizer.",
             ),
             Refusal::NoSuchParticipant => ApiError::not_found("Participant not found."),
+            Refusal::NotInLobby => bad("The participant is not waiting in the lobby.".into()),
             Refusal::Transition(e) => bad(e.to_string()),
         }
     }

@@ -131,7 +131,7 @@ async fn custom_prompt(cx: &GraphCall, uri: &str) -> Result<String, ApiError> {
     }
 }
 
-/// `POST .../participants/{id}/mute`, `startHoldMusic`, `stopHoldMusic`.
+/// `POST .../participants/{id}/mute`, `admit`, `startHoldMusic`, `stopHoldMusic`.
 pub async fn act(
     cx: &GraphCall,
     id: &str,
@@ -148,6 +148,10 @@ pub async fn act(
         ParticipantAction::Mute => {
             let op = e.mute_participant(me, cid, participant_id, ctx).await?;
             Ok(operation_response(cx, cid, &op))
+        }
+        ParticipantAction::Admit => {
+            e.admit_from_lobby(me, cid, participant_id).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
         }
         ParticipantAction::StartHoldMusic | ParticipantAction::StopHoldMusic => {
             if !body["customPrompt"].is_null() && !body["customPrompt"].is_object() {

@@ -268,6 +268,8 @@ impl Action {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ParticipantAction {
     Mute,
+    /// Let a participant in from the lobby (beta).
+    Admit,
     StartHoldMusic,
     StopHoldMusic,
 }
@@ -278,6 +280,7 @@ impl ParticipantAction {
         let lower = segment.to_ascii_lowercase();
         match lower.strip_prefix("microsoft.graph.").unwrap_or(&lower) {
             "mute" => Some(ParticipantAction::Mute),
+            "admit" => Some(ParticipantAction::Admit),
             "startholdmusic" => Some(ParticipantAction::StartHoldMusic),
             "stopholdmusic" => Some(ParticipantAction::StopHoldMusic),
             _ => None,

@@ -1359,3 +1359,166 @@ async fn audio_routing_groups_are_created_listed_changed_and_deleted_as_graph_do
         assert_eq!(r.status, 404, "{}", r.text);
     }
 }
+
+// --- delta rosters and the lobby -------------------------------------------------------------------
+
+/// The `deltaParticipants` of call `id`'s roster notifications so far, oldest first.
+fn deltas(app: &TestApp, id: &str) -> Vec<Value> {
+    let url = format!("/communications/calls/{id}/participants");
+    app.receiver
+        .notes(id)
+        .into_iter()
+        .filter(|(_, n)| n["resourceUrl"] == url.as_str())
+        .map(|(_, n)| n["resourceData"].clone())
+        .collect()
+}
+
+async fn wait_deltas(app: &TestApp, id: &str, n: usize) -> Vec<Value> {
+    for _ in 0..250 {
+        let d = deltas(app, id);
+        if d.len() >= n {
+            return d;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!(
+        "fewer than {n} roster notifications for {id}: {:?}",
+        deltas(app, id)
+    );
+}
+
+#[tokio::test]
+async fn with_delta_rosters_a_bot_hears_everyone_once_then_only_what_changed() {
+    let app = spawn(Backend::Suite).await;
+    let token = app.token().await;
+    let mut body = app.meeting(MEETING, MEETING_PASSCODE);
+    body["callOptions"] = json!({
+        "@odata.type": "#microsoft.graph.outgoingCallOptions",
+        "isDeltaRosterEnabled": true,
+    });
+    let r = app.send("POST", CALLS, Some(&token), Some(body)).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["callOptions"]["isDeltaRosterEnabled"], true);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    app.advance(1.0).await;
+    // The first: everyone, as deltaParticipants.
+    let first = &wait_deltas(&app, &id, 1).await[0];
+    assert_eq!(
+        first["@odata.type"], "#microsoft.graph.deltaParticipants",
+        "{first}"
+    );
+    let everyone = first["participants"].as_array().unwrap();
+    assert_eq!(who(everyone), sorted(&[CAROL, DAVE, APP_A]));
+    let seq0 = first["sequenceNumber"].as_i64().unwrap();
+    for p in everyone {
+        assert!(p["removedState"].is_null(), "{p}");
+        assert!(p["rosterSequenceNumber"].as_i64().unwrap() <= seq0, "{p}");
+    }
+
+    // Carol leaves: only she is in the next one, removed.
+    let h = app
+        .admin("POST", &format!("/parties/{CAROL}/hangup"), None)
+        .await;
+    assert_eq!(h.status, 200, "{}", h.text);
+    let second = &wait_deltas(&app, &id, 2).await[1];
+    let changed = second["participants"].as_array().unwrap();
+    assert_eq!(who(changed), [CAROL.to_string()], "{second}");
+    assert!(changed[0]["removedState"].is_object(), "{second}");
+    let seq1 = second["sequenceNumber"].as_i64().unwrap();
+    assert!(seq1 > seq0);
+    assert_eq!(changed[0]["rosterSequenceNumber"].as_i64(), Some(seq1));
+
+    // Dave is muted: only he is in the next one, still here.
+    let dave = pid_of(everyone, DAVE);
+    let m = on_participant(&app, &token, &id, &dave, "mute", json!({})).await;
+    assert_eq!(m.status, 200, "{}", m.text);
+    let third = &wait_deltas(&app, &id, 3).await[2];
+    let changed = third["participants"].as_array().unwrap();
+    assert_eq!(who(changed), [DAVE.to_string()], "{third}");
+    assert_eq!(changed[0]["isMuted"], true);
+    assert!(changed[0]["removedState"].is_null());
+
+    // callOptions that are not an object, or a flag that is not a boolean, are the client's
+    // mistake.
+    for options in [json!("yes"), json!({"isDeltaRosterEnabled": "true"})] {
+        let mut body = app.meeting(MEETING, MEETING_PASSCODE);
+        body["callOptions"] = options;
+        let r = app.send("POST", CALLS, Some(&token), Some(body)).await;
+        assert_eq!(r.status, 400, "{}", r.text);
+    }
+}
+
+#[tokio::test]
+async fn a_meeting_holds_parties_and_guests_in_its_lobby_until_a_bot_admits_them() {
+    const LOBBY_MEETING: &str = "5550001111";
+    let extra = format!(
+        "[[apps]]\napp_id = \"{GUEST_APP}\"\ntenant_id = \"{TENANT}\"\nclient_secret = \"secret-f\"\nroles = [\"Calls.JoinGroupCallAsGuest.All\"]\n\n\
+         [[meetings]]\njoin_meeting_id = \"{LOBBY_MEETING}\"\nparties = [\"{DAVE}\"]\nlobby = [\"{CAROL}\"]\nlobby_for_guests = true\n\n"
+    );
+    let app = spawn_app_with(Backend::Suite, &extra).await;
+    let token = app.token().await;
+    let join = |app: &TestApp| {
+        let mut b = app.meeting(LOBBY_MEETING, "");
+        b["meetingInfo"]["passcode"] = Value::Null;
+        b
+    };
+    let r = app
+        .send("POST", CALLS, Some(&token), Some(join(&app)))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let host = r.body["id"].as_str().unwrap().to_string();
+    app.advance(1.0).await;
+    let roster = wait_roster(&app, &host, &[DAVE, CAROL, APP_A]).await;
+    assert_eq!(entry(&roster, CAROL)["isInLobby"], true);
+    assert_eq!(entry(&roster, DAVE)["isInLobby"], false);
+
+    // A guest bot waits in the lobby: its call stays establishing.
+    let guest_token = app.token_for(GUEST_APP).await;
+    let r = app
+        .send("POST", CALLS, Some(&guest_token), Some(join(&app)))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let guest = r.body["id"].as_str().unwrap().to_string();
+    app.advance(5.0).await;
+    assert_eq!(
+        get_state(&app, &guest_token, &guest).await,
+        (200, "establishing".into())
+    );
+    let roster = wait_roster(&app, &host, &[DAVE, CAROL, APP_A, GUEST_APP]).await;
+    let waiting = entry(&roster, GUEST_APP);
+    assert_eq!(waiting["isInLobby"], true);
+
+    // The host lets both in.
+    let carol = pid_of(&roster, CAROL);
+    let a = on_participant(&app, &token, &host, &carol, "admit", json!({})).await;
+    assert_eq!((a.status, a.text.as_str()), (202, ""));
+    let roster = wait_latest_roster(&app, &host, "with Carol in", |r| {
+        r.iter()
+            .any(|p| identity_id(p).as_deref() == Some(CAROL) && p["isInLobby"] == false)
+    })
+    .await;
+    assert_eq!(entry(&roster, CAROL)["isInLobby"], false);
+    let g = pid_of(&roster, GUEST_APP);
+    let a = on_participant(&app, &token, &host, &g, "admit", json!({})).await;
+    assert_eq!(a.status, 202, "{}", a.text);
+    let s = app
+        .receiver
+        .wait_for(&guest, |s| has(s, "updated", "established"))
+        .await;
+    assert!(has(&s, "updated", "established"), "{s:?}");
+
+    // Admitting someone who is not waiting is the client's mistake; an unknown one, 404.
+    let again = on_participant(&app, &token, &host, &carol, "admit", json!({})).await;
+    assert_eq!(again.status, 400, "{}", again.text);
+    assert!(again.graph_error().is_some());
+    let unknown = on_participant(
+        &app,
+        &token,
+        &host,
+        "0b0b0000-0000-4000-8000-0000000000ff",
+        "admit",
+        json!({}),
+    )
+    .await;
+    assert_eq!(unknown.status, 404, "{}", unknown.text);
+}

@@ -465,6 +465,37 @@ pub struct RoutingGroup {
     pub receivers: Vec<String>,
 }
 
+/// What a call's roster notifications carry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Rosters {
+    /// Everyone on the roster, every time.
+    #[default]
+    Full,
+    /// Delta rosters; none sent yet (the first carries everyone).
+    Delta,
+    /// Delta rosters; the first was sent.
+    DeltaSent,
+}
+
+impl Rosters {
+    fn is_full(&self) -> bool {
+        *self == Rosters::Full
+    }
+
+    /// What a roster notification about a change after roster sequence number `since`
+    /// carries: what changed after `since`, or (`None`) everyone, as a delta roster's first does.
+    pub fn start(&mut self, since: u32) -> Option<u32> {
+        match self {
+            Rosters::Delta => {
+                *self = Rosters::DeltaSent;
+                None
+            }
+            _ => Some(since),
+        }
+    }
+}
+
 /// A call as the domain sees it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -504,6 +535,10 @@ pub struct Call {
     /// The bot muted itself.
     #[serde(default)]
     pub muted: bool,
+    /// What its roster notifications carry: everyone, or (`callOptions.isDeltaRosterEnabled`)
+    /// what changed.
+    #[serde(default, skip_serializing_if = "Rosters::is_full")]
+    pub rosters: Rosters,
     /// `audioRoutingGroups`: how an app-hosted-media bot routes audio between participants
     /// (boxed: few calls have any, and every live call pays for this field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -571,6 +606,7 @@ impl Call {
             tone_sequence: 0,
             last_seq: 0,
             muted: false,
+            rosters: Rosters::Full,
             routing_groups: None,
         }
     }

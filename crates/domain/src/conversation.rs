@@ -127,6 +127,9 @@ pub struct Leg {
     /// progress itself, and a restart loses it.
     #[serde(default, skip_serializing_if = "is_false")]
     pub dialog: bool,
+    /// Waiting in a meeting's lobby (its state is `Ringing` until admitted).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub in_lobby: bool,
 }
 
 /// How a ringing party will respond, on the call clock.
@@ -176,6 +179,7 @@ impl Leg {
             tones_received: String::new(),
             ring: None,
             dialog: false,
+            in_lobby: false,
         }
     }
 
@@ -587,11 +591,12 @@ impl Conversation {
         out
     }
 
-    /// Bots whose calls wait for a party to answer (an outgoing call's creator).
+    /// Bots whose calls wait for a party to answer (an outgoing call's creator; not a bot
+    /// waiting in a lobby).
     fn waiting_bots(&self) -> Vec<CallId> {
         self.legs
             .iter()
-            .filter(|l| l.state == LegState::Ringing)
+            .filter(|l| l.state == LegState::Ringing && !l.in_lobby)
             .filter_map(Leg::bot_call)
             .collect()
     }
@@ -818,6 +823,34 @@ impl Conversation {
         out
     }
 
+    /// A participant waits in the meeting's lobby (a guest, or a party the meeting holds there).
+    pub fn to_lobby(&mut self, i: usize) -> Vec<Effect> {
+        self.legs[i].state = LegState::Ringing;
+        self.legs[i].in_lobby = true;
+        self.touch(i);
+        vec![Effect::Roster]
+    }
+
+    /// Only a participant waiting in the lobby is admitted.
+    pub fn may_admit(&self, i: usize) -> Result<(), Refusal> {
+        match self.legs[i].in_lobby {
+            true => Ok(()),
+            false => Err(Refusal::NotInLobby),
+        }
+    }
+
+    /// A participant in the lobby is let in: a party joins at once, a bot's call connects.
+    pub fn admit(&mut self, i: usize) -> Vec<Effect> {
+        self.legs[i].in_lobby = false;
+        if let Some(call) = self.legs[i].bot_call() {
+            return vec![Effect::Call(call, Event::Answered)];
+        }
+        self.legs[i].state = LegState::Connected;
+        self.anyone_joined = true;
+        self.touch(i);
+        vec![Effect::Roster]
+    }
+
     /// Hold music starts or stops for a participant (its stream turns receive-only).
     pub fn set_on_hold(&mut self, i: usize, on_hold: bool) -> Vec<Effect> {
         self.legs[i].on_hold = on_hold;
@@ -908,7 +941,7 @@ mod tests {
         scene
             .out
             .iter()
-            .filter(|(_, e)| matches!(e, Emit::Roster))
+            .filter(|(_, e)| matches!(e, Emit::Roster { .. }))
             .count()
     }
 

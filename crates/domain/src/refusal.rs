@@ -64,6 +64,9 @@ pub enum Refusal {
     /// A join names an organizer other than the meeting's.
     #[error("wrong organizer")]
     WrongOrganizer,
+    /// Admitting a participant that is not in the lobby.
+    #[error("participant not in the lobby")]
+    NotInLobby,
     /// No participant of the call has this id.
     #[error("no such participant")]
     NoSuchParticipant,

@@ -20,8 +20,10 @@ pub enum Emit {
     Operation(Box<Operation>),
     /// The party pressed a key and the bot subscribed: (tone, sequence id).
     Tone(&'static str, i64),
-    /// The roster as it is now (`updated` on `.../participants`).
-    Roster,
+    /// The roster as it is now (`updated` on `.../participants`); `since`: the roster
+    /// sequence number before this change (a delta roster carries what changed after it), or
+    /// `None`: everyone (a delta roster's first).
+    Roster { since: Option<u32> },
 }
 
 impl Emit {
@@ -48,11 +50,14 @@ pub struct Scene {
     /// What the fabric must do besides what the legs' changes say (DTMF to send).
     pub commands: Vec<FabricCommand>,
     roster: bool,
+    /// The conversation's roster sequence number when the scene was loaded.
+    roster_from: u32,
 }
 
 impl Scene {
     pub fn new(conversation: Conversation, calls: Vec<Call>) -> Self {
         Scene {
+            roster_from: conversation.roster_sequence,
             conversation,
             calls,
             out: vec![],
@@ -517,8 +522,13 @@ impl Scene {
             .filter_map(Leg::bot_call)
             .filter(|c| self.call(*c).is_some_and(|c| c.state.is_live()))
             .collect();
+        let from = self.roster_from;
         for c in listeners {
-            self.emit(c, Emit::Roster);
+            let since = match self.call_mut(c) {
+                Some(call) => call.rosters.start(from),
+                None => Some(from),
+            };
+            self.emit(c, Emit::Roster { since });
         }
     }
 }

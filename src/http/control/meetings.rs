@@ -12,7 +12,8 @@ use crate::http::error::ApiError;
 use crate::http::respond::json_response;
 use crate::http::state::AppState;
 
-/// `GET /meetings/{id}`: whether the meeting is active, and its participants.
+/// `GET /meetings/{id}`: whether the meeting is active, and its participants (those in its
+/// lobby too).
 #[utoipa::path(get, path = "/_switchboard/v1/meetings/{id}", tag = "meetings",
     params(("id" = String, Path, description = "A configured meeting's joinMeetingId")),
     responses((status = 200, body = super::schema::Meeting),
@@ -29,10 +30,11 @@ pub async fn get_meeting(
     let participants = m
         .participants
         .iter()
-        .map(|(id, kind, call)| MeetingParticipant {
+        .map(|(id, kind, call, in_lobby)| MeetingParticipant {
             id: id.clone(),
             kind: kind.to_string(),
             call_id: call.map(|c| c.to_string()),
+            in_lobby: *in_lobby,
         })
         .collect();
     let config = state

@@ -143,6 +143,8 @@ pub struct MeetingParticipant {
     /// For a bot: its call.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub call_id: Option<String>,
+    /// Waiting in the meeting's lobby until a bot admits it.
+    pub in_lobby: bool,
 }
 
 /// `GET /meetings/{joinMeetingId}`.
