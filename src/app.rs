@@ -40,6 +40,19 @@ pub struct ServeOptions {
     pub listen: String,
     pub store: String,
     pub virtual_clock: bool,
+    /// Without a configured `public_url`, the one derived from the listening address is
+    /// `https://` (as `exec` wants, for the SDKs), not `http://`.
+    pub https_public_url: bool,
+}
+
+/// Waits for SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }
 
 pub struct Application {
@@ -87,7 +100,14 @@ impl Application {
         let public_url = settings
             .public_url
             .clone()
-            .unwrap_or_else(|| format!("http://{addr}"))
+            .unwrap_or_else(|| {
+                let scheme = if opts.https_public_url {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{addr}")
+            })
             .trim_end_matches('/')
             .to_string();
         let tls = {

@@ -30,6 +30,7 @@ pub mod config;
 pub mod connections;
 pub mod delivery;
 pub mod engine;
+pub mod exec;
 pub mod fabric;
 pub mod graph;
 pub mod http;

@@ -32,6 +32,17 @@ Examples:
   switchboard serve --config switchboard.toml --listen 0.0.0.0:8080
   SWITCHBOARD_CONFIG=switchboard.toml SWITCHBOARD_STORE=sqlite:///var/lib/switchboard/sb.db switchboard serve";
 
+/// What `exec --help` adds after the options.
+const EXEC_AFTER_HELP: &str = "\
+The server's log goes to standard error at warn unless SWITCHBOARD_LOG says otherwise; the
+public_url it writes (Location headers, metadata) is https://127.0.0.1:PORT unless the
+configuration sets one.
+
+Examples:
+  switchboard exec -- pytest -q
+  switchboard exec --config switchboard.toml -- npm test
+  switchboard exec -- sh -c 'curl -s $SWITCHBOARD_URL/healthz'";
+
 #[derive(Parser)]
 #[command(
     name = "switchboard",
@@ -94,6 +105,30 @@ enum Command {
             default_value = "real"
         )]
         clock: ClockKind,
+    },
+    /// Runs COMMAND against a server started for it, then stops the server: by default on a free
+    /// port of 127.0.0.1, with a memory store and a virtual clock. COMMAND finds
+    /// SWITCHBOARD_URL, SWITCHBOARD_HTTPS_URL, SWITCHBOARD_APP_ID, SWITCHBOARD_TENANT_ID,
+    /// SWITCHBOARD_CLIENT_SECRET, SWITCHBOARD_TOKEN and SWITCHBOARD_CA_FILE (and
+    /// SSL_CERT_FILE, REQUESTS_CA_BUNDLE and NODE_EXTRA_CA_CERTS set to trust the server) in
+    /// its environment; its exit status is exec's.
+    #[command(after_help = EXEC_AFTER_HELP)]
+    Exec {
+        /// The address to listen on, HOST:PORT; port 0 picks a free port.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+        listen: String,
+        /// Where calls are kept: memory (nothing is kept) or sqlite://PATH.
+        #[arg(long, value_name = "URL", default_value = "memory")]
+        store: String,
+        /// The TOML configuration file; without it, the development setup.
+        #[arg(long, env = "SWITCHBOARD_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The call clock.
+        #[arg(long, value_name = "CLOCK", value_enum, default_value = "virtual")]
+        clock: ClockKind,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<std::ffi::OsString>,
     },
     /// Prints an app token, signed with the keys in the store's data folder (a server must have
     /// started on that store once: it makes the keys).
@@ -277,6 +312,7 @@ async fn serve(
         listen,
         store,
         virtual_clock: matches!(clock, ClockKind::Virtual),
+        https_public_url: false,
     };
     let app = Application::build(s, &opts).await?;
     let addr = app.local_addr();
@@ -289,7 +325,7 @@ async fn serve(
     tokio::spawn({
         let stop = stop.clone();
         async move {
-            wait_for_signal().await;
+            switchboard::app::shutdown_signal().await;
             stop.cancel();
             tracing::info!("stopping");
         }
@@ -297,18 +333,18 @@ async fn serve(
     app.run_until_stopped(stop).await
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    switchboard::telemetry::init(cli.log_format);
+    // A command's own output is what `exec` is run for: the server speaks up only for problems.
+    let quiet = matches!(cli.command, Command::Exec { .. });
+    switchboard::telemetry::init(
+        cli.log_format,
+        if quiet {
+            "warn"
+        } else {
+            switchboard::telemetry::DEFAULT_FILTER
+        },
+    );
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
@@ -330,6 +366,26 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             .build()?
             .block_on(serve(listen, store, config, clock))
             .map(|()| ExitCode::SUCCESS),
+        Command::Exec {
+            listen,
+            store,
+            config,
+            clock,
+            command,
+        } => {
+            let s = settings(config.as_ref())?;
+            let opts = ServeOptions {
+                listen,
+                store,
+                virtual_clock: matches!(clock, ClockKind::Virtual),
+                https_public_url: true,
+            };
+            let code = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(switchboard::exec::run(s, &opts, &command))?;
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
         Command::Token {
             app_id,
             store,

@@ -36,10 +36,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the log subscriber for the whole process. Call it once, first thing in `main`.
-pub fn init(format: LogFormat) {
+/// Installs the log subscriber for the whole process (`default_filter` unless `SWITCHBOARD_LOG`
+/// says otherwise). Call it once, first thing in `main`.
+pub fn init(format: LogFormat, default_filter: &str) {
     let filter =
-        EnvFilter::try_from_env(LOG_ENV).unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+        EnvFilter::try_from_env(LOG_ENV).unwrap_or_else(|_| EnvFilter::new(default_filter));
     // A log nobody reads any more (a closed pipe) is not worth a panic: without this the
     // subscriber reports a failed write with `eprintln!`, which panics on that same pipe.
     let builder = tracing_subscriber::fmt()

@@ -499,3 +499,55 @@ fn serve_refuses_a_public_url_from_the_environment_that_is_not_a_url() {
         "{said}"
     );
 }
+
+#[test]
+fn exec_runs_a_command_against_a_server_made_for_it_and_passes_its_exit_status_on() {
+    // The command checks what a test suite relies on: the server answers on both schemes (the
+    // HTTPS one trusted through the variables exec sets), the token is the app's, the virtual
+    // clock moves only when told; then it exits 7.
+    let script = r#"
+set -eu
+curl -sf "$SWITCHBOARD_URL/healthz" >/dev/null
+curl -sf "$SWITCHBOARD_HTTPS_URL/healthz" >/dev/null
+curl -sf --cacert "$SWITCHBOARD_CA_FILE" "$SWITCHBOARD_HTTPS_URL/healthz" >/dev/null
+python3 -c 'import os, urllib.request; urllib.request.urlopen(os.environ["SWITCHBOARD_HTTPS_URL"] + "/healthz")'
+test "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $SWITCHBOARD_TOKEN" \
+  "$SWITCHBOARD_URL/v1.0/communications/calls/00000000-0000-4000-8000-000000000000")" = 404
+test "$(curl -s -o /dev/null -w '%{http_code}' -d grant_type=client_credentials \
+  -d client_id="$SWITCHBOARD_APP_ID" -d client_secret="$SWITCHBOARD_CLIENT_SECRET" \
+  --data-urlencode scope=https://graph.microsoft.com/.default \
+  "$SWITCHBOARD_HTTPS_URL/$SWITCHBOARD_TENANT_ID/oauth2/v2.0/token")" = 200
+before=$(curl -s "$SWITCHBOARD_URL/_switchboard/v1/clock" | python3 -c 'import json,sys; print(json.load(sys.stdin)["now"])')
+sleep 1.1
+after=$(curl -s "$SWITCHBOARD_URL/_switchboard/v1/clock" | python3 -c 'import json,sys; print(json.load(sys.stdin)["now"])')
+test "$before" = "$after"
+curl -s "$SWITCHBOARD_URL/_switchboard/v1/ca.pem" | grep -q 'BEGIN CERTIFICATE'
+echo "$SWITCHBOARD_URL" > "$OUT"
+exit 7
+"#;
+    let dir = TempDir::new();
+    let out_file = dir.0.join("url");
+    let out = switchboard(
+        &["exec", "--", "sh", "-c", script],
+        &[("OUT", out_file.to_str().unwrap())],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let url = std::fs::read_to_string(&out_file).unwrap();
+    // Once the command is done, so is the server.
+    let gone = std::net::TcpStream::connect(url.trim().trim_start_matches("http://"));
+    assert!(gone.is_err(), "the server still listens at {url}");
+
+    // A command that cannot be run is exec's own failure, said once.
+    let out = run(&["exec", "--", "/no/such/command"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cannot run /no/such/command"),
+        "{}",
+        stderr(&out)
+    );
+    // No command at all: a usage error.
+    let out = run(&["exec"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}

@@ -495,6 +495,7 @@ async fn start_app(
         listen: listen.into(),
         store,
         virtual_clock: true,
+        https_public_url: false,
     };
     let app = match opened {
         Some(opened) => Application::build_with(settings, &opts, opened, fabric).await?,

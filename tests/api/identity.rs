@@ -530,6 +530,7 @@ async fn without_an_admin_token_the_control_api_serves_loopback_clients_without_
         listen: "127.0.0.1:0".into(),
         store: "memory".into(),
         virtual_clock: true,
+        https_public_url: false,
     };
     let server = switchboard::app::Application::build(settings, &opts)
         .await
