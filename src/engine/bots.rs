@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use super::state::State;
 use super::{AppRef, Engine};
 use crate::clock::Timestamp;
-use crate::domain::conversation::{Conversation, Emit, Kind, Leg, LegState, Scene, Who};
+use crate::domain::conversation::{Conversation, Emit, Kind, Leg, LegState, Purpose, Scene, Who};
 use crate::domain::{
     CallId, CallState, ChangeType, Direction, EndReason, FabricCommand, Notice, PartyKind, Peer,
 };
@@ -198,7 +198,7 @@ impl Engine {
         let caller_call = st
             .conversations
             .get(&from.conversation)
-            .and_then(|c| c.bot_calls().next())
+            .and_then(|c| ringing_bot(c, from.leg))
             .and_then(|c| st.calls.get(&c));
         let (caller_app, caller_name) = caller_call
             .map(|c| (c.app_id.to_string(), c.app_display_name()))
@@ -213,6 +213,20 @@ impl Engine {
             display_name: caller_name,
         };
         Ok(self.incoming_scene(&callee.app, id, caller, uri, now))
+    }
+}
+
+/// The bot whose call rang leg `leg` of `conversation`: the inviter, the transferring or
+/// redirecting bot, or (a target of the call itself) the bot that placed it.
+fn ringing_bot(conversation: &Conversation, leg: uuid::Uuid) -> Option<CallId> {
+    let l = conversation.legs.iter().find(|l| l.id == leg)?;
+    match &l.purpose {
+        Purpose::Invite(i) => Some(i.call_id),
+        Purpose::Dial { call_id } => Some(*call_id),
+        Purpose::Member => conversation
+            .bot_calls()
+            .find(|c| *c == conversation.id)
+            .or_else(|| conversation.bot_calls().next()),
     }
 }
 

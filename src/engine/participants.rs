@@ -63,6 +63,10 @@ impl Engine {
                 }
                 if let Some(pid) = inv.participant_id {
                     s.conversation.may_take_id(pid)?;
+                    // Another bot's leg id names its call: never the client's to choose.
+                    if inv.peer.kind.is_bot() {
+                        return Err(Refusal::ParticipantIdForBot.into());
+                    }
                     leg.id = pid;
                 }
                 if let Some(p) = participants.get_mut(k) {
@@ -92,6 +96,10 @@ impl Engine {
         let bad = |problem| Refusal::NotReplaceable { call: old, problem };
         if old == id {
             return Err(bad(ReplaceProblem::SameCall).into());
+        }
+        // Another bot's end of the call is named by its leg: it cannot move to another call.
+        if invitee.kind.is_bot() {
+            return Err(bad(ReplaceProblem::NotMovable).into());
         }
         let ok = self
             .with_conversation(app_id, old, |_, c, _| {

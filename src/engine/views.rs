@@ -194,7 +194,9 @@ impl Engine {
         let participants = c
             .legs
             .iter()
-            .filter(|l| l.state == LegState::Connected || l.in_lobby)
+            .filter(|l| {
+                l.state == LegState::Connected || (l.state == LegState::Ringing && l.in_lobby)
+            })
             .map(|l| match &l.who {
                 Who::Bot { call_id } => {
                     let app = st.calls.get(call_id).map(|c| c.app_id.to_string());

@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use super::odata_type;
-use crate::domain::conversation::{Conversation, Leg, LegState, Who, identity_key};
+use crate::domain::conversation::{Conversation, Leg, LegState, Purpose, Who, identity_key};
 
 /// Who a leg is on a roster: its identity's id and display name (a bot's are its app's).
 pub type Names<'a> = &'a dyn Fn(&Who) -> (String, Option<String>);
@@ -66,7 +66,7 @@ fn removed_state(leg: &Leg) -> Value {
 
 /// Whether a leg is on the roster: joined, or waiting in the lobby (not those still ringing).
 fn listed(leg: &Leg) -> bool {
-    leg.state == LegState::Connected || leg.in_lobby
+    leg.state == LegState::Connected || (leg.state == LegState::Ringing && leg.in_lobby)
 }
 
 /// Everyone in the conversation now, in the order they came.
@@ -79,6 +79,13 @@ pub fn roster(conversation: &Conversation, names: Names) -> Vec<Value> {
         .collect()
 }
 
+/// A leg that is gone and was on the roster before: not an invitee that never joined.
+fn left(leg: &Leg) -> bool {
+    let never_joined =
+        matches!(&leg.purpose, Purpose::Invite(i) if matches!(i.outcome, Some(Err(_))));
+    leg.state == LegState::Gone && !never_joined
+}
+
 /// A delta roster (`deltaParticipants`): the participants whose entry changed after roster
 /// sequence number `since`, those who left with `removedState`; `None`: everyone.
 pub fn delta(conversation: &Conversation, names: Names, since: Option<u32>) -> Value {
@@ -87,7 +94,7 @@ pub fn delta(conversation: &Conversation, names: Names, since: Option<u32>) -> V
         .iter()
         .filter(|l| match since {
             None => listed(l),
-            Some(s) => l.roster_sequence > s && (listed(l) || l.state == LegState::Gone),
+            Some(s) => l.roster_sequence > s && (listed(l) || left(l)),
         })
         .map(|l| render(l, names))
         .collect();

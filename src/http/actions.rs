@@ -204,6 +204,9 @@ pub async fn run(
             // A consultative transfer names the call the bot consulted the target in.
             match &body["transferTarget"]["replacesCallId"] {
                 Value::Null => e.transfer(me, cid, to[0].clone()).await?,
+                Value::String(r) if r.trim().is_empty() => {
+                    e.transfer(me, cid, to[0].clone()).await?
+                }
                 Value::String(r) => {
                     let old = crate::domain::CallId::parse(r).ok_or_else(|| {
                         ApiError::bad_request(format!("replacesCallId '{r}' is not a call id."))

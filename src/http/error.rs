@@ -227,6 +227,10 @@ impl From<Refusal> for ApiError {
             )),
             Refusal::AlreadyInCall(id) => bad(format!("{id} is already in the call.")),
             Refusal::ParticipantIdTaken(id) => bad(format!("The participant id {id} is taken.")),
+            Refusal::ParticipantIdForBot => bad(
+                "An application or applicationInstance invitee gets its participantId from the service; leave participantId out."
+                    .into(),
+            ),
             Refusal::NotReplaceable { call, problem } => {
                 let why = match problem {
                     ReplaceProblem::SameCall => "it is the call being invited into or transferred.",
@@ -237,7 +241,7 @@ impl From<Refusal> for ApiError {
                     ReplaceProblem::NotJoined => "the transfer target has not joined it.",
                     ReplaceProblem::NotMovable => {
                         return ApiError::not_implemented(
-                            "A consultative transfer whose target is a SIP party or another bot",
+                            "Moving a SIP party or another bot from one call to another (replacesCallId)",
                         );
                     }
                     ReplaceProblem::FromGroup => {

@@ -390,3 +390,128 @@ async fn a_bot_at_its_call_limit_is_busy_to_a_calling_bot() {
     assert!(has(&s, "deleted", "terminated"), "{s:?}");
     assert_eq!(app.receiver.end_reason(&a), Some((486, 8539)));
 }
+
+fn app_invitee(pid: Option<&str>, replaces: Option<&str>) -> Value {
+    let mut v = json!({
+        "@odata.type": "#microsoft.graph.invitationParticipantInfo",
+        "identity": {"@odata.type": "#microsoft.graph.identitySet",
+                     "application": {"@odata.type": "#microsoft.graph.identity", "id": APP_B}},
+    });
+    if let Some(p) = pid {
+        v["participantId"] = json!(p);
+    }
+    if let Some(r) = replaces {
+        v["replacesCallId"] = json!(r);
+    }
+    v
+}
+
+fn created_count(app: &TestApp) -> usize {
+    app.receiver
+        .received()
+        .iter()
+        .flat_map(|r| r.notes())
+        .filter(|n| n["changeType"] == "created")
+        .count()
+}
+
+#[tokio::test]
+async fn another_bots_participant_id_is_not_the_clients_to_choose() {
+    // The callee's leg id names its call: a client choosing it could name a call that exists.
+    let app = spawn_app(Backend::Suite).await;
+    let ta = app.token().await;
+    let ended = app.established(&ta).await;
+    let r = app
+        .send("DELETE", &format!("{CALLS}/{ended}"), Some(&ta), None)
+        .await;
+    assert_eq!(r.status, 204);
+    let mut g = app.p2p(ALICE);
+    g["targets"] = json!([invitee(ALICE), invitee(BOB)]);
+    let r = app.send("POST", CALLS, Some(&ta), Some(g)).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let gid = r.body["id"].as_str().unwrap().to_string();
+    app.receiver
+        .wait_for(&gid, |s| has(s, "updated", "established"))
+        .await;
+    let before = created_count(&app);
+    let r = app
+        .send(
+            "POST",
+            &format!("{CALLS}/{gid}/participants/invite"),
+            Some(&ta),
+            Some(json!({"participants": [app_invitee(Some(&ended), None)]})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.graph_error().is_some());
+    // Nothing rang, and the server goes on taking changes.
+    assert_eq!(created_count(&app), before);
+    let c = app.send("POST", CALLS, Some(&ta), Some(app.p2p(BOB))).await;
+    assert_eq!(c.status, 201, "{}", c.text);
+}
+
+#[tokio::test]
+async fn a_callee_bot_redirecting_a_bot_caller_connects_it_to_the_target() {
+    let app = spawn_app(Backend::Suite).await;
+    let (_ta, a, tb, b, _) = ring_b(&app).await;
+    let target = json!({
+        "@odata.type": "#microsoft.graph.invitationParticipantInfo",
+        "identity": {"@odata.type": "#microsoft.graph.identitySet",
+                     "user": {"@odata.type": "#microsoft.graph.identity", "id": BOB}},
+    });
+    let r = act(
+        &app,
+        &tb,
+        &b,
+        "redirect",
+        json!({"targets": [target], "timeout": 20}),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    app.receiver
+        .wait_for(&b, |s| has(s, "deleted", "terminated"))
+        .await;
+    app.advance(2.0).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    app.advance(61.0).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        has(&app.receiver.states(&a), "updated", "established"),
+        "caller never established"
+    );
+}
+
+#[tokio::test]
+async fn inviting_a_bot_to_replace_its_call_is_not_built_and_rings_nothing() {
+    let app = spawn_app(Backend::Suite).await;
+    let (ta, a, tb, b, _) = ring_b(&app).await;
+    answer(&app, &tb, &b).await;
+    app.receiver
+        .wait_for(&a, |s| has(s, "updated", "established"))
+        .await;
+    let mut g = app.p2p(ALICE);
+    g["targets"] = json!([crate::helpers::invitee(ALICE), crate::helpers::invitee(BOB)]);
+    let r = app.send("POST", CALLS, Some(&ta), Some(g)).await;
+    let gid = r.body["id"].as_str().unwrap().to_string();
+    app.receiver
+        .wait_for(&gid, |s| has(s, "updated", "established"))
+        .await;
+    let before = created_count(&app);
+    let r = app
+        .send(
+            "POST",
+            &format!("{CALLS}/{gid}/participants/invite"),
+            Some(&ta),
+            Some(json!({"participants": [app_invitee(None, Some(&a))]})),
+        )
+        .await;
+    assert_eq!(r.status, 501, "{}", r.text);
+    app.advance(1.0).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    app.advance(16.0).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(created_count(&app), before, "B got a second incoming call");
+    // B's call with A goes on.
+    let s = app.receiver.states(&b);
+    assert!(!has(&s, "deleted", "terminated"), "{s:?}");
+}

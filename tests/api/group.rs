@@ -1522,3 +1522,133 @@ async fn a_meeting_holds_parties_and_guests_in_its_lobby_until_a_bot_admits_them
     .await;
     assert_eq!(unknown.status, 404, "{}", unknown.text);
 }
+
+const APP_C: &str = "1a2b3c4d-0000-4000-8000-0000000000cc";
+const LOBBY_M: &str = "5550002222";
+
+async fn lobby_app() -> TestApp {
+    let extra = format!(
+        "[[apps]]\napp_id = \"{APP_C}\"\ntenant_id = \"{TENANT}\"\nclient_secret = \"secret-c\"\nroles = [\"Calls.Initiate.All\", \"Calls.InitiateGroupCall.All\", \"Calls.JoinGroupCall.All\"]\n\n\
+         [[meetings]]\njoin_meeting_id = \"{LOBBY_M}\"\nparties = [\"{DAVE}\"]\nlobby = [\"{CAROL}\"]\n\n"
+    );
+    spawn_app_with(Backend::Suite, &extra).await
+}
+
+fn lobby_join(app: &TestApp) -> Value {
+    let mut b = app.meeting(LOBBY_M, "");
+    b["meetingInfo"]["passcode"] = Value::Null;
+    b
+}
+
+#[tokio::test]
+async fn removing_a_party_from_the_lobby_updates_the_roster() {
+    let app = lobby_app().await;
+    let token = app.token().await;
+    let r = app
+        .send("POST", CALLS, Some(&token), Some(lobby_join(&app)))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let host = r.body["id"].as_str().unwrap().to_string();
+    app.advance(1.0).await;
+    let roster = wait_roster(&app, &host, &[DAVE, CAROL, APP_A]).await;
+    let n = app.receiver.rosters(&host).len();
+    let carol = pid_of(&roster, CAROL);
+    let d = app
+        .send(
+            "DELETE",
+            &participant_path(&host, &carol),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(d.status, 204, "{}", d.text);
+    let p = participants(&app, &token, &host).await;
+    assert_eq!(who(&p), sorted(&[DAVE, APP_A]));
+    let roster = wait_roster(&app, &host, &[DAVE, APP_A]).await;
+    assert!(app.receiver.rosters(&host).len() > n);
+    assert!(roster.iter().all(|p| p["isInLobby"] == false));
+}
+
+#[tokio::test]
+async fn a_transfer_out_of_a_meeting_lets_nobody_in_from_the_lobby() {
+    let app = lobby_app().await;
+    let token = app.token().await;
+    let tc = app.token_for(APP_C).await;
+    let r = app
+        .send("POST", CALLS, Some(&token), Some(lobby_join(&app)))
+        .await;
+    let host = r.body["id"].as_str().unwrap().to_string();
+    let r = app
+        .send("POST", CALLS, Some(&tc), Some(lobby_join(&app)))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let other = r.body["id"].as_str().unwrap().to_string();
+    app.advance(1.0).await;
+    let roster = wait_roster(&app, &other, &[DAVE, CAROL, APP_A, APP_C]).await;
+    let carol = pid_of(&roster, CAROL);
+    let m = on_participant(&app, &tc, &other, &carol, "mute", json!({})).await;
+    assert_eq!(m.status, 400, "one in the lobby is not muted: {}", m.text);
+    let t = app
+        .send(
+            "POST",
+            &format!("{CALLS}/{host}/transfer"),
+            Some(&token),
+            Some(json!({"transferTarget": invitee(BOB)})),
+        )
+        .await;
+    assert_eq!(t.status, 202, "{}", t.text);
+    app.advance(4.0).await;
+    app.receiver
+        .wait_for(&host, |s| has(s, "deleted", "terminated"))
+        .await;
+    let m = on_participant(&app, &tc, &other, &carol, "mute", json!({})).await;
+    assert_ne!(
+        m.status, 200,
+        "Carol was let in from the lobby without admit"
+    );
+}
+
+#[tokio::test]
+async fn a_bot_invited_from_a_meeting_sees_the_inviting_bot_as_its_caller() {
+    let app = lobby_app().await;
+    let token = app.token().await;
+    let tc = app.token_for(APP_C).await;
+    let r = app
+        .send("POST", CALLS, Some(&token), Some(lobby_join(&app)))
+        .await;
+    let _host = r.body["id"].as_str().unwrap().to_string();
+    let r = app
+        .send("POST", CALLS, Some(&tc), Some(lobby_join(&app)))
+        .await;
+    let other = r.body["id"].as_str().unwrap().to_string();
+    app.advance(1.0).await;
+    app.receiver
+        .wait_for(&other, |s| has(s, "updated", "established"))
+        .await;
+    let inv = json!({
+        "@odata.type": "#microsoft.graph.invitationParticipantInfo",
+        "identity": {"@odata.type": "#microsoft.graph.identitySet",
+                     "application": {"@odata.type": "#microsoft.graph.identity", "id": APP_B}},
+    });
+    let r = invite(&app, &tc, &other, json!({"participants": [inv]})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    for _ in 0..100 {
+        let received = app.receiver.received();
+        let mut notes = received.iter().flat_map(|r| r.notes());
+        if notes.any(|n| n["changeType"] == "created") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let created: Vec<Value> = app
+        .receiver
+        .received()
+        .iter()
+        .flat_map(|r| r.notes())
+        .filter(|n| n["changeType"] == "created")
+        .collect();
+    let src = created
+        .last()
+        .map(|n| n["resourceData"]["source"]["identity"]["application"]["id"].clone());
+    assert_eq!(src, Some(json!(APP_C)));
+}

@@ -1690,6 +1690,7 @@ async fn a_consultative_transfer_moves_the_consulted_party_over_and_ends_both_ca
     let notes = app.receiver.notes(&first);
     let last = &notes.last().unwrap().1["resourceData"];
     assert_eq!(last["terminationReason"], "AppTransferred", "{last}");
+    assert_eq!(app.receiver.end_reason(&first), Some((200, 7015)));
     for (_, n) in &notes[notes.len() - 3..notes.len() - 1] {
         let data = &n["resourceData"];
         assert!(data["resultInfo"].is_null(), "not ended yet: {data}");

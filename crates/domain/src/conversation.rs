@@ -481,6 +481,16 @@ impl Conversation {
                     peer: peer.clone(),
                     via: self.transferee_of(leg),
                 }),
+                // Another bot calling, let in without an answer of its own (a redirect target
+                // answered for it): its end of the call connects too.
+                (Some(w), LegState::Connected)
+                    if w.state == LegState::Ringing && !w.is_dialled() && peer.kind.is_bot() =>
+                {
+                    out.push(FabricCommand::Accept {
+                        leg: at,
+                        peer: peer.clone(),
+                    })
+                }
                 (None, _) => out.push(FabricCommand::Attach {
                     leg: at,
                     peer: peer.clone(),
@@ -531,6 +541,7 @@ impl Conversation {
         leg.state = LegState::Gone;
         leg.result = Some(result);
         leg.on_hold = false;
+        leg.in_lobby = false;
         leg.stop_ringing();
         self.touch(i);
         match self.legs[i].who {
@@ -543,7 +554,8 @@ impl Conversation {
     fn let_callers_in(&mut self) {
         for i in 0..self.legs.len() {
             let l = &self.legs[i];
-            if l.state == LegState::Ringing && l.party().is_some() && !l.is_dialled() {
+            if l.state == LegState::Ringing && l.party().is_some() && !l.is_dialled() && !l.in_lobby
+            {
                 self.legs[i].state = LegState::Connected;
                 self.touch(i);
             }
@@ -751,7 +763,7 @@ impl Conversation {
         if let Some(call) = self.legs[i].bot_call() {
             return vec![Effect::Call(call, Event::Failed(EndReason::REMOVED))];
         }
-        if self.legs[i].state == LegState::Ringing {
+        if self.legs[i].state == LegState::Ringing && !self.legs[i].in_lobby {
             // A pending invite is cancelled.
             return self.fail(i, EndReason::REMOVED);
         }

@@ -33,6 +33,9 @@ pub enum Refusal {
     /// The invitee is in the call already.
     #[error("{0} already in the call")]
     AlreadyInCall(String),
+    /// A client chose the participant id of another bot's leg (it names that bot's call).
+    #[error("participant id chosen for a bot")]
+    ParticipantIdForBot,
     /// The participant id the client chose is someone else's.
     #[error("participant id {0} taken")]
     ParticipantIdTaken(Uuid),
