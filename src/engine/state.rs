@@ -106,8 +106,7 @@ impl State {
                         let mut leg =
                             Leg::new(Uuid::new_v4(), Who::Party(peer), LegState::Connected);
                         if waits {
-                            leg.state = LegState::Ringing;
-                            leg.in_lobby = true;
+                            leg.state = LegState::Lobby;
                         }
                         c.add(leg);
                     }

@@ -194,19 +194,18 @@ impl Engine {
         let participants = c
             .legs
             .iter()
-            .filter(|l| {
-                l.state == LegState::Connected || (l.state == LegState::Ringing && l.in_lobby)
-            })
+            .filter(|l| matches!(l.state, LegState::Connected | LegState::Lobby))
             .map(|l| match &l.who {
                 Who::Bot { call_id } => {
                     let app = st.calls.get(call_id).map(|c| c.app_id.to_string());
-                    (app.unwrap_or_default(), "bot", Some(*call_id), l.in_lobby)
+                    let waits = l.state == LegState::Lobby;
+                    (app.unwrap_or_default(), "bot", Some(*call_id), waits)
                 }
                 Who::Party(p) => (
                     p.id.clone(),
                     crate::domain::conversation::identity_key(p.kind),
                     None,
-                    l.in_lobby,
+                    l.state == LegState::Lobby,
                 ),
             })
             .collect();

@@ -40,7 +40,7 @@ pub fn render(leg: &Leg, names: Names) -> Value {
             "serverMuted": leg.muted,
         }],
         "isMuted": leg.muted,
-        "isInLobby": leg.in_lobby,
+        "isInLobby": leg.state == LegState::Lobby,
         "metadata": null,
         "recordingInfo": null,
         "removedState": removed_state(leg),
@@ -66,7 +66,7 @@ fn removed_state(leg: &Leg) -> Value {
 
 /// Whether a leg is on the roster: joined, or waiting in the lobby (not those still ringing).
 fn listed(leg: &Leg) -> bool {
-    leg.state == LegState::Connected || (leg.state == LegState::Ringing && leg.in_lobby)
+    matches!(leg.state, LegState::Connected | LegState::Lobby)
 }
 
 /// Everyone in the conversation now, in the order they came.

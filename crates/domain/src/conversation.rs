@@ -32,6 +32,8 @@ pub enum Kind {
 pub enum LegState {
     /// Being rung, or (a caller, a bot joining) waiting to be let in.
     Ringing,
+    /// Waiting in a meeting's lobby until a bot admits it.
+    Lobby,
     Connected,
     Gone,
 }
@@ -40,7 +42,7 @@ impl LegState {
     /// How the leg's owner sees its call.
     pub fn call_state(self) -> CallState {
         match self {
-            LegState::Ringing => CallState::Establishing,
+            LegState::Ringing | LegState::Lobby => CallState::Establishing,
             LegState::Connected => CallState::Established,
             LegState::Gone => CallState::Terminated,
         }
@@ -127,9 +129,6 @@ pub struct Leg {
     /// progress itself, and a restart loses it.
     #[serde(default, skip_serializing_if = "is_false")]
     pub dialog: bool,
-    /// Waiting in a meeting's lobby (its state is `Ringing` until admitted).
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub in_lobby: bool,
 }
 
 /// How a ringing party will respond, on the call clock.
@@ -179,7 +178,6 @@ impl Leg {
             tones_received: String::new(),
             ring: None,
             dialog: false,
-            in_lobby: false,
         }
     }
 
@@ -541,7 +539,6 @@ impl Conversation {
         leg.state = LegState::Gone;
         leg.result = Some(result);
         leg.on_hold = false;
-        leg.in_lobby = false;
         leg.stop_ringing();
         self.touch(i);
         match self.legs[i].who {
@@ -554,8 +551,7 @@ impl Conversation {
     fn let_callers_in(&mut self) {
         for i in 0..self.legs.len() {
             let l = &self.legs[i];
-            if l.state == LegState::Ringing && l.party().is_some() && !l.is_dialled() && !l.in_lobby
-            {
+            if l.state == LegState::Ringing && l.party().is_some() && !l.is_dialled() {
                 self.legs[i].state = LegState::Connected;
                 self.touch(i);
             }
@@ -603,12 +599,11 @@ impl Conversation {
         out
     }
 
-    /// Bots whose calls wait for a party to answer (an outgoing call's creator; not a bot
-    /// waiting in a lobby).
+    /// Bots whose calls wait for a party to answer (an outgoing call's creator).
     fn waiting_bots(&self) -> Vec<CallId> {
         self.legs
             .iter()
-            .filter(|l| l.state == LegState::Ringing && !l.in_lobby)
+            .filter(|l| l.state == LegState::Ringing)
             .filter_map(Leg::bot_call)
             .collect()
     }
@@ -763,7 +758,7 @@ impl Conversation {
         if let Some(call) = self.legs[i].bot_call() {
             return vec![Effect::Call(call, Event::Failed(EndReason::REMOVED))];
         }
-        if self.legs[i].state == LegState::Ringing && !self.legs[i].in_lobby {
+        if self.legs[i].state == LegState::Ringing {
             // A pending invite is cancelled.
             return self.fail(i, EndReason::REMOVED);
         }
@@ -837,23 +832,21 @@ impl Conversation {
 
     /// A participant waits in the meeting's lobby (a guest, or a party the meeting holds there).
     pub fn to_lobby(&mut self, i: usize) -> Vec<Effect> {
-        self.legs[i].state = LegState::Ringing;
-        self.legs[i].in_lobby = true;
+        self.legs[i].state = LegState::Lobby;
         self.touch(i);
         vec![Effect::Roster]
     }
 
     /// Only a participant waiting in the lobby is admitted.
     pub fn may_admit(&self, i: usize) -> Result<(), Refusal> {
-        match self.legs[i].in_lobby {
-            true => Ok(()),
-            false => Err(Refusal::NotInLobby),
+        match self.legs[i].state {
+            LegState::Lobby => Ok(()),
+            _ => Err(Refusal::NotInLobby),
         }
     }
 
     /// A participant in the lobby is let in: a party joins at once, a bot's call connects.
     pub fn admit(&mut self, i: usize) -> Vec<Effect> {
-        self.legs[i].in_lobby = false;
         if let Some(call) = self.legs[i].bot_call() {
             return vec![Effect::Call(call, Event::Answered)];
         }
