@@ -126,8 +126,9 @@ async fn ready(addr: std::net::SocketAddr) -> anyhow::Result<()> {
 }
 
 /// The variables that make the command's TLS clients trust the local authority: its
-/// certificate, and a bundle of it with the authorities they trusted already (`SSL_CERT_FILE`
-/// as it was, or the system's), for clients that take one file in place of the system's.
+/// certificate, a bundle of it with the authorities they trusted already (`SSL_CERT_FILE` as it
+/// was, or the system's) for clients that take one file in place of the system's, and Node's
+/// extra authorities (those it was given already, and the local one).
 fn trust(dir: &Path, pem: &str) -> anyhow::Result<Vec<(&'static str, String)>> {
     let ca = dir.join("ca.pem");
     std::fs::write(&ca, pem).with_context(|| format!("writing {}", ca.display()))?;
@@ -148,13 +149,23 @@ fn trust(dir: &Path, pem: &str) -> anyhow::Result<Vec<(&'static str, String)>> {
     bundle.push_str(pem);
     let all = dir.join("ca-bundle.pem");
     std::fs::write(&all, bundle).with_context(|| format!("writing {}", all.display()))?;
+    // Node adds these to its own roots: the ones the caller gave it already, and the local one.
+    let mut extra = std::env::var_os("NODE_EXTRA_CA_CERTS")
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
+    if !extra.is_empty() && !extra.ends_with('\n') {
+        extra.push('\n');
+    }
+    extra.push_str(pem);
+    let node = dir.join("node-extra-ca.pem");
+    std::fs::write(&node, extra).with_context(|| format!("writing {}", node.display()))?;
     let (ca, all) = (ca.display().to_string(), all.display().to_string());
     Ok(vec![
-        (vars::CA_FILE, ca.clone()),
+        (vars::CA_FILE, ca),
         ("SSL_CERT_FILE", all.clone()),
         ("REQUESTS_CA_BUNDLE", all.clone()),
         ("CURL_CA_BUNDLE", all),
-        ("NODE_EXTRA_CA_CERTS", ca),
+        ("NODE_EXTRA_CA_CERTS", node.display().to_string()),
     ])
 }
 

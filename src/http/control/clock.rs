@@ -15,10 +15,6 @@ use crate::http::error::ApiError;
 use crate::http::respond::json_response;
 use crate::http::state::AppState;
 
-fn millis(t: crate::clock::Timestamp) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 /// `GET /clock`: the time now, and whether the clock is virtual.
 #[utoipa::path(get, path = "/_switchboard/v1/clock", tag = "clock",
     responses((status = 200, body = ClockView)))]
@@ -27,7 +23,7 @@ pub async fn get_clock(State(state): State<Arc<AppState>>) -> Response {
     json_response(
         StatusCode::OK,
         &ClockView {
-            now: millis(clock.now()),
+            now: super::schema::time(clock.now()),
             r#virtual: clock.is_virtual(),
             settled: None,
         },
@@ -82,7 +78,7 @@ pub async fn advance_clock(
         }
     })?;
     let mut body = ClockView {
-        now: millis(now),
+        now: super::schema::time(now),
         r#virtual: true,
         settled: None,
     };

@@ -107,7 +107,7 @@ pub async fn reset(State(state): State<Arc<AppState>>) -> Result<Response, ApiEr
         StatusCode::OK,
         &schema::Reset {
             reset: true,
-            now: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            now: schema::time(now),
         },
     ))
 }

@@ -305,7 +305,8 @@ pub struct ErrorDetail {
     pub inner_error: Value,
 }
 
-/// A time on the wire: RFC 3339 in UTC, with as many fraction digits as it has.
+/// A time on the wire: RFC 3339 in UTC with milliseconds (what every language's standard
+/// parser reads).
 pub fn time(t: crate::clock::Timestamp) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
