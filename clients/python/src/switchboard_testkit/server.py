@@ -298,9 +298,10 @@ class _PortTaken(Exception):
 def _find_binary(bin: Optional[str]) -> str:
     exe = bin or os.environ.get("SWITCHBOARD_BIN") or shutil.which("switchboard")
     if not exe:
-        raise SwitchboardError("no switchboard binary: pass bin=, set SWITCHBOARD_BIN, or put "
-                               "`switchboard` on the PATH (cargo install --path . in its "
-                               "repository)")
+        raise SwitchboardError("no switchboard binary: pass bin= (pytest: --switchboard-bin), "
+                               "set SWITCHBOARD_BIN, or put `switchboard` on the PATH (cargo "
+                               "install --path . in its repository); or run the tests under "
+                               "`switchboard exec`")
     if not os.access(exe, os.X_OK):
         raise SwitchboardError("%s is not an executable file; point SWITCHBOARD_BIN at the "
                                "switchboard binary" % exe)
