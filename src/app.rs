@@ -238,6 +238,7 @@ impl Application {
             parties,
         );
         state.ca_pem = tls.ca_pem.clone();
+        delivery.faults(state.faults.clone());
         let state = Arc::new(state);
         if let Some(sip) = &sip {
             sip.connect(engine.event_sink());

@@ -70,6 +70,8 @@ pub struct Settings {
     pub sip: Option<crate::sip::SipSettings>,
     /// `[tls]`: the certificate HTTPS connections get (the local authority's by default).
     pub tls: crate::tls::TlsSettings,
+    /// `[faults]`: faults injected on Graph requests and notifications, reproducibly.
+    pub faults: crate::faults::FaultSettings,
     /// The folder of the `--config` file (set by [`Settings::from_file`]); relative paths in the
     /// `[media]` section start there.
     #[serde(skip)]

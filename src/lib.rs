@@ -32,6 +32,7 @@ pub mod delivery;
 pub mod engine;
 pub mod exec;
 pub mod fabric;
+pub mod faults;
 pub mod graph;
 pub mod http;
 pub mod media;

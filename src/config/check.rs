@@ -286,6 +286,9 @@ pub(super) fn findings(s: &Settings) -> Vec<Finding> {
             "is empty: give a token, or leave the key out to serve loopback clients only",
         );
     }
+    if let Some(why) = s.faults.problem() {
+        out.add(top.key("faults"), why);
+    }
     apps(s, &mut out);
     trusted_issuers(s, &mut out);
     parties(s, &mut out);

@@ -192,6 +192,12 @@ mod tests {
         tracer
             .trace_simple_type::<crate::store::Durability>()
             .unwrap();
+        tracer
+            .trace_simple_type::<crate::faults::ApiFaultKind>()
+            .unwrap();
+        tracer
+            .trace_simple_type::<crate::faults::NotificationFaultKind>()
+            .unwrap();
         tracer.trace_simple_type::<Settings>().unwrap();
         let registry = tracer.registry().unwrap();
         let mut want = BTreeSet::new();

@@ -30,6 +30,7 @@ pub use crate::auth::signer::Signer;
 use crate::clock::Clock;
 use crate::config::DeliverySettings;
 use crate::domain::CallId;
+use crate::faults::NotificationDraw;
 use crate::graph::notification::envelope;
 use crate::store::outbox::{Claim, Outbox};
 use crate::store::{AttemptOutcome, DeliveryStatus, OutboxItem, StoreError};
@@ -50,6 +51,8 @@ pub struct Delivery {
     on_redirect: std::sync::OnceLock<OnRedirect>,
     /// The callback policy a redirect's `Location` must pass, as a `callbackUri` does.
     callbacks: std::sync::OnceLock<crate::config::CallbackPolicy>,
+    /// Faults to inject (set once, at start).
+    faults: std::sync::OnceLock<Arc<crate::faults::Faults>>,
     /// Each live call's `callChainId` (a GUID), as its call notifications say, sent as the
     /// chain-id headers of all its notifications: 32 bytes a call, dropped with its last
     /// notification.
@@ -102,7 +105,13 @@ impl Delivery {
             on_redirect: std::sync::OnceLock::new(),
             chains: Default::default(),
             callbacks: std::sync::OnceLock::new(),
+            faults: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The faults notifications may draw (set once, at start; unset: none).
+    pub fn faults(&self, faults: Arc<crate::faults::Faults>) {
+        let _ = self.faults.set(faults);
     }
 
     /// The callback policy redirects are held to (set once, at start; unset: the default).
@@ -380,7 +389,40 @@ impl Delivery {
     async fn attempt(&self, claim: Claim) {
         let target = self.target(&claim.batch[0]);
         let host = host_of(&target);
-        let mut result = self.post(&claim.batch, &target).await;
+        // A fault the head of the batch drew applies to the whole POST.
+        let head = &claim.batch[0];
+        let fault = self.faults.get().and_then(|f| {
+            f.notification(
+                &head.app_id,
+                &head.call_id.to_string(),
+                head.seq,
+                head.attempts,
+            )
+        });
+        let mut result = match fault {
+            Some(NotificationDraw::Fail { attempts }) => PostResult {
+                error: Some(format!(
+                    "injected fault: fail_first (attempt {} of the {attempts} that fail; not sent)",
+                    head.attempts + 1
+                )),
+                ..PostResult::default()
+            },
+            Some(NotificationDraw::Drop { attempts }) => PostResult {
+                error: Some(format!(
+                    "injected fault: drop_after (attempt {} of {attempts}; not sent)",
+                    head.attempts + 1
+                )),
+                ..PostResult::default()
+            },
+            Some(NotificationDraw::Delay(d)) => {
+                tokio::time::sleep(d).await;
+                let mut r = self.post(&claim.batch, &target).await;
+                let note = format!("injected fault: delay ({} ms)", d.as_millis());
+                r.error = Some(r.error.map_or(note.clone(), |e| format!("{note}; {e}")));
+                r
+            }
+            None => self.post(&claim.batch, &target).await,
+        };
         // A bot answering its first incoming-call notification with 302 and a Location takes
         // the call's notifications there (Teams docs, "Redirects for region affinity").
         let first = &claim.batch[0];
@@ -424,7 +466,12 @@ impl Delivery {
             .iter()
             .map(|item| {
                 let jitter = || rand::rng().random_range(0.8..1.2);
-                let o = outcome(item, &result, now, &self.policy, jitter);
+                let mut o = outcome(item, &result, now, &self.policy, jitter);
+                if let Some(NotificationDraw::Drop { attempts }) = fault
+                    && o.attempts >= attempts
+                {
+                    o.status = DeliveryStatus::Dead;
+                }
                 self.log_attempt(item, &o, &host);
                 o
             })

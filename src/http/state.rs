@@ -36,6 +36,8 @@ pub struct AppState {
     pub secret_throttle: throttle::SecretThrottle,
     /// The local certificate authority's certificate (PEM), when it issued the listener's.
     pub ca_pem: Option<String>,
+    /// The faults in force (shared with the delivery worker).
+    pub faults: Arc<crate::faults::Faults>,
     apps: HashMap<String, AppConfig>,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
 }
@@ -63,6 +65,7 @@ impl AppState {
         AppState {
             secret_throttle,
             ca_pem: None,
+            faults: Arc::new(crate::faults::Faults::new(settings.faults.clone())),
             engine,
             validator,
             keys,

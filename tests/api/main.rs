@@ -13,6 +13,7 @@ mod crash;
 mod delivery;
 mod docs;
 mod fabric;
+mod faults;
 mod group;
 mod identity;
 mod incoming;

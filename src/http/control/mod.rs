@@ -7,6 +7,7 @@
 
 pub mod calls;
 pub mod clock;
+pub mod faults;
 pub mod meetings;
 pub mod openapi;
 pub mod parties;
@@ -95,13 +96,15 @@ async fn read_json(state: &AppState, req: Request) -> Result<Value, ApiError> {
     })
 }
 
-/// `POST /reset`: back to a fresh start with the same configuration (the clock stays).
+/// `POST /reset`: back to a fresh start with the same configuration (the clock stays; the
+/// faults are the configured ones again).
 #[utoipa::path(post, path = "/_switchboard/v1/reset", tag = "server",
     responses((status = 200, body = schema::Reset),
               (status = 503, description = "The store cannot write now", body = schema::ErrorResponse)))]
 pub async fn reset(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     state.engine.reset().await?;
     state.parties.reset();
+    state.faults.reset();
     let now = state.engine.clock().now();
     Ok(crate::http::respond::json_response(
         StatusCode::OK,
@@ -159,6 +162,7 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
             post(calls::redeliver),
         )
         .route("/reset", post(reset))
+        .route("/faults", get(faults::get_faults).put(faults::put_faults))
         .route("/openapi.json", get(openapi::document))
         .route("/clock", get(clock::get_clock))
         .route("/clock/advance", post(clock::advance_clock))

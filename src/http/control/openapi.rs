@@ -28,6 +28,8 @@ use crate::http::respond::json_response;
         calls::redeliver,
         clock::get_clock,
         clock::advance_clock,
+        super::faults::get_faults,
+        super::faults::put_faults,
         super::reset,
         super::metrics,
         super::ca_pem,
@@ -115,7 +117,7 @@ mod tests {
             if path.ends_with("/ca.pem") {
                 continue;
             }
-            for op in [&item.get, &item.post].into_iter().flatten() {
+            for op in [&item.get, &item.post, &item.put].into_iter().flatten() {
                 ops += 1;
                 for status in ["401", "403", "503"] {
                     assert!(
@@ -126,6 +128,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(ops, 15);
+        assert_eq!(ops, 17);
     }
 }
