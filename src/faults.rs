@@ -1,6 +1,6 @@
 //! Faults on demand: what the real service does to a bot now and then (throttling, `503`/`504`,
 //! a slow answer, a change made though the client was told it failed; notifications refused,
-//! lost or late), injected where a rule says, reproducibly. Every random choice is drawn from
+//! lost, late, repeated or out of order), injected where a rule says, reproducibly. Every random choice is drawn from
 //! one seeded generator, so the same seed and the same requests give the same faults. Rules come
 //! from `[faults]` in the configuration and can be replaced at run time through the control API
 //! (`GET`/`PUT /_switchboard/v1/faults`); a reset brings back the configured ones.
@@ -101,6 +101,11 @@ pub enum NotificationFaultKind {
     DropAfter,
     /// Its first attempt is sent `delay_ms` late.
     Delay,
+    /// Once delivered, it is sent again at once (the same body and sequence header).
+    Duplicate,
+    /// Sent with the notifications of its call due right behind it, it goes after them (its
+    /// first attempt; a notification alone has nothing to swap with).
+    Reorder,
 }
 
 fn always() -> f64 {
@@ -173,6 +178,10 @@ pub enum NotificationDraw {
     Drop { attempts: u32 },
     /// The attempt waits this long first.
     Delay(Duration),
+    /// The POST is sent twice.
+    Duplicate,
+    /// The notifications behind it in the POST go first, each POST its own.
+    Reorder,
 }
 
 /// The faults in force, and the generator their choices are drawn from.
@@ -319,6 +328,8 @@ impl Faults {
                         NotificationFaultKind::Delay => NotificationDraw::Delay(
                             Duration::from_millis(f.delay_ms.unwrap_or(500)),
                         ),
+                        NotificationFaultKind::Duplicate => NotificationDraw::Duplicate,
+                        NotificationFaultKind::Reorder => NotificationDraw::Reorder,
                     });
                 if live.drawn.len() >= 100_000 {
                     live.drawn.clear();
@@ -331,7 +342,8 @@ impl Faults {
         draw.filter(|d| match d {
             NotificationDraw::Fail { attempts } => attempt < *attempts,
             NotificationDraw::Drop { attempts } => attempt + 1 >= *attempts,
-            NotificationDraw::Delay(_) => attempt == 0,
+            NotificationDraw::Delay(_) | NotificationDraw::Reorder => attempt == 0,
+            NotificationDraw::Duplicate => true,
         })
     }
 }

@@ -416,12 +416,39 @@ impl Delivery {
             },
             Some(NotificationDraw::Delay(d)) => {
                 tokio::time::sleep(d).await;
-                let mut r = self.post(&claim.batch, &target).await;
-                let note = format!("injected fault: delay ({} ms)", d.as_millis());
-                r.error = Some(r.error.map_or(note.clone(), |e| format!("{note}; {e}")));
-                r
+                let r = self.post(&claim.batch, &target).await;
+                noted(r, format!("injected fault: delay ({} ms)", d.as_millis()))
             }
-            None => self.post(&claim.batch, &target).await,
+            Some(NotificationDraw::Duplicate) => {
+                let r = self.post(&claim.batch, &target).await;
+                match r.status.is_some_and(|s| (200..300).contains(&s)) {
+                    true => {
+                        let again = self.post(&claim.batch, &target).await;
+                        let said = again.status.map_or_else(
+                            || again.error.unwrap_or_default(),
+                            |s| format!("answered {s}"),
+                        );
+                        noted(r, format!("injected fault: duplicate (sent again: {said})"))
+                    }
+                    false => r,
+                }
+            }
+            Some(NotificationDraw::Reorder) if claim.batch.len() > 1 => {
+                // Those behind first, then the head: each its own POST.
+                let (head, rest) = claim.batch.split_at(1);
+                let later = self.post(rest, &target).await;
+                let first = self.post(head, &target).await;
+                let worse = match later.status.is_some_and(|s| (200..300).contains(&s)) {
+                    true => first,
+                    false => later,
+                };
+                let n = claim.batch.len() - 1;
+                noted(
+                    worse,
+                    format!("injected fault: reorder (sent after the {n} behind it)"),
+                )
+            }
+            Some(NotificationDraw::Reorder) | None => self.post(&claim.batch, &target).await,
         };
         // A bot answering its first incoming-call notification with 302 and a Location takes
         // the call's notifications there (Teams docs, "Redirects for region affinity").
@@ -485,6 +512,15 @@ impl Delivery {
             Err(e) => tracing::warn!(%call, "recording a delivery attempt failed: {e}"),
         }
     }
+}
+
+/// An attempt's result with a note of the fault that shaped it (after any error it had).
+fn noted(mut r: PostResult, note: String) -> PostResult {
+    r.error = Some(match r.error.take() {
+        Some(e) => format!("{note}; {e}"),
+        None => note,
+    });
+    r
 }
 
 /// The host (and port, if not the scheme's) a callback URL names: what a log line may say of it
@@ -639,5 +675,74 @@ mod tests {
         });
         assert!(batched, "call a's two notifications went in one envelope");
         assert_eq!(d.run_due().await, 0, "nothing left");
+    }
+
+    /// A receiver that records the sequence header of every POST, and its address.
+    async fn sequences() -> (String, Arc<Mutex<Vec<String>>>) {
+        let seen = Arc::new(Mutex::new(vec![]));
+        let app = {
+            let seen = seen.clone();
+            axum::Router::new().route(
+                "/cb",
+                axum::routing::post(move |headers: axum::http::HeaderMap| async move {
+                    let seq = headers["switchboard-notification-sequence"]
+                        .to_str()
+                        .unwrap();
+                    seen.lock().unwrap().push(seq.to_string());
+                    axum::http::StatusCode::ACCEPTED
+                }),
+            )
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let uri = format!("http://{}/cb", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (uri, seen)
+    }
+
+    fn faulted(clock: &Clock, fault: crate::faults::NotificationFaultKind) -> Arc<Delivery> {
+        use crate::faults::{FaultSettings, Faults, NotificationFault};
+        let d = delivery(clock);
+        d.faults(Arc::new(Faults::new(FaultSettings {
+            seed: Some(3),
+            api: vec![],
+            notifications: vec![NotificationFault {
+                app_id: None,
+                call_id: None,
+                fault,
+                probability: 1.0,
+                attempts: None,
+                delay_ms: None,
+            }],
+        })));
+        d
+    }
+
+    #[tokio::test]
+    async fn injected_duplicates_and_reorders_reach_the_receiver_so() {
+        use crate::faults::NotificationFaultKind::{Duplicate, Reorder};
+        let clock = Clock::virtual_at(chrono::Utc::now());
+        let now = clock.now();
+
+        let (uri, seen) = sequences().await;
+        let d = faulted(&clock, Reorder);
+        let call = CallId::new();
+        d.enqueue(vec![item(1, call, &uri, now), item(2, call, &uri, now)]);
+        d.run_due().await;
+        assert_eq!(
+            *seen.lock().unwrap(),
+            ["2", "1"],
+            "the one behind went first"
+        );
+
+        let (uri, seen) = sequences().await;
+        let d = faulted(&clock, Duplicate);
+        let call = CallId::new();
+        d.enqueue(vec![item(1, call, &uri, now)]);
+        d.run_due().await;
+        assert_eq!(
+            *seen.lock().unwrap(),
+            ["1", "1"],
+            "the same notification twice"
+        );
     }
 }

@@ -192,6 +192,50 @@ async fn notifications_fail_first_and_are_retried_or_are_dropped_and_the_log_say
 }
 
 #[tokio::test]
+async fn a_duplicated_notification_comes_twice_with_the_same_sequence_and_is_marked() {
+    let app = spawn_app(Backend::Suite).await;
+    let token = app.token().await;
+    let r = put_faults(&app, json!({"notifications": [{"fault": "duplicate"}]})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // Alice answers at once: `establishing` and `established`, each POST sent twice.
+    let id = app.create(&token, ALICE).await;
+    app.receiver
+        .wait_for(&id, |s| {
+            s.iter().filter(|(_, s)| s == "established").count() == 2
+        })
+        .await;
+    let posts: Vec<(String, String)> = app
+        .receiver
+        .received()
+        .iter()
+        .map(|r| {
+            let seq = r.headers["switchboard-notification-sequence"]
+                .to_str()
+                .unwrap();
+            (seq.to_string(), r.body.to_string())
+        })
+        .collect();
+    assert_eq!(posts.len() % 2, 0, "{posts:#?}");
+    for pair in posts.chunks(2) {
+        assert_eq!(
+            pair[0], pair[1],
+            "each POST came twice, the same sequence and body"
+        );
+    }
+    let first = &log(&app, &id).await[0];
+    assert_eq!(first["status"], "delivered");
+    let a = &first["attempts"][0];
+    assert_eq!(a["status"], 202);
+    assert!(
+        a["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("injected fault: duplicate"),
+        "{a}"
+    );
+}
+
+#[tokio::test]
 async fn fault_rules_that_cannot_be_are_refused_by_the_api_and_by_config_check() {
     let app = spawn_app(Backend::Suite).await;
     for (label, body) in [
@@ -219,4 +263,43 @@ async fn fault_rules_that_cannot_be_are_refused_by_the_api_and_by_config_check()
     ));
     let e = bad.expect_err("a negative probability");
     assert!(e.to_string().contains("probability"), "{e}");
+}
+
+#[tokio::test]
+async fn reordered_notifications_of_one_change_arrive_last_first_and_are_marked() {
+    // A transfer to a party who answers at once is one change: `transferring`,
+    // `transferAccepted`, `terminated`, sent together; reordered, the first goes last.
+    let app = spawn_app(Backend::Suite).await;
+    let token = app.token().await;
+    let id = app.answered(&token, ALICE).await;
+    let r = put_faults(
+        &app,
+        json!({"notifications": [{"fault": "reorder", "call_id": id}]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let t = app
+        .send(
+            "POST",
+            &format!("{CALLS}/{id}/transfer"),
+            Some(&token),
+            Some(json!({"transferTarget": invitee(BOB)})),
+        )
+        .await;
+    assert_eq!(t.status, 202, "{}", t.text);
+    app.advance(5.0).await;
+    let states = app.receiver.wait_for(&id, |s| s.len() >= 6).await;
+    let tail: Vec<&str> = states[3..].iter().map(|(_, s)| s.as_str()).collect();
+    assert_eq!(
+        tail,
+        ["transferAccepted", "terminated", "transferring"],
+        "{states:?}"
+    );
+    let log = log(&app, &id).await;
+    let head = log
+        .iter()
+        .find(|n| n["body"]["value"][0]["resourceData"]["state"] == "transferring")
+        .unwrap();
+    let note = head["attempts"][0]["error"].as_str().unwrap();
+    assert!(note.starts_with("injected fault: reorder"), "{note}");
 }
