@@ -6,6 +6,7 @@
 //! (`GET`/`PUT /_switchboard/v1/faults`); a reset brings back the configured ones.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -188,6 +189,9 @@ pub enum NotificationDraw {
 pub struct Faults {
     configured: FaultSettings,
     now: Mutex<Live>,
+    /// Whether any rule is in force: without one, a request or a notification does not wait
+    /// for the lock.
+    any: AtomicBool,
 }
 
 struct Live {
@@ -202,6 +206,10 @@ struct Live {
 }
 
 impl Live {
+    fn has_rules(&self) -> bool {
+        !self.settings.api.is_empty() || !self.settings.notifications.is_empty()
+    }
+
     fn new(settings: FaultSettings) -> Self {
         let seed = settings.seed.unwrap_or_else(|| rand::rng().random());
         Live {
@@ -229,6 +237,7 @@ impl Faults {
             );
         }
         Faults {
+            any: AtomicBool::new(live.has_rules()),
             configured,
             now: Mutex::new(live),
         }
@@ -251,17 +260,26 @@ impl Faults {
             "faults replaced, drawn from seed {}",
             live.seed
         );
-        *self.now.lock().expect("faults lock") = live;
+        self.install(live);
         self.current()
     }
 
     /// Back to the configured rules, their generator started again.
     pub fn reset(&self) {
-        *self.now.lock().expect("faults lock") = Live::new(self.configured.clone());
+        self.install(Live::new(self.configured.clone()));
+    }
+
+    fn install(&self, live: Live) {
+        let mut now = self.now.lock().expect("faults lock");
+        self.any.store(live.has_rules(), Ordering::Release);
+        *now = live;
     }
 
     /// The fault a Graph request of `app_id` to `route` draws, if any.
     pub fn api(&self, app_id: &str, route: &str) -> Option<ApiDraw> {
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
         let mut live = self.now.lock().expect("faults lock");
         let Live {
             settings,
@@ -301,6 +319,9 @@ impl Faults {
         seq: i64,
         attempt: u32,
     ) -> Option<NotificationDraw> {
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
         let mut live = self.now.lock().expect("faults lock");
         if live.settings.notifications.is_empty() {
             return None;
