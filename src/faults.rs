@@ -129,6 +129,9 @@ impl FaultSettings {
             if f.latency_ms.is_some_and(|ms| ms > 60_000) {
                 return Some(format!("api[{i}].latency_ms must be at most 60000"));
             }
+            if f.times == Some(0) {
+                return Some(format!("api[{i}].times must be at least 1"));
+            }
         }
         for (i, f) in self.notifications.iter().enumerate() {
             if !chance(f.probability) {
@@ -211,7 +214,10 @@ impl Live {
     }
 
     fn new(settings: FaultSettings) -> Self {
-        let seed = settings.seed.unwrap_or_else(|| rand::rng().random());
+        // At most 2^53 - 1: a seed a JavaScript client reads back exactly.
+        let seed = settings
+            .seed
+            .unwrap_or_else(|| rand::rng().random_range(0..(1u64 << 53)));
         Live {
             hits: vec![0; settings.api.len()],
             rng: StdRng::seed_from_u64(seed),
@@ -266,7 +272,15 @@ impl Faults {
 
     /// Back to the configured rules, their generator started again.
     pub fn reset(&self) {
-        self.install(Live::new(self.configured.clone()));
+        let live = Live::new(self.configured.clone());
+        if live.has_rules() {
+            tracing::info!(
+                seed = live.seed,
+                "faults reset, drawn from seed {}",
+                live.seed
+            );
+        }
+        self.install(live);
     }
 
     fn install(&self, live: Live) {
@@ -296,8 +310,9 @@ impl Faults {
             }
             hits[i] += 1;
             return Some(match f.fault {
+                // `Retry-After` in whole seconds, as HTTP has it and the SDKs read it.
                 ApiFaultKind::Throttle => ApiDraw::Throttle {
-                    retry_after_secs: f.retry_after_secs.unwrap_or(1.0),
+                    retry_after_secs: f.retry_after_secs.unwrap_or(1.0).ceil().max(1.0),
                 },
                 ApiFaultKind::Unavailable => ApiDraw::Unavailable,
                 ApiFaultKind::GatewayTimeout => ApiDraw::GatewayTimeout,
@@ -362,7 +377,8 @@ impl Faults {
         // Each draw applies to some attempts only.
         draw.filter(|d| match d {
             NotificationDraw::Fail { attempts } => attempt < *attempts,
-            NotificationDraw::Drop { attempts } => attempt + 1 >= *attempts,
+            // Never sent; the attempt that makes `attempts` gives it up.
+            NotificationDraw::Drop { .. } => true,
             NotificationDraw::Delay(_) | NotificationDraw::Reorder => attempt == 0,
             NotificationDraw::Duplicate => true,
         })

@@ -27,7 +27,7 @@ async fn graph_requests_get_the_faults_the_rules_say_and_each_is_marked() {
     let r = put_faults(
         &app,
         json!({"seed": 7, "api": [
-            {"route": "calls", "fault": "throttle", "times": 1, "retry_after_secs": 3},
+            {"route": "calls", "fault": "throttle", "times": 1, "retry_after_secs": 2.5},
             {"route": "calls", "fault": "unavailable", "times": 1},
             {"route": "calls", "fault": "gateway_timeout", "times": 1},
         ]}),
@@ -38,7 +38,10 @@ async fn graph_requests_get_the_faults_the_rules_say_and_each_is_marked() {
     let create = || app.send("POST", CALLS, Some(&token), Some(app.p2p(ALICE)));
     let throttled = create().await;
     assert_eq!(throttled.status, 429, "{}", throttled.text);
-    assert_eq!(throttled.headers["retry-after"], "3");
+    assert_eq!(
+        throttled.headers["retry-after"], "3",
+        "whole seconds, rounded up"
+    );
     assert_eq!(throttled.headers["switchboard-fault"], "throttle");
     assert_eq!(throttled.body["error"]["code"], "TooManyRequests");
     let unavailable = create().await;
@@ -175,19 +178,25 @@ async fn notifications_fail_first_and_are_retried_or_are_dropped_and_the_log_say
     }
     assert_eq!(attempts[2]["status"], 202);
 
-    // Dropped after one attempt: dead, and the bot never saw it.
+    // Dropped after two attempts: neither is sent, then it is dead.
     let r = put_faults(
         &app,
-        json!({"notifications": [{"fault": "drop_after", "attempts": 1}]}),
+        json!({"notifications": [{"fault": "drop_after", "attempts": 2}]}),
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let lost = app.create(&token, ALICE).await;
     app.advance(0.0).await;
+    assert_eq!(log(&app, &lost).await[0]["status"], "pending");
+    app.advance(10.0).await;
     let first = &log(&app, &lost).await[0];
     assert_eq!(first["status"], "dead", "{first}");
-    let e = first["attempts"][0]["error"].as_str().unwrap();
-    assert!(e.starts_with("injected fault: drop_after"), "{e}");
+    let attempts = first["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{first}");
+    for a in attempts {
+        let e = a["error"].as_str().unwrap();
+        assert!(e.starts_with("injected fault: drop_after"), "{e}");
+    }
     assert!(app.receiver.notes(&lost).is_empty());
 }
 
@@ -252,7 +261,12 @@ async fn fault_rules_that_cannot_be_are_refused_by_the_api_and_by_config_check()
             "zero attempts",
             json!({"notifications": [{"fault": "fail_first", "attempts": 0}]}),
         ),
+        (
+            "zero times",
+            json!({"api": [{"fault": "throttle", "times": 0}]}),
+        ),
         ("not an object", json!([1, 2])),
+        ("an empty array", json!([])),
     ] {
         let r = put_faults(&app, body).await;
         assert_eq!(r.status, 400, "{label}: {}", r.text);

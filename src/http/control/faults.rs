@@ -31,6 +31,11 @@ pub async fn put_faults(
     req: Request,
 ) -> Result<Response, ApiError> {
     let body = read_json(&state, req).await?;
+    if !body.is_object() {
+        return Err(ApiError::bad_request(
+            "The body must be an object of fault rules ({} clears them).",
+        ));
+    }
     let settings: FaultSettings = serde_json::from_value(body)
         .map_err(|e| ApiError::bad_request(format!("Not a set of fault rules: {e}.")))?;
     if let Some(why) = settings.problem() {
