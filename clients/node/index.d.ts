@@ -45,7 +45,7 @@ export interface DeliveryAttempt {
   at: string;
   /** The receiver's HTTP status, or null when it did not answer. */
   status: number | null;
-  /** Why the receiver did not answer, or null. */
+  /** Why the receiver did not answer, or what an injected fault did (`injected fault: ...`), or null. */
   error: string | null;
   latencyMs: number;
 }
@@ -93,6 +93,67 @@ export interface MeetingView {
   active: boolean;
   participants: { id: string; kind: 'user' | 'phone' | 'bot'; callId?: string; inLobby: boolean }[];
 }
+
+/**
+ * What a Graph request gets: `429` with `Retry-After`, `503`, `504`, a late answer, or `503`
+ * after the request took effect.
+ */
+export type ApiFaultKind = 'throttle' | 'unavailable' | 'gateway_timeout' | 'latency' | 'commit_then_fail';
+
+/** What a notification gets: its first attempts fail unsent, it is never sent (then dead), or its first attempt waits. */
+export type NotificationFaultKind = 'fail_first' | 'drop_after' | 'delay';
+
+/**
+ * A rule for Graph requests (`[[faults.api]]`), with the server's keys. Only `fault` is needed; a
+ * key left out (or null) takes the server's default.
+ */
+export interface ApiFault {
+  fault: ApiFaultKind;
+  /** The app whose requests it applies to; every app if null. */
+  app_id?: string | null;
+  /**
+   * `calls` (create), `call` (get, delete), `operation`, `participants`, ... or an action's name
+   * (`answer`, `playPrompt`, ...), in any case; every route if null.
+   */
+  route?: string | null;
+  /** The chance, 0 to 1, that a matching request gets it. Default 1. */
+  probability?: number;
+  /** At most this many requests get it; no limit if null. */
+  times?: number | null;
+  /** `throttle`'s `Retry-After`. Default 1. */
+  retry_after_secs?: number | null;
+  /** `latency`'s delay, at most 60000. Default 500. */
+  latency_ms?: number | null;
+}
+
+/**
+ * A rule for notifications (`[[faults.notifications]]`), with the server's keys. Only `fault` is
+ * needed; a key left out (or null) takes the server's default. A notification draws once, at its
+ * first attempt.
+ */
+export interface NotificationFault {
+  fault: NotificationFaultKind;
+  /** The app whose notifications it applies to; every app if null. */
+  app_id?: string | null;
+  /** The call whose notifications it applies to; every call if null. */
+  call_id?: string | null;
+  /** The chance, 0 to 1, that a matching notification gets it. Default 1. */
+  probability?: number;
+  /** For `fail_first` and `drop_after`. Default 1. */
+  attempts?: number | null;
+  /** For `delay`, in ms of real time, at most 60000. Default 500. */
+  delay_ms?: number | null;
+}
+
+/** The fault rules in force, every key filled in (null for a default), with the seed their random choices are drawn from. */
+export interface FaultRules {
+  seed: number;
+  api: Required<ApiFault>[];
+  notifications: Required<NotificationFault>[];
+}
+
+/** Whether a delivery attempt was changed by an injected fault: its `error` starts with `injected fault:`. */
+export function isInjected(attempt: Pick<DeliveryAttempt, 'error'>): boolean;
 
 /** An error answer of Switchboard's control API or token endpoint. */
 export class SwitchboardError extends Error {
@@ -174,6 +235,16 @@ export class Switchboard {
   deliveries(callId: string): Promise<Delivery[]>;
   /** POSTs one notification of a call again, now. */
   redeliver(callId: string, sequence: number): Promise<Redelivery>;
+  /**
+   * Replaces the fault rules with these (none given: no rules) and starts their random choices
+   * again from `seed` (the server picks one when it is not given; a seed must be a safe integer).
+   * Resolves to the rules in force.
+   */
+  setFaults(rules?: { seed?: number; api?: ApiFault[]; notifications?: NotificationFault[] }): Promise<FaultRules>;
+  /** The fault rules in force, with their seed. */
+  faults(): Promise<FaultRules>;
+  /** Removes every fault rule, until `reset()` brings back those of `[faults]`. */
+  clearFaults(): Promise<void>;
   /** Who is in a configured meeting now. */
   meeting(joinMeetingId: string): Promise<MeetingView>;
   /** A party, the calls it is or was in, and the commands it received. */

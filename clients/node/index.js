@@ -3,3 +3,4 @@ export { Receiver } from './src/receiver.js';
 export { NotificationTokenValidator } from './src/jwt.js';
 export { useSwitchboard } from './src/hooks.js';
 export { devSetup } from './src/dev.js';
+export { isInjected } from './src/faults.js';

@@ -270,6 +270,39 @@ export class Switchboard {
   }
 
   /**
+   * Replaces the fault rules with these (none given: no rules) and starts their random choices
+   * again from `seed` (the server picks one when it is not given). The rules have the server's
+   * keys, as `[faults]` writes them: `{ route: 'calls', fault: 'throttle', retry_after_secs: 2 }`.
+   * @param {{seed?: number, api?: object[], notifications?: object[]}} [rules]
+   * @returns {Promise<{seed: number, api: object[], notifications: object[]}>} the rules in
+   *   force, every key filled in, with the seed
+   */
+  async setFaults({ seed, api, notifications } = {}) {
+    if (seed !== undefined && !Number.isSafeInteger(seed)) {
+      throw new RangeError(`the seed ${seed} is not an integer a JavaScript number holds exactly `
+        + '(0 to Number.MAX_SAFE_INTEGER): the server would draw from another one');
+    }
+    return this.control('PUT', '/faults', {
+      ...(seed !== undefined ? { seed } : {}),
+      ...(api ? { api } : {}),
+      ...(notifications ? { notifications } : {}),
+    });
+  }
+
+  /**
+   * The fault rules in force, with the seed their random choices are drawn from.
+   * @returns {Promise<{seed: number, api: object[], notifications: object[]}>}
+   */
+  async faults() {
+    return this.control('GET', '/faults');
+  }
+
+  /** Removes every fault rule, until `reset()` brings back those of `[faults]`. */
+  async clearFaults() {
+    await this.control('PUT', '/faults', {});
+  }
+
+  /**
    * A party, the calls it is or was in (`calls`), and the commands it received (`heard`).
    * @param {string} partyId
    * @returns {Promise<object>}

@@ -6,20 +6,24 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, beforeEach, describe, test } from 'node:test';
 
-import { devSetup, Switchboard, SwitchboardError, useSwitchboard } from 'switchboard-testkit';
+import { devSetup, isInjected, Switchboard, SwitchboardError, useSwitchboard } from 'switchboard-testkit';
 
 const { alice, bob } = devSetup.parties;
 const MEDIA = { '@odata.type': '#microsoft.graph.serviceHostedMediaConfig' };
 
 const kit = useSwitchboard({ before, beforeEach, afterEach, after });
 
-async function callParty(party) {
-  const { status, body } = await kit.switchboard.graph('POST', '/communications/calls', {
+function createCall(party) {
+  return kit.switchboard.graph('POST', '/communications/calls', {
     callbackUri: kit.receiver.url,
     targets: [{ identity: { user: { id: party } } }],
     requestedModalities: ['audio'],
     mediaConfig: MEDIA,
   });
+}
+
+async function callParty(party) {
+  const { status, body } = await createCall(party);
   assert.equal(status, 201, JSON.stringify(body));
   return body.id;
 }
@@ -193,6 +197,72 @@ describe('faults, calls and deliveries', () => {
     assert.equal(again.attempt.status, 202);
     assert.equal(kit.receiver.notifications(callId).filter((notification) => notification.sequence === 2).length, 2);
     assert.deepEqual(kit.receiver.states(callId), ['establishing', 'established']);
+  });
+});
+
+describe('fault rules', () => {
+  test('setFaults() throttles a create with Retry-After and the Switchboard-Fault header', async () => {
+    const rules = await kit.switchboard.setFaults({
+      seed: 7, api: [{ route: 'calls', fault: 'throttle', times: 1, retry_after_secs: 2 }],
+    });
+    assert.deepEqual(rules, {
+      seed: 7,
+      api: [{ app_id: null, route: 'calls', fault: 'throttle', probability: 1, times: 1, retry_after_secs: 2, latency_ms: null }],
+      notifications: [],
+    });
+    assert.deepEqual(await kit.switchboard.faults(), rules);
+    const throttled = await createCall(alice);
+    assert.equal(throttled.status, 429);
+    assert.equal(throttled.headers['retry-after'], '2');
+    assert.equal(throttled.headers['switchboard-fault'], 'throttle');
+    assert.equal(throttled.body.error.code, 'TooManyRequests');
+    assert.equal((await createCall(alice)).status, 201); // only once: `times`
+    assert.equal((await kit.switchboard.calls()).length, 1);
+  });
+
+  test('the same seed draws the same faults', async () => {
+    async function statuses(seed) {
+      await kit.switchboard.setFaults({ seed, api: [{ route: 'calls', fault: 'unavailable', probability: 0.5 }] });
+      const answers = [];
+      for (let i = 0; i < 12; i += 1) answers.push((await createCall(alice)).status);
+      return answers;
+    }
+    const first = await statuses(7);
+    assert.deepEqual(new Set(first), new Set([201, 503]));
+    assert.deepEqual(await statuses(7), first);
+  });
+
+  test('clearFaults() removes the rules, and reset() brings back the configured ones', async () => {
+    await kit.switchboard.setFaults({ api: [{ fault: 'unavailable' }], notifications: [{ fault: 'drop_after' }] });
+    assert.equal((await createCall(alice)).status, 503);
+    await kit.switchboard.clearFaults();
+    const { api, notifications } = await kit.switchboard.faults();
+    assert.deepEqual([api, notifications], [[], []]);
+    await callParty(alice);
+    await kit.switchboard.setFaults({ api: [{ fault: 'unavailable' }] });
+    await kit.switchboard.reset(); // the development setup configures no faults
+    assert.deepEqual((await kit.switchboard.faults()).api, []);
+  });
+
+  test('setFaults() refuses a rule that is not one, and a seed a number cannot hold', async () => {
+    const kept = await kit.switchboard.setFaults({ seed: 3, api: [{ route: 'calls', fault: 'throttle' }] });
+    const error = await kit.switchboard.setFaults({ api: [{ fault: 'throttle', probability: 2 }] }).catch((caught) => caught);
+    assert.ok(error instanceof SwitchboardError);
+    assert.equal(error.status, 400);
+    assert.match(error.message, /probability must be from 0 to 1/);
+    await assert.rejects(kit.switchboard.setFaults({ seed: 2 ** 64 }), RangeError);
+    assert.deepEqual(await kit.switchboard.faults(), kept);
+  });
+
+  test('isInjected() tells the attempts a fault failed', async () => {
+    await kit.switchboard.setFaults({ notifications: [{ fault: 'fail_first', attempts: 1 }] });
+    const callId = await callParty(alice);
+    await kit.switchboard.advance(0); // the first attempt, failed by the fault
+    await kit.switchboard.advance(1.3); // the retry: 1 s (±20 %)
+    const [first] = await kit.switchboard.deliveries(callId);
+    assert.equal(first.status, 'delivered');
+    assert.deepEqual(first.attempts.map(isInjected), [true, false]);
+    assert.match(first.attempts[0].error, /^injected fault: fail_first/);
   });
 });
 

@@ -1,7 +1,7 @@
 // Checked by `tsc -p .` (run-tests.sh): index.d.ts describes what a TypeScript test writes.
 import {
-  devSetup, NotificationTokenValidator, Receiver, Switchboard, SwitchboardError, useSwitchboard,
-  type Delivery, type ReceivedNotification, type ResultInfo,
+  devSetup, isInjected, NotificationTokenValidator, Receiver, Switchboard, SwitchboardError, useSwitchboard,
+  type ApiFault, type Delivery, type FaultRules, type NotificationFault, type ReceivedNotification, type ResultInfo,
 } from 'switchboard-testkit';
 
 declare const hook: (fn: () => unknown) => void;
@@ -26,6 +26,15 @@ export async function usage(): Promise<void> {
   const live = await switchboard.calls({ state: 'established' });
   const log: Delivery[] = await switchboard.deliveries(callId);
   const again = await switchboard.redeliver(callId, log[0].sequence);
+  const throttle: ApiFault = { route: 'calls', fault: 'throttle', times: 1, retry_after_secs: 2 };
+  const late: NotificationFault = { call_id: callId, fault: 'delay', delay_ms: 1000 };
+  const rules: FaultRules = await switchboard.setFaults({ seed: 42, api: [throttle], notifications: [late] });
+  const retryAfter: number | null = (await switchboard.faults()).api[0].retry_after_secs;
+  await switchboard.setFaults();
+  await switchboard.clearFaults();
+  const injected: boolean = isInjected(log[0].attempts[0]);
+  // @ts-expect-error: a fault the server does not have
+  await switchboard.setFaults({ api: [{ fault: 'explode' }] });
   const meeting = await switchboard.meeting(devSetup.meeting.joinMeetingId);
   const party = await switchboard.party(devSetup.parties.bob);
   const token: string = await switchboard.token();
@@ -55,5 +64,6 @@ export async function usage(): Promise<void> {
   // @ts-expect-error: waitFor takes a call id
   await receiver.waitFor({ state: 'established' });
   console.log(status, clock, now, ended, heard, incoming, reason, live[0]?.state, again.status, meeting.active,
-    party.calls, token, done.status, states, keys, subcode, prompt, claims, kit.receiver.url, devSetup.parties.frontDesk);
+    party.calls, token, done.status, states, keys, subcode, prompt, claims, kit.receiver.url, devSetup.parties.frontDesk,
+    rules.seed, retryAfter, injected);
 }

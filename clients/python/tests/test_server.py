@@ -6,16 +6,20 @@ from datetime import timedelta
 
 import pytest
 
-from switchboard_testkit import Switchboard, SwitchboardError, devsetup
+from switchboard_testkit import Switchboard, SwitchboardError, devsetup, is_injected
 
 MEDIA = {"@odata.type": "#microsoft.graph.serviceHostedMediaConfig"}
 
 
-def place_call(switchboard, callback_url, user_id=devsetup.ALICE):
-    answer = switchboard.graph("POST", "/communications/calls", {
+def create_call(switchboard, callback_url, user_id=devsetup.ALICE):
+    return switchboard.graph("POST", "/communications/calls", {
         "callbackUri": callback_url,
         "targets": [{"identity": {"user": {"id": user_id}}}],
         "requestedModalities": ["audio"], "mediaConfig": MEDIA})
+
+
+def place_call(switchboard, callback_url, user_id=devsetup.ALICE):
+    answer = create_call(switchboard, callback_url, user_id)
     assert answer.status == 201, answer.body
     return answer.body["id"]
 
@@ -168,3 +172,64 @@ def test_meeting_and_party_show_their_state(switchboard):
     with pytest.raises(SwitchboardError) as error:
         switchboard.party("5b0d0000-0000-4000-8000-000000000000")
     assert error.value.status == 404
+
+
+def test_set_faults_throttles_a_create_with_retry_after_and_the_fault_header(
+        switchboard, bot_receiver):
+    rules = switchboard.set_faults(seed=7, api=[
+        {"route": "calls", "fault": "throttle", "times": 1, "retry_after_secs": 2}])
+    assert rules == {"seed": 7, "notifications": [], "api": [{
+        "app_id": None, "route": "calls", "fault": "throttle", "probability": 1,
+        "times": 1, "retry_after_secs": 2, "latency_ms": None}]}
+    assert switchboard.faults() == rules
+    throttled = create_call(switchboard, bot_receiver.url)
+    assert throttled.status == 429
+    assert throttled.headers["retry-after"] == "2"
+    assert throttled.headers["switchboard-fault"] == "throttle"
+    assert throttled.body["error"]["code"] == "TooManyRequests"
+    assert create_call(switchboard, bot_receiver.url).status == 201  # only once: `times`
+    assert len(switchboard.calls()) == 1
+
+
+def test_the_same_seed_draws_the_same_faults(switchboard, bot_receiver):
+    def statuses(seed):
+        switchboard.set_faults(seed=seed, api=[
+            {"route": "calls", "fault": "unavailable", "probability": 0.5}])
+        return [create_call(switchboard, bot_receiver.url).status for _ in range(12)]
+
+    first = statuses(7)
+    assert set(first) == {201, 503}
+    assert statuses(7) == first
+
+
+def test_clear_faults_removes_the_rules_and_reset_brings_back_the_configured_ones(
+        switchboard, bot_receiver):
+    switchboard.set_faults(api=[{"fault": "unavailable"}],
+                           notifications=[{"fault": "drop_after"}])
+    assert create_call(switchboard, bot_receiver.url).status == 503
+    switchboard.clear_faults()
+    rules = switchboard.faults()
+    assert (rules["api"], rules["notifications"]) == ([], [])
+    place_call(switchboard, bot_receiver.url)
+    switchboard.set_faults(api=[{"fault": "unavailable"}])
+    switchboard.reset()  # the development setup configures no faults
+    assert switchboard.faults()["api"] == []
+
+
+def test_set_faults_refuses_a_rule_that_is_not_one_and_keeps_the_rules(switchboard):
+    kept = switchboard.set_faults(seed=3, api=[{"route": "calls", "fault": "throttle"}])
+    with pytest.raises(SwitchboardError, match="probability must be from 0 to 1") as error:
+        switchboard.set_faults(api=[{"fault": "throttle", "probability": 2}])
+    assert error.value.status == 400
+    assert switchboard.faults() == kept
+
+
+def test_is_injected_tells_the_attempts_a_fault_failed(switchboard, bot_receiver):
+    switchboard.set_faults(notifications=[{"fault": "fail_first", "attempts": 1}])
+    call_id = place_call(switchboard, bot_receiver.url)
+    switchboard.advance(0)  # the first attempt, failed by the fault
+    switchboard.advance(1.3)  # the retry: 1 s (+/- 20 %)
+    first = switchboard.deliveries(call_id)[0]
+    assert first["status"] == "delivered"
+    assert [is_injected(attempt) for attempt in first["attempts"]] == [True, False]
+    assert first["attempts"][0]["error"].startswith("injected fault: fail_first")

@@ -14,10 +14,11 @@ import threading
 import time
 import urllib.parse
 from datetime import datetime
-from typing import Any, Dict, List, Mapping, Optional, Tuple, cast
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, cast
 
 from . import devsetup
 from ._http import GraphResponse, request
+from .faults import ApiFault, FaultRules, NotificationFault
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 CONTROL = "/_switchboard/v1"
@@ -268,6 +269,28 @@ class Switchboard:
     def meeting(self, join_meeting_id: str) -> Dict[str, Any]:
         """A configured meeting: who is in it now, and how a bot finds it."""
         return cast(Dict[str, Any], self.control("GET", "/meetings/" + _quote(join_meeting_id)))
+
+    def set_faults(self, seed: Optional[int] = None, api: Optional[Sequence[ApiFault]] = None,
+                   notifications: Optional[Sequence[NotificationFault]] = None) -> FaultRules:
+        """Replaces the fault rules with these (none given: no rules) and starts their random
+        choices again from `seed` (the server picks one if None). Returns the rules in force,
+        every key filled in, with the seed."""
+        body: Dict[str, Any] = {}
+        if seed is not None:
+            body["seed"] = seed
+        if api is not None:
+            body["api"] = list(api)
+        if notifications is not None:
+            body["notifications"] = list(notifications)
+        return cast(FaultRules, self.control("PUT", "/faults", body))
+
+    def faults(self) -> FaultRules:
+        """The fault rules in force, with the seed their random choices are drawn from."""
+        return cast(FaultRules, self.control("GET", "/faults"))
+
+    def clear_faults(self) -> None:
+        """Removes every fault rule, until `reset()` brings back those of `[faults]`."""
+        self.control("PUT", "/faults", {})
 
     # --- internals ------------------------------------------------------------------------
 
