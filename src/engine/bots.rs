@@ -169,8 +169,8 @@ impl Engine {
         }
     }
 
-    /// Rings the bot `peer` for leg `from`: its new incoming call, from the app of the first bot
-    /// in `from`'s conversation. `Err`: why it cannot be rung.
+    /// Rings the bot `peer` for leg `from`: its new incoming call, from the bot that rang it.
+    /// `Err`: why it cannot be rung.
     fn ring_bot(
         &self,
         st: &mut State,
@@ -184,7 +184,8 @@ impl Engine {
             .clone()
             .ok_or(EndReason::NOT_FOUND)?;
         let id = CallId::of_leg(from.leg);
-        if st.calls.contains_key(&id) {
+        // The leg's id names the callee's call and conversation: never one that exists.
+        if st.calls.contains_key(&id) || st.conversations.contains_key(&id) {
             return Err(EndReason::NOT_FOUND);
         }
         let live = st
