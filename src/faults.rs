@@ -14,6 +14,8 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::domain::CallId;
+
 /// The `[faults]` section, and the body of `PUT /_switchboard/v1/faults`.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
@@ -205,7 +207,7 @@ struct Live {
     hits: Vec<u32>,
     /// Notifications that drew a rule, by (call, sequence): the draw, so that every attempt of
     /// one notification sees the same one.
-    drawn: std::collections::HashMap<(String, i64), Option<NotificationDraw>>,
+    drawn: std::collections::HashMap<(CallId, i64), Option<NotificationDraw>>,
 }
 
 impl Live {
@@ -289,11 +291,14 @@ impl Faults {
         *now = live;
     }
 
-    /// The fault a Graph request of `app_id` to `route` draws, if any.
-    pub fn api(&self, app_id: &str, route: &str) -> Option<ApiDraw> {
+    /// The fault a Graph request of `app_id` to the route `route` names draws, if any (`route`
+    /// is asked only while a rule is in force: most requests meet none).
+    pub fn api(&self, app_id: &str, route: impl FnOnce() -> String) -> Option<ApiDraw> {
         if !self.any.load(Ordering::Acquire) {
             return None;
         }
+        let route = route();
+        let route = route.as_str();
         let mut live = self.now.lock().expect("faults lock");
         let Live {
             settings,
@@ -330,7 +335,7 @@ impl Faults {
     pub fn notification(
         &self,
         app_id: &str,
-        call_id: &str,
+        call_id: CallId,
         seq: i64,
         attempt: u32,
     ) -> Option<NotificationDraw> {
@@ -341,7 +346,7 @@ impl Faults {
         if live.settings.notifications.is_empty() {
             return None;
         }
-        let key = (call_id.to_string(), seq);
+        let key = (call_id, seq);
         let draw = match live.drawn.get(&key) {
             Some(d) => *d,
             None => {
@@ -351,7 +356,9 @@ impl Faults {
                     .iter()
                     .filter(|f| {
                         matches(f.app_id.as_deref(), app_id)
-                            && matches(f.call_id.as_deref(), call_id)
+                            && f.call_id
+                                .as_deref()
+                                .is_none_or(|c| CallId::parse(c).is_some_and(|c| c == call_id))
                     })
                     .find(|f| rng.random_bool(f.probability))
                     .map(|f| match f.fault {
@@ -408,7 +415,9 @@ mod tests {
     #[test]
     fn the_same_seed_and_requests_draw_the_same_faults() {
         let draws = |f: &Faults| -> Vec<bool> {
-            (0..64).map(|_| f.api("app", "calls").is_some()).collect()
+            (0..64)
+                .map(|_| f.api("app", || "calls".into()).is_some())
+                .collect()
         };
         let (a, b) = (throttle_half(7), throttle_half(7));
         let first = draws(&a);
@@ -418,7 +427,7 @@ mod tests {
             "{first:?}"
         );
         // Another route, or the rules reset, change nothing of that.
-        assert_eq!(a.api("app", "answer"), None);
+        assert_eq!(a.api("app", || "answer".into()), None);
         a.reset();
         assert_eq!(draws(&a), first);
         assert_ne!(draws(&throttle_half(8)), first);
@@ -426,12 +435,14 @@ mod tests {
 
     #[test]
     fn a_notification_draws_once_and_its_attempts_follow_the_draw() {
+        let (c1, c2) = (CallId::new(), CallId::new());
         let f = Faults::new(FaultSettings {
             seed: Some(1),
             api: vec![],
             notifications: vec![NotificationFault {
                 app_id: None,
-                call_id: Some("c1".into()),
+                // Any spelling of the id: upper case, no hyphens.
+                call_id: Some(c1.to_string().to_uppercase().replace('-', "")),
                 fault: NotificationFaultKind::FailFirst,
                 probability: 1.0,
                 attempts: Some(2),
@@ -439,9 +450,9 @@ mod tests {
             }],
         });
         let fail = Some(NotificationDraw::Fail { attempts: 2 });
-        assert_eq!(f.notification("app", "c1", 1, 0), fail);
-        assert_eq!(f.notification("app", "c1", 1, 1), fail);
-        assert_eq!(f.notification("app", "c1", 1, 2), None);
-        assert_eq!(f.notification("app", "c2", 1, 0), None, "another call");
+        assert_eq!(f.notification("app", c1, 1, 0), fail);
+        assert_eq!(f.notification("app", c1, 1, 1), fail);
+        assert_eq!(f.notification("app", c1, 1, 2), None);
+        assert_eq!(f.notification("app", c2, 1, 0), None, "another call");
     }
 }

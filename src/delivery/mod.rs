@@ -396,14 +396,10 @@ impl Delivery {
         let host = host_of(&target);
         // A fault the head of the batch drew applies to the whole POST.
         let head = &claim.batch[0];
-        let fault = self.faults.get().and_then(|f| {
-            f.notification(
-                &head.app_id,
-                &head.call_id.to_string(),
-                head.seq,
-                head.attempts,
-            )
-        });
+        let fault = self
+            .faults
+            .get()
+            .and_then(|f| f.notification(&head.app_id, head.call_id, head.seq, head.attempts));
         let mut result = match fault {
             Some(NotificationDraw::Fail { attempts }) => PostResult {
                 error: Some(format!(

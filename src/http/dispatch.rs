@@ -82,7 +82,7 @@ async fn serve(
     }
     // Past this point the method is one of `allowed(route)`; `HEAD` is served as `GET` (hyper
     // sends no body with it).
-    let draw = state.faults.api(&app.app_id, &fault_route(&target.route));
+    let draw = state.faults.api(&app.app_id, || fault_route(&target.route));
     let cx = GraphCall {
         state,
         target,
