@@ -84,6 +84,13 @@ pub struct PostResult {
     pub location: Option<String>,
 }
 
+impl PostResult {
+    /// The receiver accepted the POST (a 2xx answer).
+    pub fn accepted(&self) -> bool {
+        self.status.is_some_and(|s| (200..300).contains(&s))
+    }
+}
+
 impl Delivery {
     pub fn new(
         outbox: Arc<dyn Outbox>,
@@ -422,7 +429,7 @@ impl Delivery {
             }
             Some(NotificationDraw::Duplicate) => {
                 let r = self.post(&claim.batch, &target).await;
-                match r.status.is_some_and(|s| (200..300).contains(&s)) {
+                match r.accepted() {
                     true => {
                         let again = self.post(&claim.batch, &target).await;
                         let said = again.status.map_or_else(
@@ -439,7 +446,7 @@ impl Delivery {
                 let (head, rest) = claim.batch.split_at(1);
                 let later = self.post(rest, &target).await;
                 let first = self.post(head, &target).await;
-                let worse = match later.status.is_some_and(|s| (200..300).contains(&s)) {
+                let worse = match later.accepted() {
                     true => first,
                     false => later,
                 };

@@ -19,7 +19,7 @@ pub fn outcome(
     jitter: impl FnOnce() -> f64,
 ) -> AttemptOutcome {
     let attempts = item.attempts + 1;
-    let delivered = result.status.is_some_and(|s| (200..300).contains(&s));
+    let delivered = result.accepted();
     // The first incoming-call notification, answered 204 the first time ("legacy format, send
     // it again") or 302 with a Location (region affinity): sent again at once (there).
     let first_incoming = item.change_type == "created";

@@ -194,7 +194,7 @@ impl Engine {
         let participants = c
             .legs
             .iter()
-            .filter(|l| matches!(l.state, LegState::Connected | LegState::Lobby))
+            .filter(|l| l.is_listed())
             .map(|l| match &l.who {
                 Who::Bot { call_id } => {
                     let app = st.calls.get(call_id).map(|c| c.app_id.to_string());

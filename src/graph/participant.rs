@@ -64,17 +64,12 @@ fn removed_state(leg: &Leg) -> Value {
     }
 }
 
-/// Whether a leg is on the roster: joined, or waiting in the lobby (not those still ringing).
-fn listed(leg: &Leg) -> bool {
-    matches!(leg.state, LegState::Connected | LegState::Lobby)
-}
-
 /// Everyone in the conversation now, in the order they came.
 pub fn roster(conversation: &Conversation, names: Names) -> Vec<Value> {
     conversation
         .legs
         .iter()
-        .filter(|l| listed(l))
+        .filter(|l| l.is_listed())
         .map(|l| render(l, names))
         .collect()
 }
@@ -93,8 +88,8 @@ pub fn delta(conversation: &Conversation, names: Names, since: Option<u32>) -> V
         .legs
         .iter()
         .filter(|l| match since {
-            None => listed(l),
-            Some(s) => l.roster_sequence > s && (listed(l) || left(l)),
+            None => l.is_listed(),
+            Some(s) => l.roster_sequence > s && (l.is_listed() || left(l)),
         })
         .map(|l| render(l, names))
         .collect();

@@ -199,6 +199,11 @@ impl Leg {
         self.state != LegState::Gone
     }
 
+    /// On the roster: joined, or waiting in the lobby (not one still being rung).
+    pub fn is_listed(&self) -> bool {
+        matches!(self.state, LegState::Connected | LegState::Lobby)
+    }
+
     /// Still being dialled (it has a ring timer), as opposed to waiting to be let in.
     pub(crate) fn is_dialled(&self) -> bool {
         self.state == LegState::Ringing && self.ring.is_some()
