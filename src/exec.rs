@@ -130,43 +130,50 @@ async fn ready(addr: std::net::SocketAddr) -> anyhow::Result<()> {
 /// was, or the system's) for clients that take one file in place of the system's, and Node's
 /// extra authorities (those it was given already, and the local one).
 fn trust(dir: &Path, pem: &str) -> anyhow::Result<Vec<(&'static str, String)>> {
-    let ca = dir.join("ca.pem");
-    std::fs::write(&ca, pem).with_context(|| format!("writing {}", ca.display()))?;
-    let mut bundle = String::new();
-    let before = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
-    let sources = before
-        .into_iter()
-        .chain(SYSTEM_BUNDLES.iter().map(PathBuf::from));
-    if let Some(system) = sources
-        .into_iter()
-        .find_map(|p| std::fs::read_to_string(p).ok())
-    {
-        bundle.push_str(&system);
-        if !bundle.ends_with('\n') {
-            bundle.push('\n');
-        }
-    }
-    bundle.push_str(pem);
-    let all = dir.join("ca-bundle.pem");
-    std::fs::write(&all, bundle).with_context(|| format!("writing {}", all.display()))?;
+    let before = |var: &str| std::env::var_os(var).map(PathBuf::from);
+    let ca = write(dir, "ca.pem", &[], pem)?;
+    let system = SYSTEM_BUNDLES.iter().map(PathBuf::from);
+    let all = write(
+        dir,
+        "ca-bundle.pem",
+        &before("SSL_CERT_FILE")
+            .into_iter()
+            .chain(system)
+            .collect::<Vec<_>>(),
+        pem,
+    )?;
     // Node adds these to its own roots: the ones the caller gave it already, and the local one.
-    let mut extra = std::env::var_os("NODE_EXTRA_CA_CERTS")
-        .and_then(|p| std::fs::read_to_string(p).ok())
-        .unwrap_or_default();
-    if !extra.is_empty() && !extra.ends_with('\n') {
-        extra.push('\n');
-    }
-    extra.push_str(pem);
-    let node = dir.join("node-extra-ca.pem");
-    std::fs::write(&node, extra).with_context(|| format!("writing {}", node.display()))?;
-    let (ca, all) = (ca.display().to_string(), all.display().to_string());
+    let node = write(
+        dir,
+        "node-extra-ca.pem",
+        &before("NODE_EXTRA_CA_CERTS")
+            .into_iter()
+            .collect::<Vec<_>>(),
+        pem,
+    )?;
     Ok(vec![
         (vars::CA_FILE, ca),
         ("SSL_CERT_FILE", all.clone()),
         ("REQUESTS_CA_BUNDLE", all.clone()),
         ("CURL_CA_BUNDLE", all),
-        ("NODE_EXTRA_CA_CERTS", node.display().to_string()),
+        ("NODE_EXTRA_CA_CERTS", node),
     ])
+}
+
+/// Writes `dir/name`: the first of `before` that can be read (if any), then `pem`; gives its
+/// path.
+fn write(dir: &Path, name: &str, before: &[PathBuf], pem: &str) -> anyhow::Result<String> {
+    let mut text = before
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(pem);
+    let path = dir.join(name);
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path.display().to_string())
 }
 
 /// The shell's convention: the code, or 128 + the signal that ended the process.
