@@ -68,6 +68,21 @@ async fn ring_b(app: &TestApp) -> (String, String, String, String, Value) {
     (ta, a, tb, b, created)
 }
 
+/// App A's bot (with `token`) calls the `key` identity `id`; gives the call's id.
+async fn place(app: &TestApp, token: &str, key: &str, id: &str) -> String {
+    let r = app
+        .send("POST", CALLS, Some(token), Some(to_bot(app, key, id)))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.body["id"].as_str().unwrap().to_string()
+}
+
+/// Waits until call `id` was notified `change`/`state`, and fails if it was not.
+async fn reached(app: &TestApp, id: &str, change: &str, state: &str) {
+    let s = app.receiver.wait_for(id, |s| has(s, change, state)).await;
+    assert!(has(&s, change, state), "{id}: {s:?}");
+}
+
 async fn answer(app: &TestApp, token: &str, id: &str) {
     let r = act(
         app,
@@ -103,11 +118,7 @@ async fn a_bot_calls_another_bot_which_answers_and_both_hear_each_other() {
 
     answer(&app, &tb, &b).await;
     for id in [&a, &b] {
-        let states = app
-            .receiver
-            .wait_for(id, |s| has(s, "updated", "established"))
-            .await;
-        assert!(has(&states, "updated", "established"), "{id}: {states:?}");
+        reached(&app, id, "updated", "established").await;
     }
     // A's participants: itself and B's application.
     let p = app
@@ -155,11 +166,7 @@ async fn a_bot_calls_another_bot_which_answers_and_both_hear_each_other() {
         .send("DELETE", &format!("{CALLS}/{a}"), Some(&ta), None)
         .await;
     assert_eq!(r.status, 204, "{}", r.text);
-    let states = app
-        .receiver
-        .wait_for(&b, |s| has(s, "deleted", "terminated"))
-        .await;
-    assert!(has(&states, "deleted", "terminated"), "{states:?}");
+    reached(&app, &b, "deleted", "terminated").await;
     assert_eq!(app.receiver.end_reason(&b), Some((200, 4521)));
     assert_eq!(app.receiver.end_reason(&a), Some((200, 5001)));
 }
@@ -185,11 +192,7 @@ async fn a_bot_that_rejects_or_never_answers_fails_the_callers_call() {
     let (_, a, _, b, _) = ring_b(&app).await;
     app.advance(16.0).await;
     for id in [&a, &b] {
-        let s = app
-            .receiver
-            .wait_for(id, |s| has(s, "deleted", "terminated"))
-            .await;
-        assert!(has(&s, "deleted", "terminated"), "{id}: {s:?}");
+        reached(&app, id, "deleted", "terminated").await;
     }
     assert_eq!(app.receiver.end_reason(&b), Some((408, 1106)));
     assert_eq!(app.receiver.end_reason(&a), Some((408, 10057)));
@@ -203,11 +206,7 @@ async fn the_caller_hanging_up_while_it_rings_ends_the_callees_incoming_call() {
         .send("DELETE", &format!("{CALLS}/{a}"), Some(&ta), None)
         .await;
     assert_eq!(r.status, 204, "{}", r.text);
-    let s = app
-        .receiver
-        .wait_for(&b, |s| has(s, "deleted", "terminated"))
-        .await;
-    assert!(has(&s, "deleted", "terminated"), "{s:?}");
+    reached(&app, &b, "deleted", "terminated").await;
     let late = act(
         &app,
         &tb,
@@ -224,21 +223,8 @@ async fn an_application_nobody_configured_or_that_takes_no_calls_is_not_found() 
     let app = spawn_app(Backend::Suite).await;
     let ta = app.token().await;
     for target in ["0b0b0000-0000-4000-8000-0000000000ff", APP_NOROLE] {
-        let r = app
-            .send(
-                "POST",
-                CALLS,
-                Some(&ta),
-                Some(to_bot(&app, "application", target)),
-            )
-            .await;
-        assert_eq!(r.status, 201, "{}", r.text);
-        let a = r.body["id"].as_str().unwrap().to_string();
-        let s = app
-            .receiver
-            .wait_for(&a, |s| has(s, "deleted", "terminated"))
-            .await;
-        assert!(has(&s, "deleted", "terminated"), "{target}: {s:?}");
+        let a = place(&app, &ta, "application", target).await;
+        reached(&app, &a, "deleted", "terminated").await;
         assert_eq!(app.receiver.end_reason(&a), Some((480, 10037)));
     }
     // An identity with no id is the client's mistake.
@@ -259,16 +245,7 @@ async fn an_application_instance_reaches_the_app_that_lists_it() {
     .await
     .unwrap();
     let ta = app.token().await;
-    let r = app
-        .send(
-            "POST",
-            CALLS,
-            Some(&ta),
-            Some(to_bot(&app, "applicationInstance", INSTANCE)),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let a = r.body["id"].as_str().unwrap().to_string();
+    let a = place(&app, &ta, "applicationInstance", INSTANCE).await;
     let (b, created) = callee_call(&app, &a).await;
     assert_eq!(
         created["resourceData"]["targets"][0]["identity"]["application"]["id"],
@@ -276,11 +253,7 @@ async fn an_application_instance_reaches_the_app_that_lists_it() {
     );
     let tb = app.token_for(APP_B).await;
     answer(&app, &tb, &b).await;
-    let s = app
-        .receiver
-        .wait_for(&a, |s| has(s, "updated", "established"))
-        .await;
-    assert!(has(&s, "updated", "established"), "{s:?}");
+    reached(&app, &a, "updated", "established").await;
 }
 
 #[tokio::test]
@@ -290,11 +263,7 @@ async fn a_bot_to_bot_call_outlives_a_restart_and_still_ends_on_both_sides() {
     let app = spawn_app_at(&store, "", |_| {}).await.unwrap();
     let (_, a, tb, b, _) = ring_b(&app).await;
     answer(&app, &tb, &b).await;
-    let s = app
-        .receiver
-        .wait_for(&a, |s| has(s, "updated", "established"))
-        .await;
-    assert!(has(&s, "updated", "established"), "{s:?}");
+    reached(&app, &a, "updated", "established").await;
     let receiver = app.receiver.clone();
     app.stop().await;
 
@@ -347,21 +316,13 @@ async fn an_incoming_call_redirected_to_an_application_rings_that_bot() {
         .wait_for(&a, |s| has(s, "deleted", "terminated"))
         .await;
     assert!(has(&s, "updated", "redirecting"), "{s:?}");
-    let s = app
-        .receiver
-        .wait_for(&b, |s| has(s, "updated", "established"))
-        .await;
-    assert!(has(&s, "updated", "established"), "{s:?}");
+    reached(&app, &b, "updated", "established").await;
     // Alice, now talking to bot B, hangs up: B's call ends.
     let r = app
         .admin("POST", &format!("/parties/{ALICE}/hangup"), None)
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let s = app
-        .receiver
-        .wait_for(&b, |s| has(s, "deleted", "terminated"))
-        .await;
-    assert!(has(&s, "deleted", "terminated"), "{s:?}");
+    reached(&app, &b, "deleted", "terminated").await;
 }
 
 #[tokio::test]
@@ -373,21 +334,8 @@ async fn a_bot_at_its_call_limit_is_busy_to_a_calling_bot() {
     .await
     .unwrap();
     let (ta, _, _, _, _) = ring_b(&app).await;
-    let r = app
-        .send(
-            "POST",
-            CALLS,
-            Some(&ta),
-            Some(to_bot(&app, "application", APP_B)),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let a = r.body["id"].as_str().unwrap().to_string();
-    let s = app
-        .receiver
-        .wait_for(&a, |s| has(s, "deleted", "terminated"))
-        .await;
-    assert!(has(&s, "deleted", "terminated"), "{s:?}");
+    let a = place(&app, &ta, "application", APP_B).await;
+    reached(&app, &a, "deleted", "terminated").await;
     assert_eq!(app.receiver.end_reason(&a), Some((486, 8539)));
 }
 
