@@ -1534,6 +1534,15 @@ async fn lobby_app() -> TestApp {
     spawn_app_with(Backend::Suite, &extra).await
 }
 
+/// Joins the lobby meeting with `token`'s app; gives the call's id.
+async fn join_lobby_meeting(app: &TestApp, token: &str) -> String {
+    let r = app
+        .send("POST", CALLS, Some(token), Some(lobby_join(app)))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.body["id"].as_str().unwrap().to_string()
+}
+
 fn lobby_join(app: &TestApp) -> Value {
     let mut b = app.meeting(LOBBY_M, "");
     b["meetingInfo"]["passcode"] = Value::Null;
@@ -1544,11 +1553,7 @@ fn lobby_join(app: &TestApp) -> Value {
 async fn removing_a_party_from_the_lobby_updates_the_roster() {
     let app = lobby_app().await;
     let token = app.token().await;
-    let r = app
-        .send("POST", CALLS, Some(&token), Some(lobby_join(&app)))
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let host = r.body["id"].as_str().unwrap().to_string();
+    let host = join_lobby_meeting(&app, &token).await;
     app.advance(1.0).await;
     let roster = wait_roster(&app, &host, &[DAVE, CAROL, APP_A]).await;
     let n = app.receiver.rosters(&host).len();
@@ -1574,15 +1579,8 @@ async fn a_transfer_out_of_a_meeting_lets_nobody_in_from_the_lobby() {
     let app = lobby_app().await;
     let token = app.token().await;
     let tc = app.token_for(APP_C).await;
-    let r = app
-        .send("POST", CALLS, Some(&token), Some(lobby_join(&app)))
-        .await;
-    let host = r.body["id"].as_str().unwrap().to_string();
-    let r = app
-        .send("POST", CALLS, Some(&tc), Some(lobby_join(&app)))
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let other = r.body["id"].as_str().unwrap().to_string();
+    let host = join_lobby_meeting(&app, &token).await;
+    let other = join_lobby_meeting(&app, &tc).await;
     app.advance(1.0).await;
     let roster = wait_roster(&app, &other, &[DAVE, CAROL, APP_A, APP_C]).await;
     let carol = pid_of(&roster, CAROL);
@@ -1613,14 +1611,8 @@ async fn a_bot_invited_from_a_meeting_sees_the_inviting_bot_as_its_caller() {
     let app = lobby_app().await;
     let token = app.token().await;
     let tc = app.token_for(APP_C).await;
-    let r = app
-        .send("POST", CALLS, Some(&token), Some(lobby_join(&app)))
-        .await;
-    let _host = r.body["id"].as_str().unwrap().to_string();
-    let r = app
-        .send("POST", CALLS, Some(&tc), Some(lobby_join(&app)))
-        .await;
-    let other = r.body["id"].as_str().unwrap().to_string();
+    let _host = join_lobby_meeting(&app, &token).await;
+    let other = join_lobby_meeting(&app, &tc).await;
     app.advance(1.0).await;
     app.receiver
         .wait_for(&other, |s| has(s, "updated", "established"))
